@@ -1,0 +1,44 @@
+# Bastion: every target does its own setup, so `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSDEPS := libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev cmake pkg-config
+BASTION_TEST_POSTGRES_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
+export BASTION_TEST_POSTGRES_URL
+
+.PHONY: install sysdeps run demo test lint bench clean
+
+install: $(STAMP)
+
+# vpdq has no wheels: pip builds it against Debian's FFmpeg development libraries.
+sysdeps:
+	@if ! pkg-config --exists libavformat libavcodec libswscale 2>/dev/null || ! command -v cmake >/dev/null; then \
+	  echo "Installing FFmpeg development libraries for vpdq (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m bastion.demo
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check bastion tests benchmarks
+	$(BIN)/ruff format --check bastion tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) bastion-data .pytest_cache

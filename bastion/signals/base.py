@@ -1,0 +1,54 @@
+"""Signal types shared by every stage after hashing.
+
+A signal is a fingerprint of content. Perceptual signals (``pdq``, ``vpdq``) carry a quality;
+exact ones (``md5``, ``sha256``, ``url``) do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class SignalType(StrEnum):
+    PDQ = "pdq"
+    VPDQ = "vpdq"
+    MD5 = "md5"
+    SHA256 = "sha256"
+    URL = "url"
+
+    @property
+    def is_perceptual(self) -> bool:
+        return self in (SignalType.PDQ, SignalType.VPDQ)
+
+
+class SignalError(ValueError):
+    """Content could not be turned into a signal (corrupt, truncated, too large, unsupported)."""
+
+
+#: PDQ frames or images below this quality are reported but not matched by default (as HMA does).
+DEFAULT_MIN_QUALITY = 50
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One vPDQ frame hash: PDQ of a frame sampled from a video."""
+
+    pdq: str
+    quality: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A fingerprint of one piece of content.
+
+    ``value`` is the canonical text form: lowercase hex for ``pdq``/``md5``/``sha256``, the
+    normalised URL for ``url``, and the serialised frame list for ``vpdq``
+    (see :func:`bastion.signals.video.serialize_frames`).
+    """
+
+    type: SignalType
+    value: str
+    quality: int | None = None
+    frames: tuple[VideoFrame, ...] = field(default=(), compare=False, repr=False)
