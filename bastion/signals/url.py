@@ -16,6 +16,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+import idna
+
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = frozenset({80, 443})
@@ -159,8 +161,9 @@ def _normalize_host(host: str, url: str) -> str:
             raise ValueError(f"empty label in host {host!r}")
         if not label.isascii():
             try:
-                label = label.encode("idna").decode("ascii")
-            except UnicodeError:
+                # UTS 46 (IDNA 2008), as browsers resolve it: "faß" stays distinct from "fass".
+                label = idna.encode(label, uts46=True, transitional=False).decode("ascii")
+            except (idna.IDNAError, UnicodeError):
                 raise ValueError(f"host label {label!r} is not a valid IDN") from None
         if not _HOST_LABEL.match(label) or len(label) > 63:
             raise ValueError(f"invalid host label {label!r} in {url!r}")

@@ -45,6 +45,8 @@ from bastion.signals import normalize_url, url_keys
         ("http://münchen.de/", "xn--mnchen-3ya.de"),
         ("http://MÜNCHEN.de/", "xn--mnchen-3ya.de"),
         ("http://xn--mnchen-3ya.de/", "xn--mnchen-3ya.de"),
+        ("http://faß.de/", "xn--fa-hia.de"),  # IDNA 2008: not folded to fass.de
+        ("http://ＥＸＡＭＰＬＥ.com/", "example.com"),  # full-width letters map to ASCII
         ("http://ex%61mple.com/", "example.com"),
         ("http://sub_domain.example.com/", "sub_domain.example.com"),
         ("http://[2001:DB8:0:0::1]/a", "[2001:db8::1]/a"),
