@@ -1,0 +1,35 @@
+"""Banks: named hash lists with provenance, and the file formats they are imported from."""
+
+from bastion.banks.formats import (
+    BankFormat,
+    ParseError,
+    detect_format,
+    parse,
+    write,
+)
+from bastion.banks.model import (
+    Bank,
+    BankEntry,
+    NewEntry,
+    UrlMatch,
+    normalize_entry,
+    parse_signal_type,
+    validate_bank_name,
+    validate_value,
+)
+
+__all__ = [
+    "Bank",
+    "BankEntry",
+    "BankFormat",
+    "NewEntry",
+    "ParseError",
+    "UrlMatch",
+    "detect_format",
+    "normalize_entry",
+    "parse",
+    "parse_signal_type",
+    "validate_bank_name",
+    "validate_value",
+    "write",
+]

@@ -1,0 +1,296 @@
+"""Bank domain model: banks, their entries, and the validation every entry passes before storage.
+
+Pure: no database or web imports. The store and the import formats both funnel entries through
+:func:`normalize_entry`, so anything stored has one canonical form and any bad field is rejected
+with a message that names it, before it can reach (and abort) a database transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bastion.signals.base import SignalType
+
+BANK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
+_HEX_RE = re.compile(r"^[0-9a-f]+$")
+_HEX_LENGTHS = {SignalType.PDQ: 64, SignalType.MD5: 32, SignalType.SHA256: 64}
+
+#: Column widths shared with the store schema; checked here so a long field is a per-entry error
+#: rather than a database error that would abort a whole batch.
+MAX_TEXT = 255
+MAX_LABEL = 64
+MAX_LABELS = 64
+MAX_VALUE = 1_000_000
+MAX_METADATA = 64_000
+
+
+class UrlMatch(StrEnum):
+    """How a ``url`` entry matches: the exact normalised URL, any URL under it, or a domain."""
+
+    URL = "url"
+    PREFIX = "prefix"
+    DOMAIN = "domain"
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def validate_bank_name(name: str) -> str:
+    """Return the bank name lowercased, or raise ValueError. Names are used in URLs and CLIs."""
+    if not isinstance(name, str) or not BANK_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid bank name {_short(name)}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name.lower()
+
+
+def parse_signal_type(name: str | SignalType) -> SignalType:
+    """Map a signal type name to :class:`SignalType`, with an error listing the valid names."""
+    if isinstance(name, SignalType):
+        return name
+    try:
+        return SignalType(str(name).strip().lower())
+    except ValueError:
+        valid = ", ".join(t.value for t in SignalType)
+        raise ValueError(f"unknown signal type {_short(name)} (expected one of: {valid})") from None
+
+
+def _check_text(what: str, value: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    return value
+
+
+def validate_value(signal_type: SignalType | str, value: str) -> str:
+    """Return the canonical form of ``value`` for ``signal_type`` or raise ValueError saying why.
+
+    Canonical: lowercase hex for pdq/md5/sha256, the normalised URL for url, and the serialised
+    frame list (as python-threatexchange writes it) for vpdq.
+    """
+    st = parse_signal_type(signal_type)
+    if not isinstance(value, str):
+        raise ValueError(f"{st} value must be a string, got {type(value).__name__}")
+    if len(value) > MAX_VALUE:
+        raise ValueError(f"{st} value is longer than {MAX_VALUE} characters")
+    text = value.strip()
+    if not text:
+        raise ValueError(f"{st} value is empty")
+    if st in _HEX_LENGTHS:
+        want = _HEX_LENGTHS[st]
+        hexed = text.lower()
+        if len(hexed) != want or not _HEX_RE.match(hexed):
+            raise ValueError(
+                f"{st} value must be {want} hexadecimal characters, got {len(hexed)} "
+                f"characters: {_short(text)}"
+            )
+        return hexed
+    if st is SignalType.URL:
+        from bastion.signals.url import normalize_url
+
+        return _check_text("url value", normalize_url(text), MAX_VALUE)
+    # vpdq
+    from bastion.signals.video import parse_frames, serialize_frames
+
+    frames = parse_frames(text)
+    if not frames:
+        raise ValueError("vpdq value has no frames")
+    return serialize_frames(frames)
+
+
+def _utc(value: datetime | str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{what} is not an ISO 8601 date/time: {_short(value)}") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"{what} must be a date/time, got {type(value).__name__}")
+    # Lists that give a bare date/time mean UTC; keeping everything aware avoids mixed comparisons.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalize_labels(labels: Any) -> list[str]:
+    """Strip, drop duplicates, keep order. Labels may not contain ';' (the CSV separator)."""
+    if isinstance(labels, str) or not isinstance(labels, list | tuple | set | frozenset):
+        raise ValueError(f"labels must be a list of strings, got {type(labels).__name__}")
+    out: list[str] = []
+    if not labels:
+        return out
+    for raw in labels:
+        label = _check_text("label", raw, MAX_LABEL).strip()
+        if not label:
+            raise ValueError("labels may not be empty")
+        if ";" in label or "\n" in label:
+            raise ValueError(f"label {_short(label)} may not contain ';' or a newline")
+        if label not in out:
+            out.append(label)
+    if len(out) > MAX_LABELS:
+        raise ValueError(f"more than {MAX_LABELS} labels")
+    return out
+
+
+def normalize_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None or metadata == {}:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    try:
+        encoded = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+    if len(encoded) > MAX_METADATA:
+        raise ValueError(f"metadata is larger than {MAX_METADATA} characters of JSON")
+    if "\\u0000" in encoded:  # PostgreSQL JSONB cannot hold NUL
+        raise ValueError("metadata contains a NUL character")
+    return metadata
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to add to a bank: what the import formats produce and the store consumes.
+
+    Frozen so that an entry, once validated by :func:`normalize_entry`, stays valid; the store
+    then skips validating it again (a measurable share of a large import).
+    """
+
+    signal_type: SignalType
+    value: str
+    quality: int | None = None
+    url_match: str | None = None
+    source: str = ""
+    list_name: str = ""
+    external_id: str | None = None
+    added_at: datetime | None = None
+    labels: list[str] = field(default_factory=list)
+    enabled: bool = True
+    disabled_reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Set only by normalize_entry; dataclasses.replace() resets it, so edits get re-validated.
+    canonical: bool = field(default=False, init=False, repr=False, compare=False)
+
+
+def normalize_entry(entry: NewEntry) -> NewEntry:
+    """Return a validated, canonical copy of ``entry`` or raise ValueError naming the bad field."""
+    if entry.canonical:
+        return entry
+    st = parse_signal_type(entry.signal_type)
+    value = validate_value(st, entry.value)
+    quality = entry.quality
+    if quality is not None:
+        if isinstance(quality, bool) or not isinstance(quality, int):
+            raise ValueError(f"quality must be an integer, got {_short(quality)}")
+        if not st.is_perceptual:
+            raise ValueError(f"quality applies only to pdq and vpdq entries, not {st}")
+        if not 0 <= quality <= 100:
+            raise ValueError(f"quality must be between 0 and 100, got {quality}")
+    url_match: str | None = entry.url_match or None
+    if st is SignalType.URL:
+        try:
+            url_match = UrlMatch(url_match or UrlMatch.URL).value
+        except ValueError:
+            raise ValueError(
+                f"url_match must be one of url, prefix, domain, got {_short(url_match)}"
+            ) from None
+    elif url_match is not None:
+        raise ValueError(f"url_match applies only to url entries, not {st}")
+    external_id = entry.external_id
+    if external_id is not None:
+        external_id = _check_text("external_id", str(external_id)).strip() or None
+    if not isinstance(entry.enabled, bool):
+        raise ValueError("enabled must be true or false")
+    out = replace(
+        entry,
+        signal_type=st,
+        value=value,
+        quality=quality,
+        url_match=url_match,
+        source=_check_text("source", entry.source or "").strip(),
+        list_name=_check_text("list", entry.list_name or "").strip(),
+        external_id=external_id,
+        added_at=_utc(entry.added_at, "added_at"),
+        labels=normalize_labels(entry.labels or []),
+        disabled_reason=_check_text("disabled_reason", entry.disabled_reason or "", 2000),
+        metadata=normalize_metadata(entry.metadata),
+    )
+    object.__setattr__(out, "canonical", True)
+    return out
+
+
+@dataclass(slots=True)
+class Bank:
+    """A named hash list. ``version`` rises on every change to the bank or any of its entries."""
+
+    id: int
+    name: str
+    description: str
+    labels: list[str]
+    source: str
+    enabled: bool
+    is_demo: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    #: Number of entries (enabled or not); filled by listings, None where not counted.
+    entry_count: int | None = None
+
+    @property
+    def display_name(self) -> str:
+        """Name for people: demo banks are always marked so no one mistakes them for real lists."""
+        return f"{self.name} [DEMO]" if self.is_demo else self.name
+
+
+@dataclass(slots=True)
+class BankEntry:
+    """A stored signal with its provenance. ``revision`` is the store-wide change counter."""
+
+    id: int
+    bank: str
+    signal_type: SignalType
+    value: str
+    quality: int | None
+    url_match: str | None
+    source: str
+    list_name: str
+    external_id: str | None
+    added_at: datetime
+    labels: list[str]
+    enabled: bool
+    disabled_reason: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    revision: int = 0
+
+    def to_new_entry(self) -> NewEntry:
+        return NewEntry(
+            signal_type=self.signal_type,
+            value=self.value,
+            quality=self.quality,
+            url_match=self.url_match,
+            source=self.source,
+            list_name=self.list_name,
+            external_id=self.external_id,
+            added_at=self.added_at,
+            labels=list(self.labels),
+            enabled=self.enabled,
+            disabled_reason=self.disabled_reason,
+            metadata=dict(self.metadata),
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

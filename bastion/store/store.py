@@ -1,0 +1,851 @@
+"""The bank store: banks and entries in SQLite (embedded) or PostgreSQL (scaled).
+
+Every write runs in one transaction that first bumps the global change counter (``store_state``),
+which both numbers the change and serialises writers (see ``models.StoreStateRow``).
+An in-memory index catches up with :meth:`Store.changes_since`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from bastion.banks.formats import BankFormat, ParseError, parse, write
+from bastion.banks.model import (
+    Bank,
+    BankEntry,
+    NewEntry,
+    normalize_entry,
+    normalize_labels,
+    utcnow,
+    validate_bank_name,
+    validate_value,
+)
+from bastion.signals.base import SignalType
+from bastion.store.models import BankRow, EntryRow, StoreStateRow, TombstoneRow, UTCDateTime
+
+DEFAULT_URL = "sqlite:///bastion-data/bastion.db"
+URL_ENV = "BASTION_DATABASE_URL"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Any fixed number: PostgreSQL advisory lock taken while migrating, so replicas starting together
+#: do not race to create the same tables.
+_MIGRATION_LOCK = 0x42A5_7104
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+banks_t = BankRow.__table__
+entries_t = EntryRow.__table__
+tomb_t = TombstoneRow.__table__
+state_t = StoreStateRow.__table__
+
+
+class StoreError(Exception):
+    """Base for store errors; the message is meant for the person running the command."""
+
+
+class BankNotFound(StoreError):
+    pass
+
+
+class BankExists(StoreError):
+    pass
+
+
+class EntryNotFound(StoreError):
+    pass
+
+
+class InvalidInput(StoreError, ValueError):
+    """A bank name, field or reference that fails validation."""
+
+
+class ImportAborted(StoreError):
+    """The entry stream itself failed midway (I/O error, database gone). Batches committed before
+    the failure stay stored; ``report`` says how far it got."""
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """Outcome of an import. ``errors`` keeps the first ``max_errors`` messages; ``error_count``
+    counts them all."""
+
+    added: int = 0
+    duplicates: int = 0
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+    batches: int = 0
+    max_errors: int = 100
+
+    def add_error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChange:
+    """One entry's state at ``revision``. ``active`` False means drop it from any index: it was
+    disabled, its bank was disabled, or it was removed (then ``entry`` is None)."""
+
+    entry_id: int
+    bank: str
+    signal_type: SignalType
+    value: str
+    revision: int
+    active: bool
+    entry: BankEntry | None
+
+    @property
+    def removed(self) -> bool:
+        return self.entry is None
+
+
+def database_url(url: str | None) -> str:
+    """The URL to use: the argument, else ``BASTION_DATABASE_URL``, else ./bastion-data SQLite."""
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def value_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _sqlite_setup(engine: Engine, *, memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (pysqlite's own is unreliable around DDL and
+        # savepoints); the "begin" hook below issues BEGIN itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Store:
+    """Banks and their entries. Thread-safe in the way an SQLAlchemy Engine is; open once per
+    process and share."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        schema: str | None = None,
+        engine_options: dict[str, Any] | None = None,
+        migrate: bool = True,
+    ) -> Store:
+        """Connect and bring the schema to the newest migration.
+
+        ``schema`` (PostgreSQL only) puts every table in that schema, creating it if needed;
+        tests use it for isolation. ``engine_options`` go to :func:`sqlalchemy.create_engine`.
+        """
+        url = database_url(url)
+        parsed = make_url(url)
+        options = dict(engine_options or {})
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        memory = is_sqlite and parsed.database in (None, "", ":memory:")
+        if is_sqlite and not memory and not str(parsed.database).startswith("file:"):
+            Path(str(parsed.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if memory:
+            options.setdefault("poolclass", StaticPool)
+            options.setdefault("connect_args", {"check_same_thread": False})
+        if schema is not None:
+            if is_sqlite:
+                raise InvalidInput("schema= is for PostgreSQL; SQLite has one schema per file")
+            if not _SCHEMA_RE.match(schema):
+                raise InvalidInput(f"invalid schema name {schema!r}")
+            connect_args = dict(options.get("connect_args", {}))
+            connect_args["options"] = (
+                connect_args.get("options", "") + f" -csearch_path={schema}"
+            ).strip()
+            options["connect_args"] = connect_args
+        engine = create_engine(url, **options)
+        if is_sqlite:
+            _sqlite_setup(engine, memory=memory)
+        store = cls(engine)
+        try:
+            if schema is not None:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            if migrate:
+                store.migrate()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def migrate(self) -> None:
+        """Run Alembic migrations to head (a no-op when already there)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[Connection, int]]:
+        """A write transaction and its revision number. Bumping the counter first takes its lock,
+        so concurrent writers queue here rather than deadlock later."""
+        with self.engine.begin() as conn:
+            rev = conn.execute(
+                update(state_t)
+                .where(state_t.c.id == 1)
+                .values(revision=state_t.c.revision + 1)
+                .returning(state_t.c.revision)
+            ).scalar_one()
+            yield conn, rev
+
+    # -- banks ---------------------------------------------------------------------------------
+
+    def create_bank(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        labels: Iterable[str] = (),
+        source: str = "",
+        is_demo: bool = False,
+        enabled: bool = True,
+    ) -> Bank:
+        name = _bank_name(name)
+        fields = _bank_fields(
+            {"description": description, "labels": list(labels), "source": source}
+        )
+        now = utcnow()
+        try:
+            with self._write() as (conn, _rev):
+                if _find_bank(conn, name) is not None:
+                    raise BankExists(f"bank {name!r} already exists")
+                conn.execute(
+                    insert(banks_t).values(
+                        name=name,
+                        enabled=enabled,
+                        is_demo=is_demo,
+                        version=1,
+                        created_at=now,
+                        updated_at=now,
+                        **fields,
+                    )
+                )
+        except IntegrityError:
+            raise BankExists(f"bank {name!r} already exists") from None
+        return self.get_bank(name)
+
+    def get_bank(self, name: str) -> Bank:
+        with self.engine.connect() as conn:
+            return _to_bank(_bank_row(conn, name))
+
+    def list_banks(self) -> list[Bank]:
+        """All banks by name, each with ``entry_count`` filled."""
+        counts = (
+            select(entries_t.c.bank_id, func.count().label("n"))
+            .group_by(entries_t.c.bank_id)
+            .subquery()
+        )
+        stmt = (
+            select(banks_t, func.coalesce(counts.c.n, 0).label("entry_count"))
+            .outerjoin(counts, counts.c.bank_id == banks_t.c.id)
+            .order_by(banks_t.c.name)
+        )
+        with self.engine.connect() as conn:
+            return [_to_bank(r, r.entry_count) for r in conn.execute(stmt)]
+
+    def update_bank(self, name: str, /, **fields: Any) -> Bank:
+        """Change any of name (a rename), description, labels, source, enabled, is_demo."""
+        allowed = {"name", "description", "labels", "source", "enabled", "is_demo"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise InvalidInput(f"cannot update bank field(s): {', '.join(unknown)}")
+        values = _bank_fields(
+            {k: v for k, v in fields.items() if k in ("description", "labels", "source")}
+        )
+        for flag in ("enabled", "is_demo"):
+            if flag in fields:
+                if not isinstance(fields[flag], bool):
+                    raise InvalidInput(f"{flag} must be true or false")
+                values[flag] = fields[flag]
+        new_name = _bank_name(fields["name"]) if "name" in fields else None
+        with self._write() as (conn, rev):
+            row = _bank_row(conn, name)
+            if new_name is not None and new_name != row.name:
+                if _find_bank(conn, new_name) is not None:
+                    raise BankExists(f"bank {new_name!r} already exists")
+                values["name"] = new_name
+            _touch_bank(conn, row.id, **values)
+            # Entries carry their bank's name and enabled state to replicas: renumber them.
+            if "name" in values or values.get("enabled", row.enabled) != row.enabled:
+                conn.execute(
+                    update(entries_t).where(entries_t.c.bank_id == row.id).values(revision=rev)
+                )
+            final = values.get("name", row.name)
+        return self.get_bank(final)
+
+    def set_bank_enabled(self, name: str, enabled: bool) -> Bank:
+        return self.update_bank(name, enabled=enabled)
+
+    def delete_bank(self, name: str) -> None:
+        """Delete a bank and all its entries (leaving tombstones for replicas)."""
+        with self._write() as (conn, rev):
+            row = _bank_row(conn, name)
+            _tombstone(conn, entries_t.c.bank_id == row.id, rev)
+            conn.execute(delete(entries_t).where(entries_t.c.bank_id == row.id))
+            conn.execute(delete(banks_t).where(banks_t.c.id == row.id))
+
+    # -- adding entries ------------------------------------------------------------------------
+
+    def add_entries(
+        self,
+        bank: str,
+        entries: Iterable[NewEntry | ParseError],
+        *,
+        batch_size: int = 5000,
+        max_errors: int = 100,
+    ) -> ImportReport:
+        """Validate and add entries, ``batch_size`` per transaction.
+
+        An entry identical in (signal type, value, url_match) to one already in the bank, or
+        earlier in the stream, counts as a duplicate and is skipped. A bad entry is reported and
+        skipped. ParseErrors in the stream are reported as they are. If the stream raises,
+        earlier batches stay committed and :class:`ImportAborted` carries the report.
+        """
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be at least 1")
+        name = self.get_bank(bank).name
+        report = ImportReport(max_errors=max_errors)
+        batch: list[NewEntry] = []
+        try:
+            for number, item in enumerate(entries, 1):
+                if isinstance(item, ParseError):
+                    report.add_error(str(item))
+                    continue
+                try:
+                    batch.append(normalize_entry(item))
+                except (ValueError, TypeError, AttributeError) as exc:
+                    report.add_error(f"entry {number}: {exc}")
+                    continue
+                if len(batch) >= batch_size:
+                    self._insert_batch(name, batch, report)
+                    batch = []
+            if batch:
+                self._insert_batch(name, batch, report)
+        except StoreError:
+            raise
+        except (OSError, SQLAlchemyError, UnicodeError, RuntimeError) as exc:
+            raise ImportAborted(
+                f"import into bank {name!r} stopped after {report.added} added entries "
+                f"(earlier batches are kept): {exc}",
+                report,
+            ) from exc
+        return report
+
+    def _insert_batch(self, bank: str, batch: list[NewEntry], report: ImportReport) -> None:
+        unique: dict[tuple[str, str, str], dict[str, Any]] = {}
+        now = utcnow()
+        for e in batch:
+            row = _entry_values(e, now)
+            key = (row["signal_type"], row["value_hash"], row["url_match"])
+            if key in unique:
+                report.duplicates += 1
+            else:
+                unique[key] = row
+        try:
+            with self._write() as (conn, rev):
+                self._insert_rows(conn, bank, rev, unique, report)
+        except (IntegrityError, DataError):
+            # Validation should have caught everything the database rejects; if not, find the
+            # offending rows one by one rather than lose the batch.
+            for key, row in unique.items():
+                try:
+                    with self._write() as (conn, rev):
+                        self._insert_rows(conn, bank, rev, {key: row}, report)
+                except (IntegrityError, DataError) as exc:
+                    report.add_error(
+                        f"{row['signal_type']} {row['value'][:40]!r}: database rejected the "
+                        f"entry: {getattr(exc, 'orig', exc)}"
+                    )
+        report.batches += 1
+
+    @staticmethod
+    def _insert_rows(
+        conn: Connection,
+        bank: str,
+        rev: int,
+        rows: dict[tuple[str, str, str], dict[str, Any]],
+        report: ImportReport,
+    ) -> None:
+        bank_row = _bank_row(conn, bank)
+        fresh = [{**row, "bank_id": bank_row.id, "revision": rev} for row in rows.values()]
+        # ON CONFLICT DO NOTHING lets the unique index find duplicates: no read-then-write race,
+        # and no reliance on planner statistics that lag behind a table growing mid-import.
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(entries_t).on_conflict_do_nothing(
+            index_elements=["bank_id", "signal_type", "value_hash", "url_match"]
+        )
+        if fresh:
+            conn.execute(stmt, fresh)
+        # The rows this transaction inserted are exactly those carrying its revision (RETURNING
+        # would say the same but makes PostgreSQL bulk inserts several times slower).
+        added = conn.execute(
+            select(func.count()).select_from(entries_t).where(entries_t.c.revision == rev)
+        ).scalar_one()
+        if added:
+            _touch_bank(conn, bank_row.id)
+        report.added += added
+        report.duplicates += len(fresh) - added
+
+    def import_file(
+        self,
+        bank: str,
+        source: str | os.PathLike[str] | IO[str] | IO[bytes],
+        fmt: BankFormat | str | None = None,
+        *,
+        batch_size: int = 5000,
+        max_errors: int = 100,
+    ) -> ImportReport:
+        """Parse a bank file (path or open stream) and add its entries; see :meth:`add_entries`.
+        Per-line problems are collected as ``line N: message``."""
+        self.get_bank(bank)  # fail before reading anything
+        fmt = BankFormat(fmt) if fmt is not None else None
+        if isinstance(source, str | os.PathLike):
+            with Path(source).open("rb") as fh:
+                return self.add_entries(
+                    bank, parse(fh, fmt), batch_size=batch_size, max_errors=max_errors
+                )
+        return self.add_entries(
+            bank, parse(source, fmt), batch_size=batch_size, max_errors=max_errors
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def export(
+        self,
+        bank: str,
+        fmt: BankFormat | str,
+        out: IO[str],
+        *,
+        include_disabled: bool = False,
+    ) -> int:
+        """Write a bank's entries to ``out``; returns the count. Disabled entries are left out
+        unless asked for (the formats have no column for the enabled flag)."""
+        name = self.get_bank(bank).name
+        entries = self._iter(
+            banks=[name], entries_enabled=not include_disabled, banks_enabled=False
+        )
+        return write(entries, fmt, out)
+
+    def iter_entries(
+        self,
+        *,
+        banks: Sequence[str] | None = None,
+        enabled_only: bool = True,
+        signal_types: Sequence[SignalType | str] | None = None,
+        batch: int = 10000,
+    ) -> Iterator[BankEntry]:
+        """Stream entries in id order without loading them all (server-side cursor on
+        PostgreSQL). ``enabled_only`` keeps enabled entries of enabled banks."""
+        return self._iter(
+            banks=banks,
+            entries_enabled=enabled_only,
+            banks_enabled=enabled_only,
+            signal_types=signal_types,
+            batch=batch,
+        )
+
+    def _iter(
+        self,
+        *,
+        banks: Sequence[str] | None,
+        entries_enabled: bool,
+        banks_enabled: bool,
+        signal_types: Sequence[SignalType | str] | None = None,
+        batch: int = 10000,
+    ) -> Iterator[BankEntry]:
+        stmt = _entry_select().order_by(entries_t.c.id)
+        if banks is not None:
+            stmt = stmt.where(banks_t.c.name.in_([str(b).lower() for b in banks]))
+        if entries_enabled:
+            stmt = stmt.where(entries_t.c.enabled.is_(True))
+        if banks_enabled:
+            stmt = stmt.where(banks_t.c.enabled.is_(True))
+        if signal_types is not None:
+            stmt = stmt.where(entries_t.c.signal_type.in_([str(t) for t in signal_types]))
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=batch).execute(stmt)
+            for row in result:
+                yield _to_entry(row)
+
+    def get_entry(self, entry_id: int) -> BankEntry:
+        row = None
+        if isinstance(entry_id, int) and 0 < entry_id < 2**63:
+            with self.engine.connect() as conn:
+                row = conn.execute(_entry_select().where(entries_t.c.id == entry_id)).first()
+        if row is None:
+            raise EntryNotFound(f"no bank entry with id {entry_id}")
+        return _to_entry(row)
+
+    def find_entries(
+        self,
+        bank: str,
+        *,
+        external_id: str | None = None,
+        value: str | None = None,
+        signal_type: SignalType | str | None = None,
+    ) -> list[BankEntry]:
+        """Entries of ``bank`` matching all the given criteria (the value in any signal type it
+        is valid for, unless ``signal_type`` says which)."""
+        with self.engine.connect() as conn:
+            bank_row = _bank_row(conn, bank)
+            stmt = _entry_select().where(entries_t.c.bank_id == bank_row.id)
+            if external_id is not None:
+                stmt = stmt.where(entries_t.c.external_id == str(external_id))
+            if signal_type is not None:
+                stmt = stmt.where(entries_t.c.signal_type == str(SignalType(signal_type)))
+            if value is not None:
+                types = [SignalType(signal_type)] if signal_type is not None else list(SignalType)
+                hashes = _value_hashes(value, types)
+                if not hashes:
+                    return []
+                stmt = stmt.where(entries_t.c.value_hash.in_(hashes))
+            return [_to_entry(r) for r in conn.execute(stmt.order_by(entries_t.c.id))]
+
+    # -- changing entries ----------------------------------------------------------------------
+
+    def disable_entry(self, bank: str, entry_ref: int | str, reason: str = "") -> list[BankEntry]:
+        """Disable the entries ``entry_ref`` names (id, external id, or value); returns them."""
+        return self._set_enabled(bank, entry_ref, False, reason)
+
+    def enable_entry(self, bank: str, entry_ref: int | str) -> list[BankEntry]:
+        return self._set_enabled(bank, entry_ref, True, "")
+
+    def _set_enabled(
+        self, bank: str, entry_ref: int | str, enabled: bool, reason: str
+    ) -> list[BankEntry]:
+        if not isinstance(reason, str) or len(reason) > 2000 or "\x00" in reason:
+            raise InvalidInput("reason must be text of at most 2000 characters")
+        with self._write() as (conn, rev):
+            bank_row = _bank_row(conn, bank)
+            ids = _resolve(conn, bank_row, entry_ref)
+            conn.execute(
+                update(entries_t)
+                .where(entries_t.c.id.in_(ids))
+                .values(enabled=enabled, disabled_reason=reason, revision=rev, updated_at=utcnow())
+            )
+            _touch_bank(conn, bank_row.id)
+            rows = conn.execute(_entry_select().where(entries_t.c.id.in_(ids))).all()
+        return [_to_entry(r) for r in rows]
+
+    def remove_entry(self, bank: str, entry_ref: int | str) -> list[BankEntry]:
+        """Delete the entries ``entry_ref`` names; returns what they were."""
+        with self._write() as (conn, rev):
+            bank_row = _bank_row(conn, bank)
+            ids = _resolve(conn, bank_row, entry_ref)
+            rows = conn.execute(_entry_select().where(entries_t.c.id.in_(ids))).all()
+            _tombstone(conn, entries_t.c.id.in_(ids), rev)
+            conn.execute(delete(entries_t).where(entries_t.c.id.in_(ids)))
+            _touch_bank(conn, bank_row.id)
+        return [_to_entry(r) for r in rows]
+
+    # -- replication ---------------------------------------------------------------------------
+
+    def current_revision(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(state_t.c.revision)).scalar_one())
+
+    def changes_since(self, revision: int) -> tuple[list[EntryChange], int]:
+        """Entry changes after ``revision``, oldest first, and the revision to ask from next.
+
+        To build an index: note ``current_revision()``, load ``iter_entries()``, then apply
+        ``changes_since(noted)`` (applying a change twice is harmless). Every change numbered up
+        to the returned revision has been committed, so none is ever skipped.
+        """
+        with self.engine.connect() as conn:
+            # Read the counter first and cap both queries at it: anything at or below it is
+            # already committed, whatever else commits while we read.
+            upto = int(conn.execute(select(state_t.c.revision)).scalar_one())
+            changes = [
+                EntryChange(
+                    entry_id=e.id,
+                    bank=e.bank,
+                    signal_type=e.signal_type,
+                    value=e.value,
+                    revision=e.revision,
+                    active=e.enabled and bool(r.bank_enabled),
+                    entry=e,
+                )
+                for r in conn.execute(
+                    _entry_select()
+                    .where(entries_t.c.revision > revision, entries_t.c.revision <= upto)
+                    .order_by(entries_t.c.revision, entries_t.c.id)
+                )
+                for e in (_to_entry(r),)
+            ]
+            changes += [
+                EntryChange(
+                    entry_id=t.entry_id,
+                    bank=t.bank_name,
+                    signal_type=SignalType(t.signal_type),
+                    value=t.value,
+                    revision=t.revision,
+                    active=False,
+                    entry=None,
+                )
+                for t in conn.execute(
+                    select(tomb_t).where(tomb_t.c.revision > revision, tomb_t.c.revision <= upto)
+                )
+            ]
+        changes.sort(key=lambda c: (c.revision, c.entry_id))
+        return changes, max(upto, revision)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _bank_name(name: str) -> str:
+    try:
+        return validate_bank_name(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _bank_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, limit in (("description", 10_000), ("source", 255)):
+        if key in fields:
+            value = fields[key]
+            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+                raise InvalidInput(f"bank {key} must be text of at most {limit} characters")
+            out[key] = value
+    if "labels" in fields:
+        try:
+            out["labels"] = normalize_labels(list(fields["labels"]))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"bank {exc}") from None
+    return out
+
+
+def _find_bank(conn: Connection, name: str) -> Row[Any] | None:
+    if not isinstance(name, str):
+        return None
+    return conn.execute(select(banks_t).where(banks_t.c.name == name.lower())).first()
+
+
+def _bank_row(conn: Connection, name: str) -> Row[Any]:
+    row = _find_bank(conn, name)
+    if row is None:
+        raise BankNotFound(f"no bank named {name!r}")
+    return row
+
+
+def _touch_bank(conn: Connection, bank_id: int, **values: Any) -> None:
+    conn.execute(
+        update(banks_t)
+        .where(banks_t.c.id == bank_id)
+        .values(version=banks_t.c.version + 1, updated_at=utcnow(), **values)
+    )
+
+
+def _tombstone(conn: Connection, where: Any, rev: int) -> None:
+    doomed = (
+        select(
+            entries_t.c.id,
+            banks_t.c.name,
+            entries_t.c.signal_type,
+            entries_t.c.value,
+            literal(rev, BigInteger()),
+            literal(utcnow(), UTCDateTime()),
+        )
+        .join(banks_t, banks_t.c.id == entries_t.c.bank_id)
+        .where(where)
+    )
+    conn.execute(
+        insert(tomb_t).from_select(
+            ["entry_id", "bank_name", "signal_type", "value", "revision", "removed_at"], doomed
+        )
+    )
+
+
+def _resolve(conn: Connection, bank_row: Row[Any], ref: int | str) -> list[int]:
+    """Entry ids in the bank named by ``ref``: an id, an external id, or a value."""
+    base = select(entries_t.c.id).where(entries_t.c.bank_id == bank_row.id)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        ids = _by_id(conn, base, ref)
+    elif isinstance(ref, str) and ref.strip():
+        ids = list(conn.execute(base.where(entries_t.c.external_id == ref.strip())).scalars())
+        if not ids:
+            hashes = _value_hashes(ref, list(SignalType))
+            if hashes:
+                ids = list(conn.execute(base.where(entries_t.c.value_hash.in_(hashes))).scalars())
+        if not ids and ref.strip().isdigit():
+            ids = _by_id(conn, base, int(ref))
+    else:
+        raise InvalidInput(f"an entry reference must be an id, external id or value, not {ref!r}")
+    if not ids:
+        raise EntryNotFound(
+            f"bank {bank_row.name!r} has no entry with id, external id or value {ref!r}"
+        )
+    return ids
+
+
+def _by_id(conn: Connection, base: Select[Any], entry_id: int) -> list[int]:
+    if not 0 < entry_id < 2**63:  # outside BIGINT: cannot be an id, and would be a DB error
+        return []
+    return list(conn.execute(base.where(entries_t.c.id == entry_id)).scalars())
+
+
+def _value_hashes(value: str, types: Iterable[SignalType]) -> list[str]:
+    """Hashes of every canonical form ``value`` takes among ``types`` (skipping invalid ones)."""
+    out: set[str] = set()
+    for st in types:
+        try:
+            out.add(value_hash(validate_value(st, value)))
+        except (ValueError, ImportError):
+            continue
+    return sorted(out)
+
+
+def _entry_values(e: NewEntry, now: Any) -> dict[str, Any]:
+    return {
+        "signal_type": str(e.signal_type),
+        "value": e.value,
+        "value_hash": value_hash(e.value),
+        "quality": e.quality,
+        "url_match": e.url_match or "",
+        "source": e.source,
+        "list_name": e.list_name,
+        "external_id": e.external_id,
+        "added_at": e.added_at or now,
+        "labels": e.labels,
+        "enabled": e.enabled,
+        "disabled_reason": e.disabled_reason,
+        "metadata": e.metadata,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+_ENTRY_COLUMNS = (
+    entries_t.c.id,
+    banks_t.c.name,
+    entries_t.c.signal_type,
+    entries_t.c.value,
+    entries_t.c.quality,
+    entries_t.c.url_match,
+    entries_t.c.source,
+    entries_t.c.list_name,
+    entries_t.c.external_id,
+    entries_t.c.added_at,
+    entries_t.c.labels,
+    entries_t.c.enabled,
+    entries_t.c.disabled_reason,
+    entries_t.c.metadata,
+    entries_t.c.created_at,
+    entries_t.c.updated_at,
+    entries_t.c.revision,
+    banks_t.c.enabled.label("bank_enabled"),
+)
+_SIGNAL_TYPES = {t.value: t for t in SignalType}
+
+
+def _entry_select() -> Select[Any]:
+    """Columns in BankEntry field order (then the bank's enabled flag), for cheap row mapping."""
+    return select(*_ENTRY_COLUMNS).join(banks_t, banks_t.c.id == entries_t.c.bank_id)
+
+
+def _to_entry(r: Row[Any]) -> BankEntry:
+    (i, bank, st, value, q, um, src, lst, ext, added, labels, en, reason, meta, cr, up, rev, _) = r
+    return BankEntry(
+        i,
+        bank,
+        _SIGNAL_TYPES[st],
+        value,
+        q,
+        um or None,
+        src,
+        lst,
+        ext,
+        added,
+        list(labels or ()),
+        bool(en),
+        reason,
+        dict(meta or {}),
+        cr,
+        up,
+        rev,
+    )
+
+
+def _to_bank(r: Row[Any], entry_count: int | None = None) -> Bank:
+    m = r._mapping
+    return Bank(
+        id=m[banks_t.c.id],
+        name=m[banks_t.c.name],
+        description=m[banks_t.c.description],
+        labels=list(m[banks_t.c.labels] or []),
+        source=m[banks_t.c.source],
+        enabled=bool(m[banks_t.c.enabled]),
+        is_demo=bool(m[banks_t.c.is_demo]),
+        created_at=m[banks_t.c.created_at],
+        updated_at=m[banks_t.c.updated_at],
+        version=m[banks_t.c.version],
+        entry_count=entry_count,
+    )

@@ -1,0 +1,142 @@
+"""Bank model validation: every field a database would reject fails here, per entry, by name."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from bastion.banks.model import (
+    Bank,
+    NewEntry,
+    normalize_entry,
+    parse_signal_type,
+    validate_bank_name,
+    validate_value,
+)
+from bastion.signals.base import SignalType
+
+PDQ = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+
+
+@pytest.mark.parametrize("name", ["a", "IWF-demo", "ncmec.hashes_2024", "0" * 64])
+def test_valid_bank_names_are_lowercased(name: str) -> None:
+    assert validate_bank_name(name) == name.lower()
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".x", "has space", "x" * 65, "é", "a/b"])
+def test_invalid_bank_names_are_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="invalid bank name"):
+        validate_bank_name(name)
+
+
+def test_hex_values_are_lowercased_and_stripped() -> None:
+    assert validate_value(SignalType.PDQ, f"  {PDQ.upper()}\n") == PDQ
+    assert validate_value("md5", "D41D8CD98F00B204E9800998ECF8427E") == (
+        "d41d8cd98f00b204e9800998ecf8427e"
+    )
+    assert validate_value("sha256", "A" * 64) == "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("st", "value", "message"),
+    [
+        ("pdq", PDQ[:-1], "pdq value must be 64 hexadecimal characters, got 63"),
+        ("pdq", PDQ[:-1] + "g", "pdq value must be 64 hexadecimal"),
+        ("md5", PDQ, "md5 value must be 32 hexadecimal characters, got 64"),
+        ("sha256", "", "sha256 value is empty"),
+        ("sha1", PDQ, "unknown signal type 'sha1'"),
+    ],
+)
+def test_bad_values_say_what_is_wrong(st: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_value(st, value)
+
+
+def test_parse_signal_type_lists_valid_names() -> None:
+    assert parse_signal_type(" PDQ ") is SignalType.PDQ
+    with pytest.raises(ValueError, match="expected one of: pdq, vpdq, md5, sha256, url"):
+        parse_signal_type("tlsh")
+
+
+def test_normalize_entry_canonicalises_fields() -> None:
+    tz = timezone(timedelta(hours=2))
+    e = normalize_entry(
+        NewEntry(
+            signal_type="PDQ",  # type: ignore[arg-type]
+            value=PDQ.upper(),
+            quality=80,
+            source=" NCMEC ",
+            external_id=" 42 ",
+            added_at=datetime(2024, 5, 1, 12, 0, tzinfo=tz),
+            labels=[" csam", "A1", "csam"],
+            metadata={"k": [1, 2]},
+        )
+    )
+    assert e.signal_type is SignalType.PDQ
+    assert e.value == PDQ
+    assert e.source == "NCMEC"
+    assert e.external_id == "42"
+    assert e.added_at == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert e.added_at.tzinfo is UTC
+    assert e.labels == ["csam", "A1"]
+    assert e.url_match is None
+
+
+def test_naive_added_at_means_utc() -> None:
+    e = normalize_entry(NewEntry(SignalType.MD5, "0" * 32, added_at="2024-01-02T03:04:05"))  # type: ignore[arg-type]
+    assert e.added_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (NewEntry(SignalType.MD5, "0" * 32, quality=50), "quality applies only to pdq and vpdq"),
+        (NewEntry(SignalType.PDQ, PDQ, quality=101), "quality must be between 0 and 100"),
+        (NewEntry(SignalType.PDQ, PDQ, quality="9"), "quality must be an integer"),  # type: ignore[arg-type]
+        (NewEntry(SignalType.PDQ, PDQ, url_match="prefix"), "url_match applies only to url"),
+        (NewEntry(SignalType.PDQ, PDQ, source="x" * 256), "source is longer than 255"),
+        (NewEntry(SignalType.PDQ, PDQ, list_name="a\x00b"), "list contains a NUL"),
+        (NewEntry(SignalType.PDQ, PDQ, labels=["a;b"]), "may not contain ';'"),
+        (NewEntry(SignalType.PDQ, PDQ, labels="csam"), "labels must be a list"),  # type: ignore[arg-type]
+        (NewEntry(SignalType.PDQ, PDQ, metadata={"t": {1, 2}}), "not JSON-serialisable"),
+        (NewEntry(SignalType.PDQ, PDQ, metadata={"t": "\x00"}), "metadata contains a NUL"),
+        (NewEntry(SignalType.PDQ, PDQ, metadata=[1]), "metadata must be a JSON object"),  # type: ignore[arg-type]
+        (NewEntry(SignalType.PDQ, PDQ, added_at="yesterday"), "added_at is not an ISO 8601"),  # type: ignore[arg-type]
+    ],
+)
+def test_normalize_entry_rejects_bad_fields(entry: NewEntry, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize_entry(entry)
+
+
+def test_url_values_use_the_url_normaliser() -> None:
+    from bastion.signals.url import normalize_url
+
+    raw = "HTTP://Example.COM/a/b?x=1"
+    e = normalize_entry(NewEntry(SignalType.URL, raw))
+    assert e.value == normalize_url(raw)
+    assert e.url_match == "url"  # the default for url entries
+    assert normalize_entry(NewEntry(SignalType.URL, raw, url_match="domain")).url_match == "domain"
+    with pytest.raises(ValueError, match="url_match must be one of url, prefix, domain"):
+        normalize_entry(NewEntry(SignalType.URL, raw, url_match="regex"))
+
+
+def test_vpdq_values_are_canonical_frame_lists() -> None:
+    from bastion.signals.video import parse_frames
+
+    text = f'["{PDQ.upper()},100,0.0", "{PDQ},90,1.0"]'
+    canonical = validate_value(SignalType.VPDQ, text)
+    frames = parse_frames(canonical)
+    assert [f.pdq for f in frames] == [PDQ, PDQ]
+    assert [f.quality for f in frames] == [100, 90]
+    assert validate_value(SignalType.VPDQ, canonical) == canonical
+    with pytest.raises(ValueError):
+        validate_value(SignalType.VPDQ, '["nothex,100,0.0"]')
+
+
+def test_demo_banks_are_marked_for_people() -> None:
+    now = datetime.now(UTC)
+    bank = Bank(1, "demo", "", [], "IWF (demo)", True, True, now, now, 1)
+    assert bank.display_name == "demo [DEMO]"
+    assert Bank(2, "real", "", [], "", True, False, now, now, 1).display_name == "real"
