@@ -1,0 +1,576 @@
+"""The ``bastion`` command: hash, bank, scan, match and url check.
+
+Exit codes: 0 no match, 1 matches found (scan, match, url check), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bastion.banks import NewEntry
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
+from bastion.render import OutputFormat, emit
+from bastion.scan import ScanOptions, ScanResult, hash_paths, iter_files, scan_paths
+from bastion.signals import FileSignals
+from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
+from bastion.store import BankExists, BankNotFound, EntryNotFound, Store, StoreError
+
+app = typer.Typer(
+    name="bastion",
+    help="Find and stop child sexual exploitation and abuse: hash, match, review, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bank_app = typer.Typer(help="Manage banks: named hash lists with provenance.", no_args_is_help=True)
+url_app = typer.Typer(help="Match URLs against URL banks.", no_args_is_help=True)
+app.add_typer(bank_app, name="bank")
+app.add_typer(url_app, name="url")
+
+err = Console(stderr=True)
+_state: dict[str, Any] = {"db": None}
+
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+]
+ThresholdOpt = Annotated[
+    int,
+    typer.Option("--threshold", "-t", min=0, max=256, help="Largest PDQ distance that matches."),
+]
+BankOpt = Annotated[
+    list[str] | None, typer.Option("--bank", "-b", help="Only match these banks (repeatable).")
+]
+
+
+@app.callback()
+def main(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="BASTION_DATABASE_URL",
+            help="Database URL (default: SQLite in ./bastion-data/).",
+        ),
+    ] = None,
+) -> None:
+    _state["db"] = db
+
+
+def usage_error(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@contextmanager
+def open_store() -> Iterator[Store]:
+    try:
+        store = Store.open(_state["db"])
+    except StoreError as exc:
+        raise usage_error(f"cannot open the store: {exc}") from exc
+    try:
+        yield store
+    except (BankNotFound, BankExists, EntryNotFound, StoreError, ValueError) as exc:
+        raise usage_error(str(exc)) from exc
+    finally:
+        store.close()
+
+
+def load_matcher(
+    store: Store, banks: list[str] | None = None, types: list[SignalType] | None = None
+) -> Matcher:
+    for name in banks or ():
+        store.get_bank(name)  # a typo in --bank is a usage error, not an empty result
+    with err.status("Loading banks into the index…"):
+        return Matcher.from_entries(
+            store.iter_entries(banks=banks or None, enabled_only=True, signal_types=types)
+        )
+
+
+def progress(total: int | None, label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+# -- hash -------------------------------------------------------------------------------------
+@app.command("hash")
+def hash_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to hash.")],
+    fmt: FormatOpt = OutputFormat.TABLE,
+    reference: Annotated[
+        bool, typer.Option(help="Full-resolution decode without EXIF transposition (slow).")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+) -> None:
+    """Print every signal of each file: pdq (with quality), vpdq, md5, sha256."""
+    if reference:
+        from bastion.signals import hash_file
+
+        results: Iterator[FileSignals] = (
+            hash_file(p, reference=True) if p.is_file() else _missing(p) for p in iter_files(paths)
+        )
+    else:
+        results = hash_paths(paths, workers=workers)
+    if fmt is OutputFormat.JSON:
+        rows = (_hash_json(fs) for fs in results)
+        emit(rows, fmt, [], sys.stdout)
+        return
+    columns = ["path", "kind", "type", "value", "quality", "error"]
+    emit(_hash_rows(results, full=fmt is OutputFormat.CSV), fmt, columns, sys.stdout)
+
+
+def _missing(path: Path) -> FileSignals:
+    return FileSignals(path=str(path), kind="other", size=0, signals=[], error="no such file")
+
+
+def _hash_json(fs: FileSignals) -> dict[str, Any]:
+    return {
+        "path": fs.path,
+        "kind": fs.kind,
+        "size": fs.size,
+        "signals": [_signal_json(s) for s in fs.signals],
+        "error": fs.error,
+    }
+
+
+def _signal_json(sig: Signal) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": str(sig.type), "value": sig.value}
+    if sig.quality is not None:
+        out["quality"] = sig.quality
+    return out
+
+
+def _hash_rows(results: Iterator[FileSignals], *, full: bool) -> Iterator[dict[str, Any]]:
+    for fs in results:
+        if not fs.signals:
+            yield {"path": fs.path, "kind": fs.kind, "error": fs.error}
+        for i, sig in enumerate(fs.signals):
+            value = sig.value
+            if sig.type == SignalType.VPDQ and not full:
+                value = f"{len(sig.frames)} frames"
+            yield {
+                "path": fs.path,
+                "kind": fs.kind,
+                "type": str(sig.type),
+                "value": value,
+                "quality": sig.quality,
+                "error": fs.error if i == 0 else None,
+            }
+
+
+# -- scan -------------------------------------------------------------------------------------
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to scan.")],
+    fmt: FormatOpt = OutputFormat.TABLE,
+    threshold: ThresholdOpt = DEFAULT_PDQ_THRESHOLD,
+    dihedral: Annotated[
+        bool, typer.Option(help="Also try the 8 rotations and flips of each image.")
+    ] = False,
+    bank: BankOpt = None,
+    min_quality: Annotated[
+        int, typer.Option(min=0, max=100, help="Ignore PDQ hashes below this quality.")
+    ] = DEFAULT_MIN_QUALITY,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+) -> None:
+    """Hash every file on all cores and match it against every enabled bank.
+
+    Exit code 0 when nothing matched, 1 when something did; per-file errors never stop the scan.
+    """
+    with open_store() as store:
+        matcher = load_matcher(store, bank)
+    opts = ScanOptions(
+        threshold=threshold,
+        min_quality=min_quality,
+        dihedral=dihedral,
+        banks=tuple(bank) if bank else None,
+        workers=workers,
+    )
+    total = sum(1 for _ in iter_files(paths))
+    counts = {"matched": 0, "errors": 0, "files": 0}
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with progress(total, "Scanning") as bar:
+            task = bar.add_task("scan", total=total)
+            for result in scan_paths(paths, matcher, opts):
+                counts["files"] += 1
+                counts["matched"] += bool(result.matches)
+                counts["errors"] += result.error is not None
+                bar.advance(task)
+                yield _scan_row(result, table=fmt is OutputFormat.TABLE)
+
+    columns = ["path", "result", "matches", "error"]
+    emit(rows(), fmt, columns, sys.stdout)
+    err.print(
+        f"{counts['files']} files scanned, {counts['matched']} matched, "
+        f"{counts['errors']} could not be hashed"
+    )
+    raise typer.Exit(1 if counts["matched"] else 0)
+
+
+def _match_json(m: Match) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "bank": m.bank,
+        "entry": m.entry_id,
+        "signal_type": str(m.signal_type),
+        "distance": m.distance,
+    }
+    for key in ("external_id", "score", "variant", "url_match"):
+        if getattr(m, key) is not None:
+            out[key] = getattr(m, key)
+    if m.labels:
+        out["labels"] = list(m.labels)
+    return out
+
+
+def _match_text(m: Match) -> str:
+    text = f"{m.bank}#{m.entry_id} {m.signal_type} d={m.distance}"
+    if m.score is not None:
+        text += f" {m.score:.0f}% of frames"
+    if m.variant and m.variant != "original":
+        text += f" ({m.variant})"
+    return text
+
+
+def _scan_row(result: ScanResult, *, table: bool) -> dict[str, Any]:
+    if result.matches:
+        status = "match"
+    elif result.error and not result.signals:
+        status = "error"
+    else:
+        status = "none"
+    matches = result.matches
+    return {
+        "path": result.path,
+        "kind": result.kind,
+        "result": status,
+        "matches": [_match_text(m) for m in matches]
+        if table
+        else [_match_json(m) for m in matches],
+        "error": result.error,
+    }
+
+
+# -- match ------------------------------------------------------------------------------------
+@app.command()
+def match(
+    signals: Annotated[
+        list[str] | None,
+        typer.Argument(help="Signals as TYPE VALUE pairs, e.g. `pdq f8f8f0ce…`."),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-i", help="File of `TYPE VALUE` lines (`-` for stdin)."),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    threshold: ThresholdOpt = DEFAULT_PDQ_THRESHOLD,
+    bank: BankOpt = None,
+) -> None:
+    """Look up precomputed signals (python-threatexchange `pdq <hex>` lines) in every bank."""
+    queries = _parse_args(signals or [])
+    if not queries and file is None:
+        raise usage_error("give signals as TYPE VALUE pairs or --file")
+    with open_store() as store:
+        matcher = load_matcher(store, bank)
+    counts = {"matched": 0}
+
+    def lines() -> Iterator[tuple[int, str]]:
+        yield from enumerate(queries, start=1)
+        if file is not None:
+            stream = sys.stdin if file == "-" else open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
+            with stream:
+                yield from enumerate((ln.rstrip("\r\n") for ln in stream), start=1)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for row in _lookup(lines(), matcher, threshold, bank, table=fmt is OutputFormat.TABLE):
+            counts["matched"] += bool(row["matches"])
+            yield row
+
+    emit(rows(), fmt, ["line", "type", "value", "matches", "error"], sys.stdout)
+    raise typer.Exit(1 if counts["matched"] else 0)
+
+
+def _parse_args(args: list[str]) -> list[str]:
+    """``pdq HEX md5 HEX`` or ``"pdq HEX"`` tokens → ``TYPE VALUE`` lines."""
+    out: list[str] = []
+    it = iter(args)
+    for token in it:
+        if " " in token.strip():
+            out.append(token.strip())
+        else:
+            value = next(it, None)
+            if value is None:
+                raise usage_error(f"signal type {token!r} has no value")
+            out.append(f"{token} {value}")
+    return out
+
+
+def _lookup(
+    lines: Iterator[tuple[int, str]],
+    matcher: Matcher,
+    threshold: int,
+    banks: list[str] | None,
+    *,
+    table: bool,
+    batch: int = 20_000,
+) -> Iterator[dict[str, Any]]:
+    """Parse and match lines; PDQ lookups go to the index in batches, in input order."""
+    from bastion.banks.formats import PYTX_TO_BASTION
+    from bastion.banks.model import validate_value
+
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        pdq_rows = [r for r in pending if r["type"] == "pdq" and r["error"] is None]
+        found = matcher.lookup_pdq([r["value"] for r in pdq_rows], threshold=threshold, banks=banks)
+        for row, ms in zip(pdq_rows, found, strict=True):
+            row["matches"] = ms
+        for row in pending:
+            ms = row["matches"]
+            row["matches"] = [_match_text(m) if table else _match_json(m) for m in ms]
+            yield row
+        pending.clear()
+
+    for lineno, line in lines:
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        row: dict[str, Any] = {"line": lineno, "type": None, "value": None, "matches": []}
+        row["error"] = None
+        parts = text.split(None, 1)
+        if len(parts) != 2:
+            row["error"] = "expected `TYPE VALUE`"
+        else:
+            tname, value = parts[0].lower(), parts[1].strip()
+            stype = PYTX_TO_BASTION.get(tname) or _our_type(tname)
+            row["type"], row["value"] = (str(stype) if stype else tname), value
+            if stype is None:
+                row["error"] = f"unknown signal type {tname!r}"
+            else:
+                try:
+                    row["value"] = validate_value(stype, value)
+                except ValueError as exc:
+                    row["error"] = str(exc)
+                else:
+                    if stype is not SignalType.PDQ:
+                        sig = Signal(type=stype, value=row["value"])
+                        row["matches"] = matcher.match([sig], threshold=threshold, banks=banks)
+        pending.append(row)
+        if len(pending) >= batch:
+            yield from flush()
+    yield from flush()
+
+
+def _our_type(name: str) -> SignalType | None:
+    try:
+        return SignalType(name)
+    except ValueError:
+        return None
+
+
+# -- url check --------------------------------------------------------------------------------
+@url_app.command("check")
+def url_check(
+    urls: Annotated[list[str], typer.Argument(help="URLs to check.")],
+    fmt: FormatOpt = OutputFormat.TABLE,
+    bank: BankOpt = None,
+) -> None:
+    """Match URLs against URL banks (whole-URL, path-prefix and domain entries)."""
+    from bastion.signals.url import normalize_url
+
+    with open_store() as store:
+        matcher = load_matcher(store, bank, [SignalType.URL])
+    any_match = False
+    rows = []
+    for url in urls:
+        row: dict[str, Any] = {"url": url, "normalized": None, "matches": [], "error": None}
+        try:
+            row["normalized"] = normalize_url(url)
+        except ValueError as exc:
+            row["error"] = str(exc)
+        else:
+            ms = matcher.match([Signal(type=SignalType.URL, value=row["normalized"])], banks=bank)
+            any_match = any_match or bool(ms)
+            table = fmt is OutputFormat.TABLE
+            row["matches"] = [
+                f"{m.bank}#{m.entry_id} ({m.url_match})" if table else _match_json(m) for m in ms
+            ]
+        rows.append(row)
+    emit(rows, fmt, ["url", "normalized", "matches", "error"], sys.stdout)
+    raise typer.Exit(1 if any_match else 0)
+
+
+# -- bank -------------------------------------------------------------------------------------
+@bank_app.command("create")
+def bank_create(
+    name: str,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Label, e.g. csam (repeatable).")
+    ] = None,
+    source: Annotated[str, typer.Option(help="Organisation the list comes from.")] = "",
+    description: Annotated[str, typer.Option(help="What the bank holds.")] = "",
+    demo: Annotated[bool, typer.Option(help="Mark as demo data (never real hashes).")] = False,
+) -> None:
+    """Create an empty bank."""
+    with open_store() as store:
+        bank = store.create_bank(
+            name, description=description, labels=label or [], source=source, is_demo=demo
+        )
+    err.print(f"created bank [bold]{bank.name}[/bold]")
+
+
+@bank_app.command("list")
+def bank_list(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+    """List banks with their entry counts."""
+    with open_store() as store:
+        banks = store.list_banks()
+    rows = [
+        {
+            "name": b.name,
+            "labels": list(b.labels),
+            "source": b.source,
+            "entries": b.entry_count,
+            "enabled": b.enabled,
+            "demo": b.is_demo,
+            "version": b.version,
+        }
+        for b in banks
+    ]
+    columns = ["name", "labels", "source", "entries", "enabled", "demo", "version"]
+    emit(rows, fmt, columns, sys.stdout)
+
+
+@bank_app.command("import")
+def bank_import(
+    name: str,
+    file: Annotated[str, typer.Argument(help="Hash list file (`-` for stdin).")],
+    file_format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="csv, jsonl or pytx (default: detect)."),
+    ] = None,
+) -> None:
+    """Import a hash list: Bastion CSV or JSON lines, or python-threatexchange hash files."""
+    with open_store() as store:
+        if file == "-":
+            report = store.import_file(name, sys.stdin, file_format)
+        else:
+            if not Path(file).is_file():
+                raise usage_error(f"no such file: {file}")
+            report = store.import_file(name, file, file_format)
+    err.print(
+        f"{report.added} added, {report.duplicates} duplicates skipped, "
+        f"{report.error_count} lines rejected"
+    )
+    for message in report.errors:
+        err.print(f"  {message}")
+    if report.error_count > len(report.errors):
+        err.print(f"  … and {report.error_count - len(report.errors)} more")
+
+
+@bank_app.command("export")
+def bank_export(
+    name: str,
+    file_format: Annotated[
+        str, typer.Option("--format", "-f", help="csv, jsonl or pytx.")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export a bank's entries."""
+    with open_store() as store:
+        if output is None:
+            store.export(name, file_format, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as out:
+                store.export(name, file_format, out)
+
+
+@bank_app.command("add")
+def bank_add(
+    name: str,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to hash and add.")],
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Label for the new entries.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+) -> None:
+    """Hash files and add every signal of each to a bank."""
+    failures = 0
+    with open_store() as store:
+        bank = store.get_bank(name)
+
+        def entries() -> Iterator[NewEntry]:
+            nonlocal failures
+            for fs in hash_paths(paths, workers=workers):
+                if fs.error:
+                    # Exact hashes of a file that would not decode still identify it.
+                    failures += 1
+                    kept = ", ".join(str(s.type) for s in fs.signals) or "nothing"
+                    err.print(f"[yellow]warning[/yellow] {fs.path}: {fs.error} (adding {kept})")
+                for sig in fs.signals:
+                    yield NewEntry(
+                        signal_type=sig.type,
+                        value=sig.value,
+                        quality=sig.quality,
+                        source=bank.source,
+                        labels=list(label or []),
+                        metadata={"filename": Path(fs.path).name, "kind": fs.kind},
+                    )
+
+        report = store.add_entries(name, entries())
+    err.print(f"{report.added} entries added, {report.duplicates} duplicates skipped")
+    if failures:
+        err.print(f"{failures} files had errors")
+
+
+@bank_app.command("disable")
+def bank_disable(
+    name: str,
+    entry: Annotated[str, typer.Argument(help="Entry id, external id, or hash value.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+) -> None:
+    """Disable an entry: it stops matching at once and stays on record."""
+    with open_store() as store:
+        store.disable_entry(name, entry, reason=reason)
+    err.print(f"disabled {entry} in {name}")
+
+
+@bank_app.command("enable")
+def bank_enable(name: str, entry: str) -> None:
+    """Re-enable a disabled entry."""
+    with open_store() as store:
+        store.enable_entry(name, entry)
+    err.print(f"enabled {entry} in {name}")
+
+
+@bank_app.command("rm")
+def bank_rm(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a bank and all its entries."""
+    with open_store() as store:
+        bank = store.get_bank(name)
+        if not yes and sys.stdin.isatty():
+            typer.confirm(f"Delete bank {bank.name} and its entries?", abort=True)
+        store.delete_bank(name)
+    err.print(f"deleted bank {name}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
