@@ -1,0 +1,24 @@
+"""`make bench`: every benchmark, each beside its baseline in the same run.
+
+`python -m benchmarks [--quick]`; results are printed and written under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import bench_hashing, bench_index
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    for module in (bench_index, bench_hashing):
+        print(f"\n## {module.__name__}\n", flush=True)
+        code = module.main(args)
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
