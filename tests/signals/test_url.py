@@ -46,7 +46,7 @@ from bastion.signals import normalize_url, url_keys
         ("http://MÜNCHEN.de/", "xn--mnchen-3ya.de"),
         ("http://xn--mnchen-3ya.de/", "xn--mnchen-3ya.de"),
         ("http://faß.de/", "xn--fa-hia.de"),  # IDNA 2008: not folded to fass.de
-        ("http://ＥＸＡＭＰＬＥ.com/", "example.com"),  # full-width letters map to ASCII
+        ("http://\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com/", "example.com"),  # full-width
         ("http://ex%61mple.com/", "example.com"),
         ("http://sub_domain.example.com/", "sub_domain.example.com"),
         ("http://[2001:DB8:0:0::1]/a", "[2001:db8::1]/a"),
