@@ -10,7 +10,7 @@ Two pipelines:
   side at least :data:`TARGET_SIDE` pixels; other formats are box-reduced by an integer factor
   when much larger. The EXIF orientation is applied, as a viewer would show the image. PDQ only
   looks at a 64x64 box-filtered luma image, so ~1000 px keeps the hash within a few bits of the
-  full decode (see ``docs/benchmarks-hashing.md``) at a third of the cost.
+  full decode (see ``docs/benchmarks.md``) at a third of the cost.
 
 Pixel handling (default pipeline): alpha is composited on white, which is what a reviewer sees
 and makes the hash independent of whatever colour an encoder left under fully transparent pixels;
