@@ -10,6 +10,7 @@ from bastion.banks.formats import (
 from bastion.banks.model import (
     Bank,
     BankEntry,
+    IndexEntry,
     NewEntry,
     UrlMatch,
     normalize_entry,
@@ -22,6 +23,7 @@ __all__ = [
     "Bank",
     "BankEntry",
     "BankFormat",
+    "IndexEntry",
     "NewEntry",
     "ParseError",
     "UrlMatch",

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,8 +23,16 @@ from typing import IO, Any, Protocol
 from bastion.banks.model import NewEntry, normalize_entry, parse_signal_type
 from bastion.signals.base import SignalType
 
-MAX_LINE = 1_000_000
+#: Longest line read, in bytes. Above the longest line :func:`write` can produce (about 1.3 MB:
+#: a vPDQ value of ``MAX_VALUE`` characters with its quotes escaped, plus the largest metadata,
+#: labels and text fields in 4-byte UTF-8), so every export re-imports; a test checks the bound.
+MAX_LINE = 1_500_000
 _READ_CHUNK = 64 * 1024
+
+# The csv module rejects fields over 131 072 characters by default, less than a long vPDQ value.
+# The limit is process-wide, so it is only ever raised, once, here.
+if csv.field_size_limit() < MAX_LINE:
+    csv.field_size_limit(MAX_LINE)
 
 
 class BankFormat(StrEnum):
@@ -251,55 +259,94 @@ def _entry(number: int, fields: dict[str, Any]) -> NewEntry | ParseError:
                 metadata=fields.get("metadata") or {},
             )
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         return ParseError(number, str(exc))
 
 
-def _parse_csv(lines: Iterable[tuple[int, str | ParseError]]) -> Iterator[NewEntry | ParseError]:
-    columns: list[str] | None = None
+def _guarded(
+    lines: Iterable[tuple[int, str | ParseError]],
+    parse_line: Callable[[int, str], NewEntry | ParseError | None],
+) -> Iterator[NewEntry | ParseError]:
+    """Run ``parse_line`` on each line, turning whatever one line raises into its ParseError.
+
+    A line must never end an import: an exception escaping here would stop the caller's loop and
+    lose the entries it had not yet committed. The expected failures have precise messages in
+    the parsers; this is the backstop for the rest (deep nesting, overflow, library surprises).
+    """
     for number, text in lines:
         if isinstance(text, ParseError):
             yield text
             continue
+        try:
+            result = parse_line(number, text)
+        except RecursionError:
+            result = ParseError(number, "nested too deeply")
+        except Exception as exc:  # the per-line backstop, see the docstring
+            detail = str(exc)
+            detail = detail if len(detail) <= 200 else detail[:200] + "…"
+            result = ParseError(number, f"cannot read line: {type(exc).__name__}: {detail}")
+        if result is not None:
+            yield result
+
+
+def _parse_csv(lines: Iterable[tuple[int, str | ParseError]]) -> Iterator[NewEntry | ParseError]:
+    columns: list[str] | None = None
+    bad_header = False
+
+    def parse_line(number: int, text: str) -> NewEntry | ParseError | None:
+        nonlocal columns, bad_header
         if not text.strip():
-            continue
+            return None
         try:
             cells = next(csv.reader([text], strict=True))
         except csv.Error as exc:
-            yield ParseError(number, f"malformed CSV: {exc}")
-            continue
+            return ParseError(number, f"malformed CSV: {exc}")
         if columns is None:
             header = [c.strip().lower() for c in cells]
             problem = _check_header(header)
             if problem:
-                yield ParseError(number, problem)
-                return  # every following row would be misread
+                bad_header = True
+                return ParseError(number, problem)
             columns = header
-            continue
+            return None
         if len(cells) != len(columns):
-            yield ParseError(number, f"expected {len(columns)} fields, found {len(cells)}")
-            continue
-        row = dict(zip(columns, cells, strict=True))
+            return ParseError(number, f"expected {len(columns)} fields, found {len(cells)}")
         try:
-            fields: dict[str, Any] = {k: (v.strip() or None) for k, v in row.items()}
-            if row.get("value"):
-                fields["value"] = row["value"]  # url values keep their own spacing rules
-            if fields.get("quality") is not None:
-                try:
-                    fields["quality"] = int(fields["quality"])
-                except ValueError:
-                    raise ValueError(f"quality is not an integer: {fields['quality']!r}") from None
-            if fields.get("labels"):
-                fields["labels"] = [p for p in (s.strip() for s in row["labels"].split(";")) if p]
-            if fields.get("metadata"):
-                try:
-                    fields["metadata"] = json.loads(row["metadata"])
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"metadata is not valid JSON: {exc}") from None
+            fields = _csv_fields(dict(zip(columns, cells, strict=True)))
         except ValueError as exc:
-            yield ParseError(number, str(exc))
-            continue
-        yield _entry(number, fields)
+            return ParseError(number, str(exc))
+        return _entry(number, fields)
+
+    for item in _guarded(lines, parse_line):
+        yield item
+        if bad_header:
+            return  # every following row would be misread
+
+
+def _csv_fields(row: dict[str, str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {k: (v.strip() or None) for k, v in row.items()}
+    if row.get("value"):
+        fields["value"] = row["value"]  # url values keep their own spacing rules
+    if fields.get("quality") is not None:
+        try:
+            fields["quality"] = int(fields["quality"])
+        except ValueError:
+            raise ValueError(f"quality is not an integer: {fields['quality']!r}") from None
+    if fields.get("labels"):
+        fields["labels"] = [p for p in (s.strip() for s in row["labels"].split(";")) if p]
+    if fields.get("metadata"):
+        fields["metadata"] = _json_loads(row["metadata"], "metadata is not valid JSON")
+    return fields
+
+
+def _json_loads(text: str, what: str) -> Any:
+    """json.loads with every failure a ValueError: deep nesting raises RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{what}: nested too deeply") from None
 
 
 def _check_header(header: list[str]) -> str | None:
@@ -319,65 +366,56 @@ def _check_header(header: list[str]) -> str | None:
 
 
 def _parse_jsonl(lines: Iterable[tuple[int, str | ParseError]]) -> Iterator[NewEntry | ParseError]:
-    for number, text in lines:
-        if isinstance(text, ParseError):
-            yield text
-            continue
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield ParseError(number, f"not valid JSON: {exc}")
-            continue
-        if not isinstance(obj, dict):
-            yield ParseError(number, f"expected a JSON object, got {type(obj).__name__}")
-            continue
-        unknown = sorted(set(obj) - set(CSV_COLUMNS))
-        if unknown:
-            yield ParseError(
-                number,
-                f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: "
-                f"{', '.join(CSV_COLUMNS)}",
-            )
-            continue
-        problem = next(
-            (
-                f"{k} must be a string"
-                for k in ("signal_type", "value", "url_match", "source", "list", "added_at")
-                if obj.get(k) is not None and not isinstance(obj[k], str)
-            ),
-            None,
+    return _guarded(lines, _jsonl_line)
+
+
+def _jsonl_line(number: int, text: str) -> NewEntry | ParseError | None:
+    if not text.strip():
+        return None
+    try:
+        obj = _json_loads(text, "not valid JSON")
+    except ValueError as exc:
+        return ParseError(number, str(exc))
+    if not isinstance(obj, dict):
+        return ParseError(number, f"expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(CSV_COLUMNS))
+    if unknown:
+        return ParseError(
+            number,
+            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CSV_COLUMNS)}",
         )
-        if problem:
-            yield ParseError(number, problem)
-            continue
-        if isinstance(obj.get("external_id"), int | float) and not isinstance(
-            obj["external_id"], bool
-        ):
-            obj["external_id"] = str(obj["external_id"])
-        yield _entry(number, obj)
+    problem = next(
+        (
+            f"{k} must be a string"
+            for k in ("signal_type", "value", "url_match", "source", "list", "added_at")
+            if obj.get(k) is not None and not isinstance(obj[k], str)
+        ),
+        None,
+    )
+    if problem:
+        return ParseError(number, problem)
+    if isinstance(obj.get("external_id"), int | float) and not isinstance(obj["external_id"], bool):
+        obj["external_id"] = str(obj["external_id"])
+    return _entry(number, obj)
 
 
 def _parse_pytx(lines: Iterable[tuple[int, str | ParseError]]) -> Iterator[NewEntry | ParseError]:
-    for number, text in lines:
-        if isinstance(text, ParseError):
-            yield text
-            continue
-        stripped = text.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        parts = stripped.split(None, 1)
-        if len(parts) != 2:
-            yield ParseError(number, "expected '<signal_type> <value>'")
-            continue
-        name, value = parts[0].lower(), parts[1]
-        st = PYTX_TO_BASTION.get(name)
-        if st is None:
-            known = ", ".join(PYTX_TO_BASTION)
-            yield ParseError(number, f"unsupported signal type {name!r} (supported: {known})")
-            continue
-        yield _entry(number, {"signal_type": st, "value": value})
+    return _guarded(lines, _pytx_line)
+
+
+def _pytx_line(number: int, text: str) -> NewEntry | ParseError | None:
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    parts = stripped.split(None, 1)
+    if len(parts) != 2:
+        return ParseError(number, "expected '<signal_type> <value>'")
+    name, value = parts[0].lower(), parts[1]
+    st = PYTX_TO_BASTION.get(name)
+    if st is None:
+        known = ", ".join(PYTX_TO_BASTION)
+        return ParseError(number, f"unsupported signal type {name!r} (supported: {known})")
+    return _entry(number, {"signal_type": st, "value": value})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +425,9 @@ def _parse_pytx(lines: Iterable[tuple[int, str | ParseError]]) -> Iterator[NewEn
 def write(entries: Iterable[EntryLike], fmt: BankFormat | str, out: IO[str]) -> int:
     """Stream ``entries`` to the text stream ``out`` in ``fmt``; return how many were written.
 
-    The pytx format carries only type and value; the others carry all provenance fields.
+    The pytx format carries only type and value; the others carry all provenance fields. pytx
+    raises ValueError on a url entry matching by prefix or domain (see :func:`pytx_can_carry`),
+    which it cannot express; lines before it are already written, so check first when that matters.
     """
     fmt = BankFormat(fmt)
     count = 0
@@ -419,11 +459,24 @@ def write(entries: Iterable[EntryLike], fmt: BankFormat | str, out: IO[str]) -> 
     else:
         for e in entries:
             value = e.value
+            if not pytx_can_carry(e):
+                raise ValueError(
+                    f"the pytx format has no url_match: the {e.url_match} entry {value!r} would "
+                    "re-import as an exact URL; export url prefix/domain entries as csv or jsonl"
+                )
             if "\n" in value or "\r" in value:
                 raise ValueError(f"{e.signal_type} value contains a newline; cannot write it")
             out.write(f"{BASTION_TO_PYTX[SignalType(e.signal_type)]} {value}\n")
             count += 1
     return count
+
+
+def pytx_can_carry(entry: EntryLike) -> bool:
+    """False for url entries matching by prefix or domain: pytx lines say only type and value, so
+    they would come back as exact-URL entries, silently narrowing what the list blocks."""
+    return (
+        SignalType(entry.signal_type) is not SignalType.URL or (entry.url_match or "url") == "url"
+    )
 
 
 def _fields(e: EntryLike) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from bastion.signals.base import SignalType
 
@@ -27,6 +27,7 @@ MAX_LABEL = 64
 MAX_LABELS = 64
 MAX_VALUE = 1_000_000
 MAX_METADATA = 64_000
+MAX_METADATA_DEPTH = 32
 
 
 class UrlMatch(StrEnum):
@@ -73,11 +74,15 @@ def _check_text(what: str, value: str, limit: int = MAX_TEXT) -> str:
     return value
 
 
-def validate_value(signal_type: SignalType | str, value: str) -> str:
+def validate_value(
+    signal_type: SignalType | str, value: str, url_match: UrlMatch | str | None = None
+) -> str:
     """Return the canonical form of ``value`` for ``signal_type`` or raise ValueError saying why.
 
-    Canonical: lowercase hex for pdq/md5/sha256, the normalised URL for url, and the serialised
-    frame list (as python-threatexchange writes it) for vpdq.
+    Canonical: lowercase hex for pdq/md5/sha256, the serialised frame list (as
+    python-threatexchange writes it) for vpdq, and for url the pattern
+    :func:`bastion.signals.url.normalize_url_entry` gives for ``url_match`` (default ``url``), so
+    every stored url entry is one the URL index accepts.
     """
     st = parse_signal_type(signal_type)
     if not isinstance(value, str):
@@ -97,16 +102,33 @@ def validate_value(signal_type: SignalType | str, value: str) -> str:
             )
         return hexed
     if st is SignalType.URL:
-        from bastion.signals.url import normalize_url
+        from bastion.signals.url import normalize_url_entry
 
-        return _check_text("url value", normalize_url(text), MAX_VALUE)
+        kind = _url_match(url_match)
+        return _check_text("url value", normalize_url_entry(kind, text), MAX_VALUE)
     # vpdq
     from bastion.signals.video import parse_frames, serialize_frames
 
     frames = parse_frames(text)
     if not frames:
         raise ValueError("vpdq value has no frames")
-    return serialize_frames(frames)
+    canonical = serialize_frames(frames)
+    if len(canonical) > MAX_VALUE:  # re-serialising can lengthen terse input a little
+        raise ValueError(f"{st} value is longer than {MAX_VALUE} characters once normalised")
+    return canonical
+
+
+def _url_match(url_match: object) -> str:
+    if not url_match:
+        return UrlMatch.URL.value
+    try:
+        if not isinstance(url_match, str):
+            raise ValueError
+        return UrlMatch(url_match.strip().lower()).value
+    except ValueError:
+        raise ValueError(
+            f"url_match must be one of url, prefix, domain, got {_short(url_match)}"
+        ) from None
 
 
 def _utc(value: datetime | str | None, what: str) -> datetime | None:
@@ -120,7 +142,10 @@ def _utc(value: datetime | str | None, what: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise ValueError(f"{what} must be a date/time, got {type(value).__name__}")
     # Lists that give a bare date/time mean UTC; keeping everything aware avoids mixed comparisons.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(f"{what} is out of range in UTC: {_short(value)}") from None
 
 
 def normalize_labels(labels: Any) -> list[str]:
@@ -148,6 +173,7 @@ def normalize_metadata(metadata: Any) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    _check_depth(metadata)
     try:
         encoded = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -157,6 +183,24 @@ def normalize_metadata(metadata: Any) -> dict[str, Any]:
     if "\\u0000" in encoded:  # PostgreSQL JSONB cannot hold NUL
         raise ValueError("metadata contains a NUL character")
     return metadata
+
+
+def _check_depth(obj: Any) -> None:
+    """Bound nesting without recursing: JSON encoders recurse, and a deep enough object would
+    raise RecursionError later, deep inside a database insert, aborting a whole batch."""
+    stack = [(obj, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_METADATA:  # each value takes at least one character of JSON
+            raise ValueError(f"metadata is larger than {MAX_METADATA} characters of JSON")
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +232,12 @@ def normalize_entry(entry: NewEntry) -> NewEntry:
     if entry.canonical:
         return entry
     st = parse_signal_type(entry.signal_type)
-    value = validate_value(st, entry.value)
+    url_match: str | None = entry.url_match or None
+    if st is SignalType.URL:
+        url_match = _url_match(url_match)
+    elif url_match is not None:
+        raise ValueError(f"url_match applies only to url entries, not {st}")
+    value = validate_value(st, entry.value, url_match)
     quality = entry.quality
     if quality is not None:
         if isinstance(quality, bool) or not isinstance(quality, int):
@@ -197,16 +246,6 @@ def normalize_entry(entry: NewEntry) -> NewEntry:
             raise ValueError(f"quality applies only to pdq and vpdq entries, not {st}")
         if not 0 <= quality <= 100:
             raise ValueError(f"quality must be between 0 and 100, got {quality}")
-    url_match: str | None = entry.url_match or None
-    if st is SignalType.URL:
-        try:
-            url_match = UrlMatch(url_match or UrlMatch.URL).value
-        except ValueError:
-            raise ValueError(
-                f"url_match must be one of url, prefix, domain, got {_short(url_match)}"
-            ) from None
-    elif url_match is not None:
-        raise ValueError(f"url_match applies only to url entries, not {st}")
     external_id = entry.external_id
     if external_id is not None:
         external_id = _check_text("external_id", str(external_id)).strip() or None
@@ -251,6 +290,18 @@ class Bank:
     def display_name(self) -> str:
         """Name for people: demo banks are always marked so no one mistakes them for real lists."""
         return f"{self.name} [DEMO]" if self.is_demo else self.name
+
+
+class IndexEntry(NamedTuple):
+    """The part of an entry an in-memory index needs: a lean row, so loading millions is fast."""
+
+    id: int
+    bank: str
+    signal_type: SignalType
+    value: str
+    url_match: str | None
+    external_id: str | None
+    labels: list[str]
 
 
 @dataclass(slots=True)

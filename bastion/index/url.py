@@ -8,33 +8,23 @@ probes whatever the size of the list.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
 
-from bastion.signals.url import UrlKeys, normalize_url, url_keys
+from bastion.signals.url import (
+    URL_ENTRY_KINDS,
+    UrlEntryKind,
+    UrlKeys,
+    normalize_url_entry,
+    url_keys,
+)
 
-UrlEntryKind = Literal["url", "prefix", "domain"]
-_KINDS: tuple[UrlEntryKind, ...] = ("url", "prefix", "domain")
+__all__ = ["UrlEntryKind", "UrlIndex", "entry_key"]
+_KINDS = URL_ENTRY_KINDS
 
 
 def entry_key(kind: UrlEntryKind, pattern: str) -> str:
-    """The normalised key a list entry is stored under; ValueError for junk or a misfit pattern.
-
-    ``prefix`` entries may not carry a query (a prefix is a path); ``domain`` entries must be a
-    bare host (a leading ``*.`` is accepted and ignored, since a domain entry covers subdomains).
-    """
-    if kind == "url":
-        return normalize_url(pattern)
-    if kind == "prefix":
-        keys = url_keys(pattern)
-        if keys.url != keys.prefixes[-1]:
-            raise ValueError(f"prefix entry must not contain a query: {pattern!r}")
-        return keys.url
-    if kind == "domain":
-        keys = url_keys(pattern.strip().removeprefix("*."))
-        if keys.url != keys.host:
-            raise ValueError(f"domain entry must be a bare host, without port or path: {pattern!r}")
-        return keys.host
-    raise ValueError(f"unknown URL entry kind {kind!r} (expected url, prefix or domain)")
+    """The key a list entry is indexed under: :func:`bastion.signals.url.normalize_url_entry`,
+    the same rule the bank store validates entries with. ValueError for junk or a misfit."""
+    return normalize_url_entry(kind, pattern)
 
 
 class UrlIndex:

@@ -15,8 +15,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import idna
+
+UrlEntryKind = Literal["url", "prefix", "domain"]
+URL_ENTRY_KINDS: tuple[UrlEntryKind, ...] = ("url", "prefix", "domain")
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -63,6 +67,39 @@ class _Parts:
 def normalize_url(url: str) -> str:
     """The canonical scheme-less form of ``url``; ValueError if it is not a usable web URL."""
     return str(_parse(url))
+
+
+def normalize_url_entry(kind: str, pattern: str) -> str:
+    """The canonical pattern of a URL list entry of ``kind``; ValueError for junk or a misfit.
+
+    The one rule for what a URL entry may be: the bank store keeps this result as the entry's
+    value and :class:`bastion.index.url.UrlIndex` keys the entry by it, so whatever a bank accepts
+    also loads into the index. Idempotent. ``url`` entries are any web URL; ``prefix`` entries
+    may not carry a query (a prefix is a path); ``domain`` entries are a bare host, where a
+    leading ``*.`` is accepted and dropped since a domain entry covers its subdomains anyway.
+    """
+    if kind == "url":
+        return normalize_url(pattern)
+    if kind == "prefix":
+        parts = _parse(pattern)
+        if parts.query:
+            raise ValueError(f"prefix entry must not contain a query: {_short(pattern)}")
+        return str(parts)
+    if kind == "domain":
+        if not isinstance(pattern, str):
+            raise ValueError(f"URL must be a string, got {type(pattern).__name__}")
+        parts = _parse(pattern.strip().removeprefix("*."))
+        if parts.port is not None or parts.path or parts.query:
+            raise ValueError(
+                f"domain entry must be a bare host, without port, path or query: {_short(pattern)}"
+            )
+        return parts.host
+    raise ValueError(f"unknown URL entry kind {_short(kind)} (expected url, prefix or domain)")
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def url_keys(url: str) -> UrlKeys:

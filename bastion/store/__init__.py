@@ -12,6 +12,7 @@ from bastion.store.store import (
     InvalidInput,
     Store,
     StoreError,
+    StoreUnavailable,
     database_url,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "InvalidInput",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "database_url",
 ]

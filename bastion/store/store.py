@@ -8,22 +8,27 @@ An in-memory index catches up with :meth:`Store.changes_since`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import (
     BigInteger,
     Connection,
     Engine,
     Row,
     Select,
+    Text,
+    cast,
     create_engine,
     delete,
     event,
@@ -35,14 +40,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DataError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from bastion.banks.formats import BankFormat, ParseError, parse, write
 from bastion.banks.model import (
     Bank,
     BankEntry,
+    IndexEntry,
     NewEntry,
     normalize_entry,
     normalize_labels,
@@ -81,6 +87,12 @@ class BankExists(StoreError):
 
 class EntryNotFound(StoreError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened: a malformed URL, an unreachable or refusing server, an
+    unwritable SQLite file, or a schema from a newer Bastion. Passwords are never in the
+    message."""
 
 
 class InvalidInput(StoreError, ValueError):
@@ -141,6 +153,43 @@ def database_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
+def _redact(url: str) -> str:
+    """``url`` with its whole ``user:password@`` part masked, for URLs make_url cannot parse
+    (where no one can say where a password containing ``@`` or ``/`` ends)."""
+    return re.sub(r"//.*@", "//***@", url, flags=re.DOTALL)
+
+
+def _reason(exc: BaseException, url: URL) -> str:
+    """The first line of the driver's complaint (not SQLAlchemy's wrapper and help link), with
+    the password scrubbed in case a driver echoes it."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text
+
+
+def _sqlite_directory(path: Path) -> None:
+    """Create the SQLite file's directory only when that is plainly intended: one level, under an
+    existing directory (as for the default ``bastion-data/``). A mistyped deep path is an error
+    rather than a silently created tree somewhere unexpected."""
+    parent = path.parent
+    try:
+        if parent.is_dir():
+            return
+        if not parent.parent.is_dir():
+            raise StoreUnavailable(
+                f"cannot create SQLite database {str(path)!r}: directory {str(parent.parent)!r} "
+                "does not exist"
+            )
+        parent.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create directory {str(parent)!r} for the SQLite database: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
 def value_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -186,14 +235,24 @@ class Store:
 
         ``schema`` (PostgreSQL only) puts every table in that schema, creating it if needed;
         tests use it for isolation. ``engine_options`` go to :func:`sqlalchemy.create_engine`.
+        Raises :class:`StoreUnavailable` (message without the password) when the URL is malformed
+        or the database cannot be reached, created or migrated. An SQLite file's directory is
+        created only if its own parent exists (so ``bastion-data/`` is, a mistyped tree is not).
         """
         url = database_url(url)
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except (SQLAlchemyError, ValueError):
+            raise StoreUnavailable(
+                f"invalid database URL {_redact(url)!r}: expected e.g. "
+                "sqlite:///path/to/bastion.db or postgresql+psycopg://user@host/db"
+            ) from None
+        shown = parsed.render_as_string(hide_password=True)
         options = dict(engine_options or {})
         is_sqlite = parsed.get_backend_name() == "sqlite"
         memory = is_sqlite and parsed.database in (None, "", ":memory:")
         if is_sqlite and not memory and not str(parsed.database).startswith("file:"):
-            Path(str(parsed.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_directory(Path(str(parsed.database)))
         if memory:
             options.setdefault("poolclass", StaticPool)
             options.setdefault("connect_args", {"check_same_thread": False})
@@ -207,7 +266,17 @@ class Store:
                 connect_args.get("options", "") + f" -csearch_path={schema}"
             ).strip()
             options["connect_args"] = connect_args
-        engine = create_engine(url, **options)
+        try:
+            engine = create_engine(parsed, **options)
+        except NoSuchModuleError:
+            raise StoreUnavailable(
+                f"cannot use database URL {shown!r}: unknown database kind "
+                f"{parsed.drivername!r} (Bastion supports sqlite and postgresql+psycopg)"
+            ) from None
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreUnavailable(
+                f"cannot use database URL {shown!r}: {_reason(exc, parsed)}"
+            ) from None
         if is_sqlite:
             _sqlite_setup(engine, memory=memory)
         store = cls(engine)
@@ -217,6 +286,14 @@ class Store:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             if migrate:
                 store.migrate()
+            else:
+                with engine.connect():  # fail here, not at the first query
+                    pass
+        except (SQLAlchemyError, OSError, AlembicError) as exc:
+            engine.dispose()
+            raise StoreUnavailable(
+                f"cannot open database {shown!r}: {_reason(exc, parsed)}"
+            ) from None
         except BaseException:
             engine.dispose()
             raise
@@ -379,8 +456,10 @@ class Store:
                     continue
                 try:
                     batch.append(normalize_entry(item))
-                except (ValueError, TypeError, AttributeError) as exc:
+                except (ValueError, TypeError, AttributeError, OverflowError) as exc:
                     report.add_error(f"entry {number}: {exc}")
+                except RecursionError:
+                    report.add_error(f"entry {number}: nested too deeply")
                     continue
                 if len(batch) >= batch_size:
                     self._insert_batch(name, batch, report)
@@ -464,9 +543,18 @@ class Store:
         """Parse a bank file (path or open stream) and add its entries; see :meth:`add_entries`.
         Per-line problems are collected as ``line N: message``."""
         self.get_bank(bank)  # fail before reading anything
-        fmt = BankFormat(fmt) if fmt is not None else None
+        fmt = _format(fmt) if fmt is not None else None
         if isinstance(source, str | os.PathLike):
-            with Path(source).open("rb") as fh:
+            path = Path(source)
+            if path.is_dir():
+                raise InvalidInput(f"cannot import {str(path)!r}: it is a directory")
+            try:
+                fh = path.open("rb")
+            except OSError as exc:
+                raise InvalidInput(
+                    f"cannot read {str(path)!r}: {exc.strerror or type(exc).__name__}"
+                ) from None
+            with fh:
                 return self.add_entries(
                     bank, parse(fh, fmt), batch_size=batch_size, max_errors=max_errors
                 )
@@ -485,12 +573,43 @@ class Store:
         include_disabled: bool = False,
     ) -> int:
         """Write a bank's entries to ``out``; returns the count. Disabled entries are left out
-        unless asked for (the formats have no column for the enabled flag)."""
+        unless asked for (the formats have no column for the enabled flag).
+
+        Everything that can be checked is checked before the first byte is written: the bank, the
+        format, that a pytx export loses nothing (it cannot say a url entry matches by prefix or
+        domain: :class:`InvalidInput`), and that the entry query runs.
+        """
+        fmt = _format(fmt)
         name = self.get_bank(bank).name
+        if fmt is BankFormat.PYTX:
+            stmt = (
+                select(func.count())
+                .select_from(entries_t)
+                .join(banks_t, banks_t.c.id == entries_t.c.bank_id)
+                .where(
+                    banks_t.c.name == name,
+                    entries_t.c.signal_type == SignalType.URL.value,
+                    entries_t.c.url_match.in_(["prefix", "domain"]),
+                )
+            )
+            if not include_disabled:
+                stmt = stmt.where(entries_t.c.enabled.is_(True))
+            with self.engine.connect() as conn:
+                lossy = conn.execute(stmt).scalar_one()
+            if lossy:
+                raise InvalidInput(
+                    f"bank {name!r} has {lossy} url entries matching by prefix or domain, which "
+                    "the pytx format cannot express (they would re-import as exact URLs); "
+                    "export as csv or jsonl"
+                )
         entries = self._iter(
             banks=[name], entries_enabled=not include_disabled, banks_enabled=False
         )
-        return write(entries, fmt, out)
+        try:
+            first = next(entries, None)  # run the query before writing a header
+            return write(chain([first], entries) if first is not None else (), fmt, out)
+        finally:
+            entries.close()
 
     def iter_entries(
         self,
@@ -518,7 +637,7 @@ class Store:
         banks_enabled: bool,
         signal_types: Sequence[SignalType | str] | None = None,
         batch: int = 10000,
-    ) -> Iterator[BankEntry]:
+    ) -> Generator[BankEntry]:
         stmt = _entry_select().order_by(entries_t.c.id)
         if banks is not None:
             stmt = stmt.where(banks_t.c.name.in_([str(b).lower() for b in banks]))
@@ -532,6 +651,45 @@ class Store:
             result = conn.execution_options(yield_per=batch).execute(stmt)
             for row in result:
                 yield _to_entry(row)
+
+    def iter_index_entries(
+        self,
+        *,
+        banks: Sequence[str] | None = None,
+        signal_types: Sequence[SignalType | str] | None = None,
+        batch: int = 50_000,
+    ) -> Iterator[IndexEntry]:
+        """Stream what the matcher needs of every enabled entry of every enabled bank.
+
+        Selects seven columns instead of the whole row: loading a 1M-entry bank into the index
+        is bound by row decoding, and dates and metadata are never needed there.
+        """
+        stmt = (
+            select(
+                entries_t.c.id,
+                banks_t.c.name,
+                entries_t.c.signal_type,
+                entries_t.c.value,
+                entries_t.c.url_match,
+                entries_t.c.external_id,
+                # Read as text and parse only non-empty lists: the JSON type's per-row decoding
+                # costs more than the rest of the row.
+                cast(entries_t.c.labels, Text),
+            )
+            .join(banks_t, banks_t.c.id == entries_t.c.bank_id)
+            .where(entries_t.c.enabled.is_(True), banks_t.c.enabled.is_(True))
+            .order_by(entries_t.c.id)
+        )
+        if banks is not None:
+            stmt = stmt.where(banks_t.c.name.in_([str(b).lower() for b in banks]))
+        if signal_types is not None:
+            stmt = stmt.where(entries_t.c.signal_type.in_([str(t) for t in signal_types]))
+        types = _SIGNAL_TYPES
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=batch).execute(stmt)
+            for i, bank, st, value, um, ext, labels in result:
+                parsed = json.loads(labels) if labels and labels != "[]" else []
+                yield IndexEntry(i, bank, types[st], value, um or None, ext, parsed)
 
     def get_entry(self, entry_id: int) -> BankEntry:
         row = None
@@ -660,6 +818,14 @@ class Store:
 # helpers
 
 
+def _format(fmt: BankFormat | str) -> BankFormat:
+    try:
+        return BankFormat(str(fmt).strip().lower())
+    except ValueError:
+        valid = ", ".join(f.value for f in BankFormat)
+        raise InvalidInput(f"unknown bank file format {fmt!r} (expected one of: {valid})") from None
+
+
 def _bank_name(name: str) -> str:
     try:
         return validate_bank_name(name)
@@ -756,10 +922,11 @@ def _value_hashes(value: str, types: Iterable[SignalType]) -> list[str]:
     """Hashes of every canonical form ``value`` takes among ``types`` (skipping invalid ones)."""
     out: set[str] = set()
     for st in types:
-        try:
-            out.add(value_hash(validate_value(st, value)))
-        except (ValueError, ImportError):
-            continue
+        for url_match in ("url", "prefix", "domain") if st is SignalType.URL else (None,):
+            try:
+                out.add(value_hash(validate_value(st, value, url_match)))
+            except (ValueError, ImportError):
+                continue
     return sorted(out)
 
 

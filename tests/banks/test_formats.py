@@ -294,3 +294,103 @@ def test_csv_export_has_the_documented_header() -> None:
     assert header == (
         "signal_type,value,quality,url_match,external_id,source,list,added_at,labels,metadata"
     )
+
+
+# -- limits and robustness ----------------------------------------------------------------------
+
+
+def _longest_vpdq() -> str:
+    """A canonical vPDQ value just under MAX_VALUE characters: a ~3.5-hour video at 1 fps."""
+    from bastion.banks.model import MAX_VALUE
+    from bastion.signals.base import VideoFrame
+    from bastion.signals.video import serialize_frames
+
+    one = len(serialize_frames([VideoFrame("0" * 64, 100, 1.5)]))
+    frame_len = len(serialize_frames([VideoFrame("0" * 64, 100, 1.5)] * 2)) - one
+    frames = [VideoFrame(_pdq(), 100, 1.5) for _ in range((MAX_VALUE - one) // frame_len + 1)]
+    value = serialize_frames(frames)
+    assert MAX_VALUE - 2 * frame_len < len(value) <= MAX_VALUE
+    return value
+
+
+@pytest.mark.parametrize("fmt", [BankFormat.CSV, BankFormat.JSONL, BankFormat.PYTX])
+def test_the_largest_entry_round_trips(fmt: BankFormat) -> None:
+    """Every field at its limit, in 4-byte UTF-8 where text is free: the line an export writes
+    must still be under MAX_LINE, and no CSV field limit may reject it (the csv module's default
+    131 072 characters used to reject long vPDQ values)."""
+    from bastion.banks.model import MAX_LABEL, MAX_LABELS, MAX_METADATA, MAX_TEXT, normalize_entry
+
+    wide = "\U0001f600"  # 4 bytes in UTF-8
+    entry = normalize_entry(
+        NewEntry(
+            SignalType.VPDQ,
+            _longest_vpdq(),
+            quality=100,
+            external_id=wide * MAX_TEXT,
+            source=wide * MAX_TEXT,
+            list_name=wide * MAX_TEXT,
+            labels=[f"{i:02}" + wide * (MAX_LABEL - 2) for i in range(MAX_LABELS)],
+            metadata={"k": wide * (MAX_METADATA - 10)},
+            added_at=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+    )
+    text = write_string([entry], fmt)
+    longest = max(len(line.encode()) for line in text.splitlines())
+    assert longest <= MAX_LINE, longest
+    assert longest > (900_000 if fmt is BankFormat.PYTX else 1_200_000)  # limits were reached
+    good, bad = _split(_parse(text.encode(), fmt))
+    assert bad == []
+    if fmt is BankFormat.PYTX:
+        assert [e.value for e in good] == [entry.value]
+    else:
+        assert good == [entry]
+
+
+def test_pytx_write_refuses_url_entries_it_cannot_express() -> None:
+    from bastion.banks.formats import pytx_can_carry
+
+    exact = NewEntry(SignalType.URL, "example.com/a", url_match="url")
+    domain = NewEntry(SignalType.URL, "example.com", url_match="domain")
+    assert pytx_can_carry(exact) and pytx_can_carry(NewEntry(SignalType.PDQ, _pdq()))
+    assert not pytx_can_carry(domain)
+    assert write_string([exact], "pytx") == "url example.com/a\n"
+    with pytest.raises(ValueError, match="pytx format has no url_match"):
+        write_string([domain], "pytx")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_deep_json_is_a_per_line_error(fmt: str) -> None:
+    deep = "[" * 200_000
+    pdq = _pdq()
+    if fmt == "csv":
+        text = f"signal_type,value,metadata\npdq,{_pdq()},{deep}\npdq,{pdq},\n"
+    else:
+        text = deep + "\n" + json.dumps({"signal_type": "pdq", "value": pdq}) + "\n"
+    good, bad = _split(_parse(text, fmt))
+    assert [e.value for e in good] == [pdq]
+    assert len(bad) == 1 and bad[0].line == (2 if fmt == "csv" else 1)
+    assert "nested too deeply" in bad[0].message
+
+
+def test_added_at_overflow_is_a_per_line_error() -> None:
+    text = (
+        "signal_type,value,added_at\n"
+        f"pdq,{_pdq()},0001-01-01T00:00:00+14:00\n"
+        f"pdq,{_pdq()},2024-01-01T00:00:00+14:00\n"
+    )
+    good, bad = _split(_parse(text))
+    assert len(good) == 1
+    assert [(b.line, "out of range" in b.message) for b in bad] == [(2, True)]
+
+
+@pytest.mark.parametrize("fmt", [None, "csv", "jsonl", "pytx"])
+def test_binary_junk_yields_errors_and_never_raises(fmt: str | None) -> None:
+    import random
+
+    rng = random.Random(11)
+    for _ in range(20):
+        data = rng.randbytes(rng.randrange(1, 5000))
+        if fmt == "csv":
+            data = b"signal_type,value,metadata,added_at,quality\n" + data
+        items = _parse(data, fmt)
+        assert all(isinstance(i, ParseError) for i in items)

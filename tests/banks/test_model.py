@@ -117,9 +117,68 @@ def test_url_values_use_the_url_normaliser() -> None:
     e = normalize_entry(NewEntry(SignalType.URL, raw))
     assert e.value == normalize_url(raw)
     assert e.url_match == "url"  # the default for url entries
-    assert normalize_entry(NewEntry(SignalType.URL, raw, url_match="domain")).url_match == "domain"
     with pytest.raises(ValueError, match="url_match must be one of url, prefix, domain"):
         normalize_entry(NewEntry(SignalType.URL, raw, url_match="regex"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "stored"),
+    [
+        ("domain", "HTTP://WWW.Example.COM./", "example.com"),
+        ("domain", "*.bad.org", "bad.org"),  # a domain entry covers subdomains anyway
+        ("DOMAIN", "bad.org", "bad.org"),
+        ("prefix", "https://Example.com:443/a/b/", "example.com/a/b"),
+        ("prefix", "example.com/a#frag", "example.com/a"),
+        ("url", "example.com/a?q=1", "example.com/a?q=1"),
+    ],
+)
+def test_url_entries_store_the_canonical_pattern_for_their_kind(
+    kind: str, raw: str, stored: str
+) -> None:
+    e = normalize_entry(NewEntry(SignalType.URL, raw, url_match=kind))
+    assert (e.value, e.url_match) == (stored, kind.lower())
+    assert validate_value(SignalType.URL, raw, kind) == stored
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "message"),
+    [
+        ("domain", "http://example.com/a", "domain entry must be a bare host"),
+        ("domain", "example.com:8080", "domain entry must be a bare host"),
+        ("domain", "example.com?x=1", "domain entry must be a bare host"),
+        ("prefix", "example.com/a?x=1", "prefix entry must not contain a query"),
+        ("url", "*.bad.org", "invalid host label"),
+        ("prefix", "*.bad.org/a", "invalid host label"),
+    ],
+)
+def test_url_entries_reject_patterns_that_do_not_fit_their_kind(
+    kind: str, raw: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize_entry(NewEntry(SignalType.URL, raw, url_match=kind))
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+01:00"]
+)
+def test_added_at_outside_the_utc_range_is_a_value_error(stamp: str) -> None:
+    with pytest.raises(ValueError, match="added_at is out of range"):
+        normalize_entry(NewEntry(SignalType.PDQ, PDQ, added_at=stamp))  # type: ignore[arg-type]
+
+
+def test_metadata_nesting_is_bounded() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(40):
+        node["k"] = {}
+        node = node["k"]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="nested more than 32 levels"):
+        normalize_entry(NewEntry(SignalType.PDQ, PDQ, metadata=deep))
+    shared: list[object] = [1]
+    for _ in range(25):  # a DAG whose paths double per level: must not be walked 2**25 times
+        shared = [shared, shared]
+    with pytest.raises(ValueError, match="larger than"):
+        normalize_entry(NewEntry(SignalType.PDQ, PDQ, metadata={"x": shared}))
 
 
 def test_vpdq_values_are_canonical_frame_lists() -> None:

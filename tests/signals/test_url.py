@@ -108,3 +108,41 @@ def test_keys() -> None:
 def test_keys_of_ip_hosts_have_no_parent_domains() -> None:
     assert url_keys("http://10.0.0.1/a").domains == ("10.0.0.1",)
     assert url_keys("http://[::1]/a").domains == ("[::1]",)
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern", "expected"),
+    [
+        ("url", "HTTP://Example.com/a?b=%7e#f", "example.com/a?b=~"),
+        ("prefix", "https://www.example.com:443/a/b/", "example.com/a/b"),
+        ("prefix", "example.com/a?", "example.com/a"),  # an empty query is no query
+        ("domain", "*.Example.com.", "example.com"),
+        ("domain", "http://user@example.com/", "example.com"),
+        ("domain", "[2001:DB8::1]", "[2001:db8::1]"),
+    ],
+)
+def test_normalize_url_entry_is_canonical_and_idempotent(
+    kind: str, pattern: str, expected: str
+) -> None:
+    from bastion.signals.url import normalize_url_entry
+
+    assert normalize_url_entry(kind, pattern) == expected
+    assert normalize_url_entry(kind, expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern", "message"),
+    [
+        ("prefix", "example.com/a?x=1", "must not contain a query"),
+        ("domain", "http://example.com/a", "bare host"),
+        ("domain", "example.com:8080", "bare host"),
+        ("domain", "example.com?x", "bare host"),
+        ("url", "*.example.com", "invalid host label"),
+        ("regex", "example.com", "unknown URL entry kind"),
+    ],
+)
+def test_normalize_url_entry_rejects_misfits(kind: str, pattern: str, message: str) -> None:
+    from bastion.signals.url import normalize_url_entry
+
+    with pytest.raises(ValueError, match=message):
+        normalize_url_entry(kind, pattern)

@@ -16,7 +16,7 @@ import pytest
 from bastion.banks.formats import BankFormat
 from bastion.banks.model import NewEntry
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, ImportAborted, Store
+from bastion.store import BankNotFound, ImportAborted, InvalidInput, Store
 
 from .conftest import Database
 
@@ -217,7 +217,12 @@ def test_export_round_trip(store: Store, make_bank: Callable[..., str], fmt: Ban
         ),
         NewEntry(SignalType.MD5, secrets.token_hex(16)),
         NewEntry(SignalType.SHA256, secrets.token_hex(32), external_id="s2"),
-        NewEntry(SignalType.URL, "https://Example.com/some/path", url_match="prefix"),
+        NewEntry(
+            SignalType.URL,
+            "https://Example.com/some/path",
+            # pytx cannot say "prefix": such exports are refused (see the test below)
+            url_match=None if fmt is BankFormat.PYTX else "prefix",
+        ),
         NewEntry(SignalType.VPDQ, json.dumps([f"{_pdq()},100,0.0", f"{_pdq()},95,1.0"])),
     ]
     store.add_entries(src, entries)
@@ -248,6 +253,140 @@ def test_export_round_trip(store: Store, make_bank: Callable[..., str], fmt: Ban
     assert copied == original
     everything = io.StringIO()
     assert store.export(src, fmt, everything, include_disabled=True) == 5
+
+
+def test_pytx_export_refuses_prefix_and_domain_entries_before_writing(
+    store: Store, make_bank: Callable[..., str]
+) -> None:
+    bank = make_bank()
+    store.add_entries(
+        bank,
+        [
+            NewEntry(SignalType.PDQ, _pdq()),
+            NewEntry(SignalType.URL, "example.com/exact"),
+            NewEntry(SignalType.URL, "*.bad.example", url_match="domain", external_id="d"),
+        ],
+    )
+    out = io.StringIO()
+    with pytest.raises(InvalidInput, match="1 url entries matching by prefix or domain"):
+        store.export(bank, "pytx", out)
+    assert out.getvalue() == ""
+    store.disable_entry(bank, "d")
+    assert store.export(bank, "pytx", out) == 2  # the disabled domain entry is not exported
+    with pytest.raises(InvalidInput, match="pytx format cannot express"):
+        store.export(bank, "pytx", io.StringIO(), include_disabled=True)
+
+
+def test_export_fails_before_writing_anything(
+    store: Store, make_bank: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = make_bank()
+    store.add_entries(bank, [NewEntry(SignalType.PDQ, _pdq())])
+    out = io.StringIO()
+    with pytest.raises(InvalidInput, match="unknown bank file format 'xml'"):
+        store.export(bank, "xml", out)
+    with pytest.raises(BankNotFound):
+        store.export("no-such-bank", "csv", out)
+
+    def broken_query(**_: object) -> Iterator[object]:
+        raise ConnectionError("database went away")
+        yield  # a generator, like the real one: it fails on the first next()
+
+    monkeypatch.setattr(store, "_iter", broken_query)
+    with pytest.raises(ConnectionError):
+        store.export(bank, "csv", out)  # the header would be written first, were it not checked
+    assert out.getvalue() == ""
+
+
+def test_import_file_reports_unreadable_paths(
+    store: Store, make_bank: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = make_bank()
+    with pytest.raises(InvalidInput, match="it is a directory"):
+        store.import_file(bank, tmp_path)
+    with pytest.raises(InvalidInput, match="No such file"):
+        store.import_file(bank, tmp_path / "missing.csv")
+    locked = tmp_path / "locked.txt"
+    locked.write_text(f"pdq {_pdq()}\n")
+
+    def deny(self: Path, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", deny)  # chmod does not stop root, who runs CI here
+    with pytest.raises(InvalidInput, match=r"cannot read .*locked\.txt.*Permission denied"):
+        store.import_file(bank, locked)
+
+
+@pytest.mark.parametrize("fmt", [None, "csv", "jsonl", "pytx"])
+def test_binary_junk_gives_per_line_errors(
+    store: Store, make_bank: Callable[..., str], tmp_path: Path, fmt: str | None
+) -> None:
+    import random
+
+    bank = make_bank()
+    rng = random.Random(5)
+    good = [_pdq() for _ in range(3)]
+    header = b"signal_type,value\n" if fmt == "csv" else b""
+    line = {"csv": "pdq,{}\n", "jsonl": '{{"signal_type":"pdq","value":"{}"}}\n'}.get(
+        fmt or "", "pdq {}\n"
+    )
+    path = tmp_path / "junk.bin"
+    with path.open("wb") as fh:
+        fh.write(header + line.format(good[0]).encode())
+        for _ in range(50):
+            fh.write(rng.randbytes(rng.randrange(1, 3000)) + b"\x00\xff\n")
+        fh.write(line.format(good[1]).encode())
+        fh.write(rng.randbytes(200_000).replace(b"\n", b""))  # one long line, no newline
+        fh.write(b"\n" + line.format(good[2]).encode())
+    report = store.import_file(bank, path, fmt, batch_size=1000)
+    assert report.error_count >= 50
+    assert report.added == 3
+    assert {v for _, v in _values(store, bank)} == set(good)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_deeply_nested_json_is_a_line_error_not_an_aborted_import(
+    store: Store, make_bank: Callable[..., str], fmt: str
+) -> None:
+    bank = make_bank()
+    good = [_pdq() for _ in range(4)]
+    deep = "[" * 200_000
+    if fmt == "csv":
+        rows = [f"pdq,{good[0]},", f"pdq,{good[1]},{deep}", f"pdq,{good[2]},", f"pdq,{good[3]},"]
+        rows.insert(2, 'pdq,{},"{}"'.format(_pdq(), '{""a"":' * 50 + "1" + "}" * 50))
+        text = "signal_type,value,metadata\n" + "\n".join(rows) + "\n"
+    else:
+        rows = [json.dumps({"signal_type": "pdq", "value": v}) for v in good]
+        rows.insert(1, deep)
+        rows.insert(2, '{"signal_type":"pdq","value":"' + _pdq() + '","metadata":' + deep + "]}")
+        text = "\n".join(rows) + "\n"
+    # One batch: an escaping RecursionError used to drop the whole unflushed batch.
+    report = store.import_file(bank, io.StringIO(text), fmt, batch_size=1000)
+    assert report.added == (3 if fmt == "csv" else 4)
+    assert report.error_count == 2, report.errors
+    assert all("nested" in e for e in report.errors), report.errors
+    assert good[0] in {v for _, v in _values(store, bank)}
+
+
+def test_unexpected_exceptions_on_one_line_do_not_abort_the_import(
+    store: Store, make_bank: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bastion.banks.formats as formats
+
+    bank = make_bank()
+    good = [_pdq() for _ in range(5)]
+    real = formats.normalize_entry
+
+    def flaky(entry: NewEntry) -> NewEntry:
+        if entry.value == good[2]:
+            raise KeyError("surprise")
+        return real(entry)
+
+    monkeypatch.setattr(formats, "normalize_entry", flaky)
+    text = "".join(f"pdq {v}\n" for v in good)
+    report = store.import_file(bank, io.StringIO(text), "pytx", batch_size=1000)
+    assert report.added == 4
+    assert report.errors == ["line 3: cannot read line: KeyError: 'surprise'"]
 
 
 LINES = 200_000
