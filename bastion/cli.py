@@ -5,7 +5,9 @@ Exit codes: 0 no match, 1 matches found (scan, match, url check), 2 usage error.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +15,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bastion.banks import NewEntry
+from bastion.banks import BankFormat, NewEntry
+from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
 from bastion.render import OutputFormat, emit
-from bastion.scan import ScanOptions, ScanResult, hash_paths, iter_files, scan_paths
+from bastion.scan import (
+    DEFAULT_FILE_TIMEOUT,
+    ScanOptions,
+    ScanResult,
+    hash_paths,
+    iter_files,
+    scan_paths,
+)
 from bastion.signals import FileSignals
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import BankExists, BankNotFound, EntryNotFound, Store, StoreError
@@ -45,6 +56,9 @@ ThresholdOpt = Annotated[
     int,
     typer.Option("--threshold", "-t", min=0, max=256, help="Largest PDQ distance that matches."),
 ]
+WorkersOpt = Annotated[
+    int, typer.Option(min=0, max=256, help="Worker processes (0 = one per core).")
+]
 BankOpt = Annotated[
     list[str] | None, typer.Option("--bank", "-b", help="Only match these banks (repeatable).")
 ]
@@ -65,7 +79,7 @@ def main(
 
 
 def usage_error(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(2)
 
 
@@ -89,12 +103,17 @@ def load_matcher(
     for name in banks or ():
         store.get_bank(name)  # a typo in --bank is a usage error, not an empty result
     with err.status("Loading banks into the index…"):
-        return Matcher.from_entries(
-            store.iter_entries(banks=banks or None, enabled_only=True, signal_types=types)
+        matcher = Matcher.from_entries(
+            store.iter_index_entries(banks=banks or None, signal_types=types)
         )
+    for entry_id, reason in matcher.rejected[:10]:
+        err.print(f"[yellow]warning[/yellow] entry {entry_id} not indexed: {escape(reason)}")
+    if len(matcher.rejected) > 10:
+        err.print(f"[yellow]warning[/yellow] {len(matcher.rejected)} entries not indexed in all")
+    return matcher
 
 
-def progress(total: int | None, label: str) -> Progress:
+def progress(label: str) -> Progress:
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -114,27 +133,16 @@ def hash_cmd(
     reference: Annotated[
         bool, typer.Option(help="Full-resolution decode without EXIF transposition (slow).")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Print every signal of each file: pdq (with quality), vpdq, md5, sha256."""
-    if reference:
-        from bastion.signals import hash_file
-
-        results: Iterator[FileSignals] = (
-            hash_file(p, reference=True) if p.is_file() else _missing(p) for p in iter_files(paths)
-        )
-    else:
-        results = hash_paths(paths, workers=workers)
+    results = hash_paths(paths, workers=workers, reference=reference)
     if fmt is OutputFormat.JSON:
         rows = (_hash_json(fs) for fs in results)
         emit(rows, fmt, [], sys.stdout)
         return
     columns = ["path", "kind", "type", "value", "quality", "error"]
     emit(_hash_rows(results, full=fmt is OutputFormat.CSV), fmt, columns, sys.stdout)
-
-
-def _missing(path: Path) -> FileSignals:
-    return FileSignals(path=str(path), kind="other", size=0, signals=[], error="no such file")
 
 
 def _hash_json(fs: FileSignals) -> dict[str, Any]:
@@ -185,7 +193,10 @@ def scan(
     min_quality: Annotated[
         int, typer.Option(min=0, max=100, help="Ignore PDQ hashes below this quality.")
     ] = DEFAULT_MIN_QUALITY,
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+    workers: WorkersOpt = 0,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds before one file's hashing is stopped.")
+    ] = DEFAULT_FILE_TIMEOUT,
 ) -> None:
     """Hash every file on all cores and match it against every enabled bank.
 
@@ -199,21 +210,23 @@ def scan(
         dihedral=dihedral,
         banks=tuple(bank) if bank else None,
         workers=workers,
+        timeout=timeout,
     )
-    total = sum(1 for _ in iter_files(paths))
+    # Counting first walks the tree twice: only worth it when a progress bar is shown.
+    total = sum(1 for _ in iter_files(paths)) if err.is_terminal else None
     counts = {"matched": 0, "errors": 0, "files": 0}
 
     def rows() -> Iterator[dict[str, Any]]:
-        with progress(total, "Scanning") as bar:
+        with progress("Scanning") as bar:
             task = bar.add_task("scan", total=total)
             for result in scan_paths(paths, matcher, opts):
                 counts["files"] += 1
                 counts["matched"] += bool(result.matches)
                 counts["errors"] += result.error is not None
                 bar.advance(task)
-                yield _scan_row(result, table=fmt is OutputFormat.TABLE)
+                yield _scan_row(result, opts, table=fmt is OutputFormat.TABLE)
 
-    columns = ["path", "result", "matches", "error"]
+    columns = ["path", "result", "matches", "note", "error"]
     emit(rows(), fmt, columns, sys.stdout)
     err.print(
         f"{counts['files']} files scanned, {counts['matched']} matched, "
@@ -246,10 +259,10 @@ def _match_text(m: Match) -> str:
     return text
 
 
-def _scan_row(result: ScanResult, *, table: bool) -> dict[str, Any]:
+def _scan_row(result: ScanResult, opts: ScanOptions, *, table: bool) -> dict[str, Any]:
     if result.matches:
         status = "match"
-    elif result.error and not result.signals:
+    elif result.error:
         status = "error"
     else:
         status = "none"
@@ -258,11 +271,18 @@ def _scan_row(result: ScanResult, *, table: bool) -> dict[str, Any]:
         "path": result.path,
         "kind": result.kind,
         "result": status,
-        "matches": [_match_text(m) for m in matches]
-        if table
-        else [_match_json(m) for m in matches],
+        "matches": [_match_text(m) if table else _match_json(m) for m in matches],
+        "note": _quality_note(result, opts.min_quality),
         "error": result.error,
     }
+
+
+def _quality_note(result: ScanResult, min_quality: int) -> str | None:
+    """Say when a PDQ hash was too weak to match, so "none" is not mistaken for "clean"."""
+    for sig in result.signals:
+        if sig.type == SignalType.PDQ and sig.quality is not None and sig.quality < min_quality:
+            return f"pdq quality {sig.quality} < {min_quality}: not matched"
+    return None
 
 
 # -- match ------------------------------------------------------------------------------------
@@ -284,16 +304,22 @@ def match(
     queries = _parse_args(signals or [])
     if not queries and file is None:
         raise usage_error("give signals as TYPE VALUE pairs or --file")
+    if file not in (None, "-") and not Path(file).is_file():
+        raise usage_error(f"no such file: {file}")
     with open_store() as store:
         matcher = load_matcher(store, bank)
     counts = {"matched": 0}
 
-    def lines() -> Iterator[tuple[int, str]]:
+    def lines() -> Iterator[tuple[int, str | ParseError]]:
         yield from enumerate(queries, start=1)
-        if file is not None:
-            stream = sys.stdin if file == "-" else open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
-            with stream:
-                yield from enumerate((ln.rstrip("\r\n") for ln in stream), start=1)
+        if file == "-":
+            yield from iter_lines(sys.stdin.buffer)
+        elif file is not None:
+            try:
+                with open(file, "rb") as stream:
+                    yield from iter_lines(stream)
+            except OSError as exc:
+                raise usage_error(f"cannot read {file}: {exc.strerror}") from exc
 
     def rows() -> Iterator[dict[str, Any]]:
         for row in _lookup(lines(), matcher, threshold, bank, table=fmt is OutputFormat.TABLE):
@@ -320,7 +346,7 @@ def _parse_args(args: list[str]) -> list[str]:
 
 
 def _lookup(
-    lines: Iterator[tuple[int, str]],
+    lines: Iterator[tuple[int, str | ParseError]],
     matcher: Matcher,
     threshold: int,
     banks: list[str] | None,
@@ -329,7 +355,6 @@ def _lookup(
     batch: int = 20_000,
 ) -> Iterator[dict[str, Any]]:
     """Parse and match lines; PDQ lookups go to the index in batches, in input order."""
-    from bastion.banks.formats import PYTX_TO_BASTION
     from bastion.banks.model import validate_value
 
     pending: list[dict[str, Any]] = []
@@ -346,18 +371,22 @@ def _lookup(
         pending.clear()
 
     for lineno, line in lines:
+        row: dict[str, Any] = {"line": lineno, "type": None, "value": None, "matches": []}
+        row["error"] = None
+        if isinstance(line, ParseError):
+            row["error"] = line.message
+            pending.append(row)
+            continue
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        row: dict[str, Any] = {"line": lineno, "type": None, "value": None, "matches": []}
-        row["error"] = None
         parts = text.split(None, 1)
         if len(parts) != 2:
             row["error"] = "expected `TYPE VALUE`"
         else:
             tname, value = parts[0].lower(), parts[1].strip()
             stype = PYTX_TO_BASTION.get(tname) or _our_type(tname)
-            row["type"], row["value"] = (str(stype) if stype else tname), value
+            row["type"], row["value"] = (str(stype) if stype else _clip(tname)), _clip(value)
             if stype is None:
                 row["error"] = f"unknown signal type {tname!r}"
             else:
@@ -365,6 +394,7 @@ def _lookup(
                     row["value"] = validate_value(stype, value)
                 except ValueError as exc:
                     row["error"] = str(exc)
+                    row["value"] = _clip(value)
                 else:
                     if stype is not SignalType.PDQ:
                         sig = Signal(type=stype, value=row["value"])
@@ -373,6 +403,11 @@ def _lookup(
         if len(pending) >= batch:
             yield from flush()
     yield from flush()
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """Echo bad input back short: a 30 MB junk line must not come back in full."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
 def _our_type(name: str) -> SignalType | None:
@@ -430,7 +465,7 @@ def bank_create(
         bank = store.create_bank(
             name, description=description, labels=label or [], source=source, is_demo=demo
         )
-    err.print(f"created bank [bold]{bank.name}[/bold]")
+    err.print(f"created bank [bold]{escape(bank.name)}[/bold]")
 
 
 @bank_app.command("list")
@@ -463,41 +498,58 @@ def bank_import(
         typer.Option("--format", "-f", help="csv, jsonl or pytx (default: detect)."),
     ] = None,
 ) -> None:
-    """Import a hash list: Bastion CSV or JSON lines, or python-threatexchange hash files."""
+    """Import a hash list: Bastion CSV or JSON lines, or python-threatexchange hash files.
+
+    Bad lines are reported one by one and the rest is imported. Exit code 0 when every line was
+    taken, 1 when some were rejected, 2 for a usage error.
+    """
+    if file != "-" and not Path(file).is_file():
+        raise usage_error(f"no such file: {file}")
     with open_store() as store:
-        if file == "-":
-            report = store.import_file(name, sys.stdin, file_format)
-        else:
-            if not Path(file).is_file():
-                raise usage_error(f"no such file: {file}")
-            report = store.import_file(name, file, file_format)
+        source = sys.stdin.buffer if file == "-" else file
+        report = store.import_file(name, source, file_format)
     err.print(
         f"{report.added} added, {report.duplicates} duplicates skipped, "
         f"{report.error_count} lines rejected"
     )
     for message in report.errors:
-        err.print(f"  {message}")
+        err.print(f"  {escape(message)}")
     if report.error_count > len(report.errors):
         err.print(f"  … and {report.error_count - len(report.errors)} more")
+    raise typer.Exit(1 if report.error_count else 0)
 
 
 @bank_app.command("export")
 def bank_export(
     name: str,
     file_format: Annotated[
-        str, typer.Option("--format", "-f", help="csv, jsonl or pytx.")
-    ] = "jsonl",
+        BankFormat, typer.Option("--format", "-f", help="File format.", case_sensitive=False)
+    ] = BankFormat.JSONL,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
 ) -> None:
-    """Export a bank's entries."""
+    """Export a bank's enabled entries."""
     with open_store() as store:
+        store.get_bank(name)
         if output is None:
             store.export(name, file_format, sys.stdout)
-        else:
-            with output.open("w", encoding="utf-8", newline="") as out:
+            return
+        # Write beside the target and rename: a failed export never leaves a half file or
+        # empties an existing one.
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".bastion-export-", dir=output.parent)
+        except OSError as exc:
+            raise usage_error(f"cannot write {output}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                 store.export(name, file_format, out)
+            os.replace(tmp, output)
+        except OSError as exc:
+            raise usage_error(f"cannot write {output}: {exc.strerror}") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @bank_app.command("add")
@@ -507,22 +559,31 @@ def bank_add(
     label: Annotated[
         list[str] | None, typer.Option("--label", "-l", help="Label for the new entries.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+    keep_exact: Annotated[
+        bool,
+        typer.Option(help="Add the MD5/SHA-256 of files that could not be decoded as media."),
+    ] = False,
+    min_quality: Annotated[
+        int, typer.Option(min=0, max=100, help="Skip PDQ hashes below this quality.")
+    ] = DEFAULT_MIN_QUALITY,
+    workers: WorkersOpt = 0,
 ) -> None:
-    """Hash files and add every signal of each to a bank."""
-    failures = 0
+    """Hash files and add their signals to a bank.
+
+    Files that fail to decode are skipped (their exact hashes only with --keep-exact); empty
+    files are never added; PDQ hashes too weak to match reliably are left out, with a warning.
+    """
+    skipped = 0
     with open_store() as store:
         bank = store.get_bank(name)
 
         def entries() -> Iterator[NewEntry]:
-            nonlocal failures
+            nonlocal skipped
             for fs in hash_paths(paths, workers=workers):
-                if fs.error:
-                    # Exact hashes of a file that would not decode still identify it.
-                    failures += 1
-                    kept = ", ".join(str(s.type) for s in fs.signals) or "nothing"
-                    err.print(f"[yellow]warning[/yellow] {fs.path}: {fs.error} (adding {kept})")
-                for sig in fs.signals:
+                sigs = _signals_to_add(fs, keep_exact=keep_exact, min_quality=min_quality)
+                if len(sigs) < len(fs.signals) or not sigs:
+                    skipped += 1
+                for sig in sigs:
                     yield NewEntry(
                         signal_type=sig.type,
                         value=sig.value,
@@ -534,8 +595,27 @@ def bank_add(
 
         report = store.add_entries(name, entries())
     err.print(f"{report.added} entries added, {report.duplicates} duplicates skipped")
-    if failures:
-        err.print(f"{failures} files had errors")
+    if skipped:
+        err.print(f"{skipped} files were skipped in whole or in part (see warnings)")
+
+
+def _signals_to_add(fs: FileSignals, *, keep_exact: bool, min_quality: int) -> list[Signal]:
+    def warn(message: str) -> None:
+        err.print(f"[yellow]warning[/yellow] {escape(fs.path)}: {escape(message)}")
+
+    if fs.size == 0:
+        warn("empty file: not added (every empty file would match)")
+        return []
+    if fs.error and not keep_exact:
+        warn(f"{fs.error}: not added (--keep-exact adds its MD5/SHA-256)")
+        return []
+    kept = []
+    for sig in fs.signals:
+        if sig.type == SignalType.PDQ and (sig.quality or 0) < min_quality:
+            warn(f"pdq quality {sig.quality} < {min_quality}: pdq not added")
+            continue
+        kept.append(sig)
+    return kept
 
 
 @bank_app.command("disable")
@@ -547,7 +627,7 @@ def bank_disable(
     """Disable an entry: it stops matching at once and stays on record."""
     with open_store() as store:
         store.disable_entry(name, entry, reason=reason)
-    err.print(f"disabled {entry} in {name}")
+    err.print(f"disabled {escape(entry)} in {escape(name)}")
 
 
 @bank_app.command("enable")
@@ -555,7 +635,7 @@ def bank_enable(name: str, entry: str) -> None:
     """Re-enable a disabled entry."""
     with open_store() as store:
         store.enable_entry(name, entry)
-    err.print(f"enabled {entry} in {name}")
+    err.print(f"enabled {escape(entry)} in {escape(name)}")
 
 
 @bank_app.command("rm")
@@ -566,10 +646,12 @@ def bank_rm(
     """Delete a bank and all its entries."""
     with open_store() as store:
         bank = store.get_bank(name)
-        if not yes and sys.stdin.isatty():
+        if not yes:
+            if not sys.stdin.isatty():
+                raise usage_error("deleting a bank needs --yes when not run interactively")
             typer.confirm(f"Delete bank {bank.name} and its entries?", abort=True)
         store.delete_bank(name)
-    err.print(f"deleted bank {name}")
+    err.print(f"deleted bank {escape(name)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class OutputFormat(StrEnum):
@@ -49,7 +50,8 @@ def emit(
         table.add_column(col, overflow="fold")
     n = 0
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        # Text, not markup: file names and list lines are untrusted and may contain [brackets].
+        table.add_row(*(Text(_cell(row.get(c))) for c in columns))
         n += 1
     (console or Console(file=out, soft_wrap=False)).print(table)
     return n

@@ -46,21 +46,40 @@ class ScanOptions:
     hash_options: HashOptions | None = None
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files under ``paths`` in a stable order; a missing path is yielded so it can be reported."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A directory the walk could not enter; reported as a per-path error, never skipped."""
+
+    path: Path
+    message: str
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path | Unreadable]:
+    """Files under ``paths`` in a stable order; missing paths are yielded so they get reported."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    yield Path(root) / name
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        failed: list[OSError] = []
+        for root, dirs, files in os.walk(path, onerror=failed.append):
+            while failed:
+                yield _unreadable(failed.pop(), root)
+            dirs.sort()
+            for name in sorted(files):
+                yield Path(root) / name
+        for exc in failed:
+            yield _unreadable(exc, path)
 
 
-def _hash_one(path: str, dihedral: bool, options: HashOptions | None) -> FileSignals:
-    return hash_file(path, dihedral=dihedral, options=options)
+def _unreadable(exc: OSError, fallback: str | Path) -> Unreadable:
+    return Unreadable(Path(exc.filename or fallback), f"cannot read directory: {exc.strerror}")
+
+
+def _hash_one(
+    path: str, dihedral: bool, options: HashOptions | None, reference: bool = False
+) -> FileSignals:
+    return hash_file(path, dihedral=dihedral, options=options, reference=reference)
 
 
 def _failed(path: Path, message: str) -> FileSignals:
@@ -78,10 +97,11 @@ def hash_paths(
     options: HashOptions | None = None,
     workers: int = 0,
     timeout: float = DEFAULT_FILE_TIMEOUT,
+    reference: bool = False,
 ) -> Iterator[FileSignals]:
     """Hash every file on all cores, yielding results in input order."""
     nworkers = workers or os.cpu_count() or 1
-    work = partial(_hash_one, dihedral=dihedral, options=options)
+    work = partial(_hash_one, dihedral=dihedral, options=options, reference=reference)
     files = iter_files(paths)
     if nworkers == 1:
         for path in files:
@@ -91,10 +111,11 @@ def hash_paths(
     window: deque[tuple[Path, Future[FileSignals]]] = deque()
     try:
         for path in files:
-            if not path.is_file():
-                window.append((path, _done(_checked(path, work))))
-            else:
+            if isinstance(path, Path) and path.is_file():
                 window.append((path, pool.submit(work, str(path))))
+            else:
+                done = _checked(path, work)
+                window.append((Path(done.path), _done(done)))
             while len(window) >= nworkers * 4:
                 pool, result = _collect(window, pool, nworkers, work, timeout)
                 yield result
@@ -105,7 +126,9 @@ def hash_paths(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _checked(path: Path, work: Callable[[str], FileSignals]) -> FileSignals:
+def _checked(path: Path | Unreadable, work: Callable[[str], FileSignals]) -> FileSignals:
+    if isinstance(path, Unreadable):
+        return _failed(path.path, path.message)
     if not path.exists():
         return _failed(path, "no such file")
     if not path.is_file():

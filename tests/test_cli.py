@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -148,15 +149,16 @@ def test_scan_reports_bad_files_and_goes_on(testdata: Path, db: str, tmp_path: P
     (folder / "broken.mp4").write_bytes(os.urandom(4096))
     code, rows = scan_json(db, str(folder), str(tmp_path / "missing.jpg"))
     assert code == 1
-    by_name = {Path(r["path"]).name: r for r in rows}
-    assert by_name["good.jpg"]["result"] == "match"
-    for name in ("empty.jpg", "text.jpg", "missing.jpg"):
-        assert by_name[name]["error"], name
-        assert by_name[name]["result"] in ("error", "none")
-    assert by_name["missing.jpg"]["error"] == "no such file"
-    # A truncated JPEG either decodes what it can or says why; it never takes the scan down.
-    assert by_name["truncated.jpg"]["result"] in ("match", "none", "error")
-    assert by_name["broken.mp4"]["error"]
+    got = {Path(r["path"]).name: (r["result"], r["error"]) for r in rows}
+    assert got == {
+        "broken.mp4": ("error", "not a video: bytes look like unrecognised binary data"),
+        "empty.jpg": ("error", "empty file (0 bytes)"),
+        "good.jpg": ("match", None),
+        "missing.jpg": ("error", "no such file"),
+        "text.jpg": ("error", "not an image: bytes look like text"),
+        "truncated.jpg": ("error", got["truncated.jpg"][1]),
+    }
+    assert got["truncated.jpg"][1].startswith("truncated JPEG")
 
 
 def test_import_export_and_match(db: str, tmp_path: Path) -> None:
@@ -170,7 +172,7 @@ def test_import_export_and_match(db: str, tmp_path: Path) -> None:
     )
     assert bastion(db, "bank", "create", "synthetic", "--label", "demo").exit_code == 0
     imported = bastion(db, "bank", "import", "synthetic", str(listing))
-    assert imported.exit_code == 0, imported.output
+    assert imported.exit_code == 1, imported.output  # some lines rejected
     assert "3000 added" in imported.output and "1 lines rejected" in imported.output
 
     # Queries: every 10th bank hash with 5 bits flipped, plus random hashes and a junk line.
@@ -220,7 +222,7 @@ def test_url_check(db: str, tmp_path: Path) -> None:
     )
     bastion(db, "bank", "create", "urls", "--label", "csam", "--source", "IWF (demo)")
     out = bastion(db, "bank", "import", "urls", str(listing))
-    assert "3 added" in out.output, out.output
+    assert out.exit_code == 0 and "3 added" in out.output, out.output
     checks = {
         "HTTPS://WWW.Bad.Example:443/exact/page.html": True,
         "http://bad.example/exact/page.html#frag": True,
@@ -250,3 +252,96 @@ def test_cli_on_postgres(testdata: Path, pg_db: str) -> None:
     _demo_bank(pg_db, testdata)
     code, rows = scan_json(pg_db, str(testdata / "images/bridge-mods"))
     assert code == 1 and all(r["result"] == "match" for r in rows)
+
+
+def test_untrusted_names_are_not_markup(testdata: Path, db: str, tmp_path: Path) -> None:
+    _demo_bank(db, testdata)
+    folder = tmp_path / "a["
+    folder.mkdir()
+    shutil.copy(testdata / "images/bridge-mods/blur-a-lot.jpg", folder / "b].jpg")
+    shutil.copy(testdata / "images/bridge-mods/blur-a-lot.jpg", folder / "[red]z.jpg")
+    result = bastion(db, "scan", "--workers", "1", str(folder))
+    assert result.exit_code == 1, result.output
+    squeezed = "".join(result.stdout.split()).replace("│", "")
+    assert "[red]z.jpg" in squeezed and "b].jpg" in squeezed
+    bad = tmp_path / "bad.txt"
+    bad.write_text("pdq [/x]\n")
+    out = bastion(db, "bank", "import", "bridge", str(bad))
+    assert out.exit_code == 1 and "[/x]" in out.output
+    assert bastion(db, "bank", "disable", "bridge", "[/x]").exit_code == 2
+
+
+def test_bank_add_refuses_empty_broken_and_flat_files(db: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    bastion(db, "bank", "create", "b", "--label", "demo")
+    tmp_path = tmp_path / "media"  # keep the database file out of the folder being added
+    tmp_path.mkdir()
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(tmp_path / "flat.png")
+    out = bastion(db, "bank", "add", "b", str(tmp_path))
+    assert out.exit_code == 0, out.output
+    assert "empty file" in out.output and "--keep-exact" in out.output
+    assert "pdq not added" in out.output
+    exported = bastion(db, "bank", "export", "b").stdout
+    entries = [json.loads(line) for line in exported.splitlines()]
+    # Only the flat image's exact hashes: no empty-file hash, no junk, no weak PDQ.
+    assert sorted(e["signal_type"] for e in entries) == ["md5", "sha256"]
+    assert {e["metadata"]["filename"] for e in entries} == {"flat.png"}
+    code, rows = scan_json(db, str(tmp_path / "empty.jpg"))
+    assert code == 0 and rows[0]["result"] == "error"
+    kept = bastion(db, "bank", "add", "b", "--keep-exact", str(tmp_path / "junk.jpg"))
+    assert "2 entries added" in kept.output
+    code, rows = scan_json(db, str(tmp_path / "flat.png"))
+    assert rows[0]["result"] == "match"  # its exact hashes were added
+    assert re.fullmatch(r"pdq quality \d+ < 50: not matched", rows[0]["note"])
+
+
+def test_crash_paths_are_usage_errors(db: str, tmp_path: Path) -> None:
+    bastion(db, "bank", "create", "b")
+    assert bastion(db, "match", "--file", str(tmp_path / "nope.txt")).exit_code == 2
+    assert bastion(db, "match", "--file", str(tmp_path)).exit_code == 2
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious\n")
+    assert bastion(db, "bank", "export", "nosuch", "-o", str(keep)).exit_code == 2
+    assert bastion(db, "bank", "export", "b", "--format", "bogus", "-o", str(keep)).exit_code == 2
+    assert keep.read_text() == "precious\n"
+    assert bastion(db, "bank", "export", "b", "-o", str(tmp_path / "no/dir/x")).exit_code == 2
+    assert bastion(db, "bank", "export", "b", "-o", str(tmp_path)).exit_code == 2
+    assert list(tmp_path.glob(".bastion-export-*")) == []
+    assert bastion(db, "scan", "--workers", "-1", str(tmp_path)).exit_code == 2
+    assert bastion(db, "bank", "rm", "b").exit_code == 2  # not a TTY and no --yes
+    assert json.loads(bastion(db, "bank", "list", "-f", "json").stdout)[0]["name"] == "b"
+
+
+def test_import_from_stdin_reports_bad_bytes_per_line(db: str) -> None:
+    bastion(db, "bank", "create", "b")
+    good = "pdq " + "ab" * 32
+    data = (good + "\n" + "pdq \udcff\n").encode("utf-8", "surrogateescape")
+    result = runner.invoke(app, ["--db", db, "bank", "import", "b", "-"], input=data)
+    assert result.exit_code == 1, result.output
+    assert "1 added" in result.output and "line 2" in result.output and "UTF-8" in result.output
+
+
+def test_match_caps_and_clips_bad_lines(db: str, tmp_path: Path) -> None:
+    bastion(db, "bank", "create", "b")
+    f = tmp_path / "q.txt"
+    f.write_bytes(b"pdq " + b"z" * 5000 + b"\n" + b"x" * 2_000_000 + b"\nfoo bar\n")
+    result = bastion(db, "match", "--file", str(f), "-f", "json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [r["line"] for r in rows] == [1, 2, 3]
+    assert len(rows[0]["value"]) < 200 and rows[0]["error"]
+    assert "longer than" in rows[1]["error"]
+    assert "unknown signal type" in rows[2]["error"]
+
+
+def test_bad_stored_entry_does_not_stop_matching(testdata: Path, db: str) -> None:
+    _demo_bank(db, testdata)
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:  # a row damaged behind Bastion's back
+        conn.execute(sa.text("UPDATE bank_entries SET value = 'zz' WHERE signal_type = 'md5'"))
+    engine.dispose()
+    code, rows = scan_json(db, str(testdata / "images/bridge-mods/aaa-orig.jpg"))
+    assert code == 1 and {m["signal_type"] for m in rows[0]["matches"]} == {"pdq", "sha256"}

@@ -10,11 +10,31 @@ Every kernel is ``cache=True`` so the compile cost (a few seconds) is paid once 
 
 from __future__ import annotations
 
-import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+import os
+import tempfile
+from pathlib import Path
+
+
+def _ensure_numba_cache_dir() -> None:
+    """Numba caches compiled kernels beside this file or in the user's home; in a locked-down
+    install neither is writable and every import would fail, so fall back to a private temp dir."""
+    if "NUMBA_CACHE_DIR" in os.environ or os.access(Path(__file__).parent, os.W_OK):
+        return
+    home_cache = Path.home() / ".cache"
+    if home_cache.is_dir() and os.access(home_cache, os.W_OK):
+        return
+    fallback = Path(tempfile.gettempdir()) / f"bastion-numba-{os.getuid()}"
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(fallback)
+
+
+_ensure_numba_cache_dir()
+
+import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 #: Multi-index chunks: 3 of 24 bits and 8 of 23 (256 bits, disjoint), starting at these bits.
 N_CHUNKS = 11

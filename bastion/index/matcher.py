@@ -95,6 +95,8 @@ class Matcher:
     _frame_ids: dict[int, np.ndarray] = field(default_factory=dict)
     _frame_owner: dict[int, int] = field(default_factory=dict)
     _next_frame_id: int = 0
+    #: Entries that could not be indexed (id, reason): reported, never fatal to the rest.
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
     @classmethod
     def from_entries(cls, entries: Iterable[EntryLike], *, batch: int = 100_000) -> Matcher:
@@ -107,24 +109,51 @@ class Matcher:
 
     # -- updates ----------------------------------------------------------------------------
     def add_many(self, entries: Iterable[EntryLike], *, batch: int = 100_000) -> None:
-        """Add entries in batches so PDQ hashes go into the index as arrays, not one by one."""
+        """Add entries in batches so PDQ hashes go into the index as arrays, not one by one.
+
+        An entry that cannot be indexed (a malformed value that reached the store somehow) is
+        recorded in :attr:`rejected` and skipped: one bad row must not stop all matching.
+        """
         pdq_ids: list[int] = []
         pdq_hex: list[str] = []
         for entry in entries:
-            stype = SignalType(entry.signal_type)
             if entry.id in self.refs:
                 self.remove(entry.id)
-            if stype is SignalType.PDQ:
-                self.refs[entry.id] = _ref(entry, stype)
-                pdq_ids.append(entry.id)
-                pdq_hex.append(entry.value)
-                if len(pdq_ids) >= batch:
-                    self.pdq.add_hex(pdq_ids, pdq_hex)
-                    pdq_ids, pdq_hex = [], []
-            else:
-                self.add(entry)
+            try:
+                stype = SignalType(entry.signal_type)
+                if stype is SignalType.PDQ:
+                    self.refs[entry.id] = _ref(entry, stype)
+                    pdq_ids.append(entry.id)
+                    pdq_hex.append(entry.value)
+                else:
+                    self.add(entry)
+            except ValueError as exc:
+                self.rejected.append((entry.id, str(exc)))
+                continue
+            if len(pdq_ids) >= batch:
+                self._add_pdq_batch(pdq_ids, pdq_hex)
+                pdq_ids, pdq_hex = [], []
         if pdq_ids:
-            self.pdq.add_hex(pdq_ids, pdq_hex)
+            self._add_pdq_batch(pdq_ids, pdq_hex)
+
+    def _add_pdq_batch(self, ids: list[int], hexes: list[str]) -> None:
+        try:
+            self.pdq.add_hex(ids, hexes)
+            return
+        except ValueError:
+            pass  # rare: find the bad rows one by one, index the rest
+        good_ids, good_hex = [], []
+        for eid, value in zip(ids, hexes, strict=True):
+            try:
+                hex_to_bytes([value])
+            except ValueError as exc:
+                self.refs.pop(eid, None)
+                self.rejected.append((eid, str(exc)))
+            else:
+                good_ids.append(eid)
+                good_hex.append(value)
+        if good_ids:
+            self.pdq.add_hex(good_ids, good_hex)
 
     def add(self, entry: EntryLike) -> None:
         """Add or replace one entry; visible to the next lookup."""

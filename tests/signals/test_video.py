@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,29 @@ def test_score_dedupes_and_filters_quality() -> None:
     assert video_match_score(query, target, min_quality=0) == (50.0, 50.0)
     assert video_match_score(query, target, distance=0) == (0.0, 0.0)
     assert video_match_score([], target) == (0.0, 0.0)
+
+
+def test_matcher_decides_the_table_at_80_percent(video_frames) -> None:
+    """The table through the matcher: a bank of all 13 videos, each query matches exactly the
+    targets where at least 80% of its frames match (pytx/HMA's default decision)."""
+    from bastion.index.matcher import Matcher
+    from bastion.signals.base import Signal, SignalType
+
+    @dataclass
+    class Entry:
+        id: int
+        value: str
+        bank: str = "videos"
+        signal_type: str = "vpdq"
+        url_match: None = None
+        external_id: str | None = None
+        labels: tuple[str, ...] = ()
+
+    targets = list(COLUMNS.values())
+    matcher = Matcher.from_entries(
+        Entry(i, serialize_frames(video_frames[t]), external_id=t) for i, t in enumerate(targets)
+    )
+    for query, row in TABLE.items():
+        signal = Signal(SignalType.VPDQ, serialize_frames(video_frames[query]))
+        got = {m.external_id for m in matcher.match([signal])}
+        assert got == {t for t, pct in zip(targets, row, strict=True) if pct >= 80}, query
