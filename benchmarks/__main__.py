@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_hashing, bench_index
+from benchmarks import bench_hashing, bench_index, bench_match
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    for module in (bench_index, bench_hashing):
+    for module in (bench_index, bench_hashing, bench_match):
         print(f"\n## {module.__name__}\n", flush=True)
         code = module.main(args)
         if code:
