@@ -13,7 +13,8 @@ import os
 import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +36,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -56,8 +58,30 @@ from bastion.banks.model import (
     validate_bank_name,
     validate_value,
 )
+from bastion.keys import (
+    ApiKey,
+    format_token,
+    hash_secret,
+    new_key_id,
+    new_salt,
+    new_secret,
+    parse_scopes,
+    parse_token,
+    validate_key_name,
+    verify_secret,
+)
 from bastion.signals.base import SignalType
-from bastion.store.models import BankRow, EntryRow, StoreStateRow, TombstoneRow, UTCDateTime
+from bastion.store.models import (
+    ApiKeyRow,
+    AuditHeadRow,
+    AuditRow,
+    BankRow,
+    EntryRow,
+    ScanRow,
+    StoreStateRow,
+    TombstoneRow,
+    UTCDateTime,
+)
 
 DEFAULT_URL = "sqlite:///bastion-data/bastion.db"
 URL_ENV = "BASTION_DATABASE_URL"
@@ -71,6 +95,20 @@ banks_t = BankRow.__table__
 entries_t = EntryRow.__table__
 tomb_t = TombstoneRow.__table__
 state_t = StoreStateRow.__table__
+keys_t = ApiKeyRow.__table__
+audit_t = AuditRow.__table__
+audit_head_t = AuditHeadRow.__table__
+scans_t = ScanRow.__table__
+
+_SQLITE_BUSY_MS = 30_000
+#: How long a ``last_used_at`` update may wait for a lock before it is skipped.
+_TOUCH_WAIT_MS = 100
+#: ``last_used_at`` is only as precise as this, to save a write per request.
+KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+#: prev_hash of the first audit row (also the head's hash while the log is empty).
+AUDIT_GENESIS = "0" * 64
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
+_MAX_SCAN_JSON = 16 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -97,6 +135,48 @@ class StoreUnavailable(StoreError):
 
 class InvalidInput(StoreError, ValueError):
     """A bank name, field or reference that fails validation."""
+
+
+class KeyNotFound(StoreError):
+    pass
+
+
+class KeyExists(StoreError):
+    pass
+
+
+class ScanNotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit log row. ``hash`` chains it to the row before; see :meth:`Store.record_audit`."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    remote_addr: str | None
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRecord:
+    """A stored scan: who asked, about what content (platform ids in ``context``), what it hashed
+    to, what it matched and what was decided."""
+
+    id: int
+    at: datetime
+    actor: str
+    content_kind: str
+    context: dict[str, Any]
+    signals: list[dict[str, Any]]
+    matches: list[dict[str, Any]]
+    verdict: str
 
 
 class ImportAborted(StoreError):
@@ -204,7 +284,7 @@ def _sqlite_setup(engine: Engine, *, memory: bool) -> None:
         if not memory:
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -219,6 +299,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # key pk -> earliest time this process tries to update its last_used_at again.
+        self._touch_after: dict[int, datetime] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -652,6 +734,18 @@ class Store:
             for row in result:
                 yield _to_entry(row)
 
+    def list_entries(self, bank: str, *, after: int = 0, limit: int = 100) -> list[BankEntry]:
+        """One page of a bank's entries (enabled or not) in id order, after id ``after``."""
+        bank_row = self.get_bank(bank)
+        stmt = (
+            _entry_select()
+            .where(banks_t.c.name == bank_row.name, entries_t.c.id > after)
+            .order_by(entries_t.c.id)
+            .limit(max(1, min(limit, 10_000)))
+        )
+        with self.engine.connect() as conn:
+            return [_to_entry(r) for r in conn.execute(stmt)]
+
     def iter_index_entries(
         self,
         *,
@@ -812,6 +906,251 @@ class Store:
             ]
         changes.sort(key=lambda c: (c.revision, c.entry_id))
         return changes, max(upto, revision)
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    def create_api_key(
+        self,
+        name: str,
+        scopes: str | Iterable[str],
+        *,
+        expires_at: datetime | None = None,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns it and its token, which is never stored and cannot be shown
+        again. With ``actor``, a ``key.create`` audit event is written in the same transaction."""
+        name = _key_name(name)
+        try:
+            scope_set = parse_scopes(scopes)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        now = utcnow()
+        if expires_at is not None:
+            if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+                raise InvalidInput("expires_at must be a timezone-aware datetime")
+            if expires_at <= now:
+                raise InvalidInput(f"expires_at {expires_at.isoformat()} is in the past")
+        for _attempt in range(5):
+            key_id, secret, salt = new_key_id(), new_secret(), new_salt()
+            audit = None
+            if actor is not None:
+                detail = {
+                    "key_id": key_id,
+                    "scopes": sorted(scope_set),
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                }
+                audit = _audit_values(actor, "key.create", name, detail, remote_addr)
+            try:
+                with self.engine.begin() as conn:
+                    if _find_key(conn, name) is not None:
+                        raise KeyExists(f"an API key named {name!r} already exists")
+                    conn.execute(
+                        insert(keys_t).values(
+                            key_id=key_id,
+                            name=name,
+                            salt=salt,
+                            secret_hash=hash_secret(secret, salt),
+                            scopes=sorted(scope_set),
+                            created_at=now,
+                            expires_at=expires_at,
+                        )
+                    )
+                    if audit is not None:
+                        _append_audit(conn, audit)
+            except IntegrityError:
+                with self.engine.connect() as conn:
+                    if _find_key(conn, name) is not None:
+                        raise KeyExists(f"an API key named {name!r} already exists") from None
+                continue  # a key_id collision: draw again
+            return self.get_api_key(name), format_token(key_id, secret)
+        raise StoreError("could not allocate a unique key id")  # pragma: no cover
+
+    def get_api_key(self, name: str) -> ApiKey:
+        with self.engine.connect() as conn:
+            row = _find_key(conn, name)
+        if row is None:
+            raise KeyNotFound(f"no API key named {name!r}")
+        return _to_key(row)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every key by name, revoked and expired ones included; no secret material."""
+        with self.engine.connect() as conn:
+            return [_to_key(r) for r in conn.execute(select(keys_t).order_by(keys_t.c.name))]
+
+    def revoke_api_key(
+        self, name: str, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> ApiKey:
+        """Revoke a key for good, keeping its row for the record. Revoking twice keeps the first
+        time. With ``actor``, a ``key.revoke`` audit event is written in the same transaction."""
+        with self.engine.begin() as conn:
+            row = _find_key(conn, name)
+            if row is None:
+                raise KeyNotFound(f"no API key named {name!r}")
+            if row.revoked_at is None:
+                conn.execute(
+                    update(keys_t).where(keys_t.c.id == row.id).values(revoked_at=utcnow())
+                )
+            if actor is not None:
+                detail = {"key_id": row.key_id, "already_revoked": row.revoked_at is not None}
+                _append_audit(
+                    conn, _audit_values(actor, "key.revoke", row.name, detail, remote_addr)
+                )
+        return self.get_api_key(row.name)
+
+    def verify_api_key(self, token: object) -> ApiKey | None:
+        """The key a bearer token belongs to, or None if the token is malformed, unknown, wrong,
+        revoked or expired. Costs one indexed read; ``last_used_at`` is written at most once a
+        minute per key, and that write gives up quickly rather than queue behind a bulk import."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        with self.engine.connect() as conn:
+            row = conn.execute(select(keys_t).where(keys_t.c.key_id == key_id)).first()
+        if row is None:
+            verify_secret(secret, None, None)
+            return None
+        if not verify_secret(secret, row.salt, row.secret_hash):
+            return None
+        key = _to_key(row)
+        now = utcnow()
+        if not key.is_active(now):
+            return None
+        if (key.last_used_at is None or now - key.last_used_at >= KEY_TOUCH_INTERVAL) and (
+            self._touch_after.get(key.id, now) <= now
+        ):
+            self._touch_after[key.id] = now + KEY_TOUCH_INTERVAL
+            if self._touch_key(key.id, now):
+                key = replace(key, last_used_at=now)
+        return key
+
+    def _touch_key(self, pk: int, now: datetime) -> bool:
+        """Best effort: a busy database skips the update rather than stalling the request."""
+        stmt = (
+            update(keys_t)
+            .where(
+                keys_t.c.id == pk,
+                or_(
+                    keys_t.c.last_used_at.is_(None),
+                    keys_t.c.last_used_at <= now - KEY_TOUCH_INTERVAL,
+                ),
+            )
+            .values(last_used_at=now)
+        )
+        try:
+            with self.engine.connect() as conn:
+                sqlite = conn.dialect.name == "sqlite"
+                raw = conn.connection.dbapi_connection
+                if sqlite and raw is not None:
+                    raw.execute(f"PRAGMA busy_timeout={_TOUCH_WAIT_MS}")
+                try:
+                    with conn.begin():
+                        if not sqlite:
+                            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_TOUCH_WAIT_MS}ms'")
+                        return conn.execute(stmt).rowcount > 0
+                finally:
+                    if sqlite and raw is not None:
+                        raw.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        except SQLAlchemyError:
+            return False
+
+    # -- audit log -----------------------------------------------------------------------------
+
+    def record_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        detail: dict[str, Any] | None = None,
+        remote_addr: str | None = None,
+    ) -> int:
+        """Append an audit event and return its id.
+
+        Each row stores ``prev_hash`` (the row before's hash) and
+        ``hash = sha256(prev_hash + canonical JSON of the row)``, so editing or deleting a row
+        breaks the chain (:meth:`verify_audit_chain`). That catches edits made without recomputing
+        every later hash; anchoring the head hash outside the database would catch the rest.
+        Appends are serialised on the ``audit_head`` row; a transaction that also bumps the store
+        revision must bump it first.
+        """
+        values = _audit_values(actor, action, target, detail, remote_addr)
+        with self.engine.begin() as conn:
+            return _append_audit(conn, values)
+
+    def iter_audit(self, *, since_id: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        """Up to ``limit`` events with ids above ``since_id``, oldest first."""
+        since_id, limit = _paging(since_id, limit, 10_000)
+        stmt = select(audit_t).where(audit_t.c.id > since_id).order_by(audit_t.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_to_audit(r) for r in conn.execute(stmt)]
+
+    def verify_audit_chain(self) -> int | None:
+        """None when the log is intact, else the id of the first row that was changed, inserted
+        or removed (for rows cut off the end, the first missing id)."""
+        expected_id, prev = 1, AUDIT_GENESIS
+        with self.engine.connect() as conn:
+            # Read the head first and check up to it: rows appended meanwhile are not judged.
+            head = conn.execute(select(audit_head_t).where(audit_head_t.c.id == 1)).one()
+            rows = conn.execution_options(yield_per=5000).execute(
+                select(audit_t).where(audit_t.c.id <= head.last_id).order_by(audit_t.c.id)
+            )
+            for row in rows:
+                if row.id != expected_id:
+                    return min(row.id, expected_id)
+                event = _to_audit(row)
+                if event.prev_hash != prev or audit_hash(event) != event.hash:
+                    return event.id
+                expected_id, prev = event.id + 1, event.hash
+        if expected_id - 1 != head.last_id or prev != head.last_hash:
+            return expected_id
+        return None
+
+    # -- scans ---------------------------------------------------------------------------------
+
+    def record_scan(
+        self,
+        *,
+        actor: str,
+        content_kind: str,
+        context: dict[str, Any],
+        signals: list[dict[str, Any]],
+        matches: list[dict[str, Any]],
+        verdict: str,
+    ) -> int:
+        """Store a scan and return its id. The row is committed when this returns, so a caller
+        that answers afterwards never reports a match it has not recorded."""
+        values = {
+            "at": utcnow(),
+            "actor": _short_text("actor", actor, 255, empty=False),
+            "content_kind": _short_text("content_kind", content_kind, 32, empty=False),
+            "context": _json_doc("context", context, dict, _MAX_SCAN_JSON),
+            "signals": _json_doc("signals", signals, list, _MAX_SCAN_JSON),
+            "matches": _json_doc("matches", matches, list, _MAX_SCAN_JSON),
+            "verdict": _short_text("verdict", verdict, 32, empty=False),
+        }
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(scans_t).values(**values)).inserted_primary_key[0])
+
+    def get_scan(self, scan_id: int) -> ScanRecord:
+        row = None
+        if isinstance(scan_id, int) and not isinstance(scan_id, bool) and 0 < scan_id < 2**63:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(scans_t).where(scans_t.c.id == scan_id)).first()
+        if row is None:
+            raise ScanNotFound(f"no scan with id {scan_id!r}")
+        return _to_scan(row)
+
+    def iter_scans(self, limit: int = 100, *, before_id: int | None = None) -> list[ScanRecord]:
+        """Up to ``limit`` scans, newest first; pass the last id seen as ``before_id`` to page."""
+        _, limit = _paging(0, limit, 10_000)
+        stmt = select(scans_t).order_by(scans_t.c.id.desc()).limit(limit)
+        if before_id is not None:
+            start, _ = _paging(before_id, 1, 1)
+            stmt = stmt.where(scans_t.c.id < start)
+        with self.engine.connect() as conn:
+            return [_to_scan(r) for r in conn.execute(stmt)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1015,4 +1354,168 @@ def _to_bank(r: Row[Any], entry_count: int | None = None) -> Bank:
         updated_at=m[banks_t.c.updated_at],
         version=m[banks_t.c.version],
         entry_count=entry_count,
+    )
+
+
+# -- keys, audit and scan helpers --------------------------------------------------------------
+
+
+def _key_name(name: str) -> str:
+    try:
+        return validate_key_name(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _find_key(conn: Connection, name: str) -> Row[Any] | None:
+    if not isinstance(name, str):
+        return None
+    return conn.execute(select(keys_t).where(keys_t.c.name == name.lower())).first()
+
+
+def _to_key(r: Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=r.id,
+        key_id=r.key_id,
+        name=r.name,
+        scopes=frozenset(r.scopes or ()),
+        created_at=r.created_at,
+        last_used_at=r.last_used_at,
+        revoked_at=r.revoked_at,
+        expires_at=r.expires_at,
+    )
+
+
+def _paging(start: int, limit: int, most: int) -> tuple[int, int]:
+    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < 2**63:
+        raise InvalidInput(f"an id to page from must be a whole number >= 0, not {start!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
+        raise InvalidInput(f"limit must be a whole number from 1 to {most}, not {limit!r}")
+    return start, limit
+
+
+def _short_text(what: str, value: object, limit: int, *, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
+    if len(value) > limit or (not empty and not value.strip()) or "\x00" in value:
+        need = "" if empty else "non-empty "
+        raise InvalidInput(f"{what} must be {need}text of at most {limit} characters, no NULs")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} is not valid Unicode text") from None
+    return value
+
+
+def _json_doc(what: str, value: object, kind: type, limit: int) -> Any:
+    """``value`` as it will read back from the database (a JSON round trip), or InvalidInput.
+    Storing the round-tripped form is what lets the audit hash be recomputed later."""
+    if not isinstance(value, kind):
+        raise InvalidInput(f"{what} must be a JSON {kind.__name__}, not {type(value).__name__}")
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidInput(f"{what} is not storable as JSON: {exc}") from None
+    if "\\u0000" in text:  # PostgreSQL's jsonb refuses NUL in strings
+        raise InvalidInput(f"{what} contains a NUL character")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text)} characters of JSON; the limit is {limit}")
+    return json.loads(text)
+
+
+def _audit_values(
+    actor: object, action: object, target: object, detail: object, remote_addr: object
+) -> dict[str, Any]:
+    action = _short_text("action", action, 64, empty=False)
+    if not _ACTION_RE.match(action):
+        raise InvalidInput(
+            f"invalid audit action {action!r}: use dotted lowercase words like 'bank.create'"
+        )
+    return {
+        "actor": _short_text("actor", actor, 255, empty=False),
+        "action": action,
+        "target": _short_text("target", target, 2000),
+        "detail": _json_doc("detail", {} if detail is None else detail, dict, 65_536),
+        "remote_addr": None if remote_addr is None else _short_text("remote_addr", remote_addr, 64),
+    }
+
+
+def _append_audit(conn: Connection, values: dict[str, Any]) -> int:
+    """Append one event inside ``conn``'s transaction. Bumping the head first takes its lock, so
+    the id and the previous hash are read and replaced by one appender at a time."""
+    last_id, prev = conn.execute(
+        update(audit_head_t)
+        .where(audit_head_t.c.id == 1)
+        .values(last_id=audit_head_t.c.last_id + 1)
+        .returning(audit_head_t.c.last_id, audit_head_t.c.last_hash)
+    ).one()
+    event = AuditEvent(id=last_id, at=utcnow(), prev_hash=prev, hash="", **values)
+    digest = audit_hash(event)
+    conn.execute(
+        insert(audit_t).values(
+            id=event.id,
+            at=event.at,
+            prev_hash=prev,
+            hash=digest,
+            **values,
+        )
+    )
+    conn.execute(update(audit_head_t).where(audit_head_t.c.id == 1).values(last_hash=digest))
+    return int(last_id)
+
+
+def _canon_numbers(value: Any) -> Any:
+    """Floats, and ints beyond 2**53, as float reprs: PostgreSQL's jsonb may hand ``1e300`` back
+    as a 301-digit integer, which is the same number but not the same JSON text."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) > 2**53):
+        return {"$float": repr(float(value))}
+    if isinstance(value, dict):
+        return {k: _canon_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canon_numbers(v) for v in value]
+    return value
+
+
+def audit_hash(event: AuditEvent) -> str:
+    """sha256(prev_hash + canonical JSON of the event's other fields), as hex."""
+    body = {
+        "id": event.id,
+        "at": event.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "detail": _canon_numbers(event.detail),
+        "remote_addr": event.remote_addr,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((event.prev_hash + text).encode("utf-8")).hexdigest()
+
+
+def _to_audit(r: Row[Any]) -> AuditEvent:
+    return AuditEvent(
+        id=r.id,
+        at=r.at,
+        actor=r.actor,
+        action=r.action,
+        target=r.target,
+        detail=dict(r.detail or {}),
+        remote_addr=r.remote_addr,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
+
+
+def _to_scan(r: Row[Any]) -> ScanRecord:
+    return ScanRecord(
+        id=r.id,
+        at=r.at,
+        actor=r.actor,
+        content_kind=r.content_kind,
+        context=dict(r.context or {}),
+        signals=list(r.signals or ()),
+        matches=list(r.matches or ()),
+        verdict=r.verdict,
     )

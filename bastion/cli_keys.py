@@ -1,0 +1,131 @@
+"""``bastion key``: create, list and revoke API keys. Creation and revocation are audited with the
+operating-system user as actor (``cli:<user>``)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from bastion.banks.model import utcnow
+from bastion.keys import SCOPES, ApiKey, parse_scopes
+from bastion.render import OutputFormat, emit
+
+key_app = typer.Typer(
+    help=f"Manage API keys (scopes: {', '.join(SCOPES)}; admin implies all).",
+    no_args_is_help=True,
+)
+
+
+def cli_actor() -> str:
+    """``cli:<os user>`` for the audit log; the uid when the user has no name."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
+
+def _status(key: ApiKey) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if not key.is_active(utcnow()):
+        return "expired"
+    return "active"
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def _when(value: Any) -> str | None:
+    """Minutes are enough in a table, and keep it narrow."""
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else None
+
+
+@key_app.command("create")
+def key_create(
+    name: Annotated[str, typer.Argument(help="Unique key name, e.g. the client it is for.")],
+    scopes: Annotated[
+        list[str],
+        typer.Option(
+            "--scopes",
+            "-s",
+            help=f"Comma-separated scopes from: {', '.join(SCOPES)} (repeatable).",
+        ),
+    ],
+    expires_in: Annotated[
+        int | None,
+        typer.Option("--expires-in", min=1, max=36_500, help="Days until the key expires."),
+    ] = None,
+) -> None:
+    """Create a key and print its token alone on the last line of stdout (shown only once)."""
+    from bastion.cli import err, open_store, usage_error
+
+    try:
+        scope_set = parse_scopes(scopes)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from exc
+    expires_at = utcnow() + timedelta(days=expires_in) if expires_in else None
+    with open_store() as store:
+        key, token = store.create_api_key(name, scope_set, expires_at=expires_at, actor=cli_actor())
+    until = f", expires {_iso(key.expires_at)}" if key.expires_at else ""
+    err.print(
+        f"created API key [bold]{key.name}[/bold] (id {key.key_id}, scopes "
+        f"{','.join(sorted(key.scopes))}{until}). Store the token now: it is not shown again."
+    )
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+
+
+@key_app.command("list")
+def key_list(
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
+    ] = OutputFormat.TABLE,
+) -> None:
+    """List keys (never their secrets), revoked and expired ones included."""
+    from bastion.cli import open_store
+
+    with open_store() as store:
+        keys = store.list_api_keys()
+    when = _iso if fmt is not OutputFormat.TABLE else _when
+    rows = [
+        {
+            "name": k.name,
+            "key_id": k.key_id,
+            "scopes": sorted(k.scopes),
+            "status": _status(k),
+            "created_at": when(k.created_at),
+            "last_used_at": when(k.last_used_at),
+            "expires_at": when(k.expires_at),
+            "revoked_at": when(k.revoked_at),
+        }
+        for k in keys
+    ]
+    columns = [
+        "name",
+        "key_id",
+        "scopes",
+        "status",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    emit(rows, fmt, columns, sys.stdout)
+
+
+@key_app.command("revoke")
+def key_revoke(name: Annotated[str, typer.Argument(help="Name of the key to revoke.")]) -> None:
+    """Revoke a key at once; its row stays for the record."""
+    from bastion.cli import err, open_store
+
+    with open_store() as store:
+        key = store.revoke_api_key(name, actor=cli_actor())
+    err.print(f"revoked API key [bold]{key.name}[/bold] (id {key.key_id})")

@@ -1,0 +1,135 @@
+"""API keys: token format, scopes, salted hashing and verification. Pure: no database here.
+
+A token reads ``bst_<key_id>_<secret>``. ``key_id`` is a short public lookup handle (stored as is,
+shown in listings and audit rows); ``secret`` carries 256 random bits and is stored only as
+``HMAC-SHA256(salt, secret)`` with a per-key random salt.
+
+Why not scrypt or argon2: slow KDFs exist to make guessing *low-entropy* passwords expensive. A
+256-bit random secret cannot be guessed at any speed, so a slow hash would add nothing but tens of
+milliseconds of CPU to every authenticated request (and a denial-of-service lever). The salt keeps
+a leaked table from being checked against precomputed tokens and makes equal secrets hash apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from bastion.banks.model import BANK_NAME_RE
+
+SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin")
+ADMIN = "admin"
+TOKEN_PREFIX = "bst_"
+KEY_ID_LENGTH = 10
+SECRET_BYTES = 32
+SALT_BYTES = 16
+
+# key_id is alphanumeric (a subset of url-safe) so the first '_' after it ends it unambiguously;
+# the secret is url-safe base64 and may itself contain '_' and '-'.
+_KEY_ID_ALPHABET = string.ascii_letters + string.digits
+_TOKEN_RE = re.compile(r"bst_([A-Za-z0-9]{8,12})_([A-Za-z0-9_-]{43,128})")
+#: Compared against when the key id is unknown, so a miss costs about what a hit costs.
+_DUMMY_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key, without any secret material."""
+
+    id: int
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+    def allows(self, scope: str) -> bool:
+        """Whether this key grants ``scope``; ``admin`` grants every scope."""
+        return ADMIN in self.scopes or scope in self.scopes
+
+    def is_active(self, now: datetime) -> bool:
+        """Not revoked and not expired at ``now`` (an aware datetime)."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
+    """Scopes from ``"hash,match"`` or an iterable of names (each may itself be comma-separated).
+
+    Raises ValueError naming every unknown scope and the valid ones; at least one is required.
+    """
+    items = [scopes] if isinstance(scopes, str) else list(scopes)
+    names: set[str] = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"a scope must be a string, not {type(item).__name__}")
+        names.update(p.strip().lower() for p in item.split(",") if p.strip())
+    unknown = sorted(names - set(SCOPES))
+    if unknown:
+        raise ValueError(
+            f"unknown scope(s): {', '.join(repr(u) for u in unknown)} "
+            f"(expected some of: {', '.join(SCOPES)})"
+        )
+    if not names:
+        raise ValueError(f"give at least one scope (from: {', '.join(SCOPES)})")
+    return frozenset(names)
+
+
+def validate_key_name(name: str) -> str:
+    """The key name lowercased (same rule as bank names), or ValueError."""
+    if not isinstance(name, str) or not BANK_NAME_RE.match(name):
+        shown = repr(name[:80]) if isinstance(name, str) else type(name).__name__
+        raise ValueError(
+            f"invalid key name {shown}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name.lower()
+
+
+def new_key_id() -> str:
+    return "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def new_salt() -> str:
+    return secrets.token_hex(SALT_BYTES)
+
+
+def format_token(key_id: str, secret: str) -> str:
+    return f"{TOKEN_PREFIX}{key_id}_{secret}"
+
+
+def parse_token(token: object) -> tuple[str, str] | None:
+    """``(key_id, secret)`` from a well-formed token, else None (never raises)."""
+    if not isinstance(token, str) or len(token) > 200:
+        return None
+    m = _TOKEN_RE.fullmatch(token)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def hash_secret(secret: str, salt: str) -> str:
+    """Hex HMAC-SHA256 of ``secret`` keyed by the hex ``salt``."""
+    return hmac.new(bytes.fromhex(salt), secret.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def verify_secret(secret: str, salt: str | None, expected: str | None) -> bool:
+    """Constant-time check of ``secret`` against its stored hash. With no stored key (``salt`` or
+    ``expected`` None) it still hashes and compares, then returns False."""
+    if salt is None or expected is None:
+        hmac.compare_digest(hash_secret(secret, "00" * SALT_BYTES), _DUMMY_HASH)
+        return False
+    return hmac.compare_digest(hash_secret(secret, salt), expected)

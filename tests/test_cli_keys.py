@@ -1,0 +1,149 @@
+"""`bastion key`: create prints the token alone on the last line, list hides secrets, revoke
+works, bad scopes are usage errors, and create/revoke are audited with the OS user."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from bastion import cli_keys
+from bastion.cli import app
+from bastion.store import Store
+
+runner = CliRunner()
+TOKEN_RE = re.compile(r"^bst_[A-Za-z0-9]{8,12}_[A-Za-z0-9_-]{43,}$")
+
+
+def bastion(db: str, *args: str):
+    return runner.invoke(app, ["--db", db, *args], catch_exceptions=False)
+
+
+def said(text: str) -> str:
+    """Messages with Rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    return f"sqlite:///{tmp_path / 'bastion.db'}"
+
+
+@pytest.fixture
+def pg_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    base = os.environ.get(
+        "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+    )
+    schema = f"t_key_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def create(db: str, name: str, *args: str) -> str:
+    result = bastion(db, "key", "create", name, *args)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.splitlines()[-1]
+    assert TOKEN_RE.match(token), result.stdout
+    assert result.output.rstrip("\n").splitlines()[-1] == token  # last line of all output too
+    return token
+
+
+def test_create_prints_a_token_that_verifies(db: str) -> None:
+    result = bastion(db, "key", "create", "ingest", "--scopes", "hash,match")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1  # the token alone: safe for $(bastion key create …)
+    token = result.stdout.strip()
+    assert TOKEN_RE.match(token)
+    assert "not shown again" in said(result.stderr) and token not in result.stderr.replace("\n", "")
+    with Store.open(db) as store:
+        key = store.verify_api_key(token)
+        assert key is not None and key.name == "ingest" and key.scopes == {"hash", "match"}
+        assert key.expires_at is None
+        [event] = store.iter_audit()
+    assert (event.actor, event.action, event.target) == ("cli:alice", "key.create", "ingest")
+    assert token not in json.dumps(event.detail)
+
+
+def test_repeated_scopes_and_expiry(db: str) -> None:
+    token = create(db, "temp", "--scopes", "hash", "-s", "export", "--expires-in", "30")
+    with Store.open(db) as store:
+        key = store.verify_api_key(token)
+    assert key is not None and key.scopes == {"hash", "export"}
+    assert key.expires_at is not None and (key.expires_at - key.created_at).days in (29, 30)
+
+
+def test_unknown_scope_is_a_usage_error(db: str) -> None:
+    result = bastion(db, "key", "create", "x", "--scopes", "hash,superuser")
+    assert result.exit_code == 2
+    assert "unknown scope(s): 'superuser'" in said(result.stderr)
+    assert "hash, match, curate, export, admin" in said(result.stderr)
+    assert result.stdout == ""
+    missing = bastion(db, "key", "create", "x")
+    assert missing.exit_code == 2 and "--scopes" in missing.output
+    assert json.loads(bastion(db, "key", "list", "--format", "json").stdout) == []
+
+
+def test_duplicate_and_invalid_names_are_usage_errors(db: str) -> None:
+    create(db, "ingest", "--scopes", "hash")
+    again = bastion(db, "key", "create", "INGEST", "--scopes", "admin")
+    assert again.exit_code == 2 and "already exists" in said(again.stderr) and again.stdout == ""
+    bad = bastion(db, "key", "create", "no spaces", "--scopes", "admin")
+    assert bad.exit_code == 2 and "invalid key name" in said(bad.stderr)
+
+
+def test_list_shows_keys_without_secrets(db: str) -> None:
+    t1 = create(db, "b-client", "--scopes", "match")
+    t2 = create(db, "a-admin", "--scopes", "admin")
+    assert bastion(db, "key", "revoke", "b-client").exit_code == 0
+    result = bastion(db, "key", "list", "--format", "json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [(r["name"], r["scopes"], r["status"]) for r in rows] == [
+        ("a-admin", ["admin"], "active"),
+        ("b-client", ["match"], "revoked"),
+    ]
+    assert rows[0]["key_id"] == t2.split("_")[1] and rows[1]["revoked_at"]
+    for token in (t1, t2):
+        assert token.split("_", 2)[2] not in result.stdout
+    assert all("salt" not in r and "secret_hash" not in r for r in rows)
+    table = bastion(db, "key", "list")
+    assert table.exit_code == 0 and "a-admin" in table.stdout and "revoked" in table.stdout
+
+
+def test_revoke_stops_the_key_and_is_audited(db: str) -> None:
+    token = create(db, "ingest", "--scopes", "hash")
+    result = bastion(db, "key", "revoke", "ingest")
+    assert result.exit_code == 0 and "revoked" in said(result.stderr)
+    with Store.open(db) as store:
+        assert store.verify_api_key(token) is None
+        actions = [(e.actor, e.action, e.target) for e in store.iter_audit()]
+        assert store.verify_audit_chain() is None
+    assert actions[-1] == ("cli:alice", "key.revoke", "ingest")
+    unknown = bastion(db, "key", "revoke", "nope")
+    assert unknown.exit_code == 2 and "no API key named 'nope'" in said(unknown.stderr)
+
+
+@pytest.mark.postgres
+def test_create_verify_revoke_on_postgres(pg_db: str) -> None:
+    token = create(pg_db, "replica-client", "--scopes", "match")
+    with Store.open(pg_db) as store:
+        assert store.verify_api_key(token).scopes == {"match"}  # type: ignore[union-attr]
+    assert bastion(pg_db, "key", "revoke", "replica-client").exit_code == 0
+    with Store.open(pg_db) as store:
+        assert store.verify_api_key(token) is None
+        assert [e.action for e in store.iter_audit()] == ["key.create", "key.revoke"]
