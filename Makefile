@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/python -m bastion.demo
+	$(BIN)/bastion serve --demo
 
 test: install
 	$(BIN)/pytest -q

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bastion.banks import BankFormat, NewEntry
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
+from bastion.cli_keys import key_app
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
 from bastion.render import OutputFormat, emit
 from bastion.scan import (
@@ -45,6 +46,7 @@ bank_app = typer.Typer(help="Manage banks: named hash lists with provenance.", n
 url_app = typer.Typer(help="Match URLs against URL banks.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
 app.add_typer(url_app, name="url")
+app.add_typer(key_app, name="key")
 
 err = Console(stderr=True)
 _state: dict[str, Any] = {"db": None}
@@ -652,6 +654,60 @@ def bank_rm(
             typer.confirm(f"Delete bank {bank.name} and its entries?", abort=True)
         store.delete_bank(name)
     err.print(f"deleted bank {escape(name)}")
+
+
+# -- serve ------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Set up the labelled demo bank and print a fresh local admin key."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API (v1 and the HMA-compatible surface) with uvicorn."""
+    import uvicorn
+
+    from bastion.api.app import create_app
+    from bastion.config import ConfigError, Settings
+
+    try:
+        settings = Settings.load(config, database_url=_state["db"], host=host, port=port)
+    except ConfigError as exc:
+        raise usage_error(str(exc)) from exc
+    if demo:
+        from bastion.demo import prepare_server_demo
+
+        with open_store() as store:
+            token = prepare_server_demo(store)
+        _print_demo_banner(token, settings.host, settings.port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        proxy_headers=False,
+    )
+
+
+def _print_demo_banner(token: str, host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    console = Console()
+    console.rule("Bastion (demo bank: a benign test photo, labelled as demo data)")
+    console.print(f"Admin API key (shown once): [bold]{escape(token)}[/bold]")
+    console.print("Scan an image:")
+    console.print(
+        f"  curl -s -H 'Authorization: Bearer {escape(token)}' "
+        f"-F file=@../shared/testdata/images/bridge-mods/blur-a-lot.jpg {base}/v1/scan",
+        soft_wrap=True,
+    )
+    console.print(f"API docs: {base}/docs")
+    console.rule()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,23 @@
-"""`make run`: set up a clearly labelled demo bank and scan the benign test photos with it.
+"""The demo: a clearly labelled demo bank built from one benign test photo.
 
-The demo bank holds the hashes of one benign photo of a bridge from Meta's PDQ test set. It is demo
-data, never a real hash list. The HTTP server replaces this walk-through when it lands.
+`make run` serves Bastion with it (``bastion serve --demo``: the bank plus a fresh local admin
+key); ``python -m bastion.demo`` walks through the command line with it instead. The bank holds the
+hashes of a benign photo of a bridge from Meta's PDQ test set: demo data, never a real hash list.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from bastion.banks import NewEntry
 from bastion.cli import app
+from bastion.signals import hash_file
+from bastion.store import BankNotFound, Store
 
 DEMO_BANK = "demo-bridge"
 DEMO_SOURCE = "Bastion demo data: a benign photo from Meta's PDQ test set"
@@ -23,6 +28,57 @@ def testdata_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+
+DEMO_KEY = "local-admin"
+
+
+def ensure_demo_bank(store: Store, data: Path | None = None) -> bool:
+    """Create the demo bank from the bridge photo unless it exists; True if it was created."""
+    try:
+        store.get_bank(DEMO_BANK)
+        return False
+    except BankNotFound:
+        pass
+    photo = (data or testdata_dir()) / "images" / "bridge-mods" / "aaa-orig.jpg"
+    fs = hash_file(photo)
+    if fs.error:
+        raise RuntimeError(f"demo photo {photo}: {fs.error}")
+    store.create_bank(
+        DEMO_BANK,
+        labels=["demo"],
+        source=DEMO_SOURCE,
+        is_demo=True,
+        description="Demo data: hashes of a benign bridge photo, for trying Bastion out.",
+    )
+    store.add_entries(
+        DEMO_BANK,
+        [
+            NewEntry(
+                signal_type=s.type,
+                value=s.value,
+                quality=s.quality,
+                source=DEMO_SOURCE,
+                external_id="demo-bridge-photo",
+                labels=["demo"],
+                metadata={"filename": photo.name},
+            )
+            for s in fs.signals
+        ],
+    )
+    return True
+
+
+def prepare_server_demo(store: Store) -> str:
+    """The demo bank, and a new admin key for this run; earlier runs' keys are revoked."""
+    ensure_demo_bank(store)
+    for key in store.list_api_keys():
+        if key.name.startswith(DEMO_KEY) and key.revoked_at is None:
+            store.revoke_api_key(key.name)
+    name = f"{DEMO_KEY}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    _, token = store.create_api_key(name, {"admin"})
+    store.record_audit(actor="cli:make-run", action="key.create", target=name)
+    return token
 
 
 def run(args: list[str]) -> int:
@@ -37,23 +93,9 @@ def main() -> int:
     if not data.is_dir():
         console.print(f"[red]demo needs the benign test media at {data}[/red]")
         return 2
-    photo = data / "images" / "bridge-mods" / "aaa-orig.jpg"
     console.rule("Bastion demo (benign test photos, demo bank)")
-    from bastion.store import BankNotFound, Store
-
-    store = Store.open(None)
-    try:
-        store.get_bank(DEMO_BANK)
-        fresh = False
-    except BankNotFound:
-        fresh = True
-    finally:
-        store.close()
-    if fresh:
-        console.print(f"$ bastion bank create {DEMO_BANK} --label demo --demo")
-        run(["bank", "create", DEMO_BANK, "--label", "demo", "--demo", "--source", DEMO_SOURCE])
-        console.print(f"$ bastion bank add {DEMO_BANK} {photo}")
-        run(["bank", "add", DEMO_BANK, str(photo), "--label", "demo"])
+    with Store.open(None) as store:
+        ensure_demo_bank(store, data)
     console.print("$ bastion bank list")
     run(["bank", "list"])
     folders = [data / "images" / "bridge-mods", data / "images" / "reg-test-input" / "dih"]

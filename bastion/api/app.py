@@ -1,0 +1,176 @@
+"""The FastAPI application: wiring of store, live index, auth, metrics and the routers.
+
+``create_app(settings)`` is all a test or ``bastion serve`` needs. Routes are plain functions
+run in the thread pool, because hashing and index lookups are CPU-bound native code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from bastion import __version__
+from bastion.api import hma, problems, v1
+from bastion.api.auth import KeyCache, Principal, RateLimiter, require
+from bastion.config import Settings
+from bastion.index.live import LiveIndex
+from bastion.store import Store
+
+log = logging.getLogger("bastion.api")
+_any_key = Depends(require(None))
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own, so several apps can live in a process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bastion_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bastion_http_request_duration_seconds",
+            "Request latency",
+            ["route"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.matches = Counter(
+            "bastion_matches", "Matches returned", ["signal_type"], registry=self.registry
+        )
+        self.index_entries = Gauge(
+            "bastion_index_entries", "Entries in the live index", registry=self.registry
+        )
+        self.index_age = Gauge(
+            "bastion_index_age_seconds",
+            "Seconds since the index caught up with the store",
+            registry=self.registry,
+        )
+        self.index_revision = Gauge(
+            "bastion_index_revision", "Store revision the index reflects", registry=self.registry
+        )
+
+
+class Runtime:
+    """Everything a request handler needs, on ``app.state.runtime``."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.index = LiveIndex(store)
+        self.keys = KeyCache()
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.metrics = Metrics()
+        self.started_at = time.time()
+
+    def verify_key(self, token: str) -> Principal | None:
+        key = self.store.verify_api_key(token)
+        if key is None:
+            return None
+        return Principal(name=key.name, scopes=frozenset(key.scopes))
+
+    def audit(
+        self, request: Request, principal: Principal, action: str, target: str = "", **detail: Any
+    ) -> None:
+        """Record who did what to what, from where, before the response goes out."""
+        self.store.record_audit(
+            actor=f"key:{principal.name}",
+            action=action,
+            target=target,
+            detail=detail or None,
+            remote_addr=client_address(request, self.settings),
+        )
+
+
+def client_address(request: Request, settings: Settings) -> str | None:
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in settings.trusted_proxies:
+        return forwarded.split(",")[0].strip()
+    return peer
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = store is None
+        st = store or Store.open(settings.database_url)
+        rt = Runtime(settings, st)
+        app.state.runtime = rt
+        rt.index.load()
+        rt.index.start(settings.index_poll_seconds)
+        try:
+            yield
+        finally:
+            rt.index.stop()
+            if own:
+                st.close()
+
+    app = FastAPI(
+        title="Bastion",
+        version=__version__,
+        summary="Find and stop child sexual exploitation and abuse: hash, match, review, report.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is not None:
+            rt.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+            rt.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers. No key needed, and it says nothing about content."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: the index is loaded and caught up with the store within a few polls."""
+        rt: Runtime = request.app.state.runtime
+        lag = max(5.0, 3 * settings.index_poll_seconds)
+        ready = rt.index.is_current(lag)
+        body = {"status": "ready" if ready else "not ready", "index_loaded": rt.index.loaded}
+        if rt.index.last_error:
+            body["index_error"] = rt.index.last_error
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics(request: Request, _: Principal = _any_key) -> Response:
+        """Prometheus metrics (any valid API key)."""
+        rt: Runtime = request.app.state.runtime
+        rt.metrics.index_entries.set(rt.index.size())
+        rt.metrics.index_revision.set(rt.index.revision)
+        if rt.index.refreshed_at:
+            rt.metrics.index_age.set(time.time() - rt.index.refreshed_at)
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(v1.router)
+    app.include_router(hma.router)
+    return app

@@ -1,0 +1,121 @@
+"""Bearer API keys with scopes on every endpoint, and a per-key rate limit.
+
+Keys are verified against salted hashes in the store (``Store.verify_api_key``); a verified key
+is cached briefly so a busy client costs one dictionary lookup per request, not a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from bastion.api.problems import Problem
+
+SCOPES = ("hash", "match", "curate", "export", "admin")
+_CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API key's name and scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str | None) -> bool:
+        return scope is None or "admin" in self.scopes or scope in self.scopes
+
+
+class KeyCache:
+    """Verified keys by token digest, for a few seconds (a revoked key stops within that)."""
+
+    def __init__(self) -> None:
+        self._items: dict[bytes, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, verify: Callable[[str], Principal | None]) -> Principal | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(digest)
+        if hit and now - hit[0] < _CACHE_SECONDS:
+            return hit[1]
+        principal = verify(token)
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[digest] = (now, principal)
+        return principal
+
+
+class RateLimiter:
+    """A token bucket per key: ``per_minute`` requests, with bursts up to a tenth of that."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = max(1.0, per_minute / 10.0)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> float:
+        """0 if the request may go ahead, else the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def _token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "Unauthorized",
+            detail="send an API key as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="bastion"'},
+        )
+    return token.strip()
+
+
+def require(scope: str | None) -> Callable[[Request], Principal]:
+    """A dependency: the caller's key must be valid and hold ``scope`` (None: any valid key)."""
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(request: Request) -> Principal:
+        rt = request.app.state.runtime
+        principal = rt.keys.get(_token(request), rt.verify_key)
+        if principal is None:
+            raise Problem(
+                401,
+                "Unauthorized",
+                detail="the API key is unknown, revoked or expired",
+                headers={"WWW-Authenticate": 'Bearer realm="bastion", error="invalid_token"'},
+            )
+        if not principal.allows(scope):
+            raise Problem(403, "Forbidden", detail=f"this API key lacks the {scope!r} scope")
+        wait = rt.limiter.allow(principal.name)
+        if wait:
+            raise Problem(
+                429,
+                "Too Many Requests",
+                detail=f"rate limit of {rt.settings.rate_limit_per_minute} requests a minute",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,969 @@
+"""The HMA-compatible surface: Meta's Hasher-Matcher-Actioner 2.0 routes (/h, /m, /c, /status).
+
+Tools written for HMA (ROOST Coop, scripts using OpenMediaMatch) can point at Bastion and keep
+their requests and response parsing. Request and response shapes follow HMA 2.0's blueprints;
+where Bastion cannot honour an HMA feature it says so with an error instead of quietly doing
+something else. docs/hma.md maps the concepts and lists every difference.
+
+Concept mapping, in short:
+
+- bank names: HMA's ``UPPER_SNAKE`` names are Bastion's names lowercased (``TEST_BANK`` is
+  stored as ``test_bank``); every bank is shown upper-cased here.
+- content: a group of entries added together. Its id is the id of its first ("head") entry;
+  the other entries carry ``external_id = "hma-content:<id>"``. An entry without that marker is
+  content of its own, so banks filled by other means are addressable here too.
+- signal type names: python-threatexchange names (``pdq``, ``vpdq``, ``video_md5``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from starlette.datastructures import UploadFile
+
+from bastion.api.auth import Principal, require
+from bastion.api.problems import Problem
+from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
+from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
+from bastion.fetch import FetchError, fetch
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, DEFAULT_VIDEO_MATCH_PERCENT, Match
+from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score
+from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
+from bastion.store import BankExists, EntryNotFound, StoreError
+
+router = APIRouter(tags=["hma"])
+
+_hash_key = Depends(require("hash"))
+_match_key = Depends(require("match"))
+_curate_key = Depends(require("curate"))
+_any_key = Depends(require(None))
+
+#: External-id prefix tying an entry to the HMA content whose head entry has the id that follows.
+CONTENT_MARKER = "hma-content:"
+_MARKER_RE = re.compile(r"^hma-content:([1-9][0-9]{0,18})$")
+#: HMA's own rule for bank names (``_bank_name_ok`` in OpenMediaMatch's database module).
+_HMA_BANK_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+#: Content types HMA accepts as upload field names and ``content_type`` hints.
+CONTENT_TYPES = ("photo", "video")
+#: Order signals are listed and stored in: the perceptual hash, when there is one, heads content.
+_ORDER = (SignalType.PDQ, SignalType.VPDQ, SignalType.MD5, SignalType.SHA256, SignalType.URL)
+_NO_DISTANCE = "-"
+_METADATA_KEYS = ("content_id", "content_uri", "json")
+_MAX_NOTE = 255
+_HMA_ENABLED, _HMA_DISABLED = 1, 0
+#: OpenAPI description of HMA's upload body, which the routes read by hand (one file, any field).
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "exactly one file, under the field photo or video",
+                    "properties": {
+                        "photo": {"type": "string", "format": "binary"},
+                        "video": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# naming
+
+
+def _error(status: int, detail: str) -> Problem:
+    """A problem document that also carries HMA's ``message`` field, which HMA clients read."""
+    return Problem(status, detail=detail, message=detail)
+
+
+def hma_signal_name(signal_type: SignalType) -> str:
+    return BASTION_TO_PYTX[signal_type]
+
+
+def signal_type_from_hma(name: str) -> SignalType:
+    """Map an HMA/pytx signal type name (``pdq``, ``video_md5``...) to Bastion's type."""
+    st = PYTX_TO_BASTION.get(str(name).strip().lower())
+    if st is None:
+        known = ", ".join(BASTION_TO_PYTX[t] for t in _ORDER)
+        raise _error(400, f"No such SignalType '{name}' (known: {known})")
+    return st
+
+
+def hma_bank_name(name: str) -> str:
+    """How a Bastion bank is named on the HMA surface."""
+    return name.upper()
+
+
+def bank_key(hma_name: str) -> str:
+    """The Bastion name an HMA bank name refers to (names are case-insensitive)."""
+    return hma_name.strip().lower()
+
+
+def _new_bank_key(hma_name: Any) -> str:
+    """Validate a name for a new or renamed bank by HMA's rule and Bastion's; return the key."""
+    if not isinstance(hma_name, str) or not _HMA_BANK_RE.match(hma_name):
+        raise _error(400, f"Bank names must be UPPER_WITH_UNDERSCORE, got {hma_name!r}")
+    try:
+        return validate_bank_name(hma_name)
+    except ValueError as exc:
+        raise _error(400, str(exc)) from None
+
+
+def content_id_of(entry_id: int, external_id: str | None) -> int:
+    """The HMA content id an entry belongs to."""
+    if external_id:
+        found = _MARKER_RE.match(external_id)
+        if found:
+            return int(found.group(1))
+    return entry_id
+
+
+def _marker(content_id: int) -> str:
+    return f"{CONTENT_MARKER}{content_id}"
+
+
+def _ordered(items: Iterable[tuple[SignalType, str]]) -> list[tuple[SignalType, str]]:
+    return sorted(items, key=lambda item: _ORDER.index(item[0]))
+
+
+def _rt(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+
+
+def _split(csv: str | None) -> list[str]:
+    return [part.strip() for part in (csv or "").split(",") if part.strip()]
+
+
+def _bank_filter(banks: str | None) -> set[str] | None:
+    names = _split(banks)
+    return {bank_key(n) for n in names} if names else None
+
+
+def _type_filter(types: str | None) -> set[SignalType] | None:
+    if types is None:
+        return None
+    wanted = {signal_type_from_hma(name) for name in _split(types)}
+    if not wanted:
+        raise _error(400, "empty signal type selection")
+    return wanted
+
+
+def _content_type(hint: str | None) -> str | None:
+    if hint is None or hint == "":
+        return None
+    if hint not in CONTENT_TYPES:
+        raise _error(400, f"no such content_type: '{hint}' (expected photo or video)")
+    return hint
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """HMA reads boolean query flags as the text ``true`` (any case); anything else is false."""
+    return default if value is None else value.strip().lower() == "true"
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing
+
+
+def _fetch(rt: Any, url: str) -> tuple[bytes, str]:
+    try:
+        fetched = fetch(url, rt.settings.fetch_policy)
+    except FetchError as exc:
+        raise Problem(exc.status, detail=exc.message, message=exc.message, code=exc.code) from None
+    name = urlsplit(fetched.url).path.rsplit("/", 1)[-1] or "<url>"
+    return fetched.data, name
+
+
+def _hash(
+    rt: Any, data: bytes, name: str, types: set[SignalType] | None
+) -> list[tuple[SignalType, str]]:
+    """Hash content and give its signals as (type, value), perceptual first.
+
+    As HMA does, a PDQ hash below the quality floor is reported as an empty string: such an
+    image is too flat for its hash to mean anything. Callers that store or match drop it.
+    """
+    result = hash_bytes(data, name=name, options=rt.settings.hash_options)
+    if result.error:
+        raise _error(400, f"cannot hash the content: {result.error}")
+    out: list[tuple[SignalType, str]] = []
+    for sig in result.signals:
+        if types is not None and sig.type not in types:
+            continue
+        value = sig.value
+        if sig.type is SignalType.PDQ and (sig.quality or 0) < DEFAULT_MIN_QUALITY:
+            value = ""
+        out.append((sig.type, value))
+    return _ordered(out)
+
+
+def _usable(signals: list[tuple[SignalType, str]]) -> list[tuple[SignalType, str]]:
+    return [(st, value) for st, value in signals if value]
+
+
+async def _upload(request: Request, rt: Any) -> tuple[str, bytes, str, dict[str, str]]:
+    """The one file of a multipart upload: (content type field name, bytes, filename, fields).
+
+    HMA names the file's form field after its content type (``photo`` or ``video``).
+    """
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise _error(400, "Missing multipart/form-data file upload")
+    limit = rt.settings.max_upload_bytes
+    form = await request.form(max_files=8, max_fields=64)
+    try:
+        files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        if not files:
+            raise _error(400, "Missing multipart/form-data file upload")
+        if len(files) > 1:
+            raise _error(400, "Only one file allowed per request")
+        field, upload = files[0]
+        if field not in CONTENT_TYPES:
+            raise _error(
+                400, f"no such content_type: '{field}' (name the file field photo or video)"
+            )
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise _error(413, f"Content too large: the limit is {limit} bytes")
+        return field, data, upload.filename or "<upload>", fields
+    finally:
+        await form.close()
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+# ---------------------------------------------------------------------------------------------
+# matching
+
+
+def _query_signal(st: SignalType, value: str) -> Signal:
+    """A signal to look up from its HMA text form; 400 naming the problem if it is not valid."""
+    entry = NewEntry(signal_type=st, value=value)
+    try:
+        canonical = normalize_entry(entry).value
+    except ValueError as exc:
+        raise _error(400, f"invalid signal: {exc}") from None
+    if st is SignalType.VPDQ:
+        return Signal(st, canonical, frames=parse_frames(canonical))
+    return Signal(st, canonical)
+
+
+def _match(rt: Any, signal: Signal, banks: set[str] | None) -> list[Match]:
+    with rt.index.read() as matcher:
+        return list(matcher.match([signal], banks=banks))
+
+
+def _distance(rt: Any, match: Match, signal: Signal) -> str:
+    """The distance as HMA prints it: Hamming distance for PDQ, ``"-"`` for exact types, and
+    ``"<query%>[<bank video%>]"`` for vPDQ."""
+    if match.signal_type is SignalType.PDQ:
+        return str(match.distance)
+    if match.signal_type is SignalType.VPDQ:
+        query_pct = match.score or 0.0
+        try:
+            target = parse_frames(rt.store.get_entry(match.entry_id).value)
+        except (StoreError, ValueError):
+            return f"{query_pct:.0f}%"
+        _, target_pct = video_match_score(signal.frames, target, distance=DEFAULT_PDQ_THRESHOLD)
+        return f"{query_pct:.0f}%[{target_pct:.0f}%]"
+    return _NO_DISTANCE
+
+
+def _matches_by_bank(rt: Any, signal: Signal, banks: set[str] | None) -> dict[str, list[Any]]:
+    """HMA's ``{BANK: [{bank_content_id, distance}]}``, one row per content, closest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[str, int]] = set()
+    for m in _match(rt, signal, banks):
+        cid = content_id_of(m.entry_id, m.external_id)
+        if (m.bank, cid) in seen:
+            continue
+        seen.add((m.bank, cid))
+        row = {"bank_content_id": cid, "distance": _distance(rt, m, signal)}
+        out.setdefault(hma_bank_name(m.bank), []).append(row)
+    return out
+
+
+def _lookup_signals(
+    rt: Any, signals: list[tuple[SignalType, str]], banks: set[str] | None
+) -> dict[str, dict[str, list[Any]]]:
+    out: dict[str, dict[str, list[Any]]] = {}
+    for st, value in signals:
+        # An unusable (low-quality) hash matches nothing, as the matcher would decide anyway.
+        out[hma_signal_name(st)] = (
+            _matches_by_bank(rt, _query_signal(st, value), banks) if value else {}
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# /h: hashing
+
+
+@router.get("/h/hash", summary="Hash content from a URL (HMA)")
+def hash_url(
+    request: Request,
+    url: Annotated[str, Query(description="URL of the image or video to hash")],
+    content_type: str | None = None,
+    types: Annotated[str | None, Query(description="comma-separated signal types")] = None,
+    principal: Principal = _hash_key,
+) -> dict[str, str]:
+    """Fetch a URL and return ``{signal_type: hash}``. Bastion judges content by its bytes, so
+    ``content_type`` is checked but does not change which hashes are computed."""
+    rt = _rt(request)
+    _content_type(content_type)
+    wanted = _type_filter(types)
+    data, name = _fetch(rt, url)
+    return {hma_signal_name(st): value for st, value in _hash(rt, data, name, wanted)}
+
+
+@router.post("/h/hash", summary="Hash an uploaded file (HMA)", openapi_extra=_UPLOAD_DOC)
+async def hash_upload(
+    request: Request, types: str | None = None, principal: Principal = _hash_key
+) -> dict[str, str]:
+    """Hash one file sent as multipart/form-data under the field ``photo`` or ``video``."""
+    rt = _rt(request)
+    wanted = _type_filter(types)
+    _, data, name, _ = await _upload(request, rt)
+    signals = await run_in_threadpool(_hash, rt, data, name, wanted)
+    return {hma_signal_name(st): value for st, value in signals}
+
+
+# ---------------------------------------------------------------------------------------------
+# /m: matching
+
+
+@router.get("/m/raw_lookup", summary="Look up one hash (HMA)")
+def raw_lookup(
+    request: Request,
+    signal_type: str,
+    signal: str,
+    banks: str | None = None,
+    include_distance: bool = False,
+    principal: Principal = _match_key,
+) -> dict[str, list[Any]]:
+    """``{"matches": [content ids]}``, or with ``include_distance`` a list of
+    ``{bank_content_id, distance}``. Only enabled entries of enabled banks are in the index."""
+    rt = _rt(request)
+    query = _query_signal(signal_type_from_hma(signal_type), signal)
+    rows: list[dict[str, Any]] = []
+    for bank_rows in _matches_by_bank(rt, query, _bank_filter(banks)).values():
+        rows.extend(bank_rows)
+    if include_distance:
+        return {"matches": rows}
+    ids = list(dict.fromkeys(row["bank_content_id"] for row in rows))
+    return {"matches": ids}
+
+
+@router.get("/m/lookup", summary="Look up content by URL or hash (HMA)")
+def lookup_get(
+    request: Request,
+    url: str | None = None,
+    content_type: str | None = None,
+    types: str | None = None,
+    signal: str | None = None,
+    signal_type: str | None = None,
+    banks: str | None = None,
+    seed: str | None = None,
+    bypass_coinflip: bool = False,
+    principal: Principal = _match_key,
+) -> dict[str, Any]:
+    """With ``url``: ``{signal_type: {BANK: [matches]}}`` (just ``{BANK: [...]}`` if
+    ``signal_type`` picks one). With ``signal`` and ``signal_type``: ``{BANK: [matches]}``.
+    ``seed`` and ``bypass_coinflip`` are accepted and ignored: Bastion banks never sample."""
+    rt = _rt(request)
+    wanted_banks = _bank_filter(banks)
+    if url:
+        _content_type(content_type)
+        data, name = _fetch(rt, url)
+        result = _lookup_signals(rt, _hash(rt, data, name, _type_filter(types)), wanted_banks)
+        if signal_type is not None:
+            return result.get(hma_signal_name(signal_type_from_hma(signal_type)), {})
+        return result
+    if not signal or not signal_type:
+        raise _error(400, "Either url or both signal and signal_type are required")
+    query = _query_signal(signal_type_from_hma(signal_type), signal)
+    return _matches_by_bank(rt, query, wanted_banks)
+
+
+@router.post("/m/lookup", summary="Look up an uploaded file (HMA)", openapi_extra=_UPLOAD_DOC)
+async def lookup_post(
+    request: Request,
+    banks: str | None = None,
+    types: str | None = None,
+    seed: str | None = None,
+    bypass_coinflip: bool = False,
+    principal: Principal = _match_key,
+) -> dict[str, Any]:
+    """Hash one uploaded file (field ``photo`` or ``video``) and look up each of its signals."""
+    rt = _rt(request)
+    wanted = _type_filter(types)
+    _, data, name, _ = await _upload(request, rt)
+
+    def work() -> dict[str, Any]:
+        return _lookup_signals(rt, _hash(rt, data, name, wanted), _bank_filter(banks))
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/m/compare", summary="Compare pairs of hashes (HMA)")
+def compare(
+    request: Request,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Principal = _match_key,
+) -> dict[str, Any]:
+    """``{type: [hash_a, hash_b]}`` → ``{type: [is_match, {"distance": d}]}``.
+
+    PDQ matches at distance <= 31; vPDQ gives ``query_match_percent`` and
+    ``compared_match_percent`` and matches when the first is at least 80; exact types give an
+    empty object, as HMA does.
+    """
+    out: dict[str, Any] = {}
+    for name, pair in body.items():
+        st = signal_type_from_hma(name)
+        if not isinstance(pair, list):
+            raise _error(400, f"Comparison hashes for {name} was not a list")
+        if len(pair) != 2:
+            raise _error(400, "Comparison hash list length must be exactly 2")
+        if not all(isinstance(h, str) for h in pair):
+            raise _error(400, f"Invalid {name} hash: hashes must be strings")
+        left, right = (_query_signal(st, h) for h in pair)
+        if st is SignalType.PDQ:
+            dist = hamming(left.value, right.value)
+            out[name] = [dist <= DEFAULT_PDQ_THRESHOLD, {"distance": dist}]
+        elif st is SignalType.VPDQ:
+            q_pct, c_pct = video_match_score(
+                left.frames, right.frames, distance=DEFAULT_PDQ_THRESHOLD
+            )
+            out[name] = [
+                q_pct >= DEFAULT_VIDEO_MATCH_PERCENT,
+                {"query_match_percent": q_pct, "compared_match_percent": c_pct},
+            ]
+        else:
+            out[name] = [left.value == right.value, {}]
+    return out
+
+
+def _index_sizes(rt: Any) -> dict[SignalType, int]:
+    with rt.index.read() as m:
+        sizes = {
+            SignalType.PDQ: len(m.pdq),
+            SignalType.MD5: len(m.exact[SignalType.MD5]),
+            SignalType.SHA256: len(m.exact[SignalType.SHA256]),
+            SignalType.URL: len(m.urls),
+        }
+        sizes[SignalType.VPDQ] = len(m) - sum(sizes.values())
+    return sizes
+
+
+@router.get("/m/index/status", summary="Index status (HMA)")
+def index_status(
+    request: Request, signal_type: str | None = None, principal: Principal = _match_key
+) -> dict[str, dict[str, Any]]:
+    """``{type: {present, built_to, size}}``. ``built_to`` is when the live index last caught up
+    with the store (Unix seconds; -1 before the first load)."""
+    rt = _rt(request)
+    types = list(_ORDER) if signal_type is None else [signal_type_from_hma(signal_type)]
+    sizes = _index_sizes(rt)
+    built = int(rt.index.refreshed_at) if rt.index.loaded and rt.index.refreshed_at else -1
+    return {
+        hma_signal_name(st): {"present": rt.index.loaded, "built_to": built, "size": sizes[st]}
+        for st in types
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# /status
+
+
+@router.get("/status", response_class=PlainTextResponse, summary="Health check (HMA)")
+def status(request: Request, principal: Principal = _any_key) -> PlainTextResponse:
+    """``I-AM-ALIVE`` (200) when the index is loaded and current, else ``INDEX-NOT-LOADED`` or
+    ``INDEX-STALE`` (503), as HMA answers."""
+    rt = _rt(request)
+    if not rt.index.loaded:
+        return PlainTextResponse("INDEX-NOT-LOADED", status_code=503)
+    if not rt.index.is_current(max(5.0, 3 * rt.settings.index_poll_seconds)):
+        return PlainTextResponse("INDEX-STALE", status_code=503)
+    return PlainTextResponse("I-AM-ALIVE")
+
+
+@router.get("/status/live", response_class=PlainTextResponse, summary="Liveness (HMA)")
+def status_live(principal: Principal = _any_key) -> PlainTextResponse:
+    return PlainTextResponse("I-AM-ALIVE")
+
+
+# ---------------------------------------------------------------------------------------------
+# /c: banks
+
+
+def _bank_json(bank: Bank) -> dict[str, Any]:
+    return {
+        "name": hma_bank_name(bank.name),
+        "matching_enabled_ratio": 1.0 if bank.enabled else 0.0,
+    }
+
+
+def _get_bank(rt: Any, name: str) -> Bank:
+    try:
+        return rt.store.get_bank(bank_key(name))
+    except StoreError:
+        raise _error(404, f"bank '{name}' not found") from None
+
+
+def _enabled_from(body: dict[str, Any]) -> bool | None:
+    """HMA's ``enabled_ratio`` (0.0-1.0, possibly sent as text) or ``enabled``, as on/off.
+
+    Bastion banks are on or off: a fractional ratio (HMA's per-request coin flip) is refused
+    rather than rounded, because either rounding would match differently than asked.
+    """
+    ratio = body.get("enabled_ratio")
+    if ratio is not None:
+        try:
+            value = float(ratio)
+        except (TypeError, ValueError):
+            raise _error(400, f"Invalid float: '{ratio}'") from None
+        if value not in (0.0, 1.0):
+            raise _error(
+                400,
+                f"enabled_ratio {value} is not supported: Bastion banks are enabled (1) or "
+                "disabled (0) and never sample matches",
+            )
+        return value == 1.0
+    enabled = body.get("enabled")
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise _error(400, "enabled must be true or false")
+        return enabled
+    return None
+
+
+@router.get("/c/banks", summary="List banks (HMA)")
+def banks_index(request: Request, principal: Principal = _curate_key) -> list[dict[str, Any]]:
+    return [_bank_json(b) for b in _rt(request).store.list_banks()]
+
+
+@router.post("/c/banks", status_code=201, summary="Create a bank (HMA)")
+def bank_create(
+    request: Request, body: Annotated[dict[str, Any], Body()], principal: Principal = _curate_key
+) -> dict[str, Any]:
+    rt = _rt(request)
+    key = _new_bank_key(body.get("name"))
+    enabled = _enabled_from(body)
+    try:
+        bank = rt.store.create_bank(key, enabled=True if enabled is None else enabled)
+    except BankExists:
+        raise _error(403, "Bank already exists") from None
+    rt.audit(request, principal, "hma.bank.create", f"bank:{bank.name}", enabled=bank.enabled)
+    return _bank_json(bank)
+
+
+@router.get("/c/bank/{bank_name}", summary="Get a bank (HMA)")
+def bank_show(
+    request: Request, bank_name: str, principal: Principal = _curate_key
+) -> dict[str, Any]:
+    return _bank_json(_get_bank(_rt(request), bank_name))
+
+
+@router.put("/c/bank/{bank_name}", summary="Update or rename a bank (HMA)")
+def bank_update(
+    request: Request,
+    bank_name: str,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Principal = _curate_key,
+) -> dict[str, Any]:
+    rt = _rt(request)
+    bank = _get_bank(rt, bank_name)
+    fields: dict[str, Any] = {}
+    if body.get("name") is not None:
+        fields["name"] = _new_bank_key(body["name"])
+    enabled = _enabled_from(body)
+    if enabled is not None:
+        fields["enabled"] = enabled
+    if fields:
+        try:
+            bank = rt.store.update_bank(bank.name, **fields)
+        except BankExists:
+            raise _error(403, "Bank name already exists") from None
+        rt.index.refresh()
+        rt.audit(request, principal, "hma.bank.update", f"bank:{bank_key(bank_name)}", **fields)
+    return _bank_json(bank)
+
+
+@router.delete("/c/bank/{bank_name}", summary="Delete a bank and its content (HMA)")
+def bank_delete(
+    request: Request, bank_name: str, principal: Principal = _curate_key
+) -> dict[str, str]:
+    """As in HMA, deleting a bank that does not exist succeeds."""
+    rt = _rt(request)
+    try:
+        rt.store.delete_bank(bank_key(bank_name))
+    except StoreError:
+        return {"message": "Done"}
+    rt.index.refresh()
+    rt.audit(request, principal, "hma.bank.delete", f"bank:{bank_key(bank_name)}")
+    return {"message": "Done"}
+
+
+# ---------------------------------------------------------------------------------------------
+# /c: content
+
+
+def _note(value: Any) -> str | None:
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise _error(400, "note should be a string")
+    if len(value) > _MAX_NOTE:
+        raise _error(400, f"note must be at most {_MAX_NOTE} characters")
+    return value
+
+
+def _metadata(raw: Any) -> dict[str, Any] | None:
+    """HMA's content metadata: an object with optional ``content_id``, ``content_uri``, ``json``."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise _error(400, "metadata form field must be valid JSON") from None
+    if not isinstance(raw, dict):
+        raise _error(400, "metadata should be a json object")
+    raw = {k: v for k, v in raw.items() if k != "collab"}  # provenance is not the caller's
+    unknown = sorted(set(raw) - set(_METADATA_KEYS))
+    if unknown:
+        raise _error(
+            400,
+            f"Invalid metadata: unknown field(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(_METADATA_KEYS)})",
+        )
+    for key in ("content_id", "content_uri"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise _error(400, f"Invalid metadata: {key} must be a string")
+    if raw.get("json") is not None and not isinstance(raw["json"], dict):
+        raise _error(400, "Invalid metadata: json must be an object")
+    return {k: v for k, v in raw.items() if v is not None} or None
+
+
+def _content_metadata(
+    raw: Any, content_id: str | None, content_uri: str | None
+) -> dict[str, Any] | None:
+    """Metadata from HMA's ``metadata`` object, plus ``content_id``/``content_uri`` given as
+    separate fields (as ROOST Coop sends them), the object winning where both are given."""
+    meta = _metadata(raw) or {}
+    for key, value in (("content_id", content_id), ("content_uri", content_uri)):
+        if value and key not in meta:
+            meta[key] = value
+    return meta or None
+
+
+def _add_content(
+    rt: Any,
+    request: Request,
+    principal: Principal,
+    bank: Bank,
+    signals: list[tuple[SignalType, str]],
+    metadata: dict[str, Any] | None,
+    note: str | None,
+) -> dict[str, Any]:
+    """Store signals as one content; returns HMA's ``{"id", "signals"}``.
+
+    The first signal becomes the head entry and its id the content id; the rest are stored with
+    the head's marker as external id. A signal already in the bank is not stored twice: if the
+    head is, the new signals join the content it already belongs to.
+    """
+    if not signals:
+        raise _error(400, "No signals given")
+    extra: dict[str, Any] = {}
+    if metadata:
+        extra["metadata"] = metadata
+    if note:
+        extra["note"] = note
+    entries: list[NewEntry] = []
+    for st, value in _ordered(signals):
+        try:
+            entries.append(
+                normalize_entry(
+                    NewEntry(signal_type=st, value=value, metadata={"hma": extra} if extra else {})
+                )
+            )
+        except ValueError as exc:
+            raise _error(400, f"Invalid {hma_signal_name(st)} signal: {exc}") from None
+    head, rest = entries[0], entries[1:]
+    report = rt.store.add_entries(bank.name, [head])
+    if not report.ok:
+        raise _error(400, "; ".join(report.errors))
+    stored = rt.store.find_entries(bank.name, value=head.value, signal_type=head.signal_type)
+    stored = [e for e in stored if e.url_match == head.url_match] or stored
+    if not stored:  # removed between our insert and read: a concurrent delete won
+        raise _error(409, "the content was removed while it was being added")
+    cid = content_id_of(stored[0].id, stored[0].external_id)
+    if rest:
+        report = rt.store.add_entries(
+            bank.name, [replace(e, external_id=_marker(cid)) for e in rest]
+        )
+        if not report.ok:
+            raise _error(400, "; ".join(report.errors))
+    rt.index.refresh()
+    out = {hma_signal_name(e.signal_type): e.value for e in entries}
+    rt.audit(
+        request,
+        principal,
+        "hma.content.add",
+        f"bank:{bank.name}/content:{cid}",
+        signal_types=sorted(out),
+    )
+    return {"id": cid, "signals": out}
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    if "json" not in request.headers.get("content-type", "").lower():
+        return {}
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise _error(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _error(400, "the request body must be a JSON object")
+    return body
+
+
+@router.post("/c/bank/{bank_name}/content", summary="Add content to a bank (HMA)")
+async def bank_add_content(
+    request: Request,
+    bank_name: str,
+    url: str | None = None,
+    content_type: str | None = None,
+    types: str | None = None,
+    metadata: str | None = None,
+    note: str | None = None,
+    content_id: str | None = None,
+    content_uri: str | None = None,
+    principal: Principal = _curate_key,
+) -> dict[str, Any]:
+    """Hash content given by ``url`` (query) or a multipart upload (field ``photo`` or
+    ``video``) and bank its signals as one content. Metadata and note come from a JSON body,
+    form fields, or query parameters."""
+    rt = _rt(request)
+    bank = await run_in_threadpool(_get_bank, rt, bank_name)
+    wanted = _type_filter(types)
+    _content_type(content_type)
+    data, name = b"", ""
+    if url:
+        fields = await _json_body(request)
+    elif _is_multipart(request):
+        _, data, name, fields = await _upload(request, rt)
+    else:
+        raise _error(400, "Neither `url` nor multipart file upload was received")
+    raw_meta = fields.get("metadata", metadata)
+    meta = _content_metadata(
+        raw_meta,
+        fields.get("content_id", content_id),
+        fields.get("content_uri", content_uri),
+    )
+    note_text = _note(fields.get("note", note))
+
+    def work() -> dict[str, Any]:
+        if url:
+            content, fname = _fetch(rt, url)
+        else:
+            content, fname = data, name
+        signals = _usable(_hash(rt, content, fname, wanted))
+        return _add_content(rt, request, principal, bank, signals, meta, note_text)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/c/bank/{bank_name}/signal", summary="Add hashes to a bank as one content (HMA)")
+def bank_add_signals(
+    request: Request,
+    bank_name: str,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Principal = _curate_key,
+) -> dict[str, Any]:
+    """Body ``{signal_type: hash, ..., "note": optional}``; returns ``{"id", "signals"}``."""
+    rt = _rt(request)
+    bank = _get_bank(rt, bank_name)
+    data = dict(body)
+    note_text = _note(data.pop("note", None))
+    signals: dict[SignalType, str] = {}
+    for name, value in data.items():
+        st = signal_type_from_hma(name)
+        if st in signals:
+            raise _error(400, f"signal type {hma_signal_name(st)} given twice")
+        if not isinstance(value, str):
+            raise _error(400, f"Invalid {name} signal: expected a string")
+        signals[st] = value
+    return _add_content(rt, request, principal, bank, list(signals.items()), None, note_text)
+
+
+def _content_entries(rt: Any, bank: Bank, content_id: int) -> list[BankEntry]:
+    """Every entry of one content: the head entry (if still there) and those marked with it."""
+    entries = list(rt.store.find_entries(bank.name, external_id=_marker(content_id)))
+    try:
+        head = rt.store.get_entry(content_id)
+    except EntryNotFound:
+        head = None
+    if (
+        head is not None
+        and head.bank == bank.name
+        and content_id_of(head.id, head.external_id) == content_id
+    ):
+        entries.append(head)
+    return sorted(entries, key=lambda e: e.id)
+
+
+def _require_content(rt: Any, bank: Bank, content_id: int) -> list[BankEntry]:
+    entries = _content_entries(rt, bank, content_id)
+    if not entries:
+        raise _error(404, f"content '{content_id}' not found")
+    return entries
+
+
+def _hma_extra(entries: list[BankEntry]) -> dict[str, Any]:
+    for e in entries:
+        extra = e.metadata.get("hma") if isinstance(e.metadata, dict) else None
+        if isinstance(extra, dict):
+            return extra
+    return {}
+
+
+def _disable_until(entries: list[BankEntry]) -> int:
+    return _HMA_ENABLED if any(e.enabled for e in entries) else _HMA_DISABLED
+
+
+@router.get("/c/bank/{bank_name}/content/{content_id}", summary="Get content (HMA)")
+def bank_get_content(
+    request: Request,
+    bank_name: str,
+    content_id: int,
+    include_signals: str | None = None,
+    include_metadata: str | None = None,
+    principal: Principal = _curate_key,
+) -> dict[str, Any]:
+    rt = _rt(request)
+    bank = _get_bank(rt, bank_name)
+    entries = _require_content(rt, bank, content_id)
+    extra = _hma_extra(entries)
+    out: dict[str, Any] = {
+        "id": content_id,
+        "disable_until_ts": _disable_until(entries),
+        "original_media_uri": None,
+        "bank": _bank_json(bank),
+    }
+    if _flag(include_signals, False):
+        signals: dict[str, str] = {}
+        for e in entries:
+            signals.setdefault(hma_signal_name(e.signal_type), e.value)
+        out["signals"] = signals
+    if _flag(include_metadata, True) and extra.get("metadata"):
+        out["metadata"] = extra["metadata"]
+    if extra.get("note"):
+        out["note"] = extra["note"]
+    return out
+
+
+def _disable_value(raw: Any) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise _error(400, f"Invalid int: '{raw}'") from None
+    if value < 0:
+        raise _error(400, "disable_until_ts must be a non-negative integer")
+    if value > time.time():
+        raise _error(
+            400,
+            "disable_until_ts in the future is not supported: Bastion does not re-enable "
+            "content on a timer; send 0 to disable or 1 to enable",
+        )
+    return value
+
+
+@router.put("/c/bank/{bank_name}/content/{content_id}", summary="Enable or disable content (HMA)")
+def bank_update_content(
+    request: Request,
+    bank_name: str,
+    content_id: int,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Principal = _curate_key,
+) -> dict[str, Any]:
+    """``{"disable_until_ts": 0}`` disables the content, ``1`` (or any past time) enables it."""
+    rt = _rt(request)
+    bank = _get_bank(rt, bank_name)
+    entries = _require_content(rt, bank, content_id)
+    if "note" in body and _note(body["note"]) != _hma_extra(entries).get("note"):
+        raise _error(501, "changing the note of banked content is not supported by Bastion")
+    if "disable_until_ts" in body:
+        enable = _disable_value(body["disable_until_ts"]) != _HMA_DISABLED
+        for e in entries:
+            if e.enabled == enable:
+                continue
+            if enable:
+                rt.store.enable_entry(bank.name, e.id)
+            else:
+                rt.store.disable_entry(bank.name, e.id, "disabled through the HMA API")
+        rt.index.refresh()
+        rt.audit(
+            request,
+            principal,
+            "hma.content.enable" if enable else "hma.content.disable",
+            f"bank:{bank.name}/content:{content_id}",
+        )
+        entries = _require_content(rt, bank, content_id)
+    extra = _hma_extra(entries)
+    return {
+        "id": content_id,
+        "disable_until_ts": _disable_until(entries),
+        "collab_metadata": {},
+        "original_media_uri": None,
+        "bank": _bank_json(bank),
+        "user_metadata": extra.get("metadata"),
+        "note": extra.get("note"),
+    }
+
+
+@router.delete("/c/bank/{bank_name}/content/{content_id}", summary="Remove content (HMA)")
+def bank_delete_content(
+    request: Request, bank_name: str, content_id: int, principal: Principal = _curate_key
+) -> dict[str, int]:
+    """``{"deleted": 1}``, or ``{"deleted": 0}`` when there was no such content (as HMA)."""
+    rt = _rt(request)
+    bank = _get_bank(rt, bank_name)
+    entries = _content_entries(rt, bank, content_id)
+    removed = 0
+    for e in entries:
+        try:
+            removed += len(rt.store.remove_entry(bank.name, e.id))
+        except EntryNotFound:
+            continue
+    if removed:
+        rt.index.refresh()
+        rt.audit(
+            request,
+            principal,
+            "hma.content.delete",
+            f"bank:{bank.name}/content:{content_id}",
+            entries=removed,
+        )
+    return {"deleted": 1 if removed else 0}

@@ -1,0 +1,754 @@
+"""Bastion API v1: scan content, look up precomputed signals, curate banks.
+
+Every route needs an API key with the right scope; curate, export and admin calls are audited.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from bastion.api.auth import Principal, require
+from bastion.api.problems import Problem
+from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
+from bastion.banks.model import validate_value
+from bastion.fetch import FetchError, fetch
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
+from bastion.signals import FileSignals, hash_bytes
+from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
+from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, StoreError
+
+router = APIRouter(prefix="/v1")
+
+MAX_LOOKUP = 1000
+MAX_ENTRIES_PER_CALL = 10_000
+
+HashKey = Annotated[Principal, Depends(require("hash"))]
+MatchKey = Annotated[Principal, Depends(require("match"))]
+CurateKey = Annotated[Principal, Depends(require("curate"))]
+ExportKey = Annotated[Principal, Depends(require("export"))]
+
+
+# -- models -----------------------------------------------------------------------------------
+class Context(BaseModel):
+    """The platform's ids for the content, so a match can be traced back and acted on."""
+
+    model_config = ConfigDict(extra="forbid")
+    content_id: str | None = Field(None, max_length=512)
+    uploader_id: str | None = Field(None, max_length=512)
+    conversation_id: str | None = Field(None, max_length=512)
+    age_band: Literal["under13", "13-15", "16-17", "adult", "unknown"] | None = None
+
+
+class ScanUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(..., min_length=1, max_length=8192)
+    context: Context = Field(default_factory=Context)
+    threshold: int = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=256)
+    dihedral: bool = False
+
+
+class SignalOut(BaseModel):
+    type: SignalType
+    value: str
+    quality: int | None = None
+
+
+class MatchOut(BaseModel):
+    bank: str
+    entry: int
+    signal_type: SignalType
+    distance: int
+    external_id: str | None = None
+    labels: list[str] = []
+    score: float | None = None
+    variant: str | None = None
+    url_match: str | None = None
+
+
+class Verdict(BaseModel):
+    """Until policy rules land, a match asks for review and no match allows."""
+
+    decision: Literal["allow", "review", "block"]
+    reason: str
+
+
+class ScanResponse(BaseModel):
+    scan_id: int | None = Field(None, description="Set when the scan matched and was recorded.")
+    kind: str
+    format: str | None = None
+    size: int
+    signals: list[SignalOut]
+    matches: list[MatchOut]
+    verdict: Verdict
+    warnings: list[str] = []
+
+
+class SignalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(..., max_length=32)
+    value: str = Field(..., max_length=1_500_000)
+
+
+class LookupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signals: list[SignalIn] = Field(..., min_length=1, max_length=MAX_LOOKUP)
+    threshold: int = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=256)
+    banks: list[str] | None = None
+
+
+class LookupResult(BaseModel):
+    type: str
+    value: str
+    matches: list[MatchOut]
+    error: str | None = None
+
+
+class LookupResponse(BaseModel):
+    results: list[LookupResult]
+
+
+class BankIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str = Field("", max_length=10_000)
+    labels: list[str] = Field(default_factory=list, max_length=64)
+    source: str = Field("", max_length=1000)
+    is_demo: bool = False
+    enabled: bool = True
+
+
+class BankPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = Field(None, max_length=10_000)
+    labels: list[str] | None = Field(None, max_length=64)
+    source: str | None = Field(None, max_length=1000)
+    enabled: bool | None = None
+
+
+class BankOut(BaseModel):
+    name: str
+    description: str
+    labels: list[str]
+    source: str
+    enabled: bool
+    is_demo: bool
+    version: int
+    entries: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    signal_type: str = Field(..., max_length=32)
+    value: str = Field(..., max_length=1_500_000)
+    quality: int | None = Field(None, ge=0, le=100)
+    url_match: Literal["url", "prefix", "domain"] | None = None
+    external_id: str | None = Field(None, max_length=512)
+    source: str = Field("", max_length=1000)
+    list_name: str = Field("", max_length=1000, alias="list")
+    added_at: datetime | None = None
+    labels: list[str] = Field(default_factory=list, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EntriesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entries: list[EntryIn] = Field(..., min_length=1, max_length=MAX_ENTRIES_PER_CALL)
+
+
+class EntryOut(BaseModel):
+    id: int
+    bank: str
+    signal_type: SignalType
+    value: str
+    quality: int | None
+    url_match: str | None
+    external_id: str | None
+    source: str
+    list_name: str = Field(serialization_alias="list")
+    added_at: datetime
+    labels: list[str]
+    enabled: bool
+    disabled_reason: str
+    metadata: dict[str, Any]
+
+
+class EntryPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+    reason: str = Field("", max_length=2000)
+
+
+class ImportOut(BaseModel):
+    added: int
+    duplicates: int
+    rejected: int
+    errors: list[str]
+
+
+class EntryPage(BaseModel):
+    entries: list[EntryOut]
+    next_after: int | None = Field(None, description="Pass as `after` for the next page.")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _rt(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _match_out(m: Match) -> MatchOut:
+    return MatchOut(
+        bank=m.bank,
+        entry=m.entry_id,
+        signal_type=m.signal_type,
+        distance=m.distance,
+        external_id=m.external_id,
+        labels=list(m.labels),
+        score=m.score,
+        variant=m.variant,
+        url_match=m.url_match,
+    )
+
+
+def _bank_out(b: Bank) -> BankOut:
+    return BankOut(
+        name=b.name,
+        description=b.description,
+        labels=list(b.labels),
+        source=b.source,
+        enabled=b.enabled,
+        is_demo=b.is_demo,
+        version=b.version,
+        entries=b.entry_count,
+        created_at=b.created_at,
+        updated_at=b.updated_at,
+    )
+
+
+def _entry_out(e: BankEntry) -> EntryOut:
+    return EntryOut(
+        id=e.id,
+        bank=e.bank,
+        signal_type=e.signal_type,
+        value=e.value,
+        quality=e.quality,
+        url_match=e.url_match,
+        external_id=e.external_id,
+        source=e.source,
+        list_name=e.list_name,
+        added_at=e.added_at,
+        labels=list(e.labels),
+        enabled=e.enabled,
+        disabled_reason=e.disabled_reason,
+        metadata=dict(e.metadata),
+    )
+
+
+def _store_errors(exc: StoreError) -> Problem:
+    if isinstance(exc, BankNotFound | EntryNotFound):
+        return Problem(404, "Not found", detail=str(exc))
+    if isinstance(exc, BankExists):
+        return Problem(409, "Conflict", detail=str(exc))
+    if isinstance(exc, InvalidInput):
+        return Problem(422, "Invalid request", detail=str(exc))
+    return Problem(503, "Store unavailable", detail=str(exc))
+
+
+def _count_matches(request: Request, matches: list[Match]) -> None:
+    counter = _rt(request).metrics.matches
+    for m in matches:
+        counter.labels(str(m.signal_type)).inc()
+
+
+# -- scan -------------------------------------------------------------------------------------
+_SCAN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "context": {
+                            "type": "string",
+                            "description": "JSON object: content_id, uploader_id, "
+                            "conversation_id, age_band",
+                        },
+                        "threshold": {"type": "integer", "minimum": 0, "maximum": 256},
+                        "dihedral": {"type": "boolean"},
+                    },
+                }
+            },
+            "application/json": {"schema": ScanUrl.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "/scan",
+    response_model=ScanResponse,
+    tags=["scan"],
+    openapi_extra=_SCAN_BODY,
+    responses={413: {"description": "too large"}, 422: {"description": "not media"}},
+)
+async def scan(request: Request, principal: MatchKey) -> ScanResponse:
+    """Hash an upload (multipart `file`) or a URL Bastion fetches, and match it against every
+    enabled bank. A scan that matches is stored durably before this answers."""
+    rt = _rt(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        data, name, ctx, threshold, dihedral = await _read_upload(request, rt.settings)
+    elif ctype == "application/json":
+        body = await _read_limited(request, 64 * 1024)
+        try:
+            req = ScanUrl.model_validate_json(body)
+        except ValidationError as exc:
+            raise _validation_problem(exc) from exc
+        try:
+            fetched = await run_in_threadpool(fetch, req.url, rt.settings.fetch_policy)
+        except FetchError as exc:
+            raise Problem(exc.status, "Fetch failed", detail=str(exc), code=exc.code) from exc
+        data, name, ctx = fetched.data, fetched.url, req.context
+        threshold, dihedral = req.threshold, req.dihedral
+    else:
+        raise Problem(
+            415, detail="send multipart/form-data with a 'file' part, or JSON with a 'url'"
+        )
+    fs: FileSignals = await run_in_threadpool(
+        hash_bytes, data, name=name, dihedral=dihedral, options=rt.settings.hash_options
+    )
+    # Media that would not decode, or nothing at all, is the client's problem to hear about;
+    # other files are still matched on their exact hashes, with the error as a warning.
+    perceptual = any(s.type in (SignalType.PDQ, SignalType.VPDQ) for s in fs.signals)
+    if fs.error and not perceptual and (fs.kind in ("image", "video") or fs.size == 0):
+        raise Problem(422, "Content could not be hashed", detail=fs.error)
+    with rt.index.read() as matcher:
+        matches = matcher.match(
+            fs.signals,
+            threshold=threshold,
+            min_quality=DEFAULT_MIN_QUALITY,
+            dihedral=fs.pdq_dihedral if dihedral else (),
+        )
+    _count_matches(request, matches)
+    signals = [SignalOut(type=s.type, value=s.value, quality=s.quality) for s in fs.signals]
+    match_out = [_match_out(m) for m in matches]
+    verdict = Verdict(
+        decision="review" if matches else "allow",
+        reason="matched a bank entry" if matches else "no match",
+    )
+    warnings = [fs.error] if fs.error else []
+    for s in fs.signals:
+        if s.type == SignalType.PDQ and s.quality is not None and s.quality < DEFAULT_MIN_QUALITY:
+            warnings.append(f"pdq quality {s.quality} < {DEFAULT_MIN_QUALITY}: not matched")
+    scan_id = None
+    if matches:
+        scan_id = await run_in_threadpool(
+            rt.store.record_scan,
+            actor=f"key:{principal.name}",
+            content_kind=fs.kind,
+            context=ctx.model_dump(exclude_none=True),
+            signals=[s.model_dump(mode="json", exclude_none=True) for s in signals],
+            matches=[m.model_dump(mode="json", exclude_none=True) for m in match_out],
+            verdict=verdict.decision,
+        )
+    return ScanResponse(
+        scan_id=scan_id,
+        kind=fs.kind,
+        format=fs.format,
+        size=fs.size,
+        signals=signals,
+        matches=match_out,
+        verdict=verdict,
+        warnings=warnings,
+    )
+
+
+def _validation_problem(exc: ValidationError) -> Problem:
+    errors = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return Problem(422, "Invalid request", detail=f"{where}: {first['msg']}", errors=errors)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, detail=f"body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, detail=f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_upload(request: Request, settings: Any) -> tuple[bytes, str, Context, int, bool]:
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise Problem(413, detail=f"upload of {declared} bytes is over the limit of {limit}")
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
+    except Exception as exc:  # python-multipart raises several types for malformed bodies
+        raise Problem(400, "Malformed multipart body", detail=str(exc)) from exc
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise Problem(422, "Invalid request", detail="multipart body needs a 'file' part")
+    data = await upload.read(limit + 1)
+    await form.close()
+    if len(data) > limit:
+        raise Problem(413, detail=f"upload is over the limit of {limit} bytes")
+    raw_ctx = form.get("context")
+    try:
+        ctx = Context.model_validate_json(raw_ctx) if isinstance(raw_ctx, str) else Context()
+    except ValidationError as exc:
+        raise _validation_problem(exc) from exc
+    threshold = _form_int(form.get("threshold"), DEFAULT_PDQ_THRESHOLD, "threshold", 0, 256)
+    dihedral = str(form.get("dihedral", "false")).lower() in ("1", "true", "yes", "on")
+    return data, upload.filename or "upload", ctx, threshold, dihedral
+
+
+def _form_int(value: Any, default: int, name: str, lo: int, hi: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise Problem(422, "Invalid request", detail=f"{name}: not an integer") from None
+    if not lo <= number <= hi:
+        raise Problem(422, "Invalid request", detail=f"{name}: must be {lo}..{hi}")
+    return number
+
+
+# -- lookup -----------------------------------------------------------------------------------
+@router.post("/lookup", response_model=LookupResponse, tags=["scan"])
+def lookup(body: LookupRequest, request: Request, _: MatchKey) -> LookupResponse:
+    """Match precomputed signals (for platforms that hash on their own side), up to 1,000 a call.
+    A malformed signal gets its own error; the others are still matched."""
+    rt = _rt(request)
+    results: list[LookupResult] = []
+    pdq_rows: list[tuple[int, str]] = []
+    parsed: list[Signal | None] = []
+    for i, sig in enumerate(body.signals):
+        try:
+            stype = SignalType(sig.type.lower())
+        except ValueError:
+            stype = None
+        try:
+            if stype is None:
+                raise ValueError(f"unknown signal type {sig.type[:40]!r}")
+            value = validate_value(stype, sig.value)
+        except ValueError as exc:
+            results.append(
+                LookupResult(type=sig.type, value=sig.value[:200], matches=[], error=str(exc))
+            )
+            parsed.append(None)
+            continue
+        results.append(LookupResult(type=stype, value=value, matches=[]))
+        parsed.append(Signal(stype, value, quality=None))
+        if stype is SignalType.PDQ:
+            pdq_rows.append((i, value))
+    banks = body.banks
+    with rt.index.read() as matcher:
+        found = matcher.lookup_pdq([v for _, v in pdq_rows], threshold=body.threshold, banks=banks)
+        for (i, _), ms in zip(pdq_rows, found, strict=True):
+            results[i].matches = [_match_out(m) for m in ms]
+            _count_matches(request, ms)
+        for i, sig in enumerate(parsed):
+            if sig is not None and sig.type is not SignalType.PDQ:
+                ms = matcher.match([sig], threshold=body.threshold, banks=banks)
+                results[i].matches = [_match_out(m) for m in ms]
+                _count_matches(request, ms)
+    return LookupResponse(results=results)
+
+
+# -- banks ------------------------------------------------------------------------------------
+@router.get("/banks", response_model=list[BankOut], tags=["banks"])
+def list_banks(request: Request, _: CurateKey) -> list[BankOut]:
+    return [_bank_out(b) for b in _rt(request).store.list_banks()]
+
+
+@router.post("/banks", response_model=BankOut, status_code=201, tags=["banks"])
+def create_bank(body: BankIn, request: Request, principal: CurateKey) -> BankOut:
+    rt = _rt(request)
+    try:
+        bank = rt.store.create_bank(
+            body.name,
+            description=body.description,
+            labels=body.labels,
+            source=body.source,
+            is_demo=body.is_demo,
+            enabled=body.enabled,
+        )
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.create", bank.name)
+    return _bank_out(bank)
+
+
+def _problem(exc: Exception) -> Problem:
+    if isinstance(exc, StoreError):
+        return _store_errors(exc)
+    return Problem(422, "Invalid request", detail=str(exc))
+
+
+def _get_bank(rt: Any, name: str) -> Bank:
+    try:
+        return rt.store.get_bank(name)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+
+
+@router.get("/banks/{name}", response_model=BankOut, tags=["banks"])
+def get_bank(name: str, request: Request, _: CurateKey) -> BankOut:
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    counts = {b.name: b.entry_count for b in rt.store.list_banks()}
+    bank.entry_count = counts.get(bank.name)
+    return _bank_out(bank)
+
+
+@router.patch("/banks/{name}", response_model=BankOut, tags=["banks"])
+def update_bank(name: str, body: BankPatch, request: Request, principal: CurateKey) -> BankOut:
+    rt = _rt(request)
+    fields = body.model_dump(exclude_none=True)
+    try:
+        bank = rt.store.update_bank(name, **fields) if fields else rt.store.get_bank(name)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.update", bank.name, **fields)
+    rt.index.refresh()
+    return _bank_out(bank)
+
+
+@router.delete("/banks/{name}", status_code=204, tags=["banks"])
+def delete_bank(name: str, request: Request, principal: CurateKey) -> None:
+    rt = _rt(request)
+    try:
+        rt.store.delete_bank(name)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.delete", name)
+    rt.index.refresh()
+
+
+@router.get("/banks/{name}/entries", response_model=EntryPage, tags=["banks"])
+def list_entries(
+    name: str,
+    request: Request,
+    _: CurateKey,
+    after: Annotated[int, Query(ge=0, description="Entries with a larger id than this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EntryPage:
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    page = rt.store.list_entries(bank.name, after=after, limit=limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    return EntryPage(
+        entries=[_entry_out(e) for e in page], next_after=page[-1].id if more else None
+    )
+
+
+@router.post("/banks/{name}/entries", response_model=ImportOut, tags=["banks"])
+def add_entries(name: str, body: EntriesIn, request: Request, principal: CurateKey) -> ImportOut:
+    """Add up to 10,000 entries; each bad one gets its own error and the rest are added."""
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    errors: list[str] = []
+    good: list[NewEntry] = []
+    for i, e in enumerate(body.entries):
+        try:
+            good.append(
+                normalize_entry(
+                    NewEntry(
+                        signal_type=e.signal_type,  # type: ignore[arg-type]
+                        value=e.value,
+                        quality=e.quality,
+                        url_match=e.url_match,
+                        source=e.source,
+                        list_name=e.list_name,
+                        external_id=e.external_id,
+                        added_at=e.added_at,
+                        labels=e.labels,
+                        metadata=e.metadata,
+                    )
+                )
+            )
+        except ValueError as exc:
+            errors.append(f"entries[{i}]: {exc}")
+    try:
+        report = rt.store.add_entries(bank.name, good)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.entries.add", bank.name, added=report.added)
+    rt.index.refresh()
+    return ImportOut(
+        added=report.added,
+        duplicates=report.duplicates,
+        rejected=len(errors) + report.error_count,
+        errors=(errors + list(report.errors))[:100],
+    )
+
+
+def _entry(rt: Any, bank: str, ref: str) -> list[BankEntry]:
+    try:
+        found = rt.store.find_entries(bank, external_id=ref) or rt.store.find_entries(
+            bank, value=ref
+        )
+        if not found and ref.isdigit():
+            entry = rt.store.get_entry(int(ref))
+            found = [entry] if entry.bank == bank else []
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    if not found:
+        raise Problem(404, "Not found", detail=f"no entry {ref!r} in bank {bank!r}")
+    return found
+
+
+@router.get("/banks/{name}/entries/{ref}", response_model=list[EntryOut], tags=["banks"])
+def get_entry(name: str, ref: str, request: Request, _: CurateKey) -> list[EntryOut]:
+    """Entries named by id, external id or value (an external id can name several)."""
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    return [_entry_out(e) for e in _entry(rt, bank.name, ref)]
+
+
+@router.patch("/banks/{name}/entries/{ref}", response_model=list[EntryOut], tags=["banks"])
+def update_entry(
+    name: str, ref: str, body: EntryPatch, request: Request, principal: CurateKey
+) -> list[EntryOut]:
+    """Enable or disable: takes effect for the next lookup on every replica."""
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    _entry(rt, bank.name, ref)
+    try:
+        if body.enabled:
+            changed = rt.store.enable_entry(bank.name, ref)
+        else:
+            changed = rt.store.disable_entry(bank.name, ref, reason=body.reason)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    action = "bank.entry.enable" if body.enabled else "bank.entry.disable"
+    rt.audit(request, principal, action, f"{bank.name}/{ref}", reason=body.reason)
+    rt.index.refresh()
+    return [_entry_out(e) for e in changed]
+
+
+@router.delete("/banks/{name}/entries/{ref}", status_code=204, tags=["banks"])
+def delete_entry(name: str, ref: str, request: Request, principal: CurateKey) -> None:
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    _entry(rt, bank.name, ref)
+    try:
+        rt.store.remove_entry(bank.name, ref)
+    except (StoreError, ValueError) as exc:
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.entry.delete", f"{bank.name}/{ref}")
+    rt.index.refresh()
+
+
+@router.post(
+    "/banks/{name}/import",
+    response_model=ImportOut,
+    tags=["banks"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def import_bank(
+    name: str,
+    request: Request,
+    principal: CurateKey,
+    format: Annotated[BankFormat | None, Query(description="Default: detect")] = None,
+) -> ImportOut:
+    """Bulk import a hash list sent as the raw request body (Bastion CSV, JSON lines, or pytx
+    `pdq <hex>` lines). The body is spooled to disk and parsed as a stream, so a 10M-line file
+    never needs 10M rows in memory."""
+    rt = _rt(request)
+    bank = await run_in_threadpool(_get_bank, rt, name)
+    limit = rt.settings.max_import_bytes
+    fd, path = tempfile.mkstemp(prefix="bastion-import-")
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, detail=f"import is over the limit of {limit} bytes")
+                out.write(chunk)
+        if size == 0:
+            raise Problem(422, "Invalid request", detail="the request body is empty")
+        try:
+            report = await run_in_threadpool(rt.store.import_file, bank.name, path, format)
+        except (StoreError, ValueError) as exc:
+            raise _problem(exc) from exc
+    finally:
+        os.unlink(path)
+    await run_in_threadpool(
+        rt.audit, request, principal, "bank.import", bank.name, added=report.added
+    )
+    await run_in_threadpool(rt.index.refresh)
+    return ImportOut(
+        added=report.added,
+        duplicates=report.duplicates,
+        rejected=report.error_count,
+        errors=list(report.errors)[:100],
+    )
+
+
+@router.get(
+    "/banks/{name}/export",
+    tags=["banks"],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}, "text/plain": {}}}},
+)
+def export_bank(
+    name: str,
+    request: Request,
+    principal: ExportKey,
+    format: Annotated[BankFormat, Query()] = BankFormat.JSONL,
+) -> FileResponse:
+    """Export a bank's enabled entries (needs the `export` scope; audited)."""
+    rt = _rt(request)
+    bank = _get_bank(rt, name)
+    fd, path = tempfile.mkstemp(prefix="bastion-export-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            count = rt.store.export(bank.name, format, out)
+    except (StoreError, ValueError) as exc:
+        os.unlink(path)
+        raise _problem(exc) from exc
+    rt.audit(request, principal, "bank.export", bank.name, format=str(format), entries=count)
+    media = {"csv": "text/csv", "jsonl": "application/x-ndjson", "pytx": "text/plain"}
+    return FileResponse(
+        path,
+        media_type=media[str(format)],
+        filename=f"{bank.name}.{'txt' if format == BankFormat.PYTX else str(format)}",
+        background=BackgroundTask(os.unlink, path),
+    )

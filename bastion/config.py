@@ -1,0 +1,100 @@
+"""Settings for the server, from environment variables and an optional TOML file.
+
+Precedence: explicit arguments, then ``BASTION_*`` environment variables, then the file named by
+``BASTION_CONFIG`` (or ``--config``), then defaults. Keys in the file are the field names below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bastion.fetch import FetchPolicy
+from bastion.signals import HashOptions
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Largest upload accepted by /v1/scan and the HMA hash endpoints.
+    max_upload_bytes: int = 100 * 2**20
+    max_pixels: int = 120_000_000
+    #: Largest bank file accepted by an import upload (streamed; this bounds disk, not memory).
+    max_import_bytes: int = 2 * 2**30
+    #: Requests per minute per API key (0 = unlimited).
+    rate_limit_per_minute: int = 6000
+    #: How often a replica polls the store for bank changes made elsewhere.
+    index_poll_seconds: float = 1.0
+    fetch_timeout: float = 10.0
+    fetch_max_bytes: int = 50 * 2**20
+    #: Networks URL fetching may reach although they are private (e.g. an intranet CDN).
+    fetch_allow_networks: tuple[str, ...] = ()
+    fetch_allow_hosts: tuple[str, ...] = ()
+    #: Trust X-Forwarded-For from these proxies for the audit log's remote address.
+    trusted_proxies: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            max_bytes=self.fetch_max_bytes,
+            timeout=self.fetch_timeout,
+            allow_hosts=frozenset(h.lower() for h in self.fetch_allow_hosts),
+            allow_networks=tuple(ipaddress.ip_network(n) for n in self.fetch_allow_networks),
+        )
+
+    @property
+    def hash_options(self) -> HashOptions:
+        return HashOptions(max_pixels=self.max_pixels, max_image_bytes=self.max_upload_bytes)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        path = config_file or os.environ.get("BASTION_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    values.update(tomllib.load(f))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for f in fields(cls):
+            env = os.environ.get(f"BASTION_{f.name.upper()}")
+            if env is not None and f.name != "extra":
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+_DEFAULTS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Environment values arrive as strings; give each its field's type or name the problem."""
+    kind = type(getattr(Settings, name, None)) if hasattr(Settings, name) else None
+    try:
+        if kind is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is tuple:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from exc
+    return value

@@ -1,0 +1,60 @@
+"""API fixtures: the real app over a real store (SQLite file, or a fresh PostgreSQL schema)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+
+from bastion.api.app import create_app
+from bastion.config import Settings
+from bastion.store import Store
+
+PG_URL = os.environ.get(
+    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def api_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        store = Store.open(f"sqlite:///{tmp_path / 'bastion.db'}")
+        yield store
+        store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    store = Store.open(PG_URL, schema=schema)
+    try:
+        yield store
+    finally:
+        store.close()
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(index_poll_seconds=0.2, rate_limit_per_minute=0, max_upload_bytes=5 * 2**20)
+
+
+@pytest.fixture
+def client(api_store: Store, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, store=api_store)) as c:
+        yield c
+
+
+def bearer(store: Store, name: str, *scopes: str) -> dict[str, str]:
+    _, token = store.create_api_key(name, set(scopes))
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin(api_store: Store) -> dict[str, str]:
+    return bearer(api_store, "admin", "admin")

@@ -1,0 +1,169 @@
+"""The real server, as `bastion serve` runs it, on a free loopback port; SQLite and PostgreSQL.
+
+Also two replicas on one PostgreSQL database: a change made through one is matched by the other
+within seconds, without restarting or rebuilding either.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from bastion.store import Store
+
+PG_URL = os.environ.get(
+    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+BASTION = str(Path(sys.executable).with_name("bastion"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, db_url: str, tmp: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BASTION_DATABASE_URL": db_url, "BASTION_INDEX_POLL_SECONDS": "0.5"}
+        self.log = (tmp / f"server-{self.port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [BASTION, "serve", "--port", str(self.port), "--log-level", "warning", *extra],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bastion.db'}"
+        return
+    schema = f"t_e2e_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+def _admin(db_url: str) -> dict[str, str]:
+    with Store.open(db_url) as store:
+        _, token = store.create_api_key(f"e2e-{uuid.uuid4().hex[:6]}", {"admin"})
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_serve_scan_over_http(db_url: str, tmp_path: Path, testdata: Path) -> None:
+    headers = _admin(db_url)
+    server = Server(db_url, tmp_path)
+    try:
+        base = server.base
+        r = httpx.post(f"{base}/v1/banks", headers=headers, json={"name": "bridge"})
+        assert r.status_code == 201, r.text
+        orig = (testdata / "images/bridge-mods/aaa-orig.jpg").read_bytes()
+        scanned = httpx.post(f"{base}/v1/scan", headers=headers, files={"file": ("a.jpg", orig)})
+        pdq = next(s for s in scanned.json()["signals"] if s["type"] == "pdq")
+        httpx.post(
+            f"{base}/v1/banks/bridge/entries",
+            headers=headers,
+            json={"entries": [{"signal_type": "pdq", "value": pdq["value"]}]},
+        )
+        edit = (testdata / "images/bridge-mods/shrink-a-lot.jpg").read_bytes()
+        r = httpx.post(f"{base}/v1/scan", headers=headers, files={"file": ("e.jpg", edit)})
+        assert r.status_code == 200 and r.json()["matches"][0]["bank"] == "bridge"
+        bad = httpx.post(f"{base}/v1/scan", headers=headers, content=b"{", timeout=10)
+        assert bad.status_code == 415 and bad.headers["content-type"] == "application/problem+json"
+        assert httpx.get(f"{base}/v1/banks").status_code == 401
+    finally:
+        server.stop()
+    # Shut down on SIGTERM by itself (uvicorn re-raises the signal once it has finished).
+    assert server.proc.returncode in (0, -signal.SIGTERM)
+
+
+@pytest.mark.postgres
+def test_two_replicas_see_each_others_changes(tmp_path: Path) -> None:
+    schema = f"t_rep_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    servers: list[Server] = []
+    try:
+        headers = _admin(url)
+        servers = [Server(url, tmp_path), Server(url, tmp_path)]
+        a, b = (s.base for s in servers)
+        httpx.post(f"{a}/v1/banks", headers=headers, json={"name": "shared"})
+        value = uuid.uuid4().hex  # an md5-shaped value
+        query = {"signals": [{"type": "md5", "value": value}]}
+
+        def b_matches() -> bool:
+            r = httpx.post(f"{b}/v1/lookup", headers=headers, json=query)
+            return bool(r.json()["results"][0]["matches"])
+
+        assert not b_matches()
+        added_at = time.monotonic()
+        r = httpx.post(
+            f"{a}/v1/banks/shared/entries",
+            headers=headers,
+            json={"entries": [{"signal_type": "md5", "value": value}]},
+        )
+        assert r.json()["added"] == 1
+        while not b_matches():
+            assert time.monotonic() - added_at < 5, "replica B did not see the entry in 5 s"
+            time.sleep(0.1)
+        seen_after = time.monotonic() - added_at
+        httpx.patch(
+            f"{b}/v1/banks/shared/entries/{value}", headers=headers, json={"enabled": False}
+        )
+        disabled_at = time.monotonic()
+        while True:
+            r = httpx.post(f"{a}/v1/lookup", headers=headers, json=query)
+            if not r.json()["results"][0]["matches"]:
+                break
+            assert time.monotonic() - disabled_at < 5, "replica A still matches after 5 s"
+            time.sleep(0.1)
+        assert seen_after < 5
+    finally:
+        for s in servers:
+            s.stop()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
