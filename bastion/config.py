@@ -29,6 +29,8 @@ class Settings:
     #: Largest upload accepted by /v1/scan and the HMA hash endpoints.
     max_upload_bytes: int = 100 * 2**20
     max_pixels: int = 120_000_000
+    #: Longer uploaded videos are refused before hashing (0 = no limit).
+    max_video_seconds: float = 3600.0
     #: Largest bank file accepted by an import upload (streamed; this bounds disk, not memory).
     max_import_bytes: int = 2 * 2**30
     #: Requests per minute per API key (0 = unlimited).
@@ -55,7 +57,11 @@ class Settings:
 
     @property
     def hash_options(self) -> HashOptions:
-        return HashOptions(max_pixels=self.max_pixels, max_image_bytes=self.max_upload_bytes)
+        return HashOptions(
+            max_pixels=self.max_pixels,
+            max_image_bytes=self.max_upload_bytes,
+            max_video_seconds=self.max_video_seconds,
+        )
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:

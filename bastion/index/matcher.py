@@ -253,7 +253,10 @@ class Matcher:
         """Batched PDQ lookups for precomputed hashes (all cores, one call)."""
         if not hexes:
             return []
-        hits = self.pdq.search_batch(hex_to_bytes(hexes), threshold)
+        if len(hexes) == 1:  # one query: skip the thread fan-out of the batch kernel
+            hits = [self.pdq.search(hexes[0], threshold)]
+        else:
+            hits = self.pdq.search_batch(hex_to_bytes(hexes), threshold)
         return [_filter_sort((self._match(e, d) for e, d in row), banks) for row in hits]
 
     def _match_video(

@@ -67,6 +67,8 @@ class HashOptions:
     video_seconds_per_hash: float = 1.0
     #: Decoder threads for vPDQ; 0 lets the library choose.
     video_threads: int = 0
+    #: Longer videos are refused before hashing (vPDQ cannot stop part-way); None or 0 = no limit.
+    max_video_seconds: float | None = 3600.0
 
     def __post_init__(self) -> None:
         if self.max_pixels <= 0 or self.max_image_bytes <= 0:
@@ -75,6 +77,8 @@ class HashOptions:
             raise ValueError("video_seconds_per_hash must be >= 0 (0 = every frame)")
         if self.video_threads < 0:
             raise ValueError("video_threads must be >= 0")
+        if self.max_video_seconds is not None and not self.max_video_seconds >= 0:
+            raise ValueError("max_video_seconds must be >= 0 (0 or None = no limit)")
 
 
 DEFAULT_OPTIONS = HashOptions()

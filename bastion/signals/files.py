@@ -59,7 +59,8 @@ def hash_file(
     """Compute md5, sha256 and the perceptual signal of the file at ``path``.
 
     The file is read once: streamed through the exact hashes, and kept in memory only if it is an
-    image small enough to decode. Videos are decoded from the path by vPDQ.
+    image small enough to decode. Videos are decoded from the path by vPDQ, after their declared
+    length is checked against ``options.max_video_seconds``.
     """
     options = options or DEFAULT_OPTIONS
     path_str = str(path)
@@ -145,6 +146,7 @@ def _add_perceptual(
                 path,
                 seconds_per_hash=options.video_seconds_per_hash,
                 threads=options.video_threads,
+                max_seconds=options.max_video_seconds,
             )
             result.signals.append(Signal(SignalType.VPDQ, serialize_frames(frames), None, frames))
     except SignalError as e:

@@ -228,3 +228,50 @@ def test_kind_comes_from_bytes_not_extension(tmp_path: Path, testdata: Path) -> 
     path.write_bytes((testdata / BRIDGE).read_bytes())
     result = hash_file(path)
     assert result.kind == "image" and result.get(SignalType.PDQ) is not None
+
+
+def test_over_long_video_keeps_exact_hashes_and_names_the_limit(testdata: Path) -> None:
+    path = testdata / "videos/chair-19-sd-bar.mp4"
+    data = path.read_bytes()
+    options = HashOptions(max_video_seconds=10)
+    for result in (
+        hash_file(path, options=options),
+        hash_bytes(data, name="up.mp4", options=options),
+    ):
+        assert result.error == "video too long: 18.8 s > limit 10 s"
+        assert result.kind == "video" and result.format == "mp4"
+        _assert_exact(result, data)
+        assert result.get(SignalType.VPDQ) is None
+
+
+def test_short_video_within_limit_is_hashed(testdata: Path) -> None:
+    path = testdata / "videos/doorknob-hd-no-bar.mp4"
+    options = HashOptions(max_video_seconds=10)
+    for result in (
+        hash_file(path, options=options),
+        hash_bytes(path.read_bytes(), name="door.mp4", options=options),
+    ):
+        assert result.error is None
+        assert len(result.get(SignalType.VPDQ).frames) == 4
+
+
+@pytest.mark.parametrize("limit", [None, 0])
+def test_video_limit_can_be_switched_off(testdata: Path, limit: float | None) -> None:
+    result = hash_file(
+        testdata / "videos/chair-19-sd-bar.mp4", options=HashOptions(max_video_seconds=limit)
+    )
+    assert result.error is None and len(result.get(SignalType.VPDQ).frames) == 19
+
+
+def test_video_limit_default_and_validation() -> None:
+    assert HashOptions().max_video_seconds == 3600.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_video_seconds must be >= 0"):
+            HashOptions(max_video_seconds=bad)
+
+
+def test_unprobeable_video_is_per_file_error_under_a_limit(tmp_path: Path) -> None:
+    data = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom" + np.random.default_rng(4).bytes(40_000)
+    result = _hostile(tmp_path, "garbage.mp4", data, HashOptions(max_video_seconds=5))
+    assert result.kind == "video"
+    assert result.error.startswith("video could not be decoded")

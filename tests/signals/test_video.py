@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from bastion.signals import SignalError, VideoFrame, parse_frames, serialize_frames
-from bastion.signals.video import video_match_score, vpdq_frames
+from bastion.signals.video import (
+    check_video_duration,
+    probe_video_duration,
+    video_match_score,
+    vpdq_frames,
+)
 
 COLUMNS = {
     "c19": "chair-19-sd-bar",
@@ -158,3 +163,122 @@ def test_matcher_decides_the_table_at_80_percent(video_frames) -> None:
         signal = Signal(SignalType.VPDQ, serialize_frames(video_frames[query]))
         got = {m.external_id for m in matcher.match([signal])}
         assert got == {t for t, pct in zip(targets, row, strict=True) if pct >= 80}, query
+
+
+def _remux_live_matroska(src: Path, dst: Path) -> Path:
+    """Copy ``src``'s video packets into a live-mode Matroska file, which declares no duration
+    anywhere (no Duration element, no cues), so its length can only be counted."""
+    av = pytest.importorskip("av")
+    with (
+        av.open(str(src)) as inp,
+        av.open(str(dst), "w", format="matroska", options={"live": "1"}) as out,
+    ):
+        in_stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for packet in inp.demux(in_stream):
+            if packet.dts is None:
+                continue  # the demuxer's flush packet
+            packet.stream = out_stream
+            out.mux(packet)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def live_mkv(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("live") / "chair-19-live.mkv"
+    return _remux_live_matroska(testdata / "videos/chair-19-sd-bar.mp4", dst)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["chair-19-sd-bar", "chair-22-sd-grey-bar", "doorknob-hd-no-bar", "pattern-longer-no-bar"],
+)
+def test_probed_duration_agrees_with_vpdq(video_frames, testdata: Path, name: str) -> None:
+    """One hash per second: the last frame hashed starts within the last second of the video."""
+    duration = probe_video_duration(testdata / "videos" / f"{name}.mp4")
+    last = video_frames[name][-1].timestamp
+    assert duration.source == "stream"
+    assert 0 <= duration.seconds - last <= 1.0
+
+
+def test_probe_reads_declared_durations(testdata: Path) -> None:
+    videos = testdata / "videos"
+    assert probe_video_duration(videos / "chair-19-sd-bar.mp4").seconds == pytest.approx(18.8)
+    assert probe_video_duration(videos / "doorknob-hd-no-bar.mp4").seconds == pytest.approx(4.0)
+
+
+def test_undeclared_duration_is_counted_from_packets(live_mkv: Path) -> None:
+    frames = vpdq_frames(live_mkv)
+    full = probe_video_duration(live_mkv)
+    assert full.source == "packets"
+    assert 0 <= full.seconds - frames[-1].timestamp <= 1.0
+    assert full.seconds == pytest.approx(18.8, abs=0.1)
+
+
+def test_packet_count_stops_as_soon_as_over_the_limit(live_mkv: Path) -> None:
+    partial = probe_video_duration(live_mkv, stop_after=5.0)
+    assert partial.source == "packets"
+    # Stopped within a few frames (B-frame reordering) of the limit, far short of 18.8 s.
+    assert 5.0 < partial.seconds < 5.5
+
+
+def test_over_long_video_refused_before_hashing(testdata: Path, live_mkv: Path) -> None:
+    videos = testdata / "videos"
+    with pytest.raises(SignalError, match=r"^video too long: 18\.8 s > limit 10 s$"):
+        vpdq_frames(videos / "chair-19-sd-bar.mp4", max_seconds=10)
+    with pytest.raises(SignalError, match=r"^video too long: 22\.43 s > limit 10\.5 s$"):
+        vpdq_frames(videos / "chair-22-sd-grey-bar.mp4", max_seconds=10.5)
+    with pytest.raises(SignalError, match=r"^video too long: more than 10\.\d+ s > limit 10 s"):
+        vpdq_frames(live_mkv, max_seconds=10)
+    assert len(vpdq_frames(videos / "doorknob-hd-no-bar.mp4", max_seconds=10)) == 4
+    assert len(vpdq_frames(live_mkv, max_seconds=20)) == 19
+
+
+def test_no_limit_means_no_probe(testdata: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 200)
+    # Without a limit nothing is opened, so even junk passes the check (vPDQ refuses it later).
+    assert check_video_duration(junk, None) is None
+    assert check_video_duration(junk, 0) is None
+    checked = check_video_duration(testdata / "videos/doorknob-hd-no-bar.mp4", 4.0)
+    assert checked is not None and checked.seconds == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="max_seconds must be >= 0"):
+        vpdq_frames(testdata / "videos/doorknob-hd-no-bar.mp4", max_seconds=-1)
+
+
+def test_unprobeable_files_raise_signal_error(tmp_path: Path, testdata: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((testdata / "videos/chair-20-sd-bar.mp4").read_bytes()[:100_000])
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 200)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for path in (cut, junk, empty):
+        with pytest.raises(SignalError, match="video could not be decoded"):
+            vpdq_frames(path, max_seconds=3600)
+    for path in (junk, empty):
+        with pytest.raises(SignalError, match=r"^video could not be decoded: Invalid data"):
+            probe_video_duration(path)
+    text = tmp_path / "lyrics.mp4"  # FFmpeg opens this as an LRC subtitle file: no video in it
+    text.write_text("[00:01.00]la la la\n[00:02.00]la\n")
+    with pytest.raises(SignalError, match=r"^video could not be decoded: no video stream$"):
+        probe_video_duration(text)
+    with pytest.raises(FileNotFoundError):
+        probe_video_duration(tmp_path / "missing.mp4")
+
+
+def test_a_header_that_lies_about_the_length_is_caught(monkeypatch, testdata: Path) -> None:
+    from bastion.signals import video
+
+    real = video.probe_video_duration
+
+    def lying(path, *, stop_after=None, count=False):
+        if not count:  # what a crafted header would declare
+            return video.VideoDuration(1.0, "stream")
+        return real(path, stop_after=stop_after, count=True)
+
+    monkeypatch.setattr(video, "probe_video_duration", lying)
+    clip = testdata / "videos/chair-19-sd-bar.mp4"
+    with pytest.raises(SignalError, match=r"video too long: more than 10\.\d+ s > limit 10 s"):
+        video.check_video_duration(clip, 10)
+    assert video.check_video_duration(clip, 60).seconds == 1.0  # within the limit either way
