@@ -37,7 +37,10 @@ lint: install
 	$(BIN)/ruff check bastion tests benchmarks
 	$(BIN)/ruff format --check bastion tests benchmarks
 
+# The server benchmark drives load with wrk (Debian's package).
 bench: install
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -669,6 +669,10 @@ def serve(
         typer.Option(help="Set up the labelled demo bank and print a fresh local admin key."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Worker processes, each with its own copy of the index."),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (v1 and the HMA-compatible surface) with uvicorn."""
     import uvicorn
@@ -686,12 +690,28 @@ def serve(
         with open_store() as store:
             token = prepare_server_demo(store)
         _print_demo_banner(token, settings.host, settings.port)
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            proxy_headers=False,
+        )
+        return
+    # Worker processes build their app from the environment, so hand the settings over there.
+    if _state["db"]:
+        os.environ["BASTION_DATABASE_URL"] = _state["db"]
+    if config is not None:
+        os.environ["BASTION_CONFIG"] = str(config)
     uvicorn.run(
-        create_app(settings),
+        "bastion.api.app:create_app",
+        factory=True,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         proxy_headers=False,
+        workers=workers,
     )
 
 
@@ -699,12 +719,13 @@ def _print_demo_banner(token: str, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     console = Console()
     console.rule("Bastion (demo bank: a benign test photo, labelled as demo data)")
-    console.print(f"Admin API key (shown once): [bold]{escape(token)}[/bold]")
+    console.print("Admin API key for this run (shown once; `bastion key create` makes more):")
+    print(token, flush=True)  # alone on its line, unwrapped, so it can be copied or grepped
     console.print("Scan an image:")
-    console.print(
-        f"  curl -s -H 'Authorization: Bearer {escape(token)}' "
+    print(
+        f"  curl -s -H 'Authorization: Bearer {token}' "
         f"-F file=@../shared/testdata/images/bridge-mods/blur-a-lot.jpg {base}/v1/scan",
-        soft_wrap=True,
+        flush=True,
     )
     console.print(f"API docs: {base}/docs")
     console.rule()

@@ -35,10 +35,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db_url: str, tmp: Path, *extra: str) -> None:
+    def __init__(self, db_url: str | None, tmp: Path, *extra: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BASTION_DATABASE_URL": db_url, "BASTION_INDEX_POLL_SECONDS": "0.5"}
+        env = {**os.environ, "BASTION_INDEX_POLL_SECONDS": "0.5"}
+        env.pop("BASTION_DATABASE_URL", None)
+        if db_url is not None:
+            env["BASTION_DATABASE_URL"] = db_url
         self.log = (tmp / f"server-{self.port}.log").open("w")
         self.proc = subprocess.Popen(
             [BASTION, "serve", "--port", str(self.port), "--log-level", "warning", *extra],
@@ -167,3 +170,25 @@ def test_two_replicas_see_each_others_changes(tmp_path: Path) -> None:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         engine.dispose()
+
+
+def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(
+    tmp_path: Path, testdata: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make run` does: `bastion serve --demo` on the embedded default store."""
+    monkeypatch.setenv("BASTION_TESTDATA", str(testdata))
+    server = Server(None, tmp_path, "--demo")
+    try:
+        printed = Path(server.log.name).read_text()
+        tokens = [ln for ln in printed.splitlines() if ln.startswith("bst_")]
+        assert len(tokens) == 1, printed
+        headers = {"Authorization": f"Bearer {tokens[0]}"}
+        photo = (testdata / "images/bridge-mods/blur-a-lot.jpg").read_bytes()
+        r = httpx.post(f"{server.base}/v1/scan", headers=headers, files={"file": ("p.jpg", photo)})
+        assert r.status_code == 200, r.text
+        assert r.json()["matches"][0]["bank"] == "demo-bridge"
+        banks = httpx.get(f"{server.base}/v1/banks", headers=headers).json()
+        assert banks[0]["is_demo"] is True and banks[0]["labels"] == ["demo"]
+    finally:
+        server.stop()
+    assert (tmp_path / "bastion-data" / "bastion.db").is_file()
