@@ -237,21 +237,6 @@ def scan(
     raise typer.Exit(1 if counts["matched"] else 0)
 
 
-def _match_json(m: Match) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "bank": m.bank,
-        "entry": m.entry_id,
-        "signal_type": str(m.signal_type),
-        "distance": m.distance,
-    }
-    for key in ("external_id", "score", "variant", "url_match"):
-        if getattr(m, key) is not None:
-            out[key] = getattr(m, key)
-    if m.labels:
-        out["labels"] = list(m.labels)
-    return out
-
-
 def _match_text(m: Match) -> str:
     text = f"{m.bank}#{m.entry_id} {m.signal_type} d={m.distance}"
     if m.score is not None:
@@ -273,7 +258,7 @@ def _scan_row(result: ScanResult, opts: ScanOptions, *, table: bool) -> dict[str
         "path": result.path,
         "kind": result.kind,
         "result": status,
-        "matches": [_match_text(m) if table else _match_json(m) for m in matches],
+        "matches": [_match_text(m) if table else m.as_dict() for m in matches],
         "note": _quality_note(result, opts.min_quality),
         "error": result.error,
     }
@@ -368,7 +353,7 @@ def _lookup(
             row["matches"] = ms
         for row in pending:
             ms = row["matches"]
-            row["matches"] = [_match_text(m) if table else _match_json(m) for m in ms]
+            row["matches"] = [_match_text(m) if table else m.as_dict() for m in ms]
             yield row
         pending.clear()
 
@@ -444,7 +429,7 @@ def url_check(
             any_match = any_match or bool(ms)
             table = fmt is OutputFormat.TABLE
             row["matches"] = [
-                f"{m.bank}#{m.entry_id} ({m.url_match})" if table else _match_json(m) for m in ms
+                f"{m.bank}#{m.entry_id} ({m.url_match})" if table else m.as_dict() for m in ms
             ]
         rows.append(row)
     emit(rows, fmt, ["url", "normalized", "matches", "error"], sys.stdout)

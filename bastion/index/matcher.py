@@ -65,6 +65,22 @@ class Match:
     variant: str | None = None
     url_match: str | None = None
 
+    def as_dict(self) -> dict[str, object]:
+        """The JSON shape shared by the CLI and the API; optional fields only when set."""
+        out: dict[str, object] = {
+            "bank": self.bank,
+            "entry": self.entry_id,
+            "signal_type": str(self.signal_type),
+            "distance": self.distance,
+            "external_id": self.external_id,
+            "labels": list(self.labels),
+        }
+        for key in ("score", "variant", "url_match"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
 
 #: Order of pdqhash.compute_dihedral's outputs.
 DIHEDRAL_NAMES = (
