@@ -99,6 +99,34 @@ class Runtime:
         )
 
 
+class MetricsMiddleware:
+    """Request counts and latency per route template, as plain ASGI (no per-request task)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            rt: Runtime | None = getattr(scope["app"].state, "runtime", None)
+            if rt is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                rt.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+                rt.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
 def client_address(request: Request, settings: Settings) -> str | None:
     peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-for")
@@ -133,17 +161,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     problems.install(app)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None:
-            rt.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-            rt.metrics.latency.labels(path).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(MetricsMiddleware)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -161,7 +179,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             body["index_error"] = rt.index.last_error
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses=problems.problem_responses(401, 429),
+    )
     def metrics(request: Request, _: Principal = _any_key) -> Response:
         """Prometheus metrics (any valid API key)."""
         rt: Runtime = request.app.state.runtime

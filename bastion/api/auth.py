@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -90,12 +90,14 @@ def _token(request: Request) -> str:
     return token.strip()
 
 
-def require(scope: str | None) -> Callable[[Request], Principal]:
+def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller's key must be valid and hold ``scope`` (None: any valid key)."""
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    def dependency(request: Request) -> Principal:
+    # async so FastAPI runs it on the event loop: a cached key is a dict lookup, and a thread
+    # hop per request would cost more than the check itself.
+    async def dependency(request: Request) -> Principal:
         rt = request.app.state.runtime
         principal = rt.keys.get(_token(request), rt.verify_key)
         if principal is None:
@@ -118,4 +120,8 @@ def require(scope: str | None) -> Callable[[Request], Principal]:
         request.state.principal = principal
         return principal
 
+    # FastAPI parses a JSON body before it runs dependencies; the error handlers look for this
+    # mark to check the key first, so a caller without one hears 401, not what is wrong with
+    # its body (see problems.key_problem).
+    dependency.checks_api_key = True  # type: ignore[attr-defined]
     return dependency

@@ -31,7 +31,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 from bastion.api.auth import Principal, require
-from bastion.api.problems import Problem
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
 from bastion.fetch import FetchError, fetch
@@ -40,7 +40,12 @@ from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import BankExists, EntryNotFound, StoreError
 
-router = APIRouter(tags=["hma"])
+router = APIRouter(tags=["hma"], responses=AUTH_RESPONSES)
+#: Error statuses, by what a route does: every route can get a bad parameter.
+_BAD = problem_responses(400, 422)
+_FETCH = problem_responses(400, 413, 422, 502, 504)
+_UPLOAD = problem_responses(400, 413, 422)
+_BANK = problem_responses(400, 404, 422)
 
 _hash_key = Depends(require("hash"))
 _match_key = Depends(require("match"))
@@ -75,6 +80,38 @@ _UPLOAD_DOC: dict[str, Any] = {
                     },
                 }
             }
+        },
+    }
+}
+_FIELDS: dict[str, Any] = {
+    "note": {"type": "string", "maxLength": 255},
+    "content_id": {"type": "string"},
+    "content_uri": {"type": "string"},
+}
+#: Adding content: a multipart upload, or (with ``url`` in the query) optional JSON fields.
+_CONTENT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "exactly one file, under the field photo or video",
+                    "properties": {
+                        "photo": {"type": "string", "format": "binary"},
+                        "video": {"type": "string", "format": "binary"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                        **_FIELDS,
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "with `url` in the query: metadata for the fetched content",
+                    "properties": {"metadata": {"type": "object"}, **_FIELDS},
+                }
+            },
         },
     }
 }
@@ -317,7 +354,7 @@ def _lookup_signals(
 # /h: hashing
 
 
-@router.get("/h/hash", summary="Hash content from a URL (HMA)")
+@router.get("/h/hash", summary="Hash content from a URL (HMA)", responses=_FETCH)
 def hash_url(
     request: Request,
     url: Annotated[str, Query(description="URL of the image or video to hash")],
@@ -334,7 +371,12 @@ def hash_url(
     return {hma_signal_name(st): value for st, value in _hash(rt, data, name, wanted)}
 
 
-@router.post("/h/hash", summary="Hash an uploaded file (HMA)", openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "/h/hash",
+    summary="Hash an uploaded file (HMA)",
+    openapi_extra=_UPLOAD_DOC,
+    responses=_UPLOAD,
+)
 async def hash_upload(
     request: Request, types: str | None = None, principal: Principal = _hash_key
 ) -> dict[str, str]:
@@ -350,7 +392,7 @@ async def hash_upload(
 # /m: matching
 
 
-@router.get("/m/raw_lookup", summary="Look up one hash (HMA)")
+@router.get("/m/raw_lookup", summary="Look up one hash (HMA)", responses=_BAD)
 def raw_lookup(
     request: Request,
     signal_type: str,
@@ -372,7 +414,7 @@ def raw_lookup(
     return {"matches": ids}
 
 
-@router.get("/m/lookup", summary="Look up content by URL or hash (HMA)")
+@router.get("/m/lookup", summary="Look up content by URL or hash (HMA)", responses=_FETCH)
 def lookup_get(
     request: Request,
     url: str | None = None,
@@ -403,7 +445,12 @@ def lookup_get(
     return _matches_by_bank(rt, query, wanted_banks)
 
 
-@router.post("/m/lookup", summary="Look up an uploaded file (HMA)", openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "/m/lookup",
+    summary="Look up an uploaded file (HMA)",
+    openapi_extra=_UPLOAD_DOC,
+    responses=_UPLOAD,
+)
 async def lookup_post(
     request: Request,
     banks: str | None = None,
@@ -423,7 +470,7 @@ async def lookup_post(
     return await run_in_threadpool(work)
 
 
-@router.post("/m/compare", summary="Compare pairs of hashes (HMA)")
+@router.post("/m/compare", summary="Compare pairs of hashes (HMA)", responses=_BAD)
 def compare(
     request: Request,
     body: Annotated[dict[str, Any], Body()],
@@ -473,7 +520,7 @@ def _index_sizes(rt: Any) -> dict[SignalType, int]:
     return sizes
 
 
-@router.get("/m/index/status", summary="Index status (HMA)")
+@router.get("/m/index/status", summary="Index status (HMA)", responses=_BAD)
 def index_status(
     request: Request, signal_type: str | None = None, principal: Principal = _match_key
 ) -> dict[str, dict[str, Any]]:
@@ -493,7 +540,17 @@ def index_status(
 # /status
 
 
-@router.get("/status", response_class=PlainTextResponse, summary="Health check (HMA)")
+@router.get(
+    "/status",
+    response_class=PlainTextResponse,
+    summary="Health check (HMA)",
+    responses={
+        503: {
+            "description": "INDEX-NOT-LOADED or INDEX-STALE",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def status(request: Request, principal: Principal = _any_key) -> PlainTextResponse:
     """``I-AM-ALIVE`` (200) when the index is loaded and current, else ``INDEX-NOT-LOADED`` or
     ``INDEX-STALE`` (503), as HMA answers."""
@@ -560,7 +617,12 @@ def banks_index(request: Request, principal: Principal = _curate_key) -> list[di
     return [_bank_json(b) for b in _rt(request).store.list_banks()]
 
 
-@router.post("/c/banks", status_code=201, summary="Create a bank (HMA)")
+@router.post(
+    "/c/banks",
+    status_code=201,
+    summary="Create a bank (HMA)",
+    responses=problem_responses(400, 403, 422),
+)
 def bank_create(
     request: Request, body: Annotated[dict[str, Any], Body()], principal: Principal = _curate_key
 ) -> dict[str, Any]:
@@ -575,14 +637,18 @@ def bank_create(
     return _bank_json(bank)
 
 
-@router.get("/c/bank/{bank_name}", summary="Get a bank (HMA)")
+@router.get("/c/bank/{bank_name}", summary="Get a bank (HMA)", responses=_BANK)
 def bank_show(
     request: Request, bank_name: str, principal: Principal = _curate_key
 ) -> dict[str, Any]:
     return _bank_json(_get_bank(_rt(request), bank_name))
 
 
-@router.put("/c/bank/{bank_name}", summary="Update or rename a bank (HMA)")
+@router.put(
+    "/c/bank/{bank_name}",
+    summary="Update or rename a bank (HMA)",
+    responses=problem_responses(400, 403, 404, 422),
+)
 def bank_update(
     request: Request,
     bank_name: str,
@@ -607,7 +673,7 @@ def bank_update(
     return _bank_json(bank)
 
 
-@router.delete("/c/bank/{bank_name}", summary="Delete a bank and its content (HMA)")
+@router.delete("/c/bank/{bank_name}", summary="Delete a bank and its content (HMA)", responses=_BAD)
 def bank_delete(
     request: Request, bank_name: str, principal: Principal = _curate_key
 ) -> dict[str, str]:
@@ -643,7 +709,7 @@ def _metadata(raw: Any) -> dict[str, Any] | None:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _error(400, "metadata form field must be valid JSON") from None
     if not isinstance(raw, dict):
         raise _error(400, "metadata should be a json object")
@@ -734,22 +800,36 @@ def _add_content(
     return {"id": cid, "signals": out}
 
 
+_MAX_JSON_BODY = 1 << 20
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
     if "json" not in request.headers.get("content-type", "").lower():
         return {}
-    raw = await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_JSON_BODY:
+            raise _error(413, f"the JSON body is over the limit of {_MAX_JSON_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise _error(400, "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _error(400, "the request body must be a JSON object")
     return body
 
 
-@router.post("/c/bank/{bank_name}/content", summary="Add content to a bank (HMA)")
+@router.post(
+    "/c/bank/{bank_name}/content",
+    summary="Add content to a bank (HMA)",
+    openapi_extra=_CONTENT_DOC,
+    responses=problem_responses(400, 404, 409, 413, 422, 502, 504),
+)
 async def bank_add_content(
     request: Request,
     bank_name: str,
@@ -795,7 +875,11 @@ async def bank_add_content(
     return await run_in_threadpool(work)
 
 
-@router.post("/c/bank/{bank_name}/signal", summary="Add hashes to a bank as one content (HMA)")
+@router.post(
+    "/c/bank/{bank_name}/signal",
+    summary="Add hashes to a bank as one content (HMA)",
+    responses=problem_responses(400, 404, 409, 422),
+)
 def bank_add_signals(
     request: Request,
     bank_name: str,
@@ -853,7 +937,9 @@ def _disable_until(entries: list[BankEntry]) -> int:
     return _HMA_ENABLED if any(e.enabled for e in entries) else _HMA_DISABLED
 
 
-@router.get("/c/bank/{bank_name}/content/{content_id}", summary="Get content (HMA)")
+@router.get(
+    "/c/bank/{bank_name}/content/{content_id}", summary="Get content (HMA)", responses=_BANK
+)
 def bank_get_content(
     request: Request,
     bank_name: str,
@@ -900,7 +986,11 @@ def _disable_value(raw: Any) -> int:
     return value
 
 
-@router.put("/c/bank/{bank_name}/content/{content_id}", summary="Enable or disable content (HMA)")
+@router.put(
+    "/c/bank/{bank_name}/content/{content_id}",
+    summary="Enable or disable content (HMA)",
+    responses=problem_responses(400, 404, 422, 501),
+)
 def bank_update_content(
     request: Request,
     bank_name: str,
@@ -943,7 +1033,9 @@ def bank_update_content(
     }
 
 
-@router.delete("/c/bank/{bank_name}/content/{content_id}", summary="Remove content (HMA)")
+@router.delete(
+    "/c/bank/{bank_name}/content/{content_id}", summary="Remove content (HMA)", responses=_BANK
+)
 def bank_delete_content(
     request: Request, bank_name: str, content_id: int, principal: Principal = _curate_key
 ) -> dict[str, int]:

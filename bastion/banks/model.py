@@ -71,7 +71,19 @@ def _check_text(what: str, value: str, limit: int = MAX_TEXT) -> str:
         raise ValueError(f"{what} contains a NUL character")
     if len(value) > limit:
         raise ValueError(f"{what} is longer than {limit} characters")
+    if not _is_unicode(value):
+        raise ValueError(f"{what} is not valid Unicode text (it has a lone surrogate)")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's ``"\\ud800"`` decodes to one): no
+    database or JSON response can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_value(
@@ -182,6 +194,8 @@ def normalize_metadata(metadata: Any) -> dict[str, Any]:
         raise ValueError(f"metadata is larger than {MAX_METADATA} characters of JSON")
     if "\\u0000" in encoded:  # PostgreSQL JSONB cannot hold NUL
         raise ValueError("metadata contains a NUL character")
+    if not _is_unicode(encoded):
+        raise ValueError("metadata is not valid Unicode text (it has a lone surrogate)")
     return metadata
 
 

@@ -737,6 +737,8 @@ class Store:
     def list_entries(self, bank: str, *, after: int = 0, limit: int = 100) -> list[BankEntry]:
         """One page of a bank's entries (enabled or not) in id order, after id ``after``."""
         bank_row = self.get_bank(bank)
+        if after >= 2**63 - 1:  # no id is larger; and past BIGINT the query would be a DB error
+            return []
         stmt = (
             _entry_select()
             .where(banks_t.c.name == bank_row.name, entries_t.c.id > after)
@@ -808,6 +810,8 @@ class Store:
             bank_row = _bank_row(conn, bank)
             stmt = _entry_select().where(entries_t.c.bank_id == bank_row.id)
             if external_id is not None:
+                if not _storable(str(external_id)):  # stored external ids never are
+                    return []
                 stmt = stmt.where(entries_t.c.external_id == str(external_id))
             if signal_type is not None:
                 stmt = stmt.where(entries_t.c.signal_type == str(SignalType(signal_type)))
@@ -1177,8 +1181,11 @@ def _bank_fields(fields: dict[str, Any]) -> dict[str, Any]:
     for key, limit in (("description", 10_000), ("source", 255)):
         if key in fields:
             value = fields[key]
-            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-                raise InvalidInput(f"bank {key} must be text of at most {limit} characters")
+            if not isinstance(value, str) or len(value) > limit or not _storable(value):
+                raise InvalidInput(
+                    f"bank {key} must be text of at most {limit} characters, without NUL "
+                    "characters or lone surrogates"
+                )
             out[key] = value
     if "labels" in fields:
         try:
@@ -1188,8 +1195,20 @@ def _bank_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _storable(text: str) -> bool:
+    """Whether every database can take ``text`` as a query parameter or a value: PostgreSQL
+    refuses NUL characters, and a lone surrogate cannot be encoded at all."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _find_bank(conn: Connection, name: str) -> Row[Any] | None:
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not _storable(name):  # then no bank has that name
         return None
     return conn.execute(select(banks_t).where(banks_t.c.name == name.lower())).first()
 
@@ -1235,7 +1254,9 @@ def _resolve(conn: Connection, bank_row: Row[Any], ref: int | str) -> list[int]:
     if isinstance(ref, int) and not isinstance(ref, bool):
         ids = _by_id(conn, base, ref)
     elif isinstance(ref, str) and ref.strip():
-        ids = list(conn.execute(base.where(entries_t.c.external_id == ref.strip())).scalars())
+        ids = []
+        if _storable(ref):
+            ids = list(conn.execute(base.where(entries_t.c.external_id == ref.strip())).scalars())
         if not ids:
             hashes = _value_hashes(ref, list(SignalType))
             if hashes:

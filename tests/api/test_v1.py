@@ -118,7 +118,7 @@ def test_scan_rejects_bad_uploads_with_problems(client: TestClient, admin: dict[
         ({"content": b"raw bytes", "headers": {"content-type": "image/jpeg"}}, 415),
         ({"json": {"url": "http://127.0.0.1/x.jpg"}}, 400),
         ({"json": {"nope": 1}}, 422),
-        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
         ({"files": {"file": ("a.jpg", b"x")}, "data": {"context": "[]"}}, 422),
         ({"files": {"file": ("a.jpg", b"x")}, "data": {"threshold": "999"}}, 422),
     ]

@@ -102,6 +102,10 @@ def test_naive_added_at_means_utc() -> None:
         (NewEntry(SignalType.PDQ, PDQ, metadata={"t": {1, 2}}), "not JSON-serialisable"),
         (NewEntry(SignalType.PDQ, PDQ, metadata={"t": "\x00"}), "metadata contains a NUL"),
         (NewEntry(SignalType.PDQ, PDQ, metadata=[1]), "metadata must be a JSON object"),  # type: ignore[arg-type]
+        # JSON's "\ud800" decodes to a lone surrogate, which no database or response can carry.
+        (NewEntry(SignalType.PDQ, PDQ, labels=["\ud800"]), "label is not valid Unicode"),
+        (NewEntry(SignalType.PDQ, PDQ, external_id="a\udc00"), "external_id is not valid Unicode"),
+        (NewEntry(SignalType.PDQ, PDQ, metadata={"\ud800": 1}), "metadata is not valid Unicode"),
         (NewEntry(SignalType.PDQ, PDQ, added_at="yesterday"), "added_at is not an ISO 8601"),  # type: ignore[arg-type]
     ],
 )

@@ -173,3 +173,39 @@ def test_iter_entries_filters_and_streams(store: Store, make_bank: Callable[...,
     store.set_bank_enabled(a, False)
     assert {e.bank for e in store.iter_entries()} == {"b"}
     assert len(list(store.iter_entries(enabled_only=False))) == 37
+
+
+def test_list_entries_pages_and_accepts_any_cursor(
+    store: Store, make_bank: Callable[..., str]
+) -> None:
+    bank = make_bank()
+    store.add_entries(bank, [NewEntry(SignalType.MD5, f"{i:032x}") for i in range(5)])
+    first = store.list_entries(bank, limit=3)
+    assert len(first) == 3
+    rest = store.list_entries(bank, after=first[-1].id)
+    assert [e.id for e in first + rest] == sorted(e.id for e in first + rest) and len(rest) == 2
+    # A cursor past the largest possible id (an API caller can send any integer) is an empty
+    # page, not a database error.
+    assert store.list_entries(bank, after=2**63) == []
+    assert store.list_entries(bank, after=10**30) == []
+    with pytest.raises(BankNotFound):
+        store.list_entries("no_such_bank", after=2**63)
+
+
+def test_lookups_by_text_no_database_can_hold_find_nothing(
+    store: Store, make_bank: Callable[..., str]
+) -> None:
+    """PostgreSQL refuses NUL in a query parameter, and a lone surrogate cannot be encoded:
+    looking up such a name is "not found", not a database error."""
+    bank = make_bank()
+    store.add_entries(bank, [NewEntry(SignalType.MD5, "0" * 32, external_id="e1")])
+    for bad in ("a\x00b", "\ud800"):
+        with pytest.raises(BankNotFound):
+            store.get_bank(bad)
+        assert store.find_entries(bank, external_id=bad) == []
+        with pytest.raises(EntryNotFound):
+            store.disable_entry(bank, bad)
+    with pytest.raises(InvalidInput, match="lone surrogates"):
+        store.update_bank(bank, description="\ud800")
+    with pytest.raises(InvalidInput, match="not valid Unicode"):
+        store.create_bank("x_bank", labels=["\udfff"])
