@@ -216,17 +216,7 @@ def _rt(request: Request) -> Any:
 
 
 def _match_out(m: Match) -> MatchOut:
-    return MatchOut(
-        bank=m.bank,
-        entry=m.entry_id,
-        signal_type=m.signal_type,
-        distance=m.distance,
-        external_id=m.external_id,
-        labels=list(m.labels),
-        score=m.score,
-        variant=m.variant,
-        url_match=m.url_match,
-    )
+    return MatchOut.model_validate(m.as_dict())
 
 
 def _bank_out(b: Bank) -> BankOut:
@@ -499,33 +489,14 @@ async def lookup(body: LookupRequest, request: Request, _: MatchKey) -> JSONResp
     with rt.index.read() as matcher:
         found = matcher.lookup_pdq([v for _, v in pdq_rows], threshold=body.threshold, banks=banks)
         for (i, _), ms in zip(pdq_rows, found, strict=True):
-            results[i]["matches"] = [_match_dict(m) for m in ms]
+            results[i]["matches"] = [m.as_dict() for m in ms]
             _count_matches(request, ms)
         for i, sig in enumerate(parsed):
             if sig is not None and sig.type is not SignalType.PDQ:
                 ms = matcher.match([sig], threshold=body.threshold, banks=banks)
-                results[i]["matches"] = [_match_dict(m) for m in ms]
+                results[i]["matches"] = [m.as_dict() for m in ms]
                 _count_matches(request, ms)
     return JSONResponse({"results": results})
-
-
-def _match_dict(m: Match) -> dict[str, Any]:
-    """A match as JSON, without a model round trip (the hot path of /v1/lookup)."""
-    out: dict[str, Any] = {
-        "bank": m.bank,
-        "entry": m.entry_id,
-        "signal_type": str(m.signal_type),
-        "distance": m.distance,
-        "external_id": m.external_id,
-        "labels": list(m.labels),
-    }
-    if m.score is not None:
-        out["score"] = m.score
-    if m.variant is not None:
-        out["variant"] = m.variant
-    if m.url_match is not None:
-        out["url_match"] = m.url_match
-    return out
 
 
 # -- banks ------------------------------------------------------------------------------------
