@@ -1,7 +1,7 @@
 """A matcher kept current with its source of bank entries, for long-running processes.
 
 A server replica loads every enabled entry once, then applies the store's change feed
-(``changes_since``) on a timer and after its own writes, so an entry added or disabled through any
+(``changes_page``) on a timer and after its own writes, so an entry added or disabled through any
 replica is matched by every replica within one poll interval, without rebuilding the index.
 The source is any object with the three methods below: the index knows nothing of databases.
 """
@@ -23,14 +23,19 @@ log = logging.getLogger("bastion.index")
 class EntrySource(Protocol):
     def current_revision(self) -> int: ...
     def iter_index_entries(self) -> Iterable[EntryLike]: ...
-    def changes_since(self, revision: int) -> tuple[list[Any], int]: ...
+    def changes_page(
+        self, after: int | tuple[int, int], *, limit: int = ..., upto: int | None = ...
+    ) -> tuple[list[Any], tuple[int, int] | None]: ...
 
 
 class LiveIndex:
     """Thread-safe holder of a :class:`Matcher` and the store revision it reflects."""
 
-    def __init__(self, source: EntrySource) -> None:
+    def __init__(self, source: EntrySource, *, page_size: int = 5_000) -> None:
         self._source = source
+        # Changes are applied a page at a time, releasing the lookup lock between pages: a
+        # 10M-line import or a bank rename must neither stall lookups nor sit whole in memory.
+        self.page_size = page_size
         self._matcher = Matcher()
         # Lookups must not overlap an update of the PDQ index; one lock keeps that simple and
         # costs little: an update is microseconds, a lookup about a hundred.
@@ -63,23 +68,39 @@ class LiveIndex:
             log.warning("bank entry %s not indexed: %s", entry_id, reason)
 
     def refresh(self) -> int:
-        """Apply changes made since the last refresh; returns how many were applied."""
+        """Apply changes made since the last refresh; returns how many were applied.
+
+        Reads the store's revision once and pages up to it, taking the lookup lock per page, so
+        lookups interleave with a large catch-up and may briefly see part of it (say, half of a
+        bank's entries renamed). ``revision`` advances only once every page is applied: a failure
+        midway makes the next refresh start over from the last complete one (re-applying a
+        change is harmless).
+        """
         with self._refresh_lock:
-            changes, revision = self._source.changes_since(max(self.revision, 0))
+            upto = self._source.current_revision()
+            cursor: int | tuple[int, int] | None = max(self.revision, 0)
+            applied = 0
+            while cursor is not None:
+                changes, cursor = self._source.changes_page(cursor, limit=self.page_size, upto=upto)
+                with self._lock:
+                    self._apply(changes)
+                applied += len(changes)
             with self._lock:
-                for change in changes:
-                    if change.active and change.entry is not None:
-                        try:
-                            self._matcher.add(change.entry)
-                        except ValueError as exc:
-                            self._matcher.remove(change.entry_id)
-                            log.warning("bank entry %s not indexed: %s", change.entry_id, exc)
-                    else:
-                        self._matcher.remove(change.entry_id)
-                self.revision = max(self.revision, revision)
+                self.revision = max(self.revision, upto)
             self.refreshed_at = time.time()
             self.last_error = None
-            return len(changes)
+            return applied
+
+    def _apply(self, changes: Iterable[Any]) -> None:
+        for change in changes:
+            if change.active and change.entry is not None:
+                try:
+                    self._matcher.add(change.entry)
+                except ValueError as exc:
+                    self._matcher.remove(change.entry_id)
+                    log.warning("bank entry %s not indexed: %s", change.entry_id, exc)
+            else:
+                self._matcher.remove(change.entry_id)
 
     @contextmanager
     def read(self) -> Iterator[Matcher]:

@@ -77,7 +77,7 @@ class EntryRow(Base):
             "bank_id", "signal_type", "value_hash", "url_match", name="uq_bank_entries_value"
         ),
         Index("ix_bank_entries_type_enabled", "signal_type", "enabled"),
-        Index("ix_bank_entries_revision", "revision"),
+        Index("ix_bank_entries_revision_id", "revision", "id"),
         Index("ix_bank_entries_bank_external", "bank_id", "external_id"),
         Index("ix_bank_entries_value_hash", "value_hash"),
         # Never reuse an id on SQLite: a replica must not confuse a new entry with a removed one.
@@ -109,7 +109,7 @@ class TombstoneRow(Base):
     """A removed entry, kept so replicas catching up by revision learn to drop it."""
 
     __tablename__ = "entry_tombstones"
-    __table_args__ = (Index("ix_entry_tombstones_revision", "revision"),)
+    __table_args__ = (Index("ix_entry_tombstones_revision_entry", "revision", "entry_id"),)
 
     entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     bank_name: Mapped[str] = mapped_column(String(64))

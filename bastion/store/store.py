@@ -213,7 +213,8 @@ class ImportReport:
 @dataclass(frozen=True, slots=True)
 class EntryChange:
     """One entry's state at ``revision``. ``active`` False means drop it from any index: it was
-    disabled, its bank was disabled, or it was removed (then ``entry`` is None)."""
+    disabled, its bank was disabled, or it was removed (then ``entry`` is None). ``entry`` holds
+    only what an index needs (see :meth:`Store.get_entry` for the whole row)."""
 
     entry_id: int
     bank: str
@@ -221,7 +222,7 @@ class EntryChange:
     value: str
     revision: int
     active: bool
-    entry: BankEntry | None
+    entry: IndexEntry | None
 
     @property
     def removed(self) -> bool:
@@ -872,44 +873,112 @@ class Store:
         To build an index: note ``current_revision()``, load ``iter_entries()``, then apply
         ``changes_since(noted)`` (applying a change twice is harmless). Every change numbered up
         to the returned revision has been committed, so none is ever skipped.
+
+        Holds every change in memory at once: a long-running index should page through
+        :meth:`changes_page` instead.
         """
-        with self.engine.connect() as conn:
-            # Read the counter first and cap both queries at it: anything at or below it is
-            # already committed, whatever else commits while we read.
-            upto = int(conn.execute(select(state_t.c.revision)).scalar_one())
-            changes = [
-                EntryChange(
-                    entry_id=e.id,
-                    bank=e.bank,
-                    signal_type=e.signal_type,
-                    value=e.value,
-                    revision=e.revision,
-                    active=e.enabled and bool(r.bank_enabled),
-                    entry=e,
-                )
-                for r in conn.execute(
-                    _entry_select()
-                    .where(entries_t.c.revision > revision, entries_t.c.revision <= upto)
-                    .order_by(entries_t.c.revision, entries_t.c.id)
-                )
-                for e in (_to_entry(r),)
-            ]
-            changes += [
-                EntryChange(
-                    entry_id=t.entry_id,
-                    bank=t.bank_name,
-                    signal_type=SignalType(t.signal_type),
-                    value=t.value,
-                    revision=t.revision,
-                    active=False,
-                    entry=None,
-                )
-                for t in conn.execute(
-                    select(tomb_t).where(tomb_t.c.revision > revision, tomb_t.c.revision <= upto)
-                )
-            ]
-        changes.sort(key=lambda c: (c.revision, c.entry_id))
+        upto = self.current_revision()
+        changes: list[EntryChange] = []
+        cursor: int | tuple[int, int] | None = revision
+        while cursor is not None:
+            page, cursor = self.changes_page(cursor, upto=upto)
+            changes += page
         return changes, max(upto, revision)
+
+    def changes_page(
+        self,
+        after: int | tuple[int, int],
+        *,
+        limit: int = 10_000,
+        upto: int | None = None,
+    ) -> tuple[list[EntryChange], tuple[int, int] | None]:
+        """At most ``limit`` changes strictly after ``after``, oldest first, and the cursor to ask
+        from next (None once none are left).
+
+        Changes are ordered by ``(revision, entry id)``: one import batch or bank rename shares a
+        revision, so the cursor is that pair, and an int ``after`` means "after every change of
+        that revision". ``upto`` caps the revision read: pass ``current_revision()`` noted once
+        before the first page, so every page stops at the same committed point (everything at or
+        below it is committed, whatever commits meanwhile) and the caller may then record ``upto``
+        as applied. Only the columns an index needs are read, so a page's memory is bounded.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        rev, after_id = (after, None) if isinstance(after, int) else after
+        with self.engine.connect() as conn:
+            if upto is None:
+                upto = int(conn.execute(select(state_t.c.revision)).scalar_one())
+            if rev >= upto and (after_id is None or rev > upto):
+                return [], None
+            entry_rows = _keyset_page(
+                conn,
+                select(
+                    entries_t.c.id,
+                    banks_t.c.name,
+                    entries_t.c.signal_type,
+                    entries_t.c.value,
+                    entries_t.c.url_match,
+                    entries_t.c.external_id,
+                    cast(entries_t.c.labels, Text),
+                    entries_t.c.revision,
+                    entries_t.c.enabled,
+                    banks_t.c.enabled,
+                ).join(banks_t, banks_t.c.id == entries_t.c.bank_id),
+                (entries_t.c.revision, entries_t.c.id),
+                (rev, after_id, upto, limit),
+            )
+            tomb_rows = _keyset_page(
+                conn,
+                select(
+                    tomb_t.c.entry_id,
+                    tomb_t.c.bank_name,
+                    tomb_t.c.signal_type,
+                    tomb_t.c.value,
+                    tomb_t.c.revision,
+                ),
+                (tomb_t.c.revision, tomb_t.c.entry_id),
+                (rev, after_id, upto, limit),
+            )
+        types = _SIGNAL_TYPES
+        changes = [
+            EntryChange(
+                entry_id=i,
+                bank=bank,
+                signal_type=types[st],
+                value=value,
+                revision=r,
+                active=bool(enabled) and bool(bank_enabled),
+                entry=IndexEntry(
+                    i,
+                    bank,
+                    types[st],
+                    value,
+                    um or None,
+                    ext,
+                    json.loads(labels) if labels and labels != "[]" else [],
+                ),
+            )
+            for i, bank, st, value, um, ext, labels, r, enabled, bank_enabled in entry_rows
+        ]
+        changes += [
+            EntryChange(
+                entry_id=i,
+                bank=bank,
+                signal_type=types[st],
+                value=value,
+                revision=r,
+                active=False,
+                entry=None,
+            )
+            for i, bank, st, value, r in tomb_rows
+        ]
+        # Each query returned its own first ``limit``; the merged first ``limit`` is among them.
+        # An id is never both live and a tombstone (ids are never reused), so keys are unique.
+        changes.sort(key=lambda c: (c.revision, c.entry_id))
+        if len(changes) < limit:
+            return changes, None
+        del changes[limit:]
+        return changes, (changes[-1].revision, changes[-1].entry_id)
 
     # -- API keys ------------------------------------------------------------------------------
 
@@ -1331,6 +1400,38 @@ _ENTRY_COLUMNS = (
     banks_t.c.enabled.label("bank_enabled"),
 )
 _SIGNAL_TYPES = {t.value: t for t in SignalType}
+
+
+def _keyset_page(
+    conn: Connection,
+    stmt: Select[Any],
+    key: tuple[Any, Any],
+    window: tuple[int, int | None, int, int],
+) -> list[Row[Any]]:
+    """The first ``limit`` rows of ``stmt`` keyed (revision, id) strictly after ``(rev, after_id)``
+    (after all of ``rev`` when ``after_id`` is None) and at most revision ``upto``.
+
+    Two range queries rather than one ``OR``: the rest of revision ``rev`` in id order (an index
+    range scan, however many rows the revision holds), then the revisions after it. A single
+    ``revision > r OR (revision = r AND id > i)`` makes PostgreSQL read and sort the whole of
+    revision ``r`` for every page: quadratic for a bank rename of millions of entries.
+    """
+    rev_col, id_col = key
+    rev, after_id, upto, limit = window
+    rows: list[Row[Any]] = []
+    if after_id is not None:
+        rows = list(
+            conn.execute(
+                stmt.where(rev_col == rev, id_col > after_id).order_by(id_col).limit(limit)
+            )
+        )
+    if len(rows) < limit:
+        rows += conn.execute(
+            stmt.where(rev_col > rev, rev_col <= upto)
+            .order_by(rev_col, id_col)
+            .limit(limit - len(rows))
+        ).all()
+    return rows
 
 
 def _entry_select() -> Select[Any]:
