@@ -33,6 +33,8 @@ class Settings:
     max_video_seconds: float = 3600.0
     #: Largest bank file accepted by an import upload (streamed; this bounds disk, not memory).
     max_import_bytes: int = 2 * 2**30
+    #: Largest body of any other request (JSON), checked before it is read.
+    max_json_bytes: int = 16 * 2**20
     #: Requests per minute per API key (0 = unlimited).
     rate_limit_per_minute: int = 6000
     #: How often a replica polls the store for bank changes made elsewhere.
@@ -46,13 +48,24 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def __post_init__(self) -> None:
+        # A bad network would otherwise surface as a 500 on every URL scan, long after start-up.
+        for name in ("fetch_allow_networks", "trusted_proxies"):
+            for value in getattr(self, name):
+                try:
+                    ipaddress.ip_network(str(value).strip(), strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"setting {name}: {value!r} is not an IP network") from exc
+
     @property
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(
             max_bytes=self.fetch_max_bytes,
             timeout=self.fetch_timeout,
             allow_hosts=frozenset(h.lower() for h in self.fetch_allow_hosts),
-            allow_networks=tuple(ipaddress.ip_network(n) for n in self.fetch_allow_networks),
+            allow_networks=tuple(
+                ipaddress.ip_network(n.strip(), strict=False) for n in self.fetch_allow_networks
+            ),
         )
 
     @property

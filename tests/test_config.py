@@ -119,3 +119,26 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
         Settings.load(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="cannot read config file"):
         Settings.load(_toml(tmp_path, "port = = 1\n"))
+
+
+@pytest.mark.parametrize("setting", ["fetch_allow_networks", "trusted_proxies"])
+def test_bad_network_is_a_config_error_naming_the_setting(setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        Settings.load(**{setting: "10.0.0.0/8, not-a-network"})
+    with pytest.raises(ConfigError, match=setting):
+        Settings(**{setting: ("300.1.2.3",)})
+
+
+def test_good_networks_load_and_build_the_fetch_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_FETCH_ALLOW_NETWORKS", "10.0.0.0/8, 192.168.1.7")
+    settings = Settings.load()
+    assert [str(n) for n in settings.fetch_policy.allow_networks] == [
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+    ]
+
+
+def test_max_json_bytes_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_json_bytes == 16 * 2**20
+    monkeypatch.setenv("BASTION_MAX_JSON_BYTES", "1000")
+    assert Settings.load().max_json_bytes == 1000

@@ -6,7 +6,10 @@ run in the thread pool, because hashing and index lookups are CPU-bound native c
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +29,7 @@ from prometheus_client import (
 from bastion import __version__
 from bastion.api import hma, problems, v1
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
+from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.index.live import LiveIndex
 from bastion.store import Store
@@ -127,12 +131,117 @@ class MetricsMiddleware:
                 rt.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
+_UPLOAD_ROUTES = re.compile(r"^/(v1/scan|h/hash|m/lookup|c/bank/[^/]+/content)/?$")
+_IMPORT_ROUTES = re.compile(r"^/v1/banks/[^/]+/import/?$")
+#: Room for multipart boundaries and headers around an upload of the full allowed size.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def body_limit(settings: Settings, method: str, path: str) -> int:
+    """The largest body a request to ``path`` may send."""
+    if method == "POST" and _UPLOAD_ROUTES.match(path):
+        return settings.max_upload_bytes + MULTIPART_OVERHEAD
+    if method == "POST" and _IMPORT_ROUTES.match(path):
+        return settings.max_import_bytes
+    return settings.max_json_bytes
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the route's limit before anything reads them: by Content-Length up
+    front, and by counting the bytes of a chunked (or lying) body as the route reads it."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(self.settings, scope["method"], scope["path"])
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if value.strip().isdigit() and int(value) > limit:
+                    await _send_too_large(scope, send, limit)
+                    return
+                break
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _send_too_large(scope, send, limit)
+
+
+async def _send_too_large(scope: Any, send: Any, limit: int) -> None:
+    problem = problems.Problem(413, detail=f"the request body is over the limit of {limit} bytes")
+    payload = json.dumps(problem.body(scope.get("path"))).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", problems.PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address in proxies
+    for proxy in proxies:
+        try:
+            if ip in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def client_address(request: Request, settings: Settings) -> str | None:
+    """The caller's address. Behind trusted proxies, X-Forwarded-For is read from the right:
+    each proxy appends the address it saw, and only entries added by trusted proxies can be
+    believed, so the first untrusted one from the right is the client (the leftmost is whatever
+    the client chose to send)."""
     peer = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and peer in settings.trusted_proxies:
-        return forwarded.split(",")[0].strip()
-    return peer
+    if peer is None or not _trusted(peer, settings.trusted_proxies):
+        return peer
+    hops = [
+        h.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for h in header.split(",")
+        if h.strip()
+    ]
+    address = peer
+    for hop in reversed(hops):
+        address = hop
+        if not _trusted(hop, settings.trusted_proxies):
+            break
+    return address
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -161,6 +270,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     problems.install(app)
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problems.problem_response(problems.Problem(413, detail=exc.detail), request)
+
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware)
 
     @app.get("/healthz", tags=["operations"])

@@ -9,15 +9,19 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from bastion.api.problems import Problem
 
 SCOPES = ("hash", "match", "curate", "export", "admin")
 _CACHE_SECONDS = 10.0
+#: An unknown token is re-checked after this long (it may have just been created).
+_FAILURE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,24 +36,61 @@ class Principal:
 
 
 class KeyCache:
-    """Verified keys by token digest, for a few seconds (a revoked key stops within that)."""
+    """Verified keys by token digest, for a few seconds (a revoked key stops within that).
 
-    def __init__(self) -> None:
-        self._items: dict[bytes, tuple[float, Principal | None]] = {}
+    Failures are kept only briefly, and the oldest entries are evicted first, so a flood of
+    random tokens can neither hammer the store nor push valid keys out all at once.
+    """
+
+    def __init__(
+        self,
+        max_items: int = 10_000,
+        ttl: float = _CACHE_SECONDS,
+        failure_ttl: float = _FAILURE_SECONDS,
+    ) -> None:
+        self.max_items = max_items
+        self.ttl = ttl
+        self.failure_ttl = failure_ttl
+        self._items: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, token: str, verify: Callable[[str], Principal | None]) -> Principal | None:
-        digest = hashlib.sha256(token.encode()).digest()
+    @staticmethod
+    def _digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def lookup(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, principal or None) on a fresh cache hit, (False, None) on a miss."""
+        digest = self._digest(token)
         now = time.monotonic()
         with self._lock:
             hit = self._items.get(digest)
-        if hit and now - hit[0] < _CACHE_SECONDS:
-            return hit[1]
-        principal = verify(token)
+            if hit is None:
+                return False, None
+            ttl = self.ttl if hit[1] is not None else self.failure_ttl
+            if now - hit[0] >= ttl:
+                del self._items[digest]
+                return False, None
+            self._items.move_to_end(digest)
+            return True, hit[1]
+
+    def put(self, token: str, principal: Principal | None) -> None:
+        digest = self._digest(token)
         with self._lock:
-            if len(self._items) > 10_000:
-                self._items.clear()
-            self._items[digest] = (now, principal)
+            self._items[digest] = (time.monotonic(), principal)
+            self._items.move_to_end(digest)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, token: str, verify: Callable[[str], Principal | None]) -> Principal | None:
+        """The cached answer, or ``verify(token)`` (cached) on a miss."""
+        hit, principal = self.lookup(token)
+        if hit:
+            return principal
+        principal = verify(token)
+        self.put(token, principal)
         return principal
 
 
@@ -96,10 +137,15 @@ def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
         raise ValueError(f"unknown scope {scope!r}")
 
     # async so FastAPI runs it on the event loop: a cached key is a dict lookup, and a thread
-    # hop per request would cost more than the check itself.
+    # hop per request would cost more than the check itself. A miss reads (and may write) the
+    # store, so that one goes to the thread pool.
     async def dependency(request: Request) -> Principal:
         rt = request.app.state.runtime
-        principal = rt.keys.get(_token(request), rt.verify_key)
+        token = _token(request)
+        hit, principal = rt.keys.lookup(token)
+        if not hit:
+            principal = await run_in_threadpool(rt.verify_key, token)
+            rt.keys.put(token, principal)
         if principal is None:
             raise Problem(
                 401,

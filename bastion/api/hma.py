@@ -38,7 +38,7 @@ from bastion.fetch import FetchError, fetch
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, DEFAULT_VIDEO_MATCH_PERCENT, Match
 from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
-from bastion.store import BankExists, EntryNotFound, StoreError
+from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, StoreError
 
 router = APIRouter(tags=["hma"], responses=AUTH_RESPONSES)
 #: Error statuses, by what a route does: every route can get a bad parameter.
@@ -65,6 +65,10 @@ _NO_DISTANCE = "-"
 _METADATA_KEYS = ("content_id", "content_uri", "json")
 _MAX_NOTE = 255
 _HMA_ENABLED, _HMA_DISABLED = 1, 0
+#: Matches listed per signal, closest first: a wide net must not list (or score) a whole bank.
+MAX_MATCHES = 100
+#: Frames per vPDQ hash /m/compare accepts: the comparison is quadratic in frames.
+MAX_COMPARE_FRAMES = 10_000
 #: OpenAPI description of HMA's upload body, which the routes read by hand (one file, any field).
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -236,6 +240,13 @@ def _hash(
     As HMA does, a PDQ hash below the quality floor is reported as an empty string: such an
     image is too flat for its hash to mean anything. Callers that store or match drop it.
     """
+    return _hash_kind(rt, data, name, types)[1]
+
+
+def _hash_kind(
+    rt: Any, data: bytes, name: str, types: set[SignalType] | None
+) -> tuple[str, list[tuple[SignalType, str]]]:
+    """:func:`_hash`, plus the kind of content (image, video, ...)."""
     result = hash_bytes(data, name=name, options=rt.settings.hash_options)
     if result.error:
         raise _error(400, f"cannot hash the content: {result.error}")
@@ -247,7 +258,7 @@ def _hash(
         if sig.type is SignalType.PDQ and (sig.quality or 0) < DEFAULT_MIN_QUALITY:
             value = ""
         out.append((sig.type, value))
-    return _ordered(out)
+    return result.kind, _ordered(out)
 
 
 def _usable(signals: list[tuple[SignalType, str]]) -> list[tuple[SignalType, str]]:
@@ -305,7 +316,7 @@ def _query_signal(st: SignalType, value: str) -> Signal:
 
 def _match(rt: Any, signal: Signal, banks: set[str] | None) -> list[Match]:
     with rt.index.read() as matcher:
-        return list(matcher.match([signal], banks=banks))
+        return list(matcher.match([signal], banks=banks))[:MAX_MATCHES]
 
 
 def _distance(rt: Any, match: Match, signal: Signal) -> str:
@@ -449,7 +460,7 @@ def lookup_get(
     "/m/lookup",
     summary="Look up an uploaded file (HMA)",
     openapi_extra=_UPLOAD_DOC,
-    responses=_UPLOAD,
+    responses=problem_responses(400, 413, 422, 503),
 )
 async def lookup_post(
     request: Request,
@@ -465,12 +476,51 @@ async def lookup_post(
     _, data, name, _ = await _upload(request, rt)
 
     def work() -> dict[str, Any]:
-        return _lookup_signals(rt, _hash(rt, data, name, wanted), _bank_filter(banks))
+        kind, signals = _hash_kind(rt, data, name, wanted)
+        result = _lookup_signals(rt, signals, _bank_filter(banks))
+        _record_scan(rt, principal, kind, signals, result)
+        return result
 
     return await run_in_threadpool(work)
 
 
-@router.post("/m/compare", summary="Compare pairs of hashes (HMA)", responses=_BAD)
+def _record_scan(
+    rt: Any,
+    principal: Principal,
+    kind: str,
+    signals: list[tuple[SignalType, str]],
+    result: dict[str, dict[str, list[Any]]],
+) -> None:
+    """Store a matching upload as /v1/scan does, before answering: a match is never reported
+    that has not been recorded."""
+    matches = [
+        {"signal_type": sig_name, "bank": bank, **row}
+        for sig_name, by_bank in result.items()
+        for bank, rows in by_bank.items()
+        for row in rows
+    ]
+    if not matches:
+        return
+    try:
+        rt.store.record_scan(
+            actor=f"key:{principal.name}",
+            content_kind=kind,
+            context={},
+            signals=[{"type": str(st), "value": value} for st, value in signals if value],
+            matches=matches,
+            verdict="review",
+        )
+    except StoreError as exc:
+        raise Problem(
+            503, "Store unavailable", detail="the matching scan could not be recorded"
+        ) from exc
+
+
+@router.post(
+    "/m/compare",
+    summary="Compare pairs of hashes (HMA)",
+    responses=problem_responses(400, 413, 422),
+)
 def compare(
     request: Request,
     body: Annotated[dict[str, Any], Body()],
@@ -492,6 +542,10 @@ def compare(
         if not all(isinstance(h, str) for h in pair):
             raise _error(400, f"Invalid {name} hash: hashes must be strings")
         left, right = (_query_signal(st, h) for h in pair)
+        if st is SignalType.VPDQ and max(len(left.frames), len(right.frames)) > MAX_COMPARE_FRAMES:
+            raise _error(
+                413, f"vPDQ hashes to compare may have at most {MAX_COMPARE_FRAMES} frames each"
+            )
         if st is SignalType.PDQ:
             dist = hamming(left.value, right.value)
             out[name] = [dist <= DEFAULT_PDQ_THRESHOLD, {"distance": dist}]
@@ -579,10 +633,13 @@ def _bank_json(bank: Bank) -> dict[str, Any]:
 
 
 def _get_bank(rt: Any, name: str) -> Bank:
+    """The bank, or 404; any other store failure is left to the 503 handler."""
     try:
         return rt.store.get_bank(bank_key(name))
-    except StoreError:
+    except BankNotFound:
         raise _error(404, f"bank '{name}' not found") from None
+    except InvalidInput as exc:
+        raise _error(400, str(exc)) from None
 
 
 def _enabled_from(body: dict[str, Any]) -> bool | None:
@@ -681,7 +738,7 @@ def bank_delete(
     rt = _rt(request)
     try:
         rt.store.delete_bank(bank_key(bank_name))
-    except StoreError:
+    except (BankNotFound, InvalidInput):  # no such bank: nothing to delete
         return {"message": "Done"}
     rt.index.refresh()
     rt.audit(request, principal, "hma.bank.delete", f"bank:{bank_key(bank_name)}")
@@ -963,6 +1020,15 @@ def bank_get_content(
         for e in entries:
             signals.setdefault(hma_signal_name(e.signal_type), e.value)
         out["signals"] = signals
+        # Hash values are what the `export` scope guards in bulk; one named content stays a
+        # curate read, but who read which values is on record.
+        rt.audit(
+            request,
+            principal,
+            "hma.content.read",
+            f"bank:{bank.name}/content:{content_id}",
+            signal_types=sorted(signals),
+        )
     if _flag(include_metadata, True) and extra.get("metadata"):
         out["metadata"] = extra["metadata"]
     if extra.get("note"):

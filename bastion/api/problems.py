@@ -14,7 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion.store import StoreUnavailable
 
 log = logging.getLogger("bastion.api")
 
@@ -50,6 +53,17 @@ class Problem(Exception):
             doc["instance"] = instance
         doc.update(self.extra)
         return doc
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A streamed request body went over its route's limit (raised from the wrapped receive).
+
+    An HTTPException, so FastAPI's body parsing passes it on instead of calling it a 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {limit} bytes")
+        self.limit = limit
 
 
 #: JSON Schema of a problem document, published once as ``components/schemas/Problem``.
@@ -173,6 +187,16 @@ def install(app: FastAPI) -> None:
         title = HTTPStatus(exc.status_code).phrase
         return problem_response(
             Problem(exc.status_code, title, detail=detail, headers=exc.headers), request
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+        # The message may name hosts or SQL; it goes to the log, not to the caller.
+        log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            Problem(503, "Store unavailable", detail="the database is unavailable; retry later"),
+            request,
         )
 
     @app.exception_handler(Exception)

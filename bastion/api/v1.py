@@ -5,6 +5,7 @@ Every route needs an API key with the right scope; curate, export and admin call
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -17,18 +18,34 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import Principal, require
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
 from bastion.fetch import FetchError, fetch
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
-from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, StoreError
+from bastion.store import (
+    BankExists,
+    BankNotFound,
+    EntryNotFound,
+    ImportAborted,
+    ImportReport,
+    InvalidInput,
+    StoreError,
+)
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES)
+log = logging.getLogger("bastion.api")
 
 MAX_LOOKUP = 1000
+#: Highest Hamming threshold a caller may ask for: PDQ practice is 31, sometimes up to ~52-63;
+#: beyond that a hash matches a large share of any bank.
+MAX_THRESHOLD = 64
+#: Matches returned per signal (closest first); a result that was cut says ``truncated``.
+MAX_MATCHES = 100
+#: Lookups cheaper than this run on the event loop; heavier ones in the thread pool.
+_LIGHT_SIGNALS = 32
 MAX_ENTRIES_PER_CALL = 10_000
 #: Errors of the routes that name a bank (and maybe an entry) in the path.
 _STORE = problem_responses(503)
@@ -61,7 +78,7 @@ class ScanUrl(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(..., min_length=1, max_length=8192)
     context: Context = Field(default_factory=Context)
-    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=256)
+    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
     dihedral: StrictBool = False
 
 
@@ -99,6 +116,7 @@ class ScanResponse(BaseModel):
     matches: list[MatchOut]
     verdict: Verdict
     warnings: list[str] = []
+    truncated: bool = Field(False, description=f"More than {MAX_MATCHES} matches; closest kept.")
 
 
 class SignalIn(BaseModel):
@@ -110,7 +128,7 @@ class SignalIn(BaseModel):
 class LookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signals: list[SignalIn] = Field(..., min_length=1, max_length=MAX_LOOKUP)
-    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=256)
+    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
     banks: list[str] | None = None
 
 
@@ -119,6 +137,7 @@ class LookupResult(BaseModel):
     value: str
     matches: list[MatchOut]
     error: str | None = None
+    truncated: bool = Field(False, description=f"More than {MAX_MATCHES} matches; closest kept.")
 
 
 class LookupResponse(BaseModel):
@@ -203,6 +222,12 @@ class ImportOut(BaseModel):
     duplicates: int
     rejected: int
     errors: list[str]
+    aborted: str | None = Field(
+        None,
+        description="Set when an import stopped midway (e.g. the database went away): the "
+        "counts cover the batches stored before that, which are live; re-send the file to "
+        "finish (duplicates are skipped).",
+    )
 
 
 class EntryPage(BaseModel):
@@ -285,7 +310,7 @@ _SCAN_BODY = {
                             "description": "JSON object: content_id, uploader_id, "
                             "conversation_id, age_band",
                         },
-                        "threshold": {"type": "integer", "minimum": 0, "maximum": 256},
+                        "threshold": {"type": "integer", "minimum": 0, "maximum": MAX_THRESHOLD},
                         "dihedral": {"type": "boolean"},
                     },
                 }
@@ -334,13 +359,20 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
     perceptual = any(s.type in (SignalType.PDQ, SignalType.VPDQ) for s in fs.signals)
     if fs.error and not perceptual and (fs.kind in ("image", "video") or fs.size == 0):
         raise Problem(422, "Content could not be hashed", detail=fs.error)
-    with rt.index.read() as matcher:
-        matches = matcher.match(
-            fs.signals,
-            threshold=threshold,
-            min_quality=DEFAULT_MIN_QUALITY,
-            dihedral=fs.pdq_dihedral if dihedral else (),
-        )
+
+    def match() -> list[Match]:
+        with rt.index.read() as matcher:
+            return matcher.match(
+                fs.signals,
+                threshold=threshold,
+                min_quality=DEFAULT_MIN_QUALITY,
+                dihedral=fs.pdq_dihedral if dihedral else (),
+            )
+
+    heavy = threshold > DEFAULT_PDQ_THRESHOLD or dihedral or fs.kind == "video"
+    matches = await run_in_threadpool(match) if heavy else match()
+    truncated = len(matches) > MAX_MATCHES
+    matches = matches[:MAX_MATCHES]
     _count_matches(request, matches)
     signals = [SignalOut(type=s.type, value=s.value, quality=s.quality) for s in fs.signals]
     match_out = [_match_out(m) for m in matches]
@@ -365,7 +397,9 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
                 verdict=verdict.decision,
             )
         except StoreError as exc:  # a match that cannot be recorded is not answered as one
-            raise _store_errors(exc) from exc
+            raise Problem(
+                503, "Store unavailable", detail="the matching scan could not be recorded"
+            ) from exc
     return ScanResponse(
         scan_id=scan_id,
         kind=fs.kind,
@@ -375,6 +409,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         matches=match_out,
         verdict=verdict,
         warnings=warnings,
+        truncated=truncated,
     )
 
 
@@ -412,6 +447,8 @@ async def _read_upload(request: Request, settings: Any) -> tuple[bytes, str, Con
         raise Problem(413, detail=f"upload of {declared} bytes is over the limit of {limit}")
     try:
         form = await request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
+    except BodyTooLarge:
+        raise
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise Problem(400, "Malformed multipart body", detail=str(exc)) from exc
     upload = form.get("file")
@@ -426,7 +463,9 @@ async def _read_upload(request: Request, settings: Any) -> tuple[bytes, str, Con
         ctx = Context.model_validate_json(raw_ctx) if isinstance(raw_ctx, str) else Context()
     except ValidationError as exc:
         raise _validation_problem(exc) from exc
-    threshold = _form_int(form.get("threshold"), DEFAULT_PDQ_THRESHOLD, "threshold", 0, 256)
+    threshold = _form_int(
+        form.get("threshold"), DEFAULT_PDQ_THRESHOLD, "threshold", 0, MAX_THRESHOLD
+    )
     dihedral = _form_bool(form.get("dihedral"), "dihedral")
     return data, upload.filename or "upload", ctx, threshold, dihedral
 
@@ -458,9 +497,8 @@ def _form_int(value: Any, default: int, name: str, lo: int, hi: int) -> int:
 )
 async def lookup(body: LookupRequest, request: Request, _: MatchKey) -> JSONResponse:
     """Match precomputed signals (for platforms that hash on their own side), up to 1,000 a call.
-    A malformed signal gets its own error; the others are still matched.
-
-    Runs on the event loop: a lookup is ~0.1 ms of native code per hash, less than a thread hop.
+    A malformed signal gets its own error; the others are still matched. Each signal gets at
+    most 100 matches, closest first (``truncated`` is set on a result that was cut).
     """
     rt = _rt(request)
     results: list[dict[str, Any]] = []
@@ -486,17 +524,36 @@ async def lookup(body: LookupRequest, request: Request, _: MatchKey) -> JSONResp
         if stype is SignalType.PDQ:
             pdq_rows.append((i, value))
     banks = body.banks
-    with rt.index.read() as matcher:
-        found = matcher.lookup_pdq([v for _, v in pdq_rows], threshold=body.threshold, banks=banks)
-        for (i, _), ms in zip(pdq_rows, found, strict=True):
-            results[i]["matches"] = [m.as_dict() for m in ms]
-            _count_matches(request, ms)
-        for i, sig in enumerate(parsed):
-            if sig is not None and sig.type is not SignalType.PDQ:
-                ms = matcher.match([sig], threshold=body.threshold, banks=banks)
-                results[i]["matches"] = [m.as_dict() for m in ms]
-                _count_matches(request, ms)
+
+    def match() -> None:
+        with rt.index.read() as matcher:
+            found = matcher.lookup_pdq(
+                [v for _, v in pdq_rows], threshold=body.threshold, banks=banks
+            )
+            for (i, _), ms in zip(pdq_rows, found, strict=True):
+                _set_matches(request, results[i], ms)
+            for i, sig in enumerate(parsed):
+                if sig is not None and sig.type is not SignalType.PDQ:
+                    ms = matcher.match([sig], threshold=body.threshold, banks=banks)
+                    _set_matches(request, results[i], ms)
+
+    # One or a few hashes at a normal threshold take ~0.1 ms each, less than a thread hop; a
+    # wide threshold or a big batch would hold up every other request on the event loop.
+    heavy = body.threshold > DEFAULT_PDQ_THRESHOLD or len(body.signals) > _LIGHT_SIGNALS
+    heavy = heavy or any(s is not None and s.type is SignalType.VPDQ for s in parsed)
+    if heavy:
+        await run_in_threadpool(match)
+    else:
+        match()
     return JSONResponse({"results": results})
+
+
+def _set_matches(request: Request, result: dict[str, Any], matches: list[Match]) -> None:
+    if len(matches) > MAX_MATCHES:
+        matches = matches[:MAX_MATCHES]
+        result["truncated"] = True
+    result["matches"] = [m.as_dict() for m in matches]
+    _count_matches(request, matches)
 
 
 # -- banks ------------------------------------------------------------------------------------
@@ -579,7 +636,7 @@ def delete_bank(name: str, request: Request, principal: CurateKey) -> None:
 def list_entries(
     name: str,
     request: Request,
-    _: CurateKey,
+    principal: ExportKey,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="Entries with a larger id than this.")
     ] = 0,
@@ -590,6 +647,17 @@ def list_entries(
     page = rt.store.list_entries(bank.name, after=after, limit=limit + 1)
     more = len(page) > limit
     page = page[:limit]
+    rt.audit(
+        request,
+        principal,
+        "bank.entries.read",
+        bank.name,
+        after=after,
+        limit=limit,
+        entries=len(page),
+        first=page[0].id if page else None,
+        last=page[-1].id if page else None,
+    )
     return EntryPage(
         entries=[_entry_out(e) for e in page], next_after=page[-1].id if more else None
     )
@@ -731,6 +799,8 @@ async def import_bank(
     rt = _rt(request)
     bank = await run_in_threadpool(_get_bank, rt, name)
     limit = rt.settings.max_import_bytes
+    report: ImportReport | None = None
+    aborted: str | None = None
     fd, path = tempfile.mkstemp(prefix="bastion-import-")
     try:
         size = 0
@@ -742,22 +812,58 @@ async def import_bank(
                 out.write(chunk)
         if size == 0:
             raise Problem(422, "Invalid request", detail="the request body is empty")
+        failed = True
         try:
             report = await run_in_threadpool(rt.store.import_file, bank.name, path, format)
+            failed = False
+        except ImportAborted as exc:
+            # Batches before the failure are stored and will match: say so, with the count.
+            report, aborted, failed = exc.report, str(exc), False
         except (StoreError, ValueError) as exc:
+            aborted = str(exc)
             raise _problem(exc) from exc
+        finally:
+            await _after_import(rt, request, principal, bank.name, report, aborted, failed)
     finally:
         os.unlink(path)
-    await run_in_threadpool(
-        rt.audit, request, principal, "bank.import", bank.name, added=report.added
-    )
-    await run_in_threadpool(rt.index.refresh)
+    assert report is not None  # set unless an exception is on its way out
     return ImportOut(
         added=report.added,
         duplicates=report.duplicates,
         rejected=report.error_count,
         errors=list(report.errors)[:100],
+        aborted=aborted,
     )
+
+
+async def _after_import(
+    rt: Any,
+    request: Request,
+    principal: Principal,
+    bank: str,
+    report: ImportReport | None,
+    aborted: str | None,
+    failed: bool,
+) -> None:
+    """Audit and refresh after an import, whatever its outcome: batches committed before a
+    failure are live. When the import failed outright (its error is on the way to the caller),
+    a failure to audit is only logged, so it cannot hide that error."""
+    detail: dict[str, Any] = {"added": report.added if report else 0}
+    if aborted is not None:
+        detail["aborted"] = aborted[:500]
+    try:
+        await run_in_threadpool(rt.audit, request, principal, "bank.import", bank, **detail)
+    except Exception:
+        if not failed:
+            raise
+        log.warning("could not audit a failed import into %s", bank, exc_info=True)
+    finally:
+        try:
+            await run_in_threadpool(rt.index.refresh)
+        except Exception:
+            if not failed:
+                raise
+            log.warning("could not refresh the index after an import", exc_info=True)
 
 
 @router.get(

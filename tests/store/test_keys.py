@@ -281,7 +281,8 @@ def test_0002_upgrades_a_populated_0001_database_and_downgrades(db: Database) ->
     store.add_entries("old", [NewEntry(SignalType.MD5, "a" * 32)])
     store.migrate()
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        # migrate() goes to the newest revision, which is at least 0002
+        assert MigrationContext.configure(conn).get_current_revision() >= "0002"
         tables = set(inspect(conn).get_table_names())
     assert {"api_keys", "audit_log", "audit_head", "scans"} <= tables
     assert [e.value for e in store.iter_entries()] == ["a" * 32]
