@@ -260,22 +260,7 @@ def _bank_out(b: Bank) -> BankOut:
 
 
 def _entry_out(e: BankEntry) -> EntryOut:
-    return EntryOut(
-        id=e.id,
-        bank=e.bank,
-        signal_type=e.signal_type,
-        value=e.value,
-        quality=e.quality,
-        url_match=e.url_match,
-        external_id=e.external_id,
-        source=e.source,
-        list_name=e.list_name,
-        added_at=e.added_at,
-        labels=list(e.labels),
-        enabled=e.enabled,
-        disabled_reason=e.disabled_reason,
-        metadata=dict(e.metadata),
-    )
+    return EntryOut.model_validate(e, from_attributes=True)
 
 
 def _store_errors(exc: StoreError) -> Problem:
