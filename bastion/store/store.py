@@ -762,17 +762,7 @@ class Store:
         is bound by row decoding, and dates and metadata are never needed there.
         """
         stmt = (
-            select(
-                entries_t.c.id,
-                banks_t.c.name,
-                entries_t.c.signal_type,
-                entries_t.c.value,
-                entries_t.c.url_match,
-                entries_t.c.external_id,
-                # Read as text and parse only non-empty lists: the JSON type's per-row decoding
-                # costs more than the rest of the row.
-                cast(entries_t.c.labels, Text),
-            )
+            select(*_INDEX_COLUMNS)
             .join(banks_t, banks_t.c.id == entries_t.c.bank_id)
             .where(entries_t.c.enabled.is_(True), banks_t.c.enabled.is_(True))
             .order_by(entries_t.c.id)
@@ -781,12 +771,10 @@ class Store:
             stmt = stmt.where(banks_t.c.name.in_([str(b).lower() for b in banks]))
         if signal_types is not None:
             stmt = stmt.where(entries_t.c.signal_type.in_([str(t) for t in signal_types]))
-        types = _SIGNAL_TYPES
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=batch).execute(stmt)
-            for i, bank, st, value, um, ext, labels in result:
-                parsed = json.loads(labels) if labels and labels != "[]" else []
-                yield IndexEntry(i, bank, types[st], value, um or None, ext, parsed)
+            for row in result:
+                yield _to_index_entry(row)
 
     def get_entry(self, entry_id: int) -> BankEntry:
         row = None
@@ -913,13 +901,7 @@ class Store:
             entry_rows = _keyset_page(
                 conn,
                 select(
-                    entries_t.c.id,
-                    banks_t.c.name,
-                    entries_t.c.signal_type,
-                    entries_t.c.value,
-                    entries_t.c.url_match,
-                    entries_t.c.external_id,
-                    cast(entries_t.c.labels, Text),
+                    *_INDEX_COLUMNS,
                     entries_t.c.revision,
                     entries_t.c.enabled,
                     banks_t.c.enabled,
@@ -940,26 +922,21 @@ class Store:
                 (rev, after_id, upto, limit),
             )
         types = _SIGNAL_TYPES
-        changes = [
-            EntryChange(
-                entry_id=i,
-                bank=bank,
-                signal_type=types[st],
-                value=value,
-                revision=r,
-                active=bool(enabled) and bool(bank_enabled),
-                entry=IndexEntry(
-                    i,
-                    bank,
-                    types[st],
-                    value,
-                    um or None,
-                    ext,
-                    json.loads(labels) if labels and labels != "[]" else [],
-                ),
+        changes = []
+        for row in entry_rows:
+            entry = _to_index_entry(row)
+            revision, enabled, bank_enabled = row[len(_INDEX_COLUMNS) :]
+            changes.append(
+                EntryChange(
+                    entry_id=entry.id,
+                    bank=entry.bank,
+                    signal_type=entry.signal_type,
+                    value=entry.value,
+                    revision=revision,
+                    active=bool(enabled) and bool(bank_enabled),
+                    entry=entry,
+                )
             )
-            for i, bank, st, value, um, ext, labels, r, enabled, bank_enabled in entry_rows
-        ]
         changes += [
             EntryChange(
                 entry_id=i,
@@ -1400,6 +1377,23 @@ _ENTRY_COLUMNS = (
     banks_t.c.enabled.label("bank_enabled"),
 )
 _SIGNAL_TYPES = {t.value: t for t in SignalType}
+#: What the in-memory index needs of an entry, in IndexEntry field order. Labels are read as text
+#: and parsed only when non-empty: the JSON type's per-row decoding costs more than the rest.
+_INDEX_COLUMNS = (
+    entries_t.c.id,
+    banks_t.c.name,
+    entries_t.c.signal_type,
+    entries_t.c.value,
+    entries_t.c.url_match,
+    entries_t.c.external_id,
+    cast(entries_t.c.labels, Text),
+)
+
+
+def _to_index_entry(r: Row[Any]) -> IndexEntry:
+    i, bank, st, value, um, ext, labels = r[: len(_INDEX_COLUMNS)]
+    parsed = json.loads(labels) if labels and labels != "[]" else []
+    return IndexEntry(i, bank, _SIGNAL_TYPES[st], value, um or None, ext, parsed)
 
 
 def _keyset_page(
