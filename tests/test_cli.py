@@ -10,7 +10,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from bastion.cli import app
+from tests.conftest import postgres_schema_url
 
 runner = CliRunner()
 
@@ -34,18 +34,8 @@ def db(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_db():
     """A fresh PostgreSQL schema, reached through the same URL option a user would pass."""
-    base = os.environ.get(
-        "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-    )
-    schema = f"t_cli_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema_url("t_cli") as url:
+        yield url
 
 
 def scan_json(db: str, *args: str) -> tuple[int, list[dict]]:

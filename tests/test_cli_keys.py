@@ -4,19 +4,17 @@ works, bad scopes are usage errors, and create/revoke are audited with the OS us
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from bastion import cli_keys
 from bastion.cli import app
 from bastion.store import Store
+from tests.conftest import postgres_schema_url
 
 runner = CliRunner()
 TOKEN_RE = re.compile(r"^bst_[A-Za-z0-9]{8,12}_[A-Za-z0-9_-]{43,}$")
@@ -40,18 +38,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def pg_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
-    base = os.environ.get(
-        "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-    )
-    schema = f"t_key_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema_url("t_key") as url:
+        yield url
 
 
 def create(db: str, name: str, *args: str) -> str:

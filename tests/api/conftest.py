@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,7 @@ from sqlalchemy import create_engine
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.store import Store
-
-PG_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
+from tests.conftest import PG_URL
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

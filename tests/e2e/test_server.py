@@ -18,13 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from bastion.store import Store
+from tests.conftest import postgres_schema_url
 
-PG_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
 BASTION = str(Path(sys.executable).with_name("bastion"))
 
 
@@ -76,16 +73,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bastion.db'}"
         return
-    schema = f"t_e2e_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
+    with postgres_schema_url("t_e2e") as url:
+        yield url
 
 
 def _admin(db_url: str) -> dict[str, str]:
@@ -123,53 +112,46 @@ def test_serve_scan_over_http(db_url: str, tmp_path: Path, testdata: Path) -> No
 
 @pytest.mark.postgres
 def test_two_replicas_see_each_others_changes(tmp_path: Path) -> None:
-    schema = f"t_rep_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
     servers: list[Server] = []
-    try:
-        headers = _admin(url)
-        servers = [Server(url, tmp_path), Server(url, tmp_path)]
-        a, b = (s.base for s in servers)
-        httpx.post(f"{a}/v1/banks", headers=headers, json={"name": "shared"})
-        value = uuid.uuid4().hex  # an md5-shaped value
-        query = {"signals": [{"type": "md5", "value": value}]}
+    with postgres_schema_url("t_rep") as url:
+        try:
+            headers = _admin(url)
+            servers = [Server(url, tmp_path), Server(url, tmp_path)]
+            a, b = (s.base for s in servers)
+            httpx.post(f"{a}/v1/banks", headers=headers, json={"name": "shared"})
+            value = uuid.uuid4().hex  # an md5-shaped value
+            query = {"signals": [{"type": "md5", "value": value}]}
 
-        def b_matches() -> bool:
-            r = httpx.post(f"{b}/v1/lookup", headers=headers, json=query)
-            return bool(r.json()["results"][0]["matches"])
+            def b_matches() -> bool:
+                r = httpx.post(f"{b}/v1/lookup", headers=headers, json=query)
+                return bool(r.json()["results"][0]["matches"])
 
-        assert not b_matches()
-        added_at = time.monotonic()
-        r = httpx.post(
-            f"{a}/v1/banks/shared/entries",
-            headers=headers,
-            json={"entries": [{"signal_type": "md5", "value": value}]},
-        )
-        assert r.json()["added"] == 1
-        while not b_matches():
-            assert time.monotonic() - added_at < 5, "replica B did not see the entry in 5 s"
-            time.sleep(0.1)
-        seen_after = time.monotonic() - added_at
-        httpx.patch(
-            f"{b}/v1/banks/shared/entries/{value}", headers=headers, json={"enabled": False}
-        )
-        disabled_at = time.monotonic()
-        while True:
-            r = httpx.post(f"{a}/v1/lookup", headers=headers, json=query)
-            if not r.json()["results"][0]["matches"]:
-                break
-            assert time.monotonic() - disabled_at < 5, "replica A still matches after 5 s"
-            time.sleep(0.1)
-        assert seen_after < 5
-    finally:
-        for s in servers:
-            s.stop()
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
+            assert not b_matches()
+            added_at = time.monotonic()
+            r = httpx.post(
+                f"{a}/v1/banks/shared/entries",
+                headers=headers,
+                json={"entries": [{"signal_type": "md5", "value": value}]},
+            )
+            assert r.json()["added"] == 1
+            while not b_matches():
+                assert time.monotonic() - added_at < 5, "replica B did not see the entry in 5 s"
+                time.sleep(0.1)
+            seen_after = time.monotonic() - added_at
+            httpx.patch(
+                f"{b}/v1/banks/shared/entries/{value}", headers=headers, json={"enabled": False}
+            )
+            disabled_at = time.monotonic()
+            while True:
+                r = httpx.post(f"{a}/v1/lookup", headers=headers, json=query)
+                if not r.json()["results"][0]["matches"]:
+                    break
+                assert time.monotonic() - disabled_at < 5, "replica A still matches after 5 s"
+                time.sleep(0.1)
+            assert seen_after < 5
+        finally:
+            for s in servers:
+                s.stop()
 
 
 def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(

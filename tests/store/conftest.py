@@ -6,7 +6,6 @@ the PostgreSQL tests fail (never skip): the scaled deployment must stay tested.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,10 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from bastion.store import Store
-
-PG_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
+from tests.conftest import PG_URL
 
 
 @dataclass
