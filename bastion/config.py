@@ -46,6 +46,32 @@ class Settings:
     fetch_allow_hosts: tuple[str, ...] = ()
     #: Trust X-Forwarded-For from these proxies for the audit log's remote address.
     trusted_proxies: tuple[str, ...] = ()
+    #: Master key (base64 of 32 bytes) for data Bastion encrypts at rest (review media, later
+    #: evidence and partner credentials). Unset: read ``secret_key_file``, created on first use.
+    secret_key: str | None = None
+    secret_key_file: str = "bastion-data/secret.key"
+    # -- policy (bastion.policy) --
+    #: The rules file; created from the packaged default policy on first start if missing.
+    policy_file: str = "bastion-data/policy.yaml"
+    # -- end policy --
+    # -- accounts and console (bastion.accounts, bastion.web) --
+    session_hours: float = 12.0
+    session_idle_minutes: float = 60.0
+    #: Mark the session cookie Secure (set it when the console is served over HTTPS).
+    cookie_secure: bool = False
+    #: Items a reviewer may reveal in a day before the console asks them to take a break.
+    exposure_soft_limit: int = 60
+    # -- end accounts --
+    # -- actions (bastion.actions) --
+    #: Default webhook target for every action; ``webhooks`` (TOML table, name -> {url, secret})
+    #: can route actions by name to other targets.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhooks: dict[str, Any] = field(default_factory=dict)
+    outbox_max_attempts: int = 12
+    # -- end actions --
+    # -- vouchers (bastion.psi) --
+    # -- end vouchers --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

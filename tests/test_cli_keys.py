@@ -62,9 +62,12 @@ def test_create_prints_a_token_that_verifies(db: str) -> None:
         key = store.verify_api_key(token)
         assert key is not None and key.name == "ingest" and key.scopes == {"hash", "match"}
         assert key.expires_at is None
-        [event] = store.iter_audit()
+        event, use = store.iter_audit()
     assert (event.actor, event.action, event.target) == ("cli:alice", "key.create", "ingest")
     assert token not in json.dumps(event.detail)
+    # Verifying the key is its first use, which the audit log records under the public key id.
+    assert (use.actor, use.action, use.target) == ("key:ingest", "key.use", key.key_id)
+    assert token not in json.dumps(use.detail)
 
 
 def test_repeated_scopes_and_expiry(db: str) -> None:
@@ -134,4 +137,4 @@ def test_create_verify_revoke_on_postgres(pg_db: str) -> None:
     assert bastion(pg_db, "key", "revoke", "replica-client").exit_code == 0
     with Store.open(pg_db) as store:
         assert store.verify_api_key(token) is None
-        assert [e.action for e in store.iter_audit()] == ["key.create", "key.revoke"]
+        assert [e.action for e in store.iter_audit()] == ["key.create", "key.use", "key.revoke"]

@@ -83,6 +83,8 @@ class Runtime:
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.metrics = Metrics()
         self.started_at = time.time()
+        # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --
+        # -- end domain services --
 
     def verify_key(self, token: str) -> Principal | None:
         key = self.store.verify_api_key(token)
@@ -310,4 +312,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app.include_router(v1.router)
     app.include_router(hma.router)
+    # -- more routers (console, vouchers) --
+    # -- end routers --
     return app

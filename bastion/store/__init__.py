@@ -1,6 +1,7 @@
 """Persistence: banks and entries in SQLite or PostgreSQL, schema managed by Alembic."""
 
 from bastion.store.store import (
+    append_audit,
     DEFAULT_URL,
     URL_ENV,
     AuditEvent,
@@ -22,6 +23,7 @@ from bastion.store.store import (
 )
 
 __all__ = [
+    "append_audit",
     "DEFAULT_URL",
     "URL_ENV",
     "AuditEvent",

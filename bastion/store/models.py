@@ -195,3 +195,16 @@ class ScanRow(Base):
     signals: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
     matches: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
     verdict: Mapped[str] = mapped_column(String(32))
+
+
+# -- review: cases, items, events, disputes, media (bastion.store.review) ----------------------
+# -- end review --
+
+# -- accounts: users, sessions, exposure (bastion.store.accounts) ------------------------------
+# -- end accounts --
+
+# -- actions: webhook outbox (bastion.store.outbox) ---------------------------------------------
+# -- end actions --
+
+# -- vouchers: private matching for E2EE messaging (bastion.store.vouchers) ---------------------
+# -- end vouchers --

@@ -1071,12 +1071,15 @@ class Store:
             self._touch_after.get(key.id, now) <= now
         ):
             self._touch_after[key.id] = now + KEY_TOUCH_INTERVAL
-            if self._touch_key(key.id, now):
+            if self._touch_key(key, now):
                 key = replace(key, last_used_at=now)
         return key
 
-    def _touch_key(self, pk: int, now: datetime) -> bool:
-        """Best effort: a busy database skips the update rather than stalling the request."""
+    def _touch_key(self, key: ApiKey, now: datetime) -> bool:
+        """Best effort: a busy database skips the update rather than stalling the request. The
+        same transaction records ``key.use`` in the audit log, so key use is audited at the
+        granularity of ``KEY_TOUCH_INTERVAL`` without a write per request."""
+        pk = key.id
         stmt = (
             update(keys_t)
             .where(
@@ -1098,7 +1101,13 @@ class Store:
                     with conn.begin():
                         if not sqlite:
                             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_TOUCH_WAIT_MS}ms'")
-                        return conn.execute(stmt).rowcount > 0
+                        if conn.execute(stmt).rowcount == 0:
+                            return False
+                        _append_audit(
+                            conn,
+                            _audit_values(f"key:{key.name}", "key.use", key.key_id, None, None),
+                        )
+                        return True
                 finally:
                     if sqlite and raw is not None:
                         raw.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
@@ -1555,6 +1564,21 @@ def _audit_values(
         "detail": _json_doc("detail", {} if detail is None else detail, dict, 65_536),
         "remote_addr": None if remote_addr is None else _short_text("remote_addr", remote_addr, 64),
     }
+
+
+def append_audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    detail: dict[str, Any] | None = None,
+    remote_addr: str | None = None,
+) -> int:
+    """Append an audit event inside the caller's transaction, so the event and the change it
+    records commit or roll back together. A transaction that also bumps the store revision must
+    bump it before calling this (lock order: ``store_state``, then ``audit_head``)."""
+    return _append_audit(conn, _audit_values(actor, action, target, detail, remote_addr))
 
 
 def _append_audit(conn: Connection, values: dict[str, Any]) -> int:
