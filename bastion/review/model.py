@@ -1,0 +1,591 @@
+"""Review's pure rules: who may see which queue, what a decision does to a case, priorities.
+
+No database or web imports. :mod:`bastion.store.review` applies these rules inside transactions;
+the console shows the dataclasses defined here. Keeping the rules here means the permission and
+four-eyes logic is tested without a database and read in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from bastion.banks.model import normalize_labels
+
+if TYPE_CHECKING:
+    from bastion.policy import QueueSpec, ReviewSettings
+
+# -- vocabulary --------------------------------------------------------------------------------
+
+ADMIN, SENIOR_REVIEWER, REVIEWER, AUDITOR = "admin", "senior_reviewer", "reviewer", "auditor"
+ROLES = (ADMIN, SENIOR_REVIEWER, REVIEWER, AUDITOR)
+
+#: Most urgent first; the database stores the index (rank) so cases sort by it.
+PRIORITIES = ("critical", "high", "normal", "low")
+PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
+
+#: Industry classification codes. Only the codes appear in code and data.
+CLASSIFICATIONS = ("A1", "A2", "B1", "B2")
+
+OPEN, AWAITING_SECOND, CONFIRMED, NOT_ABUSIVE = (
+    "open",
+    "awaiting_second",
+    "confirmed",
+    "not_abusive",
+)
+ACTIVE_STATES = (OPEN, AWAITING_SECOND)
+FINAL_STATES = (CONFIRMED, NOT_ABUSIVE)
+STATES = ACTIVE_STATES + FINAL_STATES
+
+DecisionKind = Literal["confirmed", "not_abusive", "escalate"]
+DECISION_KINDS = ("confirmed", "not_abusive", "escalate")
+
+#: How long after revealing an item its viewer may fetch it unblurred.
+REVEAL_WINDOW = timedelta(minutes=10)
+#: Defaults when no policy is configured (the policy file normally supplies all of these).
+DEFAULT_LEASE = timedelta(minutes=15)
+DEFAULT_QUEUE, DEFAULT_SENIOR_QUEUE = "default", "senior"
+DEFAULT_SLA: Mapping[str, timedelta] = {
+    "critical": timedelta(hours=1),
+    "high": timedelta(hours=4),
+    "normal": timedelta(hours=24),
+    "low": timedelta(hours=72),
+}
+#: Media larger than this is not kept for review (the case notes why); a constant, not a setting,
+#: because it bounds memory per request as much as disk.
+MAX_MEDIA_BYTES = 100 * 2**20
+
+#: Kinds of case history events (``case_events.kind``).
+EV_OPEN, EV_JOIN, EV_CLAIM, EV_RELEASE = "open", "join", "claim", "release"
+EV_REVEAL, EV_VIEW, EV_DECIDE, EV_ESCALATE = "reveal", "view", "decide", "escalate"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ReviewError(Exception):
+    """Base for review errors; messages are meant for the reviewer."""
+
+
+class CaseNotFound(ReviewError, LookupError):
+    """No such case (or item in that case)."""
+
+
+class Forbidden(ReviewError, PermissionError):
+    """The viewer's role or queues do not allow this."""
+
+
+class CaseLeased(ReviewError):
+    """Another reviewer holds the case's lease until ``until``."""
+
+    def __init__(self, holder: str, until: datetime) -> None:
+        super().__init__(f"case is claimed by {holder} until {until.isoformat(timespec='seconds')}")
+        self.holder = holder
+        self.until = until
+
+
+class NotLeased(ReviewError):
+    """Deciding needs a live lease held by the decider (claim the case first)."""
+
+
+class CaseClosed(ReviewError):
+    """The case is already decided (confirmed or not abusive)."""
+
+
+class RevealRequired(ReviewError):
+    """The verdict required looking at the content: these items must be revealed first."""
+
+    def __init__(self, item_ids: Iterable[int]) -> None:
+        self.item_ids = tuple(item_ids)
+        shown = ", ".join(str(i) for i in self.item_ids)
+        super().__init__(f"reveal item(s) {shown} before deciding")
+
+
+class InvalidDecision(ReviewError, ValueError):
+    """A decision with missing or malformed fields."""
+
+
+class NoMedia(ReviewError, LookupError):
+    """The item has no stored media (none was sent, or it was over the size limit)."""
+
+
+class PreviewUnavailable(ReviewError):
+    """No blurred preview can be made of this media (unknown type or undecodable)."""
+
+
+# -- who is looking ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A logged-in console user as review sees them; ``queues`` matter for reviewers only."""
+
+    name: str
+    role: str
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("a viewer needs a name")
+        object.__setattr__(self, "queues", tuple(self.queues))
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.name}"
+
+
+class PolicyLike(Protocol):
+    """What review reads from a policy (``bastion.policy.Policy`` has these attributes)."""
+
+    @property
+    def queues(self) -> Mapping[str, QueueSpec]: ...
+    @property
+    def sla(self) -> Mapping[str, timedelta]: ...
+    @property
+    def review(self) -> ReviewSettings: ...
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """The parts of the policy review needs, in plain values."""
+
+    queues: tuple[str, ...] = (DEFAULT_QUEUE, DEFAULT_SENIOR_QUEUE)
+    senior_queues: frozenset[str] = frozenset({DEFAULT_SENIOR_QUEUE})
+    sla: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_SLA))
+    lease: timedelta = DEFAULT_LEASE
+    escalation_queue: str = DEFAULT_SENIOR_QUEUE
+
+    @classmethod
+    def from_policy(cls, policy: PolicyLike) -> ReviewConfig:
+        """The escalation queue always counts as senior, whatever the queue list says."""
+        review = policy.review
+        senior = {name for name, spec in policy.queues.items() if spec.senior}
+        senior.add(review.escalation_queue)
+        return cls(
+            queues=tuple(sorted(set(policy.queues) | {review.escalation_queue})),
+            senior_queues=frozenset(senior),
+            sla={**DEFAULT_SLA, **dict(policy.sla)},
+            lease=review.lease,
+            escalation_queue=review.escalation_queue,
+        )
+
+    def due(self, priority: str, arrived: datetime) -> datetime:
+        return arrived + self.sla.get(priority, DEFAULT_SLA[priority])
+
+
+# -- permissions -------------------------------------------------------------------------------
+
+
+def sees_all_queues(viewer: Viewer) -> bool:
+    return viewer.role in (ADMIN, SENIOR_REVIEWER)
+
+
+def can_see_queue(viewer: Viewer, queue: str, config: ReviewConfig) -> bool:
+    """Admins and senior reviewers: every queue. Reviewers: their own queues, never a senior
+    one (even if listed on their record). Auditors: none."""
+    if sees_all_queues(viewer):
+        return True
+    if viewer.role == REVIEWER:
+        return queue in viewer.queues and queue not in config.senior_queues
+    return False
+
+
+def reviewer_queues(viewer: Viewer, config: ReviewConfig) -> frozenset[str] | None:
+    """The queues a viewer may list: None means all; an empty set means none (auditors)."""
+    if sees_all_queues(viewer):
+        return None
+    if viewer.role == REVIEWER:
+        return frozenset(q for q in viewer.queues if q not in config.senior_queues)
+    return frozenset()
+
+
+def require_cases(viewer: Viewer) -> None:
+    """Auditors (and any future role without case access) stop here, before any query."""
+    if viewer.role not in (ADMIN, SENIOR_REVIEWER, REVIEWER):
+        raise Forbidden(f"role {viewer.role} has no access to cases or content")
+
+
+def require_queue(viewer: Viewer, queue: str, config: ReviewConfig) -> None:
+    require_cases(viewer)
+    if not can_see_queue(viewer, queue, config):
+        raise Forbidden(f"{viewer.name} may not open cases in queue {queue!r}")
+
+
+def join_queue(current: str, incoming: str, config: ReviewConfig) -> str:
+    """A case joined by an item routed to a senior queue moves there (a more serious item must
+    not stay with reviewers who may not see its queue); otherwise it stays put."""
+    if incoming in config.senior_queues and current not in config.senior_queues:
+        return incoming
+    return current
+
+
+def check_claim(viewer: Viewer, state: str, first_reviewer: str | None) -> None:
+    if state not in ACTIVE_STATES:
+        raise CaseClosed(f"case is already {state}")
+    if state == AWAITING_SECOND and first_reviewer == viewer.name:
+        raise Forbidden("the second review must be done by someone other than the first reviewer")
+
+
+# -- decisions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reviewer's finding. Build with :meth:`confirmed`, :meth:`not_abusive` or
+    :meth:`escalate`; fields are validated on construction."""
+
+    kind: DecisionKind
+    classification: str | None = None
+    labels: tuple[str, ...] = ()
+    note: str = ""
+    reason: str = ""
+    disable_entries: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in DECISION_KINDS:
+            raise InvalidDecision(
+                f"unknown decision {self.kind!r} (expected one of {', '.join(DECISION_KINDS)})"
+            )
+        _text("note", self.note, 10_000)
+        _text("reason", self.reason, 2000)
+        if not isinstance(self.disable_entries, bool):
+            raise InvalidDecision("disable_entries must be true or false")
+        try:
+            labels = tuple(normalize_labels(list(self.labels)))
+        except (TypeError, ValueError) as exc:
+            raise InvalidDecision(str(exc)) from None
+        object.__setattr__(self, "labels", labels)
+        if self.kind == "confirmed":
+            if self.classification not in CLASSIFICATIONS:
+                raise InvalidDecision(
+                    f"a confirmed decision needs a classification, one of "
+                    f"{', '.join(CLASSIFICATIONS)}; got {self.classification!r}"
+                )
+        elif self.classification is not None or self.labels:
+            raise InvalidDecision("only a confirmed decision carries a classification or labels")
+        if self.kind == "not_abusive" and not self.reason.strip():
+            raise InvalidDecision("a not-abusive decision needs a reason (it goes to the bank)")
+        if self.kind != "not_abusive" and self.disable_entries:
+            raise InvalidDecision("only a not-abusive decision can disable bank entries")
+
+    @classmethod
+    def confirmed(cls, classification: str, labels: Iterable[str] = (), note: str = "") -> Decision:
+        return cls("confirmed", classification=classification, labels=tuple(labels), note=note)
+
+    @classmethod
+    def not_abusive(cls, reason: str, *, disable_entries: bool = False, note: str = "") -> Decision:
+        return cls("not_abusive", reason=reason, disable_entries=disable_entries, note=note)
+
+    @classmethod
+    def escalate(cls, note: str = "") -> Decision:
+        return cls("escalate", note=note)
+
+
+def _text(what: str, value: object, limit: int) -> None:
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise InvalidDecision(f"{what} must be text of at most {limit} characters")
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What the decision rules need to know about a case."""
+
+    state: str
+    queue: str
+    first_reviewer: str | None = None
+    classification: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a decision: the case's new state and queue and who decided what.
+
+    ``event`` is ``first_confirm`` (four-eyes, awaiting a second), ``confirmed``, ``not_abusive``,
+    ``escalated`` (asked for) or ``disagreed`` (second reviewer differed; escalated)."""
+
+    state: str
+    queue: str
+    final: bool
+    event: str
+    first_reviewer: str | None
+    second_reviewer: str | None
+    classification: str | None
+    labels: tuple[str, ...]
+
+    @property
+    def escalated(self) -> bool:
+        return self.event in ("escalated", "disagreed")
+
+
+def transition(
+    case: CaseFacts,
+    viewer: Viewer,
+    decision: Decision,
+    *,
+    four_eyes: bool,
+    escalation_queue: str,
+) -> Transition:
+    """Apply ``decision`` by ``viewer`` to ``case``.
+
+    - open + confirmed: final, or ``awaiting_second`` with four-eyes (the first reviewer and the
+      classification are recorded).
+    - awaiting_second: only someone else may decide. Confirmed with the same classification
+      finalises it (labels of both are kept); a different classification, not abusive, or
+      escalate sends it to the escalation queue, open, with the first confirmation cleared (it
+      stays in the case history): the senior decision then runs the same rules again.
+    - not abusive from open: final. Escalate: the escalation queue, unless already there.
+    """
+    if case.state in FINAL_STATES:
+        raise CaseClosed(f"case is already {case.state}")
+    if case.state not in ACTIVE_STATES:
+        raise CaseClosed(f"case is in unknown state {case.state!r}")
+
+    def escalate(event: str) -> Transition:
+        return Transition(OPEN, escalation_queue, False, event, None, None, None, ())
+
+    if case.state == AWAITING_SECOND:
+        if viewer.name == case.first_reviewer:
+            raise Forbidden(
+                "the second review must be done by someone other than the first reviewer"
+            )
+        if decision.kind == "confirmed" and decision.classification == case.classification:
+            labels = tuple(dict.fromkeys(case.labels + decision.labels))
+            return Transition(
+                CONFIRMED,
+                case.queue,
+                True,
+                "confirmed",
+                case.first_reviewer,
+                viewer.name,
+                case.classification,
+                labels,
+            )
+        return escalate("escalated" if decision.kind == "escalate" else "disagreed")
+
+    if decision.kind == "escalate":
+        if case.queue == escalation_queue:
+            raise InvalidDecision(f"case is already in the escalation queue {escalation_queue!r}")
+        return escalate("escalated")
+    if decision.kind == "not_abusive":
+        return Transition(NOT_ABUSIVE, case.queue, True, "not_abusive", viewer.name, None, None, ())
+    if four_eyes:
+        return Transition(
+            AWAITING_SECOND,
+            case.queue,
+            False,
+            "first_confirm",
+            viewer.name,
+            None,
+            decision.classification,
+            decision.labels,
+        )
+    return Transition(
+        CONFIRMED,
+        case.queue,
+        True,
+        "confirmed",
+        viewer.name,
+        None,
+        decision.classification,
+        decision.labels,
+    )
+
+
+def needs_reveal(decision: Decision) -> bool:
+    """Escalating never requires looking at content; the other decisions do (when the verdict
+    said so)."""
+    return decision.kind != "escalate"
+
+
+# -- what goes in and comes out ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One piece of content to review, as the scan pipeline saw it. ``matches`` are the API's
+    MatchOut dicts (bank, entry, signal_type, distance, external_id, labels, ...)."""
+
+    kind: str
+    format: str | None = None
+    content_id: str | None = None
+    uploader_id: str | None = None
+    conversation_id: str | None = None
+    source: str | None = None
+    age_band: str | None = None
+    scan_id: int | None = None
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    media: bytes | None = None
+    media_type: str | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    case_id: int
+    item_id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class CaseItem:
+    id: int
+    case_id: int
+    added_at: datetime
+    kind: str
+    format: str | None
+    content_id: str | None
+    uploader_id: str | None
+    conversation_id: str | None
+    source: str | None
+    age_band: str | None
+    scan_id: int | None
+    verdict: str
+    rule: str | None
+    reason: str
+    priority: str
+    queue: str
+    actions: tuple[str, ...]
+    view_required: bool
+    due_at: datetime
+    signals: list[dict[str, Any]]
+    matches: list[dict[str, Any]]
+    has_media: bool
+    media_type: str | None
+    filename: str | None
+    media_size: int | None
+    media_note: str
+
+
+@dataclass(frozen=True)
+class CaseEvent:
+    """One line of a case's history: who did what when (never content)."""
+
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    item_id: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    id: int
+    state: str
+    queue: str
+    priority: str
+    opened_at: datetime
+    updated_at: datetime
+    due_at: datetime
+    overdue: bool
+    uploader_id: str | None
+    rule: str | None
+    reason: str
+    item_count: int
+    lease_holder: str | None
+    lease_until: datetime | None
+    first_reviewer: str | None
+    classification: str | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """A case with its items and history. ``lease_holder`` is set only while the lease is live.
+    ``revealed`` lists items this viewer has ever revealed (what deciding requires);
+    ``viewable`` those they may fetch unblurred right now (revealed within REVEAL_WINDOW)."""
+
+    id: int
+    state: str
+    queue: str
+    priority: str
+    opened_at: datetime
+    updated_at: datetime
+    due_at: datetime
+    overdue: bool
+    uploader_id: str | None
+    rule: str | None
+    reason: str
+    lease_holder: str | None
+    lease_until: datetime | None
+    first_reviewer: str | None
+    second_reviewer: str | None
+    classification: str | None
+    labels: tuple[str, ...]
+    decided_at: datetime | None
+    items: tuple[CaseItem, ...]
+    events: tuple[CaseEvent, ...]
+    revealed: frozenset[int] = frozenset()
+    viewable: frozenset[int] = frozenset()
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def view_required(self) -> bool:
+        return any(i.view_required and i.has_media for i in self.items)
+
+    def must_reveal(self) -> tuple[int, ...]:
+        """Items this viewer still has to reveal before confirming or clearing the case."""
+        return tuple(
+            i.id
+            for i in self.items
+            if i.view_required and i.has_media and i.id not in self.revealed
+        )
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    queue: str
+    senior: bool
+    open: int = 0
+    awaiting_second: int = 0
+    overdue: int = 0
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a decision did. ``actions`` are the policy's on-confirmed actions when the case was
+    finally confirmed, else empty. ``disputed`` lists (bank, entry id) pairs that got a dispute;
+    ``disabled`` those then disabled in their bank, ``disable_errors`` why others were not (both
+    filled only after the decision committed, so ``then`` callbacks see them empty)."""
+
+    case: Case
+    final: bool
+    actions: tuple[str, ...]
+    event: str = ""
+    disputed: tuple[tuple[str, int], ...] = ()
+    disabled: tuple[tuple[str, int], ...] = ()
+    disable_errors: tuple[str, ...] = ()
+
+
+def higher(a: str, b: str) -> str:
+    """The more urgent of two priorities."""
+    return a if PRIORITY_RANK[a] <= PRIORITY_RANK[b] else b
+
+
+def matched_entries(
+    matches_per_item: Iterable[Iterable[Mapping[str, Any]]],
+) -> list[tuple[str, int]]:
+    """Distinct (bank, entry id) pairs across items' matches, in first-seen order; malformed
+    match dicts are skipped (they come from our own scan, but old rows may differ)."""
+    out: dict[tuple[str, int], None] = {}
+    for matches in matches_per_item:
+        for m in matches:
+            bank, entry = m.get("bank"), m.get("entry")
+            if isinstance(bank, str) and isinstance(entry, int) and not isinstance(entry, bool):
+                out[(bank, entry)] = None
+    return list(out)
