@@ -1,0 +1,237 @@
+"""``bastion user``: console users, their roles, queues and passwords. Every change is audited
+with the operating-system user as actor (``cli:<user>``), as ``bastion key`` does.
+
+Passwords are read from a hidden prompt (asked twice) or, with ``--password-stdin``, from the
+first line of standard input; never from the command line, where ``ps`` and shell history would
+keep them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from bastion.accounts import (
+    DEFAULT_QUEUES,
+    ROLES,
+    check_password,
+    validate_queues,
+    validate_role,
+    validate_user_name,
+)
+from bastion.cli_keys import cli_actor
+from bastion.render import OutputFormat, emit
+from bastion.store.accounts import AccountStore, UserNotFound
+
+user_app = typer.Typer(
+    help=f"Manage console users (roles: {', '.join(ROLES)}).",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="User name.")]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input."
+    ),
+]
+
+
+def _usage(message: str) -> typer.Exit:
+    from bastion.cli import usage_error
+
+    return usage_error(message)
+
+
+def _checked(check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _read_password(name: str, from_stdin: bool) -> str:
+    """The new password, checked against the rules before anything is stored."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise _usage("--password-stdin given but standard input is empty")
+        password = line.rstrip("\r\n")
+    else:
+        password = typer.prompt(f"New password for {name}", hide_input=True)
+        try:
+            check_password(password, name=name)
+        except ValueError as exc:  # say so before asking again
+            raise _usage(str(exc)) from None
+        if typer.prompt("Repeat the password", hide_input=True) != password:
+            raise _usage("the two passwords differ; nothing was changed")
+    try:
+        return check_password(password, name=name)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _existing(accounts: AccountStore, name: str) -> None:
+    """Fail before prompting for a password that could not be used."""
+    try:
+        accounts.get_user(name)
+    except UserNotFound as exc:
+        raise _usage(str(exc)) from None
+
+
+@user_app.command("create")
+def user_create(
+    name: NameArg,
+    role: Annotated[str, typer.Option("--role", "-r", help=f"One of: {', '.join(ROLES)}.")],
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue", "-q", help="A review queue a reviewer works (repeatable; default: default)."
+        ),
+    ] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a user. The password is asked for twice (hidden) unless --password-stdin."""
+    from bastion.cli import err, open_store
+
+    name = _checked(validate_user_name, name)
+    role = _checked(validate_role, role)
+    queues = _checked(validate_queues, queue) if queue else DEFAULT_QUEUES
+    with open_store() as store:
+        accounts = AccountStore(store)
+        try:
+            accounts.get_user(name)
+        except UserNotFound:
+            pass
+        else:
+            raise _usage(f"a user named {name!r} already exists")
+        password = _read_password(name, password_stdin)
+        user = accounts.create_user(name, role, password, queues, actor=cli_actor())
+    err.print(
+        f"created user [bold]{escape(user.name)}[/bold] (role {user.role}, "
+        f"queues {escape(','.join(user.queues))})"
+    )
+
+
+@user_app.command("list")
+def user_list(
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+    ] = OutputFormat.TABLE,
+) -> None:
+    """List users (never their password hashes), disabled ones included."""
+    from bastion.cli import open_store
+
+    with open_store() as store:
+        accounts = AccountStore(store)
+        users = accounts.list_users()
+        locked = accounts.locked_names()
+    if fmt is OutputFormat.TABLE:
+
+        def when(value: Any) -> str | None:
+            return value.strftime("%Y-%m-%d %H:%M") if value is not None else None
+    else:
+
+        def when(value: Any) -> str | None:
+            return value.isoformat(timespec="seconds") if value is not None else None
+
+    rows = [
+        {
+            "name": u.name,
+            "role": u.role,
+            "queues": list(u.queues),
+            "status": "disabled" if u.disabled else "locked" if u.name in locked else "active",
+            "created_at": when(u.created_at),
+            "last_login_at": when(u.last_login_at),
+            "locked_until": when(locked.get(u.name)),
+        }
+        for u in users
+    ]
+    columns = ["name", "role", "queues", "status", "created_at", "last_login_at", "locked_until"]
+    emit(rows, fmt, columns, sys.stdout)
+
+
+@user_app.command("passwd")
+def user_passwd(name: NameArg, password_stdin: PasswordStdin = False) -> None:
+    """Set a user's password; their sessions end."""
+    from bastion.cli import err, open_store
+
+    name = _checked(validate_user_name, name)
+    with open_store() as store:
+        accounts = AccountStore(store)
+        _existing(accounts, name)
+        password = _read_password(name, password_stdin)
+        accounts.set_password(name, password, actor=cli_actor())
+    err.print(f"changed the password of [bold]{escape(name)}[/bold]; their sessions ended")
+
+
+@user_app.command("role")
+def user_role(
+    name: NameArg,
+    role: Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}.")],
+) -> None:
+    """Change a user's role (in force at their next request)."""
+    from bastion.cli import err, open_store
+
+    role = _checked(validate_role, role)
+    with open_store() as store:
+        user = AccountStore(store).set_role(name, role, actor=cli_actor())
+    err.print(f"[bold]{escape(user.name)}[/bold] is now {user.role}")
+
+
+@user_app.command("queues")
+def user_queues(
+    name: NameArg,
+    queues: Annotated[list[str], typer.Argument(help="The queues the user works, in full.")],
+) -> None:
+    """Replace the review queues a reviewer works."""
+    from bastion.cli import err, open_store
+
+    queue_list = _checked(validate_queues, queues)
+    with open_store() as store:
+        user = AccountStore(store).set_queues(name, queue_list, actor=cli_actor())
+    err.print(f"[bold]{escape(user.name)}[/bold] works queues {escape(', '.join(user.queues))}")
+
+
+@user_app.command("disable")
+def user_disable(name: NameArg) -> None:
+    """Disable a user: they cannot log in, and their sessions end at once."""
+    from bastion.cli import err, open_store
+
+    with open_store() as store:
+        user = AccountStore(store).set_disabled(name, True, actor=cli_actor())
+    err.print(f"disabled [bold]{escape(user.name)}[/bold]; their sessions ended")
+
+
+@user_app.command("enable")
+def user_enable(name: NameArg) -> None:
+    """Re-enable a disabled user."""
+    from bastion.cli import err, open_store
+
+    with open_store() as store:
+        user = AccountStore(store).set_disabled(name, False, actor=cli_actor())
+    err.print(f"enabled [bold]{escape(user.name)}[/bold]")
+
+
+@user_app.command("unlock")
+def user_unlock(name: NameArg) -> None:
+    """Lift a lock-out after too many failed logins."""
+    from bastion.cli import err, open_store
+
+    with open_store() as store:
+        was_locked = AccountStore(store).unlock(name, actor=cli_actor())
+    state = "unlocked" if was_locked else "was not locked; cleared its failed logins:"
+    err.print(f"{state} [bold]{escape(name.lower())}[/bold]")
+
+
+@user_app.command("logout")
+def user_logout(name: NameArg) -> None:
+    """End every session of a user (they must log in again)."""
+    from bastion.cli import err, open_store
+
+    with open_store() as store:
+        ended = AccountStore(store).end_user_sessions(name, actor=cli_actor())
+    err.print(f"ended {ended} session(s) of [bold]{escape(name.lower())}[/bold]")

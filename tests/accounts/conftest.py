@@ -1,0 +1,63 @@
+"""Account fixtures: the store-wide ``db`` fixture (SQLite file and real PostgreSQL), a clock the
+tests move by hand, and a cheap argon2id hasher so hundreds of logins stay fast."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bastion.accounts import PasswordHasher
+from bastion.store import Store
+from bastion.store.accounts import AccountStore
+from tests.store.conftest import Database, db, store  # noqa: F401  (fixtures reused)
+
+PASSWORD = "correct horse battery"
+START = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+
+
+class Clock:
+    """Injected as ``now``: time moves only when a test says so."""
+
+    def __init__(self, at: datetime = START) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta: float) -> datetime:
+        self.at += timedelta(**delta)
+        return self.at
+
+
+class CountingHasher(PasswordHasher):
+    """Cheap parameters, and a count of real argon2 verifications (dummy ones included)."""
+
+    def __init__(self, **params: int) -> None:
+        super().__init__(**({"time_cost": 1, "memory_cost": 8, "parallelism": 1} | params))
+        self.verifications = 0
+        self._lock = threading.Lock()
+
+    def _check(self, stored: str, password: str) -> bool:
+        with self._lock:
+            self.verifications += 1
+        return super()._check(stored, password)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def accounts(store: Store, clock: Clock, hasher: CountingHasher) -> AccountStore:  # noqa: F811
+    return AccountStore(store, hasher=hasher, now=clock)
+
+
+__all__ = ["PASSWORD", "START", "Clock", "CountingHasher", "Database"]
