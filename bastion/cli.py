@@ -18,9 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bastion import cli_worker
 from bastion.banks import BankFormat, NewEntry
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
+from bastion.cli_audit import audit_app
 from bastion.cli_keys import key_app
+from bastion.cli_policy import policy_app
+from bastion.cli_users import user_app
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
 from bastion.render import OutputFormat, emit
 from bastion.scan import (
@@ -47,6 +51,10 @@ url_app = typer.Typer(help="Match URLs against URL banks.", no_args_is_help=True
 app.add_typer(bank_app, name="bank")
 app.add_typer(url_app, name="url")
 app.add_typer(key_app, name="key")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
+app.command("worker")(cli_worker.worker)
+app.add_typer(policy_app, name="policy")
 
 err = Console(stderr=True)
 _state: dict[str, Any] = {"db": None}
@@ -658,8 +666,15 @@ def serve(
         int,
         typer.Option(min=1, max=64, help="Worker processes, each with its own copy of the index."),
     ] = 1,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="Do not start the outbox worker (run `bastion worker`)."),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (v1 and the HMA-compatible surface) with uvicorn."""
+    """Serve the HTTP API (v1 and the HMA-compatible surface) with uvicorn.
+
+    Also starts `bastion worker` as a child process (unless --no-worker) to deliver webhooks.
+    """
     import uvicorn
 
     from bastion.api.app import create_app
@@ -667,51 +682,61 @@ def serve(
 
     try:
         settings = Settings.load(config, database_url=_state["db"], host=host, port=port)
+        if not no_worker:
+            cli_worker.check_worker_settings(settings)
     except ConfigError as exc:
         raise usage_error(str(exc)) from exc
     if demo:
         from bastion.demo import prepare_server_demo
 
         with open_store() as store:
-            token = prepare_server_demo(store)
-        _print_demo_banner(token, settings.host, settings.port)
-    if workers == 1:
+            token, password = prepare_server_demo(store)
+        _print_demo_banner(token, password, settings.host, settings.port)
+    with cli_worker.worker_child(
+        settings, config=config, log_level=log_level, enabled=not no_worker
+    ):
+        if workers == 1:
+            uvicorn.run(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level,
+                proxy_headers=False,
+            )
+            return
+        # Worker processes build their app from the environment, so hand the settings over.
+        if _state["db"]:
+            os.environ["BASTION_DATABASE_URL"] = _state["db"]
+        if config is not None:
+            os.environ["BASTION_CONFIG"] = str(config)
         uvicorn.run(
-            create_app(settings),
+            "bastion.api.app:create_app",
+            factory=True,
             host=settings.host,
             port=settings.port,
             log_level=log_level,
             proxy_headers=False,
+            workers=workers,
         )
-        return
-    # Worker processes build their app from the environment, so hand the settings over there.
-    if _state["db"]:
-        os.environ["BASTION_DATABASE_URL"] = _state["db"]
-    if config is not None:
-        os.environ["BASTION_CONFIG"] = str(config)
-    uvicorn.run(
-        "bastion.api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        proxy_headers=False,
-        workers=workers,
-    )
 
 
-def _print_demo_banner(token: str, host: str, port: int) -> None:
+def _print_demo_banner(token: str, password: str, host: str, port: int) -> None:
+    from bastion.demo import DEMO_USER
+
     base = f"http://{host}:{port}"
     console = Console()
     console.rule("Bastion (demo bank: a benign test photo, labelled as demo data)")
     console.print("Admin API key for this run (shown once; `bastion key create` makes more):")
     print(token, flush=True)  # alone on its line, unwrapped, so it can be copied or grepped
-    console.print("Scan an image:")
+    console.print("Scan an image (a match opens a case in the review queue):")
     print(
-        f"  curl -s -H 'Authorization: Bearer {token}' "
-        f"-F file=@../shared/testdata/images/bridge-mods/blur-a-lot.jpg {base}/v1/scan",
+        f"  curl -s -H 'Authorization: Bearer {token}' -F file=@../shared/testdata/images/"
+        f"bridge-mods/blur-a-lot.jpg -F 'context={{\"uploader_id\":\"demo-user\"}}' "
+        f"{base}/v1/scan",
         flush=True,
     )
+    console.print(f"Reviewer console: {base}/login  user {DEMO_USER}  password (this run only):")
+    print(f"  {password}", flush=True)
     console.print(f"API docs: {base}/docs")
     console.rule()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,12 @@ class Settings:
     #: Master key (base64 of 32 bytes) for data Bastion encrypts at rest (review media, later
     #: evidence and partner credentials). Unset: read ``secret_key_file``, created on first use.
     secret_key: str | None = None
-    secret_key_file: str = "bastion-data/secret.key"
+    #: Default: ``secret.key`` in the data directory (see :meth:`in_data_dir`).
+    secret_key_file: str | None = None
     # -- policy (bastion.policy) --
     #: The rules file; created from the packaged default policy on first start if missing.
-    policy_file: str = "bastion-data/policy.yaml"
+    #: Default: ``policy.yaml`` in the data directory.
+    policy_file: str | None = None
     # -- end policy --
     # -- accounts and console (bastion.accounts, bastion.web) --
     session_hours: float = 12.0
@@ -69,6 +71,19 @@ class Settings:
     webhook_secret: str | None = None
     webhooks: dict[str, Any] = field(default_factory=dict)
     outbox_max_attempts: int = 12
+    #: Seconds the default target may take to answer (``[webhooks.x] timeout`` for others).
+    webhook_timeout: float = 10.0
+    #: Retry n waits min(outbox_backoff_max_seconds, outbox_backoff_seconds * 2**(n-1)), jittered.
+    outbox_backoff_seconds: float = 10.0
+    outbox_backoff_max_seconds: float = 3600.0
+    #: How long a worker holds a row it is delivering before another may take it over
+    #: (0 = the longest target timeout + 30 s). Must exceed every target's timeout.
+    outbox_lease_seconds: float = 0.0
+    #: Deliveries one worker makes at once, and how often it looks for due rows when idle.
+    outbox_concurrency: int = 4
+    outbox_poll_seconds: float = 1.0
+    #: Seconds between the worker's "alive" log lines (0 = none).
+    outbox_heartbeat_seconds: float = 60.0
     # -- end actions --
     # -- vouchers (bastion.psi) --
     # -- end vouchers --
@@ -82,6 +97,17 @@ class Settings:
                     ipaddress.ip_network(str(value).strip(), strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"setting {name}: {value!r} is not an IP network") from exc
+
+    def in_data_dir(self, data_dir: str | Path) -> Settings:
+        """These settings with the files left unset placed in ``data_dir`` (the embedded SQLite
+        database's directory), so one folder holds an instance's database, key and policy.
+        Replicas sharing PostgreSQL must share the key and policy: set both explicitly."""
+        base = Path(data_dir)
+        return replace(
+            self,
+            secret_key_file=self.secret_key_file or str(base / "secret.key"),
+            policy_file=self.policy_file or str(base / "policy.yaml"),
+        )
 
     @property
     def fetch_policy(self) -> FetchPolicy:

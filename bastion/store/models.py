@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -198,12 +199,242 @@ class ScanRow(Base):
 
 
 # -- review: cases, items, events, disputes, media (bastion.store.review) ----------------------
+
+
+class CaseRow(Base):
+    """A unit of human review. ``priority`` is a rank (0 = critical … 3 = low) so queues sort by
+    it; ``active_uploader`` is the uploader id while the case is open or awaiting a second review
+    and NULL once decided: its unique constraint makes "join the uploader's open case" safe when
+    two scans of one uploader arrive at once."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        UniqueConstraint("active_uploader", name="uq_cases_active_uploader"),
+        Index("ix_cases_queue_order", "state", "queue", "priority", "due_at", "id"),
+        Index("ix_cases_uploader_state", "uploader_id", "state"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uploader_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    active_uploader: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    lease_holder: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_reviewer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    second_reviewer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    classification: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    labels: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CaseItemRow(Base):
+    """One piece of content in a case, with the verdict that sent it there."""
+
+    __tablename__ = "case_items"
+    __table_args__ = (Index("ix_case_items_case", "case_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cases.id", ondelete="CASCADE", name="case_items_case_id_fkey")
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    content_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    uploader_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    age_band: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    scan_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(64))
+    actions: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    view_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signals: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    matches: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    media_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    media_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    media_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class CaseMediaRow(Base):
+    """An item's media, sealed with ``bastion.crypto`` (never plaintext); a table of its own so
+    reading a case never loads the blobs."""
+
+    __tablename__ = "case_media"
+
+    item_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("case_items.id", ondelete="CASCADE", name="case_media_item_id_fkey"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CaseEventRow(Base):
+    """A case's history: claims, reveals, views, decisions. ``item_id`` is set for item events
+    (a reveal is looked up by it when gating unblurred views)."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (
+        Index("ix_case_events_case", "case_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cases.id", ondelete="CASCADE", name="case_events_case_id_fkey")
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+class EntryDisputeRow(Base):
+    """A reviewer found a match to this bank entry not abusive. Kept even if the entry is later
+    removed (no foreign key to it): it is feedback for the bank's source."""
+
+    __tablename__ = "entry_disputes"
+    __table_args__ = (Index("ix_entry_disputes_entry", "entry_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger)
+    bank: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("cases.id", ondelete="SET NULL", name="entry_disputes_case_id_fkey"),
+        nullable=True,
+    )
+    reviewer: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    disable: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # -- end review --
 
 # -- accounts: users, sessions, exposure (bastion.store.accounts) ------------------------------
+
+
+class UserRow(Base):
+    """A console user. ``password_hash`` is an argon2id hash string (see ``bastion.accounts``);
+    users are disabled, never deleted, so the audit log's ``user:<name>`` always resolves."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    queues: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UserSessionRow(Base):
+    """A console login. Only the SHA-256 of the session token is kept. ``idle_until`` is
+    ``last_seen_at`` plus the idle limit, stored so expiry is a plain comparison on any
+    database."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user_id", "user_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    idle_seconds: Mapped[int] = mapped_column(Integer)
+    idle_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LoginThrottleRow(Base):
+    """Recent failed logins for one name (existing or not, so a lock reveals nothing), as a JSON
+    list of ISO times, and the lock they caused. Keyed by name so it works for unknown names."""
+
+    __tablename__ = "login_throttle"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExposureRow(Base):
+    """How many items a user revealed on one UTC day (reviewer wellbeing). ``day`` is the ISO
+    date text, which sorts and compares the same on every database."""
+
+    __tablename__ = "user_exposure"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
 # -- end accounts --
 
+
 # -- actions: webhook outbox (bastion.store.outbox) ---------------------------------------------
+class OutboxRow(Base):
+    """An action to send by webhook, written in the same transaction as the decision behind it.
+
+    ``body`` is the exact JSON sent on every attempt; ``payload`` is its ``data`` part, kept as
+    JSON for display. ``idempotency_key`` is unique: enqueueing the same key twice keeps one row.
+    A worker holds a ``delivering`` row until ``locked_until``; past that it is due again.
+    Target secrets live in the config, never here.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
+        Index("ix_outbox_state_next_attempt", "state", "next_attempt_at"),
+        Index("ix_outbox_case_id", "case_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    case_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # -- end actions --
 
 # -- vouchers: private matching for E2EE messaging (bastion.store.vouchers) ---------------------

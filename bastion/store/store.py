@@ -165,6 +165,25 @@ class AuditEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What :meth:`Store.check_audit_chain` found. ``checked`` counts the records verified intact
+    (all of them when ``ok``); ``head_id`` and ``head_hash`` are what the head row says the log
+    ends with. On a problem, ``kind`` is one of ``edited``, ``deleted``, ``reordered``,
+    ``unlinked``, ``inserted``, ``truncated``, ``head`` or ``extra``; ``record_id`` is the first
+    record concerned; ``missing`` is the (first, last) id missing for ``deleted`` and
+    ``truncated``; ``problem`` says it all in one sentence."""
+
+    ok: bool
+    checked: int
+    head_id: int
+    head_hash: str
+    problem: str | None = None
+    kind: str | None = None
+    record_id: int | None = None
+    missing: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScanRecord:
     """A stored scan: who asked, about what content (platform ids in ``context``), what it hashed
     to, what it matched and what was decided."""
@@ -232,6 +251,15 @@ class EntryChange:
 def database_url(url: str | None) -> str:
     """The URL to use: the argument, else ``BASTION_DATABASE_URL``, else ./bastion-data SQLite."""
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def data_dir(url: URL | str | None) -> Path:
+    """Where files that belong with a database live (its master key, its policy): the SQLite
+    file's directory, else ``./bastion-data`` (PostgreSQL, or an in-memory database)."""
+    u = make_url(database_url(url) if isinstance(url, str | None) else url)
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        return Path(u.database).parent
+    return Path("bastion-data")
 
 
 def _redact(url: str) -> str:
@@ -381,6 +409,10 @@ class Store:
             engine.dispose()
             raise
         return store
+
+    @property
+    def data_dir(self) -> Path:
+        return data_dir(self.engine.url)
 
     def migrate(self) -> None:
         """Run Alembic migrations to head (a no-op when already there)."""
@@ -1147,24 +1179,82 @@ class Store:
 
     def verify_audit_chain(self) -> int | None:
         """None when the log is intact, else the id of the first row that was changed, inserted
-        or removed (for rows cut off the end, the first missing id)."""
-        expected_id, prev = 1, AUDIT_GENESIS
+        or removed (for rows cut off the end, the first missing id). :meth:`check_audit_chain`
+        says what happened."""
+        check = self.check_audit_chain()
+        if check.ok:
+            return None
+        if check.kind == "head":  # the record after the last one is what went missing
+            return check.head_id + 1 if check.record_id is None else check.record_id + 1
+        return check.record_id if check.record_id is not None else check.checked + 1
+
+    def check_audit_chain(self) -> AuditCheck:
+        """Walk the whole log in id order, in one snapshot, and say where and how it breaks.
+
+        Ids come from the head row without gaps, each row's hash covers its own id and fields
+        and its ``prev_hash`` names the row before, so: a row whose fields do not hash to its
+        hash was edited (or, when they hash right under another id, moved); a gap in the ids is
+        deleted rows; a row that hashes right but does not name its predecessor follows a
+        replaced or inserted row; a log shorter than the head was cut off at the end; rows
+        beyond the head were not appended through the log. A forger who rewrites every later
+        row and the head is not caught here: that needs the head hash kept somewhere else.
+        """
         with self.engine.connect() as conn:
-            # Read the head first and check up to it: rows appended meanwhile are not judged.
+            sqlite = conn.dialect.name == "sqlite"
+            if not sqlite:  # one snapshot: rows appended meanwhile are neither judged nor extra
+                conn.execution_options(isolation_level="REPEATABLE READ")
             head = conn.execute(select(audit_head_t).where(audit_head_t.c.id == 1)).one()
-            rows = conn.execution_options(yield_per=5000).execute(
-                select(audit_t).where(audit_t.c.id <= head.last_id).order_by(audit_t.c.id)
+            head_id, head_hash = int(head.last_id), str(head.last_hash)
+            # Read the columns SQLite could hold anything in as text, so a mangled row is
+            # reported as edited rather than stopping the check with a decoding error.
+            at_col = cast(audit_t.c.at, Text).label("at") if sqlite else audit_t.c.at
+            stmt = (
+                select(*(c for c in audit_t.c if c.name not in ("at", "detail")))
+                .add_columns(at_col, cast(audit_t.c.detail, Text).label("detail"))
+                .where(audit_t.c.id <= head_id)
+                .order_by(audit_t.c.id)
             )
-            for row in rows:
-                if row.id != expected_id:
-                    return min(row.id, expected_id)
-                event = _to_audit(row)
-                if event.prev_hash != prev or audit_hash(event) != event.hash:
-                    return event.id
-                expected_id, prev = event.id + 1, event.hash
-        if expected_id - 1 != head.last_id or prev != head.last_hash:
-            return expected_id
-        return None
+            walk = _ChainWalk(head_id, head_hash)
+            for row in conn.execution_options(yield_per=5000).execute(stmt):
+                found = walk.step(row)
+                if found is not None:
+                    return found
+            found = walk.finish()
+            if found is not None:
+                return found
+            extra = conn.execute(
+                select(func.count(), func.min(audit_t.c.id)).where(audit_t.c.id > head_id)
+            ).one()
+        if extra[0]:
+            return walk.fail(
+                "extra",
+                int(extra[1]),
+                f"{extra[0]} record(s) from id {extra[1]} lie beyond the head (record "
+                f"{head_id}): they were added to the table, not appended through the log",
+            )
+        return AuditCheck(ok=True, checked=walk.checked, head_id=head_id, head_hash=head_hash)
+
+    def recent_audit(
+        self, limit: int = 50, *, action: str | None = None, before_id: int | None = None
+    ) -> list[AuditEvent]:
+        """Up to ``limit`` events, newest first. ``action`` keeps that action and the ones under
+        it (``login`` or ``login.`` keeps ``login.success``, ``login.failure``...); pass the
+        last id seen as ``before_id`` to page back."""
+        _, limit = _paging(0, limit, 10_000)
+        stmt = select(audit_t).order_by(audit_t.c.id.desc()).limit(limit)
+        if action is not None:
+            prefix = _short_text("action", action, 64, empty=False).strip().rstrip(".")
+            stmt = stmt.where(
+                or_(
+                    audit_t.c.action == prefix,
+                    audit_t.c.action.startswith(prefix + ".", autoescape=True),
+                )
+            )
+        if before_id is not None:
+            start, _ = _paging(before_id, 1, 1)
+            stmt = stmt.where(audit_t.c.id < start)
+        with self.engine.connect() as conn:
+            return [_to_audit(r) for r in conn.execute(stmt)]
 
     # -- scans ---------------------------------------------------------------------------------
 
@@ -1646,6 +1736,153 @@ def _to_audit(r: Row[Any]) -> AuditEvent:
         prev_hash=r.prev_hash,
         hash=r.hash,
     )
+
+
+#: How far either side of a row the check looks for the id its contents were written under.
+_MOVE_SEARCH = 1000
+
+
+class _ChainWalk:
+    """The state of :meth:`Store.check_audit_chain` as it reads rows in id order."""
+
+    def __init__(self, head_id: int, head_hash: str) -> None:
+        self.head_id, self.head_hash = head_id, head_hash
+        self.expected, self.prev, self.checked = 1, AUDIT_GENESIS, 0
+
+    def fail(
+        self, kind: str, record_id: int | None, problem: str, missing: tuple[int, int] | None = None
+    ) -> AuditCheck:
+        return AuditCheck(
+            ok=False,
+            checked=self.checked,
+            head_id=self.head_id,
+            head_hash=self.head_hash,
+            problem=problem,
+            kind=kind,
+            record_id=record_id,
+            missing=missing,
+        )
+
+    def step(self, row: Row[Any]) -> AuditCheck | None:
+        rid, expected = row.id, self.expected
+        if not isinstance(rid, int) or isinstance(rid, bool) or rid < expected:
+            # Ids are unique and sorted, so only a non-number or one below 1 can come first.
+            return self.fail(
+                "inserted",
+                rid if isinstance(rid, int) else None,
+                f"a record with id {rid!r} was inserted: ids start at 1",
+            )
+        if rid > expected:
+            where = f"jumps from record {expected - 1}" if expected > 1 else "starts"
+            span = _span(expected, rid - 1)
+            return self.fail(
+                "deleted",
+                expected,
+                f"{span} missing (deleted): the log {where} to record {rid}",
+                (expected, rid - 1),
+            )
+        try:
+            event = _raw_audit(row)
+        except (ValueError, TypeError) as exc:
+            return self.fail("edited", rid, f"record {rid} was edited: {exc}")
+        if audit_hash(event) != event.hash:
+            moved = _written_as(event, self.head_id)
+            if moved is not None:
+                return self.fail(
+                    "reordered",
+                    rid,
+                    f"record {rid} holds the event written as record {moved}: records were "
+                    "reordered, or inserted or deleted with the ids renumbered",
+                )
+            return self.fail(
+                "edited", rid, f"record {rid} was edited: its contents do not match its hash"
+            )
+        if event.prev_hash != self.prev:
+            if rid == 1:
+                problem = (
+                    "record 1 does not start the chain: its prev_hash is not the genesis hash, "
+                    "so records were inserted or reordered before it"
+                )
+            else:
+                problem = (
+                    f"record {rid} does not follow record {rid - 1}: its prev_hash is not "
+                    f"record {rid - 1}'s hash, so record {rid - 1} was replaced, or records "
+                    f"were inserted or reordered between ids {rid - 1} and {rid}"
+                )
+            return self.fail("unlinked", rid, problem)
+        self.checked += 1
+        self.expected, self.prev = rid + 1, event.hash
+        return None
+
+    def finish(self) -> AuditCheck | None:
+        last = self.expected - 1
+        if last < self.head_id:
+            missing = (self.expected, self.head_id)
+            return self.fail(
+                "truncated",
+                self.expected,
+                f"the log ends at record {last} but the head says it ends at record "
+                f"{self.head_id}: {_span(*missing)} missing (deleted from the end)",
+                missing,
+            )
+        if self.prev != self.head_hash:
+            return self.fail(
+                "head",
+                last or None,
+                f"the head's hash does not match record {last}'s: record {last} was replaced "
+                "(with records after it deleted), or the head row was altered",
+            )
+        return None
+
+
+def _span(first: int, last: int) -> str:
+    return f"record {first} is" if first == last else f"records {first}-{last} are"
+
+
+def _raw_audit(r: Row[Any]) -> AuditEvent:
+    """An event from a row read with ``at`` (SQLite) and ``detail`` as raw text; ValueError
+    saying which field cannot be read."""
+    at = r.at
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError(f"its time {at[:40]!r} is not a timestamp") from None
+    if not isinstance(at, datetime):
+        raise ValueError("its time is not a timestamp")
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    try:
+        detail = json.loads(r.detail) if isinstance(r.detail, str) else r.detail
+    except ValueError:
+        raise ValueError("its detail is not valid JSON") from None
+    if not isinstance(detail, dict):
+        raise ValueError("its detail is not a JSON object")
+    for name in ("actor", "action", "target", "prev_hash", "hash"):
+        if not isinstance(getattr(r, name), str):
+            raise ValueError(f"its {name} is not text")
+    if r.remote_addr is not None and not isinstance(r.remote_addr, str):
+        raise ValueError("its remote_addr is not text")
+    return AuditEvent(
+        id=r.id,
+        at=at,
+        actor=r.actor,
+        action=r.action,
+        target=r.target,
+        detail=detail,
+        remote_addr=r.remote_addr,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
+
+
+def _written_as(event: AuditEvent, last_id: int) -> int | None:
+    """The id under which ``event``'s fields hash to its hash, when that is not its own id (a
+    row moved to another id), searching nearby ids; None when it was edited instead."""
+    low, high = max(1, event.id - _MOVE_SEARCH), min(last_id, event.id + _MOVE_SEARCH)
+    for other in sorted(range(low, high + 1), key=lambda i: abs(i - event.id)):
+        if other != event.id and audit_hash(replace(event, id=other)) == event.hash:
+            return other
+    return None
 
 
 def _to_scan(r: Row[Any]) -> ScanRecord:

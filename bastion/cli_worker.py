@@ -1,0 +1,240 @@
+"""``bastion worker``: deliver queued actions to the configured webhooks; and the child worker
+process ``bastion serve`` runs beside the web server (web workers never run schedulers).
+
+Exit codes: 0 stopped normally, 2 bad configuration or unreachable database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from bastion.config import ConfigError, Settings
+
+err = Console(stderr=True)
+log = logging.getLogger("bastion.worker")
+
+
+def check_worker_settings(settings: Settings) -> float:
+    """Validate the webhook targets and outbox settings (ConfigError otherwise) and return how
+    long a graceful stop may take: the longest delivery timeout."""
+    from bastion.actions.targets import load_targets
+    from bastion.actions.worker import WorkerConfig
+
+    targets = load_targets(settings)
+    WorkerConfig.from_settings(settings, targets)
+    return targets.max_timeout
+
+
+def worker(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="BASTION_DATABASE_URL",
+            help="Database URL (default: SQLite in ./bastion-data/).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due now, then exit.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="Log level (debug, info, warning).")] = "info",
+    exit_with_parent: Annotated[
+        bool, typer.Option("--exit-with-parent", hidden=True, help="Stop when the parent dies.")
+    ] = False,
+) -> None:
+    """Deliver queued actions (signed webhooks) until stopped.
+
+    Runs beside `bastion serve` (which starts one unless --no-worker) or on its own; several
+    workers may share a database. SIGTERM or Ctrl-C lets deliveries in flight finish first.
+    """
+    from bastion.actions.targets import load_targets
+    from bastion.actions.worker import OutboxWorker, WorkerConfig
+    from bastion.store import Store, StoreError
+    from bastion.store.outbox import Outbox
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "httpx", "httpcore"):  # one line per request is the worker's job
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root_db = ctx.find_root().params.get("db")
+    try:
+        settings = Settings.load(config, database_url=db or root_db)
+        targets = load_targets(settings)
+        wconfig = WorkerConfig.from_settings(settings, targets)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    try:
+        store = Store.open(settings.database_url)
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    parent = os.getppid() if exit_with_parent else None
+    try:
+        runner = OutboxWorker(
+            Outbox.from_settings(store, settings), targets, wconfig, parent_pid=parent
+        )
+        if once:
+            done = runner.run_once()
+            c = runner.counts
+            err.print(
+                f"{done} attempted: {c.delivered} delivered, {c.retried} to retry, {c.dead} dead"
+            )
+            return
+        _graceful(runner.stop)
+        runner.run()
+    finally:
+        store.close()
+
+
+def _graceful(stop: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: stop claiming and let deliveries finish. A second: exit now (the
+    rows being delivered go out again after their lease, with the same idempotency key)."""
+    seen: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if seen:
+            raise SystemExit(128 + signum)
+        seen.append(signum)
+        log.info("outbox worker: %s received, finishing", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# -- the child process `bastion serve` runs -----------------------------------------------------
+
+
+class _Terminated(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class WorkerChild:
+    """Runs ``bastion worker`` as a child process and restarts it if it dies (with a growing
+    pause), until :meth:`stop`. Settings reach it through the environment, so a database
+    password never shows in the process list."""
+
+    def __init__(self, *, database_url: str | None, config: Path | None, log_level: str) -> None:
+        self.env = dict(os.environ)
+        if database_url:
+            self.env["BASTION_DATABASE_URL"] = database_url
+        if config is not None:
+            self.env["BASTION_CONFIG"] = str(Path(config).resolve())
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "bastion.cli",
+            "worker",
+            "--exit-with-parent",
+            "--log-level",
+            log_level,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="worker-child", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            # Its own process group: a terminal's Ctrl-C reaches only the server, which then
+            # stops the worker in order (rather than both racing and the worker being restarted).
+            self.proc = subprocess.Popen(self.cmd, env=self.env, process_group=0)
+
+    def _supervise(self) -> None:
+        pause = 1.0
+        while not self._stopping.is_set():
+            proc = self.proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            log.warning("outbox worker exited with code %s; restarting in %g s", code, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, 60.0)
+            self._spawn()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, then up to ``timeout`` seconds for deliveries in flight, then SIGKILL."""
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def worker_child(
+    settings: Settings, *, config: Path | None, log_level: str, enabled: bool = True
+) -> Iterator[WorkerChild | None]:
+    """Run the worker child for the duration of the block. SIGTERM to the server (after
+    uvicorn's own graceful shutdown) stops the child too, then ends the server by that signal."""
+    if not enabled:
+        yield None
+        return
+    from bastion.store import Store, StoreError
+
+    stop_timeout = check_worker_settings(settings) + 5
+    # Migrate before the child starts, so server and worker do not both try at once; a failure
+    # is the server's to report when it opens the store.
+    with suppress(StoreError):
+        Store.open(settings.database_url).close()
+    child = WorkerChild(
+        database_url=settings.database_url,
+        config=config,
+        log_level="debug" if log_level == "trace" else log_level,
+    )
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    terminated: int | None = None
+    try:
+        child.start()
+        yield child
+    except _Terminated as exc:
+        terminated = exc.signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        child.stop(stop_timeout)
+    if terminated is not None:
+        signal.signal(terminated, signal.SIG_DFL)
+        os.kill(os.getpid(), terminated)
