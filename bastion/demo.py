@@ -8,6 +8,7 @@ hashes of a benign photo of a bridge from Meta's PDQ test set: demo data, never 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ def testdata_dir() -> Path:
 
 
 DEMO_KEY = "local-admin"
+DEMO_USER = "demo-admin"
+DEMO_ACTOR = "cli:make-run"
 
 
 def ensure_demo_bank(store: Store, data: Path | None = None) -> bool:
@@ -69,16 +72,26 @@ def ensure_demo_bank(store: Store, data: Path | None = None) -> bool:
     return True
 
 
-def prepare_server_demo(store: Store) -> str:
-    """The demo bank, and a new admin key for this run; earlier runs' keys are revoked."""
+def prepare_server_demo(store: Store) -> tuple[str, str]:
+    """The demo bank, a new admin key for this run (earlier runs' keys are revoked) and a fresh
+    password for the console's ``demo-admin`` user. Returns (token, password)."""
+    from bastion.store.accounts import AccountStore, UserNotFound
+
     ensure_demo_bank(store)
     for key in store.list_api_keys():
         if key.name.startswith(DEMO_KEY) and key.revoked_at is None:
             store.revoke_api_key(key.name)
     name = f"{DEMO_KEY}-{datetime.now(UTC):%Y%m%d%H%M%S}"
     _, token = store.create_api_key(name, {"admin"})
-    store.record_audit(actor="cli:make-run", action="key.create", target=name)
-    return token
+    store.record_audit(actor=DEMO_ACTOR, action="key.create", target=name)
+    accounts = AccountStore(store)
+    password = secrets.token_urlsafe(12)
+    try:
+        accounts.get_user(DEMO_USER)
+        accounts.set_password(DEMO_USER, password, actor=DEMO_ACTOR)
+    except UserNotFound:
+        accounts.create_user(DEMO_USER, "admin", password, actor=DEMO_ACTOR)
+    return token, password
 
 
 def run(args: list[str]) -> int:

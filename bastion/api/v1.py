@@ -6,6 +6,7 @@ Every route needs an API key with the right scope; curate, export and admin call
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import tempfile
 from datetime import datetime
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from bastion.api import pipeline
 from bastion.api.auth import Principal, require
 from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
@@ -72,6 +74,13 @@ class Context(BaseModel):
     uploader_id: PlatformId | None = None
     conversation_id: PlatformId | None = None
     age_band: Literal["under13", "13-15", "16-17", "adult", "unknown"] | None = None
+    source: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_.-]*$",
+        description="Where the content came from on the platform (e.g. upload, message, profile); "
+        "policy rules can test it.",
+    )
 
 
 class ScanUrl(BaseModel):
@@ -101,10 +110,13 @@ class MatchOut(BaseModel):
 
 
 class Verdict(BaseModel):
-    """Until policy rules land, a match asks for review and no match allows."""
+    """What the active policy decided; anything but ``allow`` opened (or joined) a case."""
 
     decision: Literal["allow", "review", "block"]
     reason: str
+    rule: str | None = Field(None, description="The policy rule that decided, if any.")
+    priority: Literal["critical", "high", "normal", "low"] | None = None
+    case_id: int | None = Field(None, description="The case the content was queued in.")
 
 
 class ScanResponse(BaseModel):
@@ -273,6 +285,13 @@ def _store_errors(exc: StoreError) -> Problem:
     return Problem(503, "Store unavailable", detail=str(exc))
 
 
+def _media_type(fs: FileSignals, name: str | None) -> str:
+    """A MIME type for review media: the sniffed kind and format, else the name's guess."""
+    if fs.kind in ("image", "video") and fs.format:
+        return f"{fs.kind}/{fs.format.lower()}"
+    return (mimetypes.guess_type(name or "")[0]) or "application/octet-stream"
+
+
 def _count_matches(request: Request, matches: list[Match]) -> None:
     counter = _rt(request).metrics.matches
     for m in matches:
@@ -361,30 +380,52 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
     _count_matches(request, matches)
     signals = [SignalOut(type=s.type, value=s.value, quality=s.quality) for s in fs.signals]
     match_out = [_match_out(m) for m in matches]
-    verdict = Verdict(
-        decision="review" if matches else "allow",
-        reason="matched a bank entry" if matches else "no match",
-    )
     warnings = [fs.error] if fs.error else []
     for s in fs.signals:
         if s.type == SignalType.PDQ and s.quality is not None and s.quality < DEFAULT_MIN_QUALITY:
             warnings.append(f"pdq quality {s.quality} < {DEFAULT_MIN_QUALITY}: not matched")
-    scan_id = None
-    if matches:
-        try:
-            scan_id = await run_in_threadpool(
-                rt.store.record_scan,
-                actor=f"key:{principal.name}",
-                content_kind=fs.kind,
-                context=ctx.model_dump(exclude_none=True),
-                signals=[s.model_dump(mode="json", exclude_none=True) for s in signals],
-                matches=[m.model_dump(mode="json", exclude_none=True) for m in match_out],
-                verdict=verdict.decision,
-            )
-        except StoreError as exc:  # a match that cannot be recorded is not answered as one
-            raise Problem(
-                503, "Store unavailable", detail="the matching scan could not be recorded"
-            ) from exc
+    scanned = pipeline.Scanned(
+        kind=fs.kind,
+        format=fs.format,
+        context=ctx.model_dump(exclude_none=True),
+        signals=[s.model_dump(mode="json", exclude_none=True) for s in signals],
+        matches=[m.model_dump(mode="json", exclude_none=True) for m in match_out],
+        media=data,
+        media_type=_media_type(fs, name),
+        filename=name,
+    )
+    actor = f"key:{principal.name}"
+
+    def decide_and_record() -> tuple[pipeline.Verdict, int | None, int | None]:
+        verdict = pipeline.verdict_for(rt, scanned)
+        if not matches and verdict.decision == "allow":
+            return verdict, None, None
+        scan_id = rt.store.record_scan(
+            actor=actor,
+            content_kind=fs.kind,
+            context=scanned.context,
+            signals=scanned.signals,
+            matches=scanned.matches,
+            verdict=verdict.decision,
+        )
+        if verdict.decision == "allow":
+            return verdict, scan_id, None
+        case = pipeline.open_case(rt, scanned, verdict, actor=actor, scan_id=scan_id)
+        return verdict, scan_id, case.case_id
+
+    try:
+        decided, scan_id, case_id = await run_in_threadpool(decide_and_record)
+    except StoreError as exc:  # a match that cannot be recorded is not answered as one
+        raise Problem(
+            503, "Store unavailable", detail="the scan could not be recorded or queued for review"
+        ) from exc
+    verdict = Verdict(
+        decision=decided.decision,
+        reason=decided.reason,
+        rule=decided.rule,
+        priority=None if decided.decision == "allow" else decided.priority,
+        case_id=case_id,
+    )
     return ScanResponse(
         scan_id=scan_id,
         kind=fs.kind,

@@ -16,6 +16,13 @@ from bastion.store import Store
 from tests.conftest import PG_URL
 
 
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps on PostgreSQL keep their master key and policy in ./bastion-data: make that a
+    temporary directory, never the checkout's."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def api_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":

@@ -169,6 +169,9 @@ def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(
         r = httpx.post(f"{server.base}/v1/scan", headers=headers, files={"file": ("p.jpg", photo)})
         assert r.status_code == 200, r.text
         assert r.json()["matches"][0]["bank"] == "demo-bridge"
+        # The default policy sends a match it has no rule for to review: a case is open.
+        verdict = r.json()["verdict"]
+        assert verdict["decision"] == "review" and verdict["case_id"] >= 1, verdict
         banks = httpx.get(f"{server.base}/v1/banks", headers=headers).json()
         assert banks[0]["is_demo"] is True and banks[0]["labels"] == ["demo"]
     finally:

@@ -1,0 +1,176 @@
+"""The edge where the stages meet: matches → verdict (policy) → case (review) → actions (outbox).
+
+Each stage is its own module and knows nothing of the stages after it; this module is the one place
+that runs them in order for the API and the console. Actions that a verdict or a decision calls
+for are put in the outbox inside the same transaction that opens the case or records the decision,
+so a crash can never leave a decided case without its actions, nor actions without their case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bastion.policy import Verdict, policy_input
+from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
+from bastion.store import Store
+
+#: Bank labels change rarely; reading them once per scan would cost a query per request.
+_BANK_LABELS_TTL = 5.0
+
+
+class BankLabels:
+    """Bank name → labels, refreshed at most every few seconds (a policy rule on bank labels may
+    act on a relabelled bank that long after the change)."""
+
+    def __init__(self, store: Store, ttl: float = _BANK_LABELS_TTL) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._labels: dict[str, frozenset[str]] = {}
+        self._at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> Mapping[str, frozenset[str]]:
+        with self._lock:
+            if time.monotonic() - self._at > self._ttl:
+                self._labels = {b.name: frozenset(b.labels) for b in self._store.list_banks()}
+                self._at = time.monotonic()
+            return self._labels
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """One piece of content after hashing and matching, with the platform's context."""
+
+    kind: str
+    format: str | None
+    context: Mapping[str, Any]
+    signals: list[dict[str, Any]]
+    matches: list[dict[str, Any]]
+    media: bytes | None
+    media_type: str | None
+    filename: str | None
+
+
+def action_payload(
+    action: str, *, case_id: int, context: Mapping[str, Any], reason: str, **extra: Any
+) -> dict[str, Any]:
+    """What the platform needs to act: its own ids and why. Never content or hashes of it."""
+    payload: dict[str, Any] = {
+        "case_id": case_id,
+        "content_id": context.get("content_id"),
+        "uploader_id": context.get("uploader_id"),
+        "conversation_id": context.get("conversation_id"),
+        "reason": reason,
+    }
+    payload.update(extra)
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def verdict_for(rt: Any, scanned: Scanned) -> Verdict:
+    """The active policy's verdict on scanned content, given the uploader's confirmed cases."""
+    uploader = scanned.context.get("uploader_id")
+    confirmed = rt.review.prior_confirmed(uploader) if uploader else 0
+    inp = policy_input(
+        scanned.kind, scanned.context, scanned.matches, rt.bank_labels.get(), confirmed
+    )
+    return rt.policy.current().decide(inp)
+
+
+def open_case(
+    rt: Any, scanned: Scanned, verdict: Verdict, *, actor: str, scan_id: int | None
+) -> Submitted:
+    """Open (or join) a case for content the verdict did not allow, and queue the verdict's
+    actions in the same transaction."""
+    ctx = scanned.context
+    item = NewItem(
+        kind=scanned.kind,
+        format=scanned.format,
+        content_id=ctx.get("content_id"),
+        uploader_id=ctx.get("uploader_id"),
+        conversation_id=ctx.get("conversation_id"),
+        source=ctx.get("source"),
+        age_band=ctx.get("age_band"),
+        scan_id=scan_id,
+        signals=scanned.signals,
+        matches=scanned.matches,
+        media=scanned.media,
+        media_type=scanned.media_type,
+        filename=scanned.filename,
+    )
+
+    def enqueue(conn: Connection, sub: Submitted) -> None:
+        for action in verdict.actions:
+            rt.outbox.enqueue_in(
+                conn,
+                action=action,
+                payload=action_payload(
+                    action,
+                    case_id=sub.case_id,
+                    context=ctx,
+                    reason=verdict.reason,
+                    verdict=verdict.decision,
+                    rule=verdict.rule,
+                ),
+                idempotency_key=f"{action}:case-{sub.case_id}:item-{sub.item_id}",
+                case_id=sub.case_id,
+            )
+
+    return rt.review.submit(verdict, item, actor=actor, then=enqueue)
+
+
+#: Actions about an account rather than a piece of content: sent once per uploader in a case.
+ACCOUNT_ACTIONS = frozenset({"restrict_account"})
+
+
+def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome:
+    """Record a reviewer's decision; when it finally confirms the case, queue the policy's
+    confirmation actions in the same transaction: one per item, or one per uploader for
+    account actions. Entries disabled by a 'not abusive' decision leave the index at once."""
+
+    def enqueue(conn: Connection, outcome: Outcome) -> None:
+        case = outcome.case
+        for action in outcome.actions:
+            seen: set[str] = set()
+            for item in case.items:
+                if action in ACCOUNT_ACTIONS:
+                    if not item.uploader_id or item.uploader_id in seen:
+                        continue
+                    seen.add(item.uploader_id)
+                    # A platform id may hold anything; the key must stay short, plain ASCII.
+                    who = hashlib.sha256(item.uploader_id.encode()).hexdigest()[:24]
+                    key = f"{action}:case-{case.id}:uploader-{who}:confirmed"
+                    context: dict[str, Any] = {"uploader_id": item.uploader_id}
+                else:
+                    key = f"{action}:case-{case.id}:item-{item.id}:confirmed"
+                    context = {
+                        "content_id": item.content_id,
+                        "uploader_id": item.uploader_id,
+                        "conversation_id": item.conversation_id,
+                    }
+                rt.outbox.enqueue_in(
+                    conn,
+                    action=action,
+                    payload=action_payload(
+                        action,
+                        case_id=case.id,
+                        context=context,
+                        reason="confirmed by review",
+                        classification=case.classification,
+                    ),
+                    idempotency_key=key,
+                    case_id=case.id,
+                )
+
+    outcome: Outcome = rt.review.decide(
+        viewer, case_id, decision, policy_review=rt.policy.current().review, then=enqueue
+    )
+    if outcome.disabled:
+        rt.index.refresh()
+    return outcome
