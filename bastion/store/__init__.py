@@ -1,7 +1,6 @@
 """Persistence: banks and entries in SQLite or PostgreSQL, schema managed by Alembic."""
 
 from bastion.store.store import (
-    append_audit,
     DEFAULT_URL,
     URL_ENV,
     AuditEvent,
@@ -19,11 +18,11 @@ from bastion.store.store import (
     Store,
     StoreError,
     StoreUnavailable,
+    append_audit,
     database_url,
 )
 
 __all__ = [
-    "append_audit",
     "DEFAULT_URL",
     "URL_ENV",
     "AuditEvent",
@@ -41,5 +40,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "append_audit",
     "database_url",
 ]
