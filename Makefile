@@ -13,11 +13,18 @@ export BASTION_TEST_POSTGRES_URL
 install: $(STAMP)
 
 # vpdq has no wheels: pip builds it against Debian's FFmpeg development libraries.
+# The console's browser tests drive Debian's Chromium through Playwright (executable_path);
+# Playwright's own browser downloads (`playwright install`) are never used.
 sysdeps:
 	@if ! pkg-config --exists libavformat libavcodec libswscale 2>/dev/null || ! command -v cmake >/dev/null; then \
 	  echo "Installing FFmpeg development libraries for vpdq (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Debian's Chromium for the console's browser tests (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -29,10 +29,16 @@ from prometheus_client import (
 from bastion import __version__
 from bastion.api import hma, problems, v1
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
+from bastion.api.pipeline import BankLabels
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
+from bastion.crypto import MasterKey
 from bastion.index.live import LiveIndex
+from bastion.policy import PolicyHolder
 from bastion.store import Store
+from bastion.store.accounts import AccountStore
+from bastion.store.outbox import Outbox
+from bastion.store.review import ReviewStore
 
 log = logging.getLogger("bastion.api")
 _any_key = Depends(require(None))
@@ -76,6 +82,7 @@ class Runtime:
     """Everything a request handler needs, on ``app.state.runtime``."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
+        settings = settings.in_data_dir(store.data_dir)
         self.settings = settings
         self.store = store
         self.index = LiveIndex(store)
@@ -84,6 +91,12 @@ class Runtime:
         self.metrics = Metrics()
         self.started_at = time.time()
         # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --
+        self.master_key = MasterKey.load(settings)
+        self.policy = PolicyHolder(settings.policy_file)
+        self.bank_labels = BankLabels(store)
+        self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
+        self.accounts = AccountStore(store)
+        self.outbox = Outbox.from_settings(store, settings)
         # -- end domain services --
 
     def verify_key(self, token: str) -> Principal | None:
@@ -313,5 +326,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(v1.router)
     app.include_router(hma.router)
     # -- more routers (console, vouchers) --
+    from bastion.web import router as console_router  # imports the API's modules itself
+
+    app.include_router(console_router)
     # -- end routers --
     return app

@@ -1,0 +1,17 @@
+"""The reviewer and admin console: server-rendered pages on the API's app (see docs/console.md).
+
+``router`` carries every console route; ``create_app`` includes it. Nothing here is in the
+OpenAPI document: the console is for people with a session cookie, the API for keys.
+"""
+
+from fastapi import APIRouter
+
+from bastion.web import admin, cases, login
+
+router = APIRouter(include_in_schema=False)
+router.include_router(login.router)
+router.include_router(cases.router)
+router.include_router(cases.media_router)
+router.include_router(admin.router)
+
+__all__ = ["router"]

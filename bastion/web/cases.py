@@ -1,0 +1,316 @@
+"""The review queue and the case view: claim, reveal, media, decide.
+
+Wellbeing is the default here: media is served as the server's blurred greyscale derivative
+unless this reviewer revealed that item moments ago (``ReviewStore.media`` enforces it), each
+reveal counts towards the reviewer's daily exposure, and past the soft limit a break prompt
+stands between the reviewer and the next reveal (continuing is a deliberate, audited choice).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Response
+from fastapi.responses import JSONResponse
+
+from bastion.api import pipeline
+from bastion.review import (
+    ACTIVE_STATES,
+    CLASSIFICATIONS,
+    FINAL_STATES,
+    Case,
+    CaseClosed,
+    CaseLeased,
+    CaseNotFound,
+    Decision,
+    Forbidden,
+    InvalidDecision,
+    NoMedia,
+    NotLeased,
+    PreviewUnavailable,
+    RevealRequired,
+)
+from bastion.store import EntryNotFound
+from bastion.web.base import (
+    REVIEWERS,
+    ConsoleJsonRoute,
+    ConsoleRoute,
+    Ctx,
+    PageError,
+    action,
+    not_found,
+    page,
+    redirect,
+    register_errors,
+    render,
+)
+
+register_errors(
+    (CaseNotFound, 404, "Not found"),
+    # Role and queue refusals; the store has already audited them as access.denied.
+    (Forbidden, 403, "Not allowed"),
+    (CaseLeased, 409, "Claimed by someone else"),
+    (NotLeased, 409, "Claim the case first"),
+    (CaseClosed, 409, "Case already decided"),
+    (RevealRequired, 409, "Reveal first"),
+    (InvalidDecision, 400, "Invalid decision"),
+    (NoMedia, 404, "No media"),
+    (PreviewUnavailable, 404, "No preview"),
+)
+
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+media_router = APIRouter(route_class=ConsoleJsonRoute, include_in_schema=False)
+
+Reviewer = Annotated[Ctx, Depends(page(*REVIEWERS))]
+ReviewerAction = Annotated[Ctx, Depends(action(*REVIEWERS))]
+
+STATE_FILTERS: dict[str, tuple[str, ...]] = {
+    "active": ACTIVE_STATES,
+    "open": ("open",),
+    "awaiting_second": ("awaiting_second",),
+    "confirmed": ("confirmed",),
+    "not_abusive": ("not_abusive",),
+    "closed": FINAL_STATES,
+}
+EVENT_MESSAGES = {
+    "first_confirm": "confirmed; it now waits for a second reviewer",
+    "confirmed": "confirmed",
+    "not_abusive": "closed as not abusive",
+    "escalated": "escalated",
+    "disagreed": "escalated (the second review disagreed)",
+}
+#: Never rendered inline: image types that can carry script.
+SCRIPTABLE_TYPES = {"image/svg+xml"}
+MAX_ID = 2**63 - 1
+
+
+def _id(value: int) -> int:
+    if not 0 < value <= MAX_ID:
+        raise not_found()
+    return value
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+
+@router.get("/cases")
+def queue(
+    ctx: Reviewer,
+    queue: Annotated[str, Query(max_length=64)] = "",
+    state: Annotated[str, Query(max_length=32)] = "active",
+    after: Annotated[int, Query(ge=0)] = 0,
+    done: Annotated[int, Query(ge=0)] = 0,
+    event: Annotated[str, Query(max_length=32)] = "",
+    disabled: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    failed: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> Response:
+    states = STATE_FILTERS.get(state)
+    if states is None:
+        raise PageError(400, "Invalid filter", f"unknown state filter {state!r}")
+    counts = ctx.rt.review.queue_counts(ctx.viewer)
+    limit = 50  # list_cases refuses (Forbidden) a queue the viewer may not see
+    cases = ctx.rt.review.list_cases(
+        ctx.viewer, queue=queue or None, states=states, limit=limit + 1, after=after or None
+    )
+    more = len(cases) > limit
+    cases = cases[:limit]
+    notice = ""
+    if done and event in EVENT_MESSAGES:
+        notice = f"Case {done} {EVENT_MESSAGES[event]}."
+        if disabled:
+            notice += f" {disabled} matched bank entr{'y' if disabled == 1 else 'ies'} disabled."
+        if failed:
+            notice += f" {failed} could not be disabled (see the audit log)."
+    return render(
+        "cases.html",
+        ctx,
+        cases=cases,
+        counts=list(counts.values()),
+        queue=queue,
+        state=state,
+        states=list(STATE_FILTERS),
+        next_after=cases[-1].id if more and cases else None,
+        notice=notice,
+    )
+
+
+# -- case view ----------------------------------------------------------------------------------
+
+
+def _entry_facts(ctx: Ctx, case: Case) -> dict[int, dict[str, Any]]:
+    """Bank-side facts for each matched entry (provenance, disputes), shown beside the match so
+    a reviewer can decide from the match where policy allows it."""
+    facts: dict[int, dict[str, Any]] = {}
+    banks = {b.name: b for b in ctx.rt.store.list_banks()}
+    for item in case.items:
+        for m in item.matches:
+            entry_id = m.get("entry")
+            if not isinstance(entry_id, int) or entry_id in facts:
+                continue
+            info: dict[str, Any] = {"disputes": ctx.rt.review.disputes_for_entry(entry_id)}
+            try:
+                entry = ctx.rt.store.get_entry(entry_id)
+            except EntryNotFound:
+                info["missing"] = True
+            else:
+                info.update(
+                    source=entry.source,
+                    list_name=entry.list_name,
+                    added_at=entry.added_at,
+                    entry_labels=list(entry.labels),
+                    enabled=entry.enabled,
+                    disabled_reason=entry.disabled_reason,
+                )
+            bank = banks.get(str(m.get("bank")))
+            if bank is not None:
+                info.update(
+                    bank_labels=list(bank.labels),
+                    bank_source=bank.source,
+                    bank_enabled=bank.enabled,
+                    is_demo=bank.is_demo,
+                )
+            facts[entry_id] = info
+    return facts
+
+
+def _case_page(
+    ctx: Ctx, case_id: int, *, error: PageError | None = None, status: int = 200
+) -> Response:
+    case = ctx.rt.review.get_case(ctx.viewer, case_id)
+    holder = case.lease_holder == ctx.name
+    must_reveal = case.must_reveal()
+    prior = ctx.rt.review.prior_confirmed(case.uploader_id) if case.uploader_id else 0
+    return render(
+        "case.html",
+        ctx,
+        status=error.status if error else status,
+        case=case,
+        holder=holder,
+        must_reveal=must_reveal,
+        entries=_entry_facts(ctx, case),
+        prior_confirmed=prior,
+        classifications=CLASSIFICATIONS,
+        error=error,
+        can_decide=holder and not case.final,
+    )
+
+
+@router.get("/cases/{case_id}")
+def case_view(ctx: Reviewer, case_id: int) -> Response:
+    return _case_page(ctx, _id(case_id))
+
+
+def _on_case_error(ctx: Ctx, case_id: int, exc: Exception) -> Response:
+    """A refused claim or decision: the case page again, with the reason on top."""
+    from bastion.web.base import page_error
+
+    error = page_error(exc)
+    if error is None or error.status in (403, 404):
+        raise exc
+    return _case_page(ctx, case_id, error=error)
+
+
+@router.post("/cases/{case_id}/claim")
+def claim(ctx: ReviewerAction, case_id: int) -> Response:
+    case_id = _id(case_id)
+    try:
+        ctx.rt.review.claim(ctx.viewer, case_id)
+    except (CaseLeased, CaseClosed) as exc:
+        return _on_case_error(ctx, case_id, exc)
+    return redirect(f"/cases/{case_id}")
+
+
+@router.post("/cases/{case_id}/release")
+def release(ctx: ReviewerAction, case_id: int) -> Response:
+    case_id = _id(case_id)
+    ctx.rt.review.release(ctx.viewer, case_id)
+    return redirect("/cases")
+
+
+def _labels(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.replace("\n", ",").split(",") if p.strip())
+
+
+@router.post("/cases/{case_id}/decide")
+def decide(
+    ctx: ReviewerAction,
+    case_id: int,
+    decision: Annotated[str, Form(max_length=32)],
+    classification: Annotated[str, Form(max_length=8)] = "",
+    labels: Annotated[str, Form(max_length=2000)] = "",
+    note: Annotated[str, Form(max_length=10_000)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+    disable_entries: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    case_id = _id(case_id)
+    try:
+        if decision == "confirmed":
+            chosen = Decision.confirmed(classification, _labels(labels), note=note)
+        elif decision == "not_abusive":
+            chosen = Decision.not_abusive(reason, disable_entries=bool(disable_entries), note=note)
+        elif decision == "escalate":
+            chosen = Decision.escalate(note)
+        else:
+            raise InvalidDecision(f"unknown decision {decision!r}")
+        outcome = pipeline.decide(ctx.rt, ctx.viewer, case_id, chosen)
+    except (InvalidDecision, NotLeased, CaseLeased, CaseClosed, RevealRequired) as exc:
+        return _on_case_error(ctx, case_id, exc)
+    url = f"/cases?done={case_id}&event={outcome.event or decision}"
+    if outcome.disabled or outcome.disable_errors:
+        url += f"&disabled={len(outcome.disabled)}&failed={len(outcome.disable_errors)}"
+    return redirect(url)
+
+
+# -- reveal and media (fetch() and <img>: JSON errors, 401 without a session) -------------------
+
+
+@media_router.post("/cases/{case_id}/items/{item_id}/reveal")
+def reveal(
+    ctx: ReviewerAction,
+    case_id: int,
+    item_id: int,
+    continue_: Annotated[str, Form(alias="continue", max_length=8)] = "",
+) -> Response:
+    """Record a deliberate reveal (and the exposure) before the clear media may be fetched.
+    Past the daily soft limit the answer is a break prompt unless the reviewer chose to go on."""
+    case_id, item_id = _id(case_id), _id(item_id)
+    rt = ctx.rt
+    limit = int(rt.settings.exposure_soft_limit)
+    count = int(rt.accounts.exposure_today(ctx.name))
+    over = limit > 0 and count >= limit
+    if over and continue_ != "1":
+        return JSONResponse({"break": True, "count": count, "limit": limit}, status_code=409)
+    rt.review.reveal(ctx.viewer, case_id, item_id)
+    if over:
+        rt.store.record_audit(
+            actor=ctx.actor,
+            action="exposure.continue",
+            target=f"case:{case_id}",
+            detail={"item": item_id, "count": count, "limit": limit},
+            remote_addr=ctx.remote_addr,
+        )
+    count = int(rt.accounts.record_exposure(ctx.name))
+    return JSONResponse(
+        {
+            "item": item_id,
+            "count": count,
+            "limit": limit,
+            "url": f"/cases/{case_id}/items/{item_id}/media?clear=1",
+        }
+    )
+
+
+@media_router.get("/cases/{case_id}/items/{item_id}/media")
+def media(
+    ctx: Annotated[Ctx, Depends(page(*REVIEWERS))],
+    case_id: int,
+    item_id: int,
+    clear: Annotated[int, Query(ge=0, le=1)] = 0,
+) -> Response:
+    media = ctx.rt.review.media(ctx.viewer, _id(case_id), _id(item_id), clear=bool(clear))
+    media_type = media.media_type.lower()
+    headers = {"Cache-Control": "no-store, private", "Content-Disposition": "inline"}
+    if not media_type.startswith(("image/", "video/")) or media_type in SCRIPTABLE_TYPES:
+        media_type = "application/octet-stream"
+        headers["Content-Disposition"] = "attachment"
+    return Response(media.data, media_type=media_type, headers=headers)

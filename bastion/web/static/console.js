@@ -1,0 +1,285 @@
+// Bastion console. No inline scripts (the CSP forbids them); everything hangs off data attributes.
+//
+// Case view wellbeing rules:
+// - media starts as the server's blurred greyscale preview;
+// - a reveal is one deliberate act per item (button or "r"), recorded by the server first;
+// - the clear media is fetched into a blob: URL and dropped again (re-blurred) when the pointer
+//   leaves the item, the page is hidden or loses focus, another item is revealed, or on Esc;
+// - revealed images stay greyscale until the reviewer asks for colour; videos are muted,
+//   paused and never autoplay.
+"use strict";
+
+(function () {
+  const csrf = () => {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  };
+
+  // Forms that ask before they act (revoke a key, disable a user).
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm) {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    }
+  });
+
+  const root = document.getElementById("case");
+  if (!root) return;
+
+  const caseId = root.dataset.case;
+  const holder = root.dataset.holder === "1";
+  const mustReveal = new Set((root.dataset.mustReveal || "").split(" ").filter(Boolean));
+  const items = Array.from(document.querySelectorAll('.item[data-has-media="1"]'));
+  const state = new Map(); // item element -> {url, generation}
+  let active = null;
+  let chosenForm = null;
+
+  const dialog = document.getElementById("break-dialog");
+  let pendingItem = null;
+
+  function info(item) {
+    if (!state.has(item)) state.set(item, { url: null, generation: 0 });
+    return state.get(item);
+  }
+
+  function setStatus(item, text) {
+    const span = item.querySelector(".tools .state");
+    if (span) span.textContent = text;
+  }
+
+  function updateExposure(count, limit) {
+    const badge = document.getElementById("exposure");
+    const number = document.getElementById("exposure-count");
+    if (!badge || !number) return;
+    number.textContent = String(count);
+    badge.dataset.count = String(count);
+    badge.classList.toggle("over", limit > 0 && count >= limit);
+  }
+
+  function updateDecisionButtons() {
+    document.querySelectorAll("#decide button[type=submit]").forEach((button) => {
+      const needsReveal = button.hasAttribute("data-needs-reveal");
+      button.disabled = !holder || (needsReveal && mustReveal.size > 0);
+    });
+    const hint = document.getElementById("reveal-hint");
+    if (hint && mustReveal.size === 0) hint.hidden = true;
+  }
+
+  function mediaElement(item) {
+    return item.querySelector(".media-box .media");
+  }
+
+  function setActive(item) {
+    if (active && active !== item) active.classList.remove("active");
+    active = item;
+    if (item) item.classList.add("active");
+  }
+
+  function reblur(item) {
+    const s = info(item);
+    s.generation += 1; // a reveal still in flight for this item must not show its result
+    if (item.dataset.state === "blurred") return;
+    const box = item.querySelector(".media-box");
+    const current = mediaElement(item);
+    if (current && current.tagName === "VIDEO") current.pause();
+    const img = document.createElement("img");
+    img.className = "media greyscale";
+    img.alt = "Blurred preview";
+    img.src = item.dataset.preview;
+    box.replaceChildren(img);
+    if (s.url) URL.revokeObjectURL(s.url);
+    s.url = null;
+    item.dataset.state = "blurred";
+    item.querySelector('[data-action="colour"]').hidden = true;
+    item.querySelector('[data-action="reblur"]').hidden = true;
+    setStatus(item, "blurred");
+  }
+
+  function reblurAll() {
+    items.forEach(reblur);
+  }
+
+  function showClear(item, url) {
+    const box = item.querySelector(".media-box");
+    const kind = item.dataset.kind;
+    let el;
+    if (kind === "video") {
+      el = document.createElement("video");
+      el.muted = true;
+      el.defaultMuted = true;
+      el.autoplay = false;
+      el.controls = true;
+      el.preload = "metadata";
+      el.playsInline = true;
+      el.setAttribute("muted", "");
+    } else {
+      el = document.createElement("img");
+      el.alt = "Revealed item";
+    }
+    el.className = "media greyscale";
+    el.src = url;
+    box.replaceChildren(el);
+    if (el.tagName === "VIDEO") el.pause();
+    item.dataset.state = "revealed";
+    const colour = item.querySelector('[data-action="colour"]');
+    colour.hidden = false;
+    colour.textContent = "Show colour";
+    item.querySelector('[data-action="reblur"]').hidden = false;
+    setStatus(item, "revealed (greyscale)");
+  }
+
+  async function reveal(item, carryOn) {
+    items.forEach((other) => {
+      if (other !== item) reblur(other);
+    });
+    setActive(item);
+    const s = info(item);
+    s.generation += 1;
+    const generation = s.generation;
+    setStatus(item, "revealing…");
+    const body = new URLSearchParams();
+    if (carryOn) body.set("continue", "1");
+    let response;
+    try {
+      response = await fetch(`/cases/${caseId}/items/${item.dataset.item}/reveal`, {
+        method: "POST",
+        headers: { "X-CSRF-Token": csrf() },
+        body,
+        credentials: "same-origin",
+      });
+    } catch (err) {
+      setStatus(item, "reveal failed: network error");
+      return;
+    }
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = {};
+    }
+    if (response.status === 409 && data.break) {
+      pendingItem = item;
+      document.getElementById("break-count").textContent = String(data.count);
+      document.getElementById("break-limit").textContent = String(data.limit);
+      setStatus(item, "blurred");
+      dialog.showModal();
+      return;
+    }
+    if (!response.ok) {
+      setStatus(item, `reveal refused: ${data.detail || data.title || response.status}`);
+      return;
+    }
+    updateExposure(data.count, data.limit);
+    mustReveal.delete(String(item.dataset.item));
+    updateDecisionButtons();
+    const media = await fetch(data.url, { credentials: "same-origin", cache: "no-store" });
+    if (!media.ok) {
+      setStatus(item, `could not load the media (${media.status})`);
+      return;
+    }
+    const blob = await media.blob();
+    if (info(item).generation !== generation) {
+      setStatus(item, "blurred"); // re-blurred meanwhile: show nothing
+      return;
+    }
+    const url = URL.createObjectURL(blob);
+    s.url = url;
+    showClear(item, url);
+  }
+
+  function toggleColour(item) {
+    if (!item || item.dataset.state !== "revealed") return;
+    const el = mediaElement(item);
+    const grey = el.classList.toggle("greyscale");
+    item.querySelector('[data-action="colour"]').textContent = grey ? "Show colour" : "Greyscale";
+    setStatus(item, grey ? "revealed (greyscale)" : "revealed (colour)");
+  }
+
+  function revealNext() {
+    if (!items.length) return;
+    const start = active ? items.indexOf(active) + 1 : 0;
+    const order = items.slice(start).concat(items.slice(0, start));
+    const next = order.find((it) => mustReveal.has(String(it.dataset.item))) || order[0];
+    next.scrollIntoView({ block: "nearest" });
+    reveal(next, false);
+  }
+
+  function choose(kind) {
+    const form = document.getElementById(`decide-${kind}`);
+    if (!form) return;
+    document.querySelectorAll("#decide fieldset").forEach((f) => f.classList.remove("chosen"));
+    form.querySelector("fieldset").classList.add("chosen");
+    chosenForm = form;
+    const field = form.querySelector("select, input:not([type=hidden]):not([type=checkbox])");
+    if (field) field.focus();
+  }
+
+  items.forEach((item) => {
+    item.addEventListener("mouseleave", () => reblur(item));
+    item.querySelector('[data-action="reveal"]').addEventListener("click", () => reveal(item, false));
+    item.querySelector('[data-action="colour"]').addEventListener("click", () => toggleColour(item));
+    item.querySelector('[data-action="reblur"]').addEventListener("click", () => reblur(item));
+  });
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible") reblurAll();
+  });
+  window.addEventListener("blur", reblurAll);
+  window.addEventListener("pagehide", reblurAll);
+
+  document.getElementById("break-continue").addEventListener("click", () => {
+    dialog.close();
+    const item = pendingItem;
+    pendingItem = null;
+    if (item) reveal(item, true);
+  });
+  dialog.addEventListener("close", () => {
+    pendingItem = null;
+  });
+
+  document.querySelectorAll("#decide form").forEach((form) => {
+    form.addEventListener("focusin", () => {
+      document.querySelectorAll("#decide fieldset").forEach((f) => f.classList.remove("chosen"));
+      form.querySelector("fieldset").classList.add("chosen");
+      chosenForm = form;
+    });
+  });
+
+  document.addEventListener("keydown", (event) => {
+    if (dialog.open) return;
+    const target = event.target;
+    const typing =
+      target instanceof HTMLInputElement ||
+      target instanceof HTMLTextAreaElement ||
+      target instanceof HTMLSelectElement;
+    if (event.key === "Escape") {
+      reblurAll();
+      if (typing) target.blur();
+      return;
+    }
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      const form = chosenForm;
+      const button = form && form.querySelector("button[type=submit]");
+      if (form && button && !button.disabled) {
+        event.preventDefault();
+        form.requestSubmit(button);
+      }
+      return;
+    }
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const actions = {
+      r: revealNext,
+      g: () => toggleColour(active),
+      c: () => choose("confirmed"),
+      n: () => choose("not_abusive"),
+      e: () => choose("escalate"),
+    };
+    const run = actions[event.key];
+    if (run) {
+      event.preventDefault();
+      run();
+    }
+  });
+
+  updateDecisionButtons();
+})();
