@@ -621,6 +621,10 @@ class AccountStore:
         with self._tx() as conn:
             return record_exposure_in(conn, user_name, day=day)
 
+    def record_exposure_in(self, conn: Connection, user_name: str) -> int:
+        """:meth:`record_exposure` inside the caller's transaction (e.g. the reveal's)."""
+        return record_exposure_in(conn, user_name, day=_day(self._clock()))
+
     def exposure_today(self, user_name: str) -> int:
         """Items ``user_name`` revealed today (UTC)."""
         day = _day(self._clock())

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -119,6 +119,8 @@ disputes_t = EntryDisputeRow.__table__
 
 _MAX_JSON = 16 * 2**20
 _MAX_ID = 2**63 - 1
+
+T = TypeVar("T")
 
 
 def media_aad(case_id: int, item_id: int) -> bytes:
@@ -469,9 +471,18 @@ class ReviewStore:
 
     # -- content -------------------------------------------------------------------------------
 
-    def reveal(self, viewer: Viewer, case_id: int, item_id: int) -> None:
+    def reveal(
+        self,
+        viewer: Viewer,
+        case_id: int,
+        item_id: int,
+        *,
+        then: Callable[[Connection], T] | None = None,
+    ) -> T | None:
         """Record that the viewer chose to see this item unblurred: it opens a
-        :data:`REVEAL_WINDOW` for ``media(clear=True)`` and counts towards deciding."""
+        :data:`REVEAL_WINDOW` for ``media(clear=True)`` and counts towards deciding.
+        ``then(conn)`` runs in the same transaction (the console counts the reviewer's exposure
+        there, so the count commits with the reveal) and its result is returned."""
         config = self.config()
         now = self._now()
         with self._denials(viewer, "content.reveal", case_id, item_id), self._tx() as conn:
@@ -486,6 +497,7 @@ class ReviewStore:
                 action="content.reveal",
                 target=_target(row.id, item_id),
             )
+            return then(conn) if then is not None else None
 
     def media(self, viewer: Viewer, case_id: int, item_id: int, *, clear: bool) -> Media:
         """The item's media. ``clear=False``: a blurred greyscale JPEG made here (a frame, for

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from bastion.api import pipeline
 from bastion.review import (
@@ -30,7 +31,7 @@ from bastion.review import (
     PreviewUnavailable,
     RevealRequired,
 )
-from bastion.store import EntryNotFound
+from bastion.store import EntryNotFound, append_audit
 from bastion.web.base import (
     REVIEWERS,
     ConsoleJsonRoute,
@@ -280,16 +281,21 @@ def reveal(
     over = limit > 0 and count >= limit
     if over and continue_ != "1":
         return JSONResponse({"break": True, "count": count, "limit": limit}, status_code=409)
-    rt.review.reveal(ctx.viewer, case_id, item_id)
-    if over:
-        rt.store.record_audit(
-            actor=ctx.actor,
-            action="exposure.continue",
-            target=f"case:{case_id}",
-            detail={"item": item_id, "count": count, "limit": limit},
-            remote_addr=ctx.remote_addr,
-        )
-    count = int(rt.accounts.record_exposure(ctx.name))
+
+    def count_exposure(conn: Connection) -> int:
+        # In the reveal's transaction: the count, and a chosen overrun, commit with the reveal.
+        if over:
+            append_audit(
+                conn,
+                actor=ctx.actor,
+                action="exposure.continue",
+                target=f"case:{case_id}",
+                detail={"item": item_id, "count": count, "limit": limit},
+                remote_addr=ctx.remote_addr,
+            )
+        return rt.accounts.record_exposure_in(conn, ctx.name)
+
+    count = int(rt.review.reveal(ctx.viewer, case_id, item_id, then=count_exposure) or 0)
     return JSONResponse(
         {
             "item": item_id,
