@@ -731,12 +731,12 @@ def _print_demo_banner(token: str, password: str, host: str, port: int) -> None:
     console.print("Scan an image (a match opens a case in the review queue):")
     print(
         f"  curl -s -H 'Authorization: Bearer {token}' -F file=@../shared/testdata/images/"
-        f"bridge-mods/blur-a-lot.jpg -F 'context={{\"uploader_id\":\"demo-user\"}}' "
+        f'bridge-mods/blur-a-lot.jpg -F \'context={{"uploader_id":"demo-user"}}\' '
         f"{base}/v1/scan",
         flush=True,
     )
-    console.print(f"Reviewer console: {base}/login  user {DEMO_USER}  password (this run only):")
-    print(f"  {password}", flush=True)
+    console.print(f"Reviewer console: {base}/login")
+    print(f"  user {DEMO_USER}, password for this run: {password}", flush=True)
     console.print(f"API docs: {base}/docs")
     console.rule()
 

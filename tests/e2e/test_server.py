@@ -7,6 +7,7 @@ within seconds, without restarting or rebuilding either.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -174,6 +175,21 @@ def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(
         assert verdict["decision"] == "review" and verdict["case_id"] >= 1, verdict
         banks = httpx.get(f"{server.base}/v1/banks", headers=headers).json()
         assert banks[0]["is_demo"] is True and banks[0]["labels"] == ["demo"]
+        # The printed console password logs demo-admin in, and the queue shows that case.
+        shown = re.search(r"user demo-admin, password for this run: (\S+)", printed)
+        assert shown, printed
+        password = shown.group(1)
+        with httpx.Client(base_url=server.base) as browser:
+            page = browser.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token, page.text
+            r = browser.post(
+                "/login",
+                data={"name": "demo-admin", "password": password, "csrf_token": token.group(1)},
+            )
+            assert r.status_code == 303 and r.headers["location"] == "/cases", r.text
+            queue = browser.get("/cases")
+            assert queue.status_code == 200 and f"/cases/{verdict['case_id']}" in queue.text
     finally:
         server.stop()
     assert (tmp_path / "bastion-data" / "bastion.db").is_file()
