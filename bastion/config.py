@@ -86,6 +86,33 @@ class Settings:
     outbox_heartbeat_seconds: float = 60.0
     # -- end actions --
     # -- vouchers (bastion.psi) --
+    #: Private matching for E2EE messaging (docs/e2ee.md). "near" also finds edited copies
+    #: (chunk keys, ~5x the table size); "exact" only identical PDQ hashes.
+    voucher_mode: str = "near"
+    #: Matches (distinct items) an account needs before any of its items opens for review.
+    voucher_threshold: int = 10
+    #: Chance that a client sends a synthetic voucher, and the most it sends per epoch.
+    voucher_synthetic_rate: float = 0.05
+    voucher_max_synthetic: int = 32
+    #: Shares only combine within an epoch of this many days.
+    voucher_epoch_days: float = 30.0
+    #: Near mode: chunks per hash, keys probed per item, bits flipped at most per probe.
+    voucher_chunks: int = 5
+    voucher_probes: int = 8
+    voucher_max_flips: int = 2
+    #: Bytes inside every voucher for the item id and its low-resolution derivative.
+    voucher_ad_bytes: int = 8192
+    #: Banks whose PDQ entries go into pdata (empty: every enabled bank).
+    voucher_banks: tuple[str, ...] = ()
+    #: Vouchers accepted per account per hour; more are refused (429) and counted.
+    voucher_rate_per_hour: int = 500
+    voucher_max_batch: int = 100
+    #: An opened item must also be within this PDQ distance of a bank entry (server re-check).
+    voucher_verify_distance: int = 31
+    voucher_min_quality: int = 50
+    voucher_cuckoo_load: float = 0.85
+    #: Published tables whose vouchers are still accepted (the newest included).
+    voucher_keep_tables: int = 3
     # -- end vouchers --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

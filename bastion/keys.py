@@ -23,7 +23,9 @@ from datetime import datetime
 
 from bastion.banks.model import BANK_NAME_RE
 
-SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin")
+#: ``vouchers`` (appended last so existing listings keep their order): pdata, safety vouchers and
+#: message franking for end-to-end encrypted messaging (bastion.api.vouchers).
+SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin", "vouchers")
 ADMIN = "admin"
 TOKEN_PREFIX = "bst_"
 KEY_ID_LENGTH = 10

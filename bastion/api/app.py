@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 
 from bastion import __version__
-from bastion.api import hma, problems, v1
+from bastion.api import hma, problems, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
 from bastion.api.pipeline import BankLabels
 from bastion.api.problems import BodyTooLarge
@@ -97,6 +97,7 @@ class Runtime:
         self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
         self.accounts = AccountStore(store)
         self.outbox = Outbox.from_settings(store, settings)
+        self.vouchers = vouchers.VoucherStore(store, self.master_key, settings)
         # -- end domain services --
 
     def verify_key(self, token: str) -> Principal | None:
@@ -329,5 +330,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     from bastion.web import router as console_router  # imports the API's modules itself
 
     app.include_router(console_router)
+    app.include_router(vouchers.router)
     # -- end routers --
     return app

@@ -1,0 +1,369 @@
+"""API for end-to-end encrypted messaging: pdata, safety vouchers, message franking.
+
+The platform's backend holds an API key with the ``vouchers`` scope: it fetches pdata (and its
+root) for its apps, relays the vouchers that travel beside messages, asks for franking tags when
+it relays a message, and forwards user reports. Building pdata and looking at openings need
+``admin``. Nothing here tells the platform whether a voucher matched: openings go to review.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from bastion.api.auth import Principal, require
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.psi import Report, ReportRejected
+from bastion.store import BankNotFound, InvalidInput
+from bastion.store.vouchers import InvalidVoucher, NoTable, RateLimited, VoucherStore
+
+router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
+
+_any_key = require(None)
+_admin_key = require("admin")
+#: Longest base64 voucher accepted (a 1 MiB derivative budget, plus probes, fits).
+MAX_VOUCHER_CHARS = 2_000_000
+MAX_REPORT_CHARS = 24 * 2**20
+
+
+async def _vouchers_key(request: Request) -> Principal:
+    """A key with the ``vouchers`` scope (``admin`` implies it)."""
+    principal = await _any_key(request)
+    if not principal.allows("vouchers"):
+        raise Problem(403, "Forbidden", detail="this API key lacks the 'vouchers' scope")
+    return principal
+
+
+_vouchers_key.checks_api_key = True  # type: ignore[attr-defined]
+
+VouchersKey = Annotated[Principal, Depends(_vouchers_key)]
+AdminKey = Annotated[Principal, Depends(_admin_key)]
+
+
+def _rt(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _store(request: Request) -> VoucherStore:
+    return _rt(request).vouchers
+
+
+def _remote(request: Request) -> str | None:
+    from bastion.api.app import client_address
+
+    return client_address(request, _rt(request).settings)
+
+
+class TableOut(BaseModel):
+    root: str = Field(description="SHA-256 root of the table: pin it, publish it, audit it.")
+    created_at: datetime
+    bytes: int
+    params: dict[str, int]
+    stats: dict[str, Any]
+    banks: list[str] | None = Field(None, description="Banks it was built from (null: all).")
+
+
+class BuildIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    banks: list[str] | None = Field(None, max_length=1000)
+
+
+class VouchersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vouchers: list[Annotated[str, Field(max_length=MAX_VOUCHER_CHARS)]] = Field(
+        ..., min_length=1, max_length=10_000, description="Base64 vouchers."
+    )
+
+
+class VouchersOut(BaseModel):
+    accepted: int = Field(description="Vouchers stored or discarded; never which matched.")
+
+
+class TagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    commitment: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
+    sender: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]*$")
+    recipient: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]*$")
+
+
+class TagOut(BaseModel):
+    tag: str
+    timestamp: int
+
+
+class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(..., max_length=MAX_REPORT_CHARS, description="Base64 message bytes.")
+    franking_key: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
+    commitment: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
+    tag: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
+    sender: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]*$")
+    recipient: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]*$")
+    timestamp: StrictInt = Field(..., ge=0, le=2**40)
+    reporter: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]*$")
+    context: dict[str, Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class ReportOut(BaseModel):
+    id: int
+    verified: bool = True
+    sender: str
+    recipient: str
+    sent_at: datetime
+    message_sha256: str
+
+
+class OpenedOut(BaseModel):
+    id: int
+    account: str
+    epoch: int
+    item_id: str
+    pdq: str
+    quality: int
+    matches: list[dict[str, Any]]
+    media_type: str
+    media_size: int
+    media_sha256: str
+    opened_at: datetime
+
+
+class HourOut(BaseModel):
+    hour: datetime
+    accepted: int
+    rejected: int
+
+
+class GroupOut(BaseModel):
+    epoch: int
+    state: str
+    shares: int
+    real: int
+    synthetic: int
+    verified: int
+    opened_at: datetime | None
+    note: str
+
+
+class AccountOut(BaseModel):
+    account: str
+    hours: list[HourOut]
+    epochs: list[GroupOut]
+
+
+def _table_out(info: Any) -> TableOut:
+    return TableOut(
+        root=info.root,
+        created_at=info.created_at,
+        bytes=info.size,
+        params=info.params,
+        stats=info.stats,
+        banks=info.banks,
+    )
+
+
+@router.get(
+    "/pdata",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The table."},
+        **problem_responses(404, 503),
+    },
+)
+def get_pdata(request: Request, _: VouchersKey) -> Response:
+    """The current pdata table (binary). Its root is in the `Bastion-PData-Root` header and the
+    ETag; clients must check it against the root they were given (``PData.from_bytes``)."""
+    store = _store(request)
+    info = store.current_table()
+    if info is None:
+        raise Problem(404, "Not found", detail="no pdata table yet: build one (POST /v1/pdata)")
+    etag = f'"{info.root}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    try:
+        blob = store.table_blob(info.id)
+    except NoTable as exc:
+        raise Problem(404, "Not found", detail=str(exc)) from None
+    return Response(
+        blob,
+        media_type="application/octet-stream",
+        headers={"ETag": etag, "Bastion-PData-Root": info.root},
+    )
+
+
+@router.get("/pdata/root", response_model=TableOut, responses=problem_responses(404, 503))
+def get_pdata_root(request: Request, _: VouchersKey) -> TableOut:
+    """The current table's root, parameters and size."""
+    info = _store(request).current_table()
+    if info is None:
+        raise Problem(404, "Not found", detail="no pdata table yet: build one (POST /v1/pdata)")
+    return _table_out(info)
+
+
+@router.post(
+    "/pdata",
+    response_model=TableOut,
+    status_code=201,
+    responses=problem_responses(400, 404, 422, 503),
+)
+def build_pdata(request: Request, principal: AdminKey, body: BuildIn | None = None) -> TableOut:
+    """Build and publish a new table from the banks' enabled PDQ entries (admin). Clients
+    pick it up on their next fetch; vouchers for the previous few tables are still accepted."""
+    store = _store(request)
+    try:
+        info = store.build_table(
+            actor=f"key:{principal.name}",
+            banks=body.banks if body else None,
+            remote_addr=_remote(request),
+        )
+    except BankNotFound as exc:
+        raise Problem(404, "Not found", detail=str(exc)) from None
+    except (InvalidInput, ValueError) as exc:
+        raise Problem(422, "Invalid request", detail=str(exc)) from None
+    return _table_out(info)
+
+
+@router.post(
+    "/vouchers", response_model=VouchersOut, responses=problem_responses(400, 413, 422, 503)
+)
+def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) -> VouchersOut:
+    """Submit safety vouchers (all or nothing). The answer is the same whether or not any
+    matched; an account crossing the threshold opens a case for human review."""
+    rt = _rt(request)
+    store: VoucherStore = rt.vouchers
+    limit = int(rt.settings.voucher_max_batch)
+    if len(body.vouchers) > limit:
+        raise Problem(
+            422,
+            "Invalid request",
+            detail=f"at most {limit} vouchers per request, got {len(body.vouchers)}",
+        )
+    blobs = []
+    for i, text in enumerate(body.vouchers):
+        try:
+            blobs.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise Problem(
+                422, "Invalid voucher", detail=f"voucher {i}: not base64", index=i
+            ) from None
+    try:
+        result = store.submit(
+            blobs,
+            actor=f"key:{principal.name}",
+            verify=_verifier(rt),
+            remote_addr=_remote(request),
+        )
+    except InvalidVoucher as exc:
+        raise Problem(422, "Invalid voucher", detail=str(exc), index=exc.index) from None
+    except RateLimited as exc:
+        raise Problem(
+            429,
+            "Too Many Requests",
+            detail=str(exc),
+            headers={"Retry-After": str(max(1, exc.retry_after))},
+            account=exc.account,
+        ) from None
+    return VouchersOut(accepted=result.accepted)
+
+
+def _verifier(rt: Any) -> Any:
+    """Server-side re-check of an opened item's PDQ hash against the live bank index."""
+    banks = list(rt.settings.voucher_banks) or None
+    distance = int(rt.settings.voucher_verify_distance)
+
+    def verify(pdq: str) -> list[dict[str, Any]]:
+        with rt.index.read() as matcher:
+            found = matcher.lookup_pdq([pdq], threshold=distance, banks=banks)[0]
+        return [m.as_dict() for m in found[:20]]
+
+    return verify
+
+
+@router.get(
+    "/vouchers/openings", response_model=list[OpenedOut], responses=problem_responses(422, 503)
+)
+def get_openings(
+    request: Request, principal: AdminKey, account: str | None = None, limit: int = 100
+) -> list[OpenedOut]:
+    """Items opened by threshold crossings, newest first (admin; metadata only, audited)."""
+    if not 1 <= limit <= 1000:
+        raise Problem(422, "Invalid request", detail="limit must be 1-1000")
+    rt = _rt(request)
+    items = rt.vouchers.openings(account=account, limit=limit)
+    rt.audit(request, principal, "voucher.list_openings", account or "*", count=len(items))
+    return [OpenedOut(**{k: getattr(i, k) for k in OpenedOut.model_fields}) for i in items]
+
+
+@router.get(
+    "/vouchers/accounts/{account}", response_model=AccountOut, responses=problem_responses(503)
+)
+def get_account(request: Request, account: str, principal: AdminKey) -> AccountOut:
+    """An account's hourly voucher counts (rate limit) and per-epoch share state (admin)."""
+    rt = _rt(request)
+    store: VoucherStore = rt.vouchers
+    hours = [
+        HourOut(hour=h.hour, accepted=h.accepted, rejected=h.rejected)
+        for h in store.counts(account)
+    ]
+    epochs = [
+        GroupOut(**{k: getattr(g, k) for k in GroupOut.model_fields}) for g in store.groups(account)
+    ]
+    rt.audit(request, principal, "voucher.inspect", f"account:{account}")
+    return AccountOut(account=account, hours=hours, epochs=epochs)
+
+
+@router.post("/franking/tags", response_model=TagOut, responses=problem_responses(400, 422, 503))
+def post_tag(request: Request, body: TagIn, _: VouchersKey) -> TagOut:
+    """Bind a message's franking commitment to its sender, recipient and the time now. Call it
+    when relaying the message; deliver the tag and timestamp with it."""
+    tag, timestamp = _store(request).tag(
+        bytes.fromhex(body.commitment), body.sender, body.recipient
+    )
+    return TagOut(tag=tag.hex(), timestamp=timestamp)
+
+
+@router.post(
+    "/franking/reports",
+    response_model=ReportOut,
+    status_code=201,
+    responses=problem_responses(400, 413, 422, 503),
+)
+def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> ReportOut:
+    """A user's report of a message they received: verified (what was sent, by whom, when)
+    and stored for review, or refused with the reason (422)."""
+    try:
+        message = base64.b64decode(body.message, validate=True)
+    except (binascii.Error, ValueError):
+        raise Problem(422, "Invalid request", detail="message: not base64") from None
+    report = Report(
+        message=message,
+        franking_key=bytes.fromhex(body.franking_key),
+        commitment=bytes.fromhex(body.commitment),
+        tag=bytes.fromhex(body.tag),
+        sender=body.sender,
+        recipient=body.recipient,
+        timestamp=body.timestamp,
+    )
+    try:
+        stored = _store(request).report(
+            report,
+            reporter=body.reporter,
+            actor=f"key:{principal.name}",
+            context=body.context,
+            remote_addr=_remote(request),
+        )
+    except ReportRejected as exc:
+        raise Problem(422, "Report does not verify", detail=str(exc)) from None
+    return ReportOut(
+        id=stored.id,
+        sender=stored.sender,
+        recipient=stored.recipient,
+        sent_at=stored.sent_at,
+        message_sha256=stored.message_sha256,
+    )

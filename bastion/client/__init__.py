@@ -1,0 +1,56 @@
+"""Bastion's embeddable client: on-device hashing, safety vouchers, message franking.
+
+Depends only on the standard library, ``pdqhash``, ``numpy``, ``Pillow``, ``rbcl`` (libsodium's
+ristretto255) and ``cryptography``; nothing of the server. Typical use in an app::
+
+    from bastion.client import Account, Client, PData
+
+    pdata = PData.from_bytes(blob, expected_root=PINNED_ROOT)  # fetched from the platform
+    account = Account.from_json(stored)                          # one per user, kept by the app
+    client = Client(pdata, "user-123", account)
+    voucher = client.voucher_for_image(photo_bytes, item_id="msg-81/att-0")
+    send(encrypted_message, voucher.data)                       # the voucher travels beside it
+    store(account.to_json())                                     # synthetic-voucher state
+
+See docs/e2ee.md for what each party can and cannot learn.
+"""
+
+from bastion.client.account import Account, EpochKeys
+from bastion.client.franking import (
+    CommittingAead,
+    Franked,
+    FrankingError,
+    commit,
+    frank,
+    receive,
+    verify_commitment,
+)
+from bastion.client.image import ImageError, ImageHash, derivative, hash_image
+from bastion.client.pdata import MODE_EXACT, MODE_NEAR, Params, PData, PDataError, pdata_root
+from bastion.client.voucher import Client, Voucher, VoucherError, voucher_bytes
+
+__all__ = [
+    "MODE_EXACT",
+    "MODE_NEAR",
+    "Account",
+    "Client",
+    "CommittingAead",
+    "EpochKeys",
+    "Franked",
+    "FrankingError",
+    "ImageError",
+    "ImageHash",
+    "PData",
+    "PDataError",
+    "Params",
+    "Voucher",
+    "VoucherError",
+    "commit",
+    "derivative",
+    "frank",
+    "hash_image",
+    "pdata_root",
+    "receive",
+    "verify_commitment",
+    "voucher_bytes",
+]

@@ -1,0 +1,246 @@
+"""pdata: the blinded bank table every client downloads, its parameters, and its SHA-256 root.
+
+Layout (version 1, big-endian)::
+
+    magic "BPD1" | mode u8 | chunks u8 | probes u8 | max_flips u8 | weak_bits u8 | min_quality u8
+    | threshold u16 | dhf_dim u16 | synthetic_ppm u32 | epoch_seconds u32 | ad_bytes u32
+    | n_buckets u32 | bucket_size u8 | cuckoo seed (16) | L = a·G (32) | created (u64 unix s)
+    | label length u16 | label (UTF-8)
+    | slots: n_buckets * bucket_size points of 32 bytes
+
+The root is SHA-256 over a domain label, the header and the slots: every byte a client uses to
+build a voucher, parameters included, is covered, so two clients holding the same root hold the
+same table and the same rules (threshold, synthetic rate, ...). The server publishes the root
+(``GET /v1/pdata/root``); a platform pins it in its app release or a transparency log, and
+``PData.from_bytes(blob, expected_root=...)`` refuses anything else.
+
+A slot holds ``a·H(key)`` for a bank key placed there, or a random point. Keys live in a cuckoo
+table with two hash functions and ``bucket_size`` slots per bucket, so a key is in one of exactly
+``2 * bucket_size`` slots that anyone can compute from the key; no stash (see
+``bastion.psi.build``): a table is only published when every key has a slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, field
+
+from bastion.client._group import DOMAIN, POINT_BYTES, is_valid_point
+
+MAGIC = b"BPD1"
+MODE_EXACT = 0
+MODE_NEAR = 1
+_HEADER = struct.Struct(">4sBBBBBBHHIIIIB16s32sQH")
+MAX_LABEL = 1024
+MAX_BUCKETS = 1 << 28
+
+
+class PDataError(ValueError):
+    """A pdata blob that is malformed, has unsafe parameters, or does not match its root."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Protocol parameters, published inside pdata so every client applies the same ones.
+
+    ``mode``: exact (one key per bank entry: the whole 256-bit PDQ) or near (``chunks`` chunk keys
+    per entry; a client probes ``probes`` keys around its most reliable chunk, flipping at most
+    ``max_flips`` of that chunk's ``weak_bits`` least reliable bits). ``threshold`` t: matches an
+    account needs before anything opens. ``dhf_dim`` s: how many synthetic vouchers per account
+    and epoch the server can still tell apart from real ones (and the cap a client keeps to).
+    ``synthetic_ppm``: the probability, in millionths, that a voucher is synthetic.
+    """
+
+    mode: int = MODE_NEAR
+    chunks: int = 5
+    probes: int = 8
+    max_flips: int = 2
+    weak_bits: int = 8
+    min_quality: int = 50
+    threshold: int = 10
+    dhf_dim: int = 32
+    synthetic_ppm: int = 50_000
+    epoch_seconds: int = 30 * 86400
+    ad_bytes: int = 8192
+    bucket_size: int = 2
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in (MODE_EXACT, MODE_NEAR):
+            problems.append(f"mode must be {MODE_EXACT} (exact) or {MODE_NEAR} (near)")
+        if self.mode == MODE_NEAR and not 4 <= self.chunks <= 16:
+            problems.append("chunks must be 4-16 (each chunk at most 64 bits)")
+        if self.mode == MODE_EXACT and (self.chunks != 1 or self.probes != 1):
+            problems.append("exact mode has one chunk and one probe")
+        if not 1 <= self.probes <= 64:
+            problems.append("probes must be 1-64")
+        if not 0 <= self.max_flips <= 3 or not self.max_flips <= self.weak_bits <= 16:
+            problems.append("max_flips must be 0-3 and weak_bits max_flips-16")
+        if not 0 <= self.min_quality <= 100:
+            problems.append("min_quality must be 0-100")
+        if not 2 <= self.threshold <= 1000:
+            problems.append("threshold must be 2-1000")
+        if not 1 <= self.dhf_dim <= 512:
+            problems.append("dhf_dim must be 1-512")
+        if not 0 <= self.synthetic_ppm <= 500_000:
+            problems.append("synthetic_ppm must be 0-500000 (a rate of at most 0.5)")
+        if not 3600 <= self.epoch_seconds <= 366 * 86400:
+            problems.append("epoch_seconds must be an hour to a year")
+        if not 512 <= self.ad_bytes <= 1 << 20:
+            problems.append("ad_bytes must be 512 bytes to 1 MiB")
+        if not 1 <= self.bucket_size <= 8:
+            problems.append("bucket_size must be 1-8")
+        if problems:
+            raise PDataError("invalid pdata parameters: " + "; ".join(problems))
+
+    @property
+    def synthetic_rate(self) -> float:
+        return self.synthetic_ppm / 1_000_000
+
+    @property
+    def slots_per_key(self) -> int:
+        return 2 * self.bucket_size
+
+
+def cuckoo_buckets(seed: bytes, n_buckets: int, key: bytes) -> tuple[int, int]:
+    """The two candidate buckets of ``key``; always distinct, so a key has 2 * bucket_size
+    distinct slots and a match can decrypt at most one of a probe's ciphertexts."""
+    d = hashlib.sha256(DOMAIN + b"cuckoo\x00" + seed + key).digest()
+    h0 = int.from_bytes(d[:8], "big") % n_buckets
+    h1 = (h0 + 1 + int.from_bytes(d[8:16], "big") % (n_buckets - 1)) % n_buckets
+    return h0, h1
+
+
+def candidate_slots(seed: bytes, n_buckets: int, bucket_size: int, key: bytes) -> list[int]:
+    h0, h1 = cuckoo_buckets(seed, n_buckets, key)
+    return [h * bucket_size + i for h in (h0, h1) for i in range(bucket_size)]
+
+
+@dataclass(frozen=True)
+class PData:
+    """A parsed pdata table. ``root`` is the hex SHA-256 root; ``blob`` the exact bytes."""
+
+    params: Params
+    n_buckets: int
+    seed: bytes
+    public: bytes  # L = a·G
+    created: int
+    label: str
+    blob: bytes = field(repr=False)
+    slots_offset: int = field(repr=False)
+    root: str = ""
+
+    @property
+    def n_slots(self) -> int:
+        return self.n_buckets * self.params.bucket_size
+
+    @property
+    def root_bytes(self) -> bytes:
+        return bytes.fromhex(self.root)
+
+    def slot(self, index: int) -> bytes:
+        start = self.slots_offset + index * POINT_BYTES
+        return self.blob[start : start + POINT_BYTES]
+
+    def slots_for(self, key: bytes) -> list[int]:
+        return candidate_slots(self.seed, self.n_buckets, self.params.bucket_size, key)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, expected_root: str | bytes | None = None) -> PData:
+        """Parse and check a pdata blob; with ``expected_root``, refuse any other table."""
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise PDataError("pdata must be bytes")
+        blob = bytes(blob)
+        if len(blob) < _HEADER.size:
+            raise PDataError(f"pdata is {len(blob)} bytes, shorter than its header")
+        fields_ = _HEADER.unpack_from(blob, 0)
+        magic, mode, chunks, probes, max_flips, weak_bits, min_quality = fields_[:7]
+        threshold, dhf_dim, ppm, epoch_seconds, ad_bytes, n_buckets, bucket_size = fields_[7:14]
+        seed, public, created, label_len = fields_[14:]
+        if magic != MAGIC:
+            raise PDataError("not a Bastion pdata table (bad magic or unsupported version)")
+        params = Params(
+            mode=mode,
+            chunks=chunks,
+            probes=probes,
+            max_flips=max_flips,
+            weak_bits=weak_bits,
+            min_quality=min_quality,
+            threshold=threshold,
+            dhf_dim=dhf_dim,
+            synthetic_ppm=ppm,
+            epoch_seconds=epoch_seconds,
+            ad_bytes=ad_bytes,
+            bucket_size=bucket_size,
+        )
+        if not 2 <= n_buckets <= MAX_BUCKETS:
+            raise PDataError(f"pdata has {n_buckets} buckets; expected 2 to {MAX_BUCKETS}")
+        if label_len > MAX_LABEL:
+            raise PDataError("pdata label is too long")
+        offset = _HEADER.size + label_len
+        expected = offset + n_buckets * bucket_size * POINT_BYTES
+        if len(blob) != expected:
+            raise PDataError(f"pdata is {len(blob)} bytes; its header says {expected}")
+        try:
+            label = blob[_HEADER.size : offset].decode("utf-8")
+        except UnicodeDecodeError:
+            raise PDataError("pdata label is not UTF-8") from None
+        if not is_valid_point(public):
+            raise PDataError("pdata public point L is not a valid ristretto255 point")
+        root = pdata_root(blob)
+        if expected_root is not None:
+            want = expected_root.hex() if isinstance(expected_root, bytes) else expected_root
+            if not hmac.compare_digest(root, want.lower()):
+                raise PDataError(
+                    f"pdata root {root} does not match the expected root {want}: refusing a "
+                    "table that differs from the published one"
+                )
+        return cls(params, n_buckets, seed, public, created, label, blob, offset, root)
+
+
+def pdata_root(blob: bytes) -> str:
+    """Hex SHA-256 root of a serialised table (header and slots)."""
+    return hashlib.sha256(DOMAIN + b"pdata-root\x00" + blob).hexdigest()
+
+
+def serialize(
+    params: Params,
+    *,
+    n_buckets: int,
+    seed: bytes,
+    public: bytes,
+    created: int,
+    label: str,
+    slots: bytes,
+) -> bytes:
+    """The canonical bytes of a table (the server's builder calls this)."""
+    raw_label = label.encode("utf-8")
+    if len(raw_label) > MAX_LABEL:
+        raise PDataError("pdata label is too long")
+    if len(seed) != 16 or len(public) != POINT_BYTES:
+        raise PDataError("seed is 16 bytes and L is 32")
+    if len(slots) != n_buckets * params.bucket_size * POINT_BYTES:
+        raise PDataError("slot bytes do not match the table size")
+    header = _HEADER.pack(
+        MAGIC,
+        params.mode,
+        params.chunks,
+        params.probes,
+        params.max_flips,
+        params.weak_bits,
+        params.min_quality,
+        params.threshold,
+        params.dhf_dim,
+        params.synthetic_ppm,
+        params.epoch_seconds,
+        params.ad_bytes,
+        n_buckets,
+        params.bucket_size,
+        seed,
+        public,
+        created,
+        len(raw_label),
+    )
+    return header + raw_label + slots

@@ -1,0 +1,994 @@
+"""Vouchers in the store: published pdata tables, matched shares, threshold openings, the hourly
+rate limit, and verified franking reports. The protocol itself is :mod:`bastion.psi` (pure);
+this module keeps its state durable and every opening audited.
+
+What is stored, and why no more: a voucher that matches nothing is never stored (it would
+let a later table be tried against it). A matched voucher is stored as the server received it
+(share, detection row, two parts sealed under the account key the server does not have).
+Secrets are sealed with the master key: each table's scalar, the franking key, an account key
+once t shares rebuilt it, opened derivatives and reported messages.
+
+Opening. When an account's epoch has t real shares the key is rebuilt; each real item's PDQ hash
+is re-checked against the live bank (``verify``), and once t items pass, their ids and
+derivatives are decrypted into ``voucher_items`` and handed to :attr:`VoucherStore.on_open`
+(the review system) after the transaction commits; a failed hand-off stays pending
+(:meth:`VoucherStore.pending_openings`) so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from bastion.client.field import DHF_BYTES, P_DHF, P_SHARE, SHARE_BYTES, from_bytes, to_bytes
+from bastion.client.franking import FRANKING_KEY_BYTES
+from bastion.client.pdata import MODE_EXACT, MODE_NEAR, Params, PDataError
+from bastion.client.voucher import (
+    VoucherError,
+    open_part_a,
+    open_part_b,
+    parse_header,
+    parse_voucher,
+)
+from bastion.crypto import MasterKey, seal, unseal
+from bastion.psi import (
+    Report,
+    ReportRejected,
+    Row,
+    ServerSecret,
+    Undecodable,
+    build_pdata,
+    detect_real,
+    open_parsed,
+    platform_tag,
+    reconstruct,
+    verify_report,
+)
+from bastion.store.models import (
+    FrankingReportRow,
+    PsiSecretRow,
+    PsiTableRow,
+    VoucherCountRow,
+    VoucherGroupRow,
+    VoucherItemRow,
+    VoucherShareRow,
+)
+from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
+
+log = logging.getLogger("bastion.vouchers")
+
+tables_t = PsiTableRow.__table__
+secrets_t = PsiSecretRow.__table__
+counts_t = VoucherCountRow.__table__
+groups_t = VoucherGroupRow.__table__
+shares_t = VoucherShareRow.__table__
+items_t = VoucherItemRow.__table__
+reports_t = FrankingReportRow.__table__
+
+#: pdq hex -> bank entries within the verify distance (``Match.as_dict`` shapes); [] = none.
+Verify = Callable[[str], list[dict[str, Any]]]
+#: Detection is linear algebra over the distinct matched shares; beyond this many it is not
+#: attempted (an honest client never gets near it: t real + at most s synthetic are needed).
+MAX_DETECT_ROWS = 2000
+MAX_MESSAGE = 16 * 2**20
+
+
+class RateLimited(StoreError):
+    """An account sent more vouchers this hour than allowed; nothing of the batch was stored."""
+
+    def __init__(self, account: str, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"account {account!r} is over its limit of {limit} vouchers per hour; "
+            f"retry in {retry_after} s"
+        )
+        self.account = account
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class InvalidVoucher(InvalidInput):
+    """Voucher number ``index`` of a batch is malformed; nothing of the batch was stored."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"voucher {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+class NoTable(StoreError):
+    """No pdata table has been built yet."""
+
+
+def params_from_settings(settings: Any) -> Params:
+    """Protocol parameters from the ``voucher_*`` settings (validated by :class:`Params`)."""
+    mode = str(settings.voucher_mode).lower()
+    if mode not in ("near", "exact"):
+        raise PDataError(f"voucher_mode must be 'near' or 'exact', not {mode!r}")
+    exact = mode == "exact"
+    return Params(
+        mode=MODE_EXACT if exact else MODE_NEAR,
+        chunks=1 if exact else int(settings.voucher_chunks),
+        probes=1 if exact else int(settings.voucher_probes),
+        max_flips=0 if exact else int(settings.voucher_max_flips),
+        weak_bits=8,
+        min_quality=int(settings.voucher_min_quality),
+        threshold=int(settings.voucher_threshold),
+        dhf_dim=int(settings.voucher_max_synthetic),
+        synthetic_ppm=round(float(settings.voucher_synthetic_rate) * 1_000_000),
+        epoch_seconds=round(float(settings.voucher_epoch_days) * 86400),
+        ad_bytes=int(settings.voucher_ad_bytes),
+    )
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    id: int
+    root: str
+    created_at: datetime
+    params: dict[str, Any]
+    stats: dict[str, Any]
+    banks: list[str] | None
+    size: int
+
+
+@dataclass(frozen=True)
+class OpenedItem:
+    """An item revealed by a threshold crossing. ``media`` (the derivative) is filled when it is
+    handed out by :meth:`VoucherStore.submit` and the hook, never in listings."""
+
+    id: int
+    account: str
+    epoch: int
+    item_id: str
+    pdq: str
+    quality: int
+    matches: list[dict[str, Any]]
+    media_type: str
+    media_size: int
+    media_sha256: str
+    opened_at: datetime
+    media: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class OpenedAccount:
+    """What one submit opened for one account's epoch. ``first``: this submit crossed the
+    threshold (else these items joined an account opened before)."""
+
+    account: str
+    epoch: int
+    items: tuple[OpenedItem, ...]
+    first: bool
+    real: int
+    synthetic: int
+    verified: int
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    accepted: int
+    opened: tuple[OpenedAccount, ...]
+
+
+@dataclass(frozen=True)
+class HourCount:
+    hour: datetime
+    accepted: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    account: str
+    epoch: int
+    state: str
+    shares: int
+    real: int
+    synthetic: int
+    verified: int
+    opened_at: datetime | None
+    note: str
+
+
+@dataclass(frozen=True)
+class FrankingReport:
+    id: int
+    at: datetime
+    reporter: str
+    sender: str
+    recipient: str
+    sent_at: datetime
+    commitment: str
+    message_size: int
+    message_sha256: str
+    context: dict[str, Any]
+    message: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class _Table:
+    id: int
+    root: bytes
+    params: Params
+    scalar: bytes
+    banks: tuple[str, ...] | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+class VoucherStore:
+    """Durable state of the voucher protocol; wraps :class:`Store`. Thread-safe."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: MasterKey,
+        settings: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.master_key = master_key
+        self.settings = settings
+        self.clock = clock
+        #: Called with every :class:`OpenedAccount` after its transaction commits (wire the
+        #: review system here). Items stay pending until it returns without raising.
+        self.on_open: Callable[[OpenedAccount], None] | None = None
+        #: Called with every verified :class:`FrankingReport` after it is stored.
+        self.on_report: Callable[[FrankingReport], None] | None = None
+        self._tables: dict[bytes, _Table | None] = {}
+        self._lock = threading.Lock()
+        self._franking_key: bytes | None = None
+        self._blob: tuple[int, bytes] | None = None
+
+    @property
+    def params(self) -> Params:
+        return params_from_settings(self.settings)
+
+    # -- pdata -----------------------------------------------------------------------------
+
+    def build_table(
+        self, *, actor: str, banks: Sequence[str] | None = None, remote_addr: str | None = None
+    ) -> TableInfo:
+        """Build and publish a new table from the enabled PDQ entries of ``banks`` (default: the
+        ``voucher_banks`` setting, or every enabled bank), with a fresh secret. Older tables
+        beyond ``voucher_keep_tables`` are deleted with their secrets."""
+        params = self.params
+        if banks is None:
+            banks = list(self.settings.voucher_banks) or None
+        for name in banks or ():
+            self.store.get_bank(name)  # BankNotFound: never publish an empty table by typo
+        entries = self.store.iter_entries(banks=banks, signal_types=["pdq"])
+        hexes = [e.value for e in entries]
+        secret = ServerSecret.generate()
+        label = "bastion banks: " + (",".join(sorted(b.lower() for b in banks)) if banks else "*")
+        pdata, stats = build_pdata(
+            hexes, params, secret, label=label[:1000], load=self.settings.voucher_cuckoo_load
+        )
+        now = _now()
+        stats_doc = {
+            "entries": stats.entries,
+            "keys": stats.keys,
+            "dropped_near": stats.dropped_near,
+            "buckets": stats.n_buckets,
+            "load": round(stats.load, 4),
+            "seconds": round(stats.seconds, 3),
+            "bytes": stats.blob_bytes,
+        }
+        params_doc = _params_doc(params)
+        with self.engine.begin() as conn:
+            table_id = conn.execute(
+                insert(tables_t)
+                .values(
+                    root=pdata.root,
+                    created_at=now,
+                    params=params_doc,
+                    stats=stats_doc,
+                    banks=[b.lower() for b in banks] if banks else None,
+                    blob=pdata.blob,
+                    sealed_secret=seal(
+                        self.master_key, secret.to_bytes(), f"psi-table:{pdata.root}".encode()
+                    ),
+                )
+                .returning(tables_t.c.id)
+            ).scalar_one()
+            keep = max(1, int(self.settings.voucher_keep_tables))
+            old = conn.execute(
+                select(tables_t.c.id).order_by(tables_t.c.id.desc()).offset(keep)
+            ).scalars()
+            retired = list(old)
+            if retired:
+                conn.execute(delete(tables_t).where(tables_t.c.id.in_(retired)))
+            append_audit(
+                conn,
+                actor=actor,
+                action="pdata.build",
+                target=f"pdata:{pdata.root}",
+                detail={**stats_doc, "retired": len(retired), "banks": banks or "*"},
+                remote_addr=remote_addr,
+            )
+        with self._lock:
+            self._tables.clear()
+        return TableInfo(
+            table_id,
+            pdata.root,
+            now,
+            params_doc,
+            stats_doc,
+            list(banks) if banks else None,
+            len(pdata.blob),
+        )
+
+    def current_table(self) -> TableInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*[c for c in tables_t.c if c.name not in ("blob", "sealed_secret")])
+                .add_columns(func.length(tables_t.c.blob).label("size"))
+                .order_by(tables_t.c.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return TableInfo(
+            row.id,
+            row.root,
+            row.created_at,
+            dict(row.params),
+            dict(row.stats),
+            row.banks,
+            int(row.size),
+        )
+
+    def table_blob(self, table_id: int) -> bytes:
+        """A table's bytes; the last one asked for stays in memory (clients fetch it often)."""
+        cached = self._blob
+        if cached is not None and cached[0] == table_id:
+            return cached[1]
+        with self.engine.connect() as conn:
+            blob = conn.execute(
+                select(tables_t.c.blob).where(tables_t.c.id == table_id)
+            ).scalar_one_or_none()
+        if blob is None:
+            raise NoTable("that pdata table was retired; fetch the current one")
+        self._blob = (table_id, bytes(blob))
+        return self._blob[1]
+
+    def _table(self, root: bytes) -> _Table | None:
+        with self._lock:
+            if root in self._tables:
+                return self._tables[root]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    tables_t.c.id, tables_t.c.params, tables_t.c.banks, tables_t.c.sealed_secret
+                ).where(tables_t.c.root == root.hex())
+            ).first()
+        table = None
+        if row is not None:
+            secret = ServerSecret.from_bytes(
+                unseal(self.master_key, row.sealed_secret, f"psi-table:{root.hex()}".encode())
+            )
+            params = Params(**{k: int(v) for k, v in dict(row.params).items()})
+            banks = tuple(row.banks) if row.banks else None
+            table = _Table(row.id, root, params, secret.scalar, banks)
+        with self._lock:
+            if len(self._tables) > 64:
+                self._tables.clear()
+            self._tables[root] = table
+        return table
+
+    def banks_for(self, root: bytes) -> tuple[str, ...] | None:
+        """The banks a table was built from (None: all), for the verify callback."""
+        table = self._table(root)
+        return table.banks if table else None
+
+    # -- vouchers --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        blobs: Sequence[bytes],
+        *,
+        actor: str,
+        verify: Verify,
+        remote_addr: str | None = None,
+    ) -> SubmitResult:
+        """Accept a batch of vouchers: all of it or, on any error, none of it.
+
+        Raises :class:`InvalidVoucher` (malformed, unknown table, epoch out of range) or
+        :class:`RateLimited`. Returns what the batch opened (also handed to ``on_open``)."""
+        now = self.clock()
+        hour = int(now // 3600)
+        opened_inners = []
+        for index, blob in enumerate(blobs):
+            try:
+                header = parse_header(blob)
+            except VoucherError as exc:
+                raise InvalidVoucher(index, str(exc)) from None
+            table = self._table(header.root)
+            if table is None:
+                raise InvalidVoucher(index, "made against an unknown or retired pdata table")
+            current_epoch = int(now // table.params.epoch_seconds)
+            if abs(header.epoch - current_epoch) > 1:
+                raise InvalidVoucher(
+                    index, f"epoch {header.epoch} is not current (server epoch {current_epoch})"
+                )
+            try:
+                parsed = parse_voucher(blob, table.params)
+                inner = open_parsed(parsed, table.scalar, table.params)
+            except VoucherError as exc:
+                raise InvalidVoucher(index, str(exc)) from None
+            opened_inners.append((table, header, inner))
+        per_account = Counter(h.account for _, h, _ in opened_inners)
+        limit = int(self.settings.voucher_rate_per_hour)
+        touched: dict[int, Params] = {}
+        try:
+            with self.engine.begin() as conn:
+                for account, n in sorted(per_account.items()):
+                    total = self._count(conn, account, hour, accepted=n)
+                    if limit and total > limit:
+                        raise RateLimited(account, limit, 3600 - int(now) % 3600)
+                when = _now()
+                matched = [(t, h, i) for t, h, i in opened_inners if i is not None]
+                # Lock the groups in one global order, so concurrent batches cannot deadlock.
+                group_keys = sorted(
+                    {
+                        (h.account, h.epoch, t.params.threshold, t.params.dhf_dim)
+                        for t, h, _ in matched
+                    }
+                )
+                group_ids = {}
+                for account, epoch, threshold, dhf_dim in group_keys:
+                    grp = f"{threshold}.{dhf_dim}"
+                    group_ids[(account, epoch, grp)] = self._group(conn, account, epoch, grp, when)
+                for table, header, inner in matched:
+                    p = table.params
+                    group_id = group_ids[
+                        (header.account, header.epoch, f"{p.threshold}.{p.dhf_dim}")
+                    ]
+                    conn.execute(
+                        insert(shares_t).values(
+                            group_id=group_id,
+                            table_id=table.id,
+                            received_at=when,
+                            x=format(inner.x, "032x"),
+                            share=to_bytes(inner.share, SHARE_BYTES),
+                            dhf=b"".join(to_bytes(v, DHF_BYTES) for v in inner.row),
+                            part_a=inner.part_a,
+                            part_b=inner.part_b,
+                            state="pending",
+                        )
+                    )
+                    touched[group_id] = p
+                opened = []
+                for group_id, p in sorted(touched.items()):
+                    result = self._advance(conn, group_id, p, verify, actor, remote_addr)
+                    if result is not None:
+                        opened.append(result)
+        except RateLimited as exc:
+            with self.engine.begin() as conn:
+                for account, n in per_account.items():
+                    self._count(conn, account, hour, rejected=n)
+                append_audit(
+                    conn,
+                    actor=actor,
+                    action="voucher.rate_limited",
+                    target=f"account:{exc.account}",
+                    detail={"vouchers": len(blobs), "limit": exc.limit},
+                    remote_addr=remote_addr,
+                )
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot store vouchers: {type(exc).__name__}") from exc
+        self._hand_off(opened)
+        return SubmitResult(len(blobs), tuple(opened))
+
+    def _count(
+        self, conn: Connection, account: str, hour: int, *, accepted: int = 0, rejected: int = 0
+    ) -> int:
+        ins = _insert(conn, counts_t).values(
+            account=account, hour=hour, accepted=accepted, rejected=rejected
+        )
+        stmt = ins.on_conflict_do_update(
+            index_elements=["account", "hour"],
+            set_={
+                "accepted": counts_t.c.accepted + ins.excluded.accepted,
+                "rejected": counts_t.c.rejected + ins.excluded.rejected,
+            },
+        ).returning(counts_t.c.accepted)
+        return int(conn.execute(stmt).scalar_one())
+
+    def _group(self, conn: Connection, account: str, epoch: int, grp: str, when: datetime) -> int:
+        """The group's id; the upsert also locks its row until commit (PostgreSQL), so two
+        batches for one account never run detection at once."""
+        ins = _insert(conn, groups_t).values(
+            account=account,
+            epoch=epoch,
+            grp=grp,
+            state="collecting",
+            shares=0,
+            real=0,
+            synthetic=0,
+            verified=0,
+            note="",
+            updated_at=when,
+        )
+        stmt = ins.on_conflict_do_update(
+            index_elements=["account", "epoch", "grp"], set_={"updated_at": ins.excluded.updated_at}
+        ).returning(groups_t.c.id)
+        return int(conn.execute(stmt).scalar_one())
+
+    def _advance(
+        self,
+        conn: Connection,
+        group_id: int,
+        p: Params,
+        verify: Verify,
+        actor: str,
+        remote_addr: str | None,
+    ) -> OpenedAccount | None:
+        """Move a group forward after new shares: detect and rebuild the key at t real shares,
+        classify new shares, open verified items once t of them exist."""
+        group = conn.execute(select(groups_t).where(groups_t.c.id == group_id)).one()
+        shares = conn.execute(
+            select(
+                shares_t.c.id,
+                shares_t.c.x,
+                shares_t.c.share,
+                shares_t.c.dhf,
+                shares_t.c.part_a,
+                shares_t.c.state,
+            )
+            .where(shares_t.c.group_id == group_id)
+            .order_by(shares_t.c.id)
+        ).all()
+        aad = f"voucher-group:{group_id}".encode()
+        key: int | None = None
+        if group.sealed_key is not None:
+            key = from_bytes(unseal(self.master_key, group.sealed_key, aad), P_SHARE)
+        distinct = len({s.x for s in shares})
+        values: dict[str, Any] = {"shares": distinct}
+        if key is None:
+            key = self._detect(shares, p, group, values, actor, remote_addr, conn)
+            if key is not None:
+                values["sealed_key"] = seal(self.master_key, to_bytes(key, SHARE_BYTES), aad)
+                values["state"] = "reconstructed"
+        if key is None:
+            conn.execute(update(groups_t).where(groups_t.c.id == group_id).values(**values))
+            return None
+        # Classify: a share is real iff its part A opens under K (synthetic ones are random).
+        for s in shares:
+            if s.state != "pending":
+                continue
+            a = open_part_a(key, int(s.x, 16), s.part_a)
+            state = "synthetic"
+            if a is not None:
+                state = "verified" if verify(a[0].hex()) else "unverified"
+            conn.execute(update(shares_t).where(shares_t.c.id == s.id).values(state=state))
+        states = conn.execute(
+            select(shares_t.c.x, shares_t.c.state).where(shares_t.c.group_id == group_id)
+        ).all()
+        real = {x for x, st in states if st in ("verified", "unverified")}
+        verified = {x for x, st in states if st == "verified"}
+        synthetic = {x for x, st in states if st == "synthetic"} - real
+        values.update(real=len(real), verified=len(verified), synthetic=len(synthetic))
+        state = values.get("state", group.state)
+        first = False
+        items: list[OpenedItem] = []
+        if len(verified) >= p.threshold:
+            first = state != "opened"
+            values["state"] = "opened"
+            if first:
+                values["opened_at"] = _now()
+            items = self._open_items(conn, group, key, verify)
+        conn.execute(update(groups_t).where(groups_t.c.id == group_id).values(**values))
+        if not items:
+            return None
+        append_audit(
+            conn,
+            actor=actor,
+            action="voucher.open",
+            target=f"account:{group.account}",
+            detail={
+                "epoch": group.epoch,
+                "items": len(items),
+                "threshold_crossed": first,
+                "real": len(real),
+                "verified": len(verified),
+                "synthetic": len(synthetic),
+            },
+            remote_addr=remote_addr,
+        )
+        return OpenedAccount(
+            group.account,
+            group.epoch,
+            tuple(items),
+            first,
+            len(real),
+            len(synthetic),
+            len(verified),
+        )
+
+    def _detect(
+        self,
+        shares: Sequence[Any],
+        p: Params,
+        group: Any,
+        values: dict[str, Any],
+        actor: str,
+        remote_addr: str | None,
+        conn: Connection,
+    ) -> int | None:
+        rows: dict[str, Row] = {}
+        for s in shares:
+            if s.x not in rows:
+                dhf = tuple(
+                    from_bytes(s.dhf[i : i + DHF_BYTES], P_DHF)
+                    for i in range(0, len(s.dhf), DHF_BYTES)
+                )
+                rows[s.x] = Row(s.id, int(s.x, 16), from_bytes(s.share, P_SHARE), dhf)
+        if len(rows) < p.threshold or len(rows) > MAX_DETECT_ROWS:
+            return None
+        real = detect_real(list(rows.values()), p.threshold)
+        if len(real) < p.threshold:
+            return None
+        by_ref = {s.id: s for s in shares}
+        try:
+            key = reconstruct(real, p.threshold)
+            for row in real:
+                if open_part_a(key, row.x, by_ref[row.ref].part_a) is None:
+                    raise Undecodable("a detected share's item does not open under the key")
+        except Undecodable as exc:
+            if not group.note:
+                append_audit(
+                    conn,
+                    actor=actor,
+                    action="voucher.undecodable",
+                    target=f"account:{group.account}",
+                    detail={"epoch": group.epoch, "shares": len(rows), "reason": str(exc)},
+                    remote_addr=remote_addr,
+                )
+            values["note"] = str(exc)[:500]
+            return None
+        values["note"] = ""
+        return key
+
+    def _open_items(
+        self, conn: Connection, group: Any, key: int, verify: Verify
+    ) -> list[OpenedItem]:
+        opened_ids = set(
+            conn.execute(select(items_t.c.share_id).where(items_t.c.group_id == group.id)).scalars()
+        )
+        candidates = conn.execute(
+            select(shares_t.c.id, shares_t.c.x, shares_t.c.part_a, shares_t.c.part_b)
+            .where(shares_t.c.group_id == group.id, shares_t.c.state == "verified")
+            .order_by(shares_t.c.id)
+        ).all()
+        out = []
+        when = _now()
+        for s in candidates:
+            if s.id in opened_ids:
+                continue
+            x = int(s.x, 16)
+            a = open_part_a(key, x, s.part_a)
+            b = open_part_b(key, x, s.part_b)
+            if a is None or b is None:
+                conn.execute(
+                    update(shares_t).where(shares_t.c.id == s.id).values(state="unverified")
+                )
+                continue
+            pdq, quality = a[0].hex(), a[1]
+            item_id, media_type, media = b
+            matches = verify(pdq)
+            if not matches:
+                conn.execute(
+                    update(shares_t).where(shares_t.c.id == s.id).values(state="unverified")
+                )
+                continue
+            digest = hashlib.sha256(media).hexdigest()
+            item_pk = conn.execute(
+                insert(items_t)
+                .values(
+                    share_id=s.id,
+                    group_id=group.id,
+                    account=group.account,
+                    epoch=group.epoch,
+                    item_id=item_id[:512],
+                    pdq=pdq,
+                    quality=quality,
+                    matches=matches,
+                    media_type=media_type[:64],
+                    media_size=len(media),
+                    media_sha256=digest,
+                    sealed_media=seal(self.master_key, media, f"voucher-item:{s.id}".encode()),
+                    opened_at=when,
+                )
+                .returning(items_t.c.id)
+            ).scalar_one()
+            out.append(
+                OpenedItem(
+                    item_pk,
+                    group.account,
+                    group.epoch,
+                    item_id,
+                    pdq,
+                    quality,
+                    matches,
+                    media_type,
+                    len(media),
+                    digest,
+                    when,
+                    media,
+                )
+            )
+        return out
+
+    def _hand_off(self, opened: Sequence[OpenedAccount]) -> None:
+        hook = self.on_open
+        if hook is None:
+            return
+        for account in opened:
+            try:
+                hook(account)
+            except Exception:
+                log.exception("on_open hook failed for %s; items stay pending", account.account)
+                continue
+            self._mark_handed_off([i.id for i in account.items])
+
+    def _mark_handed_off(self, item_ids: Sequence[int]) -> None:
+        if not item_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(items_t).where(items_t.c.id.in_(list(item_ids))).values(handed_off_at=_now())
+            )
+
+    def pending_openings(self, limit: int = 100) -> list[OpenedAccount]:
+        """Opened items the hook has not taken yet, grouped by account (with their media)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(items_t)
+                .where(items_t.c.handed_off_at.is_(None))
+                .order_by(items_t.c.id)
+                .limit(limit)
+            ).all()
+        grouped: dict[tuple[str, int], list[OpenedItem]] = {}
+        for r in rows:
+            grouped.setdefault((r.account, r.epoch), []).append(self._item(r, with_media=True))
+        return [
+            OpenedAccount(acct, epoch, tuple(items), False, 0, 0, len(items))
+            for (acct, epoch), items in grouped.items()
+        ]
+
+    def retry_handoffs(self, limit: int = 100) -> int:
+        """Hand pending openings to ``on_open`` again; returns how many items it took."""
+        pending = self.pending_openings(limit)
+        self._hand_off(pending)
+        return sum(len(a.items) for a in pending)
+
+    def _item(self, r: Any, *, with_media: bool = False) -> OpenedItem:
+        media = b""
+        if with_media:
+            media = unseal(self.master_key, r.sealed_media, f"voucher-item:{r.share_id}".encode())
+        return OpenedItem(
+            r.id,
+            r.account,
+            r.epoch,
+            r.item_id,
+            r.pdq,
+            r.quality,
+            list(r.matches or ()),
+            r.media_type,
+            r.media_size,
+            r.media_sha256,
+            r.opened_at,
+            media,
+        )
+
+    def openings(self, *, account: str | None = None, limit: int = 100) -> list[OpenedItem]:
+        """Opened items, newest first, without their media."""
+        stmt = select(items_t).order_by(items_t.c.id.desc()).limit(max(1, min(limit, 1000)))
+        if account is not None:
+            stmt = stmt.where(items_t.c.account == account)
+        with self.engine.connect() as conn:
+            return [self._item(r) for r in conn.execute(stmt)]
+
+    def opened_media(self, item_pk: int) -> tuple[str, bytes]:
+        """(media type, derivative bytes) of an opened item, for the review system."""
+        with self.engine.connect() as conn:
+            r = conn.execute(select(items_t).where(items_t.c.id == item_pk)).first()
+        if r is None:
+            raise InvalidInput(f"no opened voucher item {item_pk}")
+        return r.media_type, self._item(r, with_media=True).media
+
+    def counts(self, account: str, *, hours: int = 48) -> list[HourCount]:
+        since = int(self.clock() // 3600) - hours
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(counts_t)
+                .where(counts_t.c.account == account, counts_t.c.hour > since)
+                .order_by(counts_t.c.hour)
+            ).all()
+        return [
+            HourCount(datetime.fromtimestamp(r.hour * 3600, UTC), r.accepted, r.rejected)
+            for r in rows
+        ]
+
+    def groups(self, account: str) -> list[GroupInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(groups_t).where(groups_t.c.account == account).order_by(groups_t.c.epoch)
+            ).all()
+        return [
+            GroupInfo(
+                r.account,
+                r.epoch,
+                r.state,
+                r.shares,
+                r.real,
+                r.synthetic,
+                r.verified,
+                r.opened_at,
+                r.note,
+            )
+            for r in rows
+        ]
+
+    # -- franking --------------------------------------------------------------------------
+
+    def _platform_key(self) -> bytes:
+        if self._franking_key is not None:
+            return self._franking_key
+        aad = b"psi-secret:franking"
+        with self.engine.begin() as conn:
+            conn.execute(
+                _insert(conn, secrets_t)
+                .values(
+                    name="franking",
+                    sealed=seal(self.master_key, _random(FRANKING_KEY_BYTES), aad),
+                    created_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            sealed = conn.execute(
+                select(secrets_t.c.sealed).where(secrets_t.c.name == "franking")
+            ).scalar_one()
+        self._franking_key = unseal(self.master_key, sealed, aad)
+        return self._franking_key
+
+    def tag(self, commitment: bytes, sender: str, recipient: str) -> tuple[bytes, int]:
+        """The platform's tag binding a commitment to sender, recipient and the time now."""
+        timestamp = int(self.clock())
+        return platform_tag(
+            self._platform_key(), commitment, sender, recipient, timestamp
+        ), timestamp
+
+    def report(
+        self,
+        report: Report,
+        *,
+        reporter: str,
+        actor: str,
+        context: dict[str, Any] | None = None,
+        remote_addr: str | None = None,
+    ) -> FrankingReport:
+        """Verify and store a user's report; raises :class:`ReportRejected` (audited too)."""
+        if len(report.message) > MAX_MESSAGE:
+            raise ReportRejected(f"the reported message is over {MAX_MESSAGE} bytes")
+        try:
+            if reporter != report.recipient:
+                raise ReportRejected("only the recipient of a message can report it")
+            verify_report(self._platform_key(), report)
+        except ReportRejected as exc:
+            with self.engine.begin() as conn:
+                append_audit(
+                    conn,
+                    actor=actor,
+                    action="franking.reject",
+                    target=f"account:{reporter}",
+                    detail={"reason": str(exc), "sender": report.sender},
+                    remote_addr=remote_addr,
+                )
+            raise
+        now = _now()
+        sent_at = datetime.fromtimestamp(report.timestamp, UTC)
+        digest = hashlib.sha256(report.message).hexdigest()
+        ctx = dict(context or {})
+        with self.engine.begin() as conn:
+            pk = conn.execute(
+                insert(reports_t)
+                .values(
+                    at=now,
+                    reporter=reporter,
+                    sender=report.sender,
+                    recipient=report.recipient,
+                    sent_at=sent_at,
+                    commitment=report.commitment.hex(),
+                    message_size=len(report.message),
+                    message_sha256=digest,
+                    sealed_message=seal(
+                        self.master_key,
+                        report.message,
+                        f"franking:{report.commitment.hex()}".encode(),
+                    ),
+                    context=ctx,
+                )
+                .returning(reports_t.c.id)
+            ).scalar_one()
+            append_audit(
+                conn,
+                actor=actor,
+                action="franking.report",
+                target=f"franking-report:{pk}",
+                detail={
+                    "sender": report.sender,
+                    "recipient": report.recipient,
+                    "bytes": len(report.message),
+                },
+                remote_addr=remote_addr,
+            )
+        out = FrankingReport(
+            pk,
+            now,
+            reporter,
+            report.sender,
+            report.recipient,
+            sent_at,
+            report.commitment.hex(),
+            len(report.message),
+            digest,
+            ctx,
+            report.message,
+        )
+        hook = self.on_report
+        if hook is not None:
+            try:
+                hook(out)
+            except Exception:
+                log.exception("on_report hook failed for report %s; it stays pending", pk)
+            else:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(reports_t).where(reports_t.c.id == pk).values(handed_off_at=_now())
+                    )
+        return out
+
+
+def _params_doc(params: Params) -> dict[str, int]:
+    return {
+        "mode": params.mode,
+        "chunks": params.chunks,
+        "probes": params.probes,
+        "max_flips": params.max_flips,
+        "weak_bits": params.weak_bits,
+        "min_quality": params.min_quality,
+        "threshold": params.threshold,
+        "dhf_dim": params.dhf_dim,
+        "synthetic_ppm": params.synthetic_ppm,
+        "epoch_seconds": params.epoch_seconds,
+        "ad_bytes": params.ad_bytes,
+        "bucket_size": params.bucket_size,
+    }
+
+
+def _random(n: int) -> bytes:
+    return os.urandom(n)

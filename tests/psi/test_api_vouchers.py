@@ -1,0 +1,226 @@
+"""HTTP: /v1/pdata, /v1/vouchers and /v1/franking on the real app and store (SQLite, PostgreSQL).
+
+Hostile input gets a precise 4xx problem document, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bastion.api.app import create_app
+from bastion.banks.model import NewEntry
+from bastion.client import Account, Client, PData, frank
+from bastion.signals.base import SignalType
+from bastion.store import Store
+
+from .conftest import voucher_settings
+from .helpers import random_hashes, seeded
+
+BANK = random_hashes(30, seed=400)
+OUTSIDE = random_hashes(30, seed=401)
+
+
+@pytest.fixture(autouse=True)
+def _private_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _key(store: Store, name: str, *scopes: str) -> dict[str, str]:
+    _, token = store.create_api_key(name, set(scopes))
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def app(db_store: Store, tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
+    db_store.create_bank("known")
+    db_store.add_entries("known", [NewEntry(SignalType.PDQ, h) for h in BANK])
+    settings = voucher_settings(
+        tmp_path, voucher_rate_per_hour=12, voucher_max_batch=8, max_json_bytes=400_000
+    )
+    with TestClient(create_app(settings, store=db_store)) as client:
+        yield client, db_store
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _problem(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    return r.json()
+
+
+def _device(http: TestClient, headers: dict[str, str], account: str, seed: int) -> Client:
+    r = http.get("/v1/pdata", headers=headers)
+    assert r.status_code == 200
+    pdata = PData.from_bytes(r.content, expected_root=r.headers["Bastion-PData-Root"])
+    return Client(pdata, account, Account(bytes([seed]) * 32), random_bytes=seeded(seed))
+
+
+def test_scopes_and_publishing(app) -> None:
+    http, store = app
+    admin = _key(store, "admin", "admin")
+    platform = _key(store, "platform", "vouchers")
+    matcher = _key(store, "matcher", "match")
+    assert http.get("/v1/pdata").status_code == 401
+    _problem(http.get("/v1/pdata", headers=matcher), 403)
+    _problem(http.post("/v1/vouchers", headers=matcher, json={"vouchers": ["AA=="]}), 403)
+    assert "no pdata" in _problem(http.get("/v1/pdata", headers=platform), 404)["detail"]
+    _problem(http.post("/v1/pdata", headers=platform), 403)  # building needs admin
+    r = http.post("/v1/pdata", headers=admin)
+    assert r.status_code == 201, r.text
+    built = r.json()
+    assert built["stats"]["entries"] == 30 and built["params"]["threshold"] == 3
+    fetched = http.get("/v1/pdata", headers=platform)
+    assert fetched.headers["etag"] == f'"{built["root"]}"'
+    assert PData.from_bytes(fetched.content, expected_root=built["root"]).n_slots > 0
+    cached = http.get("/v1/pdata", headers={**platform, "If-None-Match": f'"{built["root"]}"'})
+    assert cached.status_code == 304 and cached.content == b""
+    assert http.get("/v1/pdata/root", headers=platform).json()["root"] == built["root"]
+    _problem(http.post("/v1/pdata", headers=admin, json={"banks": ["missing"]}), 404)
+    _problem(http.post("/v1/pdata", headers=admin, json={"nope": 1}), 422)
+
+
+def test_vouchers_open_an_account_only_at_the_threshold(app) -> None:
+    http, store = app
+    admin = _key(store, "admin", "admin")
+    platform = _key(store, "platform", "vouchers")
+    http.post("/v1/pdata", headers=admin)
+    alice = _device(http, platform, "alice", 1)
+    answers = set()
+    for i, h in enumerate([OUTSIDE[0], BANK[0], OUTSIDE[1], BANK[1]]):
+        r = http.post(
+            "/v1/vouchers",
+            headers=platform,
+            json={"vouchers": [_b64(alice.voucher_for_hash(h, f"m{i}").data)]},
+        )
+        answers.add((r.status_code, r.text))
+    assert answers == {(200, '{"accepted":1}')}  # matched or not, the platform hears the same
+    assert http.get("/v1/vouchers/openings", headers=admin).json() == []
+    r = http.post(
+        "/v1/vouchers",
+        headers=platform,
+        json={"vouchers": [_b64(alice.voucher_for_hash(BANK[2], "m-last").data)]},
+    )
+    assert r.status_code == 200
+    openings = http.get("/v1/vouchers/openings", headers=admin).json()
+    assert sorted(o["item_id"] for o in openings) == ["m-last", "m1", "m3"]
+    assert all(o["account"] == "alice" and o["matches"][0]["bank"] == "known" for o in openings)
+    _problem(http.get("/v1/vouchers/openings", headers=platform), 403)
+    account = http.get("/v1/vouchers/accounts/alice", headers=admin).json()
+    assert account["hours"][0]["accepted"] == 5
+    assert account["epochs"][0]["state"] == "opened" and account["epochs"][0]["verified"] == 3
+    actions = [e.action for e in store.iter_audit()]
+    assert "voucher.open" in actions and "voucher.list_openings" in actions
+
+
+def test_hostile_input_gets_precise_4xx_never_500(app) -> None:
+    http, store = app
+    admin = _key(store, "admin", "admin")
+    platform = _key(store, "platform", "vouchers")
+    http.post("/v1/pdata", headers=admin)
+    alice = _device(http, platform, "alice", 2)
+    good = alice.voucher_for_hash(BANK[0], "m").data
+    header = 3 + 32 + 4 + 1 + 5 + 1
+
+    def post(body, **kw):
+        return http.post("/v1/vouchers", headers=platform, json=body, **kw)
+
+    assert "not base64" in _problem(post({"vouchers": [_b64(good), "***"]}), 422)["detail"]
+    bad_point = good[:header] + b"\xff" * 32 + good[header + 32 :]
+    doc = _problem(post({"vouchers": [_b64(good), _b64(bad_point)]}), 422)
+    assert doc["index"] == 1 and "not a valid ristretto255 point" in doc["detail"]
+    assert "expected" in _problem(post({"vouchers": [_b64(good[:-1])]}), 422)["detail"]
+    assert "magic" in _problem(post({"vouchers": [_b64(b"\x00" * 40)]}), 422)["detail"]
+    other_table = bytearray(good)
+    other_table[5] ^= 1
+    assert (
+        "unknown or retired"
+        in _problem(post({"vouchers": [_b64(bytes(other_table))]}), 422)["detail"]
+    )
+    assert "at most 8" in _problem(post({"vouchers": [_b64(good)] * 9}), 422)["detail"]
+    _problem(post({"vouchers": []}), 422)
+    _problem(post({"vouchers": [_b64(good)], "extra": 1}), 422)
+    _problem(
+        http.post(
+            "/v1/vouchers",
+            headers={**platform, "Content-Type": "application/json"},
+            content=b"{not json",
+        ),
+        400,
+    )
+    _problem(post({"vouchers": ["A" * 450_000]}), 413)
+    for size in (0, 1, 50, 400, 3000, len(good)):
+        r = post({"vouchers": [_b64(os.urandom(size))]})
+        assert r.status_code == 422, (size, r.text)
+    # None of it was stored or counted.
+    assert http.get("/v1/vouchers/accounts/alice", headers=admin).json()["hours"] == []
+
+
+def test_rate_limit_is_429_with_retry_after_and_counted(app) -> None:
+    http, store = app
+    admin = _key(store, "admin", "admin")
+    platform = _key(store, "platform", "vouchers")
+    http.post("/v1/pdata", headers=admin)
+    bob = _device(http, platform, "bob", 3)
+    batch = [_b64(bob.voucher_for_hash(h, "m").data) for h in OUTSIDE[:8]]
+    assert http.post("/v1/vouchers", headers=platform, json={"vouchers": batch}).status_code == 200
+    r = http.post("/v1/vouchers", headers=platform, json={"vouchers": batch[:5]})
+    doc = _problem(r, 429)
+    assert int(r.headers["Retry-After"]) >= 1 and doc["account"] == "bob"
+    hours = http.get("/v1/vouchers/accounts/bob", headers=admin).json()["hours"]
+    assert [(h["accepted"], h["rejected"]) for h in hours] == [(8, 5)]
+
+
+def test_franking_tags_and_reports(app) -> None:
+    http, store = app
+    platform = _key(store, "platform", "vouchers")
+    franked = frank(b"a message", seeded(4))
+    r = http.post(
+        "/v1/franking/tags",
+        headers=platform,
+        json={"commitment": franked.commitment.hex(), "sender": "u1", "recipient": "u2"},
+    )
+    assert r.status_code == 200, r.text
+    tag = r.json()
+    report = {
+        "message": _b64(b"a message"),
+        "franking_key": franked.franking_key.hex(),
+        "commitment": franked.commitment.hex(),
+        "tag": tag["tag"],
+        "sender": "u1",
+        "recipient": "u2",
+        "timestamp": tag["timestamp"],
+        "reporter": "u2",
+        "context": {"conversation_id": "c-9"},
+    }
+    ok = http.post("/v1/franking/reports", headers=platform, json=report)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["verified"] is True and ok.json()["sender"] == "u1"
+    for change, why in [
+        ({"message": _b64(b"a massage")}, "commitment"),
+        ({"timestamp": tag["timestamp"] + 1}, "tag does not verify"),
+        ({"recipient": "u3", "reporter": "u3"}, "tag does not verify"),
+        ({"tag": "00" * 32}, "tag does not verify"),
+        ({"franking_key": "11" * 32}, "commitment"),
+        ({"reporter": "u9"}, "recipient"),
+    ]:
+        doc = _problem(
+            http.post("/v1/franking/reports", headers=platform, json={**report, **change}), 422
+        )
+        assert doc["title"] == "Report does not verify" and why in doc["detail"]
+    _problem(http.post("/v1/franking/reports", headers=platform, json={**report, "tag": "zz"}), 422)
+    _problem(
+        http.post(
+            "/v1/franking/tags",
+            headers=platform,
+            json={"commitment": "ab", "sender": "u1", "recipient": "u2"},
+        ),
+        422,
+    )
