@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bastion.store import Store
+
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = (REPO.parent / "shared" / "testdata").resolve()
 
@@ -39,6 +41,31 @@ def postgres_schema_url(prefix: str) -> Iterator[str]:
     try:
         yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+#: Parameters of a storage-backed fixture: every such test runs on SQLite and on real PostgreSQL
+#: (an unreachable PostgreSQL fails the test, never skips it).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def open_store(kind: str, tmp_path: Path) -> Iterator[Store]:
+    """An open store on a temporary SQLite file (``kind`` "sqlite") or on a fresh PostgreSQL
+    schema that is dropped afterwards ("postgres")."""
+    if kind == "sqlite":
+        with Store.open(f"sqlite:///{tmp_path / 'bastion.db'}") as store:
+            yield store
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    store = Store.open(PG_URL, schema=schema)
+    try:
+        yield store
+    finally:
+        store.close()
+        engine = sa.create_engine(PG_URL)
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         engine.dispose()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.store import Store
-from tests.conftest import PG_URL
+from tests.conftest import BACKENDS, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -23,23 +21,10 @@ def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def api_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'bastion.db'}")
+    with open_store(request.param, tmp_path) as store:
         yield store
-        store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    store = Store.open(PG_URL, schema=schema)
-    try:
-        yield store
-    finally:
-        store.close()
-        engine = create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
 
 
 @pytest.fixture

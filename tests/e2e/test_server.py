@@ -6,12 +6,8 @@ within seconds, without restarting or rebuilding either.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,51 +18,7 @@ import pytest
 
 from bastion.store import Store
 from tests.conftest import postgres_schema_url
-
-BASTION = str(Path(sys.executable).with_name("bastion"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, db_url: str | None, tmp: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BASTION_INDEX_POLL_SECONDS": "0.5"}
-        env.pop("BASTION_DATABASE_URL", None)
-        if db_url is not None:
-            env["BASTION_DATABASE_URL"] = db_url
-        self.log = (tmp / f"server-{self.port}.log").open("w")
-        self.proc = subprocess.Popen(
-            [BASTION, "serve", "--port", str(self.port), "--log-level", "warning", *extra],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+from tests.servers import Server
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -162,7 +114,7 @@ def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(
     monkeypatch.setenv("BASTION_TESTDATA", str(testdata))
     server = Server(None, tmp_path, "--demo")
     try:
-        printed = Path(server.log.name).read_text()
+        printed = server.output
         tokens = [ln for ln in printed.splitlines() if ln.startswith("bst_")]
         assert len(tokens) == 1, printed
         headers = {"Authorization": f"Bearer {tokens[0]}"}

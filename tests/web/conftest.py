@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,34 +12,20 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.store import Store
-from tests.conftest import PG_URL
+from tests.conftest import BACKENDS, open_store
 from tests.web.seed import PASSWORD, POLICY, scan_cases, seed_store
 
 SOFT_LIMIT = 3
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def web_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'bastion.db'}")
+    with open_store(request.param, tmp_path) as store:
         yield store
-        store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    store = Store.open(PG_URL, schema=schema)
-    try:
-        yield store
-    finally:
-        store.close()
-        engine = create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
 
 
 def csrf_of(html: str) -> str:
