@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -27,9 +28,8 @@ from prometheus_client import (
 )
 
 from bastion import __version__
-from bastion.api import hma, problems, v1, vouchers
+from bastion.api import hma, pipeline, problems, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
-from bastion.api.pipeline import BankLabels
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.crypto import MasterKey
@@ -93,11 +93,12 @@ class Runtime:
         # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --
         self.master_key = MasterKey.load(settings)
         self.policy = PolicyHolder(settings.policy_file)
-        self.bank_labels = BankLabels(store)
+        self.bank_labels = pipeline.BankLabels(store)
         self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
         self.accounts = AccountStore(store)
         self.outbox = Outbox.from_settings(store, settings)
         self.vouchers = vouchers.VoucherStore(store, self.master_key, settings)
+        self.vouchers.on_open = partial(pipeline.open_voucher_cases, self)
         # -- end domain services --
 
     def verify_key(self, token: str) -> Principal | None:

@@ -174,3 +174,35 @@ def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome
     if outcome.disabled:
         rt.index.refresh()
     return outcome
+
+
+#: The ``source`` of content that reached review through E2EE safety vouchers.
+VOUCHER_SOURCE = "e2ee-voucher"
+
+
+def open_voucher_cases(rt: Any, opened: Any) -> list[Submitted]:
+    """Hand an account's threshold opening (``bastion.store.vouchers.OpenedAccount``) to review:
+    each opened item goes through the policy like a scan, as content of the account with source
+    ``e2ee-voucher`` and its low-resolution derivative as media, and joins the account's case.
+    Items the policy allows open no case. The voucher store calls this after its own commit and
+    retries the whole account if it raises."""
+    out = []
+    for item in opened.items:
+        scanned = Scanned(
+            kind="image",
+            format=item.media_type.partition("/")[2] or None,
+            context={
+                "content_id": item.item_id,
+                "uploader_id": opened.account,
+                "source": VOUCHER_SOURCE,
+            },
+            signals=[{"type": "pdq", "value": item.pdq, "quality": item.quality}],
+            matches=list(item.matches),
+            media=item.media or None,
+            media_type=item.media_type,
+            filename=None,
+        )
+        verdict = verdict_for(rt, scanned)
+        if verdict.decision != "allow":
+            out.append(open_case(rt, scanned, verdict, actor="system", scan_id=None))
+    return out

@@ -9,11 +9,6 @@ import hashlib
 import io
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +21,14 @@ from PIL import Image, ImageEnhance, ImageFilter
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, derivative, hash_image
 from bastion.client.locality import bank_keys, probe_keys
+from bastion.crypto import MasterKey
+from bastion.review import Viewer
 from bastion.signals.base import SignalType
 from bastion.store import Store
+from bastion.store.review import ReviewStore
 from tests.conftest import postgres_schema_url
+from tests.servers import Server
 
-BASTION = str(Path(sys.executable).with_name("bastion"))
 THRESHOLD = 6
 BANK_PHOTOS = [
     "bridge-mods/aaa-orig.jpg",
@@ -47,12 +45,6 @@ OTHER_PHOTOS = [
     "reg-test-input/exif-rotn/exif-rotn-1.jpg",
     "reg-test-input/exif-rotn/exif-rotn-6.jpg",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -103,49 +95,6 @@ def _distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-class Server:
-    def __init__(self, db_url: str, tmp: Path) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BASTION_DATABASE_URL": db_url,
-            "BASTION_INDEX_POLL_SECONDS": "0.5",
-            "BASTION_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-            "BASTION_VOUCHER_THRESHOLD": str(THRESHOLD),
-            "BASTION_VOUCHER_SYNTHETIC_RATE": "0.1",
-            "BASTION_VOUCHER_MAX_SYNTHETIC": "32",
-            "BASTION_VOUCHER_RATE_PER_HOUR": "1000",
-        }
-        self.log = (tmp / f"server-{self.port}.log").open("w")
-        self.proc = subprocess.Popen(
-            [BASTION, "serve", "--port", str(self.port), "--log-level", "warning", "--no-worker"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 def test_messaging_app_opens_only_after_t_matches(
     db_url: str, tmp_path: Path, testdata: Path
 ) -> None:
@@ -172,7 +121,19 @@ def test_messaging_app_opens_only_after_t_matches(
     assert len(items) == 100
     random.Random(3).shuffle(items)
 
-    server = Server(db_url, tmp_path)
+    secret = base64.b64encode(os.urandom(32)).decode()
+    server = Server(
+        db_url,
+        tmp_path,
+        "--no-worker",
+        env={
+            "BASTION_SECRET_KEY": secret,
+            "BASTION_VOUCHER_THRESHOLD": str(THRESHOLD),
+            "BASTION_VOUCHER_SYNTHETIC_RATE": "0.1",
+            "BASTION_VOUCHER_MAX_SYNTHETIC": "32",
+            "BASTION_VOUCHER_RATE_PER_HOUR": "1000",
+        },
+    )
     try:
         http = httpx.Client(base_url=server.base, timeout=30)
         built = http.post("/v1/pdata", headers=admin)
@@ -226,5 +187,16 @@ def test_messaging_app_opens_only_after_t_matches(
         server.stop()
     with Store.open(db_url) as store:
         opens = [e for e in store.iter_audit() if e.action == "voucher.open"]
+        # The opening went to human review: one case for the account, holding exactly the
+        # opened items with their derivatives as (sealed) media.
+        review = ReviewStore(store, MasterKey.from_base64(secret))
+        admin_viewer = Viewer("e2e-admin", "admin")
+        (summary,) = review.list_cases(admin_viewer)
+        case = review.get_case(admin_viewer, summary.id)
     assert opens[0].detail["threshold_crossed"] is True
     assert sum(e.detail["threshold_crossed"] for e in opens) == 1
+    assert case.uploader_id == "user-42"
+    assert {i.content_id for i in case.items} == set(real_sent)
+    assert {i.source for i in case.items} == {"e2ee-voucher"}
+    assert all(i.has_media and i.media_size == len(real_sent[i.content_id]) for i in case.items)
+    assert all(i.matches[0]["bank"] == "known-test-photos" for i in case.items)
