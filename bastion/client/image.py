@@ -1,9 +1,10 @@
 """On-device image hashing (PDQ with per-bit reliability) and the low-resolution derivative.
 
-The pipeline is the server's default one (``bastion.signals.pdq``), repeated here so that the
-client library imports nothing of the server: JPEGs decoded with DCT scaling straight to luma,
-keeping the long side >= 720 px; EXIF orientation applied; alpha composited on white; large
-non-JPEGs box-reduced. A test checks that both give the same hash on every reference image.
+The pixels are prepared exactly as the server's default pipeline prepares them, by the same
+function (``bastion.imaging.pdq_array``, which imports nothing of the server): JPEGs decoded with
+DCT scaling straight to luma, keeping the long side >= 720 px; EXIF orientation applied; alpha
+composited on white; large non-JPEGs box-reduced. A test checks that both give the same hash on
+every reference image.
 ``pdqhash.compute_float`` returns the 256 DCT coefficients; bit i is ``coefficient_i > median``,
 and how far a coefficient is from the median says how likely an edit is to flip that bit.
 """
@@ -11,19 +12,17 @@ and how far a coefficient is from the median says how likely an edit is to flip 
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pdqhash
-from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.JpegImagePlugin import JpegImageFile
+from PIL import Image, UnidentifiedImageError
 
-TARGET_SIDE = 720
+from bastion.imaging import pdq_array
+
 MAX_PIXELS = 120_000_000
 MAX_BYTES = 100 * 2**20
-_ORIENTATION = 0x0112
 #: The derivative's long side, and the JPEG qualities tried until it fits the voucher.
 DERIVATIVE_SIDE = 160
 _QUALITIES = (70, 55, 40, 25)
@@ -84,7 +83,7 @@ def hash_and_derivative(data: bytes, max_bytes: int) -> tuple[ImageHash, bytes]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                array = _fast_array(img)
+                array = pdq_array(img)
             floats, quality = pdqhash.compute_float(array)
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
             raise ImageError(f"cannot decode image: {exc}") from None
@@ -110,65 +109,3 @@ def _small_jpeg(array: np.ndarray, max_bytes: int) -> bytes:
             if buf.tell() <= max_bytes:
                 return buf.getvalue()
     return b""
-
-
-def _fast_array(img: Image.Image) -> np.ndarray:
-    if isinstance(img, JpegImageFile) and img.tile:
-        factor = _reduction(max(img.size))
-        if factor > 1:
-            w, h = img.size
-            mode = "L" if img.mode == "RGB" else img.mode
-            img.draft(mode, (math.ceil(w / factor), math.ceil(h / factor)))
-    img.load()
-    if img.getexif().get(_ORIENTATION, 1) != 1:
-        img = ImageOps.exif_transpose(img)
-    img = _to_l_or_rgb(img)
-    factor = _reduction(max(img.size))
-    if factor > 1 and max(img.size) > 2 * TARGET_SIDE:
-        img = img.reduce(max(img.size) // TARGET_SIDE)
-    array = np.asarray(img)
-    if array.ndim == 2:
-        array = np.broadcast_to(array[:, :, None], (*array.shape, 3))
-    return array
-
-
-def _reduction(long_side: int) -> int:
-    for factor in (8, 4, 2):
-        if math.ceil(long_side / factor) >= TARGET_SIDE:
-            return factor
-    return 1
-
-
-def _to_l_or_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        return img
-    if mode == "1":
-        return img.convert("L")
-    if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in img.info
-        img = img.convert("RGBA" if has_alpha else "RGB")
-        mode = img.mode
-    if mode in ("I", "F") or mode.startswith("I;"):
-        return Image.fromarray(_scale_to_8bit(np.asarray(img)), "L")
-    if mode in ("LA", "La", "RGBA", "RGBa"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def _scale_to_8bit(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if lo >= 0 and hi <= 1.0 and values.dtype.kind == "f" and hi > 0:
-        scaled = values * 255.0
-    elif lo >= 0 and hi <= 255:
-        scaled = values
-    elif lo >= 0 and hi <= 65535:
-        scaled = values / 257.0
-    else:
-        scaled = (values - lo) * (255.0 / (hi - lo))
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
