@@ -846,27 +846,32 @@ def _active(state: str) -> bool:
     return state in ACTIVE_STATES
 
 
-def _summary(r: Row[Any], now: datetime) -> CaseSummary:
+def _case_fields(r: Row[Any], now: datetime) -> dict[str, Any]:
+    """What a case summary and a full case both say of a ``cases`` row. An expired lease is
+    shown as no lease."""
     live = _live(r, now)
-    return CaseSummary(
-        id=r.id,
-        state=r.state,
-        queue=r.queue,
-        priority=PRIORITIES[r.priority],
-        opened_at=r.opened_at,
-        updated_at=r.updated_at,
-        due_at=r.due_at,
-        overdue=_active(r.state) and r.due_at <= now,
-        uploader_id=r.uploader_id,
-        rule=r.rule,
-        reason=r.reason,
-        item_count=int(r.item_count),
-        lease_holder=r.lease_holder if live else None,
-        lease_until=r.lease_until if live else None,
-        first_reviewer=r.first_reviewer,
-        classification=r.classification,
-        decided_at=r.decided_at,
-    )
+    return {
+        "id": r.id,
+        "state": r.state,
+        "queue": r.queue,
+        "priority": PRIORITIES[r.priority],
+        "opened_at": r.opened_at,
+        "updated_at": r.updated_at,
+        "due_at": r.due_at,
+        "overdue": _active(r.state) and r.due_at <= now,
+        "uploader_id": r.uploader_id,
+        "rule": r.rule,
+        "reason": r.reason,
+        "lease_holder": r.lease_holder if live else None,
+        "lease_until": r.lease_until if live else None,
+        "first_reviewer": r.first_reviewer,
+        "classification": r.classification,
+        "decided_at": r.decided_at,
+    }
+
+
+def _summary(r: Row[Any], now: datetime) -> CaseSummary:
+    return CaseSummary(**_case_fields(r, now), item_count=int(r.item_count))
 
 
 def _load(conn: Connection, r: Row[Any], viewer: Viewer, now: datetime) -> Case:
@@ -880,26 +885,10 @@ def _load(conn: Connection, r: Row[Any], viewer: Viewer, now: datetime) -> Case:
         select(events_t).where(events_t.c.case_id == r.id).order_by(events_t.c.id)
     ).all()
     reveals = [e for e in events if e.kind == EV_REVEAL and e.actor == viewer.actor and e.item_id]
-    live = _live(r, now)
     return Case(
-        id=r.id,
-        state=r.state,
-        queue=r.queue,
-        priority=PRIORITIES[r.priority],
-        opened_at=r.opened_at,
-        updated_at=r.updated_at,
-        due_at=r.due_at,
-        overdue=_active(r.state) and r.due_at <= now,
-        uploader_id=r.uploader_id,
-        rule=r.rule,
-        reason=r.reason,
-        lease_holder=r.lease_holder if live else None,
-        lease_until=r.lease_until if live else None,
-        first_reviewer=r.first_reviewer,
+        **_case_fields(r, now),
         second_reviewer=r.second_reviewer,
-        classification=r.classification,
         labels=tuple(r.labels or ()),
-        decided_at=r.decided_at,
         items=tuple(_item(i) for i in items),
         events=tuple(
             CaseEvent(e.id, e.at, e.actor, e.kind, e.item_id, dict(e.detail or {})) for e in events
