@@ -1089,6 +1089,9 @@ class PolicyHolder:
         self.path = Path(path)
         self.check_interval = check_interval
         self.last_error: str | None = None
+        #: Called with the new policy after an edit on disk was picked up (a ``save`` is not
+        #: reported here: its caller knows who saved it). The server audits it.
+        self.on_reload: Callable[[Policy], None] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         if not self.path.exists():
@@ -1121,28 +1124,37 @@ class PolicyHolder:
 
     def refresh(self) -> Policy:
         """Check the file now, whatever the interval."""
+        policy, reloaded = self._refresh()
+        if reloaded and self.on_reload is not None:
+            try:
+                self.on_reload(policy)
+            except Exception:
+                log.exception("policy reload hook failed")
+        return policy
+
+    def _refresh(self) -> tuple[Policy, bool]:
         with self._lock:
             self._checked = self._clock()
             try:
                 st = os.stat(self.path)
             except OSError as exc:
                 self._fail(f"cannot read {self.path}: {exc.strerror or exc}")
-                return self._policy
+                return self._policy, False
             stamp = _stamp(st)
             if stamp == self._stamp:
-                return self._policy
+                return self._policy, False
             try:
                 policy = load_policy(self.path)
             except PolicyError as exc:
                 self._stamp = stamp  # report once per change, not once a second
                 self._fail(f"{self.path} is invalid:\n{exc}")
-                return self._policy
+                return self._policy, False
             except OSError as exc:
                 self._fail(f"cannot read {self.path}: {exc.strerror or exc}")
-                return self._policy
+                return self._policy, False
             self._install(policy, stamp)
             log.info("policy reloaded from %s (%d rules)", self.path, len(policy.rules))
-            return policy
+            return policy, True
 
     def _fail(self, message: str) -> None:
         if message != self.last_error:

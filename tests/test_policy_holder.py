@@ -129,6 +129,37 @@ def test_an_invalid_edit_keeps_the_old_policy_until_fixed(
     assert holder.last_error is None
 
 
+def test_edits_on_disk_are_reported_to_the_reload_hook_and_saves_are_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(ONE)
+    holder = PolicyHolder(path, check_interval=0)
+    seen: list[tuple[str, ...]] = []
+    holder.on_reload = lambda p: seen.append(p.rule_names)
+    holder.current()
+    assert seen == []  # unchanged
+    replace_file(path, TWO)
+    holder.current()
+    holder.current()
+    assert seen == [("two", "three")]  # once per change
+    replace_file(path, BROKEN)
+    holder.current()
+    assert seen == [("two", "three")]  # a refused edit is not a reload
+    holder.save(ONE, actor="user:alice")
+    holder.current()
+    assert seen == [("two", "three")]  # the saver audits its own save
+
+    def broken_hook(_: object) -> None:
+        raise RuntimeError("audit store down")
+
+    holder.on_reload = broken_hook
+    replace_file(path, TWO)
+    with caplog.at_level(logging.ERROR, logger="bastion.policy"):
+        assert holder.current().rule_names == ("two", "three")  # a failing hook changes nothing
+    assert any("reload hook failed" in r.message for r in caplog.records)
+
+
 def test_a_deleted_file_keeps_the_old_policy(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(ONE)

@@ -34,7 +34,7 @@ from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.index.live import LiveIndex
-from bastion.policy import PolicyHolder
+from bastion.policy import Policy, PolicyHolder
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.outbox import Outbox
@@ -93,6 +93,7 @@ class Runtime:
         # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --
         self.master_key = MasterKey.load(settings)
         self.policy = PolicyHolder(settings.policy_file)
+        self.policy.on_reload = partial(_audit_policy_reload, store, settings.policy_file)
         self.bank_labels = pipeline.BankLabels(store)
         self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
         self.accounts = AccountStore(store)
@@ -118,6 +119,16 @@ class Runtime:
             detail=detail or None,
             remote_addr=client_address(request, self.settings),
         )
+
+
+def _audit_policy_reload(store: Store, path: str | None, policy: Policy) -> None:
+    """An edit of the policy file made on disk, picked up by this process."""
+    store.record_audit(
+        actor="system",
+        action="policy.reload",
+        target=str(path),
+        detail={"digest": policy.digest, "rules": len(policy.rules)},
+    )
 
 
 class MetricsMiddleware:

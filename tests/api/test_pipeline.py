@@ -1,0 +1,116 @@
+"""The pipeline behind /v1/scan: policy verdict → case → actions in the outbox, all committed
+together; a confirmation's actions (account actions once per uploader); policy edits on disk
+audited. Real app, real store (SQLite and PostgreSQL), the default policy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bastion.api import pipeline
+from bastion.review import CaseClosed, Decision, Viewer
+from bastion.store import Store
+
+PHOTOS = ["bridge-mods/aaa-orig.jpg", "misc-images/wee.jpg"]
+
+
+def _scan(client: TestClient, headers: dict[str, str], data: bytes, **context: str) -> dict:
+    r = client.post(
+        "/v1/scan",
+        headers=headers,
+        files={"file": ("upload.jpg", data)},
+        data={"context": json.dumps(context)},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_blocked_upload_opens_a_case_with_its_actions_and_a_confirmation_adds_more(
+    client: TestClient, admin: dict[str, str], api_store: Store, testdata: Path
+) -> None:
+    photos = [(testdata / "images" / p).read_bytes() for p in PHOTOS]
+    made = client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})
+    assert made.status_code == 201, made.text
+    entries = [{"signal_type": "md5", "value": hashlib.md5(p).hexdigest()} for p in photos]
+    r = client.post("/v1/banks/known/entries", headers=admin, json={"entries": entries})
+    assert r.status_code in (200, 201), r.text
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    rt.index.refresh()
+
+    first = _scan(client, admin, photos[0], uploader_id="u-1", content_id="c-1", source="upload")
+    verdict = first["verdict"]
+    assert (verdict["decision"], verdict["rule"], verdict["priority"]) == (
+        "block",
+        "csam-exact",
+        "critical",
+    )
+    case_id = verdict["case_id"]
+    queued = rt.outbox.list(case_id=case_id)
+    assert sorted(o.action for o in queued) == ["preserve", "remove_content"]
+    for o in queued:
+        assert o.payload["content_id"] == "c-1" and o.payload["uploader_id"] == "u-1"
+        assert o.payload["rule"] == "csam-exact"
+        body = json.dumps(o.payload)
+        assert hashlib.md5(photos[0]).hexdigest() not in body  # ids and reasons, no hashes
+
+    # The same uploader's next blocked upload joins the open case.
+    second = _scan(client, admin, photos[1], uploader_id="u-1", content_id="c-2")
+    assert second["verdict"]["case_id"] == case_id
+    assert len(rt.outbox.list(case_id=case_id)) == 4
+
+    viewer = Viewer("ann", "admin")
+    rt.review.claim(viewer, case_id)
+    outcome = pipeline.decide(rt, viewer, case_id, Decision.confirmed("B2", (), ""))
+    assert outcome.final
+    actions = [o.action for o in rt.outbox.list(case_id=case_id)]
+    # on_confirmed: remove_content and preserve per item, restrict_account once per uploader.
+    assert sorted(actions) == sorted(
+        ["preserve", "remove_content"] * 2
+        + ["preserve", "remove_content"] * 2
+        + ["restrict_account"]
+    )
+    (restrict,) = [o for o in rt.outbox.list(case_id=case_id) if o.action == "restrict_account"]
+    assert restrict.payload == {
+        "case_id": case_id,
+        "uploader_id": "u-1",
+        "reason": "confirmed by review",
+        "classification": "B2",
+    }
+    assert "u-1" not in restrict.idempotency_key  # platform ids stay out of the key
+    # Deciding again is refused, and queues nothing more.
+    with pytest.raises(CaseClosed):
+        pipeline.decide(rt, viewer, case_id, Decision.confirmed("B2", (), ""))
+    assert len(rt.outbox.list(case_id=case_id)) == 9
+    assert rt.review.prior_confirmed("u-1") == 1
+    events = [e.action for e in api_store.iter_audit()]
+    assert events.count("action.enqueue") == 9 and "case.decide" in events
+
+
+def test_an_upload_nothing_matched_is_allowed_and_opens_nothing(
+    client: TestClient, admin: dict[str, str], testdata: Path
+) -> None:
+    photo = (testdata / "images" / PHOTOS[0]).read_bytes()
+    verdict = _scan(client, admin, photo, uploader_id="u-2")["verdict"]
+    assert verdict["decision"] == "allow" and verdict["case_id"] is None
+    assert client.app.state.runtime.outbox.list() == []  # type: ignore[attr-defined]
+
+
+def test_a_policy_edit_on_disk_is_picked_up_and_audited(
+    client: TestClient, api_store: Store
+) -> None:
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    path = Path(rt.settings.policy_file)
+    text = path.read_text().replace("four_eyes: false", "four_eyes: true")
+    assert text != path.read_text()
+    tmp = path.with_name("policy.yaml.new")
+    tmp.write_text(text)
+    tmp.replace(path)
+    policy = rt.policy.refresh()
+    assert policy.review.four_eyes is True
+    (event,) = [e for e in api_store.iter_audit() if e.action == "policy.reload"]
+    assert event.actor == "system" and event.target == str(path)
+    assert event.detail == {"digest": policy.digest, "rules": len(policy.rules)}
