@@ -301,6 +301,14 @@ class Policy:
     name: str = "<policy>"
     text: str = ""
 
+    def needs_uploader_history(self, matched: bool) -> bool:
+        """Whether deciding on content (matched or not) can depend on the uploader's confirmed
+        cases, so callers look that up only when some rule could use it."""
+        return any(
+            r.when.uploader_confirmed_at_least is not None and r.when.matched == matched
+            for r in self.rules
+        )
+
     @property
     def rule_names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)

@@ -868,3 +868,20 @@ def test_summary_and_digest() -> None:
     }
     assert len(p.digest) == 64
     assert parse_policy(MINIMAL).digest != parse_policy(MINIMAL + "# edit\n").digest
+
+
+def test_uploader_history_is_needed_only_where_a_rule_can_use_it() -> None:
+    default = default_policy()
+    assert default.needs_uploader_history(True)  # the repeat-uploader rule
+    assert not default.needs_uploader_history(False)  # no rule acts on unmatched content
+    unmatched = policy(
+        """\
+        version: 1
+        rules:
+          - name: watch-repeat-uploaders
+            when: {matched: false, uploader_confirmed_at_least: 2}
+            verdict: review
+        """
+    )
+    assert unmatched.needs_uploader_history(False)
+    assert not unmatched.needs_uploader_history(True)

@@ -39,7 +39,8 @@ class BankLabels:
     def get(self) -> Mapping[str, frozenset[str]]:
         with self._lock:
             if time.monotonic() - self._at > self._ttl:
-                self._labels = {b.name: frozenset(b.labels) for b in self._store.list_banks()}
+                labels = self._store.bank_labels()
+                self._labels = {name: frozenset(v) for name, v in labels.items()}
                 self._at = time.monotonic()
             return self._labels
 
@@ -75,12 +76,15 @@ def action_payload(
 
 def verdict_for(rt: Any, scanned: Scanned) -> Verdict:
     """The active policy's verdict on scanned content, given the uploader's confirmed cases."""
+    policy = rt.policy.current()
+    matched = bool(scanned.matches)
     uploader = scanned.context.get("uploader_id")
-    confirmed = rt.review.prior_confirmed(uploader) if uploader else 0
-    inp = policy_input(
-        scanned.kind, scanned.context, scanned.matches, rt.bank_labels.get(), confirmed
-    )
-    return rt.policy.current().decide(inp)
+    # Each lookup only when a rule could use it: most scans match nothing.
+    history = uploader and policy.needs_uploader_history(matched)
+    confirmed = rt.review.prior_confirmed(uploader) if history else 0
+    labels = rt.bank_labels.get() if matched else None
+    inp = policy_input(scanned.kind, scanned.context, scanned.matches, labels, confirmed)
+    return policy.decide(inp)
 
 
 def open_case(

@@ -501,6 +501,15 @@ class Store:
         with self.engine.connect() as conn:
             return [_to_bank(r, r.entry_count) for r in conn.execute(stmt)]
 
+    def bank_labels(self) -> dict[str, list[str]]:
+        """Each bank's labels: a read of the banks table alone (no entry counts), cheap enough
+        for the scan path."""
+        with self.engine.connect() as conn:
+            return {
+                r.name: list(r.labels or ())
+                for r in conn.execute(select(banks_t.c.name, banks_t.c.labels))
+            }
+
     def update_bank(self, name: str, /, **fields: Any) -> Bank:
         """Change any of name (a rename), description, labels, source, enabled, is_demo."""
         allowed = {"name", "description", "labels", "source", "enabled", "is_demo"}

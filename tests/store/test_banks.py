@@ -30,6 +30,8 @@ def test_create_get_and_list(store: Store) -> None:
     store.add_entries("another", [NewEntry(SignalType.MD5, f"{i:032x}") for i in range(3)])
     listed = {b.name: b.entry_count for b in store.list_banks()}
     assert listed == {"another": 3, "iwf-demo": 0}
+    # The scan path's read: labels only, no entry counts.
+    assert store.bank_labels() == {"another": [], "iwf-demo": ["csam", "A1"]}
 
 
 def test_duplicate_and_invalid_names(store: Store) -> None:
