@@ -1,5 +1,6 @@
 """Private matching for E2EE messaging: client cost, voucher size, server cost, pdata size, and the
-near-match recall on the test photos' edits beside plain PDQ at distance <= 31.
+near-match recall on the test photos' edits beside plain PDQ at distance <= 31, for every mode
+(compact with several probe counts, near, exact) in one run.
 
 `python -m benchmarks.bench_psi [--quick] [--entries N]`. Client and server times are CPU time on
 one core (``time.process_time``, the process pinned to one CPU). The pdata size comes from a real
@@ -20,12 +21,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from bastion.client import MODE_EXACT, Account, Client, Params, hash_image
+from bastion.client import Account, Client, Params, hash_image
 from bastion.client.locality import bank_keys, probe_keys
 from bastion.client.pdata import serialize
 from bastion.client.voucher import voucher_bytes
@@ -47,13 +49,27 @@ ORIGINALS = [
     ),
     *(f"reg-test-input/exif-rotn/exif-rotn-{i}.jpg" for i in (1, 3, 6, 8)),
 ]
+DEFAULT = "compact, 52 bits, 12 probes (default)"
 CONFIGS = {
-    "near, 5 chunks, 8 probes (default)": Params(),
-    "near, 5 chunks, 16 probes": Params(probes=16),
-    "near, 6 chunks, 8 probes": Params(chunks=6),
-    "near, 4 chunks, 8 probes": Params(chunks=4),
-    "exact (one key per hash)": Params(mode=MODE_EXACT, chunks=1, probes=1, max_flips=0),
+    "compact, 52 bits, 8 probes": Params.for_mode("compact", probes=8, max_flips=2, weak_bits=8),
+    DEFAULT: Params(),
+    "compact, 52 bits, 16 probes": Params.for_mode("compact", probes=16),
+    "compact, 52 bits, 32 probes": Params.for_mode("compact", probes=32, weak_bits=12),
+    "compact, 64 bits, 16 probes": Params.for_mode("compact", probes=16, key_bits=64),
+    "near, 5 chunks, 8 probes": Params.for_mode("near"),
+    "near, 5 chunks, 16 probes": Params.for_mode("near", probes=16),
+    "near, 6 chunks, 8 probes": Params.for_mode("near", chunks=6),
+    "exact (one key per hash)": Params.for_mode("exact"),
 }
+#: The modes whose client, server and size figures are measured (recall: every config).
+COST_CONFIGS = [
+    "compact, 52 bits, 8 probes",
+    DEFAULT,
+    "compact, 52 bits, 16 probes",
+    "compact, 52 bits, 32 probes",
+    "near, 5 chunks, 8 probes",
+    "exact (one key per hash)",
+]
 
 
 def _cpu_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -73,7 +89,7 @@ def _random_hashes(n: int, seed: int) -> list[str]:
 def client_server(quick: bool) -> tuple[list[Row], list[Row], dict[str, float]]:
     bank = _random_hashes(2000 if quick else 20_000, 1)
     secret = ServerSecret.generate()
-    params = Params()
+    params = CONFIGS[DEFAULT]
     pdata, _ = build_pdata(bank, params, secret)
     account = Account.new()
     client = Client(pdata, "user-1", account)
@@ -108,12 +124,65 @@ def client_server(quick: bool) -> tuple[list[Row], list[Row], dict[str, float]]:
     miss_ms = _cpu_ms(lambda: [open_voucher(v, secret.scalar, params) for v in others], 1) / 100
     store_ms = _store_ms(bank)
     server = [
-        Row("voucher that matches nothing (all 8 probes tried)", [f"**{miss_ms:.3f}**"]),
+        Row(
+            f"voucher that matches nothing (all {params.probes} probes tried)",
+            [f"**{miss_ms:.3f}**"],
+        ),
         Row("voucher that matches (stops at the first hit)", [f"{match_ms:.3f}"]),
         Row("`VoucherStore.submit`, SQLite, batches of 100 (wall, incl. DB)", [f"{store_ms:.3f}"]),
     ]
     figures["server miss"] = miss_ms
     return rows, server, figures
+
+
+def mode_costs(quick: bool) -> list[Row]:
+    """Per mode: voucher bytes, client voucher crypto and total per real 12 MP photo (hash,
+    derivative, voucher), server time per voucher (miss: every probe tried; match)."""
+    bank = _random_hashes(2000 if quick else 20_000, 1)
+    real = [
+        p.read_bytes() for p in sorted((TESTDATA / "images/reg-test-input/exif-rotn").glob("*.jpg"))
+    ]
+    if quick:
+        real = real[:2]
+    hashed = [hash_image(d) for d in real]
+    rows = []
+    for label in COST_CONFIGS:
+        params = CONFIGS[label]
+        secret = ServerSecret.generate()
+        pdata, _ = build_pdata(bank, params, secret)
+        client = Client(pdata, "user-1", Account.new())
+        crypto = statistics.mean(
+            _cpu_ms(lambda h=h, c=client: c.voucher_for_hash(h, "item"), 3 if quick else 10)
+            for h in hashed
+        )
+        total = statistics.mean(
+            _cpu_ms(lambda d=d, c=client: c.voucher_for_image(d, "m/a-0"), 1 if quick else 3)
+            for d in real
+        )
+        members = [client.voucher_for_hash(h, "m").data for h in bank[:100]]
+        others = [client.voucher_for_hash(h, "m").data for h in _random_hashes(100, 2)]
+        n = len(members)
+        miss = _cpu_ms(partial(_open_all, others, secret.scalar, params), 2) / n
+        match = _cpu_ms(partial(_open_all, members, secret.scalar, params), 2) / n
+        rows.append(
+            Row(
+                label,
+                [
+                    str(params.probes),
+                    f"{voucher_bytes(params, 'user-1'):,}",
+                    f"{crypto:.2f}",
+                    f"{total:.1f}",
+                    f"{miss:.3f}",
+                    f"{match:.3f}",
+                ],
+            )
+        )
+    return rows
+
+
+def _open_all(blobs: list[bytes], scalar: bytes, params: Params) -> None:
+    for blob in blobs:
+        open_voucher(blob, scalar, params)
 
 
 def _store_ms(bank: list[str]) -> float:
@@ -155,10 +224,8 @@ def pdata_size(entries: int) -> list[Row]:
     hashes = hash_matrix(_random_hashes(entries, 5))
     secret = ServerSecret.generate()
     rows = []
-    for label, params in [
-        ("exact", CONFIGS["exact (one key per hash)"]),
-        ("near (5 chunks)", Params()),
-    ]:
+    for label in (DEFAULT, "near, 5 chunks, 8 probes", "exact (one key per hash)"):
+        params = CONFIGS[label]
         start = time.process_time()
         keys, dropped = table_keys(hashes, params)
         n_buckets = buckets_for(len(keys), params.bucket_size, 0.85)
@@ -319,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = pin_one_core()
     entries = args.entries or (100_000 if args.quick else 1_000_000)
     client_rows, server_rows, figures = client_server(args.quick)
+    cost_rows = mode_costs(args.quick)
     size_rows = pdata_size(entries)
     recall_rows, recall_note = recall(args.quick)
     parts = [
@@ -333,6 +401,19 @@ def main(argv: list[str] | None = None) -> int:
         ),
         f"Voucher: {int(figures['voucher bytes']):,} bytes (default parameters, 8 KiB for the "
         "item id and derivative).",
+        "## Every mode: voucher size, client and server time",
+        table(
+            [
+                "mode",
+                "probes",
+                "voucher bytes",
+                "client voucher crypto (ms)",
+                "client total, real 12 MP photo (ms)",
+                "server, no match (ms)",
+                "server, match (ms)",
+            ],
+            cost_rows,
+        ),
         "## Server, per voucher (ms)",
         table(["case", "ms"], server_rows),
         "## pdata size",

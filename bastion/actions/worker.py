@@ -1,4 +1,5 @@
-"""The outbox worker: claim due rows, deliver them, record the outcome, sleep, repeat.
+"""The outbox worker: claim due rows, deliver them, record the outcome, sleep, repeat. Beside
+it, :class:`BuildLoop` runs the background work of the same process: pdata table builds.
 
 It runs in its own process (``bastion worker``, or the child ``bastion serve`` starts) because
 web workers must not run schedulers: with several API processes each would send everything.
@@ -29,6 +30,7 @@ from bastion.actions.targets import Targets
 from bastion.config import ConfigError, Settings
 from bastion.store import StoreError
 from bastion.store.outbox import Outbox, OutboxItem
+from bastion.store.vouchers import BuildJob, VoucherStore
 
 log = logging.getLogger("bastion.worker")
 #: Added to the longest target timeout for the default lease: time to record the outcome.
@@ -347,3 +349,59 @@ class OutboxWorker:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
+
+
+class BuildLoop:
+    """Claims pending pdata builds (``POST /v1/pdata`` records them) and runs them, one at a
+    time, in the worker process: a build takes minutes for a large bank and must not hold a
+    web request, and web workers run no schedulers. Leases keep two workers off one job."""
+
+    def __init__(
+        self, vouchers: VoucherStore, *, poll: float = 5.0, worker_id: str | None = None
+    ) -> None:
+        self.vouchers = vouchers
+        self.poll = poll
+        self.worker_id = worker_id or new_worker_id()
+        self.stop_event = threading.Event()
+        self.built = 0
+        self.failed = 0
+
+    def stop(self) -> None:
+        """Stop claiming; a build in progress finishes (or, on a hard stop, is reclaimed by
+        another worker once its lease runs out)."""
+        self.stop_event.set()
+
+    def run_once(self) -> BuildJob | None:
+        """Claim and run one pending build; the job as it ended, or None if none was waiting."""
+        job = self.vouchers.build_pending_once(self.worker_id)
+        if job is not None:
+            if job.state == "done":
+                self.built += 1
+                log.info("pdata build %d done: root %s", job.id, job.root)
+            else:
+                self.failed += 1
+                log.warning("pdata build %d %s: %s", job.id, job.state, job.error)
+        return job
+
+    def run(self) -> None:
+        """Poll for builds until :meth:`stop`; a database error waits and tries again."""
+        log.info("pdata build loop %s started (poll %g s)", self.worker_id, self.poll)
+        while not self.stop_event.is_set():
+            try:
+                job = self.run_once()
+            except StoreError as exc:
+                log.warning("pdata build loop: database unavailable: %s", exc)
+                job = None
+                self.stop_event.wait(_DB_RETRY)
+            except Exception:
+                log.exception("pdata build loop: unexpected error")
+                job = None
+                self.stop_event.wait(_DB_RETRY)
+            if job is None:
+                self.stop_event.wait(self.poll)
+        log.info(
+            "pdata build loop %s stopped: %d built, %d failed",
+            self.worker_id,
+            self.built,
+            self.failed,
+        )

@@ -24,25 +24,20 @@ from bastion.store.vouchers import InvalidVoucher, NoTable, RateLimited, Voucher
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
 
-_any_key = require(None)
 _admin_key = require("admin")
 #: Longest base64 voucher accepted (a 1 MiB derivative budget, plus probes, fits).
 MAX_VOUCHER_CHARS = 2_000_000
 MAX_REPORT_CHARS = 24 * 2**20
 
 
-async def _vouchers_key(request: Request) -> Principal:
-    """A key with the ``vouchers`` scope (``admin`` implies it)."""
-    principal = await _any_key(request)
-    if not principal.allows("vouchers"):
-        raise Problem(403, "Forbidden", detail="this API key lacks the 'vouchers' scope")
-    return principal
-
-
-_vouchers_key.checks_api_key = True  # type: ignore[attr-defined]
+#: A key with the ``vouchers`` scope (``admin`` implies it).
+_vouchers_key = require("vouchers")
 
 VouchersKey = Annotated[Principal, Depends(_vouchers_key)]
 AdminKey = Annotated[Principal, Depends(_admin_key)]
+
+
+_NO_TABLE = "no pdata table yet: request one (POST /v1/pdata); a worker builds it (bastion worker)"
 
 
 def _rt(request: Request) -> Any:
@@ -71,6 +66,21 @@ class TableOut(BaseModel):
 class BuildIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     banks: list[str] | None = Field(None, max_length=1000)
+
+
+class BuildOut(BaseModel):
+    id: int
+    state: str = Field(description="pending, building, done or failed.")
+    banks: list[str] | None = Field(None, description="Banks to build from (null: all).")
+    params: dict[str, int]
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    progress: float = Field(description="Share of the table's slots filled (0-1).")
+    root: str | None = Field(None, description="The published table's root, once done.")
+    error: str | None = None
 
 
 class VouchersIn(BaseModel):
@@ -168,6 +178,23 @@ def _table_out(info: Any) -> TableOut:
     )
 
 
+def _build_out(job: Any) -> BuildOut:
+    return BuildOut(
+        id=job.id,
+        state=job.state,
+        banks=job.banks,
+        params=job.params,
+        requested_by=job.requested_by,
+        requested_at=job.requested_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        progress=job.progress,
+        root=job.root,
+        error=job.error,
+    )
+
+
 @router.get(
     "/pdata",
     response_class=Response,
@@ -182,7 +209,7 @@ def get_pdata(request: Request, _: VouchersKey) -> Response:
     store = _store(request)
     info = store.current_table()
     if info is None:
-        raise Problem(404, "Not found", detail="no pdata table yet: build one (POST /v1/pdata)")
+        raise Problem(404, "Not found", detail=_NO_TABLE)
     etag = f'"{info.root}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
@@ -202,22 +229,27 @@ def get_pdata_root(request: Request, _: VouchersKey) -> TableOut:
     """The current table's root, parameters and size."""
     info = _store(request).current_table()
     if info is None:
-        raise Problem(404, "Not found", detail="no pdata table yet: build one (POST /v1/pdata)")
+        raise Problem(404, "Not found", detail=_NO_TABLE)
     return _table_out(info)
 
 
 @router.post(
     "/pdata",
-    response_model=TableOut,
-    status_code=201,
+    response_model=BuildOut,
+    status_code=202,
     responses=problem_responses(400, 404, 422, 503),
 )
-def build_pdata(request: Request, principal: AdminKey, body: BuildIn | None = None) -> TableOut:
-    """Build and publish a new table from the banks' enabled PDQ entries (admin). Clients
-    pick it up on their next fetch; vouchers for the previous few tables are still accepted."""
+def build_pdata(
+    request: Request, response: Response, principal: AdminKey, body: BuildIn | None = None
+) -> BuildOut:
+    """Ask for a new table from the banks' enabled PDQ entries (admin). The build runs in the
+    worker process (`bastion worker`, or the one `bastion serve` starts): minutes for millions
+    of entries. Follow it at `Location`; the current table is served until it is done, then
+    clients pick the new one up on their next fetch (vouchers for the previous few tables are
+    still accepted)."""
     store = _store(request)
     try:
-        info = store.build_table(
+        job = store.request_build(
             actor=f"key:{principal.name}",
             banks=body.banks if body else None,
             remote_addr=_remote(request),
@@ -226,7 +258,25 @@ def build_pdata(request: Request, principal: AdminKey, body: BuildIn | None = No
         raise Problem(404, "Not found", detail=str(exc)) from None
     except (InvalidInput, ValueError) as exc:
         raise Problem(422, "Invalid request", detail=str(exc)) from None
-    return _table_out(info)
+    response.headers["Location"] = f"/v1/pdata/builds/{job.id}"
+    return _build_out(job)
+
+
+@router.get("/pdata/builds", response_model=list[BuildOut], responses=problem_responses(503))
+def list_pdata_builds(request: Request, _: AdminKey) -> list[BuildOut]:
+    """The latest build jobs, newest first (admin)."""
+    return [_build_out(j) for j in _store(request).list_builds()]
+
+
+@router.get(
+    "/pdata/builds/{job_id}", response_model=BuildOut, responses=problem_responses(404, 422, 503)
+)
+def get_pdata_build(request: Request, job_id: int, _: AdminKey) -> BuildOut:
+    """One build job: pending, building (with progress), done (with its root) or failed."""
+    job = _store(request).get_build(job_id)
+    if job is None:
+        raise Problem(404, "Not found", detail=f"no pdata build {job_id}")
+    return _build_out(job)
 
 
 @router.post(

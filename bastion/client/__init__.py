@@ -26,10 +26,19 @@ from bastion.client.franking import (
     verify_commitment,
 )
 from bastion.client.image import ImageError, ImageHash, derivative, hash_image
-from bastion.client.pdata import MODE_EXACT, MODE_NEAR, Params, PData, PDataError, pdata_root
+from bastion.client.pdata import (
+    MODE_COMPACT,
+    MODE_EXACT,
+    MODE_NEAR,
+    Params,
+    PData,
+    PDataError,
+    pdata_root,
+)
 from bastion.client.voucher import Client, Voucher, VoucherError, voucher_bytes
 
 __all__ = [
+    "MODE_COMPACT",
     "MODE_EXACT",
     "MODE_NEAR",
     "Account",

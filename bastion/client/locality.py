@@ -1,6 +1,17 @@
-"""Which keys go into the private set membership test: exact, or chunks with margin-guided probes.
+"""Which keys go into the private set membership test: exact, a compact projection, or chunks,
+with margin-guided probes.
 
-Private set membership matches keys exactly, but PDQ matches by Hamming distance. In **near** mode
+Private set membership matches keys exactly, but PDQ matches by Hamming distance.
+
+In **compact** mode (the default) every bank entry contributes ONE key: a fixed projection of its
+hash onto the ``key_bits`` bits of lowest DCT frequency (``compact_positions``). Low frequencies
+are what everyday edits (re-encoding, scaling, blur, tone) change least, so this projection is
+the most stable part of the hash. All the locality work is the client's: it probes the
+projection as is, then with its least reliable bits flipped (at most ``max_flips`` of its
+``weak_bits`` weakest, cheapest first), ``probes`` keys in all. The table stays one key per
+entry (37.6 bytes per entry at load 0.85), the same size as exact mode.
+
+In **near** mode
 the 256-bit hash is cut into ``chunks`` contiguous chunks (the hash is row-major over a 16x16 DCT,
 so a chunk is about three rows of similar frequencies):
 
@@ -13,10 +24,11 @@ Reliability comes from PDQ's own float output: bit i is ``coefficient_i > median
 coefficient close to the median is a bit an edit is likely to flip. Only the client has the
 floats (a bank holds bits), which is why the probing happens on the client.
 
-Exactly one chunk is probed per item, and the server's builder keeps keys of one chunk index at
-least ``2 * max_flips + 1`` bits apart, so at most one probe of a voucher can ever hit the table:
-the server sees "matched" or "not matched" per voucher, never "matched twice", which is what a
-synthetic voucher imitates (see docs/e2ee.md for the measured recall and what a hit reveals).
+In both modes exactly one projection is probed per item, and the server's builder keeps keys of
+one projection (chunk index) at least ``2 * max_flips + 1`` bits apart (every two probes of a
+voucher differ in at most ``2 * max_flips`` bits), so at most one probe of a voucher can ever hit
+the table: the server sees "matched" or "not matched" per voucher, never "matched twice", which
+is what a synthetic voucher imitates (docs/e2ee.md: the measured recall and what a hit reveals).
 """
 
 from __future__ import annotations
@@ -26,9 +38,27 @@ import math
 
 import numpy as np
 
-from bastion.client.pdata import MODE_EXACT, Params
+from bastion.client.pdata import MODE_COMPACT, MODE_EXACT, Params
 
 HASH_BITS = 256
+_SIDE = 16
+
+
+def compact_positions(key_bits: int) -> list[int]:
+    """The hash bits of the compact projection, ascending: the ``key_bits`` lowest-frequency DCT
+    coefficients. pdqhash lists its 16x16 coefficients from the highest frequency to the lowest
+    (bit ``255 - (16 * r + c)`` is coefficient (r, c)), so frequency rank is ``r + c`` of the
+    reversed index; ties by index, so the set is fixed for every ``key_bits``."""
+    rank = sorted(
+        range(HASH_BITS),
+        key=lambda i: (((HASH_BITS - 1 - i) // _SIDE) + ((HASH_BITS - 1 - i) % _SIDE), -i),
+    )
+    return sorted(rank[:key_bits])
+
+
+def compact_key(bits: np.ndarray) -> bytes:
+    """A compact-mode key from the projected bits (``key_bits`` of them)."""
+    return b"P" + np.packbits(bits.astype(np.uint8)).tobytes()
 
 
 def chunk_bounds(chunks: int) -> list[tuple[int, int]]:
@@ -66,6 +96,8 @@ def bank_keys(hash_bytes: bytes, params: Params) -> list[bytes]:
     if params.mode == MODE_EXACT:
         return [exact_key(hash_bytes)]
     bits = bits_from_bytes(hash_bytes)
+    if params.mode == MODE_COMPACT:
+        return [compact_key(bits[compact_positions(params.key_bits)])]
     return [chunk_key(i, bits[lo:hi]) for i, (lo, hi) in enumerate(chunk_bounds(params.chunks))]
 
 
@@ -101,6 +133,20 @@ def probe_keys(hash_bytes: bytes, floats: np.ndarray | None, params: Params) -> 
     if params.mode == MODE_EXACT:
         return [exact_key(hash_bytes)]
     bits = bits_from_bytes(hash_bytes)
+    if params.mode == MODE_COMPACT:
+        positions = compact_positions(params.key_bits)
+        base = bits[positions]
+        margins = (
+            np.zeros(len(positions))
+            if floats is None
+            else np.abs(floats - np.median(floats))[positions]
+        )
+        keys = []
+        for flips in flip_sets(margins, params):
+            probe = base.copy()
+            probe[list(flips)] ^= 1
+            keys.append(compact_key(probe))
+        return keys
     index = choose_chunk(floats, params)
     lo, hi = chunk_bounds(params.chunks)[index]
     chunk = bits[lo:hi].copy()

@@ -2,8 +2,9 @@
 
 Layout (version 1, big-endian)::
 
-    magic "BPD1" | mode u8 | chunks u8 | probes u8 | max_flips u8 | weak_bits u8 | min_quality u8
-    | threshold u16 | dhf_dim u16 | synthetic_ppm u32 | epoch_seconds u32 | ad_bytes u32
+    magic "BPD1" | mode u8 | chunks u8 | probes u8 | max_flips u8 | weak_bits u8 | key_bits u8
+    | min_quality u8 | threshold u16 | dhf_dim u16
+    | synthetic_ppm u32 | epoch_seconds u32 | ad_bytes u32
     | n_buckets u32 | bucket_size u8 | cuckoo seed (16) | L = a·G (32) | created (u64 unix s)
     | label length u16 | label (UTF-8)
     | slots: n_buckets * bucket_size points of 32 bytes
@@ -32,7 +33,9 @@ from bastion.client._group import DOMAIN, POINT_BYTES, is_valid_point
 MAGIC = b"BPD1"
 MODE_EXACT = 0
 MODE_NEAR = 1
-_HEADER = struct.Struct(">4sBBBBBBHHIIIIB16s32sQH")
+MODE_COMPACT = 2
+MODES = {"exact": MODE_EXACT, "near": MODE_NEAR, "compact": MODE_COMPACT}
+_HEADER = struct.Struct(">4sBBBBBBBHHIIIIB16s32sQH")
 MAX_LABEL = 1024
 MAX_BUCKETS = 1 << 28
 
@@ -45,19 +48,23 @@ class PDataError(ValueError):
 class Params:
     """Protocol parameters, published inside pdata so every client applies the same ones.
 
-    ``mode``: exact (one key per bank entry: the whole 256-bit PDQ) or near (``chunks`` chunk keys
-    per entry; a client probes ``probes`` keys around its most reliable chunk, flipping at most
-    ``max_flips`` of that chunk's ``weak_bits`` least reliable bits). ``threshold`` t: matches an
-    account needs before anything opens. ``dhf_dim`` s: how many synthetic vouchers per account
-    and epoch the server can still tell apart from real ones (and the cap a client keeps to).
+    ``mode``: compact (the default: one key per bank entry, the ``key_bits`` lowest-frequency bits
+    of the PDQ hash; a client probes ``probes`` variants of that projection, flipping at most
+    ``max_flips`` of its ``weak_bits`` least reliable bits), exact (one key per entry: the whole
+    256-bit hash) or near (``chunks`` chunk keys per entry; a client probes around its most
+    reliable chunk). :meth:`for_mode` fills in each mode's other defaults. ``threshold`` t:
+    matches an account needs before anything opens. ``dhf_dim`` s: how many synthetic vouchers
+    per account and epoch the server can still tell apart from real ones (and the cap a client
+    keeps to).
     ``synthetic_ppm``: the probability, in millionths, that a voucher is synthetic.
     """
 
-    mode: int = MODE_NEAR
-    chunks: int = 5
-    probes: int = 8
-    max_flips: int = 2
-    weak_bits: int = 8
+    mode: int = MODE_COMPACT
+    chunks: int = 1
+    probes: int = 12
+    max_flips: int = 3
+    weak_bits: int = 10
+    key_bits: int = 52
     min_quality: int = 50
     threshold: int = 10
     dhf_dim: int = 32
@@ -68,12 +75,18 @@ class Params:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.mode not in (MODE_EXACT, MODE_NEAR):
-            problems.append(f"mode must be {MODE_EXACT} (exact) or {MODE_NEAR} (near)")
+        if self.mode not in MODES.values():
+            problems.append(
+                f"mode must be {MODE_EXACT} (exact), {MODE_NEAR} (near) or {MODE_COMPACT} (compact)"
+            )
         if self.mode == MODE_NEAR and not 4 <= self.chunks <= 16:
             problems.append("chunks must be 4-16 (each chunk at most 64 bits)")
         if self.mode == MODE_EXACT and (self.chunks != 1 or self.probes != 1):
             problems.append("exact mode has one chunk and one probe")
+        if self.mode == MODE_COMPACT and self.chunks != 1:
+            problems.append("compact mode has one projection (chunks must be 1)")
+        if not 32 <= self.key_bits <= 64:
+            problems.append("key_bits must be 32-64")
         if not 1 <= self.probes <= 64:
             problems.append("probes must be 1-64")
         if not 0 <= self.max_flips <= 3 or not self.max_flips <= self.weak_bits <= 16:
@@ -95,6 +108,19 @@ class Params:
         if problems:
             raise PDataError("invalid pdata parameters: " + "; ".join(problems))
 
+    @classmethod
+    def for_mode(cls, mode: str | int, **overrides: int) -> Params:
+        """Parameters for ``mode`` ("compact", "near", "exact" or its number) with that mode's
+        own locality defaults, so callers need not know which fields each mode constrains."""
+        number = MODES.get(mode, -1) if isinstance(mode, str) else mode
+        if number not in MODE_DEFAULTS:
+            raise PDataError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        return cls(**{**MODE_DEFAULTS[number], **overrides})
+
+    @property
+    def mode_name(self) -> str:
+        return next(name for name, number in MODES.items() if number == self.mode)
+
     @property
     def synthetic_rate(self) -> float:
         return self.synthetic_ppm / 1_000_000
@@ -102,6 +128,20 @@ class Params:
     @property
     def slots_per_key(self) -> int:
         return 2 * self.bucket_size
+
+
+#: Each mode's locality fields (measured choices: docs/benchmarks.md, issue 7).
+MODE_DEFAULTS: dict[int, dict[str, int]] = {
+    MODE_COMPACT: {
+        "mode": MODE_COMPACT,
+        "chunks": 1,
+        "probes": 12,
+        "max_flips": 3,
+        "weak_bits": 10,
+    },
+    MODE_NEAR: {"mode": MODE_NEAR, "chunks": 5, "probes": 8, "max_flips": 2, "weak_bits": 8},
+    MODE_EXACT: {"mode": MODE_EXACT, "chunks": 1, "probes": 1, "max_flips": 0, "weak_bits": 0},
+}
 
 
 def cuckoo_buckets(seed: bytes, n_buckets: int, key: bytes) -> tuple[int, int]:
@@ -156,9 +196,9 @@ class PData:
         if len(blob) < _HEADER.size:
             raise PDataError(f"pdata is {len(blob)} bytes, shorter than its header")
         fields_ = _HEADER.unpack_from(blob, 0)
-        magic, mode, chunks, probes, max_flips, weak_bits, min_quality = fields_[:7]
-        threshold, dhf_dim, ppm, epoch_seconds, ad_bytes, n_buckets, bucket_size = fields_[7:14]
-        seed, public, created, label_len = fields_[14:]
+        magic, mode, chunks, probes, max_flips, weak_bits, key_bits, min_quality = fields_[:8]
+        threshold, dhf_dim, ppm, epoch_seconds, ad_bytes, n_buckets, bucket_size = fields_[8:15]
+        seed, public, created, label_len = fields_[15:]
         if magic != MAGIC:
             raise PDataError("not a Bastion pdata table (bad magic or unsupported version)")
         params = Params(
@@ -167,6 +207,7 @@ class PData:
             probes=probes,
             max_flips=max_flips,
             weak_bits=weak_bits,
+            key_bits=key_bits,
             min_quality=min_quality,
             threshold=threshold,
             dhf_dim=dhf_dim,
@@ -230,6 +271,7 @@ def serialize(
         params.probes,
         params.max_flips,
         params.weak_bits,
+        params.key_bits,
         params.min_quality,
         params.threshold,
         params.dhf_dim,

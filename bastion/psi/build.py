@@ -1,6 +1,11 @@
 """Build pdata from a bank's PDQ hashes: table keys, cuckoo placement, blinding, filler.
 
-Keys. Exact mode: one key per distinct hash. Near mode: one key per chunk per entry, and within
+Keys. Exact mode: one key per distinct hash. Compact mode: one key per distinct projection (the
+lowest-frequency ``key_bits`` bits, ``bastion.client.locality``), and a projection within
+``2 * max_flips`` bits of one kept earlier is dropped, for the same reason as in near mode below;
+the dropped entry's edits are usually still found through the earlier key (the projections are
+that close), and the server's re-check is against every live entry, not the key that opened.
+Near mode: one key per chunk per entry, and within
 each chunk index any key within ``2 * max_flips`` bits of a key kept earlier (in bank order) is
 dropped, so two probes of one voucher (which differ in at most that many bits) never both hit:
 a voucher opens at most one ciphertext, exactly like a synthetic one. Near-duplicate entries are
@@ -23,14 +28,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from bastion.client import _group as g
-from bastion.client.locality import chunk_bounds
-from bastion.client.pdata import MODE_EXACT, Params, PData, cuckoo_buckets, serialize
+from bastion.client.locality import chunk_bounds, compact_positions
+from bastion.client.pdata import MODE_COMPACT, MODE_EXACT, Params, PData, cuckoo_buckets, serialize
 from bastion.psi.secret import ServerSecret
 
 DEFAULT_LOAD = 0.85
@@ -86,10 +91,18 @@ def table_keys(hashes: np.ndarray, params: Params) -> tuple[list[bytes], int]:
     keys: list[bytes] = []
     dropped = 0
     radius = 2 * params.max_flips
-    for c, (lo, hi) in enumerate(chunk_bounds(params.chunks)):
-        width = hi - lo
+    if params.mode == MODE_COMPACT:
+        projections = [(b"P", compact_positions(params.key_bits))]
+    else:
+        projections = [
+            (b"C" + bytes([c]), list(range(lo, hi)))
+            for c, (lo, hi) in enumerate(chunk_bounds(params.chunks))
+        ]
+    for prefix, positions in projections:
+        width = len(positions)
+        projected = bits[:, positions]
         padded = np.zeros((len(hashes), 64), np.uint8)
-        padded[:, 64 - width :] = bits[:, lo:hi]
+        padded[:, 64 - width :] = projected
         values = np.packbits(padded, axis=1).view(">u8").ravel().astype(np.uint64)
         # First occurrence of each value, in bank order.
         _, first = np.unique(values, return_index=True)
@@ -97,8 +110,7 @@ def table_keys(hashes: np.ndarray, params: Params) -> tuple[list[bytes], int]:
         uniq = values[first]
         keep = _far_apart(uniq, width, radius)
         dropped += int((~keep).sum())
-        packed = np.packbits(bits[first[keep], lo:hi], axis=1)
-        prefix = b"C" + bytes([c])
+        packed = np.packbits(projected[first[keep]], axis=1)
         keys.extend(prefix + row.tobytes() for row in packed)
     return keys, dropped
 
@@ -187,8 +199,12 @@ def build_pdata(
     label: str = "",
     load: float = DEFAULT_LOAD,
     created: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PData, BuildStats]:
-    """A published table for these hashes (enabled PDQ entries of the chosen banks)."""
+    """A published table for these hashes (enabled PDQ entries of the chosen banks).
+
+    ``progress(done, total)`` is called as slots are filled (the slow part: one scalar
+    multiplication per slot), for a progress bar or to renew a build job's lease."""
     if not 0.1 <= load <= 0.95:
         raise BuildError("load must be between 0.1 and 0.95")
     start = time.perf_counter()
@@ -207,13 +223,18 @@ def build_pdata(
         else:
             n_buckets = math.ceil(n_buckets * 1.05)
     slots = bytearray(len(table) * g.POINT_BYTES)
+    step = max(1, len(table) // 200)
     for index, key_index in enumerate(table):
+        if progress is not None and index % step == 0:
+            progress(index, len(table))
         if key_index >= 0:
             point = secret.blind(keys[key_index])
         else:
             digest = g.kdf(b"fill", secret.fill_seed, index.to_bytes(8, "big"))
             point = g.point_from_hash(digest + g.kdf(b"fill2", digest))
         slots[index * 32 : index * 32 + 32] = point
+    if progress is not None:
+        progress(len(table), len(table))
     blob = serialize(
         params,
         n_buckets=n_buckets,

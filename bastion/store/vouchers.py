@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.client.field import DHF_BYTES, P_DHF, P_SHARE, SHARE_BYTES, from_bytes, to_bytes
 from bastion.client.franking import FRANKING_KEY_BYTES
-from bastion.client.pdata import MODE_EXACT, MODE_NEAR, Params, PDataError
+from bastion.client.pdata import MODES, Params, PDataError
 from bastion.client.voucher import (
     VoucherError,
     open_part_a,
@@ -59,6 +59,7 @@ from bastion.psi import (
 )
 from bastion.store.models import (
     FrankingReportRow,
+    PsiBuildRow,
     PsiSecretRow,
     PsiTableRow,
     VoucherCountRow,
@@ -71,6 +72,7 @@ from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailabl
 log = logging.getLogger("bastion.vouchers")
 
 tables_t = PsiTableRow.__table__
+builds_t = PsiBuildRow.__table__
 secrets_t = PsiSecretRow.__table__
 counts_t = VoucherCountRow.__table__
 groups_t = VoucherGroupRow.__table__
@@ -112,18 +114,34 @@ class NoTable(StoreError):
     """No pdata table has been built yet."""
 
 
+class LeaseLost(StoreError):
+    """A build job's lease passed to another worker; this worker's table was not published."""
+
+
+#: Build job states: recorded, claimed by a worker, published, given up.
+PENDING, BUILDING, DONE, FAILED = "pending", "building", "done", "failed"
+#: A job whose worker vanished this many times (lease expired mid-build) is failed, not retried.
+MAX_BUILD_ATTEMPTS = 3
+
+
 def params_from_settings(settings: Any) -> Params:
     """Protocol parameters from the ``voucher_*`` settings (validated by :class:`Params`)."""
     mode = str(settings.voucher_mode).lower()
-    if mode not in ("near", "exact"):
-        raise PDataError(f"voucher_mode must be 'near' or 'exact', not {mode!r}")
-    exact = mode == "exact"
-    return Params(
-        mode=MODE_EXACT if exact else MODE_NEAR,
-        chunks=1 if exact else int(settings.voucher_chunks),
-        probes=1 if exact else int(settings.voucher_probes),
-        max_flips=0 if exact else int(settings.voucher_max_flips),
-        weak_bits=8,
+    if mode not in MODES:
+        raise PDataError(f"voucher_mode must be one of {', '.join(MODES)}, not {mode!r}")
+    locality: dict[str, int] = {}
+    if mode != "exact":
+        if int(settings.voucher_probes) > 0:
+            locality["probes"] = int(settings.voucher_probes)
+        if int(settings.voucher_max_flips) >= 0:
+            locality["max_flips"] = int(settings.voucher_max_flips)
+    if mode == "near":
+        locality["chunks"] = int(settings.voucher_chunks)
+    if mode == "compact":
+        locality["key_bits"] = int(settings.voucher_key_bits)
+    return Params.for_mode(
+        mode,
+        **locality,
         min_quality=int(settings.voucher_min_quality),
         threshold=int(settings.voucher_threshold),
         dhf_dim=int(settings.voucher_max_synthetic),
@@ -142,6 +160,49 @@ class TableInfo:
     stats: dict[str, Any]
     banks: list[str] | None
     size: int
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """A pdata build request and where it is; ``table_id``/``root`` once done."""
+
+    id: int
+    state: str
+    banks: list[str] | None
+    params: dict[str, int]
+    requested_by: str
+    requested_at: datetime
+    remote_addr: str | None
+    attempts: int
+    lease_owner: str | None
+    lease_until: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: float
+    table_id: int | None
+    root: str | None
+    error: str | None
+
+
+def _job(row: Any) -> BuildJob:
+    return BuildJob(
+        row.id,
+        row.state,
+        row.banks,
+        dict(row.params),
+        row.requested_by,
+        row.requested_at,
+        row.remote_addr,
+        row.attempts,
+        row.lease_owner,
+        row.lease_until,
+        row.started_at,
+        row.finished_at,
+        float(row.progress),
+        row.table_id,
+        row.root,
+        row.error,
+    )
 
 
 @dataclass(frozen=True)
@@ -268,12 +329,22 @@ class VoucherStore:
     # -- pdata -----------------------------------------------------------------------------
 
     def build_table(
-        self, *, actor: str, banks: Sequence[str] | None = None, remote_addr: str | None = None
+        self,
+        *,
+        actor: str,
+        banks: Sequence[str] | None = None,
+        remote_addr: str | None = None,
+        params: Params | None = None,
+        job: tuple[int, str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> TableInfo:
         """Build and publish a new table from the enabled PDQ entries of ``banks`` (default: the
         ``voucher_banks`` setting, or every enabled bank), with a fresh secret. Older tables
-        beyond ``voucher_keep_tables`` are deleted with their secrets."""
-        params = self.params
+        beyond ``voucher_keep_tables`` are deleted with their secrets. Slow for large banks:
+        the API records a job instead (:meth:`request_build`) and a worker calls this through
+        :meth:`run_build`, passing ``job`` (id, lease owner) so the table is published in the
+        same transaction that marks the job done, and only while the lease is still its own."""
+        params = self.params if params is None else params
         if banks is None:
             banks = list(self.settings.voucher_banks) or None
         for name in banks or ():
@@ -283,7 +354,12 @@ class VoucherStore:
         secret = ServerSecret.generate()
         label = "bastion banks: " + (",".join(sorted(b.lower() for b in banks)) if banks else "*")
         pdata, stats = build_pdata(
-            hexes, params, secret, label=label[:1000], load=self.settings.voucher_cuckoo_load
+            hexes,
+            params,
+            secret,
+            label=label[:1000],
+            load=self.settings.voucher_cuckoo_load,
+            progress=progress,
         )
         now = _now()
         stats_doc = {
@@ -312,6 +388,26 @@ class VoucherStore:
                 )
                 .returning(tables_t.c.id)
             ).scalar_one()
+            if job is not None:
+                done = conn.execute(
+                    update(builds_t)
+                    .where(
+                        builds_t.c.id == job[0],
+                        builds_t.c.state == BUILDING,
+                        builds_t.c.lease_owner == job[1],
+                    )
+                    .values(
+                        state=DONE,
+                        table_id=table_id,
+                        root=pdata.root,
+                        finished_at=now,
+                        progress=1.0,
+                        lease_until=None,
+                        error=None,
+                    )
+                )
+                if done.rowcount != 1:  # rolls the table back: another worker owns the job
+                    raise LeaseLost(f"pdata build {job[0]}: lease lost; table not published")
             keep = max(1, int(self.settings.voucher_keep_tables))
             old = conn.execute(
                 select(tables_t.c.id).order_by(tables_t.c.id.desc()).offset(keep)
@@ -324,7 +420,13 @@ class VoucherStore:
                 actor=actor,
                 action="pdata.build",
                 target=f"pdata:{pdata.root}",
-                detail={**stats_doc, "retired": len(retired), "banks": banks or "*"},
+                detail={
+                    **stats_doc,
+                    "retired": len(retired),
+                    "banks": banks or "*",
+                    "mode": params.mode_name,
+                    **({"job": job[0]} if job else {}),
+                },
                 remote_addr=remote_addr,
             )
         with self._lock:
@@ -401,6 +503,187 @@ class VoucherStore:
         """The banks a table was built from (None: all), for the verify callback."""
         table = self._table(root)
         return table.banks if table else None
+
+    # -- background builds -------------------------------------------------------------------
+
+    def request_build(
+        self, *, actor: str, banks: Sequence[str] | None = None, remote_addr: str | None = None
+    ) -> BuildJob:
+        """Record a build for a worker (``bastion worker``) to run; the current table keeps
+        being served meanwhile. Checks now what would fail later: the banks exist
+        (BankNotFound), the settings make valid parameters (PDataError), which are frozen into
+        the job so the table is built with what was asked for."""
+        params = self.params
+        if banks is None:
+            banks = list(self.settings.voucher_banks) or None
+        for name in banks or ():
+            self.store.get_bank(name)
+        with self.engine.begin() as conn:
+            job_id = conn.execute(
+                insert(builds_t)
+                .values(
+                    state=PENDING,
+                    banks=[b.lower() for b in banks] if banks else None,
+                    params=_params_doc(params),
+                    requested_by=actor[:255],
+                    requested_at=_now(),
+                    remote_addr=remote_addr,
+                    attempts=0,
+                    progress=0.0,
+                )
+                .returning(builds_t.c.id)
+            ).scalar_one()
+            append_audit(
+                conn,
+                actor=actor,
+                action="pdata.request",
+                target=f"pdata-build:{job_id}",
+                detail={"banks": list(banks) if banks else "*", "mode": params.mode_name},
+                remote_addr=remote_addr,
+            )
+        job = self.get_build(job_id)
+        assert job is not None
+        return job
+
+    def get_build(self, job_id: int) -> BuildJob | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(builds_t).where(builds_t.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def list_builds(self, limit: int = 20) -> list[BuildJob]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(builds_t).order_by(builds_t.c.id.desc()).limit(limit))
+            return [_job(r) for r in rows]
+
+    def _lease_seconds(self) -> float:
+        return max(10.0, float(self.settings.voucher_build_lease_seconds))
+
+    def claim_build(self, owner: str, *, job_id: int | None = None) -> BuildJob | None:
+        """Take the oldest pending build (or one whose worker's lease ran out) for ``owner``.
+
+        A compare-and-set update: of two workers racing for a job, the second one's WHERE no
+        longer matches once the first has committed, on SQLite and PostgreSQL alike, so a job
+        is never built twice at once. A job abandoned :data:`MAX_BUILD_ATTEMPTS` times (its
+        worker died each time: out of memory, say) is failed rather than tried again."""
+        now = _now()
+        lease_until = datetime.fromtimestamp(now.timestamp() + self._lease_seconds(), UTC)
+        claimable = (builds_t.c.state == PENDING) | (
+            (builds_t.c.state == BUILDING) & (builds_t.c.lease_until < now)
+        )
+        with self.engine.begin() as conn:
+            query = select(builds_t.c.id, builds_t.c.attempts).where(claimable)
+            if job_id is not None:
+                query = query.where(builds_t.c.id == job_id)
+            for candidate in conn.execute(query.order_by(builds_t.c.id).limit(10)).all():
+                where = (builds_t.c.id == candidate.id) & claimable
+                if candidate.attempts >= MAX_BUILD_ATTEMPTS:
+                    conn.execute(
+                        update(builds_t)
+                        .where(where)
+                        .values(
+                            state=FAILED,
+                            finished_at=now,
+                            lease_until=None,
+                            error=f"abandoned by its worker {candidate.attempts} times",
+                        )
+                    )
+                    continue
+                claimed = conn.execute(
+                    update(builds_t)
+                    .where(where)
+                    .values(
+                        state=BUILDING,
+                        lease_owner=owner[:255],
+                        lease_until=lease_until,
+                        attempts=builds_t.c.attempts + 1,
+                        started_at=now,
+                        progress=0.0,
+                    )
+                )
+                if claimed.rowcount == 1:
+                    row = conn.execute(select(builds_t).where(builds_t.c.id == candidate.id)).one()
+                    return _job(row)
+        return None
+
+    def renew_build(self, job_id: int, owner: str, progress: float) -> None:
+        """Extend the lease and record progress; :class:`LeaseLost` if the job is no longer
+        this worker's (it then stops: another worker is building it)."""
+        until = datetime.fromtimestamp(time.time() + self._lease_seconds(), UTC)
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(builds_t)
+                .where(
+                    builds_t.c.id == job_id,
+                    builds_t.c.state == BUILDING,
+                    builds_t.c.lease_owner == owner,
+                )
+                .values(lease_until=until, progress=round(min(1.0, max(0.0, progress)), 4))
+            )
+        if renewed.rowcount != 1:
+            raise LeaseLost(f"pdata build {job_id}: lease lost")
+
+    def run_build(
+        self,
+        job: BuildJob,
+        owner: str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BuildJob:
+        """Build and publish a claimed job; mark it failed (audited) if the build fails. The
+        lease is renewed as slots fill, at most every third of the lease."""
+        every = self._lease_seconds() / 3
+        last = [time.monotonic()]
+
+        def on_progress(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                self.renew_build(job.id, owner, done / total if total else 1.0)
+
+        try:
+            params = Params(**{k: int(v) for k, v in job.params.items()})
+            self.build_table(
+                actor=job.requested_by,
+                banks=job.banks,
+                remote_addr=job.remote_addr,
+                params=params,
+                job=(job.id, owner),
+                progress=on_progress,
+            )
+        except LeaseLost:
+            log.warning("pdata build %d: lease lost to another worker; stopped", job.id)
+        except Exception as exc:
+            log.exception("pdata build %d failed", job.id)
+            with self.engine.begin() as conn:
+                failed = conn.execute(
+                    update(builds_t)
+                    .where(
+                        builds_t.c.id == job.id,
+                        builds_t.c.state == BUILDING,
+                        builds_t.c.lease_owner == owner,
+                    )
+                    .values(
+                        state=FAILED, finished_at=_now(), lease_until=None, error=str(exc)[:2000]
+                    )
+                )
+                if failed.rowcount == 1:
+                    append_audit(
+                        conn,
+                        actor=job.requested_by,
+                        action="pdata.build_failed",
+                        target=f"pdata-build:{job.id}",
+                        detail={"error": str(exc)[:500]},
+                        remote_addr=job.remote_addr,
+                    )
+        done = self.get_build(job.id)
+        assert done is not None
+        return done
+
+    def build_pending_once(self, owner: str) -> BuildJob | None:
+        """Claim and run one pending build (the worker's periodic step); None if none waits."""
+        job = self.claim_build(owner)
+        return None if job is None else self.run_build(job, owner)
 
     # -- vouchers --------------------------------------------------------------------------
 
@@ -980,6 +1263,7 @@ def _params_doc(params: Params) -> dict[str, int]:
         "probes": params.probes,
         "max_flips": params.max_flips,
         "weak_bits": params.weak_bits,
+        "key_bits": params.key_bits,
         "min_quality": params.min_quality,
         "threshold": params.threshold,
         "dhf_dim": params.dhf_dim,

@@ -27,7 +27,7 @@ def test_chunks_cover_the_hash_exactly_once() -> None:
 
 def test_probes_start_with_the_chunk_as_is_and_stay_within_budget() -> None:
     rng = np.random.default_rng(5)
-    params = Params()
+    params = Params.for_mode("near")
     for _ in range(50):
         raw = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
         floats = rng.normal(size=256).astype(np.float32)
@@ -44,10 +44,10 @@ def test_probes_start_with_the_chunk_as_is_and_stay_within_budget() -> None:
 
 def test_flip_sets_are_cheapest_first_among_the_weakest_bits() -> None:
     margins = np.array([5.0, 0.1, 3.0, 0.2, 9.0, 0.3, 7.0, 8.0, 6.0, 4.0])
-    sets = flip_sets(margins, Params(probes=6))
+    sets = flip_sets(margins, Params.for_mode("near", probes=6))
     assert sets == [(), (1,), (3,), (5,), (1, 3), (1, 5)]
     weak = set(np.argsort(margins)[:8].tolist())
-    assert all(set(s) <= weak for s in flip_sets(margins, Params(probes=64)))
+    assert all(set(s) <= weak for s in flip_sets(margins, Params.for_mode("near", probes=64)))
 
 
 def test_exact_mode_has_one_key() -> None:

@@ -18,14 +18,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from bastion.actions.worker import BuildLoop
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, derivative, hash_image
 from bastion.client.locality import bank_keys, probe_keys
+from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.review import Viewer
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.review import ReviewStore
+from bastion.store.vouchers import VoucherStore
 from tests.conftest import postgres_schema_url
 from tests.servers import Server
 
@@ -137,8 +140,16 @@ def test_messaging_app_opens_only_after_t_matches(
     try:
         http = httpx.Client(base_url=server.base, timeout=30)
         built = http.post("/v1/pdata", headers=admin)
-        assert built.status_code == 201, built.text
+        assert built.status_code == 202, built.text
+        assert http.get("/v1/pdata", headers=platform).status_code == 404  # not built yet
+        # The worker's build step, run here (this server runs without a worker).
+        with Store.open(db_url) as store:
+            vouchers = VoucherStore(store, MasterKey.from_base64(secret), Settings())
+            job = BuildLoop(vouchers, worker_id="e2e").run_once()
+        assert job is not None and job.state == "done"
+        assert http.get(built.headers["location"], headers=admin).json()["root"] == job.root
         root = http.get("/v1/pdata/root", headers=platform).json()["root"]
+        assert root == job.root
         pdata = PData.from_bytes(
             http.get("/v1/pdata", headers=platform).content, expected_root=root
         )

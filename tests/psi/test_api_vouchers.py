@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.actions.worker import BuildLoop
 from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, frank
@@ -56,6 +57,19 @@ def _problem(r, status: int) -> dict:
     return r.json()
 
 
+def _publish(http: TestClient, admin: dict[str, str], **body: object) -> dict:
+    """Ask for a table (202 and a job), run the worker's build step, return the finished job."""
+    r = http.post("/v1/pdata", headers=admin, json=body or None)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "pending" and r.headers["location"] == f"/v1/pdata/builds/{job['id']}"
+    ran = BuildLoop(http.app.state.runtime.vouchers, worker_id="test-worker").run_once()
+    assert ran is not None and ran.id == job["id"]
+    done = http.get(r.headers["location"], headers=admin).json()
+    assert done["state"] == "done" and done["progress"] == 1.0, done
+    return done
+
+
 def _device(http: TestClient, headers: dict[str, str], account: str, seed: int) -> Client:
     r = http.get("/v1/pdata", headers=headers)
     assert r.status_code == 200
@@ -73,25 +87,48 @@ def test_scopes_and_publishing(app) -> None:
     _problem(http.post("/v1/vouchers", headers=matcher, json={"vouchers": ["AA=="]}), 403)
     assert "no pdata" in _problem(http.get("/v1/pdata", headers=platform), 404)["detail"]
     _problem(http.post("/v1/pdata", headers=platform), 403)  # building needs admin
-    r = http.post("/v1/pdata", headers=admin)
-    assert r.status_code == 201, r.text
-    built = r.json()
-    assert built["stats"]["entries"] == 30 and built["params"]["threshold"] == 3
+    _problem(http.get("/v1/pdata/builds", headers=platform), 403)
+    built = _publish(http, admin)
+    info = http.get("/v1/pdata/root", headers=platform).json()
+    assert info["root"] == built["root"]
+    assert info["stats"]["entries"] == 30 and info["params"]["threshold"] == 3
     fetched = http.get("/v1/pdata", headers=platform)
     assert fetched.headers["etag"] == f'"{built["root"]}"'
     assert PData.from_bytes(fetched.content, expected_root=built["root"]).n_slots > 0
     cached = http.get("/v1/pdata", headers={**platform, "If-None-Match": f'"{built["root"]}"'})
     assert cached.status_code == 304 and cached.content == b""
-    assert http.get("/v1/pdata/root", headers=platform).json()["root"] == built["root"]
     _problem(http.post("/v1/pdata", headers=admin, json={"banks": ["missing"]}), 404)
     _problem(http.post("/v1/pdata", headers=admin, json={"nope": 1}), 422)
+    _problem(http.get("/v1/pdata/builds/999999", headers=admin), 404)
+
+
+def test_a_requested_build_is_served_only_once_the_worker_built_it(app) -> None:
+    http, store = app
+    admin = _key(store, "admin", "admin")
+    platform = _key(store, "platform", "vouchers")
+    first = _publish(http, admin)
+    r = http.post("/v1/pdata", headers=admin, json={"banks": ["known"]})
+    assert r.status_code == 202
+    job = r.json()
+    # Until a worker builds it, the last completed table is what clients get.
+    assert http.get(r.headers["location"], headers=admin).json()["state"] == "pending"
+    assert http.get("/v1/pdata", headers=platform).headers["bastion-pdata-root"] == first["root"]
+    assert http.get("/v1/pdata/root", headers=platform).json()["root"] == first["root"]
+    BuildLoop(http.app.state.runtime.vouchers, worker_id="w").run_once()
+    done = http.get(f"/v1/pdata/builds/{job['id']}", headers=admin).json()
+    assert done["state"] == "done" and done["root"] != first["root"]
+    served = http.get("/v1/pdata", headers=platform)
+    assert served.headers["bastion-pdata-root"] == done["root"]
+    assert PData.from_bytes(served.content, expected_root=done["root"]).label.endswith("known")
+    listed = http.get("/v1/pdata/builds", headers=admin).json()
+    assert [j["id"] for j in listed] == [job["id"], first["id"]]
 
 
 def test_vouchers_open_an_account_only_at_the_threshold(app) -> None:
     http, store = app
     admin = _key(store, "admin", "admin")
     platform = _key(store, "platform", "vouchers")
-    http.post("/v1/pdata", headers=admin)
+    _publish(http, admin)
     alice = _device(http, platform, "alice", 1)
     answers = set()
     for i, h in enumerate([OUTSIDE[0], BANK[0], OUTSIDE[1], BANK[1]]):
@@ -124,7 +161,7 @@ def test_hostile_input_gets_precise_4xx_never_500(app) -> None:
     http, store = app
     admin = _key(store, "admin", "admin")
     platform = _key(store, "platform", "vouchers")
-    http.post("/v1/pdata", headers=admin)
+    _publish(http, admin)
     alice = _device(http, platform, "alice", 2)
     good = alice.voucher_for_hash(BANK[0], "m").data
     header = 3 + 32 + 4 + 1 + 5 + 1
@@ -167,7 +204,7 @@ def test_rate_limit_is_429_with_retry_after_and_counted(app) -> None:
     http, store = app
     admin = _key(store, "admin", "admin")
     platform = _key(store, "platform", "vouchers")
-    http.post("/v1/pdata", headers=admin)
+    _publish(http, admin)
     bob = _device(http, platform, "bob", 3)
     batch = [_b64(bob.voucher_for_hash(h, "m").data) for h in OUTSIDE[:8]]
     assert http.post("/v1/vouchers", headers=platform, json={"vouchers": batch}).status_code == 200

@@ -11,7 +11,7 @@ import pytest
 
 from bastion.client import MODE_EXACT, Params, PData, PDataError
 from bastion.client import _group as g
-from bastion.client.locality import bank_keys, chunk_bounds
+from bastion.client.locality import bank_keys, chunk_bounds, compact_positions, probe_keys
 from bastion.client.pdata import serialize
 from bastion.psi import ServerSecret, build_pdata
 from bastion.psi.build import BuildError, buckets_for, place, table_keys
@@ -19,7 +19,8 @@ from bastion.psi.build import BuildError, buckets_for, place, table_keys
 from .helpers import chi2_homogeneity, random_hashes, seeded
 
 EXACT = Params(mode=MODE_EXACT, chunks=1, probes=1, max_flips=0)
-NEAR = Params()
+NEAR = Params.for_mode("near")
+COMPACT = Params()
 
 
 def _owner(pdata: PData, secret: ServerSecret, key: bytes) -> int | None:
@@ -29,7 +30,7 @@ def _owner(pdata: PData, secret: ServerSecret, key: bytes) -> int | None:
     return hits[0] if hits else None
 
 
-@pytest.mark.parametrize("params", [EXACT, NEAR], ids=["exact", "near"])
+@pytest.mark.parametrize("params", [EXACT, NEAR, COMPACT], ids=["exact", "near", "compact"])
 def test_every_key_sits_in_one_of_its_candidate_slots(params: Params) -> None:
     bank = random_hashes(3000, seed=7)
     secret = ServerSecret.generate(seeded(1))
@@ -44,13 +45,45 @@ def test_every_key_sits_in_one_of_its_candidate_slots(params: Params) -> None:
         assert all(_owner(pdata, secret, k) is None for k in bank_keys(bytes.fromhex(h), params))
 
 
-def test_bytes_per_entry_under_64_in_exact_mode_and_near_is_per_chunk() -> None:
+def test_bytes_per_entry_under_64_in_compact_and_exact_mode_and_near_is_per_chunk() -> None:
     bank = random_hashes(5000, seed=3)
     secret = ServerSecret.generate(seeded(2))
-    _, exact = build_pdata(bank, EXACT, secret)
-    _, near = build_pdata(bank, NEAR, secret)
-    assert exact.bytes_per_entry < 64 / 1.6  # ~38 B: 32-byte points at load 0.85
-    assert near.bytes_per_entry == pytest.approx(NEAR.chunks * exact.bytes_per_entry, rel=0.02)
+    tables = {
+        name: build_pdata(bank, params, secret)
+        for name, params in [("exact", EXACT), ("near", NEAR), ("compact", COMPACT)]
+    }
+    per_entry = {}
+    for name, (pdata, st) in tables.items():
+        # Structural: the table is its slots (32-byte points) plus a small header.
+        assert st.blob_bytes == len(pdata.blob) < pdata.n_slots * 32 + 512
+        per_entry[name] = pdata.n_slots * 32 / st.entries
+        assert st.bytes_per_entry == pytest.approx(per_entry[name], rel=0.01)
+    assert COMPACT.mode == Params().mode  # the default mode is the compact one
+    assert tables["compact"][1].keys <= len(bank)  # one key per entry, never more
+    assert per_entry["compact"] < 64 / 1.6 and per_entry["exact"] < 64 / 1.6  # ~38 B each
+    assert per_entry["near"] == pytest.approx(NEAR.chunks * per_entry["exact"], rel=0.02)
+
+
+def test_compact_projection_is_the_lowest_frequencies_and_probes_stay_around_it() -> None:
+    positions = compact_positions(COMPACT.key_bits)
+    assert len(positions) == len(set(positions)) == COMPACT.key_bits
+    assert set(positions) < set(compact_positions(64))  # nested: widths choose a prefix
+    # pdqhash lists coefficients high frequency first: bit 255 is DCT (0, 0) and is always in.
+    assert 255 in positions and 0 not in positions
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        raw = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+        floats = rng.normal(size=256).astype(np.float32)
+        keys = probe_keys(raw, floats, COMPACT)
+        assert len(keys) == COMPACT.probes == len(set(keys))
+        assert keys[0] == bank_keys(raw, COMPACT)[0]  # the unedited item hits at once
+        base = np.unpackbits(np.frombuffer(bank_keys(raw, COMPACT)[0][1:], np.uint8))
+        margins = np.abs(floats - np.median(floats))[positions]
+        weakest = set(np.argsort(margins, kind="stable")[: COMPACT.weak_bits].tolist())
+        for key in keys:
+            probe = np.unpackbits(np.frombuffer(key[1:], np.uint8))
+            flipped = set(np.flatnonzero(probe[: len(positions)] != base[: len(positions)]))
+            assert len(flipped) <= COMPACT.max_flips and flipped <= weakest
 
 
 def test_placement_that_cannot_succeed_reports_none() -> None:
@@ -197,3 +230,27 @@ def test_secret_round_trip_and_repr_hides_it() -> None:
     with pytest.raises(ValueError, match="reduced"):
         ServerSecret.from_bytes(b"\xff" * 64)
     assert hashlib.sha256(secret.public).digest() != hashlib.sha256(secret.scalar).digest()
+
+
+def test_compact_keys_are_far_apart_so_a_voucher_hits_at_most_once() -> None:
+    base = random_hashes(300, seed=32)
+    positions = compact_positions(COMPACT.key_bits)
+    rng = np.random.default_rng(1)
+    near_dups = []
+    for h in base[:100]:  # variants 1-6 bits away inside the projection
+        bits = np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))
+        for n in (1, 3, 6):
+            flipped = bits.copy()
+            flipped[rng.choice(positions, n, replace=False)] ^= 1
+            near_dups.append(np.packbits(flipped).tobytes().hex())
+    hashes = np.frombuffer(b"".join(bytes.fromhex(h) for h in base + near_dups), np.uint8).reshape(
+        -1, 32
+    )
+    keys, dropped = table_keys(hashes, COMPACT)
+    assert dropped >= 300 and len(keys) <= 300  # one key per entry; close variants dropped
+    values = [int.from_bytes(k[1:], "big") >> (8 * len(k[1:]) - COMPACT.key_bits) for k in keys]
+    gaps = [bin(a ^ b).count("1") for i, a in enumerate(values) for b in values[i + 1 :]]
+    assert min(gaps) > 2 * COMPACT.max_flips  # every two probes differ by <= 2 * max_flips
+    kept = set(keys)
+    for h in base:  # the first of each cluster (in bank order) kept its key
+        assert bank_keys(bytes.fromhex(h), COMPACT)[0] in kept

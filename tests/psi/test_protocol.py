@@ -8,6 +8,7 @@ import pytest
 from bastion.client import MODE_EXACT, Account, ImageHash, hash_image
 from bastion.client import _group as g
 from bastion.client.field import P_SHARE, lagrange_at
+from bastion.client.pdata import MODE_DEFAULTS, MODES
 from bastion.client.voucher import (
     VoucherError,
     open_part_a,
@@ -43,11 +44,9 @@ def test_a_non_member_voucher_opens_nothing_the_server_can_compute() -> None:
             assert all(g.open_sealed(key, ct) is None for ct in cts)
 
 
-@pytest.mark.parametrize("mode", ["near", "exact"])
+@pytest.mark.parametrize("mode", ["compact", "near", "exact"])
 def test_a_member_voucher_opens_a_share_of_the_account_key(mode: str) -> None:
-    exact = {"mode": MODE_EXACT, "chunks": 1, "probes": 1, "max_flips": 0}
-    extra = exact if mode == "exact" else {}
-    s = setup(BANK, threshold=3, synthetic_ppm=0, **extra)
+    s = setup(BANK, threshold=3, synthetic_ppm=0, **MODE_DEFAULTS[MODES[mode]])
     client = s.client("alice")
     opened = s.open(client.voucher_for_hash(BANK[5], "m").data)
     assert opened is not None and opened.account == "alice"
@@ -66,9 +65,10 @@ def test_exact_mode_matches_only_identical_hashes() -> None:
     assert s.open(client.voucher_for_hash(bytes(one_bit), "b").data) is None
 
 
-def test_near_mode_matches_the_reference_edits_of_a_bank_photo(testdata) -> None:
+@pytest.mark.parametrize("mode", ["compact", "near"])
+def test_near_matching_modes_match_the_reference_edits_of_a_bank_photo(testdata, mode: str) -> None:
     orig = hash_image((testdata / "images/bridge-mods/aaa-orig.jpg").read_bytes())
-    s = setup([*BANK, orig.hex], threshold=3, synthetic_ppm=0)
+    s = setup([*BANK, orig.hex], threshold=3, synthetic_ppm=0, **MODE_DEFAULTS[MODES[mode]])
     client = s.client("alice")
     edits = sorted((testdata / "images/bridge-mods").glob("*.jpg"))
     edits += sorted((testdata / "images/misc-images/modes").iterdir())

@@ -69,7 +69,7 @@ def test_build_publishes_a_table_clients_can_verify(db_store: Store, tmp_path: P
     vs = _vstore(db_store, tmp_path, voucher_keep_tables=2)
     assert vs.current_table() is None
     first = vs.build_table(actor="key:admin")
-    assert first.stats["entries"] == 50 and first.stats["keys"] == 250  # 5 chunk keys each
+    assert first.stats["entries"] == 50 and first.stats["keys"] == 50  # compact: one key each
     pdata = PData.from_bytes(vs.table_blob(first.id), expected_root=first.root)
     assert pdata.params.threshold == 3 and first.size == len(pdata.blob)
     (event,) = _audit(db_store, "pdata.build")

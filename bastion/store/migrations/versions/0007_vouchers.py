@@ -41,6 +41,27 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_table(
+        "psi_builds",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("banks", Json, nullable=True),
+        sa.Column("params", Json, nullable=False),
+        sa.Column("requested_by", sa.String(255), nullable=False),
+        sa.Column("requested_at", _ts(), nullable=False),
+        sa.Column("remote_addr", sa.String(64), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("lease_owner", sa.String(255), nullable=True),
+        sa.Column("lease_until", _ts(), nullable=True),
+        sa.Column("started_at", _ts(), nullable=True),
+        sa.Column("finished_at", _ts(), nullable=True),
+        sa.Column("progress", sa.Float(), nullable=False),
+        sa.Column("table_id", sa.BigInteger(), nullable=True),
+        sa.Column("root", sa.String(64), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    op.create_index("ix_psi_builds_state", "psi_builds", ["state", "id"])
+    op.create_table(
         "psi_secrets",
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
@@ -152,4 +173,6 @@ def downgrade() -> None:
     op.drop_table("voucher_groups")
     op.drop_table("voucher_counts")
     op.drop_table("psi_secrets")
+    op.drop_index("ix_psi_builds_state", table_name="psi_builds")
+    op.drop_table("psi_builds")
     op.drop_table("psi_tables")
