@@ -23,8 +23,10 @@ from bastion.banks import BankFormat, NewEntry
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.cli_audit import audit_app
 from bastion.cli_keys import key_app
+from bastion.cli_pdata import pdata_app
 from bastion.cli_policy import policy_app
 from bastion.cli_users import user_app
+from bastion.cli_vault import vault_app
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
 from bastion.render import OutputFormat, emit
 from bastion.scan import (
@@ -53,8 +55,10 @@ app.add_typer(url_app, name="url")
 app.add_typer(key_app, name="key")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(vault_app, name="vault")
 app.command("worker")(cli_worker.worker)
 app.add_typer(policy_app, name="policy")
+app.add_typer(pdata_app, name="pdata")
 
 err = Console(stderr=True)
 _state: dict[str, Any] = {"db": None}

@@ -1,5 +1,6 @@
-"""``bastion worker``: deliver queued actions to the configured webhooks; and the child worker
-process ``bastion serve`` runs beside the web server (web workers never run schedulers).
+"""``bastion worker``: deliver queued actions to the configured webhooks and build requested
+pdata tables; and the child worker process ``bastion serve`` runs beside the web server (web
+workers never run schedulers).
 
 Exit codes: 0 stopped normally, 2 bad configuration or unreachable database.
 """
@@ -16,13 +17,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from bastion.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from bastion.actions.worker import BuildLoop
+    from bastion.housekeeping import Housekeeping
+    from bastion.store import Store
 
 err = Console(stderr=True)
 log = logging.getLogger("bastion.worker")
@@ -60,7 +66,7 @@ def worker(
         bool, typer.Option("--exit-with-parent", hidden=True, help="Stop when the parent dies.")
     ] = False,
 ) -> None:
-    """Deliver queued actions (signed webhooks) until stopped.
+    """Deliver queued actions (signed webhooks) and build requested pdata tables until stopped.
 
     Runs beside `bastion serve` (which starts one unless --no-worker) or on its own; several
     workers may share a database. SIGTERM or Ctrl-C lets deliveries in flight finish first.
@@ -90,22 +96,81 @@ def worker(
     except StoreError as exc:
         err.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}")
         raise typer.Exit(2) from exc
+    settings = settings.in_data_dir(store.data_dir)
     parent = os.getppid() if exit_with_parent else None
     try:
         runner = OutboxWorker(
             Outbox.from_settings(store, settings), targets, wconfig, parent_pid=parent
         )
+        builds = _build_loop(store, settings, runner.worker_id)
+        chores = _housekeeping(store, settings, runner.worker_id)
         if once:
             done = runner.run_once()
             c = runner.counts
             err.print(
                 f"{done} attempted: {c.delivered} delivered, {c.retried} to retry, {c.dead} dead"
             )
+            while builds is not None and builds.run_once() is not None:
+                pass
+            if builds is not None and builds.built + builds.failed:
+                err.print(f"pdata builds: {builds.built} done, {builds.failed} failed")
+            if chores is not None:
+                chores.run_once()
+                err.print(f"evidence purged: {chores.purged}, reports run: {chores.reported}")
             return
-        _graceful(runner.stop)
+        thread = None
+        if builds is not None:
+            thread = threading.Thread(target=builds.run, name="pdata-builds", daemon=True)
+            thread.start()
+
+        if chores is not None:
+            threading.Thread(target=chores.run, name="housekeeping", daemon=True).start()
+
+        def stop() -> None:
+            runner.stop()
+            if builds is not None:
+                builds.stop()
+            if chores is not None:
+                chores.stop()
+
+        _graceful(stop)
         runner.run()
+        if builds is not None and thread is not None:
+            builds.stop()
+            # A build in progress is not waited for: its lease runs out and a worker takes it
+            # up again (the table is only published together with its job's completion).
+            thread.join(5)
     finally:
         store.close()
+
+
+def _build_loop(store: Store, settings: Settings, worker_id: str) -> BuildLoop | None:
+    """The pdata build loop, or None (logged) if the master key cannot be loaded: deliveries
+    still run, and requested builds wait for a worker that has the key."""
+    from bastion.actions.worker import BuildLoop
+    from bastion.crypto import MasterKey
+    from bastion.store.vouchers import VoucherStore
+
+    try:
+        key = MasterKey.load(settings)
+    except (OSError, ValueError) as exc:
+        log.warning("pdata builds disabled in this worker: no master key (%s)", exc)
+        return None
+    return BuildLoop(VoucherStore(store, key, settings), worker_id=f"{worker_id}:pdata")
+
+
+def _housekeeping(store: Store, settings: Settings, worker_id: str) -> Housekeeping | None:
+    """Evidence purges and due reports, or None (logged) without the master key: deliveries
+    still run."""
+    from bastion.crypto import MasterKey
+    from bastion.housekeeping import Housekeeping
+
+    try:
+        key = MasterKey.load(settings)
+    except (OSError, ValueError) as exc:
+        log.warning("evidence purges and reports disabled in this worker: no master key (%s)", exc)
+        return None
+    return Housekeeping(store, key, settings, worker_id=f"{worker_id}:chores")
 
 
 def _graceful(stop: Callable[[], None]) -> None:

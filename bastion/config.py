@@ -86,9 +86,10 @@ class Settings:
     outbox_heartbeat_seconds: float = 60.0
     # -- end actions --
     # -- vouchers (bastion.psi) --
-    #: Private matching for E2EE messaging (docs/e2ee.md). "near" also finds edited copies
-    #: (chunk keys, ~5x the table size); "exact" only identical PDQ hashes.
-    voucher_mode: str = "near"
+    #: Private matching for E2EE messaging (docs/e2ee.md). "compact" (default) finds edited
+    #: copies with one table key per entry (a low-frequency projection probed by the client);
+    #: "near" too, with 5 chunk keys per entry (5x the table); "exact" only identical hashes.
+    voucher_mode: str = "compact"
     #: Matches (distinct items) an account needs before any of its items opens for review.
     voucher_threshold: int = 10
     #: Chance that a client sends a synthetic voucher, and the most it sends per epoch.
@@ -96,10 +97,14 @@ class Settings:
     voucher_max_synthetic: int = 32
     #: Shares only combine within an epoch of this many days.
     voucher_epoch_days: float = 30.0
-    #: Near mode: chunks per hash, keys probed per item, bits flipped at most per probe.
+    #: Locality: keys probed per item and bits flipped at most per probe (0 / -1: the mode's
+    #: default, 12 / 3 compact, 8 / 2 near); near mode's chunks; compact mode's projection bits.
     voucher_chunks: int = 5
-    voucher_probes: int = 8
-    voucher_max_flips: int = 2
+    voucher_probes: int = 0
+    voucher_max_flips: int = -1
+    voucher_key_bits: int = 52
+    #: A background table build (bastion worker) holds its job this long between renewals.
+    voucher_build_lease_seconds: float = 300.0
     #: Bytes inside every voucher for the item id and its low-resolution derivative.
     voucher_ad_bytes: int = 8192
     #: Banks whose PDQ entries go into pdata (empty: every enabled bank).
@@ -114,6 +119,40 @@ class Settings:
     #: Published tables whose vouchers are still accepted (the newest included).
     voucher_keep_tables: int = 3
     # -- end vouchers --
+    # -- vault (bastion.vault) --
+    #: Evidence retention in days for jurisdictions without their own period (docs/vault.md).
+    vault_retention_days: int = 365
+    #: Jurisdiction code -> retention days (TOML table, or "US=365,UK=730" in the environment).
+    #: US defaults to 365 (REPORT Act) and may not be set lower.
+    vault_jurisdictions: dict[str, Any] = field(default_factory=dict)
+    #: Also preserve evidence when content is blocked on a match, not only on confirmation.
+    vault_on_block: bool = False
+    #: Seconds between the worker's purges of evidence past its retention (0 = never).
+    vault_purge_interval_seconds: float = 3600.0
+    # -- end vault --
+    # -- reports (bastion.reports) --
+    #: NCMEC CyberTipline Reporting API. Unset URL: the documented base URI of
+    #: ``ncmec_environment`` (test: exttest.cybertip.org, production: report.cybertip.org).
+    #: Set here (BASTION_NCMEC_*), these override what the admin console stored (sealed).
+    ncmec_url: str | None = None
+    ncmec_username: str | None = None
+    ncmec_password: str | None = None
+    ncmec_environment: str = "test"
+    #: Consecutive failed attempts before an unfinished report is retracted.
+    ncmec_max_attempts: int = 8
+    ncmec_timeout: float = 60.0
+    #: Retry n waits min(max, base * 2**(n-1)) seconds, jittered.
+    ncmec_backoff_seconds: float = 30.0
+    ncmec_backoff_max_seconds: float = 3600.0
+    #: UK NCA reports (OSA s.66): deadline from confirmation per priority, in minutes. P1 (threat
+    #: to life or of serious harm) is "immediately": one hour is our working definition; P3's
+    #: seven days is an assumption (the regulations give no number). See docs/reports.md.
+    nca_p1_minutes: int = 60
+    nca_p2_minutes: int = 24 * 60
+    nca_p3_minutes: int = 7 * 24 * 60
+    #: The platform name written into NCA reports when the caller gives none.
+    nca_platform: str = "Bastion"
+    # -- end reports --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -100,6 +100,9 @@ class MasterKey:
         text = getattr(settings, "secret_key", None)
         if text:
             return cls.from_base64(str(text))
+        if not getattr(settings, "secret_key_file", None):
+            # Settings.in_data_dir fills it in; never fall back to a file named after None.
+            raise MasterKeyError("no master key: set secret_key or secret_key_file")
         path = Path(str(settings.secret_key_file)).expanduser()
         if not path.exists() and not path.is_symlink():
             _create_key_file(path)

@@ -24,8 +24,9 @@ from datetime import datetime
 from bastion.banks.model import BANK_NAME_RE
 
 #: ``vouchers`` (appended last so existing listings keep their order): pdata, safety vouchers and
-#: message franking for end-to-end encrypted messaging (bastion.api.vouchers).
-SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin", "vouchers")
+#: message franking for end-to-end encrypted messaging (bastion.api.vouchers). ``report``:
+#: mandatory reports of confirmed cases (bastion.api.reports; reads cases as an admin would).
+SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin", "vouchers", "report")
 ADMIN = "admin"
 TOKEN_PREFIX = "bst_"
 KEY_ID_LENGTH = 10

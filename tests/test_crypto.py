@@ -142,3 +142,15 @@ def test_key_file_may_hold_base64(tmp_path: Path) -> None:
 def test_key_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MasterKeyError, match="not a regular file"):
         MasterKey.load(Settings(secret_key_file=str(tmp_path)))
+
+
+def test_a_key_file_left_unset_is_refused_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MasterKeyError, match="set secret_key or secret_key_file"):
+        MasterKey.load(Settings())
+    assert list(tmp_path.iterdir()) == []  # no file named "None", or anything else
+    placed = Settings().in_data_dir(tmp_path / "data")
+    assert MasterKey.load(placed).key_id == MasterKey.load(placed).key_id
+    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600

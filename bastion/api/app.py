@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 from bastion import __version__
-from bastion.api import hma, pipeline, problems, v1, vouchers
+from bastion.api import hma, pipeline, problems, reports, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
@@ -38,7 +38,9 @@ from bastion.policy import Policy, PolicyHolder
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.outbox import Outbox
+from bastion.store.reports import ReportStore
 from bastion.store.review import ReviewStore
+from bastion.store.vault import Vault
 
 log = logging.getLogger("bastion.api")
 _any_key = Depends(require(None))
@@ -98,6 +100,8 @@ class Runtime:
         self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
         self.accounts = AccountStore(store)
         self.outbox = Outbox.from_settings(store, settings)
+        self.vault = Vault.from_settings(store, self.master_key, settings)
+        self.reports = ReportStore(store, self.master_key, settings=settings, vault=self.vault)
         self.vouchers = vouchers.VoucherStore(store, self.master_key, settings)
         self.vouchers.on_open = partial(pipeline.open_voucher_cases, self)
         # -- end domain services --
@@ -343,5 +347,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app.include_router(console_router)
     app.include_router(vouchers.router)
+    app.include_router(reports.router)
     # -- end routers --
     return app

@@ -17,8 +17,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.problems import Problem
+from bastion.keys import SCOPES
 
-SCOPES = ("hash", "match", "curate", "export", "admin")
 _CACHE_SECONDS = 10.0
 #: An unknown token is re-checked after this long (it may have just been created).
 _FAILURE_SECONDS = 1.0

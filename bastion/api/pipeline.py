@@ -91,7 +91,7 @@ def open_case(
     rt: Any, scanned: Scanned, verdict: Verdict, *, actor: str, scan_id: int | None
 ) -> Submitted:
     """Open (or join) a case for content the verdict did not allow, and queue the verdict's
-    actions in the same transaction."""
+    actions in the same transaction (with ``vault_on_block``, a block also preserves the item)."""
     ctx = scanned.context
     item = NewItem(
         kind=scanned.kind,
@@ -110,6 +110,10 @@ def open_case(
     )
 
     def enqueue(conn: Connection, sub: Submitted) -> None:
+        if verdict.decision == "block" and rt.settings.vault_on_block:
+            rt.vault.preserve_in(
+                conn, sub.case_id, actor=actor, reason="blocked", item_ids=[sub.item_id]
+            )
         for action in verdict.actions:
             rt.outbox.enqueue_in(
                 conn,
@@ -134,12 +138,16 @@ ACCOUNT_ACTIONS = frozenset({"restrict_account"})
 
 
 def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome:
-    """Record a reviewer's decision; when it finally confirms the case, queue the policy's
-    confirmation actions in the same transaction: one per item, or one per uploader for
-    account actions. Entries disabled by a 'not abusive' decision leave the index at once."""
+    """Record a reviewer's decision; when it finally confirms the case, preserve its evidence
+    and queue the policy's confirmation actions in the same transaction: one per item, or one
+    per uploader for account actions. Entries disabled by a 'not abusive' decision leave the
+    index at once."""
 
     def enqueue(conn: Connection, outcome: Outcome) -> None:
         case = outcome.case
+        if outcome.final and case.state == "confirmed":
+            # The evidence commits with the decision: a confirmed case is never left unpreserved.
+            rt.vault.preserve_in(conn, case.id, actor=viewer.actor, reason="confirmed")
         for action in outcome.actions:
             seen: set[str] = set()
             for item in case.items:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -461,6 +462,35 @@ class PsiTableRow(Base):
     sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class PsiBuildRow(Base):
+    """A requested pdata build: ``POST /v1/pdata`` records it (pending), a worker claims it
+    under a lease (building), and it ends done (with the table it published) or failed. Builds
+    take minutes for large banks, so they never run inside a web request."""
+
+    __tablename__ = "psi_builds"
+    __table_args__ = (
+        Index("ix_psi_builds_state", "state", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16))
+    banks: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    table_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    root: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class PsiSecretRow(Base):
     """A named server secret (the franking key), sealed with the master key."""
 
@@ -592,3 +622,139 @@ class FrankingReportRow(Base):
 
 
 # -- end vouchers --
+
+# -- vault: preserved evidence (bastion.store.vault) ---------------------------------------------
+
+
+class EvidenceRow(Base):
+    """One preserved case item: its content sealed under the master key (AAD bound to this row's
+    id), SHA-256/MD5 of the plaintext, the case's metadata as canonical JSON text (hashed as
+    stored, so an edit shows), retention and legal hold. Purging clears ``sealed`` and sets
+    ``purged_at``; the row and its hashes stay. No foreign key to the case: evidence must
+    outlive whatever happens to review data."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (
+        UniqueConstraint("case_id", "item_id", name="uq_evidence_case_item"),
+        Index("ix_evidence_retain_until", "retain_until"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(BigInteger)
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    content_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    uploader_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    media_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    has_content: Mapped[bool] = mapped_column(Boolean)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    metadata_sha256: Mapped[str] = mapped_column(String(64))
+    jurisdictions: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    preserved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    preserved_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reports: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    held_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# -- end vault --
+
+# -- reports: NCMEC CyberTipline and UK NCA reports (bastion.store.reports) ----------------------
+
+
+class ReportRow(Base):
+    """A mandatory report of a confirmed case to an authority, as a durable state machine.
+
+    The unique (case_id, authority) constraint is what makes "never a second report for one
+    case" hold whoever drafts it. ``report_sealed`` is the report XML sealed with
+    ``bastion.crypto`` (it names the reported user). A reporter holds the row while it runs a
+    step (``locked_by``/``locked_until``); ``attempts`` counts consecutive failures.
+    """
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint("case_id", "authority", name="uq_reports_case_authority"),
+        Index("ix_reports_state_next_attempt", "state", "next_attempt_at"),
+        Index("ix_reports_authority_deadline", "authority", "deadline_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cases.id", ondelete="RESTRICT", name="reports_case_id_fkey")
+    )
+    authority: Mapped[str] = mapped_column(String(16))
+    environment: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    incident_type: Mapped[str] = mapped_column(String(100))
+    report_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_response_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    retract_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # UK NCA reports only (authority "nca"): priority P1-P3, when the report is due, and until
+    # when the NCA reference (``external_id``, entered from the portal) is kept (+5 years).
+    priority: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    keep_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ReportFileRow(Base):
+    """One file of a report: the case item it comes from, its fileDetails (sealed: names and
+    hashes) and NCMEC's file id once uploaded. ``state`` is pending, uploaded or described."""
+
+    __tablename__ = "report_files"
+    __table_args__ = (
+        UniqueConstraint("report_id", "item_id", name="uq_report_files_item"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    report_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("reports.id", ondelete="CASCADE", name="report_files_report_id_fkey")
+    )
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    position: Mapped[int] = mapped_column(Integer)
+    details_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    described_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ReportCredentialRow(Base):
+    """An authority's endpoint and login set in the console, sealed with ``bastion.crypto``
+    (URL, username and password together); environment variables override it."""
+
+    __tablename__ = "report_credentials"
+
+    authority: Mapped[str] = mapped_column(String(16), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(16))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- end reports --

@@ -401,12 +401,15 @@ def nav_for(ctx: Ctx | None) -> list[tuple[str, str]]:
     links: list[tuple[str, str]] = []
     if ctx.can(*REVIEWERS):
         links.append(("/cases", "Queue"))
+    if ctx.can("admin", "senior_reviewer"):
+        links.append(("/reports", "Reports"))
     if ctx.can(*ADMINS):
         links += [
             ("/admin/banks", "Banks"),
             ("/admin/keys", "Keys"),
             ("/admin/users", "Users"),
             ("/admin/policy", "Policy"),
+            ("/admin/ncmec", "NCMEC"),
         ]
     if ctx.can(*AUDITORS):
         links += [("/admin/outbox", "Outbox"), ("/audit", "Audit log")]

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from bastion.api import pipeline
+from bastion.api.app import create_app
+from bastion.config import Settings
 from bastion.review import CaseClosed, Decision, Viewer
 from bastion.store import Store
 
@@ -81,6 +84,13 @@ def test_a_blocked_upload_opens_a_case_with_its_actions_and_a_confirmation_adds_
         "classification": "B2",
     }
     assert "u-1" not in restrict.idempotency_key  # platform ids stay out of the key
+    # The confirmation preserved each item's bytes as evidence, in the same transaction.
+    evidence = rt.vault.list(case_id=case_id)
+    assert sorted(e.content_id for e in evidence) == ["c-1", "c-2"]
+    by_content = {e.content_id: e for e in evidence}
+    for content_id, photo in zip(("c-1", "c-2"), photos, strict=True):
+        assert by_content[content_id].sha256 == hashlib.sha256(photo).hexdigest()
+        assert by_content[content_id].has_content
     # Deciding again is refused, and queues nothing more.
     with pytest.raises(CaseClosed):
         pipeline.decide(rt, viewer, case_id, Decision.confirmed("B2", (), ""))
@@ -88,6 +98,24 @@ def test_a_blocked_upload_opens_a_case_with_its_actions_and_a_confirmation_adds_
     assert rt.review.prior_confirmed("u-1") == 1
     events = [e.action for e in api_store.iter_audit()]
     assert events.count("action.enqueue") == 9 and "case.decide" in events
+
+
+def test_with_vault_on_block_a_blocked_upload_is_preserved_at_once(
+    api_store: Store, settings: Settings, admin: dict[str, str], testdata: Path
+) -> None:
+    photo = (testdata / "images" / PHOTOS[0]).read_bytes()
+    app = create_app(replace(settings, vault_on_block=True), store=api_store)
+    with TestClient(app) as client:
+        client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})
+        entry = {"signal_type": "md5", "value": hashlib.md5(photo).hexdigest()}
+        client.post("/v1/banks/known/entries", headers=admin, json={"entries": [entry]})
+        rt = client.app.state.runtime  # type: ignore[attr-defined]
+        rt.index.refresh()
+        verdict = _scan(client, admin, photo, uploader_id="u-3", content_id="c-9")["verdict"]
+        assert verdict["decision"] == "block"
+        (evidence,) = rt.vault.list(case_id=verdict["case_id"])
+    assert evidence.content_id == "c-9" and evidence.sha256 == hashlib.sha256(photo).hexdigest()
+    assert "evidence.preserve" in [e.action for e in api_store.iter_audit()]
 
 
 def test_an_upload_nothing_matched_is_allowed_and_opens_nothing(

@@ -1,0 +1,354 @@
+"""``/v1/reports``: mandatory reports of confirmed cases for API clients (scope ``report``).
+
+A report is drafted from a case, and reading the case is review's business, which knows console
+roles only: a key with the ``report`` scope reads the case as an admin-like viewer named
+``key:<name>`` (its ``case.view`` audit rows say ``user:key:<name>``). The report calls
+themselves are audited by :class:`bastion.store.reports.ReportStore` with actor ``key:<name>``.
+Only a ``confirmed`` case can be reported, so four-eyes (when the policy asks for it) has
+already been applied by the review flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from bastion.api.auth import Principal, require
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.reports.model import (
+    AUTHORITY_NCMEC,
+    INCIDENT_TYPES,
+    ReportContent,
+    ReportedUser,
+    ReporterInfo,
+    ReportInputError,
+    State,
+)
+from bastion.reports.nca import AUTHORITY_NCA
+from bastion.reports.ncmec_xml import XmlValidationError, build_report, validate
+from bastion.review import CaseNotFound, Forbidden, Viewer
+from bastion.review.model import CONFIRMED, Case
+from bastion.store import InvalidInput, StoreError
+from bastion.store.reports import (
+    Report,
+    ReportConflict,
+    ReportDataMissing,
+    ReportExists,
+    ReportNotFound,
+)
+
+if TYPE_CHECKING:
+    from bastion.api.app import Runtime
+
+STATES = tuple(s.value for s in State)
+AUTHORITIES = (AUTHORITY_NCMEC, AUTHORITY_NCA)
+SCOPE = "report"
+router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=AUTH_RESPONSES)
+#: A valid key holding the ``report`` scope (``admin`` implies it).
+report_key = require(SCOPE)
+#: The errors each route can answer with, for the OpenAPI document (clients and fuzz tests).
+_LIST = problem_responses(422, 503)
+_ONE = problem_responses(404, 422, 503)
+_ACT = problem_responses(404, 409, 422, 503)
+_BODY = problem_responses(400, 404, 409, 422, 503)
+ReportKey = Annotated[Principal, Depends(report_key)]
+
+
+# -- shared with the console -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DraftInput:
+    """The editable parts of a report: what the console form and the API body carry."""
+
+    incident_type: str
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None = None
+    escalation_reason: str | None = None
+    additional_info: str | None = None
+    service_info: str | None = None
+    screen_name: str | None = None
+    web_urls: tuple[str, ...] = ()
+
+    def reporter(self) -> ReporterInfo:
+        return ReporterInfo(self.first_name, self.last_name, self.email, phone=self.phone)
+
+    def check(self) -> None:
+        if self.incident_type not in INCIDENT_TYPES:
+            raise ReportInputError("unknown incident type")
+        self.reporter()
+
+
+def blank_to_none(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def preview_xml(case: Case, data: DraftInput) -> bytes:
+    """The report document drafting would store, built before anything is stored: the same
+    inputs ``ReportStore.draft_for_case`` uses (file details go separately, after upload)."""
+    if case.state != CONFIRMED:
+        raise ReportConflict("only a confirmed case is reported")
+    content = ReportContent(
+        incident_type=data.incident_type,
+        incident_at=min((i.added_at for i in case.items), default=case.opened_at),
+        reporter=data.reporter(),
+        reported=ReportedUser(esp_identifier=case.uploader_id, screen_name=data.screen_name),
+        escalation_reason=data.escalation_reason,
+        web_urls=data.web_urls,
+        service_info=data.service_info,
+        additional_info=data.additional_info,
+    )
+    xml = build_report(content)
+    try:
+        validate(xml, "report")
+    except XmlValidationError as exc:
+        raise InvalidInput(f"report: {exc}") from None
+    return xml
+
+
+def draft(rt: Runtime, case: Case, data: DraftInput, *, actor: str) -> Report:
+    return rt.reports.draft_for_case(
+        case,
+        incident_type=data.incident_type,
+        reporter_info=data.reporter(),
+        actor=actor,
+        screen_name=data.screen_name,
+        escalation_reason=data.escalation_reason,
+        web_urls=data.web_urls,
+        service_info=data.service_info,
+        additional_info=data.additional_info,
+    )
+
+
+def send_now(rt: Runtime, report_id: int) -> Report:
+    """Run the report's remaining steps in this request with the configured login."""
+    from bastion.reports.ncmec import CyberTiplineClient
+    from bastion.store.reports import Reporter as NcmecReporter
+
+    rs = rt.reports
+    creds = rs.credentials()
+    if creds is None:
+        raise ReportConflict("no CyberTipline login is configured (admin: /admin/ncmec)")
+    try:
+        client = CyberTiplineClient(
+            creds.url,
+            creds.username,
+            creds.password,
+            timeout=float(getattr(rt.settings, "ncmec_timeout", 60.0)),
+        )
+    except ValueError as exc:
+        raise ReportConflict(str(exc)) from None
+    try:
+        return NcmecReporter(rs, client).run(report_id)
+    finally:
+        client.close()
+
+
+def audit_view(rt: Runtime, actor: str, report: Report, remote_addr: str | None) -> None:
+    rt.store.record_audit(
+        actor=actor,
+        action="report.view",
+        target=f"report:{report.id}",
+        detail={"case_id": report.case_id, "state": report.state},
+        remote_addr=remote_addr,
+    )
+
+
+class FileOut(BaseModel):
+    item_id: int
+    position: int
+    state: str
+    external_id: str | None
+
+
+class ReportOut(BaseModel):
+    id: int
+    case_id: int
+    authority: str
+    environment: str
+    state: str
+    incident_type: str
+    external_id: str | None
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    last_response_code: int | None
+    retract_reason: str | None
+    created_by: str
+    confirmed_at: datetime | None
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    retracted_at: datetime | None
+    age_seconds: int | None = Field(
+        description="From confirmation until reported (until now while unreported)"
+    )
+    files: list[FileOut]
+
+
+class DraftIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: int = Field(gt=0, le=2**63 - 1)
+    incident_type: str = Field(max_length=200)
+    first_name: str = Field(max_length=200, description="The reporting person at the ESP")
+    last_name: str = Field(max_length=200)
+    email: str = Field(max_length=200)
+    phone: str | None = Field(default=None, max_length=200)
+    escalation_reason: str | None = Field(default=None, max_length=3000)
+    additional_info: str | None = Field(default=None, max_length=5000)
+    service_info: str | None = Field(default=None, max_length=5000)
+    screen_name: str | None = Field(default=None, max_length=1000)
+    web_urls: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RetractIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+def _out(r: Report) -> ReportOut:
+    age = r.age(datetime.now(UTC))
+    return ReportOut(
+        **{k: getattr(r, k) for k in ReportOut.model_fields if k not in ("age_seconds", "files")},
+        age_seconds=None if age is None else int(age.total_seconds()),
+        files=[FileOut(**{k: getattr(f, k) for k in FileOut.model_fields}) for f in r.files],
+    )
+
+
+def _problem(exc: Exception) -> Problem:
+    if isinstance(exc, ReportNotFound | CaseNotFound):
+        return Problem(404, "Not found", detail=str(exc))
+    if isinstance(exc, ReportExists):
+        return Problem(409, "Already reported", detail=str(exc), report_id=exc.report_id)
+    if isinstance(exc, ReportConflict | ReportDataMissing):
+        return Problem(409, "Conflict", detail=str(exc))
+    if isinstance(exc, ReportInputError | InvalidInput):
+        return Problem(422, "Invalid request", detail=str(exc))
+    if isinstance(exc, Forbidden):
+        return Problem(403, "Forbidden", detail=str(exc))
+    return Problem(503, "Store unavailable", detail=str(exc))
+
+
+_ERRORS = (StoreError, ReportInputError, CaseNotFound, Forbidden)
+
+
+async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except _ERRORS as exc:
+        raise _problem(exc) from None
+
+
+def _valid_id(report_id: int) -> int:
+    if not 0 < report_id <= 2**63 - 1:
+        raise Problem(404, "Not found", detail=f"no report {report_id}")
+    return report_id
+
+
+@router.get("", response_model=list[ReportOut], responses=_LIST)
+async def list_reports(
+    request: Request,
+    key: ReportKey,
+    state: Annotated[str | None, Query(max_length=32)] = None,
+    authority: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ReportOut]:
+    if state is not None and state not in STATES:
+        raise Problem(422, "Invalid request", detail=f"state must be one of {', '.join(STATES)}")
+    if authority is not None and authority not in AUTHORITIES:
+        raise Problem(422, "Invalid request", detail=f"authority must be one of {AUTHORITIES}")
+    rt = request.app.state.runtime
+    rows = await _call(rt.reports.list, state=state, limit=limit)
+    return [_out(r) for r in rows if authority is None or r.authority == authority]
+
+
+@router.post("", response_model=ReportOut, status_code=201, responses=_BODY)
+async def create_report(request: Request, key: ReportKey, body: DraftIn) -> ReportOut:
+    """Draft the report of a confirmed case; the worker sends it."""
+    rt = request.app.state.runtime
+    data = DraftInput(
+        incident_type=body.incident_type,
+        first_name=body.first_name,
+        last_name=body.last_name,
+        email=body.email,
+        phone=body.phone,
+        escalation_reason=body.escalation_reason,
+        additional_info=body.additional_info,
+        service_info=body.service_info,
+        screen_name=body.screen_name,
+        web_urls=tuple(body.web_urls),
+    )
+    viewer = Viewer(f"key:{key.name}", "admin")
+
+    def run() -> Report:
+        data.check()
+        case = rt.review.get_case(viewer, body.case_id)
+        return draft(rt, case, data, actor=f"key:{key.name}")
+
+    return _out(await _call(run))
+
+
+@router.get("/{report_id}", response_model=ReportOut, responses=_ONE)
+async def get_report(request: Request, key: ReportKey, report_id: int) -> ReportOut:
+    rt = request.app.state.runtime
+    return _out(await _call(rt.reports.get, _valid_id(report_id)))
+
+
+@router.get(
+    "/{report_id}/xml",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/xml": {}}, "description": "The report document"},
+        **_ACT,
+    },
+)
+async def report_xml(request: Request, key: ReportKey, report_id: int) -> Response:
+    """The stored report document (no media; files are described after upload). Audited."""
+    from bastion.api.app import client_address  # the app imports this module
+
+    rt = request.app.state.runtime
+    rs = rt.reports
+
+    def run() -> bytes:
+        report = rs.get(_valid_id(report_id))
+        if report.authority != AUTHORITY_NCMEC:
+            raise ReportConflict("only an NCMEC report has a report XML")
+        xml = rs.report_xml(report.id)
+        audit_view(rt, f"key:{key.name}", report, client_address(request, rt.settings))
+        return xml
+
+    return Response(await _call(run), media_type="application/xml")
+
+
+@router.post("/{report_id}/retry", response_model=ReportOut, responses=_ACT)
+async def retry_report(request: Request, key: ReportKey, report_id: int) -> ReportOut:
+    """A failed report that the authority never opened goes back to ``drafted``."""
+    rt = request.app.state.runtime
+    rs = rt.reports
+    return _out(await _call(rs.retry, _valid_id(report_id), actor=f"key:{key.name}"))
+
+
+@router.post("/{report_id}/retract", response_model=ReportOut, responses=_BODY)
+async def retract_report(
+    request: Request, key: ReportKey, report_id: int, body: RetractIn
+) -> ReportOut:
+    """Withdraw an unfinished report (at the authority when it holds it)."""
+    rt = request.app.state.runtime
+    rs = rt.reports
+    result = await _call(
+        rs.retract, _valid_id(report_id), actor=f"key:{key.name}", reason=body.reason
+    )
+    return _out(result)
+
+
+__all__ = ["SCOPE", "report_key", "router"]

@@ -1,0 +1,90 @@
+"""The worker process's periodic duties beside webhook delivery and pdata builds: purge evidence
+whose retention ran out, and send mandatory reports that are due.
+
+Like the outbox, they run only in ``bastion worker`` (or the child ``bastion serve`` starts),
+never in web workers. Several workers may run them at once: purges are conditional updates and
+reports are leased, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from bastion.config import Settings
+from bastion.crypto import MasterKey
+from bastion.reports.ncmec import CyberTiplineClient
+from bastion.store import Store, StoreError
+from bastion.store.reports import Reporter, ReportStore
+from bastion.store.vault import Vault
+
+log = logging.getLogger("bastion.worker")
+#: How often due reports are looked for (each report also waits out its own backoff).
+REPORT_POLL_SECONDS = 10.0
+
+
+class Housekeeping:
+    """Runs each duty when it is due; :meth:`run_once` is one pass (what ``--once`` and tests
+    call), :meth:`run` loops until :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: MasterKey,
+        settings: Settings,
+        *,
+        worker_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.vault = Vault.from_settings(store, master_key, settings)
+        self.reports = ReportStore(store, master_key, settings=settings, vault=self.vault)
+        self.worker_id = worker_id
+        self.purge_every = float(settings.vault_purge_interval_seconds)
+        self.report_every = REPORT_POLL_SECONDS
+        self._clock = clock
+        self._next_purge = self._next_report = float("-inf")
+        self.stop_event = threading.Event()
+        self.purged = 0
+        self.reported = 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run_once(self) -> None:
+        now = self._clock()
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_every
+            purged = self.vault.purge_expired()
+            self.purged += purged
+            if purged:
+                log.info("vault: purged %d expired item(s)", purged)
+        if now >= self._next_report:
+            self._next_report = now + self.report_every
+            self.reported += len(self._send_due_reports())
+
+    def _send_due_reports(self) -> list[object]:
+        creds = self.reports.credentials()
+        if creds is None:
+            return []  # nothing can be sent; drafts wait (the console says why)
+        try:
+            client = CyberTiplineClient(
+                creds.url, creds.username, creds.password, timeout=self.settings.ncmec_timeout
+            )
+        except ValueError as exc:
+            log.warning("reports not sent: %s", exc)
+            return []
+        with client:
+            return list(Reporter(self.reports, client, worker_id=self.worker_id).run_due())
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except StoreError as exc:
+                log.warning("housekeeping: database unavailable: %s", exc)
+            except Exception:
+                log.exception("housekeeping: unexpected error")
+            self.stop_event.wait(1.0)
