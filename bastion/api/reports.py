@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +29,7 @@ from bastion.reports.model import (
     ReportInputError,
     State,
 )
-from bastion.reports.nca import AUTHORITY_NCA
+from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, LoginIp, NcaAccount
 from bastion.reports.ncmec_xml import XmlValidationError, build_report, validate
 from bastion.review import CaseNotFound, Forbidden, Viewer
 from bastion.review.model import CONFIRMED, Case
@@ -40,6 +40,7 @@ from bastion.store.reports import (
     ReportDataMissing,
     ReportExists,
     ReportNotFound,
+    ncmec_from_shared,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 STATES = tuple(s.value for s in State)
 AUTHORITIES = (AUTHORITY_NCMEC, AUTHORITY_NCA)
+#: Jurisdiction code -> the authority that takes its reports (US first, as drafts return).
+JURISDICTIONS = {"US": AUTHORITY_NCMEC, "UK": AUTHORITY_NCA}
 SCOPE = "report"
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=AUTH_RESPONSES)
 #: A valid key holding the ``report`` scope (``admin`` implies it).
@@ -86,25 +89,75 @@ class DraftInput:
         self.reporter()
 
 
+@dataclass(frozen=True)
+class NcaInput:
+    """The UK (NCA) parts of a draft; the rest is shared with the NCMEC report."""
+
+    priority: str
+    detection_method: str
+    summary: str
+    user_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_url: str | None = None
+    login_ips: tuple[str, ...] = ()
+    related_accounts: tuple[str, ...] = ()
+
+    def account(self, case: Case) -> NcaAccount:
+        return NcaAccount(
+            account_id=case.uploader_id,
+            user_name=self.user_name,
+            email=self.email,
+            phone=self.phone,
+            profile_url=self.profile_url,
+            login_ips=tuple(LoginIp(ip) for ip in self.login_ips),
+        )
+
+    def related(self) -> tuple[NcaAccount, ...]:
+        return tuple(
+            NcaAccount(account_id=a, relationship="related") for a in self.related_accounts
+        )
+
+    def check(self, case: Case) -> None:
+        if self.priority not in PRIORITIES:
+            raise ReportInputError(f"priority must be one of {', '.join(PRIORITIES)}")
+        if not self.detection_method.strip():
+            raise ReportInputError("the detection method is required for a UK (NCA) report")
+        if not self.summary.strip():
+            raise ReportInputError("a summary (additional information) is required for UK (NCA)")
+        self.account(case)
+        self.related()
+
+
 def blank_to_none(value: str | None) -> str | None:
     value = (value or "").strip()
     return value or None
 
 
-def preview_xml(case: Case, data: DraftInput) -> bytes:
+def preview_xml(case: Case, data: DraftInput, nca: NcaInput | None = None) -> bytes:
     """The report document drafting would store, built before anything is stored: the same
-    inputs ``ReportStore.draft_for_case`` uses (file details go separately, after upload)."""
+    inputs ``ReportStore.draft_for_case`` uses (file details go separately, after upload), or,
+    with ``nca``, those ``draft_for_jurisdictions`` maps from the facts shared with the UK."""
     if case.state != CONFIRMED:
         raise ReportConflict("only a confirmed case is reported")
+    reported = ReportedUser(esp_identifier=case.uploader_id, screen_name=data.screen_name)
+    escalation, info, urls = data.escalation_reason, data.additional_info, data.web_urls
+    if nca is not None:
+        kw = ncmec_from_shared(
+            case, nca.account(case), nca.priority, nca.detection_method, nca.summary,
+            None, None, None, None,
+        )  # fmt: skip
+        reported, info = kw["reported"], kw["additional_info"]
+        escalation = escalation or kw["escalation_reason"]
     content = ReportContent(
         incident_type=data.incident_type,
         incident_at=min((i.added_at for i in case.items), default=case.opened_at),
         reporter=data.reporter(),
-        reported=ReportedUser(esp_identifier=case.uploader_id, screen_name=data.screen_name),
-        escalation_reason=data.escalation_reason,
-        web_urls=data.web_urls,
+        reported=reported,
+        escalation_reason=escalation,
+        web_urls=urls,
         service_info=data.service_info,
-        additional_info=data.additional_info,
+        additional_info=info,
     )
     xml = build_report(content)
     try:
@@ -125,6 +178,33 @@ def draft(rt: Runtime, case: Case, data: DraftInput, *, actor: str) -> Report:
         web_urls=data.web_urls,
         service_info=data.service_info,
         additional_info=data.additional_info,
+    )
+
+
+def draft_jurisdictions(
+    rt: Runtime,
+    case: Case,
+    codes: set[str],
+    data: DraftInput | None,
+    nca: NcaInput,
+    *,
+    actor: str,
+) -> list[Report]:
+    """Draft the reports ``codes`` ask for in one transaction (existing ones are kept)."""
+    return rt.reports.draft_for_jurisdictions(
+        case,
+        codes,
+        actor=actor,
+        detection_method=nca.detection_method,
+        priority=nca.priority,
+        summary=nca.summary,
+        incident_type=data.incident_type if data else None,
+        reporter_info=data.reporter() if data else None,
+        account=nca.account(case),
+        related_accounts=nca.related(),
+        escalation_reason=data.escalation_reason if data else None,
+        web_urls=data.web_urls if data else (),
+        service_info=data.service_info if data else None,
     )
 
 
@@ -194,14 +274,50 @@ class ReportOut(BaseModel):
     files: list[FileOut]
 
 
+class DraftOut(ReportOut):
+    reports: list[ReportOut] = Field(
+        description="Every report of this draft, US (NCMEC) first; the top-level fields are "
+        "the first of them"
+    )
+
+
+class NcaIn(BaseModel):
+    """The UK (NCA) report's own fields; the rest is shared with the NCMEC report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Literal["P1", "P2", "P3"]
+    detection_method: str = Field(min_length=1, max_length=500)
+    summary: str | None = Field(
+        default=None, max_length=5000, description="Bland and factual; default additional_info"
+    )
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=500)
+    profile_url: str | None = Field(default=None, max_length=2000)
+    login_ips: list[str] = Field(default_factory=list, max_length=100)
+    related_accounts: list[str] = Field(
+        default_factory=list, max_length=100, description="Account ids linked to the uploader"
+    )
+
+
 class DraftIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_id: int = Field(gt=0, le=2**63 - 1)
-    incident_type: str = Field(max_length=200)
-    first_name: str = Field(max_length=200, description="The reporting person at the ESP")
-    last_name: str = Field(max_length=200)
-    email: str = Field(max_length=200)
+    jurisdictions: list[Literal["US", "UK"]] = Field(
+        default_factory=lambda: ["US"],
+        min_length=1,
+        max_length=2,
+        description="US drafts the NCMEC report, UK the NCA report (needs `nca`); both are "
+        "drafted in one transaction and a report that exists already is kept",
+    )
+    nca: NcaIn | None = None
+    incident_type: str | None = Field(default=None, max_length=200, description="Required for US")
+    first_name: str | None = Field(
+        default=None, max_length=200, description="The reporting person at the ESP (US)"
+    )
+    last_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=200)
     escalation_reason: str | None = Field(default=None, max_length=3000)
     additional_info: str | None = Field(default=None, max_length=5000)
@@ -272,30 +388,62 @@ async def list_reports(
     return [_out(r) for r in rows if authority is None or r.authority == authority]
 
 
-@router.post("", response_model=ReportOut, status_code=201, responses=_BODY)
-async def create_report(request: Request, key: ReportKey, body: DraftIn) -> ReportOut:
-    """Draft the report of a confirmed case; the worker sends it."""
+@router.post("", response_model=DraftOut, status_code=201, responses=_BODY)
+async def create_report(request: Request, key: ReportKey, body: DraftIn) -> DraftOut:
+    """Draft the reports of a confirmed case: NCMEC (``US``, the default; the worker sends
+    it) and/or the NCA (``UK``, exported for the portal). US alone answers 409 when the case
+    has its report; with UK, reports that exist are kept and returned. The answer is the first
+    report, with all of them in ``reports`` (US first)."""
     rt = request.app.state.runtime
-    data = DraftInput(
-        incident_type=body.incident_type,
-        first_name=body.first_name,
-        last_name=body.last_name,
-        email=body.email,
-        phone=body.phone,
-        escalation_reason=body.escalation_reason,
-        additional_info=body.additional_info,
-        service_info=body.service_info,
-        screen_name=body.screen_name,
-        web_urls=tuple(body.web_urls),
-    )
+    codes = set(body.jurisdictions)
+    if ("UK" in codes) != (body.nca is not None):
+        raise Problem(422, "Invalid request", detail="the nca object goes with jurisdiction UK")
+    data = None
+    if "US" in codes:
+        need = (body.incident_type, body.first_name, body.last_name, body.email)
+        if any(v is None for v in need):
+            detail = "incident_type, first_name, last_name and email are required for US"
+            raise Problem(422, "Invalid request", detail=detail)
+        data = DraftInput(
+            incident_type=body.incident_type or "",
+            first_name=body.first_name or "",
+            last_name=body.last_name or "",
+            email=body.email or "",
+            phone=body.phone,
+            escalation_reason=body.escalation_reason,
+            additional_info=body.additional_info,
+            service_info=body.service_info,
+            screen_name=body.screen_name,
+            web_urls=tuple(body.web_urls),
+        )
+    nca = None
+    if body.nca is not None:
+        n = body.nca
+        nca = NcaInput(
+            priority=n.priority,
+            detection_method=n.detection_method,
+            summary=n.summary or body.additional_info or "",
+            user_name=body.screen_name,
+            email=n.email,
+            phone=n.phone,
+            profile_url=n.profile_url,
+            login_ips=tuple(n.login_ips),
+            related_accounts=tuple(n.related_accounts),
+        )
     viewer = Viewer(f"key:{key.name}", "admin")
+    actor = f"key:{key.name}"
 
-    def run() -> Report:
-        data.check()
+    def run() -> list[Report]:
+        if data is not None:
+            data.check()
         case = rt.review.get_case(viewer, body.case_id)
-        return draft(rt, case, data, actor=f"key:{key.name}")
+        if nca is None:
+            return [draft(rt, case, data, actor=actor)]  # type: ignore[arg-type]
+        nca.check(case)
+        return draft_jurisdictions(rt, case, codes, data, nca, actor=actor)
 
-    return _out(await _call(run))
+    reports = [_out(r) for r in await _call(run)]
+    return DraftOut(**reports[0].model_dump(), reports=reports)
 
 
 @router.get("/{report_id}", response_model=ReportOut, responses=_ONE)

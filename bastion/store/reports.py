@@ -633,10 +633,15 @@ class ReportStore:
         upload_port: int | None = None,
         urls: dict[int, str] | None = None,
         environment: str | None = None,
+        escalation_reason: str | None = None,
+        web_urls: tuple[str, ...] = (),
+        service_info: str | None = None,
     ) -> builtins.list[Report]:
         """Draft the reports a case needs (``"US"``: NCMEC, ``"UK"``: NCA) from one set of
         facts, in one transaction, so the reviewer enters them once. Idempotent: a report that
-        already exists is returned as it is, never drafted twice. Returned US first."""
+        already exists is returned as it is, never drafted twice. Returned US first.
+        ``escalation_reason``, ``web_urls`` and ``service_info`` are NCMEC-only extras (the
+        console form's): a given reason replaces the P1 default, the URLs follow ``urls``."""
         codes = {str(j).upper() for j in jurisdictions}
         if not codes or not codes <= {"US", "UK"}:
             raise InvalidInput("jurisdictions must be a non-empty subset of {'US', 'UK'}")
@@ -657,7 +662,7 @@ class ReportStore:
             acc = nca_kw["account"] or NcaAccount(account_id=case.uploader_id)
             ncmec_kw: dict[str, Any] = {}
             if "US" in codes:
-                ncmec_kw = _ncmec_from_shared(
+                ncmec_kw = ncmec_from_shared(
                     case,
                     acc,
                     priority,
@@ -668,6 +673,11 @@ class ReportStore:
                     upload_port,
                     urls,
                 )
+                if escalation_reason:
+                    ncmec_kw["escalation_reason"] = escalation_reason
+                extra = tuple(u for u in web_urls if u not in ncmec_kw["web_urls"])
+                ncmec_kw["web_urls"] = ncmec_kw["web_urls"] + extra
+                ncmec_kw["service_info"] = service_info
         except ReportInputError as exc:
             raise InvalidInput(f"report: {exc}") from None
         for attempt in range(2):
@@ -710,9 +720,9 @@ class ReportStore:
         with self._tx() as conn:
             return _load(conn, report_id)
 
-    def for_case(self, case_id: int) -> Report | None:
+    def for_case(self, case_id: int, authority: str = AUTHORITY_NCMEC) -> Report | None:
         with self._tx() as conn:
-            existing = _existing(conn, case_id)
+            existing = _existing(conn, case_id, authority)
             return None if existing is None else _load(conn, existing)
 
     def list(self, *, state: str | None = None, limit: int = 100) -> builtins.list[Report]:
@@ -1220,7 +1230,7 @@ def _nca_kw(
     }
 
 
-def _ncmec_from_shared(
+def ncmec_from_shared(
     case: Case,
     account: NcaAccount,
     priority: str,

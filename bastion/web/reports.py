@@ -17,11 +17,14 @@ from fastapi import APIRouter, Depends, Form, Query, Response
 
 from bastion.api.reports import (
     AUTHORITIES,
+    JURISDICTIONS,
     STATES,
     DraftInput,
+    NcaInput,
     audit_view,
     blank_to_none,
     draft,
+    draft_jurisdictions,
     preview_xml,
     send_now,
 )
@@ -32,10 +35,11 @@ from bastion.reports.model import (
     ReportInputError,
     State,
 )
-from bastion.reports.nca import AUTHORITY_NCA
+from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, PRIORITY_MEANING
 from bastion.review.model import CONFIRMED, Case
 from bastion.store import InvalidInput
 from bastion.store.reports import (
+    Report,
     ReportConflict,
     ReportDataMissing,
     ReportExists,
@@ -141,10 +145,12 @@ def _report_page(ctx: Ctx, report_id: int, *, notice: str = "") -> Response:
     # An NCA report's document is its export (audited by the store as report.export).
     xml = rs.report_xml(report_id).decode() if ncmec else None
     audit_view(ctx.rt, ctx.actor, report, ctx.remote_addr)
+    siblings = _case_reports(ctx, report.case_id).values()
     return render(
         "report.html",
         ctx,
         report=report,
+        siblings=[r for r in siblings if r.id != report.id],
         age=age_text(report.age(_now())),
         xml=xml,
         notice=notice,
@@ -214,6 +220,12 @@ def _lines(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.splitlines() if p.strip())
 
 
+def _case_reports(ctx: Ctx, case_id: int) -> dict[str, Report]:
+    """The case's reports by jurisdiction code (US first)."""
+    found = {code: ctx.rt.reports.for_case(case_id, a) for code, a in JURISDICTIONS.items()}
+    return {code: r for code, r in found.items() if r is not None}
+
+
 def _form_page(
     ctx: Ctx,
     case: Case,
@@ -221,26 +233,33 @@ def _form_page(
     values: dict[str, str] | None = None,
     xml: str | None = None,
     error: PageError | None = None,
+    note: str = "",
 ) -> Response:
+    values = values or {}
     return render(
         "report_form.html",
         ctx,
         status=error.status if error else 200,
         case=case,
-        values=values or {},
+        values=values,
+        checked=values.get("jurisdictions", "US").split(","),
+        existing=_case_reports(ctx, case.id),
         incident_types=INCIDENT_TYPES,
+        priorities=[(p, PRIORITY_MEANING[p]) for p in PRIORITIES],
         environment=getattr(ctx.rt.settings, "ncmec_environment", "test"),
         xml=xml,
         error=error,
+        note=note,
     )
 
 
 @router.get("/cases/{case_id}/report")
 def report_form(ctx: Reporter, case_id: int) -> Response:
+    """The drafting form; once the case has a report for every authority, its report."""
     case = ctx.rt.review.get_case(ctx.viewer, _id(case_id))
-    existing = ctx.rt.reports.for_case(case.id)
-    if existing is not None:
-        return redirect(f"/reports/{existing.id}")
+    existing = _case_reports(ctx, case.id)
+    if len(existing) == len(JURISDICTIONS):
+        return redirect(f"/reports/{next(iter(existing.values())).id}")
     if case.state != CONFIRMED:
         raise PageError(409, "Not possible now", "Only a confirmed case is reported.")
     return _form_page(ctx, case)
@@ -250,20 +269,30 @@ def report_form(ctx: Reporter, case_id: int) -> Response:
 def report_submit(
     ctx: ReporterAction,
     case_id: int,
-    incident_type: Annotated[str, Form(max_length=200)],
-    first_name: Annotated[str, Form(max_length=200)],
-    last_name: Annotated[str, Form(max_length=200)],
-    email: Annotated[str, Form(max_length=200)],
+    incident_type: Annotated[str, Form(max_length=200)] = "",
+    first_name: Annotated[str, Form(max_length=200)] = "",
+    last_name: Annotated[str, Form(max_length=200)] = "",
+    email: Annotated[str, Form(max_length=200)] = "",
     phone: Annotated[str, Form(max_length=200)] = "",
     escalation_reason: Annotated[str, Form(max_length=3000)] = "",
     additional_info: Annotated[str, Form(max_length=5000)] = "",
     screen_name: Annotated[str, Form(max_length=1000)] = "",
     web_urls: Annotated[str, Form(max_length=20_000)] = "",
+    jurisdiction: Annotated[list[str] | None, Form(max_length=2)] = None,
+    nca_priority: Annotated[str, Form(max_length=8)] = "",
+    nca_detection_method: Annotated[str, Form(max_length=500)] = "",
+    nca_email: Annotated[str, Form(max_length=320)] = "",
+    nca_phone: Annotated[str, Form(max_length=500)] = "",
+    nca_profile_url: Annotated[str, Form(max_length=2000)] = "",
+    nca_login_ips: Annotated[str, Form(max_length=20_000)] = "",
+    nca_related_accounts: Annotated[str, Form(max_length=20_000)] = "",
     preview: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
-    """ "Preview" (``preview=1``) shows the document that would be sent and stores nothing;
-    otherwise the report is drafted and queued for the worker."""
+    """One submit drafts the reports the checked jurisdictions need (US, NCMEC: the default;
+    UK, NCA) in one transaction; a report the case has already is kept. "Preview"
+    (``preview=1``) shows the NCMEC document that would be sent and stores nothing."""
     case = ctx.rt.review.get_case(ctx.viewer, _id(case_id))
+    selected = [j for j in JURISDICTIONS if j in (jurisdiction or ["US"])]
     values = {
         "incident_type": incident_type,
         "first_name": first_name,
@@ -274,28 +303,67 @@ def report_submit(
         "additional_info": additional_info,
         "screen_name": screen_name,
         "web_urls": web_urls,
+        "jurisdictions": ",".join(selected),
+        "nca_priority": nca_priority,
+        "nca_detection_method": nca_detection_method,
+        "nca_email": nca_email,
+        "nca_phone": nca_phone,
+        "nca_profile_url": nca_profile_url,
+        "nca_login_ips": nca_login_ips,
+        "nca_related_accounts": nca_related_accounts,
     }
+    if not selected or len(selected) != len(set(jurisdiction or ["US"])):
+        error = PageError(400, "Invalid report", "choose US, UK or both")
+        return _form_page(ctx, case, values=values, error=error)
+    existing = _case_reports(ctx, case.id)
+    missing = {j for j in selected if j not in existing}
+    if not missing:  # posted again: nothing changes
+        return redirect(f"/reports/{existing[selected[0]].id}")
     try:
-        data = DraftInput(
-            incident_type=incident_type,
-            first_name=first_name.strip(),
-            last_name=last_name.strip(),
-            email=email.strip(),
-            phone=blank_to_none(phone),
-            escalation_reason=blank_to_none(escalation_reason),
-            additional_info=blank_to_none(additional_info),
-            screen_name=blank_to_none(screen_name),
-            web_urls=_lines(web_urls),
-        )
-        data.check()
+        data = None
+        if "US" in missing:
+            data = DraftInput(
+                incident_type=incident_type,
+                first_name=first_name.strip(),
+                last_name=last_name.strip(),
+                email=email.strip(),
+                phone=blank_to_none(phone),
+                escalation_reason=blank_to_none(escalation_reason),
+                additional_info=blank_to_none(additional_info),
+                screen_name=blank_to_none(screen_name),
+                web_urls=_lines(web_urls),
+            )
+            data.check()
+        nca = None
+        if "UK" in missing:
+            nca = NcaInput(
+                priority=nca_priority,
+                detection_method=nca_detection_method.strip(),
+                summary=additional_info.strip(),
+                user_name=blank_to_none(screen_name),
+                email=blank_to_none(nca_email),
+                phone=blank_to_none(nca_phone),
+                profile_url=blank_to_none(nca_profile_url),
+                login_ips=_lines(nca_login_ips),
+                related_accounts=_lines(nca_related_accounts),
+            )
+            nca.check(case)
         if preview:
-            xml = preview_xml(case, data).decode()
+            if data is None:
+                note = (
+                    "Only the US (NCMEC) document has a preview; the NCA export follows drafting."
+                )
+                return _form_page(ctx, case, values=values, note=note)
+            xml = preview_xml(case, data, nca).decode()
             return _form_page(ctx, case, values=values, xml=xml)
-        report = draft(ctx.rt, case, data, actor=ctx.actor)
+        if nca is None:
+            reports = [draft(ctx.rt, case, data, actor=ctx.actor)]  # type: ignore[arg-type]
+        else:
+            reports = draft_jurisdictions(ctx.rt, case, missing, data, nca, actor=ctx.actor)
     except (ReportInputError, InvalidInput) as exc:
         error = PageError(400, "Invalid report", str(exc))
         return _form_page(ctx, case, values=values, error=error)
-    return redirect(f"/reports/{report.id}?done=drafted")
+    return redirect(f"/reports/{reports[0].id}?done=drafted")
 
 
 # -- CyberTipline login ----------------------------------------------------------------------

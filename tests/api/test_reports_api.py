@@ -4,6 +4,7 @@ reporter against the fake CyberTipline. Cases come from scanning the benign test
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +196,58 @@ def test_draft_via_the_api_and_the_reporter_finishes_it(
     (sent,) = tipline.finished()
     assert sent.id == out["external_id"] and len(sent.files) == 1
     problem(c.post(f"/v1/reports/{rid}/retract", headers=key, json={"reason": "late"}), 409)
+
+
+NCA = {
+    "priority": "P1",
+    "detection_method": "hash match against a hash list",
+    "summary": "Matched a listed item.",
+    "email": "user@example.org",
+    "login_ips": ["192.0.2.10"],
+    "related_accounts": ["acct-77"],
+}
+
+
+def test_us_and_uk_drafted_from_one_call(api: Api) -> None:
+    case_id = api.confirm()
+    key = bearer(api.store, "filer", "report")
+    c = api.client
+    body = {**BODY, "case_id": case_id, "jurisdictions": ["US", "UK"], "nca": NCA}
+    r = c.post("/v1/reports", headers=key, json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert [x["authority"] for x in out["reports"]] == ["ncmec", "nca"]
+    assert out["id"] == out["reports"][0]["id"] and out["authority"] == "ncmec"
+    us, uk = (x["id"] for x in out["reports"])
+    assert api.rt.reports.get(uk).priority == "P1"
+    xml = c.get(f"/v1/reports/{us}/xml", headers=key).content
+    assert b"<escalateToHighPriority>" in xml and b"192.0.2.10" in xml
+    doc = json.loads(api.rt.reports.nca_export(uk, "json", actor="test"))
+    assert doc["account"]["email"] == "user@example.org"
+    assert doc["related_accounts"][0]["account_id"] == "acct-77"
+    # Asking again returns the same two reports, nothing new.
+    again = c.post("/v1/reports", headers=key, json=body)
+    assert [x["id"] for x in again.json()["reports"]] == [us, uk]
+    assert len(api.rt.reports.list()) == 2
+
+
+def test_bad_nca_input_is_a_problem(api: Api) -> None:
+    case_id = api.confirm()
+    key = bearer(api.store, "filer", "report")
+    c = api.client
+    body = {**BODY, "case_id": case_id, "jurisdictions": ["US", "UK"]}
+    for bad in (
+        {**body, "nca": {**NCA, "priority": "P9"}},
+        {**body, "nca": {**NCA, "login_ips": ["not-an-ip"]}},
+        {**body, "nca": {**NCA, "email": "nope"}},
+        body,  # UK without the nca object
+        {**body, "jurisdictions": ["US"], "nca": NCA},
+        {**body, "jurisdictions": ["FR"], "nca": NCA},
+        {"case_id": case_id, "jurisdictions": ["US"]},  # US without its fields
+    ):
+        problem(c.post("/v1/reports", headers=key, json=bad), 422)
+    assert api.rt.reports.list() == []
+    # UK alone needs no NCMEC fields.
+    uk_only = {"case_id": case_id, "jurisdictions": ["UK"], "nca": NCA, "additional_info": "x y"}
+    out = c.post("/v1/reports", headers=key, json=uk_only).json()
+    assert [x["authority"] for x in out["reports"]] == ["nca"]

@@ -143,9 +143,12 @@ def test_preview_stores_nothing_and_submit_drafts_the_report(
     media = (testdata / EXACT_PHOTO).read_bytes()
     assert media[:64].decode("latin-1") not in stored and "base64" not in stored
     assert "Report drafted" in page and 'data-state="drafted"' in page
-    # A second draft for the case goes to the existing report; posting again is refused.
-    assert sue.get(f"/cases/{case_id}/report").headers["location"] == f"/reports/{rid}"
-    assert sue.post_form(f"/cases/{case_id}/report", FORM).status_code == 409
+    # The form now offers only the UK report; posting US again leads to the report, unchanged.
+    form = sue.get(f"/cases/{case_id}/report").text
+    assert f'href="/reports/{rid}"' in form and 'id="j-us"' not in form
+    again = sue.post_form(f"/cases/{case_id}/report", FORM)
+    assert again.status_code == 303 and again.headers["location"] == f"/reports/{rid}"
+    assert [r.id for r in console.rt.reports.list()] == [rid]
     listing = sue.get("/reports").text
     assert f'<tr data-report="{rid}" data-state="drafted">' in listing
     assert f'<tr data-case="{case_id}">' not in listing
@@ -283,3 +286,71 @@ def test_an_nca_report_is_exported_and_its_reference_recorded(console: Console) 
     assert r.status_code == 303
     report = console.rt.reports.get(rid)
     assert report.state == "finished" and report.external_id == "NCA-0001"
+
+
+UK = {
+    "jurisdiction": ["US", "UK"],
+    "nca_priority": "P2",
+    "nca_detection_method": "hash match against a hash list",
+    "nca_email": "user@example.org",
+    "nca_profile_url": "https://example.org/u/3",
+    "nca_login_ips": "192.0.2.10\n198.51.100.7",
+    "nca_related_accounts": "acct-77\nacct-78",
+}
+
+
+def test_one_form_post_drafts_the_us_and_uk_reports(console: Console) -> None:
+    case_id = confirm(console)
+    sue = console.login("sue")
+    page = sue.get(f"/cases/{case_id}/report").text
+    assert 'id="j-us"' in page and 'id="j-uk"' in page and 'id="nca-fields"' in page
+    r = sue.post_form(f"/cases/{case_id}/report", {**FORM, **UK})
+    assert r.status_code == 303, r.text
+    us = console.rt.reports.for_case(case_id)
+    uk = console.rt.reports.for_case(case_id, "nca")
+    assert us is not None and uk is not None and us.id != uk.id
+    assert r.headers["location"] == f"/reports/{us.id}?done=drafted"
+    assert uk.priority == "P2" and uk.state == "drafted"
+    doc = sue.get(f"/reports/{uk.id}/export?fmt=json").json()
+    assert doc["priority"] == "P2" and doc["detection_method"] == UK["nca_detection_method"]
+    assert doc["summary"] == FORM["additional_info"]
+    assert doc["account"]["email"] == "user@example.org"
+    assert doc["account"]["profile_url"] == "https://example.org/u/3"
+    assert [x["ip"] for x in doc["account"]["login_ips"]] == ["192.0.2.10", "198.51.100.7"]
+    assert [a["account_id"] for a in doc["related_accounts"]] == ["acct-77", "acct-78"]
+    assert f'href="/reports/{uk.id}"' in sue.get(f"/reports/{us.id}").text
+    listing = sue.get("/reports").text
+    assert f'href="/reports/{uk.id}/export?fmt=json"' in listing
+    assert f'href="/reports/{uk.id}/export?fmt=pdf"' in listing
+    assert f'href="/reports/{uk.id}#reference-form"' in listing
+    assert f'href="/reports/{us.id}/export' not in listing
+    # Posting again changes nothing; the form now leads to the report.
+    before = [(x.id, x.state) for x in console.rt.reports.list()]
+    r = sue.post_form(f"/cases/{case_id}/report", {**FORM, **UK})
+    assert r.status_code == 303 and r.headers["location"] == f"/reports/{us.id}"
+    assert [(x.id, x.state) for x in console.rt.reports.list()] == before
+    assert sue.get(f"/cases/{case_id}/report").headers["location"] == f"/reports/{us.id}"
+
+
+def test_a_case_with_a_us_report_can_add_the_uk_one(console: Console) -> None:
+    case_id = confirm(console)
+    sue = console.login("sue")
+    us = draft(sue, case_id)
+    page = sue.get(f"/cases/{case_id}/report")
+    assert page.status_code == 200 and 'id="j-us"' not in page.text
+    assert f'href="/reports/{us}"' in page.text
+    bad = sue.post_form(
+        f"/cases/{case_id}/report",
+        {"additional_info": "Listed item.", **UK, "jurisdiction": "UK", "nca_priority": "P9"},
+    )
+    assert bad.status_code == 400 and "priority" in bad.text
+    assert console.rt.reports.for_case(case_id, "nca") is None
+    r = sue.post_form(
+        f"/cases/{case_id}/report",
+        {"additional_info": "Listed item.", **UK, "jurisdiction": "UK"},
+    )
+    assert r.status_code == 303, r.text
+    uk = console.rt.reports.for_case(case_id, "nca")
+    assert uk is not None and r.headers["location"] == f"/reports/{uk.id}?done=drafted"
+    assert console.rt.reports.for_case(case_id).id == us  # type: ignore[union-attr]
+    assert len(console.rt.reports.list()) == 2
