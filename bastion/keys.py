@@ -26,7 +26,20 @@ from bastion.banks.model import BANK_NAME_RE
 #: ``vouchers`` (appended last so existing listings keep their order): pdata, safety vouchers and
 #: message franking for end-to-end encrypted messaging (bastion.api.vouchers). ``report``:
 #: mandatory reports of confirmed cases (bastion.api.reports; reads cases as an admin would).
-SCOPES: tuple[str, ...] = ("hash", "match", "curate", "export", "admin", "vouchers", "report")
+#: ``exchange``: see and trigger hash-list exchange syncs (bastion.api.exchanges). ``feed``: what
+#: another Bastion's subscription key holds: read this instance's published feeds and send
+#: disputes back (bastion.api.feeds).
+SCOPES: tuple[str, ...] = (
+    "hash",
+    "match",
+    "curate",
+    "export",
+    "admin",
+    "vouchers",
+    "report",
+    "exchange",
+    "feed",
+)
 ADMIN = "admin"
 TOKEN_PREFIX = "bst_"
 KEY_ID_LENGTH = 10
