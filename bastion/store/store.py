@@ -303,6 +303,10 @@ def value_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+#: Execution option that makes SQLite's BEGIN an immediate one (see :meth:`Store.begin_write`).
+_IMMEDIATE = "bastion_sqlite_immediate"
+
+
 def _sqlite_setup(engine: Engine, *, memory: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -319,7 +323,11 @@ def _sqlite_setup(engine: Engine, *, memory: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A deferred transaction that reads and then writes fails at once with "database is
+        # locked" if another connection wrote in between (WAL cannot upgrade a stale snapshot,
+        # and busy_timeout does not apply); writers therefore take the lock up front.
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class Store:
@@ -432,6 +440,16 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def begin_write(self) -> Iterator[Connection]:
+        """A transaction that will write: on SQLite it takes the write lock at BEGIN, so it waits
+        (busy_timeout) for other writers instead of failing when it first writes after reading.
+        Domain stores use it in place of ``engine.begin()`` for read-then-write transactions."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_IMMEDIATE: True})
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def _write(self) -> Iterator[tuple[Connection, int]]:

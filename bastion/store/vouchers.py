@@ -372,7 +372,7 @@ class VoucherStore:
             "bytes": stats.blob_bytes,
         }
         params_doc = _params_doc(params)
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             table_id = conn.execute(
                 insert(tables_t)
                 .values(
@@ -518,7 +518,7 @@ class VoucherStore:
             banks = list(self.settings.voucher_banks) or None
         for name in banks or ():
             self.store.get_bank(name)
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             job_id = conn.execute(
                 insert(builds_t)
                 .values(
@@ -570,7 +570,7 @@ class VoucherStore:
         claimable = (builds_t.c.state == PENDING) | (
             (builds_t.c.state == BUILDING) & (builds_t.c.lease_until < now)
         )
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             query = select(builds_t.c.id, builds_t.c.attempts).where(claimable)
             if job_id is not None:
                 query = query.where(builds_t.c.id == job_id)
@@ -609,7 +609,7 @@ class VoucherStore:
         """Extend the lease and record progress; :class:`LeaseLost` if the job is no longer
         this worker's (it then stops: another worker is building it)."""
         until = datetime.fromtimestamp(time.time() + self._lease_seconds(), UTC)
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             renewed = conn.execute(
                 update(builds_t)
                 .where(
@@ -655,7 +655,7 @@ class VoucherStore:
             log.warning("pdata build %d: lease lost to another worker; stopped", job.id)
         except Exception as exc:
             log.exception("pdata build %d failed", job.id)
-            with self.engine.begin() as conn:
+            with self.store.begin_write() as conn:
                 failed = conn.execute(
                     update(builds_t)
                     .where(
@@ -725,7 +725,7 @@ class VoucherStore:
         limit = int(self.settings.voucher_rate_per_hour)
         touched: dict[int, Params] = {}
         try:
-            with self.engine.begin() as conn:
+            with self.store.begin_write() as conn:
                 for account, n in sorted(per_account.items()):
                     total = self._count(conn, account, hour, accepted=n)
                     if limit and total > limit:
@@ -768,7 +768,7 @@ class VoucherStore:
                     if result is not None:
                         opened.append(result)
         except RateLimited as exc:
-            with self.engine.begin() as conn:
+            with self.store.begin_write() as conn:
                 for account, n in per_account.items():
                     self._count(conn, account, hour, rejected=n)
                 append_audit(
@@ -1040,7 +1040,7 @@ class VoucherStore:
     def _mark_handed_off(self, item_ids: Sequence[int]) -> None:
         if not item_ids:
             return
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             conn.execute(
                 update(items_t).where(items_t.c.id.in_(list(item_ids))).values(handed_off_at=_now())
             )
@@ -1142,7 +1142,7 @@ class VoucherStore:
         if self._franking_key is not None:
             return self._franking_key
         aad = b"psi-secret:franking"
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             conn.execute(
                 _insert(conn, secrets_t)
                 .values(
@@ -1182,7 +1182,7 @@ class VoucherStore:
                 raise ReportRejected("only the recipient of a message can report it")
             verify_report(self._platform_key(), report)
         except ReportRejected as exc:
-            with self.engine.begin() as conn:
+            with self.store.begin_write() as conn:
                 append_audit(
                     conn,
                     actor=actor,
@@ -1196,7 +1196,7 @@ class VoucherStore:
         sent_at = datetime.fromtimestamp(report.timestamp, UTC)
         digest = hashlib.sha256(report.message).hexdigest()
         ctx = dict(context or {})
-        with self.engine.begin() as conn:
+        with self.store.begin_write() as conn:
             pk = conn.execute(
                 insert(reports_t)
                 .values(
@@ -1249,7 +1249,7 @@ class VoucherStore:
             except Exception:
                 log.exception("on_report hook failed for report %s; it stays pending", pk)
             else:
-                with self.engine.begin() as conn:
+                with self.store.begin_write() as conn:
                     conn.execute(
                         update(reports_t).where(reports_t.c.id == pk).values(handed_off_at=_now())
                     )
