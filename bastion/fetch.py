@@ -22,7 +22,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -39,10 +40,12 @@ __all__ = [
     "FetchError",
     "FetchPolicy",
     "Fetched",
+    "Streamed",
     "Target",
     "blocked_reason",
     "check_url",
     "fetch",
+    "open_stream",
 ]
 
 _USER_AGENT = "Bastion-fetch/0.1"
@@ -666,3 +669,198 @@ def fetch(url: str, policy: FetchPolicy | None = None) -> Fetched:
             )
         assert location is not None
         current = urljoin(current, location)
+
+
+# --------------------------------------------------------------------------- streaming downloads
+
+
+@dataclass
+class Streamed:
+    """An open download (see :func:`open_stream`): headers now, the body as it arrives.
+
+    ``status`` is 200 (read :meth:`iter_bytes`) or 304 (the caller's validators still hold;
+    there is no body). ``etag`` and ``last_modified`` are the validators to send next time.
+    """
+
+    url: str
+    status: int
+    etag: str | None
+    last_modified: str | None
+    content_length: int | None
+    declared_type: str | None
+    redirects: tuple[str, ...]
+    _chunks: Iterator[bytes] = field(default_factory=lambda: iter(()), repr=False)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body in chunks, at most the policy's ``max_bytes`` in all, within its deadline;
+        raises FetchError (413, 502, 504) past either or when the connection fails."""
+        return self._chunks
+
+
+def _body(response: Any, target: Target, policy: FetchPolicy, deadline: float) -> Iterator[bytes]:
+    total = 0
+    try:
+        for chunk in response.iter_stream():
+            total += len(chunk)
+            if total > policy.max_bytes:
+                raise FetchError(
+                    413, "too-large", f"{target.url} exceeds the limit of {policy.max_bytes} bytes"
+                )
+            if time.monotonic() > deadline:
+                raise httpcore.ReadTimeout("fetch deadline passed")
+            yield chunk
+    except httpcore.TimeoutException:
+        raise FetchError(
+            504, "timeout", f"downloading {target.url} took longer than {policy.timeout:g} s"
+        ) from None
+    except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        raise FetchError(
+            502, "upstream-error", f"{target.url}: {type(exc).__name__}: {exc or 'failed'}"
+        ) from None
+
+
+@contextmanager
+def open_stream(
+    url: str,
+    policy: FetchPolicy | None = None,
+    *,
+    if_none_match: str | None = None,
+    if_modified_since: str | None = None,
+    accept: str = "*/*",
+    user_agent: str = _USER_AGENT,
+) -> Iterator[Streamed]:
+    """Open ``url`` for streaming under ``policy``, with the same checks as :func:`fetch`.
+
+    For large text downloads such as hash lists: every hop is checked and pinned as in
+    :func:`fetch`, redirects are re-checked, the body is capped at ``policy.max_bytes`` while it
+    streams and the whole download (body included) must end within ``policy.timeout``; nothing
+    is sniffed or held in memory. ``if_none_match`` / ``if_modified_since`` make the request
+    conditional: a 304 answer comes back as ``Streamed.status == 304``. The connection closes
+    when the ``with`` block ends. Raises FetchError as :func:`fetch` does.
+    """
+    policy = policy or FetchPolicy()
+    deadline = time.monotonic() + policy.timeout
+    extra: list[tuple[bytes, bytes]] = [(b"Accept", _header_value(accept))]
+    if if_none_match:
+        extra.append((b"If-None-Match", _header_value(if_none_match)))
+    if if_modified_since:
+        extra.append((b"If-Modified-Since", _header_value(if_modified_since)))
+    visited: list[str] = []
+    current = url
+    while True:
+        target = check_url(current, policy, deadline=deadline)
+        with ExitStack() as stack:
+            try:
+                response = _open_hop(target, policy, deadline, extra, user_agent, stack)
+            except httpcore.TimeoutException:
+                raise FetchError(
+                    504, "timeout", f"fetching {url} took longer than {policy.timeout:g} s"
+                ) from None
+            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+                raise FetchError(
+                    502, "upstream-error", f"{target.url}: {type(exc).__name__}: {exc or 'failed'}"
+                ) from None
+            status = response.status
+            if status not in _REDIRECT_STATUSES:
+                yield _streamed(response, target, policy, deadline, tuple(visited))
+                return
+            location = _header(response.headers, b"location")
+        if not location:
+            raise FetchError(502, "upstream-status", f"{target.url} sent {status} with no Location")
+        visited.append(current)
+        if len(visited) > policy.max_redirects:
+            raise FetchError(
+                502,
+                "too-many-redirects",
+                f"{url} redirected more than {policy.max_redirects} times",
+            )
+        current = urljoin(current, location)
+
+
+def _header_value(text: str) -> bytes:
+    if any(c in text for c in "\r\n\x00"):
+        raise ValueError("header values may not contain line breaks")
+    return text.encode("latin-1")
+
+
+def _open_hop(
+    target: Target,
+    policy: FetchPolicy,
+    deadline: float,
+    extra: list[tuple[bytes, bytes]],
+    user_agent: str,
+    stack: ExitStack,
+) -> Any:
+    """Send one request over a connection pinned to the checked addresses; the response stays
+    open until ``stack`` closes."""
+    backend = _PinnedBackend(target, deadline, policy.connect_timeout)
+    left = max(0.001, deadline - time.monotonic())
+    timeouts = {"connect": min(left, policy.connect_timeout), "read": left, "write": left}
+    headers = [
+        (b"Host", target.host_header.encode("ascii")),
+        (b"User-Agent", _header_value(user_agent)),
+        *extra,
+        (b"Accept-Encoding", b"identity"),
+        (b"Connection", b"close"),
+    ]
+    url = httpcore.URL(
+        scheme=target.scheme.encode(),
+        host=target.host.encode("ascii"),
+        port=target.port,
+        target=target.target.encode("ascii"),
+    )
+    pool = stack.enter_context(
+        httpcore.ConnectionPool(
+            ssl_context=_ssl(policy) if target.scheme == "https" else None,
+            max_connections=1,
+            network_backend=backend,
+        )
+    )
+    return stack.enter_context(
+        pool.stream("GET", url, headers=headers, extensions={"timeout": timeouts})
+    )
+
+
+def _streamed(
+    response: Any, target: Target, policy: FetchPolicy, deadline: float, redirects: tuple[str, ...]
+) -> Streamed:
+    status = response.status
+    etag = _header(response.headers, b"etag")
+    modified = _header(response.headers, b"last-modified")
+    if status == 304:
+        return Streamed(target.url, 304, etag, modified, None, None, redirects)
+    if not 200 <= status < 300 or status == 206:
+        error = FetchError(502, "upstream-status", f"{target.url} answered HTTP {status}")
+        # For callers that retry: what the server said, and when it asked to be tried again.
+        error.upstream_status = status  # type: ignore[attr-defined]
+        retry = _header(response.headers, b"retry-after")
+        error.retry_after = (  # type: ignore[attr-defined]
+            float(retry) if retry is not None and retry.isdigit() else None
+        )
+        raise error
+    encoding = _header(response.headers, b"content-encoding")
+    if encoding and encoding.lower() != "identity":
+        raise FetchError(
+            502, "upstream-error", f"{target.url} sent Content-Encoding {encoding!r} unasked"
+        )
+    length_text = _header(response.headers, b"content-length")
+    length = int(length_text) if length_text is not None and length_text.isdigit() else None
+    if length is not None and length > policy.max_bytes:
+        raise FetchError(
+            413, "too-large", f"{target.url} is {length} bytes; the limit is {policy.max_bytes}"
+        )
+    declared = (_header(response.headers, b"content-type") or "").split(";", 1)[0]
+    return Streamed(
+        target.url,
+        status,
+        etag,
+        modified,
+        length,
+        declared.strip().lower() or None,
+        redirects,
+        _body(response, target, policy, deadline),
+    )

@@ -12,8 +12,10 @@ import csv
 import io
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from itertools import chain
@@ -81,6 +83,9 @@ class ParseError:
 
     line: int
     message: str
+    #: The record's own id (external id) when the line named one, so a consumer can tell which
+    #: record is broken; never part of the message.
+    key: str | None = None
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
@@ -207,14 +212,22 @@ def _detect_line(line: str) -> BankFormat:
 
 
 def parse(
-    stream: IO[str] | IO[bytes], fmt: BankFormat | str | None = None
+    stream: IO[str] | IO[bytes],
+    fmt: BankFormat | str | None = None,
+    *,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[NewEntry | ParseError]:
     """Yield a canonical :class:`NewEntry` per good line and a :class:`ParseError` per bad one.
 
-    ``fmt`` None means detect from the first meaningful line. Blank lines are skipped in every
-    format and ``#`` comments in the pytx format.
+    ``fmt`` None means detect from the first meaningful line (the bank formats; ``"iwf"``, the
+    IWF-style list, is read only when named). Blank lines are skipped in every format and ``#``
+    comments in the pytx format. ``skipped`` counts hashes of types Bastion does not match
+    (``sha1``, ``photodna`` in an IWF-style list), which are not errors.
     """
     lines = iter_lines(stream)
+    if fmt is not None and str(fmt).strip().lower() == IWF:
+        yield from _parse_iwf(lines, skipped if skipped is not None else Counter())
+        return
     if fmt is None:
         first, seen = _first_content_line(lines)
         lines = chain(seen, lines)
@@ -260,7 +273,27 @@ def _entry(number: int, fields: dict[str, Any]) -> NewEntry | ParseError:
             )
         )
     except (ValueError, TypeError) as exc:
-        return ParseError(number, str(exc))
+        return ParseError(number, str(exc), _key_of(fields.get("external_id")))
+
+
+def _key_of(external_id: object) -> str | None:
+    """A line's external id as a record key, when it is a usable one."""
+    if isinstance(external_id, int | float) and not isinstance(external_id, bool):
+        external_id = str(external_id)
+    if not isinstance(external_id, str):
+        return None
+    key = external_id.strip()
+    return key if 0 < len(key) <= 255 and _storable_text(key) else None
+
+
+def _storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _guarded(
@@ -415,7 +448,233 @@ def _pytx_line(number: int, text: str) -> NewEntry | ParseError | None:
     if st is None:
         known = ", ".join(PYTX_TO_BASTION)
         return ParseError(number, f"unsupported signal type {name!r} (supported: {known})")
+    fast = canonical_hex_entry(st, value)
+    if fast is not None:
+        return normalize_entry(fast)  # already canonical: returns it as is, at once
     return _entry(number, {"signal_type": st, "value": value})
+
+
+_HEX_LENGTHS = {SignalType.PDQ: 64, SignalType.MD5: 32, SignalType.SHA256: 64}
+_HEX_VALUE = re.compile(r"[0-9a-fA-F]+")
+
+
+def canonical_hex_entry(
+    st: SignalType, value: str, template: NewEntry | None = None
+) -> NewEntry | None:
+    """A canonical pdq/md5/sha256 entry for a well-formed hex ``value``, else None (then the
+    caller takes the general path, which says what is wrong).
+
+    The bulk of every large list is hex hashes; :func:`normalize_entry` on each costs more than
+    storing it. ``template`` (itself canonical, from :func:`normalize_entry`) supplies the other
+    fields, so the result equals what normalising the whole entry would give.
+    """
+    want = _HEX_LENGTHS.get(st)
+    if want is None or len(value) != want or not _HEX_VALUE.fullmatch(value):
+        return None
+    if template is None:
+        entry = NewEntry(st, value.lower())
+    else:
+        if not template.canonical:
+            raise ValueError("template entry must be canonical (from normalize_entry)")
+        entry = NewEntry(
+            st,
+            value.lower(),
+            source=template.source,
+            list_name=template.list_name,
+            external_id=template.external_id,
+            added_at=template.added_at,
+            labels=list(template.labels),
+            enabled=template.enabled,
+            disabled_reason=template.disabled_reason,
+            metadata=dict(template.metadata) if template.metadata else {},
+        )
+    object.__setattr__(entry, "canonical", True)
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# IWF-style lists (read only)
+
+#: Name of the IWF-style list format in :func:`parse` and :func:`detect_list_format`. Not a
+#: :class:`BankFormat`: banks are never exported in it. The real IWF schema is shared with members
+#: only; this is an assumed shape, documented in docs/exchanges-lists.md.
+IWF = "iwf"
+#: IWF-style hash fields Bastion matches, and those it skips (counted, not errors).
+IWF_HASHES: dict[str, SignalType] = {
+    "md5": SignalType.MD5,
+    "sha256": SignalType.SHA256,
+    "pdq": SignalType.PDQ,
+}
+IWF_SKIPPED = ("sha1", "photodna")
+IWF_COLUMNS = ("id", "category", *IWF_HASHES, *IWF_SKIPPED, "added")
+#: UK legal categories of indecent images of children → Bastion labels (with ``csam``).
+IWF_CATEGORIES = {"a": "iwf:category-a", "b": "iwf:category-b", "c": "iwf:category-c"}
+
+
+def iwf_category(raw: object) -> str:
+    """``A``/``B``/``C`` from ``"A"``, ``"b"``, ``"Category C"``, ``"category-a"``; else
+    ValueError."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("category is missing (expected A, B or C)")
+    text = raw.strip().lower()
+    for prefix in ("category", "cat"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :].lstrip(" -_:")
+            break
+    if text not in IWF_CATEGORIES:
+        raise ValueError(f"unknown category {raw[:20]!r} (expected A, B or C)")
+    return text.upper()
+
+
+def detect_list_format(first_line: str) -> str:
+    """The format of a hash list from its first meaningful line: ``iwf`` for a JSON object or
+    CSV header with a ``category`` field and no ``signal_type``, else a :class:`BankFormat`
+    value (see :func:`detect_format`). Raises ValueError when nothing fits."""
+    text = first_line.removeprefix("\ufeff").strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and "category" in obj and "signal_type" not in obj:
+            return IWF
+    else:
+        cells = {c.strip().strip('"').lower() for c in text.split(",")}
+        if "category" in cells and "signal_type" not in cells:
+            return IWF
+    return _detect_line(text).value
+
+
+def _parse_iwf(
+    lines: Iterable[tuple[int, str | ParseError]], skipped: Counter[str]
+) -> Iterator[NewEntry | ParseError]:
+    """One record per line: JSON objects, or CSV under a header naming ``category``. Each record
+    gives one entry per hash it carries, all with the record's id as external id."""
+    columns: list[str] | None = None
+    json_lines: bool | None = None
+    bad_header = False
+
+    def parse_line(number: int, text: str) -> Iterator[NewEntry | ParseError]:
+        nonlocal columns, json_lines, bad_header
+        if not text.strip():
+            return
+        if json_lines is None:
+            json_lines = text.lstrip().startswith("{")
+        if json_lines:
+            try:
+                obj = _json_loads(text, "not valid JSON")
+            except ValueError as exc:
+                yield ParseError(number, str(exc))
+                return
+            if not isinstance(obj, dict):
+                yield ParseError(number, f"expected a JSON object, got {type(obj).__name__}")
+                return
+            yield from _iwf_record(number, obj, skipped)
+            return
+        try:
+            cells = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            yield ParseError(number, f"malformed CSV: {exc}")
+            return
+        if columns is None:
+            header = [c.strip().lower() for c in cells]
+            problem = _check_iwf_header(header)
+            if problem:
+                bad_header = True
+                yield ParseError(number, problem)
+                return
+            columns = header
+            return
+        if len(cells) != len(columns):
+            yield ParseError(number, f"expected {len(columns)} fields, found {len(cells)}")
+            return
+        row = {k: (v.strip() or None) for k, v in zip(columns, cells, strict=True)}
+        yield from _iwf_record(number, row, skipped)
+
+    for number, text in lines:
+        if isinstance(text, ParseError):
+            yield text
+            continue
+        try:
+            results = list(parse_line(number, text))  # one record: a handful of entries
+        except RecursionError:
+            results = [ParseError(number, "nested too deeply")]
+        except Exception as exc:  # the per-line backstop, as in _guarded
+            detail = str(exc)[:200]
+            results = [ParseError(number, f"cannot read line: {type(exc).__name__}: {detail}")]
+        yield from results
+        if bad_header:
+            return
+
+
+def _check_iwf_header(header: list[str]) -> str | None:
+    unknown = [c for c in header if c not in IWF_COLUMNS]
+    if unknown:
+        return (
+            f"unknown column(s) {', '.join(repr(c) for c in unknown)} in an IWF-style list; "
+            f"allowed: {', '.join(IWF_COLUMNS)}"
+        )
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        return f"duplicate column(s): {', '.join(dupes)}"
+    if "category" not in header:
+        return "an IWF-style list needs a 'category' column"
+    if not any(c in header for c in (*IWF_HASHES, *IWF_SKIPPED)):
+        return f"an IWF-style list needs at least one hash column ({', '.join(IWF_COLUMNS[2:7])})"
+    return None
+
+
+def _iwf_record(
+    number: int, obj: dict[str, Any], skipped: Counter[str]
+) -> Iterator[NewEntry | ParseError]:
+    key = _key_of(obj.get("id"))
+    if key is None and obj.get("id") not in (None, ""):
+        yield ParseError(number, "id must be text of at most 255 characters")
+        return
+    unknown = sorted(set(obj) - set(IWF_COLUMNS))
+    if unknown:
+        allowed = ", ".join(IWF_COLUMNS)
+        yield ParseError(
+            number, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {allowed}", key
+        )
+        return
+    try:
+        category = iwf_category(obj.get("category"))
+        hashes = []
+        for name, st in IWF_HASHES.items():
+            value = obj.get(name)
+            if value in (None, ""):
+                continue
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+            hashes.append((st, value.strip()))
+        for name in IWF_SKIPPED:
+            if obj.get(name) not in (None, ""):
+                skipped[name] += 1
+        if not hashes:
+            if not any(obj.get(name) not in (None, "") for name in IWF_SKIPPED):
+                raise ValueError(f"no hash (expected one of {', '.join(IWF_COLUMNS[2:7])})")
+            return  # only hashes Bastion cannot match: skipped and counted, not an error
+        template = normalize_entry(
+            NewEntry(
+                SignalType.MD5,
+                "0" * 32,
+                external_id=key,
+                added_at=obj.get("added"),
+                labels=["csam", IWF_CATEGORIES[category.lower()]],
+                metadata={"iwf_category": category},
+            )
+        )
+        entries = []
+        for st, value in hashes:
+            entry = canonical_hex_entry(st, value, template)
+            if entry is None:
+                entry = normalize_entry(replace(template, signal_type=st, value=value))
+            entries.append(entry)
+    except (ValueError, TypeError) as exc:
+        yield ParseError(number, str(exc), key)
+        return
+    yield from entries
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,15 +92,20 @@ class LiveIndex:
             return applied
 
     def _apply(self, changes: Iterable[Any]) -> None:
+        """Apply one page: removals, then the additions as one batch (PDQ hashes go into the
+        index as an array, which is what lets a 10M-entry import catch up in minutes). A page
+        names each entry at most once, so the order between the two does not matter."""
+        added = []
         for change in changes:
             if change.active and change.entry is not None:
-                try:
-                    self._matcher.add(change.entry)
-                except ValueError as exc:
-                    self._matcher.remove(change.entry_id)
-                    log.warning("bank entry %s not indexed: %s", change.entry_id, exc)
+                added.append(change.entry)
             else:
                 self._matcher.remove(change.entry_id)
+        if added:
+            rejected = len(self._matcher.rejected)
+            self._matcher.add_many(added)
+            for entry_id, reason in self._matcher.rejected[rejected:]:
+                log.warning("bank entry %s not indexed: %s", entry_id, reason)
 
     @contextmanager
     def read(self) -> Iterator[Matcher]:
