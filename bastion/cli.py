@@ -22,6 +22,8 @@ from bastion import cli_worker
 from bastion.banks import BankFormat, NewEntry
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.cli_audit import audit_app
+from bastion.cli_exchange import exchange_app
+from bastion.cli_feed import feed_app
 from bastion.cli_keys import key_app
 from bastion.cli_pdata import pdata_app
 from bastion.cli_policy import policy_app
@@ -59,6 +61,8 @@ app.add_typer(vault_app, name="vault")
 app.command("worker")(cli_worker.worker)
 app.add_typer(policy_app, name="policy")
 app.add_typer(pdata_app, name="pdata")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(feed_app, name="feed")
 
 err = Console(stderr=True)
 _state: dict[str, Any] = {"db": None}

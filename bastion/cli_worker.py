@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from bastion.actions.worker import BuildLoop
     from bastion.housekeeping import Housekeeping
     from bastion.store import Store
+    from bastion.store.exchanges import ExchangeLoop
+    from bastion.store.feeds import FeedVersioner
 
 err = Console(stderr=True)
 log = logging.getLogger("bastion.worker")
@@ -104,6 +106,8 @@ def worker(
         )
         builds = _build_loop(store, settings, runner.worker_id)
         chores = _housekeeping(store, settings, runner.worker_id)
+        exchanges = _exchange_loop(store, settings, runner.worker_id)
+        versions = _feed_versioner(store, settings, runner.worker_id)
         if once:
             done = runner.run_once()
             c = runner.counts
@@ -117,6 +121,12 @@ def worker(
             if chores is not None:
                 chores.run_once()
                 err.print(f"evidence purged: {chores.purged}, reports run: {chores.reported}")
+            if exchanges is not None:
+                synced = exchanges.run_once()
+                failed = sum(1 for r in synced if r.error)
+                err.print(f"exchanges synced: {len(synced)} ({failed} failed)")
+            if versions is not None:
+                err.print(f"feed versions signed: {len(versions.run_once())}")
             return
         thread = None
         if builds is not None:
@@ -125,9 +135,16 @@ def worker(
 
         if chores is not None:
             threading.Thread(target=chores.run, name="housekeeping", daemon=True).start()
+        if exchanges is not None:
+            threading.Thread(target=exchanges.run, name="exchanges", daemon=True).start()
+        if versions is not None:  # each version is one transaction: none is left half made
+            threading.Thread(target=versions.run, name="feed-versions", daemon=True).start()
 
         def stop() -> None:
             runner.stop()
+            for loop in (exchanges, versions):  # an exchange sync stops between pages
+                if loop is not None:
+                    loop.stop()
             if builds is not None:
                 builds.stop()
             if chores is not None:
@@ -171,6 +188,35 @@ def _housekeeping(store: Store, settings: Settings, worker_id: str) -> Housekeep
         log.warning("evidence purges and reports disabled in this worker: no master key (%s)", exc)
         return None
     return Housekeeping(store, key, settings, worker_id=f"{worker_id}:chores")
+
+
+def _exchange_loop(store: Store, settings: Settings, worker_id: str) -> ExchangeLoop | None:
+    """The exchange sync and feedback loop. Without the master key, exchanges that need no
+    credentials still sync (the others record that the key is missing)."""
+    from bastion.crypto import MasterKey
+    from bastion.store import StoreError
+    from bastion.store.exchanges import ExchangeLoop, ExchangeStore
+
+    try:
+        key: MasterKey | None = MasterKey.load(settings)
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "exchanges with credentials cannot sync in this worker: no master key (%s)", exc
+        )
+        key = None
+    try:
+        return ExchangeLoop(ExchangeStore(store, key, settings), worker_id=f"{worker_id}:exchanges")
+    except StoreError as exc:
+        log.warning("exchange syncs disabled in this worker: %s", exc)
+        return None
+
+
+def _feed_versioner(store: Store, settings: Settings, worker_id: str) -> FeedVersioner | None:
+    """Signs new versions of published feeds; None (logged) without the master key, which
+    seals the feed signing key."""
+    from bastion.store.feeds import FeedVersioner
+
+    return FeedVersioner.from_settings(store, settings, f"{worker_id}:feeds")
 
 
 def _graceful(stop: Callable[[], None]) -> None:

@@ -153,6 +153,33 @@ class Settings:
     #: The platform name written into NCA reports when the caller gives none.
     nca_platform: str = "Bastion"
     # -- end reports --
+    # -- exchanges (bastion.exchanges, bastion.store.exchanges) --
+    #: How often the worker looks for exchanges due to sync and feedback due to send.
+    exchange_poll_seconds: float = 10.0
+    #: How long a worker holds an exchange it syncs (renewed with every page applied).
+    exchange_lease_seconds: float = 300.0
+    #: Consecutive unreadable pages at one checkpoint before the sync skips past it (when the
+    #: exchange names a checkpoint past it) or is marked stalled.
+    exchange_poison_attempts: int = 3
+    #: Retry n waits min(max, base * 2**(n-1)) seconds, jittered; a partner's Retry-After wins.
+    exchange_backoff_seconds: float = 60.0
+    exchange_backoff_max_seconds: float = 6 * 3600.0
+    #: Seconds a partner may take to answer one request.
+    exchange_timeout: float = 60.0
+    #: Pages one scheduled run applies before letting other exchanges go (0 = no limit).
+    exchange_page_limit: int = 0
+    #: Attempts to send one finding upstream before it is marked failed.
+    exchange_feedback_max_attempts: int = 10
+    #: Our organisation's name, sent to partners that ask who is calling.
+    exchange_organisation: str = ""
+    # -- end exchanges --
+    # -- feeds (Bastion-to-Bastion sharing: bastion.feeds, bastion.store.feeds) --
+    #: The organisation named as publisher of this instance's feeds (``bastion feed create``
+    #: may name another per feed).
+    feed_organisation: str = ""
+    #: How often the worker checks published banks for changes and signs a new feed version.
+    feed_version_seconds: float = 5.0
+    # -- end feeds --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

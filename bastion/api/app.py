@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 from bastion import __version__
-from bastion.api import hma, pipeline, problems, reports, v1, vouchers
+from bastion.api import exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
@@ -37,6 +37,8 @@ from bastion.index.live import LiveIndex
 from bastion.policy import Policy, PolicyHolder
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
+from bastion.store.exchanges import ExchangeStore
+from bastion.store.feeds import FeedStore
 from bastion.store.outbox import Outbox
 from bastion.store.reports import ReportStore
 from bastion.store.review import ReviewStore
@@ -104,6 +106,9 @@ class Runtime:
         self.reports = ReportStore(store, self.master_key, settings=settings, vault=self.vault)
         self.vouchers = vouchers.VoucherStore(store, self.master_key, settings)
         self.vouchers.on_open = partial(pipeline.open_voucher_cases, self)
+        self.exchanges = ExchangeStore(store, self.master_key, settings)
+        # One per app: it caches the unsealed feed signing key.
+        self.feeds = FeedStore(store, self.master_key, settings)
         # -- end domain services --
 
     def verify_key(self, token: str) -> Principal | None:
@@ -348,5 +353,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(console_router)
     app.include_router(vouchers.router)
     app.include_router(reports.router)
+    # -- exchange and feed routers --
+    app.include_router(exchanges.router)
+    app.include_router(feeds.router)
+    # -- end exchange and feed routers --
     # -- end routers --
     return app

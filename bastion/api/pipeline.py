@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from bastion.exchanges.base import Verdict as ExchangeVerdict
 from bastion.policy import Verdict, policy_input
 from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
+from bastion.review.model import matched_entries
 from bastion.store import Store
 
 #: Bank labels change rarely; reading them once per scan would cost a query per request.
@@ -179,6 +181,22 @@ def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome
                     idempotency_key=key,
                     case_id=case.id,
                 )
+        # -- exchange feedback: findings on exchange entries go back upstream (worker sends) --
+        if outcome.final and case.state in ("confirmed", "not_abusive"):
+            confirmed = case.state == "confirmed"
+            rt.exchanges.queue_feedback_in(
+                conn,
+                matched_entries(i.matches for i in case.items),
+                ExchangeVerdict.POSITIVE if confirmed else ExchangeVerdict.NEGATIVE,
+                case_id=case.id,
+                # A code, never the reviewer's free text.
+                reason=(
+                    f"confirmed:{case.classification}"
+                    if confirmed and case.classification
+                    else case.state
+                ),
+            )
+        # -- end exchange feedback --
 
     outcome: Outcome = rt.review.decide(
         viewer, case_id, decision, policy_review=rt.policy.current().review, then=enqueue

@@ -29,6 +29,13 @@ from bastion.exchanges.base import (
 )
 
 # -- built-in connectors (each module registers its class) --
+# isort: off
+from bastion.exchanges import stopncii  # noqa: F401
+from bastion.exchanges import threatexchange  # noqa: F401
+from bastion.exchanges import bastion_feed  # noqa: F401
+from bastion.exchanges import lists  # noqa: F401
+from bastion.exchanges import ncmec  # noqa: F401
+# isort: on
 # -- end built-in connectors --
 
 __all__ = [

@@ -224,6 +224,13 @@ class Exchange(ABC):
         self.credentials = credentials
         self.context = context or ExchangeContext()
 
+    @classmethod
+    def vouch_identity(cls, config: ExchangeConfig) -> str | None:
+        """Who stands behind this exchange's entries, for vouching: two exchanges of one vouch
+        group with the same identity (two subscriptions to one publisher key) are one voucher,
+        not two, so the engine refuses the second. None: every exchange is its own source."""
+        return None
+
     @abstractmethod
     def fetch(self, checkpoint: Checkpoint | None) -> Iterator[Page]:
         """Pages of changes after ``checkpoint`` (None: from the beginning), oldest first.

@@ -6,7 +6,7 @@ OpenAPI document: the console is for people with a session cookie, the API for k
 
 from fastapi import APIRouter
 
-from bastion.web import admin, cases, login, reports
+from bastion.web import admin, cases, exchanges, login, reports
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
@@ -14,5 +14,6 @@ router.include_router(cases.router)
 router.include_router(cases.media_router)
 router.include_router(admin.router)
 router.include_router(reports.router)
+router.include_router(exchanges.router)
 
 __all__ = ["router"]

@@ -409,6 +409,7 @@ def nav_for(ctx: Ctx | None) -> list[tuple[str, str]]:
             ("/admin/keys", "Keys"),
             ("/admin/users", "Users"),
             ("/admin/policy", "Policy"),
+            ("/admin/exchanges", "Exchanges"),
             ("/admin/ncmec", "NCMEC"),
         ]
     if ctx.can(*AUDITORS):

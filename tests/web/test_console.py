@@ -19,7 +19,7 @@ from tests.web.conftest import SOFT_LIMIT, Console, console_settings, login_form
 from tests.web.seed import BRIDGE_SCANNED, PASSWORD
 
 PAGES = ["/", "/cases", "/admin/banks", "/admin/keys", "/admin/users", "/admin/policy"]
-PAGES += ["/admin/outbox", "/audit"]
+PAGES += ["/admin/outbox", "/audit", "/admin/exchanges"]
 
 
 def case_url(console: Console, name: str) -> str:
@@ -259,6 +259,7 @@ def test_every_route_enforces_roles(console: Console, user: str) -> None:
         ("/admin/users/rex/role", {"role": "admin"}),
         ("/admin/policy", {"text": "version: 1\n"}),
         ("/admin/outbox/1/retry", {}),
+        ("/admin/exchanges/nowhere/sync", {}),
     ]:
         if user != "ada":
             assert client.post_form(path, data).status_code == 403, (user, path)

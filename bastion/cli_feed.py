@@ -1,0 +1,230 @@
+"""``bastion feed``: publish banks to other Bastions as signed feeds.
+
+``feed key`` prints this instance's public key and fingerprint: give both to subscribers out of
+band (they pin the key; comparing the fingerprint over the phone defeats a swapped key). Then
+``feed create NAME --bank B`` publishes a bank, and a ``feed``-scoped API key (``bastion key
+create NAME --scopes feed``) lets a subscriber read it. The worker signs a new version within
+seconds of any change; ``feed publish`` does it at once. Subscribing is ``bastion exchange add
+NAME --type bastion``. Commands act as ``cli:<os user>`` in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bastion.render import OutputFormat, emit
+
+feed_app = typer.Typer(
+    help="Publish banks to other Bastions as signed feeds: key, create, list, publish, "
+    "versions, disputes, remove.",
+    no_args_is_help=True,
+)
+
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+]
+NameArg = Annotated[str, typer.Argument(help="Feed name.")]
+_state: dict[str, Any] = {"config": None}
+
+
+@feed_app.callback()
+def feed_main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="BASTION_CONFIG", help="Config file (master key)."),
+    ] = None,
+) -> None:
+    _state["config"] = config
+
+
+@contextmanager
+def open_feeds(*, signing: bool = False) -> Iterator[Any]:
+    """The feed store of the CLI's database. ``signing``: load the master key, which must
+    already exist (a new one would not open the signing key the server made)."""
+    from bastion.cli import open_store, usage_error
+    from bastion.config import ConfigError, Settings
+    from bastion.crypto import MasterKey, MasterKeyError
+    from bastion.feeds import KeyFormatError
+    from bastion.store.feeds import FeedStore
+
+    with open_store() as store:
+        try:
+            settings = Settings.load(_state["config"]).in_data_dir(store.data_dir)
+            key = None
+            if signing:
+                if not settings.secret_key and not Path(str(settings.secret_key_file)).exists():
+                    raise usage_error(
+                        f"no master key: {settings.secret_key_file} does not exist (set "
+                        "secret_key or secret_key_file to the server's key, or start the server "
+                        "once)"
+                    )
+                key = MasterKey.load(settings)
+        except (ConfigError, MasterKeyError) as exc:
+            raise usage_error(str(exc)) from exc
+        try:
+            yield FeedStore(store, key, settings)
+        except KeyFormatError as exc:
+            raise usage_error(str(exc)) from exc
+
+
+def _actor() -> str:
+    from bastion.cli_keys import cli_actor
+
+    return cli_actor()
+
+
+def _when(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@feed_app.command("key")
+def feed_key(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+    """Print this instance's feed signing key (public half) and its fingerprint; made on first
+    use. Give both to subscribers out of band: they pin the key."""
+    with open_feeds(signing=True) as feeds:
+        public = feeds.public_key()
+    if fmt is OutputFormat.TABLE:
+        sys.stdout.write(f"public key:  {public.text}\nfingerprint: {public.fingerprint}\n")
+    else:
+        emit(
+            [{"public_key": public.text, "fingerprint": public.fingerprint}],
+            fmt,
+            ["public_key", "fingerprint"],
+            sys.stdout,
+        )
+
+
+@feed_app.command("create")
+def feed_create(
+    name: NameArg,
+    bank: Annotated[list[str], typer.Option("--bank", "-b", help="A bank to publish (repeat).")],
+    description: Annotated[str, typer.Option("--description", help="What the feed holds.")] = "",
+    organisation: Annotated[
+        str | None,
+        typer.Option(
+            "--organisation", help="Publisher name in the records (default: feed_organisation)."
+        ),
+    ] = None,
+) -> None:
+    """Publish banks as a feed. Do not rename a published bank: the feed names banks."""
+    with open_feeds() as feeds:
+        feed = feeds.create(
+            name, bank, description=description, organisation=organisation, actor=_actor()
+        )
+    sys.stdout.write(
+        f"feed {feed.name} created: banks {', '.join(feed.banks)}, publisher "
+        f"{feed.organisation!r}. The worker signs its first version within seconds; "
+        f"`bastion feed publish {feed.name}` does it now.\n"
+    )
+
+
+@feed_app.command("list")
+def feed_list(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+    """Published feeds with their latest version."""
+    with open_feeds() as feeds:
+        rows = []
+        for f in feeds.list():
+            latest = feeds.latest_version(f.name)
+            rows.append(
+                {
+                    "name": f.name,
+                    "publisher": f.organisation,
+                    "banks": ",".join(f.banks),
+                    "version": None if latest is None else latest.version,
+                    "count": None if latest is None else latest.count,
+                    "root": None if latest is None else latest.root,
+                    "description": f.description,
+                }
+            )
+    emit(rows, fmt, ["name", "publisher", "banks", "version", "count", "root", "description"],
+         sys.stdout)  # fmt: skip
+
+
+def _version_row(v: Any) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "revision": v.revision,
+        "count": v.count,
+        "root": v.root,
+        "created_at": _when(v.created_at),
+        "key_fingerprint": v.key_fingerprint,
+    }
+
+
+_VERSION_COLUMNS = ["version", "revision", "count", "root", "created_at", "key_fingerprint"]
+
+
+@feed_app.command("publish")
+def feed_publish(
+    name: NameArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Sign a new version even if nothing changed.")
+    ] = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Sign a new version now if the feed's banks changed since the last one."""
+    with open_feeds(signing=True) as feeds:
+        made = feeds.publish(name, force=force, actor=_actor())
+        latest = made or feeds.latest_version(name)
+    if fmt is not OutputFormat.TABLE:
+        emit([_version_row(latest)] if latest else [], fmt, _VERSION_COLUMNS, sys.stdout)
+    elif made is None:
+        version = latest.version if latest else "none"
+        sys.stdout.write(f"feed {name}: unchanged since version {version}\n")
+    else:
+        sys.stdout.write(
+            f"feed {name}: version {made.version}, {made.count} records, root {made.root}\n"
+        )
+
+
+@feed_app.command("versions")
+def feed_versions(
+    name: NameArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Signed versions of a feed, newest first, with their Merkle roots."""
+    with open_feeds() as feeds:
+        rows = [_version_row(v) for v in feeds.versions(name, limit=limit)]
+    emit(rows, fmt, _VERSION_COLUMNS, sys.stdout)
+
+
+@feed_app.command("disputes")
+def feed_disputes(
+    name: NameArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 100,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Disputes and confirmations subscribers sent, newest first. The key is the entry id:
+    ``bastion bank`` commands take it to disable an entry found wrong."""
+    with open_feeds() as feeds:
+        rows = [
+            {
+                "id": r.id,
+                "key": r.key,
+                "kind": r.kind,
+                "subscriber": r.subscriber,
+                "reason": r.reason,
+                "at": _when(r.created_at),
+            }
+            for r in feeds.feedback_rows(name, limit=limit)
+        ]
+    if fmt is OutputFormat.JSON:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    emit(rows, fmt, ["id", "key", "kind", "subscriber", "reason", "at"], sys.stdout)
+
+
+@feed_app.command("remove")
+def feed_remove(name: NameArg) -> None:
+    """Stop publishing a feed (its versions and disputes go; the banks stay)."""
+    with open_feeds() as feeds:
+        feeds.remove(name, actor=_actor())
+    sys.stdout.write(f"feed {name} removed\n")
