@@ -7,12 +7,29 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_hashing, bench_index, bench_match, bench_psi, bench_server
+from benchmarks import (
+    bench_exchange_sync,
+    bench_hashing,
+    bench_import,
+    bench_index,
+    bench_match,
+    bench_psi,
+    bench_server,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    for module in (bench_index, bench_hashing, bench_match, bench_server, bench_psi):
+    modules = (
+        bench_index,
+        bench_hashing,
+        bench_match,
+        bench_import,
+        bench_exchange_sync,
+        bench_server,
+        bench_psi,
+    )
+    for module in modules:
         print(f"\n## {module.__name__}\n", flush=True)
         code = module.main(args)
         if code:
