@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion import __version__
 from bastion.actions.model import Backoff
@@ -90,6 +90,8 @@ from bastion.store.store import (
     StoreError,
     StoreUnavailable,
     _bank_fields,
+    _copy_rows,
+    _executemany_rows,
     _json_doc,
     _storable,
     _tombstone,
@@ -387,26 +389,6 @@ _OLD_COLUMNS = (
     entries_t.c.quality,
     entries_t.c.bank_id,
 )
-#: Columns of a bulk entry insert, in the order of the tuples the writers below build.
-_INSERT_COLUMNS = (
-    "bank_id",
-    "signal_type",
-    "value",
-    "value_hash",
-    "quality",
-    "url_match",
-    "source",
-    "list_name",
-    "external_id",
-    "added_at",
-    "labels",
-    "enabled",
-    "disabled_reason",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "revision",
-)
 
 
 def _page_row(e: NewEntry, key: str) -> tuple[Any, ...]:
@@ -450,94 +432,10 @@ def _no_nested_loops(conn: Connection) -> Iterator[None]:
         conn.exec_driver_sql(f"SET LOCAL enable_nestloop = {'off' if before == 'off' else 'on'}")
 
 
-def _bind_processor(column: Any, dialect: Any) -> Callable[[Any], Any]:
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else (lambda v: v)
-
-
-def _executemany_entries(
-    conn: Connection, bank_id: int, rev: int, now: datetime, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """SQLite: the new entries in one ``executemany`` of plain tuples. Dates and JSON go through
-    the columns' own bind processors (stored text is byte for byte what an ORM insert writes),
-    each distinct label list once."""
-    dialect = conn.dialect
-    date_bind = _bind_processor(entries_t.c.added_at, dialect)
-    labels_bind = _bind_processor(entries_t.c.labels, dialect)
-    meta_bind = _bind_processor(entries_t.c.metadata, dialect)
-    stamp, no_meta = date_bind(now), meta_bind({})
-    labels_text: dict[tuple[str, ...], Any] = {}
-    params = []
-    for r in rows:
-        labels = tuple(r[_LABELS])
-        text = labels_text.get(labels)
-        if text is None:
-            text = labels_text[labels] = labels_bind(r[_LABELS])
-        params.append(
-            (
-                bank_id,
-                *r[:_ADDED],
-                stamp if r[_ADDED] is None else date_bind(r[_ADDED]),
-                text,
-                True,
-                "",
-                meta_bind(r[_META]) if r[_META] else no_meta,
-                stamp,
-                stamp,
-                rev,
-            )
-        )
-    marks = ", ".join("?" for _ in _INSERT_COLUMNS)
-    conn.exec_driver_sql(
-        f"INSERT INTO {entries_t.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})", params
-    )
-
-
-def _copy_entries(
-    conn: Connection, bank_id: int, rev: int, now: datetime, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """PostgreSQL: the new entries by ``COPY`` straight into the table (the page's reads just
-    showed none of them is there, and the revision lock keeps other writers out until commit,
-    so a plain insert suffices, as before). JSON goes as text, times as aware UTC datetimes,
-    what the columns' SQLAlchemy types would bind."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    stamp = now.astimezone(UTC)
-    labels_text: dict[tuple[str, ...], str] = {}
-    cols = ", ".join(_INSERT_COLUMNS)
-    try:
-        with raw.cursor() as cur, cur.copy(f"COPY {entries_t.name} ({cols}) FROM STDIN") as copy:
-            write = copy.write_row
-            for r in rows:
-                labels = tuple(r[_LABELS])
-                text = labels_text.get(labels)
-                if text is None:
-                    text = labels_text[labels] = json.dumps(r[_LABELS])
-                added = r[_ADDED]
-                write(
-                    (
-                        bank_id,
-                        *r[:_ADDED],
-                        stamp if added is None else _aware_utc(added),
-                        text,
-                        True,
-                        "",
-                        json.dumps(r[_META]) if r[_META] else "{}",
-                        stamp,
-                        stamp,
-                        rev,
-                    )
-                )
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # Raised by the driver below SQLAlchemy: wrap it as SQLAlchemy would, so callers see
-        # IntegrityError/OperationalError as from any other statement.
-        raise DBAPIError.instance(
-            f"COPY {entries_t.name}", None, exc, conn.dialect.loaded_dbapi.Error
-        ) from exc
-
-
-def _aware_utc(value: datetime) -> datetime:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+def _stored(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A :func:`_page_row` as the store's bulk writers take it (``_entry_row`` order): a new
+    entry is enabled, with no disabled reason."""
+    return (*r[:_META], True, "", r[_META])
 
 
 class _Statistics:
@@ -1525,10 +1423,10 @@ class ExchangeStore:
             )
             touched.add(vk[1])
         if inserts:
-            if pg:
-                _copy_entries(conn, bank_id, rev, now, inserts)
-            else:
-                _executemany_entries(conn, bank_id, rev, now, inserts)
+            # The reads above showed none of these is in the bank, and the revision lock keeps
+            # other writers out until commit: a plain insert (no ON CONFLICT) suffices.
+            write = _copy_rows if pg else _executemany_rows
+            write(conn, bank_id, rev, map(_stored, inserts), now=now, skip_duplicates=False)
             counts.added += len(inserts)
         if updates:
             conn.execute(

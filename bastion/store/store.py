@@ -1539,30 +1539,48 @@ def _json_text(value: Any, empty: str) -> str:
     return json.dumps(value) if value else empty
 
 
-def _copy_rows(conn: Connection, bank_id: int, rev: int, rows: Iterable[tuple[Any, ...]]) -> None:
-    """PostgreSQL bulk insert: COPY into a temporary table shaped like ``bank_entries`` (dropped
-    at commit), then one INSERT ... SELECT that skips duplicates. Entry ids follow stream order.
-    JSON columns go as text (what SQLAlchemy's psycopg JSONB binding sends, ``json.dumps``);
-    timestamps as aware UTC datetimes, as ``UTCDateTime`` binds them."""
-    now = utcnow()
+def _copy_rows(
+    conn: Connection,
+    bank_id: int,
+    rev: int,
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    now: datetime | None = None,
+    skip_duplicates: bool = True,
+) -> None:
+    """PostgreSQL bulk insert of :func:`_entry_row` tuples by COPY. Skipping duplicates, it goes
+    into a temporary table shaped like ``bank_entries`` (dropped at commit), then one INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING, ids in stream order; a caller that already knows none of
+    the rows is there (the exchange engine) copies straight into the table. JSON columns go as
+    text (what SQLAlchemy's psycopg JSONB binding sends, ``json.dumps``); timestamps as aware
+    UTC datetimes, as ``UTCDateTime`` binds them."""
+    now = (now or utcnow()).astimezone(UTC)
     cols = ", ".join(_INSERT_COLUMNS)
     table = entries_t.name
+    target = "_bastion_import" if skip_duplicates else table
     raw = conn.connection.dbapi_connection
     assert raw is not None
+    labels_text: dict[tuple[str, ...], str] = {}
     try:
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE _bastion_import ON COMMIT DROP AS "
-            f"SELECT {cols} FROM {table} WITH NO DATA"
-        )
-        with raw.cursor() as cur, cur.copy(f"COPY _bastion_import ({cols}) FROM STDIN") as copy:
+        if skip_duplicates:
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE _bastion_import ON COMMIT DROP AS "
+                f"SELECT {cols} FROM {table} WITH NO DATA"
+            )
+        with raw.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
             write = copy.write_row
             for r in rows:
+                labels = tuple(r[_LABELS])
+                text = labels_text.get(labels)
+                if text is None:
+                    text = labels_text[labels] = _json_text(r[_LABELS], "[]")
+                added = r[_ADDED_AT]
                 write(
                     (
                         bank_id,
                         *r[:_ADDED_AT],
-                        r[_ADDED_AT] or now,
-                        _json_text(r[_LABELS], "[]"),
+                        now if added is None else _aware_utc(added),
+                        text,
                         r[10],
                         r[11],
                         _json_text(r[_METADATA], "{}"),
@@ -1575,48 +1593,69 @@ def _copy_rows(conn: Connection, bank_id: int, rev: int, rows: Iterable[tuple[An
         # Raised by the driver itself, below SQLAlchemy: wrap it the way SQLAlchemy would, so
         # callers see IntegrityError/DataError/OperationalError as from any other statement.
         raise DBAPIError.instance(
-            "COPY _bastion_import", None, exc, conn.dialect.loaded_dbapi.Error
+            f"COPY {target}", None, exc, conn.dialect.loaded_dbapi.Error
         ) from exc
-    conn.exec_driver_sql(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _bastion_import ORDER BY ctid "
-        "ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING"
-    )
-    conn.exec_driver_sql("DROP TABLE _bastion_import")
+    if skip_duplicates:
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _bastion_import ORDER BY ctid "
+            "ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING"
+        )
+        conn.exec_driver_sql("DROP TABLE _bastion_import")
 
 
 def _executemany_rows(
-    conn: Connection, bank_id: int, rev: int, rows: Iterable[tuple[Any, ...]]
+    conn: Connection,
+    bank_id: int,
+    rev: int,
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    now: datetime | None = None,
+    skip_duplicates: bool = True,
 ) -> None:
-    """SQLite bulk insert: one executemany of tuples whose dates and JSON are converted by the
-    columns' own SQLAlchemy bind processors (so stored text is byte for byte what the ORM path
-    writes), the constant ones (the batch's time, empty labels/metadata) once per batch."""
+    """SQLite bulk insert of :func:`_entry_row` tuples: one executemany whose dates and JSON are
+    converted by the columns' own SQLAlchemy bind processors (so stored text is byte for byte
+    what the ORM path writes), the batch's time and each distinct label list once."""
     dialect = conn.dialect
     date_bind = _bind_processor(entries_t.c.added_at, dialect)
     labels_bind = _bind_processor(entries_t.c.labels, dialect)
     meta_bind = _bind_processor(entries_t.c.metadata, dialect)
-    now = date_bind(utcnow())
-    no_labels, no_meta = labels_bind([]), meta_bind({})
-    params = [
-        (
-            bank_id,
-            *r[:_ADDED_AT],
-            now if r[_ADDED_AT] is None else date_bind(r[_ADDED_AT]),
-            labels_bind(r[_LABELS]) if r[_LABELS] else no_labels,
-            r[10],
-            r[11],
-            meta_bind(r[_METADATA]) if r[_METADATA] else no_meta,
-            now,
-            now,
-            rev,
+    stamp = date_bind(now or utcnow())
+    no_meta = meta_bind({})
+    labels_text: dict[tuple[str, ...], Any] = {}
+    params = []
+    for r in rows:
+        labels = tuple(r[_LABELS])
+        text = labels_text.get(labels)
+        if text is None:
+            text = labels_text[labels] = labels_bind(r[_LABELS])
+        params.append(
+            (
+                bank_id,
+                *r[:_ADDED_AT],
+                stamp if r[_ADDED_AT] is None else date_bind(r[_ADDED_AT]),
+                text,
+                r[10],
+                r[11],
+                meta_bind(r[_METADATA]) if r[_METADATA] else no_meta,
+                stamp,
+                stamp,
+                rev,
+            )
         )
-        for r in rows
-    ]
     marks = ", ".join("?" for _ in _INSERT_COLUMNS)
+    conflict = (
+        " ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING"
+        if skip_duplicates
+        else ""
+    )
     conn.exec_driver_sql(
-        f"INSERT INTO {entries_t.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks}) "
-        "ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING",
+        f"INSERT INTO {entries_t.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks}){conflict}",
         params,
     )
+
+
+def _aware_utc(value: datetime) -> datetime:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _bind_processor(column: Any, dialect: Any) -> Any:
