@@ -163,7 +163,7 @@ class Outbox:
         actor: str = ACTOR,
     ) -> int | None:
         """:meth:`enqueue_in` in a transaction of its own."""
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             return self.enqueue_in(
                 conn,
                 action=action,
@@ -204,7 +204,7 @@ class Outbox:
         if lease <= timedelta(0):
             raise InvalidInput("lease must be positive")
         now = self.clock()
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             self._bury_expired(conn, now)
             candidates = (
                 select(outbox_t.c.id)
@@ -278,7 +278,7 @@ class Outbox:
         the row now (a lease may have run out during a slow answer), so only an already
         delivered row is left alone. True when this call made it delivered."""
         now = self.clock()
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             row = conn.execute(
                 update(outbox_t)
                 .where(outbox_t.c.id == item.id, outbox_t.c.state != State.DELIVERED)
@@ -324,7 +324,7 @@ class Outbox:
         if not dead:
             delay = self.backoff.delay(item.attempts, self.rng)
             values["next_attempt_at"] = now + timedelta(seconds=delay)
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             row = conn.execute(
                 update(outbox_t)
                 .where(
@@ -349,7 +349,7 @@ class Outbox:
         if routable is None:
             return 0
         marked = 0
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             actions = conn.execute(
                 select(outbox_t.c.action)
                 .where(
@@ -399,7 +399,7 @@ class Outbox:
         same idempotency key (a receiver that did apply it will only acknowledge it). Audited
         as ``outbox.retry``."""
         item_id = _item_id(item_id)
-        with self._db(), self.store.begin_write() as conn:
+        with self._db(), self.store.engine.begin() as conn:
             before = conn.execute(select(outbox_t).where(outbox_t.c.id == item_id)).first()
             if before is None:
                 raise OutboxNotFound(f"no outbox item {item_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -154,6 +155,9 @@ def test_concurrent_claimers_never_share_a_row(db: Database, clock: Clock) -> No
             start.wait()
             while batch := box.claim_due(name, 3, LEASE):
                 mine += [i.id for i in batch]
+                # A worker delivers between claims; without that pause one thread can win
+                # SQLite's write lock every time on a loaded machine and claim everything.
+                time.sleep(0.002)
         except BaseException as exc:  # reported below
             errors.append(exc)
         claimed[name] = mine
