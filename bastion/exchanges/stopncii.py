@@ -30,11 +30,9 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -59,6 +57,7 @@ from bastion.exchanges.base import (
     Verdict,
     register,
 )
+from bastion.exchanges.http import Answer, https_base, read_capped, retry_after, short_raw
 from bastion.signals.base import SignalType
 
 DEFAULT_BASE_URL = "https://api.stopncii.org/v1"
@@ -82,21 +81,6 @@ _MAX_RETRY_AFTER = 86_400.0
 #: Error answers are read only this far (enough for any error message).
 _MAX_ERROR_BYTES = 64 << 10
 _RAW_EXCERPT = 2000
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _http_base(value: str) -> str:
-    """https, or plain http to a loopback host only (tests, a local proxy): the keys travel in
-    headers and must never cross a network in clear."""
-    value = value.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("base_url must be an http(s) URL")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError("base_url may not carry a query, fragment or user info")
-    if parts.scheme != "https" and parts.hostname not in _LOOPBACK:
-        raise ValueError("base_url must use https (plain http only on loopback)")
-    return value
 
 
 class StopNCIIConfig(ExchangeConfig):
@@ -122,7 +106,7 @@ class StopNCIIConfig(ExchangeConfig):
     @field_validator("base_url")
     @classmethod
     def _base(cls, value: str) -> str:
-        return _http_base(value)
+        return https_base(value)
 
     @field_validator("feedback_tags")
     @classmethod
@@ -148,67 +132,7 @@ def _is_code(text: str) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """A response read under a byte cap: ``too_big`` when the body went past it."""
-
-    status_code: int
-    headers: httpx.Headers
-    body: bytes
-    too_big: bool
-
-    def excerpt(self) -> str:
-        return self.body[:_RAW_EXCERPT].decode("utf-8", "replace")
-
-
-def _read_capped(
-    client: httpx.Client, method: str, url: str, limit: int, what: str, **kwargs: Any
-) -> _Answer:
-    """Send a request and read at most ``limit`` bytes of a success body (``_MAX_ERROR_BYTES``
-    of an error body): a hostile or broken server cannot make us buffer without bound."""
-    try:
-        with client.stream(method, url, **kwargs) as r:
-            cap = limit if r.status_code < 400 else min(limit, _MAX_ERROR_BYTES)
-            chunks: list[bytes] = []
-            size, too_big = 0, False
-            declared = r.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > cap and not r.headers.get("Content-Encoding"):
-                too_big, cap = True, min(cap, _RAW_EXCERPT)  # refused; read an excerpt only
-            for chunk in r.iter_bytes():
-                if size + len(chunk) > cap:
-                    too_big = True
-                    chunks.append(chunk[: cap - size])
-                    break
-                size += len(chunk)
-                chunks.append(chunk)
-            return _Answer(r.status_code, r.headers, b"".join(chunks), too_big)
-    except httpx.TimeoutException:
-        raise TransientError(f"StopNCII {what} timed out") from None
-    except httpx.HTTPError as exc:
-        raise TransientError(f"StopNCII {what} failed: {type(exc).__name__}") from None
-
-
-def _retry_after(response: _Answer) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
-
-
-def _raise_for_status(response: _Answer, what: str) -> None:
+def _raise_for_status(response: Answer, what: str) -> None:
     """Map an HTTP failure to the exchange error the store acts on. Bodies are not quoted: they
     may echo request data."""
     code = response.status_code
@@ -218,21 +142,10 @@ def _raise_for_status(response: _Answer, what: str) -> None:
         raise PermanentError(f"StopNCII refused {what} (HTTP {code}): check the API keys")
     if code == 429 or code == 408 or code >= 500:
         raise TransientError(
-            f"StopNCII {what} failed (HTTP {code})", retry_after=_retry_after(response)
+            f"StopNCII {what} failed (HTTP {code})",
+            retry_after=retry_after(response.headers.get("Retry-After"), most=_MAX_RETRY_AFTER),
         )
     raise PermanentError(f"StopNCII rejected {what} (HTTP {code})")
-
-
-def _short_raw(record: Any) -> str:
-    try:
-        return json.dumps(record, ensure_ascii=False, default=str)[:_RAW_EXCERPT]
-    except (TypeError, ValueError):
-        try:
-            return repr(record)[:_RAW_EXCERPT]
-        except (RecursionError, MemoryError):
-            return "(not shown: too deeply nested)"
-    except (RecursionError, MemoryError):
-        return "(not shown: too deeply nested)"
 
 
 @register
@@ -311,7 +224,7 @@ class StopNCIIExchange(Exchange):
                 if next_token in seen:
                     raise PoisonedPage(
                         "StopNCII FetchHashes: the nextPageToken does not advance",
-                        raw=_short_raw({"nextPageToken": next_token[:200]}),
+                        raw=short_raw({"nextPageToken": next_token[:200]}, _RAW_EXCERPT),
                     )
                 seen.add(next_token)
             items: list[Item] = []
@@ -347,19 +260,22 @@ class StopNCIIExchange(Exchange):
             "x-functions-key": self.credentials.fetch_function_key,
         }
         limit = self.config.max_page_bytes
-        response = _read_capped(
+        response = read_capped(
             self._client,
             "GET",
             f"{self.config.base_url}/FetchHashes",
-            limit,
-            "FetchHashes",
+            limit=limit,
+            error_limit=_MAX_ERROR_BYTES,
+            excerpt=_RAW_EXCERPT,
+            partner="StopNCII",
+            what="FetchHashes",
             params=params,
             headers=headers,
         )
         if token and response.status_code in (400, 404, 410):
             raise _TokenRefused
         _raise_for_status(response, "FetchHashes")
-        text = response.excerpt()
+        text = response.excerpt(_RAW_EXCERPT)
         if response.too_big:
             raise PoisonedPage(
                 f"StopNCII FetchHashes answered more than {limit} bytes (max_page_bytes)",
@@ -394,7 +310,7 @@ class StopNCIIExchange(Exchange):
 
     def _item(self, record: Any, skipped: dict[str, int]) -> Item | None:
         """One hash record as an Upsert or Removal; None for a type Bastion cannot match."""
-        raw = _short_raw(record)
+        raw = short_raw(record, _RAW_EXCERPT)
         if not isinstance(record, dict):
             return Poisoned("hash record is not an object", raw=raw)
         value = record.get("hashValue")
@@ -482,12 +398,15 @@ class StopNCIIExchange(Exchange):
             "Ocp-Apim-Subscription-Key": self.credentials.subscription_key,
             "x-functions-key": key,
         }
-        response = _read_capped(
+        response = read_capped(
             self._client,
             "POST",
             f"{self.config.base_url}/SubmitFeedback",
-            _MAX_ERROR_BYTES,  # the answer's body is not used
-            "SubmitFeedback",
+            limit=_MAX_ERROR_BYTES,  # the answer's body is not used
+            error_limit=_MAX_ERROR_BYTES,
+            excerpt=_RAW_EXCERPT,
+            partner="StopNCII",
+            what="SubmitFeedback",
             json=body,
             headers=headers,
         )

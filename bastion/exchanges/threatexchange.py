@@ -37,9 +37,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -66,6 +64,7 @@ from bastion.exchanges.base import (
     Verdict,
     register,
 )
+from bastion.exchanges.http import Answer, https_base, read_capped, retry_after, short_raw
 from bastion.signals.base import SignalType
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
@@ -106,7 +105,6 @@ _LABEL_BAD = re.compile(r"[;\n\r\x00]")
 #: Error answers are read only this far (enough for any Graph API error).
 _MAX_ERROR_BYTES = 64 << 10
 _RAW_EXCERPT = 2000
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +140,6 @@ for _name in ("httpx", "httpcore"):
         logging.getLogger(_name).addFilter(_LOG_FILTER)
 
 
-def _http_base(value: str) -> str:
-    """https, or plain http to a loopback host only (tests, a local proxy): the access token
-    travels in the query string and must never cross a network in clear."""
-    value = value.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("base_url must be an http(s) URL")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError("base_url may not carry a query, fragment or user info")
-    if parts.scheme != "https" and parts.hostname not in _LOOPBACK:
-        raise ValueError("base_url must use https (plain http only on loopback)")
-    return value
-
-
 class ThreatExchangeConfig(ExchangeConfig):
     """Non-secret settings of a ThreatExchange exchange: which privacy group, which types."""
 
@@ -187,7 +171,7 @@ class ThreatExchangeConfig(ExchangeConfig):
     @field_validator("base_url")
     @classmethod
     def _base(cls, value: str) -> str:
-        return _http_base(value)
+        return https_base(value)
 
     @field_validator("privacy_group", mode="before")
     @classmethod
@@ -227,43 +211,7 @@ class ThreatExchangeCredentials(ExchangeCredentials):
         return app if sep and app.isdigit() else None
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """A response read under a byte cap: ``too_big`` when the body went past it."""
-
-    status_code: int
-    headers: httpx.Headers
-    body: bytes
-    too_big: bool
-
-    def json(self) -> Any:
-        """The body as JSON; ``ValueError`` also for JSON too deeply nested to decode."""
-        try:
-            return json.loads(self.body)
-        except (RecursionError, MemoryError) as exc:
-            raise ValueError(f"JSON too deeply nested to read ({type(exc).__name__})") from None
-
-
-def _retry_after(response: _Answer) -> float | None:
-    raw = (response.headers.get("Retry-After") or "").strip()
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if seconds != seconds:
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
-
-
-def _graph_error(response: _Answer) -> tuple[int | None, str]:
+def _graph_error(response: Answer) -> tuple[int | None, str]:
     """The Graph API error code and message of a failed response, when it has the usual shape."""
     try:
         body = response.json()
@@ -278,18 +226,6 @@ def _graph_error(response: _Answer) -> tuple[int | None, str]:
         code if isinstance(code, int) and not isinstance(code, bool) else None,
         message[:300] if isinstance(message, str) else "",
     )
-
-
-def _short_raw(record: Any) -> str:
-    try:
-        return json.dumps(record, ensure_ascii=False, default=str)[:_RAW_EXCERPT]
-    except (TypeError, ValueError):
-        try:
-            return repr(record)[:_RAW_EXCERPT]
-        except (RecursionError, MemoryError):
-            return "(not shown: too deeply nested)"
-    except (RecursionError, MemoryError):
-        return "(not shown: too deeply nested)"
 
 
 def _epoch(value: Any) -> datetime | None:
@@ -374,36 +310,22 @@ class ThreatExchangeExchange(Exchange):
 
     def _request(
         self, method: str, url: str | httpx.URL, what: str, *, limit: int, **kwargs: Any
-    ) -> _Answer:
+    ) -> Answer:
         """Send a request to the API and read at most ``limit`` bytes of a success body
         (``_MAX_ERROR_BYTES`` of an error body); map failures to exchange errors."""
         self._check_origin(url)
-        try:
-            with self._client.stream(method, url, **kwargs) as r:
-                cap = limit if r.status_code < 400 else min(limit, _MAX_ERROR_BYTES)
-                chunks: list[bytes] = []
-                size, too_big = 0, False
-                declared = r.headers.get("Content-Length", "")
-                if (
-                    declared.isdigit()
-                    and int(declared) > cap
-                    and not r.headers.get("Content-Encoding")
-                ):
-                    too_big, cap = True, min(cap, _RAW_EXCERPT)  # refused; read an excerpt only
-                for chunk in r.iter_bytes():
-                    if size + len(chunk) > cap:
-                        too_big = True
-                        chunks.append(chunk[: cap - size])
-                        break
-                    size += len(chunk)
-                    chunks.append(chunk)
-                response = _Answer(r.status_code, r.headers, b"".join(chunks), too_big)
-        except httpx.TimeoutException:
-            raise TransientError(f"ThreatExchange {what} timed out") from None
-        except httpx.HTTPError as exc:
-            raise TransientError(
-                self._redact(f"ThreatExchange {what} failed: {type(exc).__name__}")
-            ) from None
+        response = read_capped(
+            self._client,
+            method,
+            url,
+            limit=limit,
+            error_limit=_MAX_ERROR_BYTES,
+            excerpt=_RAW_EXCERPT,
+            partner="ThreatExchange",
+            what=what,
+            scrub=self._redact,
+            **kwargs,
+        )
         code = response.status_code
         if code < 400:
             return response
@@ -414,7 +336,8 @@ class ThreatExchangeExchange(Exchange):
         detail = self._redact(detail)
         if code == 429 or graph_code in _THROTTLE_CODES:
             raise TransientError(
-                f"ThreatExchange {what} throttled ({detail})", retry_after=_retry_after(response)
+                f"ThreatExchange {what} throttled ({detail})",
+                retry_after=retry_after(response.headers.get("Retry-After"), most=_MAX_RETRY_AFTER),
             )
         if (
             code in (401, 403)
@@ -432,7 +355,7 @@ class ThreatExchangeExchange(Exchange):
                 hint += "for the privacy group)"
             raise TransientError(
                 f"ThreatExchange {what} failed ({detail}){hint}",
-                retry_after=_retry_after(response),
+                retry_after=retry_after(response.headers.get("Retry-After"), most=_MAX_RETRY_AFTER),
             )
         raise PermanentError(f"ThreatExchange rejected {what} ({detail})")
 
@@ -540,7 +463,7 @@ class ThreatExchangeExchange(Exchange):
             return
 
     def _parse_page(
-        self, response: _Answer, start: int | None, stop: int
+        self, response: Answer, start: int | None, stop: int
     ) -> tuple[list[Any], str | None]:
         # Redact before clipping, so a token cut in half by the clip is still found.
         head = response.body[: _RAW_EXCERPT + 16_384].decode("utf-8", "replace")
@@ -569,7 +492,7 @@ class ThreatExchangeExchange(Exchange):
         return body.get("data", []), (self._strip_next(next_url) if next_url else None)
 
     def _item(self, record: Any, skipped: dict[str, int]) -> Item | None:
-        raw = self._redact(_short_raw(record))
+        raw = self._redact(short_raw(record, _RAW_EXCERPT))
         if not isinstance(record, dict):
             return Poisoned("threat update is not an object", raw=raw)
         ident = record.get("id")
