@@ -971,85 +971,66 @@ class ExchangeStore:
 
     # -- history -------------------------------------------------------------------------------
 
-    def _id(self, conn: Connection, name: str) -> int:
-        return int(self._row(conn, name).id)
-
-    def errors(self, name: str, *, limit: int = 50) -> builtins.list[ExchangeErrorRecord]:
-        with self._db(), self.store.engine.connect() as conn:
-            xid = self._id(conn, name)
-            rows = conn.execute(
-                select(err_t)
-                .where(err_t.c.exchange_id == xid)
-                .order_by(err_t.c.id.desc())
-                .limit(_limit(limit))
-            )
-            return [
-                ExchangeErrorRecord(r.id, r.at, r.kind, r.checkpoint, r.key, r.error, r.raw)
-                for r in rows
-            ]
-
-    def runs(self, name: str, *, limit: int = 20) -> builtins.list[SyncRun]:
-        with self._db(), self.store.engine.connect() as conn:
-            xid = self._id(conn, name)
-            rows = conn.execute(
-                select(runs_t)
-                .where(runs_t.c.exchange_id == xid)
-                .order_by(runs_t.c.id.desc())
-                .limit(_limit(limit))
-            )
-            return [
-                SyncRun(
-                    id=r.id,
-                    worker_id=r.worker_id,
-                    state=r.state,
-                    started_at=r.started_at,
-                    finished_at=r.finished_at,
-                    pages=r.pages,
-                    added=r.added,
-                    updated=r.updated,
-                    removed=r.removed,
-                    disabled=r.disabled,
-                    poisoned=r.poisoned,
-                    skipped_pages=r.skipped_pages,
-                    error=r.error,
-                    checkpoint=r.checkpoint,
-                )
-                for r in rows
-            ]
-
-    def attestations(self, name: str, *, limit: int = 20) -> builtins.list[AttestationRecord]:
-        with self._db(), self.store.engine.connect() as conn:
-            xid = self._id(conn, name)
-            rows = conn.execute(
-                select(att_t)
-                .where(att_t.c.exchange_id == xid)
-                .order_by(att_t.c.id.desc())
-                .limit(_limit(limit))
-            )
-            return [
-                AttestationRecord(
-                    r.id,
-                    r.at,
-                    r.version,
-                    r.root,
-                    r.computed,
-                    r.count,
-                    bool(r.agrees),
-                    dict(r.detail or {}),
-                )
-                for r in rows
-            ]
-
-    def feedback(self, name: str, *, limit: int = 50) -> builtins.list[FeedbackRecord]:
+    def _latest(self, name: str, table: Any, limit: int) -> tuple[str, builtins.list[Row[Any]]]:
+        """The exchange's canonical name and its newest ``limit`` rows of a history table."""
         with self._db(), self.store.engine.connect() as conn:
             row = self._row(conn, name)
             rows = conn.execute(
-                select(fb_t)
-                .where(fb_t.c.exchange_id == row.id)
-                .order_by(fb_t.c.id.desc())
+                select(table)
+                .where(table.c.exchange_id == row.id)
+                .order_by(table.c.id.desc())
                 .limit(_limit(limit))
+            ).all()
+        return row.name, rows
+
+    def errors(self, name: str, *, limit: int = 50) -> builtins.list[ExchangeErrorRecord]:
+        _, rows = self._latest(name, err_t, limit)
+        return [
+            ExchangeErrorRecord(r.id, r.at, r.kind, r.checkpoint, r.key, r.error, r.raw)
+            for r in rows
+        ]
+
+    def runs(self, name: str, *, limit: int = 20) -> builtins.list[SyncRun]:
+        _, rows = self._latest(name, runs_t, limit)
+        return [
+            SyncRun(
+                id=r.id,
+                worker_id=r.worker_id,
+                state=r.state,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                pages=r.pages,
+                added=r.added,
+                updated=r.updated,
+                removed=r.removed,
+                disabled=r.disabled,
+                poisoned=r.poisoned,
+                skipped_pages=r.skipped_pages,
+                error=r.error,
+                checkpoint=r.checkpoint,
             )
-            return [_feedback_record(row.name, r) for r in rows]
+            for r in rows
+        ]
+
+    def attestations(self, name: str, *, limit: int = 20) -> builtins.list[AttestationRecord]:
+        _, rows = self._latest(name, att_t, limit)
+        return [
+            AttestationRecord(
+                r.id,
+                r.at,
+                r.version,
+                r.root,
+                r.computed,
+                r.count,
+                bool(r.agrees),
+                dict(r.detail or {}),
+            )
+            for r in rows
+        ]
+
+    def feedback(self, name: str, *, limit: int = 50) -> builtins.list[FeedbackRecord]:
+        exchange, rows = self._latest(name, fb_t, limit)
+        return [_feedback_record(exchange, r) for r in rows]
 
     # -- syncing -------------------------------------------------------------------------------
 
