@@ -14,7 +14,7 @@ File shape (docs/policy.md explains each field; ``bastion/default_policy.yaml`` 
       senior: {senior: true, description: text} # senior: only senior reviewers and admins
     sla: {critical: 1h, high: 4h, normal: 24h, low: 72h}
     review:
-      four_eyes: false                          # a second reviewer must agree to confirm
+      four_eyes: false                          # a second reviewer must agree (either way)
       lease: 15m                                # how long a claimed case stays with its reviewer
       escalation_queue: senior                  # must be a senior queue
       on_confirmed: [remove_content, restrict_account, preserve]

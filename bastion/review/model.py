@@ -137,6 +137,10 @@ class Viewer:
     def actor(self) -> str:
         return f"user:{self.name}"
 
+    @property
+    def may_disable_entries(self) -> bool:
+        return can_disable_entries(self)
+
 
 class PolicyLike(Protocol):
     """What review reads from a policy (``bastion.policy.Policy`` has these attributes)."""
@@ -223,6 +227,12 @@ def join_queue(current: str, incoming: str, config: ReviewConfig) -> str:
     return current
 
 
+def can_disable_entries(viewer: Viewer) -> bool:
+    """Disabling a bank entry stops known material matching anywhere on this instance, so it is
+    a senior reviewer's or an admin's call, never a plain reviewer's."""
+    return viewer.role in (ADMIN, SENIOR_REVIEWER)
+
+
 def check_claim(viewer: Viewer, state: str, first_reviewer: str | None) -> None:
     if state not in ACTIVE_STATES:
         raise CaseClosed(f"case is already {state}")
@@ -292,7 +302,9 @@ def _text(what: str, value: object, limit: int) -> None:
 
 @dataclass(frozen=True)
 class CaseFacts:
-    """What the decision rules need to know about a case."""
+    """What the decision rules need to know about a case. While it awaits a second review,
+    ``classification`` tells which finding waits: a confirmation always has one, a not-abusive
+    finding never does (see :func:`pending_finding`)."""
 
     state: str
     queue: str
@@ -301,12 +313,22 @@ class CaseFacts:
     labels: tuple[str, ...] = ()
 
 
+def pending_finding(state: str, classification: str | None) -> DecisionKind | None:
+    """The first reviewer's finding a case awaiting its second review waits to have agreed:
+    ``confirmed`` (it carries a classification) or ``not_abusive`` (it carries none)."""
+    if state != AWAITING_SECOND:
+        return None
+    return "confirmed" if classification else "not_abusive"
+
+
 @dataclass(frozen=True)
 class Transition:
     """The result of a decision: the case's new state and queue and who decided what.
 
-    ``event`` is ``first_confirm`` (four-eyes, awaiting a second), ``confirmed``, ``not_abusive``,
-    ``escalated`` (asked for) or ``disagreed`` (second reviewer differed; escalated)."""
+    ``event`` is ``first_confirm`` or ``first_not_abusive`` (four-eyes, awaiting a second),
+    ``confirmed``, ``not_abusive``, ``escalated`` (asked for) or ``disagreed`` (second reviewer
+    differed; escalated). ``disable``: the final not-abusive finding disables the matched bank
+    entries (only ever true for a senior reviewer's or an admin's decision)."""
 
     state: str
     queue: str
@@ -316,6 +338,7 @@ class Transition:
     second_reviewer: str | None
     classification: str | None
     labels: tuple[str, ...]
+    disable: bool = False
 
     @property
     def escalated(self) -> bool:
@@ -334,16 +357,27 @@ def transition(
 
     - open + confirmed: final, or ``awaiting_second`` with four-eyes (the first reviewer and the
       classification are recorded).
-    - awaiting_second: only someone else may decide. Confirmed with the same classification
-      finalises it (labels of both are kept); a different classification, not abusive, or
-      escalate sends it to the escalation queue, open, with the first confirmation cleared (it
-      stays in the case history): the senior decision then runs the same rules again.
-    - not abusive from open: final. Escalate: the escalation queue, unless already there.
+    - open + not abusive: final, or ``awaiting_second`` with four-eyes, like a confirmation
+      (nothing is disputed, disabled or sent upstream until a second reviewer agrees).
+    - awaiting_second: only someone else may decide. The same finding (confirmed with the same
+      classification, or not abusive) finalises it (labels of both are kept); anything else
+      sends it to the escalation queue, open, with the first finding cleared (it stays in the
+      case history): the senior decision then runs the same rules again.
+    - escalate: the escalation queue, unless already there.
+
+    Disabling the matched entries (``disable_entries``) needs a senior reviewer or an admin
+    (:class:`Forbidden` otherwise); it takes effect with the final not-abusive decision, as
+    that decision asks. These rules are the one place that says so, for every caller.
     """
     if case.state in FINAL_STATES:
         raise CaseClosed(f"case is already {case.state}")
     if case.state not in ACTIVE_STATES:
         raise CaseClosed(f"case is in unknown state {case.state!r}")
+    if decision.disable_entries and not can_disable_entries(viewer):
+        raise Forbidden(
+            "disabling bank entries needs a senior reviewer or an admin: record the finding "
+            "without disabling them (a senior can disable them later), or escalate"
+        )
 
     def escalate(event: str) -> Transition:
         return Transition(OPEN, escalation_queue, False, event, None, None, None, ())
@@ -352,6 +386,21 @@ def transition(
         if viewer.name == case.first_reviewer:
             raise Forbidden(
                 "the second review must be done by someone other than the first reviewer"
+            )
+        pending = pending_finding(case.state, case.classification)
+        if pending == "not_abusive":
+            if decision.kind != "not_abusive":
+                return escalate("escalated" if decision.kind == "escalate" else "disagreed")
+            return Transition(
+                NOT_ABUSIVE,
+                case.queue,
+                True,
+                "not_abusive",
+                case.first_reviewer,
+                viewer.name,
+                None,
+                (),
+                disable=decision.disable_entries,
             )
         if decision.kind == "confirmed" and decision.classification == case.classification:
             labels = tuple(dict.fromkeys(case.labels + decision.labels))
@@ -372,7 +421,21 @@ def transition(
             raise InvalidDecision(f"case is already in the escalation queue {escalation_queue!r}")
         return escalate("escalated")
     if decision.kind == "not_abusive":
-        return Transition(NOT_ABUSIVE, case.queue, True, "not_abusive", viewer.name, None, None, ())
+        if four_eyes:
+            return Transition(
+                AWAITING_SECOND, case.queue, False, "first_not_abusive", viewer.name, None, None, ()
+            )
+        return Transition(
+            NOT_ABUSIVE,
+            case.queue,
+            True,
+            "not_abusive",
+            viewer.name,
+            None,
+            None,
+            (),
+            disable=decision.disable_entries,
+        )
     if four_eyes:
         return Transition(
             AWAITING_SECOND,
@@ -527,6 +590,11 @@ class Case:
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def pending(self) -> DecisionKind | None:
+        """The finding awaiting a second review, if any (see :func:`pending_finding`)."""
+        return pending_finding(self.state, self.classification)
 
     @property
     def view_required(self) -> bool:

@@ -557,10 +557,12 @@ class ReviewStore:
 
         Needs a live lease held by the viewer; confirming or clearing needs every item whose
         verdict said ``view_required`` (and that has media) revealed by this viewer. The lease
-        is released. A not-abusive decision records a dispute for every matched bank entry.
-        ``then(conn, outcome)`` runs inside the transaction.
+        is released. A final not-abusive decision (with four-eyes, only once a second reviewer
+        agreed) records a dispute for every matched bank entry. ``then(conn, outcome)`` runs
+        inside the transaction.
 
-        With ``disable_entries``, the disputed entries are then disabled in their banks through
+        With ``disable_entries`` (a senior reviewer's or an admin's: the rules refuse anyone
+        else), the disputed entries are then disabled in their banks through
         :meth:`Store.disable_entry`: that is a bank write in its own transaction, run only
         after the decision has committed (the decision stands even if an entry is gone by
         then; ``Outcome.disable_errors`` says so).
@@ -644,7 +646,7 @@ class ReviewStore:
                             case_id=row.id,
                             reviewer=viewer.name,
                             reason=decision.reason,
-                            disable=decision.disable_entries,
+                            disable=step.disable,
                             at=now,
                         )
                     )
@@ -656,7 +658,7 @@ class ReviewStore:
                         detail={
                             "case": row.id,
                             "reason": decision.reason,
-                            "disable": decision.disable_entries,
+                            "disable": step.disable,
                         },
                     )
             actions = tuple(policy_review.on_confirmed) if step.state == CONFIRMED else ()
@@ -669,7 +671,7 @@ class ReviewStore:
             )
             if then is not None:
                 then(conn, outcome)
-        if disputed and decision.disable_entries:
+        if disputed and step.disable:
             outcome = self._disable(viewer, row.id, disputed, decision.reason, outcome)
         return outcome
 

@@ -75,6 +75,7 @@ STATE_FILTERS: dict[str, tuple[str, ...]] = {
 }
 EVENT_MESSAGES = {
     "first_confirm": "confirmed; it now waits for a second reviewer",
+    "first_not_abusive": "found not abusive; it now waits for a second reviewer",
     "confirmed": "confirmed",
     "not_abusive": "closed as not abusive",
     "escalated": "escalated",

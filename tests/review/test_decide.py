@@ -181,9 +181,9 @@ def test_second_not_abusive_escalates_without_disputes(review: ReviewStore, stor
     ).case_id
     review.claim(ALICE, case_id)
     review.decide(ALICE, case_id, Decision.confirmed("A1"), policy_review=FOUR_EYES)
-    review.claim(BOB, case_id)
+    review.claim(SAM, case_id)
     out = review.decide(
-        BOB, case_id, Decision.not_abusive("benign", disable_entries=True), policy_review=FOUR_EYES
+        SAM, case_id, Decision.not_abusive("benign", disable_entries=True), policy_review=FOUR_EYES
     )
     assert out.event == "disagreed" and out.case.queue == "senior"
     assert out.disputed == () and review.disputes_for_entry(1) == 0
@@ -213,9 +213,9 @@ def test_not_abusive_disputes_and_disables_matched_entries(
     review.submit(verdict(view_required=False), item(matches=_matches([e2])), actor="k")
     # The bank is renamed before the decision: entries are disabled where they are now.
     store.update_bank("hashes", name="hashes-v2")
-    review.claim(ALICE, s1.case_id)
+    review.claim(SAM, s1.case_id)
     out = review.decide(
-        ALICE,
+        SAM,
         s1.case_id,
         Decision.not_abusive("a stock photo", disable_entries=True),
         policy_review=ONE_REVIEW,
@@ -234,7 +234,7 @@ def test_not_abusive_disputes_and_disables_matched_entries(
     assert (row.bank, row.case_id, row.reviewer, row.reason, row.disable) == (
         "hashes",
         s1.case_id,
-        "alice",
+        "sam",
         "a stock photo",
         True,
     )
@@ -258,9 +258,9 @@ def test_disabling_a_removed_entry_is_reported_not_fatal(review: ReviewStore, st
     e1, e2, _ = _bank(store)
     s = review.submit(verdict(view_required=False), item(matches=_matches([e1, e2])), actor="k")
     store.remove_entry("hashes", e1)
-    review.claim(ALICE, s.case_id)
+    review.claim(ROOT, s.case_id)
     out = review.decide(
-        ALICE, s.case_id, Decision.not_abusive("ok", disable_entries=True), policy_review=ONE_REVIEW
+        ROOT, s.case_id, Decision.not_abusive("ok", disable_entries=True), policy_review=ONE_REVIEW
     )
     assert out.case.state == NOT_ABUSIVE
     assert out.disabled == (("hashes", e2),)
@@ -298,3 +298,102 @@ def test_disputes_table_counts_nothing_for_bad_ids(review: ReviewStore, store: S
     assert review.disputes_for_entry(0) == 0 and review.disputes_for_entry(2**70) == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(disputes_t)).scalar_one() == 0
+
+
+# -- four-eyes on "not abusive", and who may disable entries (issue 12, finding 8) ------------
+
+
+def test_a_plain_reviewer_cannot_whitelist_under_four_eyes(
+    review: ReviewStore, store: Store
+) -> None:
+    """The attack: one plain reviewer clears a case with disable_entries. It is refused; without
+    disabling, the finding waits for a second reviewer and nothing takes effect meanwhile."""
+    e1, _, _ = _bank(store)
+    s = review.submit(verdict(view_required=False), item(matches=_matches([e1])), actor="k")
+    review.claim(ALICE, s.case_id)
+    with pytest.raises(Forbidden, match="senior reviewer or an admin"):
+        review.decide(
+            ALICE,
+            s.case_id,
+            Decision.not_abusive("a stock photo", disable_entries=True),
+            policy_review=FOUR_EYES,
+        )
+    case = review.get_case(ROOT, s.case_id)
+    assert (case.state, case.lease_holder) == (OPEN, "alice")  # nothing changed
+    assert store.get_entry(e1).enabled and review.disputes_for_entry(e1) == 0
+    denied = [e for e in store.iter_audit() if e.action == "access.denied"]
+    assert denied[-1].actor == "user:alice" and denied[-1].detail["attempted"] == "case.decide"
+
+    first = review.decide(
+        ALICE, s.case_id, Decision.not_abusive("a stock photo"), policy_review=FOUR_EYES
+    )
+    assert (first.final, first.event, first.disputed, first.disabled) == (
+        False,
+        "first_not_abusive",
+        (),
+        (),
+    )
+    assert (first.case.state, first.case.first_reviewer, first.case.classification) == (
+        AWAITING_SECOND,
+        "alice",
+        None,
+    )
+    assert first.case.pending == "not_abusive" and first.case.decided_at is None
+    assert store.get_entry(e1).enabled and review.disputes_for_entry(e1) == 0
+    with pytest.raises(Forbidden, match="someone other"):
+        review.claim(ALICE, s.case_id)
+    # Another plain reviewer may agree, but not disable either.
+    review.claim(BOB, s.case_id)
+    with pytest.raises(Forbidden, match="senior reviewer or an admin"):
+        review.decide(
+            BOB,
+            s.case_id,
+            Decision.not_abusive("ok", disable_entries=True),
+            policy_review=FOUR_EYES,
+        )
+    done = review.decide(BOB, s.case_id, Decision.not_abusive("agreed"), policy_review=FOUR_EYES)
+    assert (done.final, done.event, done.case.state) == (True, "not_abusive", NOT_ABUSIVE)
+    assert (done.case.first_reviewer, done.case.second_reviewer) == ("alice", "bob")
+    assert done.disputed == (("hashes", e1),) and done.disabled == ()
+    assert store.get_entry(e1).enabled and review.disputes_for_entry(e1) == 1
+    outcomes = [e.detail["outcome"] for e in store.iter_audit() if e.action == "case.decide"]
+    assert outcomes == ["first_not_abusive", "not_abusive"]
+    assert store.verify_audit_chain() is None
+
+
+def test_a_senior_second_reviewer_may_disable_under_four_eyes(
+    review: ReviewStore, store: Store
+) -> None:
+    e1, e2, _ = _bank(store)
+    s = review.submit(verdict(view_required=False), item(matches=_matches([e1, e2])), actor="k")
+    # Even a senior's own finding waits for a second reviewer, and disables nothing yet.
+    review.claim(SAM, s.case_id)
+    first = review.decide(
+        SAM, s.case_id, Decision.not_abusive("stock", disable_entries=True), policy_review=FOUR_EYES
+    )
+    assert first.case.state == AWAITING_SECOND and first.disabled == ()
+    assert store.get_entry(e1).enabled and store.get_entry(e2).enabled
+    review.claim(SUE, s.case_id)
+    done = review.decide(
+        SUE, s.case_id, Decision.not_abusive("stock", disable_entries=True), policy_review=FOUR_EYES
+    )
+    assert done.final and done.disabled == (("hashes", e1), ("hashes", e2))
+    assert not store.get_entry(e1).enabled and not store.get_entry(e2).enabled
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(disputes_t.c.reviewer, disputes_t.c.disable)).all()
+    assert sorted(rows) == [("sue", True), ("sue", True)]
+
+
+def test_a_second_reviewer_who_disagrees_with_not_abusive_escalates(review: ReviewStore) -> None:
+    for second in (Decision.confirmed("A1"), Decision.escalate("unsure")):
+        s = review.submit(
+            verdict(view_required=False), item(f"u-{second.kind}", matches=_matches([1])), actor="k"
+        )
+        review.claim(ALICE, s.case_id)
+        review.decide(ALICE, s.case_id, Decision.not_abusive("benign"), policy_review=FOUR_EYES)
+        review.claim(BOB, s.case_id)
+        out = review.decide(BOB, s.case_id, second, policy_review=FOUR_EYES)
+        assert (out.final, out.case.state, out.case.queue) == (False, OPEN, "senior")
+        assert out.event == ("disagreed" if second.kind == "confirmed" else "escalated")
+        assert out.case.first_reviewer is None and out.disputed == ()
+    assert review.disputes_for_entry(1) == 0

@@ -26,6 +26,7 @@ from bastion.review.model import (
     higher,
     join_queue,
     matched_entries,
+    pending_finding,
     require_cases,
     require_queue,
     reviewer_queues,
@@ -195,3 +196,42 @@ def test_small_helpers() -> None:
         [{"bank": "b", "entry": 1}, {"bank": "c", "entry": True}, {"entry": 5}],
     ]
     assert matched_entries(matches) == [("b", 1), ("b", 2)]
+
+
+def test_four_eyes_applies_to_not_abusive_and_disabling_needs_a_senior() -> None:
+    open_case = CaseFacts(OPEN, "default")
+    first = _t(open_case, ALICE, Decision.not_abusive("benign"), True)
+    assert (first.state, first.final, first.event, first.first_reviewer) == (
+        AWAITING_SECOND,
+        False,
+        "first_not_abusive",
+        "alice",
+    )
+    assert first.classification is None and not first.disable
+    waiting = CaseFacts(AWAITING_SECOND, "default", "alice", None)
+    assert pending_finding(waiting.state, waiting.classification) == "not_abusive"
+    assert pending_finding(AWAITING_SECOND, "A1") == "confirmed"
+    assert pending_finding(OPEN, None) is None
+    with pytest.raises(Forbidden, match="someone other"):
+        _t(waiting, ALICE, Decision.not_abusive("benign"), True)
+    agreed = _t(waiting, BOB, Decision.not_abusive("agree"), True)
+    assert (agreed.state, agreed.final, agreed.first_reviewer, agreed.second_reviewer) == (
+        NOT_ABUSIVE,
+        True,
+        "alice",
+        "bob",
+    )
+    assert not agreed.disable
+    # Any other second finding escalates, with the first one cleared.
+    for other in (Decision.confirmed("A1"), Decision.escalate()):
+        t = _t(waiting, BOB, other, True)
+        assert (t.state, t.queue, t.first_reviewer, t.escalated) == (OPEN, "senior", None, True)
+    # Disabling entries: refused to reviewers on every path, allowed to seniors and admins.
+    disable = Decision.not_abusive("benign", disable_entries=True)
+    for facts, four_eyes in ((open_case, False), (open_case, True), (waiting, True)):
+        with pytest.raises(Forbidden, match="senior reviewer or an admin"):
+            _t(facts, BOB, disable, four_eyes)
+    assert _t(open_case, SAM, disable).disable
+    assert _t(waiting, ROOT, disable, True).disable
+    assert not _t(open_case, SAM, disable, True).disable  # waits: nothing disabled yet
+    assert not ALICE.may_disable_entries and SAM.may_disable_entries and ROOT.may_disable_entries

@@ -379,11 +379,21 @@ def test_deciding_needs_a_claim_and_every_required_reveal(console: Console) -> N
     assert not re.search(r"data-needs-reveal disabled", rex.get(url).text)
     bad = rex.post_form(f"{url}/decide", {"decision": "confirmed", "classification": "Z9"})
     assert bad.status_code == 400 and "classification" in bad.text
+    # Disabling bank entries is a senior's call: not offered to a reviewer, refused if posted.
+    assert 'name="disable_entries"' not in rex.get(url).text
     r = rex.post_form(f"{url}/decide", {**decide, "disable_entries": "1"})
+    assert r.status_code == 403 and "senior reviewer or an admin" in r.text
+    assert console.store.list_entries("bridge")[0].enabled
+    assert rex.post_form(f"{url}/release").status_code == 303
+    sue = console.login("sue")
+    assert sue.post_form(f"{url}/claim").status_code == 303
+    assert 'name="disable_entries"' in sue.get(url).text
+    sue.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": sue.csrf})
+    r = sue.post_form(f"{url}/decide", {**decide, "disable_entries": "1"})
     assert r.status_code == 303
     done = f"/cases?done={console.cases['bridge']}&event=not_abusive&disabled=1&failed=0"
     assert r.headers["location"] == done
-    queue = rex.get(r.headers["location"]).text
+    queue = sue.get(r.headers["location"]).text
     assert "closed as not abusive. 1 matched bank entry disabled." in queue
     assert f'data-case="{console.cases["bridge"]}"' not in queue
     closed = rex.get("/cases?state=not_abusive").text
