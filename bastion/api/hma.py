@@ -31,6 +31,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 from bastion.api.auth import Principal, require
+from bastion.api.disclosure import audit_values, sees_values
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
@@ -995,7 +996,9 @@ def _disable_until(entries: list[BankEntry]) -> int:
 
 
 @router.get(
-    "/c/bank/{bank_name}/content/{content_id}", summary="Get content (HMA)", responses=_BANK
+    "/c/bank/{bank_name}/content/{content_id}",
+    summary="Get content (HMA)",
+    responses=problem_responses(400, 403, 404, 422),
 )
 def bank_get_content(
     request: Request,
@@ -1005,7 +1008,12 @@ def bank_get_content(
     include_metadata: str | None = None,
     principal: Principal = _curate_key,
 ) -> dict[str, Any]:
+    """``include_signals=true`` returns the stored hashes: that needs the `export` scope as well
+    (403 without it), and each such read is audited."""
     rt = _rt(request)
+    want_signals = _flag(include_signals, False)
+    if want_signals and not sees_values(principal):
+        raise _error(403, "this API key lacks the 'export' scope, which include_signals needs")
     bank = _get_bank(rt, bank_name)
     entries = _require_content(rt, bank, content_id)
     extra = _hma_extra(entries)
@@ -1015,18 +1023,22 @@ def bank_get_content(
         "original_media_uri": None,
         "bank": _bank_json(bank),
     }
-    if _flag(include_signals, False):
+    if want_signals:
         signals: dict[str, str] = {}
+        shown: list[int] = []
         for e in entries:
-            signals.setdefault(hma_signal_name(e.signal_type), e.value)
+            if hma_signal_name(e.signal_type) not in signals:
+                signals[hma_signal_name(e.signal_type)] = e.value
+                shown.append(e.id)
         out["signals"] = signals
-        # Hash values are what the `export` scope guards in bulk; one named content stays a
-        # curate read, but who read which values is on record.
-        rt.audit(
+        audit_values(
+            rt,
             request,
             principal,
             "hma.content.read",
             f"bank:{bank.name}/content:{content_id}",
+            shown,
+            bank=bank.name,
             signal_types=sorted(signals),
         )
     if _flag(include_metadata, True) and extra.get("metadata"):

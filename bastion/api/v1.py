@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api import pipeline
 from bastion.api.auth import Principal, require
+from bastion.api.disclosure import audit_values, sees_values
 from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
@@ -210,7 +211,10 @@ class EntryOut(BaseModel):
     id: int
     bank: str
     signal_type: SignalType
-    value: str
+    value: str | None = Field(
+        description="The stored hash or URL: null unless the key has the `export` scope (each "
+        "read of a value is audited)."
+    )
     quality: int | None
     url_match: str | None
     external_id: str | None
@@ -273,6 +277,19 @@ def _bank_out(b: Bank) -> BankOut:
 
 def _entry_out(e: BankEntry) -> EntryOut:
     return EntryOut.model_validate(e, from_attributes=True)
+
+
+def _entries_shown(
+    rt: Any, request: Request, principal: Principal, bank: str, entries: list[BankEntry]
+) -> list[EntryOut]:
+    """Entries as this key may see them: values only with ``export``, and then audited
+    (``bank.entry.read``); without it, the metadata a curator needs and no value."""
+    out = [_entry_out(e) for e in entries]
+    if not sees_values(principal):
+        return [e.model_copy(update={"value": None}) for e in out]
+    if entries:
+        audit_values(rt, request, principal, "bank.entry.read", bank, (e.id for e in entries))
+    return out
 
 
 def _store_errors(exc: StoreError) -> Problem:
@@ -681,6 +698,7 @@ def list_entries(
         after=after,
         limit=limit,
         entries=len(page),
+        ids=[e.id for e in page],
         first=page[0].id if page else None,
         last=page[-1].id if page else None,
     )
@@ -750,11 +768,12 @@ def _entry(rt: Any, bank: str, ref: str) -> list[BankEntry]:
 @router.get(
     "/banks/{name}/entries/{ref}", response_model=list[EntryOut], tags=["banks"], responses=_BANK
 )
-def get_entry(name: str, ref: str, request: Request, _: CurateKey) -> list[EntryOut]:
-    """Entries named by id, external id or value (an external id can name several)."""
+def get_entry(name: str, ref: str, request: Request, principal: CurateKey) -> list[EntryOut]:
+    """Entries named by id, external id or value (an external id can name several). The stored
+    value is shown only to a key that also has `export`, and each such read is audited."""
     rt = _rt(request)
     bank = _get_bank(rt, name)
-    return [_entry_out(e) for e in _entry(rt, bank.name, ref)]
+    return _entries_shown(rt, request, principal, bank.name, _entry(rt, bank.name, ref))
 
 
 @router.patch(
@@ -766,7 +785,8 @@ def get_entry(name: str, ref: str, request: Request, _: CurateKey) -> list[Entry
 def update_entry(
     name: str, ref: str, body: EntryPatch, request: Request, principal: CurateKey
 ) -> list[EntryOut]:
-    """Enable or disable: takes effect for the next lookup on every replica."""
+    """Enable or disable: takes effect for the next lookup on every replica. The entries come
+    back as `GET` shows them (values only with `export`)."""
     rt = _rt(request)
     bank = _get_bank(rt, name)
     _entry(rt, bank.name, ref)
@@ -780,7 +800,7 @@ def update_entry(
     action = "bank.entry.enable" if body.enabled else "bank.entry.disable"
     rt.audit(request, principal, action, f"{bank.name}/{ref}", reason=body.reason)
     rt.index.refresh()
-    return [_entry_out(e) for e in changed]
+    return _entries_shown(rt, request, principal, bank.name, list(changed))
 
 
 @router.delete("/banks/{name}/entries/{ref}", status_code=204, tags=["banks"], responses=_BANK)

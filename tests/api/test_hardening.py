@@ -232,10 +232,16 @@ def test_hma_content_read_with_signals_is_audited(
     curator = bearer(api_store, "curator", "curate")
     assert client.get(f"/c/bank/HB/content/{cid}", headers=curator).status_code == 200
     assert _audit(api_store, "hma.content.read") == []
+    # Stored values need `export` as well (issue 12, finding 5).
     r = client.get(f"/c/bank/HB/content/{cid}?include_signals=true", headers=curator)
+    assert r.status_code == 403 and value not in r.text
+    assert _audit(api_store, "hma.content.read") == []
+    reader = bearer(api_store, "reader", "curate", "export")
+    r = client.get(f"/c/bank/HB/content/{cid}?include_signals=true", headers=reader)
     assert r.json()["signals"] == {"pdq": value}
     (event,) = _audit(api_store, "hma.content.read")
-    assert event.actor == "key:curator" and event.target == f"bank:hb/content:{cid}"
+    assert event.actor == "key:reader" and event.target == f"bank:hb/content:{cid}"
+    assert event.detail["ids"] == [cid]
 
 
 # -- 6. partial import --------------------------------------------------------------------------
