@@ -25,6 +25,38 @@ VIDEO_AT_SECONDS = 1.0
 _MAX_FRAMES = 300
 _MAX_VIDEO_PIXELS = 40_000_000
 PREVIEW_TYPE = "image/jpeg"
+#: The only media types ever served for a browser to render inline: raster images and video,
+#: which a browser draws without running script. SVG (script), HTML, XML, PDF and anything
+#: unknown are served as downloads instead, whatever else the type string says.
+INLINE_SAFE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/avif",
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+        "video/quicktime",
+    }
+)
+
+
+def base_media_type(media_type: str | None) -> str:
+    """``type/subtype`` alone: parameters, whitespace and case removed, as a browser reads it
+    (``IMAGE/SVG+XML ; x=1`` is ``image/svg+xml``)."""
+    return (media_type or "").split(";", 1)[0].strip().lower()
+
+
+def inline_media_type(media_type: str | None) -> str | None:
+    """The base type to serve media of ``media_type`` inline with, or None when it must only be
+    downloaded (``application/octet-stream``, ``Content-Disposition: attachment``). Compares
+    the base type against :data:`INLINE_SAFE_TYPES`: a denylist or a whole-string comparison
+    lets ``image/svg+xml;x=1`` through."""
+    base = base_media_type(media_type)
+    return base if base in INLINE_SAFE_TYPES else None
 
 
 def blurred_preview(data: bytes, media_type: str) -> bytes:

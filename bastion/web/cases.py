@@ -31,6 +31,7 @@ from bastion.review import (
     PreviewUnavailable,
     RevealRequired,
 )
+from bastion.review.preview import inline_media_type
 from bastion.store import EntryNotFound, append_audit
 from bastion.web.base import (
     REVIEWERS,
@@ -81,8 +82,6 @@ EVENT_MESSAGES = {
     "escalated": "escalated",
     "disagreed": "escalated (the second review disagreed)",
 }
-#: Never rendered inline: image types that can carry script.
-SCRIPTABLE_TYPES = {"image/svg+xml"}
 MAX_ID = 2**63 - 1
 
 
@@ -315,9 +314,9 @@ def media(
     clear: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     media = ctx.rt.review.media(ctx.viewer, _id(case_id), _id(item_id), clear=bool(clear))
-    media_type = media.media_type.lower()
-    headers = {"Cache-Control": "no-store, private", "Content-Disposition": "inline"}
-    if not media_type.startswith(("image/", "video/")) or media_type in SCRIPTABLE_TYPES:
-        media_type = "application/octet-stream"
-        headers["Content-Disposition"] = "attachment"
-    return Response(media.data, media_type=media_type, headers=headers)
+    inline = inline_media_type(media.media_type)
+    headers = {
+        "Cache-Control": "no-store, private",
+        "Content-Disposition": "inline" if inline else "attachment",
+    }
+    return Response(media.data, media_type=inline or "application/octet-stream", headers=headers)
