@@ -13,7 +13,13 @@ The root is SHA-256 over a domain label, the header and the slots: every byte a 
 build a voucher, parameters included, is covered, so two clients holding the same root hold the
 same table and the same rules (threshold, synthetic rate, ...). The server publishes the root
 (``GET /v1/pdata/root``); a platform pins it in its app release or a transparency log, and
-``PData.from_bytes(blob, expected_root=...)`` refuses anything else.
+``PData.from_bytes(blob, expected_root=...)`` refuses anything else. The pin is mandatory: only
+the loudly named ``insecure_skip_root_pin=True`` loads a table without one.
+
+A root only says every client got the same table, not that its rules are safe: a malicious or
+compromised server can publish a rooted table with t = 2 or no synthetic vouchers. So a client
+also holds every published parameter to floors and ceilings of its own (:class:`Bounds`, the
+reasons beside each) and refuses a table outside them with :class:`UnsafeParamsError`.
 
 A slot holds ``a·H(key)`` for a bank key placed there, or a random point. Keys live in a cuckoo
 table with two hash functions and ``bucket_size`` slots per bucket, so a key is in one of exactly
@@ -25,8 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import re
 import struct
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from bastion.client._group import DOMAIN, POINT_BYTES, is_valid_point
 
@@ -38,10 +48,33 @@ MODES = {"exact": MODE_EXACT, "near": MODE_NEAR, "compact": MODE_COMPACT}
 _HEADER = struct.Struct(">4sBBBBBBBHHIIIIB16s32sQH")
 MAX_LABEL = 1024
 MAX_BUCKETS = 1 << 28
+PIN_VERIFIED, PIN_SKIPPED, PIN_NONE = "verified", "insecure-skipped", ""
 
 
 class PDataError(ValueError):
     """A pdata blob that is malformed, has unsafe parameters, or does not match its root."""
+
+
+class UnsafeParamsError(PDataError):
+    """A well-formed table whose published parameters are outside the client's :class:`Bounds`.
+
+    ``violations`` names each parameter, its value and the allowed range."""
+
+    def __init__(self, violations: Sequence[str]) -> None:
+        self.violations = tuple(violations)
+        super().__init__(
+            "refusing a pdata table whose parameters are outside this client's bounds: "
+            + "; ".join(self.violations)
+        )
+
+
+class RootPinError(PDataError):
+    """No pinned root was given (and the insecure opt-out was not), or the table's root is not
+    the pinned one: a client would otherwise accept whatever table the server hands it."""
+
+
+class InsecureTableWarning(UserWarning):
+    """A table was loaded or used with ``insecure_skip_root_pin=True``."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,125 @@ MODE_DEFAULTS: dict[int, dict[str, int]] = {
 }
 
 
+DAY = 86400
+
+
+def probe_key_bits(params: Params) -> int:
+    """Bits of the shortest key a probe tests: the whole hash (exact), the projection (compact)
+    or the narrowest chunk (near; the first ``256 % chunks`` chunks get one bit more)."""
+    if params.mode == MODE_EXACT:
+        return 256
+    if params.mode == MODE_COMPACT:
+        return params.key_bits
+    return 256 // params.chunks
+
+
+def probe_bits(params: Params) -> float:
+    """``key bits - log2(probes)``: an unrelated item hits one table key with probability about
+    ``probes / 2^key_bits``, so this is the false-positive budget in bits (higher is safer)."""
+    return probe_key_bits(params) - math.log2(params.probes)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The floors and ceilings a client holds every published table to, whatever its root.
+
+    Each range is inclusive ``(lowest, highest)``. The defaults admit the server's default
+    parameters in every mode with room either side, and refuse what a malicious server would
+    publish to weaken the privacy of users (or to burden their devices):
+
+    * ``threshold`` t 5-100: t is what keeps a few false positives or forced collisions
+      (``docs/e2ee.md``: crafted images are practical) from opening an account; at t = 2 two
+      crafted images open one. Above 100 matching is in effect off, and the detection matrix
+      ((t-1) x s per epoch, a row per voucher) becomes a real cost on the device.
+    * ``synthetic_ppm`` 1%-50%: synthetic vouchers are the only thing that hides how many of an
+      account's items matched below t; at 0 every opening is a real match. Above one in two the
+      cover costs more vouchers than it hides (and the structural limit is 0.5).
+    * ``dhf_dim`` s 16-256: the synthetic vouchers a device may send per epoch; with s tiny the
+      cover runs out after a few items, after which openings are real. Each unit is 16 bytes in
+      every voucher and t-1 multiplications per voucher on the device.
+    * ``epoch_seconds`` 1-90 days: shares only add up within an epoch, so a year-long epoch lets
+      a year of false positives reach t and spreads s synthetic vouchers over a year. Epochs
+      under a day buy no privacy and grow the synthetic state a platform stores per user.
+    * ``ad_bytes`` 1-16 KiB: the room in part B for the item id and the derivative, which is
+      what a reviewer sees once an account opens. The client shrinks its JPEG (160 px at most)
+      until it fits, so the room decides the detail: 8 KiB by default; 1 MiB is a full photo.
+    * ``min_quality`` 50-100: PDQ hashes below quality 50 are of flat, featureless images that
+      match unrelated flat images; probing them would open innocent items.
+    * ``probes`` 1-16 and ``probe_bits`` >= 48: a table key of ``key_bits`` bits hit by any of
+      ``probes`` probes lets an unrelated item through with probability ``probes * N / 2^bits``
+      for N entries; 48 bits bound that to 3.6e-9 per item at a million entries (compact
+      default: 12 probes of 52 bits, 48.4; near: 8 probes of 51-bit chunks, 48.0). This is
+      what bounds ``key_bits``, ``chunks``, ``max_flips`` and ``weak_bits`` together; the
+      latter three only choose which keys are probed (structural limits in :class:`Params`).
+    * ``bucket_size`` 1-4: each probe carries ``2 * bucket_size`` ciphertexts.
+    * ``max_slots`` 2^25 (1 GiB): every device downloads the whole table.
+
+    Not bounded: ``mode`` (each mode is covered by the rules above), the cuckoo seed, L (checked
+    to be a valid point), ``created`` and ``label`` (covered by the root, no protocol meaning).
+
+    Loosening a bound hands back to the server what it takes away; tests and benchmarks that
+    explore other parameters pass their own :class:`Bounds` explicitly.
+    """
+
+    threshold: tuple[int, int] = (5, 100)
+    synthetic_ppm: tuple[int, int] = (10_000, 500_000)
+    dhf_dim: tuple[int, int] = (16, 256)
+    epoch_seconds: tuple[int, int] = (DAY, 90 * DAY)
+    ad_bytes: tuple[int, int] = (1024, 16 * 1024)
+    min_quality: tuple[int, int] = (50, 100)
+    probes: tuple[int, int] = (1, 16)
+    probe_bits: float = 48.0
+    bucket_size: tuple[int, int] = (1, 4)
+    max_slots: int = 1 << 25
+
+    def violations(self, params: Params, n_slots: int = 0) -> list[str]:
+        """Each parameter outside these bounds, with its value and the allowed range; every
+        message starts with the parameter's name."""
+        out = []
+        for name in _BOUNDED:
+            lo, hi = getattr(self, name)
+            value = getattr(params, name)
+            if not lo <= value <= hi:
+                scale, unit = _UNITS.get(name, (0, ""))
+                human = (
+                    f" ({value / scale:g}{unit}; allowed {lo / scale:g}-{hi / scale:g}{unit})"
+                    if scale
+                    else ""
+                )
+                out.append(f"{name} {value} is outside {lo}-{hi}{human}")
+        bits = probe_bits(params)
+        if bits < self.probe_bits:
+            out.append(
+                f"probe_bits {bits:.1f} is below {self.probe_bits:g}: {params.probes} probes of "
+                f"{probe_key_bits(params)}-bit keys let unrelated items through too often"
+            )
+        if n_slots > self.max_slots:
+            out.append(f"max_slots: the table has {n_slots} slots; at most {self.max_slots}")
+        return out
+
+    def check(self, params: Params, n_slots: int = 0) -> None:
+        """Raise :class:`UnsafeParamsError` naming every parameter outside these bounds."""
+        problems = self.violations(params, n_slots)
+        if problems:
+            raise UnsafeParamsError(problems)
+
+
+#: The bounds a client applies unless told otherwise.
+DEFAULT_BOUNDS = Bounds()
+_BOUNDED = (
+    "threshold",
+    "synthetic_ppm",
+    "dhf_dim",
+    "epoch_seconds",
+    "ad_bytes",
+    "min_quality",
+    "probes",
+    "bucket_size",
+)
+_UNITS = {"synthetic_ppm": (10_000, "%"), "epoch_seconds": (DAY, " days")}
+
+
 def cuckoo_buckets(seed: bytes, n_buckets: int, key: bytes) -> tuple[int, int]:
     """The two candidate buckets of ``key``; always distinct, so a key has 2 * bucket_size
     distinct slots and a match can decrypt at most one of a probe's ciphertexts."""
@@ -160,7 +312,10 @@ def candidate_slots(seed: bytes, n_buckets: int, bucket_size: int, key: bytes) -
 
 @dataclass(frozen=True)
 class PData:
-    """A parsed pdata table. ``root`` is the hex SHA-256 root; ``blob`` the exact bytes."""
+    """A parsed pdata table. ``root`` is the hex SHA-256 root; ``blob`` the exact bytes.
+
+    Clients load one with :meth:`from_bytes` (pinned root, bounds); :meth:`parse_unchecked` is
+    the server's and an auditor's view of the same bytes."""
 
     params: Params
     n_buckets: int
@@ -171,6 +326,12 @@ class PData:
     blob: bytes = field(repr=False)
     slots_offset: int = field(repr=False)
     root: str = ""
+    #: How the root was checked when the table was loaded: ``PIN_VERIFIED`` (it equals a pinned
+    #: root), ``PIN_SKIPPED`` (the insecure opt-out) or ``PIN_NONE`` (parsed without a client's
+    #: checks, e.g. by the server that built it).
+    root_pin: str = field(default=PIN_NONE, repr=False)
+    #: The bounds the parameters were checked against on loading (None: not checked).
+    bounds: Bounds | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_slots(self) -> int:
@@ -188,8 +349,51 @@ class PData:
         return candidate_slots(self.seed, self.n_buckets, self.params.bucket_size, key)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, *, expected_root: str | bytes | None = None) -> PData:
-        """Parse and check a pdata blob; with ``expected_root``, refuse any other table."""
+    def from_bytes(
+        cls,
+        blob: bytes,
+        *,
+        expected_root: str | bytes | None,
+        insecure_skip_root_pin: bool = False,
+        bounds: Bounds = DEFAULT_BOUNDS,
+    ) -> PData:
+        """Load a table on a client: parse it, check its root against the pinned
+        ``expected_root`` (hex or 32 bytes; :class:`RootPinError` if it differs) and its
+        parameters against ``bounds`` (:class:`UnsafeParamsError`).
+
+        ``expected_root`` must be given. ``None`` is accepted only with
+        ``insecure_skip_root_pin=True``, which is UNSAFE: the client then builds vouchers
+        against whatever table this server (or anyone between) sends, possibly one made for
+        this user alone; the bounds are still applied. It warns (:class:`InsecureTableWarning`).
+        """
+        pin = _pin_bytes(expected_root) if expected_root is not None else None
+        if pin is None and not insecure_skip_root_pin:
+            raise RootPinError(
+                "expected_root is required: pin the root published for this table (in the app "
+                "release or a transparency log); insecure_skip_root_pin=True skips the check "
+                "and is unsafe"
+            )
+        pdata = cls.parse_unchecked(blob)
+        if pin is None:
+            warnings.warn(
+                f"pdata {pdata.root} loaded with insecure_skip_root_pin=True: its root was "
+                "not checked against a pinned root",
+                InsecureTableWarning,
+                stacklevel=2,
+            )
+        elif not hmac.compare_digest(pdata.root_bytes, pin):
+            raise RootPinError(
+                f"pdata root {pdata.root} does not match the expected root {pin.hex()}: "
+                "refusing a table that differs from the published one"
+            )
+        bounds.check(pdata.params, pdata.n_slots)
+        return replace(pdata, root_pin=PIN_SKIPPED if pin is None else PIN_VERIFIED, bounds=bounds)
+
+    @classmethod
+    def parse_unchecked(cls, blob: bytes) -> PData:
+        """Parse and check a blob's structure only: no root pin, no client bounds. For the
+        server that built the table and for auditors; a :class:`Client` refuses such a table
+        unless told ``insecure_skip_root_pin=True``, and still applies its bounds."""
         if not isinstance(blob, bytes | bytearray | memoryview):
             raise PDataError("pdata must be bytes")
         blob = bytes(blob)
@@ -231,14 +435,20 @@ class PData:
         if not is_valid_point(public):
             raise PDataError("pdata public point L is not a valid ristretto255 point")
         root = pdata_root(blob)
-        if expected_root is not None:
-            want = expected_root.hex() if isinstance(expected_root, bytes) else expected_root
-            if not hmac.compare_digest(root, want.lower()):
-                raise PDataError(
-                    f"pdata root {root} does not match the expected root {want}: refusing a "
-                    "table that differs from the published one"
-                )
         return cls(params, n_buckets, seed, public, created, label, blob, offset, root)
+
+
+_HEX_ROOT = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _pin_bytes(expected_root: str | bytes) -> bytes:
+    """A pinned root as 32 bytes; anything else (empty, short, not hex) is refused, never
+    treated as "no pin"."""
+    if isinstance(expected_root, bytes) and len(expected_root) == 32:
+        return expected_root
+    if isinstance(expected_root, str) and _HEX_ROOT.fullmatch(expected_root):
+        return bytes.fromhex(expected_root)
+    raise RootPinError("expected_root must be a SHA-256 root: 64 hex digits or 32 bytes")
 
 
 def pdata_root(blob: bytes) -> str:

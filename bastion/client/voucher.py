@@ -30,6 +30,7 @@ import hashlib
 import os
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +47,14 @@ from bastion.client.field import (
 )
 from bastion.client.image import ImageHash, hash_and_derivative
 from bastion.client.locality import probe_keys
-from bastion.client.pdata import Params, PData
+from bastion.client.pdata import (
+    DEFAULT_BOUNDS,
+    PIN_NONE,
+    InsecureTableWarning,
+    Params,
+    PData,
+    RootPinError,
+)
 
 MAGIC = b"BV1"
 MAX_ACCOUNT = 128
@@ -300,6 +308,13 @@ class Client:
 
     ``random_bytes`` is the only source of randomness (tests pass a seeded one); ``clock`` gives
     the time that picks the epoch.
+
+    The table must have been loaded against a pinned root (``PData.from_bytes(blob,
+    expected_root=...)``); any other table (say, one from ``PData.parse_unchecked``) raises
+    :class:`RootPinError` unless ``insecure_skip_root_pin=True``, which is UNSAFE (the device
+    would seal its items for whatever table it was handed). Its parameters are checked again
+    against the bounds it was loaded with (:class:`Bounds` by default): a table outside them
+    raises :class:`UnsafeParamsError`.
     """
 
     def __init__(
@@ -308,9 +323,24 @@ class Client:
         account_id: str,
         account: Account,
         *,
+        insecure_skip_root_pin: bool = False,
         random_bytes: g.RandomBytes = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if pdata.root_pin == PIN_NONE:
+            if not insecure_skip_root_pin:
+                raise RootPinError(
+                    "this table was not loaded against a pinned root: load it with "
+                    "PData.from_bytes(blob, expected_root=...) (insecure_skip_root_pin=True "
+                    "skips the check and is unsafe)"
+                )
+            warnings.warn(
+                f"Client uses pdata {pdata.root} with insecure_skip_root_pin=True: its root "
+                "was not checked against a pinned root",
+                InsecureTableWarning,
+                stacklevel=2,
+            )
+        (pdata.bounds or DEFAULT_BOUNDS).check(pdata.params, pdata.n_slots)
         self.pdata = pdata
         self.params = pdata.params
         self.account_id = check_account(account_id)

@@ -244,7 +244,7 @@ def build_pdata(
         label=label,
         slots=bytes(slots),
     )
-    pdata = PData.from_bytes(blob)
+    pdata = PData.parse_unchecked(blob)  # the server's own table: no client pin or bounds
     stats = BuildStats(
         entries=len(hashes),
         keys=len(keys),

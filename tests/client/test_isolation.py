@@ -61,16 +61,16 @@ SCRIPT = textwrap.dedent(
     import io, random
     from PIL import Image
     from bastion.client import Account, Client, CommittingAead, frank, hash_image, receive
-    from bastion.client.pdata import Params, PData, serialize
+    from bastion.client.pdata import Params, PData, pdata_root, serialize
     from bastion.client import _group as g
 
     # Make a real voucher against a (client-built) table, end to end, without the server.
-    params = Params(threshold=3)
+    params = Params()
     rng = random.Random(1)
     slots = b"".join(g.random_point(rng.randbytes) for _ in range(16 * 2))
     blob = serialize(params, n_buckets=16, seed=bytes(16), public=g.random_point(rng.randbytes),
                      created=0, label="isolation", slots=slots)
-    pdata = PData.from_bytes(blob)
+    pdata = PData.from_bytes(blob, expected_root=pdata_root(blob))
     buf = io.BytesIO()
     Image.radial_gradient("L").resize((300, 200)).save(buf, "JPEG")
     client = Client(pdata, "someone", Account.new())

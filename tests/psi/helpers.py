@@ -6,11 +6,26 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from bastion.client import Account, Client, Params, PData
+from bastion.client import Account, Bounds, Client, Params, PData
 from bastion.psi import ServerSecret, build_pdata
 from bastion.psi.process import open_voucher
 
 T0 = 1_780_000_000.0  # a fixed "now" for the client's epoch
+
+#: Only the structural limits of :class:`Params`, for tests that need what a real client refuses
+#: (t = 3, no synthetic vouchers, so that counts are exact; a small s). Never in an app.
+LAB_BOUNDS = Bounds(
+    threshold=(2, 1000),
+    synthetic_ppm=(0, 500_000),
+    dhf_dim=(1, 512),
+    epoch_seconds=(3600, 366 * 86400),
+    ad_bytes=(512, 1 << 20),
+    min_quality=(0, 100),
+    probes=(1, 64),
+    probe_bits=0.0,
+    bucket_size=(1, 8),
+    max_slots=1 << 31,
+)
 
 
 def seeded(seed: int):
@@ -30,11 +45,17 @@ class Setup:
     pdata: PData
     bank: list[str]
     accounts: dict[str, Account] = field(default_factory=dict)
+    loaded: PData | None = None
 
     def client(self, account_id: str, seed: int = 0) -> Client:
+        """A device that loaded the table as a client does: pinned to the published root."""
         secret = hashlib.sha256(account_id.encode()).digest()
         account = self.accounts.setdefault(account_id, Account(secret))
-        return Client(self.pdata, account_id, account, random_bytes=seeded(seed), clock=lambda: T0)
+        if self.loaded is None:
+            self.loaded = PData.from_bytes(
+                self.pdata.blob, expected_root=self.pdata.root, bounds=LAB_BOUNDS
+            )
+        return Client(self.loaded, account_id, account, random_bytes=seeded(seed), clock=lambda: T0)
 
     def open(self, data: bytes):
         return open_voucher(data, self.secret.scalar, self.params)

@@ -20,7 +20,7 @@ from bastion.signals.base import SignalType
 from bastion.store import Store
 
 from .conftest import voucher_settings
-from .helpers import random_hashes, seeded
+from .helpers import LAB_BOUNDS, random_hashes, seeded
 
 BANK = random_hashes(30, seed=400)
 OUTSIDE = random_hashes(30, seed=401)
@@ -73,7 +73,8 @@ def _publish(http: TestClient, admin: dict[str, str], **body: object) -> dict:
 def _device(http: TestClient, headers: dict[str, str], account: str, seed: int) -> Client:
     r = http.get("/v1/pdata", headers=headers)
     assert r.status_code == 200
-    pdata = PData.from_bytes(r.content, expected_root=r.headers["Bastion-PData-Root"])
+    root = r.headers["Bastion-PData-Root"]
+    pdata = PData.from_bytes(r.content, expected_root=root, bounds=LAB_BOUNDS)
     return Client(pdata, account, Account(bytes([seed]) * 32), random_bytes=seeded(seed))
 
 
@@ -94,7 +95,7 @@ def test_scopes_and_publishing(app) -> None:
     assert info["stats"]["entries"] == 30 and info["params"]["threshold"] == 3
     fetched = http.get("/v1/pdata", headers=platform)
     assert fetched.headers["etag"] == f'"{built["root"]}"'
-    assert PData.from_bytes(fetched.content, expected_root=built["root"]).n_slots > 0
+    assert PData.from_bytes(fetched.content, expected_root=built["root"], bounds=LAB_BOUNDS).n_slots
     cached = http.get("/v1/pdata", headers={**platform, "If-None-Match": f'"{built["root"]}"'})
     assert cached.status_code == 304 and cached.content == b""
     _problem(http.post("/v1/pdata", headers=admin, json={"banks": ["missing"]}), 404)
@@ -119,7 +120,8 @@ def test_a_requested_build_is_served_only_once_the_worker_built_it(app) -> None:
     assert done["state"] == "done" and done["root"] != first["root"]
     served = http.get("/v1/pdata", headers=platform)
     assert served.headers["bastion-pdata-root"] == done["root"]
-    assert PData.from_bytes(served.content, expected_root=done["root"]).label.endswith("known")
+    served_pdata = PData.from_bytes(served.content, expected_root=done["root"], bounds=LAB_BOUNDS)
+    assert served_pdata.label.endswith("known")
     listed = http.get("/v1/pdata/builds", headers=admin).json()
     assert [j["id"] for j in listed] == [job["id"], first["id"]]
 

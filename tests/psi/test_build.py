@@ -138,11 +138,11 @@ def test_client_refuses_a_table_that_is_not_the_published_one() -> None:
         with pytest.raises(PDataError):
             PData.from_bytes(bytes(tampered), expected_root=pdata.root)
     with pytest.raises(PDataError, match="header says"):
-        PData.from_bytes(pdata.blob[:-32])
+        PData.from_bytes(pdata.blob[:-32], expected_root=pdata.root)
     with pytest.raises(PDataError, match="magic"):
-        PData.from_bytes(b"XXXX" + pdata.blob[4:])
+        PData.from_bytes(b"XXXX" + pdata.blob[4:], expected_root=pdata.root)
     with pytest.raises(PDataError, match="shorter than its header"):
-        PData.from_bytes(b"BPD1")
+        PData.from_bytes(b"BPD1", expected_root=pdata.root)
 
 
 def test_unsafe_parameters_are_refused() -> None:
@@ -163,7 +163,8 @@ def test_unsafe_parameters_are_refused() -> None:
                 created=0,
                 label="",
                 slots=bytes(8 * 2 * 32),
-            )
+            ),
+            expected_root="00" * 32,
         )
     with pytest.raises(BuildError, match="entry 1"):
         build_pdata(["00" * 32, "zz"], EXACT, secret)

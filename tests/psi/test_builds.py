@@ -23,7 +23,7 @@ from bastion.store.models import PsiBuildRow
 from bastion.store.vouchers import MAX_BUILD_ATTEMPTS, LeaseLost, VoucherStore
 
 from .conftest import voucher_settings
-from .helpers import random_hashes
+from .helpers import LAB_BOUNDS, random_hashes
 
 BANK = random_hashes(40, seed=500)
 builds_t = PsiBuildRow.__table__
@@ -62,7 +62,7 @@ def test_job_lifecycle_pending_building_done(db_store: Store, tmp_path: Path) ->
     assert done.state == "done" and table is not None
     assert done.root == table.root and done.table_id == table.id and done.progress == 1.0
     assert table.stats["entries"] == 40 and table.banks == ["known"]
-    pdata = PData.from_bytes(vs.table_blob(table.id), expected_root=done.root)
+    pdata = PData.from_bytes(vs.table_blob(table.id), expected_root=done.root, bounds=LAB_BOUNDS)
     assert pdata.params == vs.params
     (event,) = [e for e in db_store.iter_audit() if e.action == "pdata.build"]
     assert event.detail["job"] == job.id and event.actor == "key:admin"

@@ -24,7 +24,7 @@ from bastion.store.vouchers import (
 )
 
 from .conftest import voucher_settings
-from .helpers import T0, random_hashes, seeded
+from .helpers import LAB_BOUNDS, T0, random_hashes, seeded
 
 BANK = random_hashes(50, seed=300)
 OUTSIDE = random_hashes(50, seed=301)
@@ -50,7 +50,7 @@ def _vstore(store: Store, tmp_path: Path, **settings: object) -> VoucherStore:
 def _client(vs: VoucherStore, account: str = "alice", seed: int = 0) -> Client:
     info = vs.current_table()
     assert info is not None
-    pdata = PData.from_bytes(vs.table_blob(info.id), expected_root=info.root)
+    pdata = PData.from_bytes(vs.table_blob(info.id), expected_root=info.root, bounds=LAB_BOUNDS)
     return Client(
         pdata, account, Account(bytes([seed]) * 32), random_bytes=seeded(seed), clock=lambda: T0
     )
@@ -70,7 +70,7 @@ def test_build_publishes_a_table_clients_can_verify(db_store: Store, tmp_path: P
     assert vs.current_table() is None
     first = vs.build_table(actor="key:admin")
     assert first.stats["entries"] == 50 and first.stats["keys"] == 50  # compact: one key each
-    pdata = PData.from_bytes(vs.table_blob(first.id), expected_root=first.root)
+    pdata = PData.from_bytes(vs.table_blob(first.id), expected_root=first.root, bounds=LAB_BOUNDS)
     assert pdata.params.threshold == 3 and first.size == len(pdata.blob)
     (event,) = _audit(db_store, "pdata.build")
     assert event.target == f"pdata:{first.root}" and event.detail["entries"] == 50
