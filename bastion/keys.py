@@ -28,7 +28,9 @@ from bastion.banks.model import BANK_NAME_RE
 #: mandatory reports of confirmed cases (bastion.api.reports; reads cases as an admin would).
 #: ``exchange``: see and trigger hash-list exchange syncs (bastion.api.exchanges). ``feed``: what
 #: another Bastion's subscription key holds: read this instance's published feeds and send
-#: disputes back (bastion.api.feeds).
+#: disputes back (bastion.api.feeds). ``review``: work cases over ``/v1/cases`` as the console
+#: user the key is bound to (see :func:`key_user`); ``media``: with ``review``, that user's
+#: reveals and media reads (bastion.api.cases).
 SCOPES: tuple[str, ...] = (
     "hash",
     "match",
@@ -39,8 +41,13 @@ SCOPES: tuple[str, ...] = (
     "report",
     "exchange",
     "feed",
+    "review",
+    "media",
 )
 ADMIN = "admin"
+#: Separates the console user from the key's own label in a user-bound key's name
+#: (``alice@sdk``). Neither user names nor plain key names can contain it.
+USER_SEPARATOR = "@"
 TOKEN_PREFIX = "bst_"
 KEY_ID_LENGTH = 10
 SECRET_BYTES = 32
@@ -79,6 +86,11 @@ class ApiKey:
     def revoked(self) -> bool:
         return self.revoked_at is not None
 
+    @property
+    def user(self) -> str | None:
+        """The console user this key acts as, or None for a key of the platform itself."""
+        return key_user(self.name)
+
 
 def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     """Scopes from ``"hash,match"`` or an iterable of names (each may itself be comma-separated).
@@ -103,14 +115,29 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
 
 
 def validate_key_name(name: str) -> str:
-    """The key name lowercased (same rule as bank names), or ValueError."""
-    if not isinstance(name, str) or not BANK_NAME_RE.match(name):
+    """The key name lowercased, or ValueError. A plain name follows the bank-name rule; a key
+    bound to a console user is named ``<user>@<label>`` (both parts by that rule, 64 characters
+    in all), so the binding is fixed at creation and shows wherever the key is named."""
+    user, sep, label = name.partition(USER_SEPARATOR) if isinstance(name, str) else ("", "", "")
+    parts = (user, label) if sep else (name,)
+    if (
+        not isinstance(name, str)
+        or len(name) > 64
+        or not all(isinstance(p, str) and BANK_NAME_RE.match(p) for p in parts)
+    ):
         shown = repr(name[:80]) if isinstance(name, str) else type(name).__name__
         raise ValueError(
             f"invalid key name {shown}: use 1-64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
+            "starting with a letter or digit (or <user>@<label> for a key that acts as a "
+            "console user)"
         )
     return name.lower()
+
+
+def key_user(name: str) -> str | None:
+    """The console user a key named ``name`` is bound to (``alice`` for ``alice@sdk``)."""
+    user, sep, _ = name.partition(USER_SEPARATOR)
+    return user.lower() if sep and user else None
 
 
 def new_key_id() -> str:

@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 from bastion import __version__
-from bastion.api import exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
+from bastion.api import cases, exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
@@ -115,7 +115,7 @@ class Runtime:
         key = self.store.verify_api_key(token)
         if key is None:
             return None
-        return Principal(name=key.name, scopes=frozenset(key.scopes))
+        return Principal(name=key.name, scopes=frozenset(key.scopes), user=key.user)
 
     def audit(
         self, request: Request, principal: Principal, action: str, target: str = "", **detail: Any
@@ -353,6 +353,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(console_router)
     app.include_router(vouchers.router)
     app.include_router(reports.router)
+    app.include_router(cases.router)
     # -- exchange and feed routers --
     app.include_router(exchanges.router)
     app.include_router(feeds.router)

@@ -26,10 +26,12 @@ _FAILURE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the API key's name and scopes."""
+    """Who is calling: the API key's name and scopes, and the console user a key named
+    ``<user>@<label>`` acts as (None for a key of the platform itself)."""
 
     name: str
     scopes: frozenset[str]
+    user: str | None = None
 
     def allows(self, scope: str | None) -> bool:
         return scope is None or "admin" in self.scopes or scope in self.scopes

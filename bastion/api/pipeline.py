@@ -21,7 +21,7 @@ from bastion.exchanges.base import Verdict as ExchangeVerdict
 from bastion.policy import Verdict, policy_input
 from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
 from bastion.review.model import matched_entries
-from bastion.store import Store
+from bastion.store import Store, append_audit
 
 #: Bank labels change rarely; reading them once per scan would cost a query per request.
 _BANK_LABELS_TTL = 5.0
@@ -204,6 +204,52 @@ def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome
     if outcome.disabled:
         rt.index.refresh()
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    """What a reveal did. ``paused``: the reviewer is at the daily soft limit and did not choose
+    to go on, so nothing was revealed (the console shows a break prompt)."""
+
+    item_id: int
+    count: int
+    limit: int
+    paused: bool = False
+
+
+def reveal(
+    rt: Any,
+    viewer: Viewer,
+    case_id: int,
+    item_id: int,
+    *,
+    go_on: bool,
+    remote_addr: str | None = None,
+) -> Revealed:
+    """A deliberate reveal of one item, for the console and the API alike: it opens the
+    reviewer's window on the clear media and counts towards their daily exposure. Past the
+    soft limit it happens only when the reviewer chose to go on, and that choice is audited."""
+    limit = int(rt.settings.exposure_soft_limit)
+    count = int(rt.accounts.exposure_today(viewer.name))
+    over = limit > 0 and count >= limit
+    if over and not go_on:
+        return Revealed(item_id, count, limit, paused=True)
+
+    def count_exposure(conn: Connection) -> int:
+        # In the reveal's transaction: the count, and a chosen overrun, commit with the reveal.
+        if over:
+            append_audit(
+                conn,
+                actor=viewer.actor,
+                action="exposure.continue",
+                target=f"case:{case_id}",
+                detail={"item": item_id, "count": count, "limit": limit},
+                remote_addr=remote_addr,
+            )
+        return int(rt.accounts.record_exposure_in(conn, viewer.name))
+
+    count = int(rt.review.reveal(viewer, case_id, item_id, then=count_exposure) or 0)
+    return Revealed(item_id, count, limit)
 
 
 #: The ``source`` of content that reached review through E2EE safety vouchers.

@@ -38,6 +38,15 @@ OPEN, AWAITING_SECOND, CONFIRMED, NOT_ABUSIVE = (
 ACTIVE_STATES = (OPEN, AWAITING_SECOND)
 FINAL_STATES = (CONFIRMED, NOT_ABUSIVE)
 STATES = ACTIVE_STATES + FINAL_STATES
+#: The queue's state filters (console and API): a name for each set of states.
+STATE_FILTERS: Mapping[str, tuple[str, ...]] = {
+    "active": ACTIVE_STATES,
+    "open": (OPEN,),
+    "awaiting_second": (AWAITING_SECOND,),
+    "confirmed": (CONFIRMED,),
+    "not_abusive": (NOT_ABUSIVE,),
+    "closed": FINAL_STATES,
+}
 
 DecisionKind = Literal["confirmed", "not_abusive", "escalate"]
 DECISION_KINDS = ("confirmed", "not_abusive", "escalate")

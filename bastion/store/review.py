@@ -299,10 +299,13 @@ class ReviewStore:
         states: Sequence[str] = ACTIVE_STATES,
         limit: int = 50,
         after: int | None = None,
+        priority: str | None = None,
+        overdue: bool | None = None,
     ) -> list[CaseSummary]:
         """Cases in the viewer's queues, most urgent first (priority, then due time, then id).
-        Page by passing the last id seen as ``after``. Lists metadata only, so it is not
-        audited; opening a case is."""
+        Page by passing the last id seen as ``after``. ``priority`` keeps one priority;
+        ``overdue`` True keeps active cases past their due time, False the others. Lists
+        metadata only, so it is not audited; opening a case is."""
         require_cases(viewer)
         config = self.config()
         states = tuple(states)
@@ -310,6 +313,10 @@ class ReviewStore:
             raise InvalidInput(f"states must be some of {', '.join(STATES)}, not {states!r}")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
             raise InvalidInput(f"limit must be a whole number from 1 to 500, not {limit!r}")
+        if priority is not None and priority not in PRIORITY_RANK:
+            raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+        if overdue is not None and not isinstance(overdue, bool):
+            raise InvalidInput(f"overdue must be true or false, not {overdue!r}")
         allowed = reviewer_queues(viewer, config)
         if queue is not None:
             require_queue(viewer, queue, config)
@@ -326,7 +333,12 @@ class ReviewStore:
             stmt = stmt.where(cases_t.c.queue == queue)
         elif allowed is not None:
             stmt = stmt.where(cases_t.c.queue.in_(sorted(allowed)))
+        if priority is not None:
+            stmt = stmt.where(cases_t.c.priority == PRIORITY_RANK[priority])
         now = self._now()
+        if overdue is not None:
+            late = and_(cases_t.c.state.in_(ACTIVE_STATES), cases_t.c.due_at <= now)
+            stmt = stmt.where(late if overdue else ~late)
         with self._read() as conn:
             if after is not None:
                 mark = _case_row(conn, after)

@@ -66,6 +66,7 @@ from bastion.keys import (
     ApiKey,
     format_token,
     hash_secret,
+    key_user,
     new_key_id,
     new_salt,
     new_secret,
@@ -84,6 +85,7 @@ from bastion.store.models import (
     ScanRow,
     StoreStateRow,
     TombstoneRow,
+    UserRow,
     UTCDateTime,
 )
 
@@ -1036,8 +1038,12 @@ class Store:
         remote_addr: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns it and its token, which is never stored and cannot be shown
-        again. With ``actor``, a ``key.create`` audit event is written in the same transaction."""
+        again. With ``actor``, a ``key.create`` audit event is written in the same transaction.
+
+        A name ``<user>@<label>`` binds the key to that console user (``bastion.keys.key_user``):
+        the user must exist and be enabled now, checked in the same transaction."""
         name = _key_name(name)
+        bound = key_user(name)
         try:
             scope_set = parse_scopes(scopes)
         except ValueError as exc:
@@ -1062,6 +1068,8 @@ class Store:
                 with self.engine.begin() as conn:
                     if _find_key(conn, name) is not None:
                         raise KeyExists(f"an API key named {name!r} already exists")
+                    if bound is not None:
+                        _check_key_user(conn, bound)
                     conn.execute(
                         insert(keys_t).values(
                             key_id=key_id,
@@ -1788,6 +1796,16 @@ def _key_name(name: str) -> str:
         return validate_key_name(name)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def _check_key_user(conn: Connection, name: str) -> None:
+    """A key may only be bound to a console user who exists and is enabled."""
+    users_t = UserRow.__table__
+    row = conn.execute(select(users_t.c.disabled).where(users_t.c.name == name)).first()
+    if row is None:
+        raise InvalidInput(f"no console user named {name!r} to bind the key to")
+    if row.disabled:
+        raise InvalidInput(f"console user {name!r} is disabled; a key cannot act as them")
 
 
 def _find_key(conn: Connection, name: str) -> Row[Any] | None:

@@ -12,13 +12,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection
 
 from bastion.api import pipeline
 from bastion.review import (
-    ACTIVE_STATES,
     CLASSIFICATIONS,
-    FINAL_STATES,
     Case,
     CaseClosed,
     CaseLeased,
@@ -31,8 +28,9 @@ from bastion.review import (
     PreviewUnavailable,
     RevealRequired,
 )
+from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
-from bastion.store import EntryNotFound, append_audit
+from bastion.store import EntryNotFound
 from bastion.web.base import (
     REVIEWERS,
     ConsoleJsonRoute,
@@ -66,14 +64,6 @@ media_router = APIRouter(route_class=ConsoleJsonRoute, include_in_schema=False)
 Reviewer = Annotated[Ctx, Depends(page(*REVIEWERS))]
 ReviewerAction = Annotated[Ctx, Depends(action(*REVIEWERS))]
 
-STATE_FILTERS: dict[str, tuple[str, ...]] = {
-    "active": ACTIVE_STATES,
-    "open": ("open",),
-    "awaiting_second": ("awaiting_second",),
-    "confirmed": ("confirmed",),
-    "not_abusive": ("not_abusive",),
-    "closed": FINAL_STATES,
-}
 EVENT_MESSAGES = {
     "first_confirm": "confirmed; it now waits for a second reviewer",
     "first_not_abusive": "found not abusive; it now waits for a second reviewer",
@@ -275,32 +265,18 @@ def reveal(
     """Record a deliberate reveal (and the exposure) before the clear media may be fetched.
     Past the daily soft limit the answer is a break prompt unless the reviewer chose to go on."""
     case_id, item_id = _id(case_id), _id(item_id)
-    rt = ctx.rt
-    limit = int(rt.settings.exposure_soft_limit)
-    count = int(rt.accounts.exposure_today(ctx.name))
-    over = limit > 0 and count >= limit
-    if over and continue_ != "1":
-        return JSONResponse({"break": True, "count": count, "limit": limit}, status_code=409)
-
-    def count_exposure(conn: Connection) -> int:
-        # In the reveal's transaction: the count, and a chosen overrun, commit with the reveal.
-        if over:
-            append_audit(
-                conn,
-                actor=ctx.actor,
-                action="exposure.continue",
-                target=f"case:{case_id}",
-                detail={"item": item_id, "count": count, "limit": limit},
-                remote_addr=ctx.remote_addr,
-            )
-        return rt.accounts.record_exposure_in(conn, ctx.name)
-
-    count = int(rt.review.reveal(ctx.viewer, case_id, item_id, then=count_exposure) or 0)
+    done = pipeline.reveal(
+        ctx.rt, ctx.viewer, case_id, item_id, go_on=continue_ == "1", remote_addr=ctx.remote_addr
+    )
+    if done.paused:
+        return JSONResponse(
+            {"break": True, "count": done.count, "limit": done.limit}, status_code=409
+        )
     return JSONResponse(
         {
             "item": item_id,
-            "count": count,
-            "limit": limit,
+            "count": done.count,
+            "limit": done.limit,
             "url": f"/cases/{case_id}/items/{item_id}/media?clear=1",
         }
     )
