@@ -2,10 +2,11 @@
 
 ``feed key`` prints this instance's public key and fingerprint: give both to subscribers out of
 band (they pin the key; comparing the fingerprint over the phone defeats a swapped key). Then
-``feed create NAME --bank B`` publishes a bank, and a ``feed``-scoped API key (``bastion key
-create NAME --scopes feed``) lets a subscriber read it. The worker signs a new version within
-seconds of any change; ``feed publish`` does it at once. Subscribing is ``bastion exchange add
-NAME --type bastion``. Commands act as ``cli:<os user>`` in the audit log.
+``feed create NAME --bank B`` publishes a bank, and a ``feed``-scoped API key granted the feed
+(``bastion key create NAME --scopes feed --feed FEED``, or ``feed grant KEY FEED`` later) lets a
+subscriber read it; a feed key reads only the feeds granted to it. The worker signs a new
+version within seconds of any change; ``feed publish`` does it at once. Subscribing is ``bastion
+exchange add NAME --type bastion``. Commands act as ``cli:<os user>`` in the audit log.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bastion.render import OutputFormat, emit
 
 feed_app = typer.Typer(
     help="Publish banks to other Bastions as signed feeds: key, create, list, publish, "
-    "versions, disputes, remove.",
+    "versions, disputes, grant, revoke, grants, remove.",
     no_args_is_help=True,
 )
 
@@ -228,3 +229,61 @@ def feed_remove(name: NameArg) -> None:
     with open_feeds() as feeds:
         feeds.remove(name, actor=_actor())
     sys.stdout.write(f"feed {name} removed\n")
+
+
+KeyArg = Annotated[str, typer.Argument(help="Name of a feed-scoped API key (`bastion key list`).")]
+FeedsArg = Annotated[list[str], typer.Argument(help="Feed names.")]
+
+
+@feed_app.command("grant")
+def feed_grant(key: KeyArg, feeds: FeedsArg) -> None:
+    """Let a feed-scoped API key read feeds (and dispute their records). Audited."""
+    with open_feeds() as store:
+        made = store.grant(key, feeds, actor=_actor())
+    held = sorted({f.lower() for f in feeds} - set(made))
+    for name in made:
+        sys.stdout.write(f"granted feed {name} to key {key.lower()}\n")
+    if held:
+        sys.stdout.write(f"key {key.lower()} already reads {', '.join(held)}\n")
+
+
+@feed_app.command("revoke")
+def feed_revoke(key: KeyArg, feeds: FeedsArg) -> None:
+    """Take feeds away from an API key: it gets 404 for them from its next request. Audited."""
+    with open_feeds() as store:
+        gone = store.revoke_grant(key, feeds, actor=_actor())
+    for name in gone:
+        sys.stdout.write(f"key {key.lower()} no longer reads feed {name}\n")
+    rest = sorted({f.lower() for f in feeds} - set(gone))
+    if rest:
+        sys.stdout.write(f"key {key.lower()} was not granted {', '.join(rest)}\n")
+
+
+@feed_app.command("grants")
+def feed_grants(
+    feed: Annotated[str | None, typer.Option("--feed", help="Only this feed.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only this API key.")] = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Which API keys read which feeds (admin keys read every feed). Warns about feed keys that
+    read none, such as keys made before grants existed."""
+    from bastion.cli import err
+
+    with open_feeds() as store:
+        rows = [
+            {
+                "feed": g.feed,
+                "key": g.key,
+                "key_id": g.key_id,
+                "granted_by": g.granted_by,
+                "granted_at": _when(g.granted_at),
+            }
+            for g in store.grants(key=key, feed=feed)
+        ]
+        idle = store.ungranted_keys() if feed is None and key is None else []
+    emit(rows, fmt, ["feed", "key", "key_id", "granted_by", "granted_at"], sys.stdout)
+    if idle:
+        err.print(
+            f"[yellow]warning[/yellow] feed keys with no grant read no feed: {', '.join(idle)} "
+            "(`bastion feed grant KEY FEED`)"
+        )

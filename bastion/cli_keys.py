@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from bastion.banks.model import utcnow
-from bastion.keys import SCOPES, ApiKey, parse_scopes
+from bastion.keys import ADMIN, SCOPES, ApiKey, parse_scopes
 from bastion.render import OutputFormat, emit
 
 key_app = typer.Typer(
@@ -62,24 +62,56 @@ def key_create(
         int | None,
         typer.Option("--expires-in", min=1, max=36_500, help="Days until the key expires."),
     ] = None,
+    feeds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feed",
+            help="With the feed scope: a published feed the key may read (repeat). A feed key "
+            "reads no feed until granted one (here or with `bastion feed grant`).",
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print its token alone on the last line of stdout (shown only once)."""
     from bastion.cli import err, open_store, usage_error
+    from bastion.store import StoreError
+    from bastion.store.feeds import FEED_SCOPE, FeedStore
 
     try:
         scope_set = parse_scopes(scopes)
     except ValueError as exc:
         raise usage_error(str(exc)) from exc
+    if feeds and FEED_SCOPE not in scope_set:
+        raise usage_error(f"--feed grants feeds to a key with the {FEED_SCOPE!r} scope")
     expires_at = utcnow() + timedelta(days=expires_in) if expires_in else None
+    failed = None
     with open_store() as store:
+        grants = FeedStore(store, None)
+        for feed in feeds or ():
+            grants.get(feed)  # a typo is a usage error before any key exists
         key, token = store.create_api_key(name, scope_set, expires_at=expires_at, actor=cli_actor())
+        if feeds:
+            try:
+                grants.grant(key.name, feeds, actor=cli_actor())
+            except StoreError as exc:  # a feed removed meanwhile: the key reads nothing
+                failed = str(exc)
     until = f", expires {_iso(key.expires_at)}" if key.expires_at else ""
+    reads = f", reads feeds {','.join(sorted({f.lower() for f in feeds}))}" if feeds else ""
+    reads = "" if failed else reads
     err.print(
         f"created API key [bold]{key.name}[/bold] (id {key.key_id}, scopes "
-        f"{','.join(sorted(key.scopes))}{until}). Store the token now: it is not shown again."
+        f"{','.join(sorted(key.scopes))}{until}{reads}). Store the token now: it is not shown "
+        "again."
     )
+    if failed or (FEED_SCOPE in key.scopes and ADMIN not in key.scopes and not feeds):
+        why = f" (granting its feeds failed: {failed})" if failed else ""
+        err.print(
+            f"[yellow]warning[/yellow] the key reads no feed until granted one{why}: "
+            f"`bastion feed grant {key.name} FEED`"
+        )
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
+    if failed:
+        raise typer.Exit(1)
 
 
 @key_app.command("list")

@@ -1,11 +1,14 @@
 """``/v1/feeds``: this Bastion's published feeds, as another Bastion reads them (scope ``feed``).
 
 A subscriber holds a ``feed``-scoped API key issued by the publisher (``bastion key create NAME
---scopes feed``). It reads the feed's metadata and latest signed version statement, pages the
-signed records up to that version's revision, and sends disputes (false positives) and
-confirmations back. Every record and statement is signed with this instance's Ed25519 key
-(``bastion feed key`` prints the public half, to be given to subscribers out of band); the
-dispute counts travel beside the signed part, since they change as subscribers report.
+--scopes feed --feed FEED``), which reads only the feeds granted to it (admin keys read every
+feed). A feed the key was not granted is answered 404, exactly as a feed that does not exist, so
+a key cannot learn what else this instance publishes. It reads the feed's metadata and latest
+signed version statement, pages the signed records up to that version's revision, and sends
+disputes (false positives) and confirmations back. Every record and statement is signed with
+this instance's Ed25519 key (``bastion feed key`` prints the public half, to be given to
+subscribers out of band); the dispute counts travel beside the signed part, since they change as
+subscribers report.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import Principal, require
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.keys import ADMIN
 from bastion.store import InvalidInput, StoreError
 from bastion.store.feeds import (
     CONFIRM,
     DISPUTE,
+    FEED_SCOPE,
     MAX_PAGE,
     FeedKeyUnavailable,
     FeedNotFound,
@@ -38,7 +43,7 @@ from bastion.store.feeds import (
 if TYPE_CHECKING:
     from bastion.api.app import Runtime
 
-SCOPE = "feed"
+SCOPE = FEED_SCOPE
 router = APIRouter(prefix="/v1/feeds", tags=["feeds"], responses=AUTH_RESPONSES)
 FeedKey = Annotated[Principal, Depends(require(SCOPE))]
 FeedName = Annotated[str, Path(max_length=64)]
@@ -152,6 +157,12 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise _problem(exc) from None
 
 
+async def _granted(store: FeedStore, key: Principal, name: str) -> None:
+    """404 (as for an unknown feed) unless ``key`` may read feed ``name``. Every route under a
+    feed's name calls this before it reads or records anything."""
+    await _call(store.authorize, name, key.name, key.scopes)
+
+
 def _version(v: FeedVersion | None) -> VersionOut | None:
     if v is None:
         return None
@@ -164,12 +175,12 @@ def _record(r: FeedRecord) -> RecordOut:
 
 @router.get("", response_model=FeedsOut, responses=_LIST)
 async def list_feeds(request: Request, key: FeedKey) -> FeedsOut:
-    """The feeds this Bastion publishes."""
+    """The feeds this Bastion publishes that the key may read."""
     store = _feeds(request.app.state.runtime)
 
     def run() -> FeedsOut:
         out = []
-        for f in store.list():
+        for f in store.list(readable_by=None if ADMIN in key.scopes else key.name):
             latest = store.latest_version(f.name)
             out.append(
                 FeedSummary(
@@ -188,6 +199,7 @@ async def list_feeds(request: Request, key: FeedKey) -> FeedsOut:
 async def get_feed(request: Request, key: FeedKey, name: FeedName) -> FeedOut:
     """A feed's publisher, public key and latest signed version statement."""
     store = _feeds(request.app.state.runtime)
+    await _granted(store, key, name)
 
     def run() -> FeedOut:
         feed = store.get(name)
@@ -216,6 +228,7 @@ async def feed_entries(
     """Signed add and remove records of the changes after ``after`` up to revision ``upto``
     (default: the latest version's), oldest first. Disabled entries appear as removals."""
     store = _feeds(request.app.state.runtime)
+    await _granted(store, key, name)
 
     def run() -> RecordsOut:
         page = store.records(name, after=parse_cursor(after), upto=upto, limit=limit)
@@ -238,6 +251,7 @@ async def feed_version(
 ) -> VersionOut:
     """One signed version statement."""
     store = _feeds(request.app.state.runtime)
+    await _granted(store, key, name)
     return _version(await _call(store.version, name, version))  # type: ignore[return-value]
 
 
@@ -247,7 +261,7 @@ async def _feedback(
     from bastion.api.app import client_address  # the app imports this module
 
     rt = request.app.state.runtime
-
+    await _granted(_feeds(rt), key, name)
     created, count = await _call(
         _feeds(rt).add_feedback,
         name,
@@ -288,6 +302,7 @@ async def dispute_counts(
     """Dispute and confirmation counts of the records whose feedback changed after ``after``.
     With ``upto``, each carries its current signed record if unchanged since that revision."""
     store = _feeds(request.app.state.runtime)
+    await _granted(store, key, name)
 
     def run() -> FeedbackPageOut:
         items, nxt = store.feedback_since(name, after=after, upto=upto, limit=limit)

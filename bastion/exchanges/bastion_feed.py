@@ -241,7 +241,10 @@ class BastionFeedExchange(Exchange):
     def _json(self, answer: tuple[int, bytes], what: str) -> dict[str, Any]:
         status, body = answer
         if status == 404:
-            raise PermanentError(f"{what}: the publisher has no feed {self.cfg.feed!r} (404)")
+            raise PermanentError(
+                f"{what}: the publisher has no feed {self.cfg.feed!r} that our API key may read "
+                "(404): check the feed name, and that the publisher granted the feed to our key"
+            )
         if status >= 400:
             raise PermanentError(f"{what}: the publishing Bastion answered {status}")
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,9 +38,18 @@ from bastion.feeds import (
 )
 from bastion.feeds.merkle import root_of_leaves
 from bastion.feeds.records import Record
-from bastion.store.models import FeedFeedbackRow, FeedKeyRow, FeedRow, FeedVersionRow
+from bastion.keys import ADMIN, validate_key_name
+from bastion.store.models import (
+    ApiKeyRow,
+    FeedFeedbackRow,
+    FeedKeyGrantRow,
+    FeedKeyRow,
+    FeedRow,
+    FeedVersionRow,
+)
 from bastion.store.store import (
     InvalidInput,
+    KeyNotFound,
     Store,
     StoreError,
     _keyset_page,
@@ -57,11 +66,15 @@ keys_t = FeedKeyRow.__table__
 feeds_t = FeedRow.__table__
 versions_t = FeedVersionRow.__table__
 feedback_t = FeedFeedbackRow.__table__
+grants_t = FeedKeyGrantRow.__table__
+api_keys_t = ApiKeyRow.__table__
 
 KEY_AAD = b"feed-signing-key"
 DISPUTE = "dispute"
 CONFIRM = "confirm"
 KINDS = (DISPUTE, CONFIRM)
+#: The API key scope of subscribers; such a key reads only the feeds granted to it.
+FEED_SCOPE = "feed"
 MAX_PAGE = 5000
 _REASON_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _KEY_RE = re.compile(r"^[1-9][0-9]{0,18}$")
@@ -147,6 +160,17 @@ class KeyFeedback:
     confirmations: int
     last_id: int
     record: FeedRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedGrant:
+    """API key ``key`` (public id ``key_id``) may read feed ``feed``."""
+
+    key: str
+    key_id: str
+    feed: str
+    granted_by: str
+    granted_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +326,13 @@ class FeedStore:
         with self.store.engine.connect() as conn:
             return _to_feed(_require_feed(conn, name))
 
-    def list(self) -> list[Feed]:
+    def list(self, *, readable_by: str | None = None) -> list[Feed]:
+        """Every feed, or with ``readable_by`` only those granted to that API key."""
+        stmt = select(feeds_t).order_by(feeds_t.c.name)
+        if readable_by is not None:
+            stmt = stmt.where(feeds_t.c.id.in_(_granted_ids(readable_by)))
         with self.store.engine.connect() as conn:
-            return [_to_feed(r) for r in conn.execute(select(feeds_t).order_by(feeds_t.c.name))]
+            return [_to_feed(r) for r in conn.execute(stmt)]
 
     def remove(self, name: str, *, actor: str = "system") -> None:
         """Stop publishing: the feed, its versions and feedback go; the banks stay."""
@@ -312,6 +340,158 @@ class FeedStore:
             row = _require_feed(conn, name)
             conn.execute(feeds_t.delete().where(feeds_t.c.id == row.id))
             append_audit(conn, actor=actor, action="feed.remove", target=row.name)
+
+    # -- access: which subscriber keys read which feeds -----------------------------------------
+
+    def authorize(self, name: str, key: str, scopes: Iterable[str]) -> None:
+        """Raise :class:`FeedNotFound` unless API key ``key`` (holding ``scopes``) may read feed
+        ``name``: an admin key reads every feed, a feed key the feeds granted to it. A feed the
+        key was not granted gets the very answer of a feed that does not exist, so a key cannot
+        learn which other feeds this instance publishes."""
+        with self.store.engine.connect() as conn:
+            feed = _require_feed(conn, name)
+            if ADMIN in set(scopes):
+                return
+            granted = conn.execute(
+                select(grants_t.c.feed_id).where(
+                    grants_t.c.feed_id == feed.id, grants_t.c.key_id.in_(_key_ids(key))
+                )
+            ).first()
+        if granted is None:
+            raise FeedNotFound(f"no feed named {str(name)[:64]!r}")
+
+    def grant(
+        self,
+        key: str,
+        feeds: Sequence[str],
+        *,
+        actor: str = "system",
+        remote_addr: str | None = None,
+    ) -> list[str]:
+        """Let API key ``key`` read ``feeds`` and send feedback on them. The key must hold the
+        ``feed`` scope and not be revoked, and every feed must exist. Returns the feeds newly
+        granted (a grant held already stays as it was); each is audited (``feed.grant``) in the
+        transaction that makes it."""
+        names = sorted({_feed_name(f) for f in feeds})
+        if not names:
+            raise InvalidInput("name at least one feed to grant")
+        for _attempt in range(3):
+            try:
+                with self.store.begin_write() as conn:
+                    row = _grantee(conn, key)
+                    scopes = set(row.scopes or ())
+                    if row.revoked_at is not None:
+                        raise InvalidInput(f"API key {row.name!r} is revoked")
+                    if FEED_SCOPE not in scopes:
+                        why = (
+                            "an admin key reads every feed without grants"
+                            if ADMIN in scopes
+                            else f"it lacks the {FEED_SCOPE!r} scope"
+                        )
+                        raise InvalidInput(f"cannot grant feeds to API key {row.name!r}: {why}")
+                    wanted = [_require_feed(conn, n) for n in names]
+                    held = set(
+                        conn.execute(
+                            select(grants_t.c.feed_id).where(grants_t.c.key_id == row.id)
+                        ).scalars()
+                    )
+                    made = []
+                    for feed in wanted:
+                        if feed.id in held:
+                            continue
+                        conn.execute(
+                            insert(grants_t).values(
+                                key_id=row.id,
+                                feed_id=feed.id,
+                                granted_by=actor,
+                                granted_at=utcnow(),
+                            )
+                        )
+                        append_audit(
+                            conn,
+                            actor=actor,
+                            action="feed.grant",
+                            target=feed.name,
+                            detail={"key": row.name, "key_id": row.key_id},
+                            remote_addr=remote_addr,
+                        )
+                        made.append(feed.name)
+                return made
+            except IntegrityError:
+                continue  # the same grant made at the same moment: read again
+        raise StoreError("the grant kept conflicting with concurrent changes; retry")
+
+    def revoke_grant(
+        self,
+        key: str,
+        feeds: Sequence[str],
+        *,
+        actor: str = "system",
+        remote_addr: str | None = None,
+    ) -> list[str]:
+        """Take ``feeds`` away from API key ``key``: its next request to them is answered as if
+        they did not exist. Returns the feeds whose grant went (each audited,
+        ``feed.grant.revoke``); a feed the key was not granted changes nothing."""
+        names = sorted({_feed_name(f) for f in feeds})
+        if not names:
+            raise InvalidInput("name at least one feed to revoke")
+        with self.store.begin_write() as conn:
+            row = _grantee(conn, key)
+            wanted = [_require_feed(conn, n) for n in names]
+            gone = []
+            for feed in wanted:
+                deleted = conn.execute(
+                    grants_t.delete().where(
+                        grants_t.c.key_id == row.id, grants_t.c.feed_id == feed.id
+                    )
+                ).rowcount
+                if deleted:
+                    append_audit(
+                        conn,
+                        actor=actor,
+                        action="feed.grant.revoke",
+                        target=feed.name,
+                        detail={"key": row.name, "key_id": row.key_id},
+                        remote_addr=remote_addr,
+                    )
+                    gone.append(feed.name)
+        return gone
+
+    def grants(self, *, key: str | None = None, feed: str | None = None) -> list[FeedGrant]:
+        """Grants by feed and key name, of one key or one feed (which must exist) or all."""
+        stmt = (
+            select(
+                api_keys_t.c.name,
+                api_keys_t.c.key_id,
+                feeds_t.c.name.label("feed"),
+                grants_t.c.granted_by,
+                grants_t.c.granted_at,
+            )
+            .join(api_keys_t, api_keys_t.c.id == grants_t.c.key_id)
+            .join(feeds_t, feeds_t.c.id == grants_t.c.feed_id)
+            .order_by(feeds_t.c.name, api_keys_t.c.name)
+        )
+        with self.store.engine.connect() as conn:
+            if key is not None:
+                stmt = stmt.where(api_keys_t.c.id == _grantee(conn, key).id)
+            if feed is not None:
+                stmt = stmt.where(feeds_t.c.id == _require_feed(conn, feed).id)
+            rows = conn.execute(stmt).all()
+        return [FeedGrant(r.name, r.key_id, r.feed, r.granted_by, r.granted_at) for r in rows]
+
+    def ungranted_keys(self) -> list[str]:
+        """Names of unrevoked keys with the ``feed`` scope and no grant: they read no feed (such
+        as the feed keys made before grants existed, until an operator grants them)."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(api_keys_t.c.name, api_keys_t.c.scopes)
+                .where(
+                    api_keys_t.c.revoked_at.is_(None),
+                    ~api_keys_t.c.id.in_(select(grants_t.c.key_id)),
+                )
+                .order_by(api_keys_t.c.name)
+            ).all()
+        return [r.name for r in rows if FEED_SCOPE in (r.scopes or ()) and ADMIN not in r.scopes]
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -683,6 +863,29 @@ def _feed_row(conn: Connection, name: str) -> Any:
     return conn.execute(select(feeds_t).where(feeds_t.c.name == name.lower())).first()
 
 
+def _key_ids(key: str) -> Any:
+    """The id of API key ``key`` (by name), as a subquery."""
+    return select(api_keys_t.c.id).where(api_keys_t.c.name == str(key).lower())
+
+
+def _granted_ids(key: str) -> Any:
+    """The ids of the feeds granted to API key ``key``, as a subquery."""
+    return select(grants_t.c.feed_id).where(grants_t.c.key_id.in_(_key_ids(key)))
+
+
+def _grantee(conn: Connection, key: str) -> Any:
+    try:
+        name = validate_key_name(key)
+    except ValueError:
+        name = None  # then no key has it
+    row = None
+    if name is not None:
+        row = conn.execute(select(api_keys_t).where(api_keys_t.c.name == name)).first()
+    if row is None:
+        raise KeyNotFound(f"no API key named {str(key)[:64]!r}")
+    return row
+
+
 def _require_feed(conn: Connection, name: str) -> Any:
     row = _feed_row(conn, name)
     if row is None:
@@ -990,8 +1193,10 @@ def _counts(conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, tu
 __all__ = [
     "CONFIRM",
     "DISPUTE",
+    "FEED_SCOPE",
     "Feed",
     "FeedExists",
+    "FeedGrant",
     "FeedKeyUnavailable",
     "FeedNotFound",
     "FeedRecord",

@@ -1015,4 +1015,25 @@ class FeedFeedbackRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class FeedKeyGrantRow(Base):
+    """A ``feed``-scoped API key may read feed ``feed_id`` (and send feedback on it). A key with
+    no row here reads no feed; admin keys read every feed. Gone with the key or the feed."""
+
+    __tablename__ = "feed_key_grants"
+    __table_args__ = (Index("ix_feed_key_grants_feed_id", "feed_id"),)
+
+    key_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("api_keys.id", ondelete="CASCADE", name="feed_key_grants_key_id_fkey"),
+        primary_key=True,
+    )
+    feed_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("feeds.id", ondelete="CASCADE", name="feed_key_grants_feed_id_fkey"),
+        primary_key=True,
+    )
+    granted_by: Mapped[str] = mapped_column(String(255))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # -- end feeds --

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 
-from bastion.keys import SCOPES
+from bastion.keys import SCOPES, parse_scopes
 from bastion.policy import PolicyError
+from bastion.store import InvalidInput, StoreError
 from bastion.store.accounts import UserExists, UserNotFound
+from bastion.store.feeds import FEED_SCOPE
 from bastion.store.outbox import OutboxConflict, OutboxNotFound
 from bastion.web.base import (
     ADMINS,
@@ -88,12 +90,17 @@ def _keys_page(ctx: Ctx, *, status: int = 200, **values: Any) -> Response:
     values.setdefault("created", None)
     values.setdefault("token", None)
     values.setdefault("error", "")
+    granted: dict[str, list[str]] = {}
+    for g in ctx.rt.feeds.grants():
+        granted.setdefault(g.key, []).append(g.feed)
     return render(
         "admin/keys.html",
         ctx,
         status=status,
         keys=ctx.rt.store.list_api_keys(),
         scopes=SCOPES,
+        feeds=[f.name for f in ctx.rt.feeds.list()],
+        granted=granted,
         now=datetime.now(UTC),
         **values,
     )
@@ -110,13 +117,32 @@ def create_key(
     name: Name,
     scopes: Annotated[list[str], Form()],
     expires_days: Annotated[int, Form(ge=0, le=3650)] = 0,
+    feeds: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    """The token is shown on this response only (never in a URL, never stored)."""
+    """The token is shown on this response only (never in a URL, never stored). A key with the
+    ``feed`` scope reads only the ``feeds`` ticked here (grants, audited)."""
+    wanted = sorted({f.lower() for f in feeds or ()})
+    if wanted:
+        try:
+            feed_key = FEED_SCOPE in parse_scopes(scopes)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if not feed_key:
+            raise InvalidInput(f"feeds are granted to keys with the {FEED_SCOPE!r} scope")
+        unknown = sorted(set(wanted) - {f.name for f in ctx.rt.feeds.list()})
+        if unknown:
+            raise InvalidInput(f"no feed named {', '.join(map(repr, unknown))}")
     expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
     key, token = ctx.rt.store.create_api_key(
         name, scopes, expires_at=expires, actor=ctx.actor, remote_addr=ctx.remote_addr
     )
-    return _keys_page(ctx, created=key, token=token)
+    error = ""
+    if wanted:
+        try:
+            ctx.rt.feeds.grant(key.name, wanted, actor=ctx.actor, remote_addr=ctx.remote_addr)
+        except StoreError as exc:  # a feed removed meanwhile: the key reads nothing
+            error = f"The key was created, but granting its feeds failed: {exc}"
+    return _keys_page(ctx, created=key, token=token, error=error)
 
 
 @router.post("/admin/keys/{name}/revoke")

@@ -119,12 +119,13 @@ class Instance:
 
 def _publisher(tmp: Path, name: str, organisation: str) -> tuple[Instance, str, str]:
     """A publishing instance with a feed of bank `known`; returns its public key and the
-    `feed` API key it issued to the subscriber."""
+    `feed` API key it issued to the subscriber (granted that feed alone)."""
     pub = Instance(tmp, name)
     with Store.open(pub.db) as store:
         store.create_bank("known", description="benign test photos (demo)")
-        _, sub_token = store.create_api_key("subscriber-s", {"feed"})
     pub.cli("feed", "create", "shared", "--bank", "known", "--organisation", organisation)
+    out = pub.cli("key", "create", "subscriber-s", "--scopes", "feed", "--feed", "shared")
+    sub_token = out.strip().splitlines()[-1]
     (key,) = json.loads(pub.cli("feed", "key", "--format", "json"))
     pub.start()
     return pub, key["public_key"], sub_token

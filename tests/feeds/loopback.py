@@ -61,7 +61,9 @@ class Publisher:
         store.create_bank(bank)
         self.bank = bank
         self.feeds.create("shared", [bank], organisation=organisation)
-        _, self.token = store.create_api_key(f"sub-{uuid.uuid4().hex[:6]}", {"feed"})
+        key, self.token = store.create_api_key(f"sub-{uuid.uuid4().hex[:6]}", {"feed"})
+        self.key_name = key.name
+        self.feeds.grant(key.name, ["shared"])
         self.public_key = self.feeds.public_key().text
 
     def config(self, url: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.feeds import BadSignature, VerifyKey, merkle_root, parse_record
 from bastion.store import Store
+from bastion.store.feeds import FeedStore
 from tests.feeds.conftest import pdq_entries
 
 
@@ -34,8 +35,11 @@ def client(store: Store) -> Iterator[TestClient]:
         yield c
 
 
-def _key(store: Store, name: str, *scopes: str) -> dict[str, str]:
-    _, token = store.create_api_key(name, set(scopes))
+def _key(store: Store, name: str, *scopes: str, feeds: tuple[str, ...] = ()) -> dict[str, str]:
+    """A key's auth header; ``feeds``: the feeds granted to it (a feed key reads no others)."""
+    key, token = store.create_api_key(name, set(scopes))
+    if feeds:
+        FeedStore(store, None).grant(key.name, feeds)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -62,7 +66,7 @@ def test_auth_scopes_and_problems(client: TestClient, store: Store) -> None:
     assert _problem(client.get("/v1/feeds"), 401)
     hasher = _key(store, "hasher", "hash")
     assert _problem(client.get("/v1/feeds", headers=hasher), 403)["detail"].endswith("scope")
-    sub = _key(store, "sub-1", "feed")
+    sub = _key(store, "sub-1", "feed", feeds=("shared",))
     admin = _key(store, "root", "admin")
     for headers in (sub, admin):
         (feed,) = client.get("/v1/feeds", headers=headers).json()["feeds"]
@@ -92,7 +96,7 @@ def test_auth_scopes_and_problems(client: TestClient, store: Store) -> None:
 
 def test_metadata_records_and_tampering(client: TestClient, store: Store) -> None:
     _publish(client, store)
-    sub = _key(store, "sub-1", "feed")
+    sub = _key(store, "sub-1", "feed", feeds=("shared",))
     meta = client.get("/v1/feeds/shared", headers=sub).json()
     pinned = VerifyKey.from_text(meta["public_key"])
     assert meta["fingerprint"] == pinned.fingerprint and meta["publisher"] == "Org A"
@@ -140,8 +144,8 @@ def test_metadata_records_and_tampering(client: TestClient, store: Store) -> Non
 
 def test_disputes_travel_back_and_are_counted(client: TestClient, store: Store) -> None:
     _publish(client, store)
-    sub1 = _key(store, "sub-1", "feed")
-    sub2 = _key(store, "sub-2", "feed")
+    sub1 = _key(store, "sub-1", "feed", feeds=("shared",))
+    sub2 = _key(store, "sub-2", "feed", feeds=("shared",))
     key = client.get("/v1/feeds/shared/entries", headers=sub1).json()["records"][0]["key"]
     body = {"key": key, "reason": "not_abusive"}
     r = client.post("/v1/feeds/shared/disputes", headers=sub1, json=body)

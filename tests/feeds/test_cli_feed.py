@@ -74,3 +74,49 @@ def test_signing_commands_need_the_servers_key(db: str, monkeypatch: pytest.Monk
     monkeypatch.delenv("BASTION_SECRET_KEY")
     out = _run(db, "key", code=2)
     assert "no master key" in out and not Path("secret.key").exists()
+
+
+def _key_create(db: str, *args: str, code: int = 0) -> tuple[str, str]:
+    r = runner.invoke(app, ["--db", db, "key", "create", *args], catch_exceptions=False)
+    assert r.exit_code == code, r.output
+    return r.stdout, " ".join(r.stderr.split())  # rich wraps long lines
+
+
+def test_keys_are_granted_feeds_and_grants_are_audited(db: str) -> None:
+    _run(db, "create", "for-x", "--bank", "pub", "--organisation", "Org A")
+    _run(db, "create", "for-y", "--bank", "pub", "--organisation", "Org A")
+    # --feed needs the feed scope and a feed that exists; neither mistake makes a key.
+    _, errors = _key_create(db, "partner-x", "--scopes", "match", "--feed", "for-x", code=2)
+    assert "--feed grants feeds to a key with the 'feed' scope" in errors
+    _, errors = _key_create(db, "partner-x", "--scopes", "feed", "--feed", "nope", code=2)
+    assert "no feed named 'nope'" in errors
+    out, errors = _key_create(db, "partner-x", "--scopes", "feed", "--feed", "for-x")
+    assert out.startswith("bst_") and "reads feeds for-x" in errors
+    # A feed key made without --feed reads nothing, and is told so.
+    _, errors = _key_create(db, "partner-y", "--scopes", "feed")
+    assert "reads no feed until granted one: `bastion feed grant partner-y FEED`" in errors
+    with Store.open(db) as store:
+        assert [k.name for k in store.list_api_keys()] == ["partner-x", "partner-y"]
+    r = runner.invoke(app, ["--db", db, "feed", "grants", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (grant,) = json.loads(r.stdout)
+    assert (grant["feed"], grant["key"]) == ("for-x", "partner-x")
+    assert grant["granted_by"].startswith("cli:")
+    assert "feed keys with no grant read no feed: partner-y" in " ".join(r.stderr.split())
+
+    assert "granted feed for-y to key partner-y" in _run(db, "grant", "partner-y", "for-y")
+    assert "already reads for-y" in _run(db, "grant", "partner-y", "for-y")
+    assert "no API key named 'nobody'" in _run(db, "grant", "nobody", "for-y", code=2)
+    by_feed = json.loads(_run(db, "grants", "--feed", "for-y", "--format", "json"))
+    assert [g["key"] for g in by_feed] == ["partner-y"]
+    assert "no longer reads feed for-y" in _run(db, "revoke", "partner-y", "for-y")
+    assert "was not granted for-y" in _run(db, "revoke", "partner-y", "for-y")
+    assert json.loads(_run(db, "grants", "--key", "partner-y", "--format", "json")) == []
+    assert "no feed named 'nope'" in _run(db, "grant", "partner-y", "nope", code=2)
+    with Store.open(db) as store:
+        events = [(e.action, e.target, (e.detail or {}).get("key")) for e in store.iter_audit()]
+    assert [e for e in events if e[0].startswith("feed.grant")] == [
+        ("feed.grant", "for-x", "partner-x"),
+        ("feed.grant", "for-y", "partner-y"),
+        ("feed.grant.revoke", "for-y", "partner-y"),
+    ]

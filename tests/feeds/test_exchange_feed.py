@@ -259,6 +259,7 @@ def test_a_feed_rolled_back_to_an_older_version_stops_the_sync(
     # The feed is replaced by one that starts again at version 1: not silently accepted.
     publisher.feeds.remove("shared")
     publisher.feeds.create("shared", ["pub"], organisation="Org A")
+    publisher.feeds.grant(publisher.key_name, ["shared"])  # the removal took the grant along
     publisher.feeds.publish("shared")
     result = xs.sync("from-a")
     assert result.error and "older than version 2" in result.error

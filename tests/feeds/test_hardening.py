@@ -249,6 +249,7 @@ def test_values_shared_between_banks_are_published_once_and_roots_agree(
     ps.create_bank("pub2")
     publisher.feeds.remove("shared")
     publisher.feeds.create("shared", ["pub", "pub2"], organisation="Org A")
+    publisher.feeds.grant(publisher.key_name, ["shared"])  # the removal took the grant along
     shared = secrets.token_hex(32)
     ps.add_entries("pub", [NewEntry(SignalType.PDQ, shared), *pdq_entries(2)])
     ps.add_entries("pub2", [NewEntry(SignalType.PDQ, shared), *pdq_entries(1)])
