@@ -19,6 +19,7 @@ and connections may only go to loopback, which the fetch policy refuses anyway.
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import json
 import os
@@ -34,6 +35,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
@@ -49,14 +51,20 @@ import bastion.fetch
 from bastion.api.app import create_app
 from bastion.banks import NewEntry
 from bastion.config import Settings
+from bastion.policy import Verdict
+from bastion.review import NewItem, Viewer
 from bastion.signals.base import SignalType
 from bastion.store import BankNotFound, Store
+from bastion.store.accounts import AccountStore
 from tests.api.conftest import bearer
+from tests.web.seed import fast_hasher
 
 PDQ = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 BANK = "fuzz_bank"
+#: The console user the admin key acts as on /v1/cases.
+FUZZ_VIEWER = Viewer("fuzz-admin", "admin")
 
 #: Requests per operation; set BASTION_FUZZ_EXAMPLES higher for a deeper run by hand.
 ADMIN_EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "40"))
@@ -112,6 +120,8 @@ class FuzzEnv:
 
 #: Ids of the seeded entries (refreshed before each test: a fuzzed DELETE may remove them).
 SEEDED_IDS: list[int] = []
+#: (case id, item id) of a seeded open case (a fuzzed decision may close or escalate it).
+SEEDED_CASE: list[int] = []
 
 
 def _seed(store: Store) -> None:
@@ -133,6 +143,22 @@ def _seed(store: Store) -> None:
     SEEDED_IDS[:] = [e.id for e in store.list_entries(BANK)]
     for entry_id in SEEDED_IDS:
         store.enable_entry(BANK, entry_id)
+
+
+def _seed_case(rt: Any) -> None:
+    """An open case in the default queue, with media, matching the seeded PDQ entry (opened
+    anew whenever a fuzzed decision closed or escalated the last one)."""
+    if SEEDED_CASE:
+        row = rt.review.list_cases(FUZZ_VIEWER, limit=500)
+        if any(c.id == SEEDED_CASE[0] and c.queue == "default" for c in row):
+            return
+    image = io.BytesIO()
+    Image.new("RGB", (64, 64), (40, 90, 160)).save(image, "PNG")
+    verdict = Verdict("review", "fuzz", "seeded for the fuzz tests", "normal", "default", (), True)
+    match = {"bank": BANK, "entry": SEEDED_IDS[0], "signal_type": "pdq", "distance": 0}
+    item = NewItem(kind="image", format="PNG", media=image.getvalue(), matches=[match])
+    sub = rt.review.submit(verdict, item, actor="system")
+    SEEDED_CASE[:] = [sub.case_id, sub.item_id]
 
 
 def _no_dns(host: str, port: int) -> list[str]:
@@ -157,7 +183,12 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
     store = Store.open(f"sqlite:///{path}")
     _seed(store)
     assert len(SEEDED_IDS) == 4
-    _, admin_token = store.create_api_key("fuzz-admin", {"admin"})
+    # The admin key acts as an admin console user, so /v1/cases answers it (a key bound to no
+    # user is refused there).
+    AccountStore(store, hasher=fast_hasher()).create_user(
+        FUZZ_VIEWER.name, "admin", "fuzz password for the tests", actor="system"
+    )
+    _, admin_token = store.create_api_key(f"{FUZZ_VIEWER.name}@fuzz", {"admin"})
     _, hash_token = store.create_api_key("fuzz-hash", {"hash"})
     app = create_app(
         Settings(
@@ -202,6 +233,11 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
     if type(seeded.get("content_id")) is int:
         ids = [*SEEDED_IDS, 999999]
         choice = st.sampled_from(ids).map(lambda c: {**seeded, "content_id": c})
+    if type(seeded.get("case_id")) is int and SEEDED_CASE:
+        seeded["case_id"] = SEEDED_CASE[0]
+        if type(seeded.get("item_id")) is int:
+            seeded["item_id"] = SEEDED_CASE[1]
+        choice = st.just(seeded)
     return st.one_of(st.just(path_parameters), choice)
 
 
@@ -215,6 +251,7 @@ def fuzz_schema(fuzz_env: FuzzEnv) -> Any:
 @pytest.fixture
 def seeded(fuzz_env: FuzzEnv) -> FuzzEnv:
     _seed(fuzz_env.store)
+    _seed_case(fuzz_env.app.state.runtime)
     fuzz_env.app.state.runtime.index.refresh()
     return fuzz_env
 
