@@ -1,4 +1,4 @@
-"""Shared fixtures: the benign reference media live in ../shared/testdata beside the checkout."""
+"""Shared fixtures: the benign reference media live in tests/data (see tests/data/SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,11 @@ import sqlalchemy as sa
 from bastion.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
-TESTDATA = (REPO.parent / "shared" / "testdata").resolve()
+TESTDATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        raise RuntimeError(f"benign test media not found at {TESTDATA}")
     return TESTDATA
 
 

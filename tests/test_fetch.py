@@ -211,7 +211,7 @@ def test_fetches_image_with_sniffed_type(server: str, image_bytes: bytes) -> Non
 
 
 def test_fetches_video(server: str, testdata: Path) -> None:
-    _Handler.video = (testdata / "videos" / "chair-19-sd-bar.mp4").read_bytes()
+    _Handler.video = (testdata / "videos" / "pattern-sd-grey-bar.mp4").read_bytes()
     got = fetch(f"http://{server}/clip", POLICY)
     assert (got.content_type, got.kind) == ("video/mp4", "video")
     assert got.data == _Handler.video

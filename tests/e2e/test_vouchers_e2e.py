@@ -37,11 +37,11 @@ BANK_PHOTOS = [
     "bridge-mods/aaa-orig.jpg",
     "misc-images/wee.jpg",
     "reg-test-input/labelme-subset/q0291.jpg",
-    "reg-test-input/pen-and-coaster.png",
+    "reg-test-input/labelme-subset/q2821.jpg",
 ]
 BRIDGE_EDITS = ["blur-a-lot.jpg", "sharpen-a-lot.jpg", "shrink-a-lot.jpg", "square-256x256.jpg"]
 OTHER_PHOTOS = [
-    "misc-images/c.png",
+    "reg-test-input/exif-rotn/exif-rotn-3.jpg",
     "reg-test-input/labelme-subset/q0122.jpg",
     "reg-test-input/labelme-subset/q0746.jpg",
     "reg-test-input/labelme-subset/q1050.jpg",

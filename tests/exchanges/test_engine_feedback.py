@@ -2,7 +2,7 @@
 PostgreSQL: entries synced by an exchange match an upload, the case is decided through
 ``pipeline.decide``, the finding is queued in the decision's transaction and the worker's pass
 sends it upstream, retrying a transient failure. The matched files are the benign reference
-images of ``../shared/testdata``; the exchange is the scripted test exchange."""
+images of ``tests/data``; the exchange is the scripted test exchange."""
 
 from __future__ import annotations
 

@@ -75,8 +75,12 @@ def test_near_matching_modes_match_the_reference_edits_of_a_bank_photo(testdata,
     matched = [
         p.name for p in edits if s.open(client.voucher_for_image(p.read_bytes(), p.name).data)
     ]
-    assert len(edits) == 26 and len(matched) == 26
-    for other in ("misc-images/c.png", "misc-images/wee.jpg", "reg-test-input/pen-and-coaster.png"):
+    assert len(edits) == 19 and len(matched) == 19  # tests/data keeps 19 of Meta's 26
+    for other in (
+        "misc-images/wee.jpg",
+        "reg-test-input/labelme-subset/q2821.jpg",
+        "reg-test-input/exif-rotn/exif-rotn-6.jpg",
+    ):
         data = (testdata / "images" / other).read_bytes()
         assert s.open(client.voucher_for_image(data, other).data) is None
 

@@ -2,9 +2,11 @@
 
 The keys are the real ones (``bank_keys`` / ``probe_keys``); the voucher crypto on top only
 opens what these keys hit (tests/psi/test_protocol.py), so recall is measured on keys here. The
-floor comes from docs/benchmarks.md (issue 7): on this subset the compact mode found 143 of the
-159 pairs PDQ finds at distance <= 31 (0.899, measured 2026-11-29); the floor leaves margin for
-codec differences across Pillow and libjpeg versions, not for a worse scheme.
+floor comes from docs/benchmarks.md (issue 7): on the fuller ThreatExchange set the compact mode
+found 143 of the 159 pairs PDQ finds at distance <= 31 (0.899, 2026-11-29); on the photos kept in
+tests/data (the four EXIF photos in place of two PNGs left out) it finds 163 of 186 (0.876,
+measured 2026-12-07). The floor leaves margin for codec differences across Pillow and libjpeg
+versions, not for a worse scheme.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from benchmarks.bench_psi import generated_edits
 
 ORIGINALS = [
     "bridge-mods/aaa-orig.jpg",
-    "misc-images/c.png",
     "misc-images/wee.jpg",
-    "reg-test-input/pen-and-coaster.png",
     *(
         f"reg-test-input/labelme-subset/{n}.jpg"
         for n in ("q0122", "q0291", "q0746", "q1050", "q2821")
     ),
+    *(f"reg-test-input/exif-rotn/exif-rotn-{i}.jpg" for i in (1, 3, 6, 8)),
 ]
 RECALL_FLOOR = 0.85
 
@@ -66,7 +67,7 @@ def test_default_mode_finds_most_edits_plain_pdq_finds(testdata: Path) -> None:
         if _distance(edit.hash, originals[name].hash) <= 31:
             within += 1
             found += name in hits
-    assert within >= 150  # the subset is what the floor was measured on
+    assert within >= 180  # the subset is what the floor was measured on
     assert found / within >= RECALL_FLOOR, (found, within)
 
     assert cross == 0  # no probe of an edit ever hits another photo's key

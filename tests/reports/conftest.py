@@ -1,10 +1,9 @@
-"""Report fixtures: confirmed cases with benign test images (from /work/shared/testdata) on
+"""Report fixtures: confirmed cases with benign test images (from tests/data) on
 SQLite and PostgreSQL, a hand-moved clock, and the fake CyberTipline on a loopback port."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,11 +13,12 @@ from bastion.review.model import Case
 from bastion.store import Store
 from bastion.store.reports import ReportStore
 from bastion.store.review import ReviewStore
+from tests.conftest import TESTDATA
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.review.conftest import ONE_REVIEW, POLICY, ROOT, Clock, item, verdict
 from tests.store.conftest import Database, db  # noqa: F401  (the sqlite + postgres fixture)
 
-IMAGES = Path("/work/shared/testdata/images/misc-images")
+IMAGES = TESTDATA / "images" / "misc-images"
 REPORTER_KW = {"first_name": "Pat", "last_name": "Example", "email": "safety@example.org"}
 
 
@@ -54,11 +54,11 @@ def confirmed_case(review: ReviewStore) -> Callable[..., Case]:
 
     def make(files: int = 2, uploader: str | None = None) -> Case:
         uploader = uploader or f"user-{next(counter)}"
-        names = ["small.jpg", "wee.jpg", "c.png"]
+        paths = [IMAGES / "small.jpg", IMAGES / "wee.jpg", IMAGES / "modes" / "RGB.jpg"]
         case_id = 0
         for i in range(files):
-            name = names[i % len(names)]
-            media = (IMAGES / name).read_bytes()
+            path = paths[i % len(paths)]
+            name, media = path.name, path.read_bytes()
             sub = review.submit(
                 verdict(),
                 item(uploader, media=media, media_type="image/jpeg", filename=f"{i}-{name}"),

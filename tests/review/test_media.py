@@ -32,7 +32,7 @@ def photo(testdata: Path) -> bytes:
 
 @pytest.fixture
 def video(testdata: Path) -> bytes:
-    return (testdata / "videos" / "chair-20-sd-bar.mp4").read_bytes()
+    return (testdata / "videos" / "pattern-sd-grey-bar.mp4").read_bytes()
 
 
 def _grey(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:

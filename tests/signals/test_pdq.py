@@ -23,6 +23,11 @@ JAVA_VALUES = {
     ),
 }
 MODES = "images/misc-images/modes"
+#: Meta's modes/original.jpg is byte-identical to this file (tests/data/SOURCES.md).
+ORIGINAL = "images/bridge-mods/aaa-orig.jpg"
+#: Mode files of Meta's set left out of tests/data for size; made here by Meta's own recipe.
+MADE_MODES = {"CMYK.jpg": "CMYK", "L.png": "L", "LA.png": "LA", "P.png": "P", "PA.webp": "PA",
+              "RGBA.png": "RGBA"}  # fmt: skip
 
 
 def _rows(testdata: Path) -> list[dict[str, str]]:
@@ -38,7 +43,7 @@ def _png(img: Image.Image) -> bytes:
 
 def test_reference_mode_reproduces_every_reference_row(testdata: Path) -> None:
     rows = _rows(testdata)
-    assert len(rows) == 49
+    assert len(rows) == len([p for p in (testdata / "images").rglob("*") if p.is_file()]) == 40
     wrong = []
     for row in rows:
         got = pdq_from_bytes((testdata / row["path"]).read_bytes(), reference=True)
@@ -70,7 +75,7 @@ def test_fast_pipeline_within_8_of_reference_at_quality_80(testdata: Path) -> No
         assert hamming(fast, expected) <= 8, row["path"]
         assert quality >= 80, row["path"]
         checked += 1
-    assert checked == 46
+    assert checked == 37
 
 
 def test_low_quality_is_reported_not_dropped(testdata: Path) -> None:
@@ -86,8 +91,8 @@ def test_exif_orientation_applied_like_a_viewer(testdata: Path, n: int) -> None:
     with Image.open(io.BytesIO(data)) as img:
         shown = ImageOps.exif_transpose(img)  # what a viewer displays, as plain pixels
         stored = img.convert("RGB")
-        as_viewer = pdq_from_image(Image.open(io.BytesIO(_png(shown.reduce(4)))))[0]
-        as_stored = pdq_from_image(Image.open(io.BytesIO(_png(stored.reduce(4)))))[0]
+        as_viewer = pdq_from_image(Image.open(io.BytesIO(_png(shown))))[0]
+        as_stored = pdq_from_image(Image.open(io.BytesIO(_png(stored))))[0]
     hashed = pdq_from_bytes(data)[0]
     assert hamming(hashed, as_viewer) <= 8
     assert hamming(hashed, as_stored) > 60  # orientation really changed the hash
@@ -98,14 +103,20 @@ def test_exif_orientation_applied_like_a_viewer(testdata: Path, n: int) -> None:
     ["1.png", "CMYK.jpg", "F.webp", "HSV.webp", "I.webp", "L.png", "LA.png", "LAB.webp",
      "P.png", "PA.webp", "RGB.jpg", "RGBA.png", "YCbCr.jpg"],
 )  # fmt: skip
-def test_every_mode_file_matches_original(testdata: Path, name: str) -> None:
-    original = pdq_from_bytes((testdata / MODES / "original.jpg").read_bytes())[0]
-    assert hamming(pdq_from_bytes((testdata / MODES / name).read_bytes())[0], original) <= 8
+def test_every_mode_file_matches_original(testdata: Path, tmp_path: Path, name: str) -> None:
+    path = testdata / MODES / name
+    if name in MADE_MODES:
+        assert not path.exists()
+        path = tmp_path / name
+        with Image.open(testdata / ORIGINAL) as img:
+            img.convert(MADE_MODES[name]).save(path)
+    original = pdq_from_bytes((testdata / ORIGINAL).read_bytes())[0]
+    assert hamming(pdq_from_bytes(path.read_bytes())[0], original) <= 8
 
 
 @pytest.fixture(scope="module")
 def original(testdata: Path) -> Image.Image:
-    with Image.open(testdata / MODES / "original.jpg") as img:
+    with Image.open(testdata / ORIGINAL) as img:
         return img.convert("RGB").reduce(2)
 
 

@@ -1,4 +1,7 @@
-"""vPDQ: Meta's match table, pytx-compatible serialisation, and corrupt video."""
+"""vPDQ: Meta's match table, pytx-compatible serialisation, and corrupt video.
+
+The clips are the subset of Meta's TMK test clips kept in tests/data (see its SOURCES.md): a
+pattern clip in grey and with a small logo, a doorknob clip, and one with padded dimensions."""
 
 from __future__ import annotations
 
@@ -17,32 +20,18 @@ from bastion.signals.video import (
 )
 
 COLUMNS = {
-    "c19": "chair-19-sd-bar",
-    "c20": "chair-20-sd-bar",
-    "c22grey": "chair-22-sd-grey-bar",
-    "c22sepia": "chair-22-sd-sepia-bar",
-    "c22logoL": "chair-22-with-large-logo-bar",
-    "c22logoS": "chair-22-with-small-logo-bar",
-    "c22orig": "chair-orig-22-sd-bar",
     "door": "doorknob-hd-no-bar",
-    "pHD": "pattern-hd-no-bar",
-    "pLong": "pattern-longer-no-bar",
     "pSDgrey": "pattern-sd-grey-bar",
-    "pSDlogoL": "pattern-sd-with-large-logo-bar",
     "pSDlogoS": "pattern-sd-with-small-logo-bar",
 }
-# testdata/SOURCES.md, rows = query, columns in COLUMNS order (percent of query frames matched).
+# tests/data/SOURCES.md: the rows and columns of Meta's 13-clip table for the clips kept there;
+# rows = query, columns in COLUMNS order (percent of query frames matched).
 TABLE = {
-    "chair-19-sd-bar": [100, 16, 16, 11, 0, 5, 11, 0, 0, 0, 0, 0, 0],
-    "chair-20-sd-bar": [10, 100, 100, 100, 0, 95, 100, 0, 0, 0, 0, 0, 0],
-    "chair-22-sd-grey-bar": [9, 96, 100, 100, 0, 100, 100, 0, 0, 0, 0, 0, 0],
-    "chair-22-with-large-logo-bar": [0, 0, 0, 0, 100, 4, 0, 0, 0, 0, 0, 0, 0],
-    "chair-orig-22-sd-bar": [4, 96, 100, 100, 0, 100, 100, 0, 0, 0, 0, 0, 0],
-    "doorknob-hd-no-bar": [0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0],
-    "pattern-hd-no-bar": [0, 0, 0, 0, 0, 0, 0, 0, 100, 43, 0, 0, 0],
-    "pattern-sd-grey-bar": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 100],
-    "pattern-sd-with-large-logo-bar": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0],
+    "doorknob-hd-no-bar": [100, 0, 0],
+    "pattern-sd-grey-bar": [0, 100, 100],
 }
+#: The pattern clips' declared length: 206 frames at 30 fps.
+PATTERN_SECONDS = 206 / 30
 A = "a" * 64
 B = "b" * 64
 
@@ -63,8 +52,12 @@ def test_reproduces_sources_match_table(video_frames: dict[str, tuple[VideoFrame
 
 
 def test_target_percent_is_the_reverse_view(video_frames) -> None:
-    q, t = video_frames["chair-19-sd-bar"], video_frames["chair-20-sd-bar"]
-    assert video_match_score(q, t)[1] == video_match_score(t, q)[0]
+    # A query of the grey pattern clip followed by the doorknob: only its pattern frames match.
+    q = video_frames["pattern-sd-grey-bar"] + video_frames["doorknob-hd-no-bar"]
+    t = video_frames["pattern-sd-with-small-logo-bar"]
+    forward, backward = video_match_score(q, t), video_match_score(t, q)
+    assert forward[1] == backward[0] and forward[0] == backward[1]
+    assert forward[0] < forward[1] == 100
 
 
 def test_padded_dimensions_hash(testdata: Path) -> None:
@@ -76,7 +69,7 @@ def test_padded_dimensions_hash(testdata: Path) -> None:
 
 def test_corrupt_video_raises_signal_error(tmp_path: Path, testdata: Path) -> None:
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes((testdata / "videos/chair-20-sd-bar.mp4").read_bytes()[:100_000])
+    cut.write_bytes((testdata / "videos/pattern-sd-grey-bar.mp4").read_bytes()[:100_000])
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(bytes(range(256)) * 200)
     for path in (cut, junk):
@@ -88,7 +81,7 @@ def test_corrupt_video_raises_signal_error(tmp_path: Path, testdata: Path) -> No
 
 def test_serialisation_round_trips_with_threatexchange(video_frames) -> None:
     vpdq_util = pytest.importorskip("threatexchange.extensions.vpdq.vpdq_util")
-    frames = video_frames["pattern-hd-no-bar"]
+    frames = video_frames["pattern-sd-grey-bar"]
     text = serialize_frames(frames)
     theirs = vpdq_util.vpdq_to_json(
         [vpdq_util.VpdqCompactFeature(f.pdq, f.quality, f.timestamp) for f in frames]
@@ -140,7 +133,7 @@ def test_score_dedupes_and_filters_quality() -> None:
 
 
 def test_matcher_decides_the_table_at_80_percent(video_frames) -> None:
-    """The table through the matcher: a bank of all 13 videos, each query matches exactly the
+    """The table through the matcher: a bank of the kept clips, each query matches exactly the
     targets where at least 80% of its frames match (pytx/HMA's default decision)."""
     from bastion.index.matcher import Matcher
     from bastion.signals.base import Signal, SignalType
@@ -185,13 +178,13 @@ def _remux_live_matroska(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def live_mkv(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dst = tmp_path_factory.mktemp("live") / "chair-19-live.mkv"
-    return _remux_live_matroska(testdata / "videos/chair-19-sd-bar.mp4", dst)
+    dst = tmp_path_factory.mktemp("live") / "pattern-live.mkv"
+    return _remux_live_matroska(testdata / "videos/pattern-sd-grey-bar.mp4", dst)
 
 
 @pytest.mark.parametrize(
     "name",
-    ["chair-19-sd-bar", "chair-22-sd-grey-bar", "doorknob-hd-no-bar", "pattern-longer-no-bar"],
+    ["doorknob-hd-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-small-logo-bar"],
 )
 def test_probed_duration_agrees_with_vpdq(video_frames, testdata: Path, name: str) -> None:
     """One hash per second: the last frame hashed starts within the last second of the video."""
@@ -203,7 +196,8 @@ def test_probed_duration_agrees_with_vpdq(video_frames, testdata: Path, name: st
 
 def test_probe_reads_declared_durations(testdata: Path) -> None:
     videos = testdata / "videos"
-    assert probe_video_duration(videos / "chair-19-sd-bar.mp4").seconds == pytest.approx(18.8)
+    grey = probe_video_duration(videos / "pattern-sd-grey-bar.mp4")
+    assert grey.seconds == pytest.approx(PATTERN_SECONDS)
     assert probe_video_duration(videos / "doorknob-hd-no-bar.mp4").seconds == pytest.approx(4.0)
 
 
@@ -212,26 +206,26 @@ def test_undeclared_duration_is_counted_from_packets(live_mkv: Path) -> None:
     full = probe_video_duration(live_mkv)
     assert full.source == "packets"
     assert 0 <= full.seconds - frames[-1].timestamp <= 1.0
-    assert full.seconds == pytest.approx(18.8, abs=0.1)
+    assert full.seconds == pytest.approx(PATTERN_SECONDS, abs=0.1)
 
 
 def test_packet_count_stops_as_soon_as_over_the_limit(live_mkv: Path) -> None:
-    partial = probe_video_duration(live_mkv, stop_after=5.0)
+    partial = probe_video_duration(live_mkv, stop_after=3.0)
     assert partial.source == "packets"
-    # Stopped within a few frames (B-frame reordering) of the limit, far short of 18.8 s.
-    assert 5.0 < partial.seconds < 5.5
+    # Stopped within a few frames (B-frame reordering) of the limit, far short of 6.87 s.
+    assert 3.0 < partial.seconds < 3.5
 
 
 def test_over_long_video_refused_before_hashing(testdata: Path, live_mkv: Path) -> None:
     videos = testdata / "videos"
-    with pytest.raises(SignalError, match=r"^video too long: 18\.8 s > limit 10 s$"):
-        vpdq_frames(videos / "chair-19-sd-bar.mp4", max_seconds=10)
-    with pytest.raises(SignalError, match=r"^video too long: 22\.43 s > limit 10\.5 s$"):
-        vpdq_frames(videos / "chair-22-sd-grey-bar.mp4", max_seconds=10.5)
-    with pytest.raises(SignalError, match=r"^video too long: more than 10\.\d+ s > limit 10 s"):
-        vpdq_frames(live_mkv, max_seconds=10)
+    with pytest.raises(SignalError, match=r"^video too long: 6\.87 s > limit 5 s$"):
+        vpdq_frames(videos / "pattern-sd-grey-bar.mp4", max_seconds=5)
+    with pytest.raises(SignalError, match=r"^video too long: 6\.87 s > limit 6\.5 s$"):
+        vpdq_frames(videos / "pattern-sd-with-small-logo-bar.mp4", max_seconds=6.5)
+    with pytest.raises(SignalError, match=r"^video too long: more than 5\.\d+ s > limit 5 s"):
+        vpdq_frames(live_mkv, max_seconds=5)
     assert len(vpdq_frames(videos / "doorknob-hd-no-bar.mp4", max_seconds=10)) == 4
-    assert len(vpdq_frames(live_mkv, max_seconds=20)) == 19
+    assert len(vpdq_frames(live_mkv, max_seconds=10)) == 7  # one hash per second of 6.87 s
 
 
 def test_no_limit_means_no_probe(testdata: Path, tmp_path: Path) -> None:
@@ -248,7 +242,7 @@ def test_no_limit_means_no_probe(testdata: Path, tmp_path: Path) -> None:
 
 def test_unprobeable_files_raise_signal_error(tmp_path: Path, testdata: Path) -> None:
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes((testdata / "videos/chair-20-sd-bar.mp4").read_bytes()[:100_000])
+    cut.write_bytes((testdata / "videos/pattern-sd-grey-bar.mp4").read_bytes()[:100_000])
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(bytes(range(256)) * 200)
     empty = tmp_path / "empty.mp4"
@@ -278,7 +272,7 @@ def test_a_header_that_lies_about_the_length_is_caught(monkeypatch, testdata: Pa
         return real(path, stop_after=stop_after, count=True)
 
     monkeypatch.setattr(video, "probe_video_duration", lying)
-    clip = testdata / "videos/chair-19-sd-bar.mp4"
-    with pytest.raises(SignalError, match=r"video too long: more than 10\.\d+ s > limit 10 s"):
-        video.check_video_duration(clip, 10)
+    clip = testdata / "videos/pattern-sd-grey-bar.mp4"
+    with pytest.raises(SignalError, match=r"video too long: more than 5\.\d+ s > limit 5 s"):
+        video.check_video_duration(clip, 5)
     assert video.check_video_duration(clip, 60).seconds == 1.0  # within the limit either way

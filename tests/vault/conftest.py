@@ -28,7 +28,7 @@ from tests.review.conftest import (  # noqa: F401  (fixtures)
     verdict,
 )
 
-#: A benign photo from the shared test data (see /work/shared/testdata/SOURCES.md).
+#: A benign photo from the test data (see tests/data/SOURCES.md).
 IMAGE = TESTDATA / "images" / "misc-images" / "small.jpg"
 MATCHES = [
     {

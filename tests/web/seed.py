@@ -1,7 +1,7 @@
 """Seed data for the console tests and screenshots: users, banks and a policy, written straight
 into a store; cases then come from scanning benign test photos through the real /v1/scan API.
 
-All images are the benign ThreatExchange test photos in ../shared/testdata (see SOURCES.md).
+All images are the benign ThreatExchange test photos in tests/data (see its SOURCES.md).
 Bank names and labels here are neutral test names: the policy below routes by bank, not by any
 abuse label.
 """
@@ -70,7 +70,7 @@ otherwise:
 #: The photos each case is made from: (bank, photo in the bank, photo scanned, uploader).
 BRIDGE_BANKED = "images/bridge-mods/aaa-orig.jpg"
 BRIDGE_SCANNED = "images/bridge-mods/shrink-a-lot.jpg"
-SENIOR_PHOTO = "images/reg-test-input/pen-and-coaster.png"
+SENIOR_PHOTO = "images/reg-test-input/labelme-subset/q2821.jpg"
 EXACT_PHOTO = "images/misc-images/wee.jpg"
 VIDEO = "videos/doorknob-hd-no-bar.mp4"
 
