@@ -803,18 +803,22 @@ def serve(
 
 
 def _print_demo_banner(token: str, password: str, host: str, port: int) -> None:
-    from bastion.demo import DEMO_USER
+    import shlex
+
+    from bastion.demo import DEMO_EDIT, DEMO_USER
 
     base = f"http://{host}:{port}"
+    # The packaged edit of the demo photo: relative in a checkout (as in the README), absolute
+    # when Bastion runs from an installed wheel.
+    photo = DEMO_EDIT.relative_to(Path.cwd()) if DEMO_EDIT.is_relative_to(Path.cwd()) else DEMO_EDIT
     console = Console()
     console.rule("Bastion (demo bank: a benign test photo, labelled as demo data)")
     console.print("Admin API key for this run (shown once; `bastion key create` makes more):")
     print(token, flush=True)  # alone on its line, unwrapped, so it can be copied or grepped
     console.print("Scan an image (a match opens a case in the review queue):")
     print(
-        f"  curl -s -H 'Authorization: Bearer {token}' -F file=@../shared/testdata/images/"
-        f'bridge-mods/blur-a-lot.jpg -F \'context={{"uploader_id":"demo-user"}}\' '
-        f"{base}/v1/scan",
+        f"  curl -s -H 'Authorization: Bearer {token}' -F file=@{shlex.quote(str(photo))} "
+        f'-F \'context={{"uploader_id":"demo-user"}}\' {base}/v1/scan',
         flush=True,
     )
     console.print(f"Reviewer console: {base}/login")

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bastion.demo import DEMO_EDIT
 from bastion.store import Store
 from tests.conftest import postgres_schema_url
 from tests.servers import Server
@@ -107,18 +108,19 @@ def test_two_replicas_see_each_others_changes(tmp_path: Path) -> None:
                 s.stop()
 
 
-def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(
-    tmp_path: Path, testdata: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What `make run` does: `bastion serve --demo` on the embedded default store."""
-    monkeypatch.setenv("BASTION_TESTDATA", str(testdata))
+def test_make_run_demo_serves_a_labelled_bank_and_prints_a_key(tmp_path: Path) -> None:
+    """What `make run` does: `bastion serve --demo` on the embedded default store, with the demo
+    photo shipped in the package; the printed curl names the packaged edit, wherever it runs."""
     server = Server(None, tmp_path, "--demo")
     try:
         printed = server.output
         tokens = [ln for ln in printed.splitlines() if ln.startswith("bst_")]
         assert len(tokens) == 1, printed
         headers = {"Authorization": f"Bearer {tokens[0]}"}
-        photo = (testdata / "images/bridge-mods/blur-a-lot.jpg").read_bytes()
+        curl = re.search(r"curl .* -F file=@(\S+) ", printed)
+        assert curl, printed
+        assert (tmp_path / curl.group(1)).resolve() == DEMO_EDIT  # relative to the server's cwd
+        photo = DEMO_EDIT.read_bytes()
         r = httpx.post(f"{server.base}/v1/scan", headers=headers, files={"file": ("p.jpg", photo)})
         assert r.status_code == 200, r.text
         assert r.json()["matches"][0]["bank"] == "demo-bridge"

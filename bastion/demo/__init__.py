@@ -1,15 +1,16 @@
-"""The demo: a clearly labelled demo bank built from one benign test photo.
+"""The demo: a clearly labelled demo bank built from one benign photo shipped with the package.
 
 `make run` serves Bastion with it (``bastion serve --demo``: the bank plus a fresh local admin
 key); ``python -m bastion.demo`` walks through the command line with it instead. The bank holds the
-hashes of a benign photo of a bridge from Meta's PDQ test set: demo data, never a real hash list.
+hashes of a benign photo of a bridge from Meta's PDQ test set (``aaa-orig.jpg`` beside this file):
+demo data, never a real hash list. ``blur-a-lot.jpg`` is Meta's blurred edit of it, the photo the
+demo banner's and README's first scan sends. Both are package data, so the demo works from a bare
+clone and from an installed wheel alike; their BSD licence is ``LICENSE-ThreatExchange.txt``.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,26 +25,24 @@ DEMO_BANK = "demo-bridge"
 DEMO_SOURCE = "Bastion demo data: a benign photo from Meta's PDQ test set"
 
 
-def testdata_dir() -> Path:
-    env = os.environ.get("BASTION_TESTDATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "testdata"
-
+#: The package's demo media: the banked photo and an edit of it that the bank matches.
+DEMO_DIR = Path(__file__).resolve().parent
+DEMO_PHOTO = DEMO_DIR / "aaa-orig.jpg"
+DEMO_EDIT = DEMO_DIR / "blur-a-lot.jpg"
 
 DEMO_KEY = "local-admin"
 DEMO_USER = "demo-admin"
 DEMO_ACTOR = "cli:make-run"
 
 
-def ensure_demo_bank(store: Store, data: Path | None = None) -> bool:
+def ensure_demo_bank(store: Store) -> bool:
     """Create the demo bank from the bridge photo unless it exists; True if it was created."""
     try:
         store.get_bank(DEMO_BANK)
         return False
     except BankNotFound:
         pass
-    photo = (data or testdata_dir()) / "images" / "bridge-mods" / "aaa-orig.jpg"
+    photo = DEMO_PHOTO
     fs = hash_file(photo)
     if fs.error:
         raise RuntimeError(f"demo photo {photo}: {fs.error}")
@@ -102,24 +101,16 @@ def run(args: list[str]) -> int:
 
 def main() -> int:
     console = Console()
-    data = testdata_dir()
-    if not data.is_dir():
-        console.print(f"[red]demo needs the benign test media at {data}[/red]")
-        return 2
     console.rule("Bastion demo (benign test photos, demo bank)")
     with Store.open(None) as store:
-        ensure_demo_bank(store, data)
+        ensure_demo_bank(store)
     console.print("$ bastion bank list")
     run(["bank", "list"])
-    folders = [data / "images" / "bridge-mods", data / "images" / "reg-test-input" / "dih"]
-    console.print("$ bastion scan --dihedral " + " ".join(str(f) for f in folders))
-    code = run(["scan", "--dihedral", *map(str, folders)])
+    photos = [DEMO_PHOTO, DEMO_EDIT]
+    console.print("$ bastion scan " + " ".join(str(p) for p in photos))
+    code = run(["scan", *map(str, photos)])
     console.print(
         f"\nscan exit code {code} (1 = matches found). Try `.venv/bin/bastion --help`; "
         "the data lives in ./bastion-data/."
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
