@@ -180,6 +180,20 @@ class Settings:
     #: How often the worker checks published banks for changes and signs a new feed version.
     feed_version_seconds: float = 5.0
     # -- end feeds --
+    # -- match disclosure (bastion.index.probing, bastion.api.disclosure) --
+    #: Keys without ``export`` see match distances as bands: ``exact`` (0), ``near`` (1 to this),
+    #: ``far`` (above it, up to the lookup's threshold), never the exact number.
+    match_near_distance: int = 15
+    #: Near-duplicate probing: a hash lookup within this many bits (not 0) of another recent one
+    #: by the same key, where either matched a bank entry, is a probe.
+    probe_radius: int = 16
+    #: Probes a key without ``export`` may make per window before further probing requests are
+    #: refused (429, audited as ``match.probing``); 0 turns detection off.
+    probe_limit: int = 64
+    probe_window_seconds: float = 600.0
+    #: Matched lookups remembered per key to compare against (41 bytes each, per process).
+    probe_memory: int = 1024
+    # -- end match disclosure --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

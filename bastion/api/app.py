@@ -34,6 +34,7 @@ from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.index.live import LiveIndex
+from bastion.index.probing import ProbeDetector
 from bastion.policy import Policy, PolicyHolder
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
@@ -92,6 +93,12 @@ class Runtime:
         self.index = LiveIndex(store)
         self.keys = KeyCache()
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.probes = ProbeDetector(
+            radius=settings.probe_radius,
+            limit=settings.probe_limit,
+            window=settings.probe_window_seconds,
+            memory=settings.probe_memory,
+        )
         self.metrics = Metrics()
         self.started_at = time.time()
         # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --

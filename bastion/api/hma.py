@@ -31,12 +31,19 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 from bastion.api.auth import Principal, require
-from bastion.api.disclosure import audit_values, sees_values
+from bastion.api.disclosure import (
+    audit_values,
+    observe_probes,
+    refuse_probes,
+    sees_values,
+    shown_distance,
+)
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
 from bastion.fetch import FetchError, fetch
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, DEFAULT_VIDEO_MATCH_PERCENT, Match
+from bastion.index.probing import BANDS, band
 from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, StoreError
@@ -320,11 +327,14 @@ def _match(rt: Any, signal: Signal, banks: set[str] | None) -> list[Match]:
         return list(matcher.match([signal], banks=banks))[:MAX_MATCHES]
 
 
-def _distance(rt: Any, match: Match, signal: Signal) -> str:
+def _distance(rt: Any, match: Match, signal: Signal, principal: Principal | None) -> str:
     """The distance as HMA prints it: Hamming distance for PDQ, ``"-"`` for exact types, and
-    ``"<query%>[<bank video%>]"`` for vPDQ."""
+    ``"<query%>[<bank video%>]"`` for vPDQ. A PDQ distance is exact when ``principal`` is None
+    (what a scan records) or has `export`; else its band's representative value."""
     if match.signal_type is SignalType.PDQ:
-        return str(match.distance)
+        if principal is None:
+            return str(match.distance)
+        return str(shown_distance(rt, principal, match.distance, DEFAULT_PDQ_THRESHOLD))
     if match.signal_type is SignalType.VPDQ:
         query_pct = match.score or 0.0
         try:
@@ -336,30 +346,68 @@ def _distance(rt: Any, match: Match, signal: Signal) -> str:
     return _NO_DISTANCE
 
 
-def _matches_by_bank(rt: Any, signal: Signal, banks: set[str] | None) -> dict[str, list[Any]]:
-    """HMA's ``{BANK: [{bank_content_id, distance}]}``, one row per content, closest first."""
-    out: dict[str, list[dict[str, Any]]] = {}
+def _matches_by_bank(
+    rt: Any, signal: Signal, matches: list[Match], principal: Principal | None
+) -> dict[str, list[Any]]:
+    """HMA's ``{BANK: [{bank_content_id, distance}]}``, one row per content, closest first; for
+    a key without `export`, distances as bands and rows by band, then content id (the order
+    within a band would tell the distances apart)."""
+    hidden = principal is not None and not sees_values(principal)
+    near = rt.settings.match_near_distance
+    by_bank: dict[str, list[tuple[int, int, Match]]] = {}
     seen: set[tuple[str, int]] = set()
-    for m in _match(rt, signal, banks):
+    for m in matches:
         cid = content_id_of(m.entry_id, m.external_id)
         if (m.bank, cid) in seen:
             continue
         seen.add((m.bank, cid))
-        row = {"bank_content_id": cid, "distance": _distance(rt, m, signal)}
-        out.setdefault(hma_bank_name(m.bank), []).append(row)
+        rank = BANDS.index(band(m.distance, near))
+        by_bank.setdefault(hma_bank_name(m.bank), []).append((rank, cid, m))
+    out: dict[str, list[Any]] = {}
+    for name, rows in by_bank.items():
+        if hidden:
+            rows.sort(key=lambda r: (r[0], r[1]))
+        out[name] = [
+            {"bank_content_id": cid, "distance": _distance(rt, m, signal, principal)}
+            for _, cid, m in rows
+        ]
     return out
+
+
+def _lookup_query(
+    rt: Any, request: Request, principal: Principal, query: Signal, banks: set[str] | None
+) -> dict[str, list[Any]]:
+    """A lookup of a hash the caller chose: counted for near-duplicate probing (429 past the
+    limit, for keys without `export`), answered as :func:`_matches_by_bank`."""
+    matches = _match(rt, query, banks)
+    probing = observe_probes(rt, principal, [(query, bool(matches))])
+    refuse_probes(rt, request, principal, probing, message=True)
+    return _matches_by_bank(rt, query, matches, principal)
+
+
+_Looked = list[tuple[SignalType, Signal | None, list[Match]]]
 
 
 def _lookup_signals(
     rt: Any, signals: list[tuple[SignalType, str]], banks: set[str] | None
-) -> dict[str, dict[str, list[Any]]]:
-    out: dict[str, dict[str, list[Any]]] = {}
+) -> _Looked:
+    """Each hashed signal with its matches (none for an unusable, low-quality hash, as the
+    matcher would decide anyway)."""
+    out: _Looked = []
     for st, value in signals:
-        # An unusable (low-quality) hash matches nothing, as the matcher would decide anyway.
-        out[hma_signal_name(st)] = (
-            _matches_by_bank(rt, _query_signal(st, value), banks) if value else {}
-        )
+        query = _query_signal(st, value) if value else None
+        out.append((st, query, _match(rt, query, banks) if query else []))
     return out
+
+
+def _by_signal(
+    rt: Any, looked: _Looked, principal: Principal | None
+) -> dict[str, dict[str, list[Any]]]:
+    """HMA's ``{signal_type: {BANK: [...]}}``; ``principal`` None: exact, as recorded."""
+    return {
+        hma_signal_name(st): _matches_by_bank(rt, query, ms, principal) if query else {}
+        for st, query, ms in looked
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,11 +462,12 @@ def raw_lookup(
     principal: Principal = _match_key,
 ) -> dict[str, list[Any]]:
     """``{"matches": [content ids]}``, or with ``include_distance`` a list of
-    ``{bank_content_id, distance}``. Only enabled entries of enabled banks are in the index."""
+    ``{bank_content_id, distance}``. Only enabled entries of enabled banks are in the index.
+    Without `export`, a PDQ distance is its band's number and probing is refused (docs/hma.md)."""
     rt = _rt(request)
     query = _query_signal(signal_type_from_hma(signal_type), signal)
     rows: list[dict[str, Any]] = []
-    for bank_rows in _matches_by_bank(rt, query, _bank_filter(banks)).values():
+    for bank_rows in _lookup_query(rt, request, principal, query, _bank_filter(banks)).values():
         rows.extend(bank_rows)
     if include_distance:
         return {"matches": rows}
@@ -447,14 +496,15 @@ def lookup_get(
     if url:
         _content_type(content_type)
         data, name = _fetch(rt, url)
-        result = _lookup_signals(rt, _hash(rt, data, name, _type_filter(types)), wanted_banks)
+        looked = _lookup_signals(rt, _hash(rt, data, name, _type_filter(types)), wanted_banks)
+        result = _by_signal(rt, looked, principal)
         if signal_type is not None:
             return result.get(hma_signal_name(signal_type_from_hma(signal_type)), {})
         return result
     if not signal or not signal_type:
         raise _error(400, "Either url or both signal and signal_type are required")
     query = _query_signal(signal_type_from_hma(signal_type), signal)
-    return _matches_by_bank(rt, query, wanted_banks)
+    return _lookup_query(rt, request, principal, query, wanted_banks)
 
 
 @router.post(
@@ -478,9 +528,9 @@ async def lookup_post(
 
     def work() -> dict[str, Any]:
         kind, signals = _hash_kind(rt, data, name, wanted)
-        result = _lookup_signals(rt, signals, _bank_filter(banks))
-        _record_scan(rt, principal, kind, signals, result)
-        return result
+        looked = _lookup_signals(rt, signals, _bank_filter(banks))
+        _record_scan(rt, principal, kind, signals, _by_signal(rt, looked, None))
+        return _by_signal(rt, looked, principal)
 
     return await run_in_threadpool(work)
 

@@ -20,12 +20,20 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api import pipeline
 from bastion.api.auth import Principal, require
-from bastion.api.disclosure import audit_values, sees_values
+from bastion.api.disclosure import (
+    audit_values,
+    observe_probes,
+    refuse_probes,
+    sees_values,
+    shown_matches,
+    shown_reason,
+)
 from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
 from bastion.fetch import FetchError, fetch
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
+from bastion.index.probing import ProbeVerdict, band
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import (
@@ -102,7 +110,14 @@ class MatchOut(BaseModel):
     bank: str
     entry: int
     signal_type: SignalType
-    distance: int
+    distance: int = Field(
+        description="Hamming distance (PDQ; for vPDQ the closest frame's). A key without the "
+        "`export` scope gets the band's representative value instead: 0, `match_near_distance` "
+        "or the threshold."
+    )
+    band: Literal["exact", "near", "far"] = Field(
+        description="exact (0), near (up to `match_near_distance`) or far (up to the threshold)."
+    )
     external_id: str | None = None
     labels: list[str] = []
     score: float | None = None
@@ -256,8 +271,8 @@ def _rt(request: Request) -> Any:
     return request.app.state.runtime
 
 
-def _match_out(m: Match) -> MatchOut:
-    return MatchOut.model_validate(m.as_dict())
+def _match_out(m: Match, near: int) -> MatchOut:
+    return MatchOut.model_validate({**m.as_dict(), "band": band(m.distance, near)})
 
 
 def _bank_out(b: Bank) -> BankOut:
@@ -396,7 +411,9 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
     matches = matches[:MAX_MATCHES]
     _count_matches(request, matches)
     signals = [SignalOut(type=s.type, value=s.value, quality=s.quality) for s in fs.signals]
-    match_out = [_match_out(m) for m in matches]
+    # Recorded (and decided on) with exact distances; answered as this key may see them.
+    match_out = [_match_out(m, rt.settings.match_near_distance) for m in matches]
+    shown = [MatchOut.model_validate(d) for d in shown_matches(rt, principal, matches, threshold)]
     warnings = [fs.error] if fs.error else []
     for s in fs.signals:
         if s.type == SignalType.PDQ and s.quality is not None and s.quality < DEFAULT_MIN_QUALITY:
@@ -406,7 +423,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         format=fs.format,
         context=ctx.model_dump(exclude_none=True),
         signals=[s.model_dump(mode="json", exclude_none=True) for s in signals],
-        matches=[m.model_dump(mode="json", exclude_none=True) for m in match_out],
+        matches=[m.model_dump(mode="json", exclude_none=True, exclude={"band"}) for m in match_out],
         media=data,
         media_type=_media_type(fs, name),
         filename=name,
@@ -438,7 +455,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         ) from exc
     verdict = Verdict(
         decision=decided.decision,
-        reason=decided.reason,
+        reason=shown_reason(rt, principal, decided.reason),
         rule=decided.rule,
         priority=None if decided.decision == "allow" else decided.priority,
         case_id=case_id,
@@ -449,7 +466,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         format=fs.format,
         size=fs.size,
         signals=signals,
-        matches=match_out,
+        matches=shown,
         verdict=verdict,
         warnings=warnings,
         truncated=truncated,
@@ -538,10 +555,13 @@ def _form_int(value: Any, default: int, name: str, lo: int, hi: int) -> int:
 @router.post(
     "/lookup", response_model=LookupResponse, tags=["scan"], responses=problem_responses(400, 422)
 )
-async def lookup(body: LookupRequest, request: Request, _: MatchKey) -> JSONResponse:
+async def lookup(body: LookupRequest, request: Request, principal: MatchKey) -> JSONResponse:
     """Match precomputed signals (for platforms that hash on their own side), up to 1,000 a call.
     A malformed signal gets its own error; the others are still matched. Each signal gets at
     most 100 matches, closest first (``truncated`` is set on a result that was cut).
+
+    A key without `export` sees distances as bands, and a request that probes near its recent
+    matches past the limit is refused (429 with Retry-After; see `probe_limit`).
     """
     rt = _rt(request)
     results: list[dict[str, Any]] = []
@@ -567,35 +587,44 @@ async def lookup(body: LookupRequest, request: Request, _: MatchKey) -> JSONResp
         if stype is SignalType.PDQ:
             pdq_rows.append((i, value))
     banks = body.banks
+    found: dict[int, list[Match]] = {}
 
-    def match() -> None:
+    def match() -> ProbeVerdict | None:
         with rt.index.read() as matcher:
-            found = matcher.lookup_pdq(
+            hits = matcher.lookup_pdq(
                 [v for _, v in pdq_rows], threshold=body.threshold, banks=banks
             )
-            for (i, _), ms in zip(pdq_rows, found, strict=True):
-                _set_matches(request, results[i], ms)
+            for (i, _), ms in zip(pdq_rows, hits, strict=True):
+                found[i] = ms
             for i, sig in enumerate(parsed):
                 if sig is not None and sig.type is not SignalType.PDQ:
-                    ms = matcher.match([sig], threshold=body.threshold, banks=banks)
-                    _set_matches(request, results[i], ms)
+                    found[i] = matcher.match([sig], threshold=body.threshold, banks=banks)
+        looked = [(sig, bool(found.get(i))) for i, sig in enumerate(parsed) if sig is not None]
+        return observe_probes(rt, principal, looked)
 
     # One or a few hashes at a normal threshold take ~0.1 ms each, less than a thread hop; a
     # wide threshold or a big batch would hold up every other request on the event loop.
     heavy = body.threshold > DEFAULT_PDQ_THRESHOLD or len(body.signals) > _LIGHT_SIGNALS
     heavy = heavy or any(s is not None and s.type is SignalType.VPDQ for s in parsed)
-    if heavy:
-        await run_in_threadpool(match)
-    else:
-        match()
+    probing = await run_in_threadpool(match) if heavy else match()
+    if probing is not None and (probing.detected or probing.refused):
+        await run_in_threadpool(refuse_probes, rt, request, principal, probing)
+    for i, ms in found.items():
+        _set_matches(request, principal, body.threshold, results[i], ms)
     return JSONResponse({"results": results})
 
 
-def _set_matches(request: Request, result: dict[str, Any], matches: list[Match]) -> None:
+def _set_matches(
+    request: Request,
+    principal: Principal,
+    threshold: int,
+    result: dict[str, Any],
+    matches: list[Match],
+) -> None:
     if len(matches) > MAX_MATCHES:
         matches = matches[:MAX_MATCHES]
         result["truncated"] = True
-    result["matches"] = [m.as_dict() for m in matches]
+    result["matches"] = shown_matches(_rt(request), principal, matches, threshold)
     _count_matches(request, matches)
 
 

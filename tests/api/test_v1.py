@@ -147,8 +147,15 @@ def test_lookup_batch_with_per_item_errors(client: TestClient, admin: dict[str, 
     results = r.json()["results"]
     assert len(results) == 13
     assert all(res["matches"][0]["distance"] == 7 for res in results[:10])
+    assert all(res["matches"][0]["band"] == "near" for res in results[:10])
     assert results[10]["error"] and results[11]["error"].startswith("unknown signal type")
     assert results[12]["matches"][0]["distance"] == 0
+    assert results[12]["matches"][0]["band"] == "exact"
+    # A key without `export` gets the band and its number, never the exact distance.
+    matcher = bearer(client.app.state.runtime.store, "matcher", "match")
+    banded = client.post("/v1/lookup", headers=matcher, json={"signals": signals}).json()
+    shown = [(m["band"], m["distance"]) for res in banded["results"] for m in res["matches"]]
+    assert shown == [("near", 15)] * 10 + [("exact", 0)]
     too_many = client.post(
         "/v1/lookup", headers=admin, json={"signals": [{"type": "md5", "value": "0" * 32}] * 1001}
     )
