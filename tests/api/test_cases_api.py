@@ -156,6 +156,17 @@ def test_a_key_can_only_be_bound_to_an_existing_enabled_user(desk: Desk) -> None
     assert store.get_api_key("scanner").user is None
 
 
+def test_an_admin_binds_a_key_to_a_user_in_the_console(desk: Desk) -> None:
+    ada = desk.console.login("ada")
+    r = ada.post_form("/admin/keys", {"name": "rex@desk", "scopes": "review"})
+    assert r.status_code == 200 and "rex@desk" in r.text
+    assert desk.console.store.get_api_key("rex@desk").user == "rex"
+    r = ada.post_form("/admin/keys", {"name": "ghost@desk", "scopes": "review"})
+    assert r.status_code == 400 and "no console user named" in r.text
+    created = [e for e in desk.audit("key.create") if e.target == "rex@desk"]
+    assert [e.actor for e in created] == ["user:ada"]
+
+
 def test_role_changes_apply_at_the_next_call(desk: Desk) -> None:
     senior = desk.cases["senior"]
     assert desk.get("rex", f"/{senior}").status_code == 403
