@@ -49,7 +49,13 @@ def _when(value: Any) -> str | None:
 
 @key_app.command("create")
 def key_create(
-    name: Annotated[str, typer.Argument(help="Unique key name, e.g. the client it is for.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Unique key name, e.g. the client it is for. USER@LABEL makes a key that acts "
+            "as that console user on /v1/cases (scopes review, media)."
+        ),
+    ],
     scopes: Annotated[
         list[str],
         typer.Option(

@@ -28,12 +28,14 @@ class Signal(_Model):
 
 class Match(_Model):
     """One bank entry the content matched: ``distance`` is the PDQ/vPDQ Hamming distance (0 for
-    exact hashes)."""
+    exact hashes); for a key without the ``export`` scope, the representative value of its
+    ``band`` (``exact``, ``near`` or ``far``)."""
 
     bank: str
     entry: int
     signal_type: str
     distance: int
+    band: str | None = None
     external_id: str | None = None
     labels: list[str] = []
     score: float | None = None

@@ -48,7 +48,8 @@ def test_scan_bytes_paths_and_files(stack: Stack) -> None:
         assert result.kind == "image" and result.size == photo.stat().st_size
         assert {s.type for s in result.signals} >= {"pdq", "md5", "sha256"}
         (match,) = [m for m in result.matches if m.bank == "bridge"]
-        assert 0 < match.distance <= 20 and match.signal_type == "pdq"
+        assert 0 < match.distance <= 20 and match.signal_type == "pdq"  # exact: admin key
+        assert match.band == ("near" if match.distance <= 15 else "far")
         assert result.verdict.decision == "review" and result.verdict.case_id
         assert result.matched
     assert by_path.scan_id is not None
