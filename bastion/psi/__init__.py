@@ -1,7 +1,8 @@
 """Server side of private matching for end-to-end encrypted messaging (pure: no web or database).
 
 ``build`` makes pdata from bank hashes, ``process`` opens vouchers with the secret scalar,
-``threshold`` finds real shares and rebuilds an account key, ``franking`` verifies user reports.
+``threshold`` finds real shares and rebuilds an account key, ``media`` re-encodes opened
+derivatives, ``franking`` verifies user reports.
 The wire formats and everything a client computes live in :mod:`bastion.client`, which this
 package imports (never the reverse). Protocol and privacy properties: docs/e2ee.md.
 """
@@ -10,7 +11,14 @@ from bastion.psi.build import BuildError, BuildStats, build_pdata
 from bastion.psi.franking import Report, ReportRejected, platform_tag, verify_report
 from bastion.psi.process import Opened, open_parsed, open_voucher
 from bastion.psi.secret import ServerSecret
-from bastion.psi.threshold import Row, Undecodable, detect_real, reconstruct
+from bastion.psi.threshold import (
+    Row,
+    Undecodable,
+    dependencies,
+    detect_real,
+    distinct_images,
+    reconstruct,
+)
 
 __all__ = [
     "BuildError",
@@ -22,7 +30,9 @@ __all__ = [
     "ServerSecret",
     "Undecodable",
     "build_pdata",
+    "dependencies",
     "detect_real",
+    "distinct_images",
     "open_parsed",
     "open_voucher",
     "platform_tag",

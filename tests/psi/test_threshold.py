@@ -8,7 +8,7 @@ import pytest
 
 from bastion.client.account import EpochKeys
 from bastion.client.field import P_DHF, P_SHARE
-from bastion.psi import Row, Undecodable, detect_real, reconstruct
+from bastion.psi import Row, Undecodable, dependencies, detect_real, distinct_images, reconstruct
 from bastion.psi.threshold import kernel_support
 
 
@@ -77,3 +77,44 @@ def test_more_synthetic_than_s_is_never_opened_wrongly() -> None:
 def test_fields_are_the_documented_primes() -> None:
     assert P_SHARE == 2**255 - 19 and P_DHF == 2**127 - 1
     assert pow(3, P_DHF - 1, P_DHF) == 1 and pow(2, P_SHARE - 1, P_SHARE) == 1
+
+
+def test_dependencies_split_rows_of_two_polynomials() -> None:
+    """Rows forged in an account's name with another secret form a dependency of their own, so
+    neither set's decoding depends on the other's (the blinding attack)."""
+    t, s = 5, 16
+    rng = random.Random(77)
+    own = EpochKeys(rng.randbytes(32), epoch=3, threshold=t, dhf_dim=s)
+    forged = EpochKeys(rng.randbytes(32), epoch=3, threshold=t, dhf_dim=s)
+    mine = _real(own, t + 1, rng)
+    theirs = [Row(500 + r.ref, r.x, r.share, r.dhf) for r in _real(forged, 12, rng)]
+    # Each polynomial's rows take t - 1 of the t - 1 + s dimensions: room for s - (t - 1)
+    # synthetic rows while the forged ones are there (they are discarded once decoded).
+    noise = _synthetic(own, s - (t - 1), rng)
+    mixed = mine + theirs + noise
+    rng.shuffle(mixed)
+    groups = dependencies(mixed, t)
+    assert sorted(sorted(r.ref for r in grp) for grp in groups) == sorted(
+        [sorted(r.ref for r in mine), sorted(r.ref for r in theirs)]
+    )
+    keys = {reconstruct(grp, t) for grp in groups}
+    assert keys == {own.key, forged.key}
+    with pytest.raises(Undecodable):  # the old way: one polynomial through all of them
+        reconstruct(detect_real(mixed, t), t)
+    assert dependencies(mine[: t - 1] + noise, t) == []
+
+
+def test_distinct_images_count_pictures_not_hash_variants() -> None:
+    base = int("ab" * 32, 16)
+    near = format(base ^ 0b111, "064x")  # a near-duplicate entry of the same picture
+    far = format(base ^ ((1 << 100) - 1), "064x")  # 100 bits away: another picture
+    hashes = {1: format(base, "064x"), 2: near, 3: far, 4: format(base ^ (1 << 200) - 1, "064x")}
+    # Twelve variants of one listed hash, matching it and its near-duplicate: one picture.
+    assert distinct_images([[1, 2]] * 12, hashes) == 1
+    assert distinct_images([[1]] * 6 + [[2]] * 6, hashes) == 1
+    # Items of different pictures count once each; a shared candidate is matched optimally.
+    assert distinct_images([[1, 3], [1], [4]], hashes) == 3
+    assert distinct_images([[3], [3], [4], [1, 2]], hashes) == 3
+    assert distinct_images([], hashes) == 0
+    # An entry whose hash is unknown is a picture of its own.
+    assert distinct_images([[7], [8], [1]], hashes) == 3
