@@ -8,6 +8,7 @@ so a crash can never leave a decided case without its actions, nor actions witho
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -261,7 +262,13 @@ def open_voucher_cases(rt: Any, opened: Any) -> list[Submitted]:
     each opened item goes through the policy like a scan, as content of the account with source
     ``e2ee-voucher`` and its low-resolution derivative as media, and joins the account's case.
     Items the policy allows open no case. The voucher store calls this after its own commit and
-    retries the whole account if it raises."""
+    retries the whole account if it raises.
+
+    An opening only ever goes to review (:func:`review_only`): whatever the policy says, it
+    blocks nothing, queues no action and preserves nothing until a person has looked at it.
+    Matching on a device is a weaker signal than a scan the platform runs itself (crafted
+    collisions are practical, and the opened items are the sender's own claims), so the
+    policy's rule picks the priority and queue, a human decides."""
     out = []
     for item in opened.items:
         scanned = Scanned(
@@ -275,10 +282,23 @@ def open_voucher_cases(rt: Any, opened: Any) -> list[Submitted]:
             signals=[{"type": "pdq", "value": item.pdq, "quality": item.quality}],
             matches=list(item.matches),
             media=item.media or None,
-            media_type=item.media_type,
+            media_type=item.media_type or None,  # "": no picture survived re-encoding
             filename=None,
         )
-        verdict = verdict_for(rt, scanned)
+        verdict = review_only(verdict_for(rt, scanned))
         if verdict.decision != "allow":
             out.append(open_case(rt, scanned, verdict, actor="system", scan_id=None))
     return out
+
+
+def review_only(verdict: Verdict) -> Verdict:
+    """A verdict for a voucher opening: a block becomes a review at the rule's priority, with no
+    immediate actions, and the reviewer must view the derivative before deciding."""
+    if verdict.decision == "allow":
+        return verdict
+    reason = verdict.reason
+    if verdict.decision == "block":
+        reason = f"{reason} (E2EE voucher opening: review only)"
+    return dataclasses.replace(
+        verdict, decision="review", actions=(), view_required=True, reason=reason
+    )

@@ -142,3 +142,48 @@ def test_a_policy_edit_on_disk_is_picked_up_and_audited(
     (event,) = [e for e in api_store.iter_audit() if e.action == "policy.reload"]
     assert event.actor == "system" and event.target == str(path)
     assert event.detail == {"digest": policy.digest, "rules": len(policy.rules)}
+
+
+def test_a_voucher_opening_goes_to_review_only_never_an_automatic_action(
+    client: TestClient, admin: dict[str, str], api_store: Store
+) -> None:
+    """An E2EE voucher opening whose item matched a CSAM-labelled bank exactly (MD5 and PDQ at
+    distance 0): the default policy blocks such a scan at once (remove_content, preserve, no
+    need to look). An opening is only ever a review case: no webhook, nothing preserved, and the
+    reviewer must view the derivative (issue 12, finding 1)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from bastion.store.models import EvidenceRow
+    from bastion.store.vouchers import OpenedAccount, OpenedItem
+
+    made = client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})
+    assert made.status_code == 201, made.text
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    exact = [
+        {"bank": "known", "entry": 1, "signal_type": "md5", "distance": 0, "labels": []},
+        {"bank": "known", "entry": 2, "signal_type": "pdq", "distance": 0, "labels": []},
+    ]
+    media = b"\xff\xd8\xff not shown"
+    item = OpenedItem(
+        1, "alice", 7, "msg-1", "ab" * 32, 100, exact, "image/jpeg", len(media),
+        hashlib.sha256(media).hexdigest(), datetime.now(UTC), media,
+    )  # fmt: skip
+    scanned = pipeline.Scanned("image", "jpeg", {"source": "upload"}, [], exact, None, None, None)
+    as_scan = pipeline.verdict_for(rt, scanned)
+    assert (as_scan.decision, as_scan.rule) == ("block", "csam-exact")  # what a scan would get
+    assert set(as_scan.actions) == {"remove_content", "preserve"} and not as_scan.view_required
+
+    (submitted,) = pipeline.open_voucher_cases(
+        rt, OpenedAccount("alice", 7, (item,), True, 5, 0, 5)
+    )
+    case = rt.review.get_case(Viewer("ann", "admin"), submitted.case_id)
+    (case_item,) = case.items
+    assert case.priority == "critical" and case.uploader_id == "alice"
+    assert (case_item.verdict, case_item.rule, case_item.actions) == ("review", "csam-exact", ())
+    assert case_item.view_required and case_item.source == pipeline.VOUCHER_SOURCE
+    assert rt.outbox.list(case_id=submitted.case_id) == []  # no remove_content, no preserve
+    with api_store.engine.connect() as conn:
+        preserved = conn.execute(select(func.count()).select_from(EvidenceRow.__table__))
+        assert preserved.scalar_one() == 0
