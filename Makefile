@@ -8,7 +8,7 @@ SYSDEPS := libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevi
 BASTION_TEST_POSTGRES_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 export BASTION_TEST_POSTGRES_URL
 
-.PHONY: install sysdeps run demo test lint bench clean
+.PHONY: install sysdeps run demo test lint bench dist clean
 
 install: $(STAMP)
 
@@ -50,5 +50,11 @@ bench: install
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m benchmarks
 
+# An sdist and a wheel in dist/ (the wheel is built from the sdist, so both are checked);
+# tests/test_wheel.py installs such a wheel into a fresh virtualenv and serves the demo from it.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) bastion-data .pytest_cache
+	rm -rf $(VENV) bastion-data .pytest_cache dist build
