@@ -1,6 +1,6 @@
-"""``bastion worker``: deliver queued actions to the configured webhooks and build requested
-pdata tables; and the child worker process ``bastion serve`` runs beside the web server (web
-workers never run schedulers).
+"""``bastion worker``: deliver queued actions to the configured webhooks, build requested
+pdata tables and open queued safety vouchers; and the child worker process ``bastion serve``
+runs beside the web server (web workers never run schedulers).
 
 Exit codes: 0 stopped normally, 2 bad configuration or unreachable database.
 """
@@ -26,7 +26,7 @@ from rich.markup import escape
 from bastion.config import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from bastion.actions.worker import BuildLoop
+    from bastion.actions.worker import BuildLoop, VoucherLoop
     from bastion.housekeeping import Housekeeping
     from bastion.store import Store
     from bastion.store.exchanges import ExchangeLoop
@@ -68,7 +68,8 @@ def worker(
         bool, typer.Option("--exit-with-parent", hidden=True, help="Stop when the parent dies.")
     ] = False,
 ) -> None:
-    """Deliver queued actions (signed webhooks) and build requested pdata tables until stopped.
+    """Deliver queued actions (signed webhooks), build requested pdata tables and open queued
+    safety vouchers until stopped.
 
     Runs beside `bastion serve` (which starts one unless --no-worker) or on its own; several
     workers may share a database. SIGTERM or Ctrl-C lets deliveries in flight finish first.
@@ -108,6 +109,7 @@ def worker(
         chores = _housekeeping(store, settings, runner.worker_id)
         exchanges = _exchange_loop(store, settings, runner.worker_id)
         versions = _feed_versioner(store, settings, runner.worker_id)
+        vouchers = voucher_loop(store, settings, runner.worker_id)
         if once:
             done = runner.run_once()
             c = runner.counts
@@ -127,6 +129,8 @@ def worker(
                 err.print(f"exchanges synced: {len(synced)} ({failed} failed)")
             if versions is not None:
                 err.print(f"feed versions signed: {len(versions.run_once())}")
+            if vouchers is not None:
+                err.print(f"vouchers processed: {vouchers.drain()}")
             return
         thread = None
         if builds is not None:
@@ -139,10 +143,12 @@ def worker(
             threading.Thread(target=exchanges.run, name="exchanges", daemon=True).start()
         if versions is not None:  # each version is one transaction: none is left half made
             threading.Thread(target=versions.run, name="feed-versions", daemon=True).start()
+        if vouchers is not None:  # each step is one transaction: a hard stop loses nothing
+            threading.Thread(target=vouchers.run, name="vouchers", daemon=True).start()
 
         def stop() -> None:
             runner.stop()
-            for loop in (exchanges, versions):  # an exchange sync stops between pages
+            for loop in (exchanges, versions, vouchers):  # an exchange sync stops between pages
                 if loop is not None:
                     loop.stop()
             if builds is not None:
@@ -174,6 +180,38 @@ def _build_loop(store: Store, settings: Settings, worker_id: str) -> BuildLoop |
         log.warning("pdata builds disabled in this worker: no master key (%s)", exc)
         return None
     return BuildLoop(VoucherStore(store, key, settings), worker_id=f"{worker_id}:pdata")
+
+
+def voucher_loop(store: Store, settings: Settings, worker_id: str) -> VoucherLoop | None:
+    """The queued-voucher loop, or None (logged) without the master key: vouchers then wait in
+    the queue for a worker that has it. It uses the server's own wiring (a Runtime: bank index,
+    policy, review), so an opening reaches review exactly as the server would hand it over."""
+    from bastion.actions.worker import VoucherLoop
+    from bastion.api.app import Runtime
+    from bastion.api.vouchers import voucher_verifier
+    from bastion.store import StoreError
+
+    try:
+        rt = Runtime(settings, store)
+    except (OSError, ValueError, StoreError) as exc:
+        log.warning("voucher processing disabled in this worker: %s", exc)
+        return None
+    rt.policy.on_reload = None  # the server audits edits of the policy file; once is enough
+
+    def prepare() -> None:
+        """The bank index, loaded on the first queued voucher, then kept current."""
+        if rt.index.loaded:
+            rt.index.refresh()
+        else:
+            rt.index.load()
+
+    return VoucherLoop(
+        rt.vouchers,
+        voucher_verifier(rt),
+        prepare=prepare,
+        poll=max(0.05, float(settings.voucher_queue_poll_seconds)),
+        worker_id=f"{worker_id}:vouchers",
+    )
 
 
 def _housekeeping(store: Store, settings: Settings, worker_id: str) -> Housekeeping | None:

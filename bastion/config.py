@@ -118,6 +118,8 @@ class Settings:
     voucher_cuckoo_load: float = 0.85
     #: Published tables whose vouchers are still accepted (the newest included).
     voucher_keep_tables: int = 3
+    #: How often an idle worker looks for queued vouchers (the API only queues them).
+    voucher_queue_poll_seconds: float = 1.0
     # -- end vouchers --
     # -- vault (bastion.vault) --
     #: Evidence retention in days for jurisdictions without their own period (docs/vault.md).

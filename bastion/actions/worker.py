@@ -1,5 +1,6 @@
 """The outbox worker: claim due rows, deliver them, record the outcome, sleep, repeat. Beside
-it, :class:`BuildLoop` runs the background work of the same process: pdata table builds.
+it, :class:`BuildLoop` and :class:`VoucherLoop` run the background work of the same process:
+pdata table builds and queued safety vouchers.
 
 It runs in its own process (``bastion worker``, or the child ``bastion serve`` starts) because
 web workers must not run schedulers: with several API processes each would send everything.
@@ -404,4 +405,86 @@ class BuildLoop:
             self.worker_id,
             self.built,
             self.failed,
+        )
+
+
+class VoucherLoop:
+    """Processes queued safety vouchers (``POST /v1/vouchers`` only queues them) in the worker
+    process: opens them, keeps the shares that matched, moves account groups forward and hands
+    openings to review. The request that queued a voucher never opens it, so the platform cannot
+    tell from the answer, nor from its timing, whether it matched.
+
+    ``verify`` is the server-side re-check against the live bank; ``prepare`` runs before each
+    step (the worker loads its bank index on the first queued voucher and refreshes it after),
+    so entries disabled after a dispute stop counting."""
+
+    def __init__(
+        self,
+        vouchers: VoucherStore,
+        verify: Callable[[str], list[dict[str, object]]],
+        *,
+        prepare: Callable[[], object] | None = None,
+        poll: float = 1.0,
+        batch: int = 200,
+        retry_every: float = 60.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.vouchers = vouchers
+        self.verify = verify
+        self.prepare = prepare
+        self.poll = poll
+        self.batch = batch
+        self.retry_every = retry_every
+        self.worker_id = worker_id or new_worker_id()
+        self.stop_event = threading.Event()
+        self.processed = 0
+        self.opened = 0
+        self._retried_at = time.monotonic()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run_once(self) -> int:
+        """Process one batch of queued vouchers; how many (0: the queue was empty). Openings
+        whose hand-off to review failed are offered again every ``retry_every`` seconds."""
+        if time.monotonic() - self._retried_at >= self.retry_every:
+            self._retried_at = time.monotonic()
+            self.vouchers.retry_handoffs()
+        if not self.vouchers.queued():
+            return 0
+        if self.prepare is not None:
+            self.prepare()
+        done = self.vouchers.process_queue(self.verify, limit=self.batch)
+        self.processed += done.processed
+        self.opened += sum(len(a.items) for a in done.opened)
+        return done.processed
+
+    def drain(self) -> int:
+        """Process until the queue is empty (``bastion worker --once``, tests)."""
+        total = 0
+        while n := self.run_once():
+            total += n
+        return total
+
+    def run(self) -> None:
+        """Poll the queue until :meth:`stop`; a database error waits and tries again."""
+        log.info("voucher loop %s started (poll %g s)", self.worker_id, self.poll)
+        while not self.stop_event.is_set():
+            try:
+                n = self.run_once()
+            except StoreError as exc:
+                log.warning("voucher loop: database unavailable: %s", exc)
+                n = 0
+                self.stop_event.wait(_DB_RETRY)
+            except Exception:
+                log.exception("voucher loop: unexpected error")
+                n = 0
+                self.stop_event.wait(_DB_RETRY)
+            if n == 0:
+                self.stop_event.wait(self.poll)
+        log.info(
+            "voucher loop %s stopped: %d processed, %d items opened",
+            self.worker_id,
+            self.processed,
+            self.opened,
         )

@@ -3,13 +3,16 @@
 The platform's backend holds an API key with the ``vouchers`` scope: it fetches pdata (and its
 root) for its apps, relays the vouchers that travel beside messages, asks for franking tags when
 it relays a message, and forwards user reports. Building pdata and looking at openings need
-``admin``. Nothing here tells the platform whether a voucher matched: openings go to review.
+``admin``. Nothing here tells the platform whether a voucher matched: vouchers are queued and
+opened later by the worker (so not even the response time depends on it), and openings go to
+human review only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,7 +23,7 @@ from bastion.api.auth import Principal, require
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.psi import Report, ReportRejected
 from bastion.store import BankNotFound, InvalidInput
-from bastion.store.vouchers import InvalidVoucher, NoTable, RateLimited, VoucherStore
+from bastion.store.vouchers import NoTable, VoucherStore
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
 
@@ -83,15 +86,38 @@ class BuildOut(BaseModel):
     error: str | None = None
 
 
+class VoucherIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        description="The sender, as the platform authenticated them (not as the voucher says). "
+        "A voucher sealed for another account is refused.",
+    )
+    voucher: str = Field(..., max_length=MAX_VOUCHER_CHARS, description="Base64 voucher.")
+
+
 class VouchersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    vouchers: list[Annotated[str, Field(max_length=MAX_VOUCHER_CHARS)]] = Field(
-        ..., min_length=1, max_length=10_000, description="Base64 vouchers."
+    vouchers: list[VoucherIn] = Field(..., min_length=1, max_length=10_000)
+
+
+class VoucherResult(BaseModel):
+    index: int
+    status: int = Field(
+        description="202 queued; 422 refused (malformed, unknown table, stale epoch, or sealed "
+        "for another account than its sender); 429 its account is over the hourly limit."
     )
+    error: str | None = Field(None, description="invalid, account_mismatch or rate_limited.")
+    detail: str | None = None
+    retry_after: int | None = Field(None, description="Seconds, for 429.")
 
 
 class VouchersOut(BaseModel):
-    accepted: int = Field(description="Vouchers stored or discarded; never which matched.")
+    accepted: int = Field(description="Vouchers queued; never which matched (not known yet).")
+    refused: int
+    results: list[VoucherResult] = Field(description="One per voucher, in request order.")
 
 
 class TagIn(BaseModel):
@@ -157,12 +183,16 @@ class GroupOut(BaseModel):
     real: int
     synthetic: int
     verified: int
+    discarded: int = Field(
+        description="Vouchers whose shares decoded but were not kept (failed the re-check)."
+    )
     opened_at: datetime | None
     note: str
 
 
 class AccountOut(BaseModel):
     account: str
+    queued: int = Field(description="Vouchers accepted and not yet processed by the worker.")
     hours: list[HourOut]
     epochs: list[GroupOut]
 
@@ -280,11 +310,17 @@ def get_pdata_build(request: Request, job_id: int, _: AdminKey) -> BuildOut:
 
 
 @router.post(
-    "/vouchers", response_model=VouchersOut, responses=problem_responses(400, 413, 422, 503)
+    "/vouchers",
+    response_model=VouchersOut,
+    status_code=202,
+    responses=problem_responses(400, 413, 422, 503),
 )
 def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) -> VouchersOut:
-    """Submit safety vouchers (all or nothing). The answer is the same whether or not any
-    matched; an account crossing the threshold opens a case for human review."""
+    """Queue safety vouchers, each with the sender the platform authenticated. The worker opens
+    them later, so the answer (202, and the same body shape) and its timing are the same whether
+    or not a voucher matches; an account whose matches cover t distinct listed pictures opens a
+    case for human review, never an automatic action. Each voucher gets its own result: one
+    sender's malformed, mislabelled or over-the-limit vouchers never refuse another's."""
     rt = _rt(request)
     store: VoucherStore = rt.vouchers
     limit = int(rt.settings.voucher_max_batch)
@@ -294,36 +330,36 @@ def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) ->
             "Invalid request",
             detail=f"at most {limit} vouchers per request, got {len(body.vouchers)}",
         )
-    blobs = []
-    for i, text in enumerate(body.vouchers):
+    results: list[VoucherResult | None] = [None] * len(body.vouchers)
+    decoded: list[int] = []
+    items: list[tuple[str, bytes]] = []
+    for i, item in enumerate(body.vouchers):
         try:
-            blobs.append(base64.b64decode(text, validate=True))
+            items.append((item.account, base64.b64decode(item.voucher, validate=True)))
         except (binascii.Error, ValueError):
-            raise Problem(
-                422, "Invalid voucher", detail=f"voucher {i}: not base64", index=i
-            ) from None
-    try:
-        result = store.submit(
-            blobs,
-            actor=f"key:{principal.name}",
-            verify=_verifier(rt),
-            remote_addr=_remote(request),
+            results[i] = VoucherResult(
+                index=i, status=422, error="invalid", detail=f"voucher {i}: not base64"
+            )
+            continue
+        decoded.append(i)
+    judged = store.accept(items, actor=f"key:{principal.name}", remote_addr=_remote(request))
+    for r in judged:
+        i = decoded[r.index]
+        results[i] = VoucherResult(
+            index=i,
+            status=r.status,
+            error=r.error,
+            detail=f"voucher {i}: {r.detail}" if r.detail else None,
+            retry_after=r.retry_after,
         )
-    except InvalidVoucher as exc:
-        raise Problem(422, "Invalid voucher", detail=str(exc), index=exc.index) from None
-    except RateLimited as exc:
-        raise Problem(
-            429,
-            "Too Many Requests",
-            detail=str(exc),
-            headers={"Retry-After": str(max(1, exc.retry_after))},
-            account=exc.account,
-        ) from None
-    return VouchersOut(accepted=result.accepted)
+    out = [r for r in results if r is not None]
+    accepted = sum(1 for r in out if r.status == 202)
+    return VouchersOut(accepted=accepted, refused=len(out) - accepted, results=out)
 
 
-def _verifier(rt: Any) -> Any:
-    """Server-side re-check of an opened item's PDQ hash against the live bank index."""
+def voucher_verifier(rt: Any) -> Callable[[str], list[dict[str, Any]]]:
+    """Server-side re-check of an opened item's PDQ hash against the live bank index of ``rt``
+    (the worker's runtime, which processes queued vouchers)."""
     banks = list(rt.settings.voucher_banks) or None
     distance = int(rt.settings.voucher_verify_distance)
 
@@ -361,11 +397,12 @@ def get_account(request: Request, account: str, principal: AdminKey) -> AccountO
         HourOut(hour=h.hour, accepted=h.accepted, rejected=h.rejected)
         for h in store.counts(account)
     ]
+    queued = store.queued(account)
     epochs = [
         GroupOut(**{k: getattr(g, k) for k in GroupOut.model_fields}) for g in store.groups(account)
     ]
     rt.audit(request, principal, "voucher.inspect", f"account:{account}")
-    return AccountOut(account=account, hours=hours, epochs=epochs)
+    return AccountOut(account=account, queued=queued, hours=hours, epochs=epochs)
 
 
 @router.post("/franking/tags", response_model=TagOut, responses=problem_responses(400, 422, 503))

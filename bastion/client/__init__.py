@@ -12,6 +12,10 @@ ristretto255) and ``cryptography``; nothing of the server. Typical use in an app
     send(encrypted_message, voucher.data)                       # the voucher travels beside it
     store(account.to_json())                                     # synthetic-voucher state
 
+The voucher is sealed for "user-123"; the platform forwards it to Bastion beside the sender it
+authenticated (``{"account": ..., "voucher": ...}``), and Bastion refuses a voucher sealed for
+another account than that.
+
 The root pin is mandatory (``insecure_skip_root_pin=True`` is the only, unsafe, way around it),
 and a table whose parameters are outside the client's :class:`Bounds` (t below 5, no synthetic
 vouchers, a large derivative, long epochs, ...) is refused with :class:`UnsafeParamsError`, even

@@ -1,12 +1,20 @@
 """Safety vouchers: what a client sends beside each encrypted message, and their wire format.
 
-Wire format, version 1 (big-endian)::
+Wire format, version 2 (big-endian)::
 
-    header:  "BV1" | pdata root (32) | epoch u32 | account length u8 | account (UTF-8)
+    header:  "BV2" | pdata root (32) | epoch u32 | account length u8 | account (UTF-8)
              | probes u8
     probes:  probes * ( Q (32) | 2*bucket_size * outer ciphertext (32-byte rkey + 16 tag) )
     inner:   ChaCha20-Poly1305(rkey, zero nonce, aad = header) of
              x (16) | share (32) | dhf row (16 * dhf_dim) | part A (62) | part B (ad_bytes + 28)
+    part A, part B: nonce (12) | ChaCha20-Poly1305(part key, nonce,
+             aad = "BVP2" | account length u8 | account | epoch u32 | x (16)) of their plaintext
+
+The account is bound into everything sealed: the outer keys hash the header, the inner layer
+takes the header as associated data, and parts A and B take the account and epoch as associated
+data. A voucher relabelled with another account opens nothing, and the server also refuses a
+voucher whose header names another account than the platform says sent it (docs/e2ee.md).
+Version 1 (parts bound to x alone) is no longer accepted.
 
 Every voucher made against one pdata has the same size, matching or not, real or synthetic.
 
@@ -19,9 +27,10 @@ multi-recipient ElGamal; see docs/e2ee.md), so the server does one scalar multip
 probe, not per slot. Ciphertexts within a probe and probes within a voucher are shuffled.
 
 Parts A and B of the inner payload are sealed under keys derived from the account key K, which
-the server only learns from t real shares: part A holds the item's PDQ hash and quality (checked
-against the bank first), part B the item id and the low-resolution derivative, opened only for
-items that pass that check.
+the server can compute once t real shares reached it (t items whose projection hit a table key;
+that is the cryptographic gate): part A holds the item's PDQ hash and quality, part B the item
+id and the low-resolution derivative. Checking each hash against the bank before opening part B,
+and destroying part B of items that fail, is the server's policy, not cryptography.
 """
 
 from __future__ import annotations
@@ -56,14 +65,15 @@ from bastion.client.pdata import (
     RootPinError,
 )
 
-MAGIC = b"BV1"
+MAGIC = b"BV2"
 MAX_ACCOUNT = 128
 OUTER_CT = g.KEY_BYTES + g.TAG_BYTES
 PART_A_PLAIN = 1 + 32 + 1
 PART_A = g.NONCE_BYTES + PART_A_PLAIN + g.TAG_BYTES
 _PART_B_HEAD = struct.Struct(">HBI")  # item id length, media type length, media length
 MAX_ITEM_ID = 512
-_FMT_VERSION = 1
+_FMT_VERSION = 2
+_PART_AAD = b"BVP2"
 
 
 class VoucherError(ValueError):
@@ -211,19 +221,40 @@ def _part_key(account_key: int, label: bytes, x: int) -> bytes:
     return g.kdf(label, to_bytes(account_key, SHARE_BYTES), to_bytes(x, X_BYTES))
 
 
+def part_aad(account: str, epoch: int, x: int) -> bytes:
+    """Associated data of parts A and B: the account and epoch they belong to, and the share's
+    x, so a part opens only in the group (account, epoch) it was sealed for."""
+    raw = check_account(account).encode("utf-8")
+    return _PART_AAD + bytes([len(raw)]) + raw + struct.pack(">I", epoch) + to_bytes(x, X_BYTES)
+
+
 def seal_part_a(
-    account_key: int, x: int, pdq: bytes, quality: int, random_bytes: g.RandomBytes
+    account_key: int,
+    x: int,
+    pdq: bytes,
+    quality: int,
+    random_bytes: g.RandomBytes,
+    *,
+    account: str,
+    epoch: int,
 ) -> bytes:
     nonce = random_bytes(g.NONCE_BYTES)
     plain = bytes([_FMT_VERSION]) + pdq + bytes([max(0, min(100, quality))])
     key = _part_key(account_key, b"part-a", x)
-    return nonce + g.seal(key, plain, to_bytes(x, X_BYTES), nonce)
+    return nonce + g.seal(key, plain, part_aad(account, epoch, x), nonce)
 
 
-def open_part_a(account_key: int, x: int, sealed: bytes) -> tuple[bytes, int] | None:
-    """(PDQ hash, quality) of a real item once K is known; None if it does not open."""
+def open_part_a(
+    account_key: int, x: int, sealed: bytes, *, account: str, epoch: int
+) -> tuple[bytes, int] | None:
+    """(PDQ hash, quality) of a real item of ``account``'s ``epoch`` once K is known; None if
+    it does not open (a synthetic voucher, another key, or another account or epoch)."""
+    if len(sealed) != PART_A:
+        return None
     key = _part_key(account_key, b"part-a", x)
-    plain = g.open_sealed(key, sealed[g.NONCE_BYTES :], to_bytes(x, X_BYTES), sealed[:12])
+    plain = g.open_sealed(
+        key, sealed[g.NONCE_BYTES :], part_aad(account, epoch, x), sealed[: g.NONCE_BYTES]
+    )
     if plain is None or len(plain) != PART_A_PLAIN or plain[0] != _FMT_VERSION:
         return None
     return plain[1:33], plain[33]
@@ -237,6 +268,9 @@ def seal_part_b(
     media_type: str,
     media: bytes,
     random_bytes: g.RandomBytes,
+    *,
+    account: str,
+    epoch: int,
 ) -> bytes:
     raw_id = item_id.encode("utf-8")
     raw_type = media_type.encode("ascii")
@@ -250,13 +284,19 @@ def seal_part_b(
     plain += bytes(params.ad_bytes - len(plain))
     nonce = random_bytes(g.NONCE_BYTES)
     key = _part_key(account_key, b"part-b", x)
-    return nonce + g.seal(key, plain, to_bytes(x, X_BYTES), nonce)
+    return nonce + g.seal(key, plain, part_aad(account, epoch, x), nonce)
 
 
-def open_part_b(account_key: int, x: int, sealed: bytes) -> tuple[str, str, bytes] | None:
+def open_part_b(
+    account_key: int, x: int, sealed: bytes, *, account: str, epoch: int
+) -> tuple[str, str, bytes] | None:
     """(item id, media type, derivative bytes), or None if it does not open or is malformed."""
+    if len(sealed) < g.NONCE_BYTES + g.TAG_BYTES:
+        return None
     key = _part_key(account_key, b"part-b", x)
-    plain = g.open_sealed(key, sealed[g.NONCE_BYTES :], to_bytes(x, X_BYTES), sealed[:12])
+    plain = g.open_sealed(
+        key, sealed[g.NONCE_BYTES :], part_aad(account, epoch, x), sealed[: g.NONCE_BYTES]
+    )
     if plain is None or len(plain) < _PART_B_HEAD.size:
         return None
     n_id, n_type, n_media = _PART_B_HEAD.unpack_from(plain, 0)
@@ -296,6 +336,9 @@ class Voucher:
 
     data: bytes
     epoch: int
+    #: The account the voucher is sealed for (also in its header). The platform states the
+    #: sender it authenticated beside every voucher it forwards; the server refuses a mismatch.
+    account: str
     #: Local knowledge, never sent: whether this voucher is synthetic.
     synthetic: bool
     #: Local knowledge, never sent: the item's PDQ hash and the keys probed.
@@ -406,9 +449,10 @@ class Client:
             probes += [self._random_probe() for _ in range(self.params.probes - len(probes))]
             _shuffle(probes, self.random_bytes)
             share, row = keys.share(x), keys.dhf_row(x)
-            part_a = seal_part_a(keys.key, x, pdq, quality, self.random_bytes)
+            bound = {"account": self.account_id, "epoch": epoch}
+            part_a = seal_part_a(keys.key, x, pdq, quality, self.random_bytes, **bound)
             part_b = seal_part_b(
-                keys.key, x, self.params, item_id, media_type, media, self.random_bytes
+                keys.key, x, self.params, item_id, media_type, media, self.random_bytes, **bound
             )
         inner = (
             to_bytes(x, X_BYTES)
@@ -418,7 +462,7 @@ class Client:
             + part_b
         )
         data = header + b"".join(probes) + g.seal(rkey, inner, header)
-        return Voucher(data, epoch, synthetic, pdq.hex(), probed)
+        return Voucher(data, epoch, self.account_id, synthetic, pdq.hex(), probed)
 
     def _synthetic(self, keys: EpochKeys, epoch: int, pdq: bytes, x: int) -> bool:
         sent = self.account.synthetic.setdefault(epoch, [])
@@ -472,5 +516,6 @@ __all__ = [
     "parse_header",
     "parse_inner",
     "parse_voucher",
+    "part_aad",
     "voucher_bytes",
 ]

@@ -514,8 +514,10 @@ class VoucherCountRow(Base):
 
 class VoucherGroupRow(Base):
     """The matched shares of one account in one epoch (``grp`` names threshold and dhf size).
-    ``state``: collecting, reconstructed (key known, fewer than t items verified against the
-    bank) or opened. ``sealed_key`` is the account key once reconstructed, sealed."""
+    ``state``: collecting or opened. ``sealed_key`` is the account key, sealed, kept only once
+    the verified items cover t distinct pictures (the account opened). ``discarded``: vouchers
+    whose shares decoded but were not kept (they failed the bank re-check: forged in this
+    account's name, or false positives); their sealed parts are destroyed."""
 
     __tablename__ = "voucher_groups"
     __table_args__ = (
@@ -532,6 +534,7 @@ class VoucherGroupRow(Base):
     real: Mapped[int] = mapped_column(Integer, default=0)
     synthetic: Mapped[int] = mapped_column(Integer, default=0)
     verified: Mapped[int] = mapped_column(Integer, default=0)
+    discarded: Mapped[int] = mapped_column(Integer, default=0)
     sealed_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -541,8 +544,9 @@ class VoucherGroupRow(Base):
 class VoucherShareRow(Base):
     """A voucher that matched (really or synthetically): its share, detection row and the two
     parts sealed under the account key. Vouchers that match nothing are never stored.
-    ``state``: pending, synthetic, unverified (real, but not within the verify distance of a
-    bank entry) or verified."""
+    ``state``: pending, verified, synthetic, and, with their sealed parts destroyed (emptied),
+    unverified (real, but not within the verify distance of a bank entry) or discarded (decoded
+    in a group that did not open, and failed the re-check)."""
 
     __tablename__ = "voucher_shares"
     __table_args__ = (
@@ -563,6 +567,23 @@ class VoucherShareRow(Base):
     part_a: Mapped[bytes] = mapped_column(LargeBinary)
     part_b: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16))
+
+
+class VoucherQueueRow(Base):
+    """A voucher accepted by ``POST /v1/vouchers`` and not yet processed: the worker opens it
+    (or not) later, so the platform's answer cannot depend on whether it matched, not even in
+    its timing. ``account`` is the sender the platform stated (the voucher's header agrees).
+    Deleted once processed; only matched shares are kept."""
+
+    __tablename__ = "voucher_queue"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    actor: Mapped[str] = mapped_column(String(255))
+    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class VoucherItemRow(Base):

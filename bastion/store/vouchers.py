@@ -2,17 +2,28 @@
 rate limit, and verified franking reports. The protocol itself is :mod:`bastion.psi` (pure);
 this module keeps its state durable and every opening audited.
 
-What is stored, and why no more: a voucher that matches nothing is never stored (it would
-let a later table be tried against it). A matched voucher is stored as the server received it
-(share, detection row, two parts sealed under the account key the server does not have).
-Secrets are sealed with the master key: each table's scalar, the franking key, an account key
-once t shares rebuilt it, opened derivatives and reported messages.
+Accepting and processing. ``POST /v1/vouchers`` only checks each voucher (its form, its table,
+its epoch, and that its header names the sender the platform states) and queues it
+(:meth:`VoucherStore.accept`); the worker opens queued vouchers later
+(:meth:`VoucherStore.process_queue`), so the platform's answer, and its timing, never depend on
+whether a voucher matched.
 
-Opening. When an account's epoch has t real shares the key is rebuilt; each real item's PDQ hash
-is re-checked against the live bank (``verify``), and once t items pass, their ids and
-derivatives are decrypted into ``voucher_items`` and handed to :attr:`VoucherStore.on_open`
-(the review system) after the transaction commits; a failed hand-off stays pending
-(:meth:`VoucherStore.pending_openings`) so nothing is lost.
+What is stored, and why no more: a voucher that matches nothing is deleted from the queue once
+processed (it would let a later table be tried against it). A matched voucher is stored as the
+server received it (share, detection row, two parts sealed under the account key the server
+does not have). Secrets are sealed with the master key: each table's scalar, the franking key,
+an account key once its account opened, opened derivatives and reported messages.
+
+Opening. When an account's epoch has t real shares a key can be rebuilt (the cryptographic gate:
+t projection hits). Each item's PDQ hash is then re-checked against the live bank (``verify``);
+the key is kept, and anything opened, only if the verified items cover t distinct pictures.
+Otherwise the key is forgotten and the items that failed the re-check are discarded with their
+sealed parts destroyed, so that vouchers forged in an account's name, or false positives, never
+lock its key nor stay decryptable. On opening, the verified items' ids and derivatives
+(re-encoded to JPEG here) go into ``voucher_items`` and are handed to
+:attr:`VoucherStore.on_open` (the review system: review only, never an automatic action) after
+the transaction commits; a failed hand-off stays pending (:meth:`VoucherStore.pending_openings`)
+so nothing is lost.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from bastion.client.franking import FRANKING_KEY_BYTES
 from bastion.client.pdata import MODES, Params, PDataError
 from bastion.client.voucher import (
     VoucherError,
+    check_account,
     open_part_a,
     open_part_b,
     parse_header,
@@ -51,13 +63,16 @@ from bastion.psi import (
     ServerSecret,
     Undecodable,
     build_pdata,
-    detect_real,
+    dependencies,
+    distinct_images,
     open_parsed,
     platform_tag,
     reconstruct,
     verify_report,
 )
+from bastion.psi.media import MEDIA_TYPE, reencode_derivative
 from bastion.store.models import (
+    EntryRow,
     FrankingReportRow,
     PsiBuildRow,
     PsiSecretRow,
@@ -65,6 +80,7 @@ from bastion.store.models import (
     VoucherCountRow,
     VoucherGroupRow,
     VoucherItemRow,
+    VoucherQueueRow,
     VoucherShareRow,
 )
 from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
@@ -78,6 +94,8 @@ counts_t = VoucherCountRow.__table__
 groups_t = VoucherGroupRow.__table__
 shares_t = VoucherShareRow.__table__
 items_t = VoucherItemRow.__table__
+queue_t = VoucherQueueRow.__table__
+entries_t = EntryRow.__table__
 reports_t = FrankingReportRow.__table__
 
 #: pdq hex -> bank entries within the verify distance (``Match.as_dict`` shapes); [] = none.
@@ -86,28 +104,6 @@ Verify = Callable[[str], list[dict[str, Any]]]
 #: attempted (an honest client never gets near it: t real + at most s synthetic are needed).
 MAX_DETECT_ROWS = 2000
 MAX_MESSAGE = 16 * 2**20
-
-
-class RateLimited(StoreError):
-    """An account sent more vouchers this hour than allowed; nothing of the batch was stored."""
-
-    def __init__(self, account: str, limit: int, retry_after: int) -> None:
-        super().__init__(
-            f"account {account!r} is over its limit of {limit} vouchers per hour; "
-            f"retry in {retry_after} s"
-        )
-        self.account = account
-        self.limit = limit
-        self.retry_after = retry_after
-
-
-class InvalidVoucher(InvalidInput):
-    """Voucher number ``index`` of a batch is malformed; nothing of the batch was stored."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(f"voucher {index}: {reason}")
-        self.index = index
-        self.reason = reason
 
 
 class NoTable(StoreError):
@@ -236,12 +232,41 @@ class OpenedAccount:
     real: int
     synthetic: int
     verified: int
+    #: Distinct bank pictures the verified items covered when the threshold was crossed.
+    images: int = 0
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What became of voucher ``index`` of a batch: 202 queued; 422 refused (``error``
+    ``invalid``: malformed, unknown table, stale epoch; ``account_mismatch``: sealed for another
+    account than its sender); 429 refused, its account is over the hourly limit
+    (``retry_after`` seconds). Never whether it matched: that is not known yet."""
+
+    index: int
+    status: int
+    error: str | None = None
+    detail: str | None = None
+    retry_after: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 202
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """One step of the worker: how many queued vouchers it processed, and what opened."""
+
+    processed: int
+    opened: tuple[OpenedAccount, ...]
 
 
 @dataclass(frozen=True)
 class SubmitResult:
     accepted: int
     opened: tuple[OpenedAccount, ...]
+    results: tuple[ItemResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,6 +287,7 @@ class GroupInfo:
     verified: int
     opened_at: datetime | None
     note: str
+    discarded: int = 0
 
 
 @dataclass(frozen=True)
@@ -475,16 +501,19 @@ class VoucherStore:
         self._blob = (table_id, bytes(blob))
         return self._blob[1]
 
-    def _table(self, root: bytes) -> _Table | None:
+    def _table(self, root: bytes, conn: Connection | None = None) -> _Table | None:
+        """A table by root (cached); ``conn``: read it in that transaction."""
         with self._lock:
             if root in self._tables:
                 return self._tables[root]
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    tables_t.c.id, tables_t.c.params, tables_t.c.banks, tables_t.c.sealed_secret
-                ).where(tables_t.c.root == root.hex())
-            ).first()
+        query = select(
+            tables_t.c.id, tables_t.c.params, tables_t.c.banks, tables_t.c.sealed_secret
+        ).where(tables_t.c.root == root.hex())
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with self.engine.connect() as own:
+                row = own.execute(query).first()
         table = None
         if row is not None:
             secret = ServerSecret.from_bytes(
@@ -687,103 +716,220 @@ class VoucherStore:
 
     # -- vouchers --------------------------------------------------------------------------
 
+    def accept(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        actor: str,
+        remote_addr: str | None = None,
+    ) -> list[ItemResult]:
+        """Queue vouchers for the worker (:meth:`process_queue`), each beside the account the
+        platform authenticated as its sender. Nothing is opened here, so nothing about the
+        answer (status, body or time) depends on whether a voucher matched.
+
+        Each voucher is judged on its own, so one sender cannot get another's vouchers refused:
+        a malformed voucher, one made against an unknown table or outside the current epoch, or
+        one whose header names another account than its stated sender is refused (422, and a
+        mismatch is audited); vouchers of an account over its hourly limit are refused (429),
+        counted and audited, and the rest of the batch is queued."""
+        now = self.clock()
+        hour = int(now // 3600)
+        results: list[ItemResult | None] = [None] * len(items)
+        valid: dict[str, list[int]] = {}
+        mismatched: Counter[tuple[str, str]] = Counter()
+        for index, (account, blob) in enumerate(items):
+            refused = self._check(account, blob, now)
+            if refused is None:
+                valid.setdefault(account, []).append(index)
+                continue
+            error, detail, named = refused
+            results[index] = ItemResult(index, 422, error, detail)
+            if named is not None:
+                mismatched[(account, named)] += 1
+        limit = int(self.settings.voucher_rate_per_hour)
+        retry = max(1, 3600 - int(now) % 3600)
+        when = _now()
+        try:
+            with self.store.begin_write() as conn:
+                for account, indexes in sorted(valid.items()):
+                    total = self._count(conn, account, hour, accepted=len(indexes))
+                    over = min(len(indexes), max(0, total - limit)) if limit else 0
+                    if over:
+                        self._count(conn, account, hour, accepted=-over, rejected=over)
+                        for i in indexes[len(indexes) - over :]:
+                            results[i] = ItemResult(
+                                i,
+                                429,
+                                "rate_limited",
+                                f"account {account!r} is over its limit of {limit} vouchers "
+                                f"per hour; retry in {retry} s",
+                                retry,
+                            )
+                        indexes = indexes[: len(indexes) - over]
+                        append_audit(
+                            conn,
+                            actor=actor,
+                            action="voucher.rate_limited",
+                            target=f"account:{account}",
+                            detail={"vouchers": over, "limit": limit},
+                            remote_addr=remote_addr,
+                        )
+                    if indexes:
+                        conn.execute(
+                            insert(queue_t),
+                            [
+                                {
+                                    "account": account,
+                                    "received_at": when,
+                                    "blob": items[i][1],
+                                    "actor": actor[:255],
+                                    "remote_addr": remote_addr,
+                                }
+                                for i in indexes
+                            ],
+                        )
+                    for i in indexes:
+                        results[i] = ItemResult(i, 202)
+                for (stated, named), n in sorted(mismatched.items()):
+                    append_audit(
+                        conn,
+                        actor=actor,
+                        action="voucher.account_mismatch",
+                        target=f"account:{stated}",
+                        detail={"names": named, "vouchers": n},
+                        remote_addr=remote_addr,
+                    )
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot store vouchers: {type(exc).__name__}") from exc
+        return [r for r in results if r is not None]
+
+    def _check(self, account: str, blob: bytes, now: float) -> tuple[str, str, str | None] | None:
+        """Why a voucher is refused (error code, detail, the account its header names if that
+        is the reason), or None. The same work for every well-formed voucher: no opening."""
+        try:
+            check_account(account)
+        except VoucherError as exc:
+            return "invalid", f"stated account: {exc}", None
+        try:
+            header = parse_header(blob)
+        except VoucherError as exc:
+            return "invalid", str(exc), None
+        if header.account != account:
+            return (
+                "account_mismatch",
+                f"the voucher is sealed for account {header.account!r}, not for its sender "
+                f"{account!r}",
+                header.account,
+            )
+        table = self._table(header.root)
+        if table is None:
+            return "invalid", "made against an unknown or retired pdata table", None
+        current_epoch = int(now // table.params.epoch_seconds)
+        if abs(header.epoch - current_epoch) > 1:
+            return (
+                "invalid",
+                f"epoch {header.epoch} is not current (server epoch {current_epoch})",
+                None,
+            )
+        try:
+            parse_voucher(blob, table.params)
+        except VoucherError as exc:
+            return "invalid", str(exc), None
+        return None
+
+    def queued(self, account: str | None = None) -> int:
+        """Vouchers accepted and not yet processed (for one account, or all)."""
+        stmt = select(func.count()).select_from(queue_t)
+        if account is not None:
+            stmt = stmt.where(queue_t.c.account == account)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def process_queue(self, verify: Verify, *, limit: int = 200) -> ProcessResult:
+        """The worker's step: open up to ``limit`` queued vouchers, oldest first, keep the shares
+        of those that matched, move their groups forward and delete them from the queue, all in
+        one transaction; then hand what opened to ``on_open``. Several workers may run it at
+        once (PostgreSQL: each skips rows another has locked; SQLite: one writer at a time)."""
+        try:
+            with self.store.begin_write() as conn:
+                stmt = select(queue_t).order_by(queue_t.c.id).limit(max(1, limit))
+                if conn.dialect.name == "postgresql":
+                    stmt = stmt.with_for_update(skip_locked=True)
+                rows = conn.execute(stmt).all()
+                if not rows:
+                    return ProcessResult(0, ())
+                matched = []
+                for r in rows:
+                    try:
+                        header = parse_header(r.blob)
+                        table = self._table(header.root, conn)
+                        if table is None or header.account != r.account:
+                            continue  # its table was retired meanwhile: it can never open
+                        parsed = parse_voucher(r.blob, table.params)
+                        inner = open_parsed(parsed, table.scalar, table.params)
+                    except VoucherError:
+                        continue
+                    if inner is not None:
+                        matched.append((table, header, inner, r))
+                conn.execute(delete(queue_t).where(queue_t.c.id.in_([r.id for r in rows])))
+                opened = self._store_shares(conn, matched, verify)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot process vouchers: {type(exc).__name__}") from exc
+        self._hand_off(opened)
+        return ProcessResult(len(rows), tuple(opened))
+
     def submit(
         self,
-        blobs: Sequence[bytes],
+        items: Sequence[tuple[str, bytes]],
         *,
         actor: str,
         verify: Verify,
         remote_addr: str | None = None,
     ) -> SubmitResult:
-        """Accept a batch of vouchers: all of it or, on any error, none of it.
+        """:meth:`accept`, then process everything queued (its own and earlier batches) at
+        once: for tests and tools. The API only accepts; the worker processes."""
+        results = self.accept(items, actor=actor, remote_addr=remote_addr)
+        opened: list[OpenedAccount] = []
+        while (done := self.process_queue(verify)).processed:
+            opened.extend(done.opened)
+        return SubmitResult(sum(r.accepted for r in results), tuple(opened), tuple(results))
 
-        Raises :class:`InvalidVoucher` (malformed, unknown table, epoch out of range) or
-        :class:`RateLimited`. Returns what the batch opened (also handed to ``on_open``)."""
-        now = self.clock()
-        hour = int(now // 3600)
-        opened_inners = []
-        for index, blob in enumerate(blobs):
-            try:
-                header = parse_header(blob)
-            except VoucherError as exc:
-                raise InvalidVoucher(index, str(exc)) from None
-            table = self._table(header.root)
-            if table is None:
-                raise InvalidVoucher(index, "made against an unknown or retired pdata table")
-            current_epoch = int(now // table.params.epoch_seconds)
-            if abs(header.epoch - current_epoch) > 1:
-                raise InvalidVoucher(
-                    index, f"epoch {header.epoch} is not current (server epoch {current_epoch})"
+    def _store_shares(
+        self, conn: Connection, matched: Sequence[tuple[Any, Any, Any, Any]], verify: Verify
+    ) -> list[OpenedAccount]:
+        when = _now()
+        # Lock the groups in one global order, so concurrent workers cannot deadlock.
+        group_keys = sorted(
+            {(h.account, h.epoch, t.params.threshold, t.params.dhf_dim) for t, h, _, _ in matched}
+        )
+        group_ids = {}
+        for account, epoch, threshold, dhf_dim in group_keys:
+            grp = f"{threshold}.{dhf_dim}"
+            group_ids[(account, epoch, grp)] = self._group(conn, account, epoch, grp, when)
+        touched: dict[int, tuple[Params, str, str | None]] = {}
+        for table, header, inner, r in matched:
+            p = table.params
+            group_id = group_ids[(header.account, header.epoch, f"{p.threshold}.{p.dhf_dim}")]
+            conn.execute(
+                insert(shares_t).values(
+                    group_id=group_id,
+                    table_id=table.id,
+                    received_at=when,
+                    x=format(inner.x, "032x"),
+                    share=to_bytes(inner.share, SHARE_BYTES),
+                    dhf=b"".join(to_bytes(v, DHF_BYTES) for v in inner.row),
+                    part_a=inner.part_a,
+                    part_b=inner.part_b,
+                    state="pending",
                 )
-            try:
-                parsed = parse_voucher(blob, table.params)
-                inner = open_parsed(parsed, table.scalar, table.params)
-            except VoucherError as exc:
-                raise InvalidVoucher(index, str(exc)) from None
-            opened_inners.append((table, header, inner))
-        per_account = Counter(h.account for _, h, _ in opened_inners)
-        limit = int(self.settings.voucher_rate_per_hour)
-        touched: dict[int, Params] = {}
-        try:
-            with self.store.begin_write() as conn:
-                for account, n in sorted(per_account.items()):
-                    total = self._count(conn, account, hour, accepted=n)
-                    if limit and total > limit:
-                        raise RateLimited(account, limit, 3600 - int(now) % 3600)
-                when = _now()
-                matched = [(t, h, i) for t, h, i in opened_inners if i is not None]
-                # Lock the groups in one global order, so concurrent batches cannot deadlock.
-                group_keys = sorted(
-                    {
-                        (h.account, h.epoch, t.params.threshold, t.params.dhf_dim)
-                        for t, h, _ in matched
-                    }
-                )
-                group_ids = {}
-                for account, epoch, threshold, dhf_dim in group_keys:
-                    grp = f"{threshold}.{dhf_dim}"
-                    group_ids[(account, epoch, grp)] = self._group(conn, account, epoch, grp, when)
-                for table, header, inner in matched:
-                    p = table.params
-                    group_id = group_ids[
-                        (header.account, header.epoch, f"{p.threshold}.{p.dhf_dim}")
-                    ]
-                    conn.execute(
-                        insert(shares_t).values(
-                            group_id=group_id,
-                            table_id=table.id,
-                            received_at=when,
-                            x=format(inner.x, "032x"),
-                            share=to_bytes(inner.share, SHARE_BYTES),
-                            dhf=b"".join(to_bytes(v, DHF_BYTES) for v in inner.row),
-                            part_a=inner.part_a,
-                            part_b=inner.part_b,
-                            state="pending",
-                        )
-                    )
-                    touched[group_id] = p
-                opened = []
-                for group_id, p in sorted(touched.items()):
-                    result = self._advance(conn, group_id, p, verify, actor, remote_addr)
-                    if result is not None:
-                        opened.append(result)
-        except RateLimited as exc:
-            with self.store.begin_write() as conn:
-                for account, n in per_account.items():
-                    self._count(conn, account, hour, rejected=n)
-                append_audit(
-                    conn,
-                    actor=actor,
-                    action="voucher.rate_limited",
-                    target=f"account:{exc.account}",
-                    detail={"vouchers": len(blobs), "limit": exc.limit},
-                    remote_addr=remote_addr,
-                )
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot store vouchers: {type(exc).__name__}") from exc
-        self._hand_off(opened)
-        return SubmitResult(len(blobs), tuple(opened))
+            )
+            touched[group_id] = (p, r.actor, r.remote_addr)
+        opened = []
+        for group_id, (p, actor, remote_addr) in sorted(touched.items()):
+            result = self._advance(conn, group_id, p, verify, actor, remote_addr)
+            if result is not None:
+                opened.append(result)
+        return opened
 
     def _count(
         self, conn: Connection, account: str, hour: int, *, accepted: int = 0, rejected: int = 0
@@ -812,6 +958,7 @@ class VoucherStore:
             real=0,
             synthetic=0,
             verified=0,
+            discarded=0,
             note="",
             updated_at=when,
         )
@@ -829,8 +976,10 @@ class VoucherStore:
         actor: str,
         remote_addr: str | None,
     ) -> OpenedAccount | None:
-        """Move a group forward after new shares: detect and rebuild the key at t real shares,
-        classify new shares, open verified items once t of them exist."""
+        """Move a group forward after new shares. Until the group opens: decode each dependency
+        among its shares and keep the key only if the items it reveals, re-checked against the
+        bank, cover t distinct pictures (:meth:`_decode`). Once open: classify new shares under
+        the kept key and open the verified ones at once."""
         group = conn.execute(select(groups_t).where(groups_t.c.id == group_id)).one()
         shares = conn.execute(
             select(
@@ -841,48 +990,51 @@ class VoucherStore:
                 shares_t.c.part_a,
                 shares_t.c.state,
             )
-            .where(shares_t.c.group_id == group_id)
+            .where(shares_t.c.group_id == group_id, shares_t.c.state != "discarded")
             .order_by(shares_t.c.id)
         ).all()
         aad = f"voucher-group:{group_id}".encode()
-        key: int | None = None
+        values: dict[str, Any] = {"shares": len({s.x for s in shares})}
+        first = False
+        images = 0
         if group.sealed_key is not None:
             key = from_bytes(unseal(self.master_key, group.sealed_key, aad), P_SHARE)
-        distinct = len({s.x for s in shares})
-        values: dict[str, Any] = {"shares": distinct}
-        if key is None:
-            key = self._detect(shares, p, group, values, actor, remote_addr, conn)
-            if key is not None:
-                values["sealed_key"] = seal(self.master_key, to_bytes(key, SHARE_BYTES), aad)
-                values["state"] = "reconstructed"
-        if key is None:
-            conn.execute(update(groups_t).where(groups_t.c.id == group_id).values(**values))
-            return None
+        else:
+            decoded = self._decode(conn, group, shares, p, verify, values, actor, remote_addr)
+            if decoded is None:
+                conn.execute(update(groups_t).where(groups_t.c.id == group_id).values(**values))
+                return None
+            key, images = decoded
+            first = True
+            values.update(
+                sealed_key=seal(self.master_key, to_bytes(key, SHARE_BYTES), aad),
+                state="opened",
+                opened_at=_now(),
+                note="",
+            )
+        bound = {"account": group.account, "epoch": group.epoch}
         # Classify: a share is real iff its part A opens under K (synthetic ones are random).
+        # Part B of a real item that fails the re-check is destroyed, never kept under a key
+        # the server holds.
         for s in shares:
             if s.state != "pending":
                 continue
-            a = open_part_a(key, int(s.x, 16), s.part_a)
-            state = "synthetic"
-            if a is not None:
-                state = "verified" if verify(a[0].hex()) else "unverified"
+            a = open_part_a(key, int(s.x, 16), s.part_a, **bound)
+            if a is not None and not verify(a[0].hex()):
+                self._destroy(conn, [s.id], "unverified")
+                continue
+            state = "synthetic" if a is None else "verified"
             conn.execute(update(shares_t).where(shares_t.c.id == s.id).values(state=state))
         states = conn.execute(
-            select(shares_t.c.x, shares_t.c.state).where(shares_t.c.group_id == group_id)
+            select(shares_t.c.x, shares_t.c.state).where(
+                shares_t.c.group_id == group_id, shares_t.c.state != "discarded"
+            )
         ).all()
         real = {x for x, st in states if st in ("verified", "unverified")}
         verified = {x for x, st in states if st == "verified"}
         synthetic = {x for x, st in states if st == "synthetic"} - real
         values.update(real=len(real), verified=len(verified), synthetic=len(synthetic))
-        state = values.get("state", group.state)
-        first = False
-        items: list[OpenedItem] = []
-        if len(verified) >= p.threshold:
-            first = state != "opened"
-            values["state"] = "opened"
-            if first:
-                values["opened_at"] = _now()
-            items = self._open_items(conn, group, key, verify)
+        items = self._open_items(conn, group, key, verify)
         conn.execute(update(groups_t).where(groups_t.c.id == group_id).values(**values))
         if not items:
             return None
@@ -898,6 +1050,7 @@ class VoucherStore:
                 "real": len(real),
                 "verified": len(verified),
                 "synthetic": len(synthetic),
+                **({"images": images} if first else {}),
             },
             remote_addr=remote_addr,
         )
@@ -909,20 +1062,31 @@ class VoucherStore:
             len(real),
             len(synthetic),
             len(verified),
+            images,
         )
 
-    def _detect(
+    def _decode(
         self,
+        conn: Connection,
+        group: Any,
         shares: Sequence[Any],
         p: Params,
-        group: Any,
+        verify: Verify,
         values: dict[str, Any],
         actor: str,
         remote_addr: str | None,
-        conn: Connection,
-    ) -> int | None:
+    ) -> tuple[int, int] | None:
+        """(K, distinct pictures) when a dependency among the group's pending shares decodes to
+        a key whose items, re-checked against the live bank, cover at least t distinct pictures
+        (:func:`bastion.psi.distinct_images`); else None, and K is forgotten.
+
+        A dependency that decodes but falls short (vouchers forged in this account's name that
+        carry no listed picture, bit-flipped variants of one listed hash, false positives) locks
+        nothing: its vouchers that failed the re-check are discarded (parts destroyed, counted,
+        audited ``voucher.discarded``), and those that passed wait for more of their kind."""
+        pending = [s for s in shares if s.state == "pending"]
         rows: dict[str, Row] = {}
-        for s in shares:
+        for s in pending:
             if s.x not in rows:
                 dhf = tuple(
                     from_bytes(s.dhf[i : i + DHF_BYTES], P_DHF)
@@ -931,29 +1095,79 @@ class VoucherStore:
                 rows[s.x] = Row(s.id, int(s.x, 16), from_bytes(s.share, P_SHARE), dhf)
         if len(rows) < p.threshold or len(rows) > MAX_DETECT_ROWS:
             return None
-        real = detect_real(list(rows.values()), p.threshold)
-        if len(real) < p.threshold:
-            return None
-        by_ref = {s.id: s for s in shares}
-        try:
-            key = reconstruct(real, p.threshold)
-            for row in real:
-                if open_part_a(key, row.x, by_ref[row.ref].part_a) is None:
-                    raise Undecodable("a detected share's item does not open under the key")
-        except Undecodable as exc:
-            if not group.note:
+        by_ref = {s.id: s for s in pending}
+        bound = {"account": group.account, "epoch": group.epoch}
+        discarded = int(group.discarded or 0)
+        for dependency in dependencies(list(rows.values()), p.threshold):
+            try:
+                key = reconstruct(dependency, p.threshold)
+            except Undecodable as exc:
+                if group.note != str(exc)[:500]:
+                    append_audit(
+                        conn,
+                        actor=actor,
+                        action="voucher.undecodable",
+                        target=f"account:{group.account}",
+                        detail={"epoch": group.epoch, "shares": len(rows), "reason": str(exc)},
+                        remote_addr=remote_addr,
+                    )
+                values["note"] = str(exc)[:500]
+                continue
+            passed: list[list[int]] = []
+            failed: list[str] = []
+            for row in dependency:
+                a = open_part_a(key, row.x, by_ref[row.ref].part_a, **bound)
+                matches = verify(a[0].hex()) if a is not None else []
+                if matches:
+                    passed.append([int(m["entry"]) for m in matches if "entry" in m])
+                else:
+                    failed.append(by_ref[row.ref].x)
+            images = distinct_images(passed, self._entry_hashes(conn, passed))
+            if images >= p.threshold:
+                return key, images
+            doomed = [s.id for s in pending if s.x in set(failed)]
+            if doomed:
+                self._destroy(conn, doomed, "discarded")
+                discarded += len(doomed)
+                values["discarded"] = discarded
                 append_audit(
                     conn,
                     actor=actor,
-                    action="voucher.undecodable",
+                    action="voucher.discarded",
                     target=f"account:{group.account}",
-                    detail={"epoch": group.epoch, "shares": len(rows), "reason": str(exc)},
+                    detail={
+                        "epoch": group.epoch,
+                        "vouchers": len(doomed),
+                        "decoded": len(dependency),
+                        "verified": len(passed),
+                        "images": images,
+                        "threshold": p.threshold,
+                        "reason": "decoded, but the items do not cover t distinct bank pictures",
+                    },
                     remote_addr=remote_addr,
                 )
-            values["note"] = str(exc)[:500]
-            return None
-        values["note"] = ""
-        return key
+        return None
+
+    def _destroy(self, conn: Connection, share_ids: Sequence[int], state: str) -> None:
+        """Mark shares ``state`` and destroy their sealed parts: what failed the bank re-check
+        can then never be decrypted, by the key's holder or anyone who rebuilds the key."""
+        conn.execute(
+            update(shares_t)
+            .where(shares_t.c.id.in_(list(share_ids)))
+            .values(state=state, part_a=b"", part_b=b"")
+        )
+
+    def _entry_hashes(self, conn: Connection, items: Sequence[Sequence[int]]) -> dict[int, str]:
+        """The PDQ hashes of the bank entries some verified item matched (distinct pictures)."""
+        ids = sorted({e for item in items for e in item})
+        if not ids:
+            return {}
+        rows = conn.execute(
+            select(entries_t.c.id, entries_t.c.value).where(
+                entries_t.c.id.in_(ids), entries_t.c.signal_type == "pdq"
+            )
+        ).all()
+        return {int(r.id): r.value for r in rows}
 
     def _open_items(
         self, conn: Connection, group: Any, key: int, verify: Verify
@@ -968,25 +1182,22 @@ class VoucherStore:
         ).all()
         out = []
         when = _now()
+        bound = {"account": group.account, "epoch": group.epoch}
         for s in candidates:
             if s.id in opened_ids:
                 continue
             x = int(s.x, 16)
-            a = open_part_a(key, x, s.part_a)
-            b = open_part_b(key, x, s.part_b)
-            if a is None or b is None:
-                conn.execute(
-                    update(shares_t).where(shares_t.c.id == s.id).values(state="unverified")
-                )
+            a = open_part_a(key, x, s.part_a, **bound)
+            b = open_part_b(key, x, s.part_b, **bound)
+            matches = verify(a[0].hex()) if a is not None else []
+            if a is None or b is None or not matches:
+                self._destroy(conn, [s.id], "unverified")
                 continue
             pdq, quality = a[0].hex(), a[1]
-            item_id, media_type, media = b
-            matches = verify(pdq)
-            if not matches:
-                conn.execute(
-                    update(shares_t).where(shares_t.c.id == s.id).values(state="unverified")
-                )
-                continue
+            item_id, _claimed_type, raw = b
+            # Whatever the client claimed, only a JPEG made here is kept (docs/e2ee.md).
+            media = reencode_derivative(raw)
+            media_type = MEDIA_TYPE if media else ""
             digest = hashlib.sha256(media).hexdigest()
             item_pk = conn.execute(
                 insert(items_t)
@@ -999,7 +1210,7 @@ class VoucherStore:
                     pdq=pdq,
                     quality=quality,
                     matches=matches,
-                    media_type=media_type[:64],
+                    media_type=media_type,
                     media_size=len(media),
                     media_sha256=digest,
                     sealed_media=seal(self.master_key, media, f"voucher-item:{s.id}".encode()),
@@ -1132,6 +1343,7 @@ class VoucherStore:
                 r.verified,
                 r.opened_at,
                 r.note,
+                r.discarded,
             )
             for r in rows
         ]

@@ -1,6 +1,8 @@
 """End to end on loopback: a simulated messaging app sends 100 items through bastion.client to
-`bastion serve`; an account opens for review only once t of its items matched, and the opening
-carries exactly the matched items (ids and derivatives). SQLite and PostgreSQL."""
+`bastion serve` and the worker it runs; an account opens for review only once its matched items
+cover t distinct listed pictures, and the opening carries exactly the matched items (ids, and
+derivatives the server re-encoded). The platform's answer to every voucher is the same. SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import io
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,35 +21,37 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from bastion.actions.worker import BuildLoop
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, derivative, hash_image
 from bastion.client.locality import bank_keys, probe_keys
-from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.psi.media import reencode_derivative
 from bastion.review import Viewer
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.review import ReviewStore
-from bastion.store.vouchers import VoucherStore
 from tests.conftest import postgres_schema_url
 from tests.servers import Server
 
 THRESHOLD = 6
+#: Seven distinct listed pictures: the account opens once it matched six of them.
 BANK_PHOTOS = [
     "bridge-mods/aaa-orig.jpg",
     "misc-images/wee.jpg",
     "reg-test-input/labelme-subset/q0291.jpg",
     "reg-test-input/labelme-subset/q2821.jpg",
-]
-BRIDGE_EDITS = ["blur-a-lot.jpg", "sharpen-a-lot.jpg", "shrink-a-lot.jpg", "square-256x256.jpg"]
-OTHER_PHOTOS = [
-    "reg-test-input/exif-rotn/exif-rotn-3.jpg",
-    "reg-test-input/labelme-subset/q0122.jpg",
     "reg-test-input/labelme-subset/q0746.jpg",
     "reg-test-input/labelme-subset/q1050.jpg",
     "reg-test-input/exif-rotn/exif-rotn-1.jpg",
+]
+BRIDGE_EDITS = ["blur-a-lot.jpg", "sharpen-a-lot.jpg", "shrink-a-lot.jpg", "square-256x256.jpg"]
+OTHER_PHOTOS = [
+    "misc-images/small.jpg",
+    "reg-test-input/labelme-subset/q0003.jpg",
+    "reg-test-input/labelme-subset/q0122.jpg",
+    "reg-test-input/exif-rotn/exif-rotn-3.jpg",
     "reg-test-input/exif-rotn/exif-rotn-6.jpg",
+    "reg-test-input/exif-rotn/exif-rotn-8.jpg",
 ]
 
 
@@ -98,6 +103,26 @@ def _distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+def drain(http: httpx.Client, admin: dict[str, str], account: str) -> None:
+    """Wait until the server's worker has processed every voucher queued for ``account``."""
+    deadline = time.monotonic() + 60
+    while http.get(f"/v1/vouchers/accounts/{account}", headers=admin).json()["queued"]:
+        assert time.monotonic() < deadline, "the worker did not process the queued vouchers"
+        time.sleep(0.05)
+
+
+def build(http: httpx.Client, admin: dict[str, str]) -> str:
+    """Ask for a table; the server's worker builds it. Its root once done."""
+    r = http.post("/v1/pdata", headers=admin)
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 90
+    while (job := http.get(r.headers["location"], headers=admin).json())["state"] != "done":
+        assert job["state"] in ("pending", "building"), job
+        assert time.monotonic() < deadline, "the worker did not build the table"
+        time.sleep(0.2)
+    return str(job["root"])
+
+
 def test_messaging_app_opens_only_after_t_matches(
     db_url: str, tmp_path: Path, testdata: Path
 ) -> None:
@@ -125,31 +150,23 @@ def test_messaging_app_opens_only_after_t_matches(
     random.Random(3).shuffle(items)
 
     secret = base64.b64encode(os.urandom(32)).decode()
-    server = Server(
+    server = Server(  # with its worker: it builds the table and processes queued vouchers
         db_url,
         tmp_path,
-        "--no-worker",
         env={
             "BASTION_SECRET_KEY": secret,
             "BASTION_VOUCHER_THRESHOLD": str(THRESHOLD),
             "BASTION_VOUCHER_SYNTHETIC_RATE": "0.1",
             "BASTION_VOUCHER_MAX_SYNTHETIC": "32",
             "BASTION_VOUCHER_RATE_PER_HOUR": "1000",
+            "BASTION_VOUCHER_QUEUE_POLL_SECONDS": "0.05",
         },
     )
     try:
         http = httpx.Client(base_url=server.base, timeout=30)
-        built = http.post("/v1/pdata", headers=admin)
-        assert built.status_code == 202, built.text
         assert http.get("/v1/pdata", headers=platform).status_code == 404  # not built yet
-        # The worker's build step, run here (this server runs without a worker).
-        with Store.open(db_url) as store:
-            vouchers = VoucherStore(store, MasterKey.from_base64(secret), Settings())
-            job = BuildLoop(vouchers, worker_id="e2e").run_once()
-        assert job is not None and job.state == "done"
-        assert http.get(built.headers["location"], headers=admin).json()["root"] == job.root
-        root = http.get("/v1/pdata/root", headers=platform).json()["root"]
-        assert root == job.root
+        root = build(http, admin)
+        assert http.get("/v1/pdata/root", headers=platform).json()["root"] == root
         pdata = PData.from_bytes(
             http.get("/v1/pdata", headers=platform).content, expected_root=root
         )
@@ -159,35 +176,49 @@ def test_messaging_app_opens_only_after_t_matches(
         table = {k for h in bank_hashes for k in bank_keys(bytes.fromhex(h), pdata.params)}
         real_sent: dict[str, bytes] = {}  # item id -> derivative, for real matches sent so far
         real_hashes: set[str] = set()
-        opened_at_count = None
+        pictures: set[int] = set()  # the listed pictures those matches cover
+        answers: set[tuple[int, bytes]] = set()
+        opened_at = None
         synthetic = 0
         for item_id, data in items:
             voucher = app.voucher_for_image(data, item_id)
             synthetic += voucher.synthetic
             hashed = hash_image(data)
             hits = table & set(probe_keys(hashed.hash, hashed.floats, pdata.params))
-            near = min(_distance(hashed.hex, h) for h in bank_hashes) <= 31  # server re-check
+            distances = [_distance(hashed.hex, h) for h in bank_hashes]
+            near = min(distances) <= 31  # the server's re-check
             if hits and near and not voucher.synthetic:
                 real_sent[item_id] = derivative(data, app.derivative_budget(item_id))
                 real_hashes.add(hashed.hex)
+                pictures.add(distances.index(min(distances)))
             r = http.post(
                 "/v1/vouchers",
                 headers=platform,
-                json={"vouchers": [base64.b64encode(voucher.data).decode()]},
+                json={
+                    "vouchers": [
+                        {"account": "user-42", "voucher": base64.b64encode(voucher.data).decode()}
+                    ]
+                },
             )
-            assert r.status_code == 200 and r.json() == {"accepted": 1}, r.text
+            answers.add((r.status_code, r.content))
+            drain(http, admin, "user-42")
             opened = http.get("/v1/vouchers/openings", headers=admin).json()
-            if len(real_hashes) < THRESHOLD:
-                assert opened == [], (item_id, len(real_hashes))
+            if len(pictures) < THRESHOLD:
+                assert opened == [], (item_id, len(real_hashes), len(pictures))
             else:
-                opened_at_count = opened_at_count or len(real_hashes)
+                opened_at = opened_at or (len(pictures), len(real_hashes))
                 assert {o["item_id"] for o in opened} == set(real_sent)
                 for o in opened:
                     assert o["account"] == "user-42" and o["media_type"] == "image/jpeg"
-                    assert o["media_sha256"] == hashlib.sha256(real_sent[o["item_id"]]).hexdigest()
+                    made = reencode_derivative(real_sent[o["item_id"]])  # by the server
+                    assert o["media_sha256"] == hashlib.sha256(made).hexdigest()
                     assert o["matches"] and o["matches"][0]["bank"] == "known-test-photos"
                     assert o["matches"][0]["distance"] <= 31
-        assert opened_at_count == THRESHOLD  # it opened exactly when the t-th match arrived
+        # Matched or not, opening or not, the platform heard the same answer every time.
+        assert len(answers) == 1 and next(iter(answers))[0] == 202
+        # It opened exactly when the matches first covered t distinct pictures, although by
+        # then more than t items (edits of the same pictures) had matched.
+        assert opened_at is not None and opened_at[0] == THRESHOLD and opened_at[1] > THRESHOLD
         assert len(real_sent) >= THRESHOLD + 2 and synthetic >= 3
         assert not any(i.startswith(("innocent", "photo")) for i in real_sent)
         state = http.get("/v1/vouchers/accounts/user-42", headers=admin).json()
@@ -209,5 +240,12 @@ def test_messaging_app_opens_only_after_t_matches(
     assert case.uploader_id == "user-42"
     assert {i.content_id for i in case.items} == set(real_sent)
     assert {i.source for i in case.items} == {"e2ee-voucher"}
-    assert all(i.has_media and i.media_size == len(real_sent[i.content_id]) for i in case.items)
+    assert all(
+        i.has_media
+        and i.media_type == "image/jpeg"
+        and i.media_size == len(reencode_derivative(real_sent[i.content_id]))
+        for i in case.items
+    )
+    # Review only: the opening queued no action and preserved nothing before a person looked.
+    assert all(i.verdict == "review" and i.actions == () for i in case.items)
     assert all(i.matches[0]["bank"] == "known-test-photos" for i in case.items)

@@ -5,6 +5,7 @@ Hostile input gets a precise 4xx problem document, never a 500."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from fastapi.testclient import TestClient
 from bastion.actions.worker import BuildLoop
 from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
-from bastion.client import Account, Client, PData, frank
+from bastion.cli_worker import voucher_loop
+from bastion.client import Account, Client, PData, Voucher, frank
 from bastion.signals.base import SignalType
 from bastion.store import Store
 
@@ -68,6 +70,25 @@ def _publish(http: TestClient, admin: dict[str, str], **body: object) -> dict:
     done = http.get(r.headers["location"], headers=admin).json()
     assert done["state"] == "done" and done["progress"] == 1.0, done
     return done
+
+
+def _work(http: TestClient) -> int:
+    """The worker's voucher step, wired as ``bastion worker`` wires it (its own runtime over the
+    same database): the API only queues vouchers."""
+    rt = http.app.state.runtime
+    loop = voucher_loop(rt.store, rt.settings, "test-worker")
+    assert loop is not None
+    return loop.drain()
+
+
+def _item(voucher: Voucher, account: str | None = None) -> dict[str, str]:
+    """A voucher as the platform forwards it: beside the sender it authenticated."""
+    return {"account": account or voucher.account, "voucher": _b64(voucher.data)}
+
+
+def _results(r) -> list[dict]:
+    assert r.status_code == 202, r.text
+    return r.json()["results"]
 
 
 def _device(http: TestClient, headers: dict[str, str], account: str, seed: int) -> Client:
@@ -137,17 +158,24 @@ def test_vouchers_open_an_account_only_at_the_threshold(app) -> None:
         r = http.post(
             "/v1/vouchers",
             headers=platform,
-            json={"vouchers": [_b64(alice.voucher_for_hash(h, f"m{i}").data)]},
+            json={"vouchers": [_item(alice.voucher_for_hash(h, f"m{i}"))]},
         )
         answers.add((r.status_code, r.text))
-    assert answers == {(200, '{"accepted":1}')}  # matched or not, the platform hears the same
+        _work(http)
+    assert len(answers) == 1  # matched or not, the platform hears the same
+    ((status, text),) = answers
+    assert status == 202 and json.loads(text)["results"] == [
+        {"index": 0, "status": 202, "error": None, "detail": None, "retry_after": None}
+    ]
     assert http.get("/v1/vouchers/openings", headers=admin).json() == []
     r = http.post(
         "/v1/vouchers",
         headers=platform,
-        json={"vouchers": [_b64(alice.voucher_for_hash(BANK[2], "m-last").data)]},
+        json={"vouchers": [_item(alice.voucher_for_hash(BANK[2], "m-last"))]},
     )
-    assert r.status_code == 200
+    assert (r.status_code, r.text) == (status, text)  # the t-th match too
+    assert http.get("/v1/vouchers/openings", headers=admin).json() == []  # not yet processed
+    assert _work(http) == 1
     openings = http.get("/v1/vouchers/openings", headers=admin).json()
     assert sorted(o["item_id"] for o in openings) == ["m-last", "m1", "m3"]
     assert all(o["account"] == "alice" and o["matches"][0]["bank"] == "known" for o in openings)
@@ -171,21 +199,44 @@ def test_hostile_input_gets_precise_4xx_never_500(app) -> None:
     def post(body, **kw):
         return http.post("/v1/vouchers", headers=platform, json=body, **kw)
 
-    assert "not base64" in _problem(post({"vouchers": [_b64(good), "***"]}), 422)["detail"]
+    def refused(*blobs: bytes | str) -> list[dict]:
+        """Post ``blobs`` for alice; the result of each (a str is sent as it is)."""
+        items = [
+            {"account": "alice", "voucher": b if isinstance(b, str) else _b64(b)} for b in blobs
+        ]
+        return _results(post({"vouchers": items}))
+
+    # Each voucher is judged alone: a bad one is refused with its index, the good one queued.
+    ok, bad = refused(good, "***")
+    assert ok["status"] == 202 and bad["status"] == 422 and bad["index"] == 1
+    assert "not base64" in bad["detail"]
     bad_point = good[:header] + b"\xff" * 32 + good[header + 32 :]
-    doc = _problem(post({"vouchers": [_b64(good), _b64(bad_point)]}), 422)
-    assert doc["index"] == 1 and "not a valid ristretto255 point" in doc["detail"]
-    assert "expected" in _problem(post({"vouchers": [_b64(good[:-1])]}), 422)["detail"]
-    assert "magic" in _problem(post({"vouchers": [_b64(b"\x00" * 40)]}), 422)["detail"]
+    ok, bad = refused(good, bad_point)
+    assert ok["status"] == 202 and (bad["index"], bad["status"], bad["error"]) == (
+        1,
+        422,
+        "invalid",
+    )
+    assert (
+        bad["detail"].startswith("voucher 1: ")
+        and "not a valid ristretto255 point" in bad["detail"]
+    )
+    assert "expected" in refused(good[:-1])[0]["detail"]
+    assert "magic" in refused(b"\x00" * 40)[0]["detail"]
     other_table = bytearray(good)
     other_table[5] ^= 1
+    assert "unknown or retired" in refused(bytes(other_table))[0]["detail"]
     assert (
-        "unknown or retired"
-        in _problem(post({"vouchers": [_b64(bytes(other_table))]}), 422)["detail"]
+        "at most 8"
+        in _problem(post({"vouchers": [_item(alice.voucher_for_hash(BANK[0], "m"))] * 9}), 422)[
+            "detail"
+        ]
     )
-    assert "at most 8" in _problem(post({"vouchers": [_b64(good)] * 9}), 422)["detail"]
     _problem(post({"vouchers": []}), 422)
-    _problem(post({"vouchers": [_b64(good)], "extra": 1}), 422)
+    _problem(post({"vouchers": [{"account": "alice", "voucher": _b64(good)}], "extra": 1}), 422)
+    # The version-1 body (bare vouchers, no stated sender) is refused whole.
+    _problem(post({"vouchers": [_b64(good)]}), 422)
+    _problem(post({"vouchers": [{"voucher": _b64(good)}]}), 422)
     _problem(
         http.post(
             "/v1/vouchers",
@@ -194,12 +245,13 @@ def test_hostile_input_gets_precise_4xx_never_500(app) -> None:
         ),
         400,
     )
-    _problem(post({"vouchers": ["A" * 450_000]}), 413)
+    _problem(post({"vouchers": [{"account": "alice", "voucher": "A" * 450_000}]}), 413)
     for size in (0, 1, 50, 400, 3000, len(good)):
-        r = post({"vouchers": [_b64(os.urandom(size))]})
-        assert r.status_code == 422, (size, r.text)
-    # None of it was stored or counted.
-    assert http.get("/v1/vouchers/accounts/alice", headers=admin).json()["hours"] == []
+        (r,) = refused(os.urandom(size))
+        assert r["status"] == 422, (size, r)
+    # Of all that, only the two good vouchers were queued and counted; nothing bad was.
+    hours = http.get("/v1/vouchers/accounts/alice", headers=admin).json()["hours"]
+    assert [(h["accepted"], h["rejected"]) for h in hours] == [(2, 0)]
 
 
 def test_rate_limit_is_429_with_retry_after_and_counted(app) -> None:
@@ -208,13 +260,19 @@ def test_rate_limit_is_429_with_retry_after_and_counted(app) -> None:
     platform = _key(store, "platform", "vouchers")
     _publish(http, admin)
     bob = _device(http, platform, "bob", 3)
-    batch = [_b64(bob.voucher_for_hash(h, "m").data) for h in OUTSIDE[:8]]
-    assert http.post("/v1/vouchers", headers=platform, json={"vouchers": batch}).status_code == 200
+    batch = [_item(bob.voucher_for_hash(h, "m")) for h in OUTSIDE[:8]]
+    assert [
+        r["status"]
+        for r in _results(http.post("/v1/vouchers", headers=platform, json={"vouchers": batch}))
+    ] == [202] * 8
     r = http.post("/v1/vouchers", headers=platform, json={"vouchers": batch[:5]})
-    doc = _problem(r, 429)
-    assert int(r.headers["Retry-After"]) >= 1 and doc["account"] == "bob"
+    results = _results(r)
+    # 12 an hour: four more of bob's fit, the fifth is refused alone, with when to retry.
+    assert [x["status"] for x in results] == [202, 202, 202, 202, 429]
+    assert results[4]["retry_after"] >= 1 and "'bob'" in results[4]["detail"]
+    assert results[4]["error"] == "rate_limited" and r.json()["accepted"] == 4
     hours = http.get("/v1/vouchers/accounts/bob", headers=admin).json()["hours"]
-    assert [(h["accepted"], h["rejected"]) for h in hours] == [(8, 5)]
+    assert [(h["accepted"], h["rejected"]) for h in hours] == [(12, 1)]
 
 
 def test_franking_tags_and_reports(app) -> None:

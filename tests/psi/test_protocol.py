@@ -53,7 +53,9 @@ def test_a_member_voucher_opens_a_share_of_the_account_key(mode: str) -> None:
     keys = s.accounts["alice"].keys(int(T0 // s.params.epoch_seconds), 3, s.params.dhf_dim)
     assert opened.inner.share == keys.share(opened.inner.x)
     # Without t shares the parts stay sealed: the share alone is not the key.
-    assert open_part_a(opened.inner.share, opened.inner.x, opened.inner.part_a) is None
+    epoch = int(T0 // s.params.epoch_seconds)
+    inner = opened.inner
+    assert open_part_a(inner.share, inner.x, inner.part_a, account="alice", epoch=epoch) is None
 
 
 def test_exact_mode_matches_only_identical_hashes() -> None:
@@ -117,9 +119,14 @@ def test_at_the_threshold_exactly_the_real_matched_items_open() -> None:
     key = reconstruct(found, t)
     epoch_keys = s.accounts["alice"].keys(int(T0 // s.params.epoch_seconds), t, s.params.dhf_dim)
     assert key == epoch_keys.key
+    bound = {"account": "alice", "epoch": int(T0 // s.params.epoch_seconds)}
     for x, (item_id, h, inner) in real_items.items():
-        assert open_part_b(key, x, inner.part_b)[0] == item_id
-        assert open_part_a(key, x, inner.part_a)[0].hex() == h
+        assert open_part_b(key, x, inner.part_b, **bound)[0] == item_id
+        assert open_part_a(key, x, inner.part_a, **bound)[0].hex() == h
+        # Bound to the account and epoch they were sealed for: under the right key, another
+        # account's or epoch's name opens nothing.
+        assert open_part_a(key, x, inner.part_a, account="mallory", epoch=bound["epoch"]) is None
+        assert open_part_b(key, x, inner.part_b, account="alice", epoch=bound["epoch"] + 1) is None
 
 
 def test_the_same_item_twice_adds_no_share() -> None:

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from bastion.banks.model import NewEntry
-from bastion.client import Account, Client, PData, commit, frank
+from bastion.client import Account, Client, PData, Voucher, commit, frank
 from bastion.crypto import MasterKey
 from bastion.psi import Report, ReportRejected
+from bastion.psi.media import reencode_derivative
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.models import FrankingReportRow, VoucherShareRow
-from bastion.store.vouchers import (
-    InvalidVoucher,
-    OpenedAccount,
-    RateLimited,
-    VoucherStore,
-)
+from bastion.store.vouchers import OpenedAccount, VoucherStore
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, T0, random_hashes, seeded
@@ -37,6 +36,20 @@ def _verify(pdq: str) -> list[dict[str, Any]]:
         for i, h in enumerate(BANK)
         if bin(value ^ int(h, 16)).count("1") <= 31
     ]
+
+
+def _up(*vouchers: Voucher) -> list[tuple[str, bytes]]:
+    """Vouchers as the platform submits them: beside the sender it authenticated."""
+    return [(v.account, v.data) for v in vouchers]
+
+
+def _jpeg(seed: int) -> bytes:
+    """A small benign derivative (a synthetic gradient), as a client would send it."""
+    ramp = np.add.outer(np.arange(48), np.arange(64)) * 2 + seed * 7
+    pixels = np.stack([ramp, ramp[::-1], np.full_like(ramp, 40 * seed)], axis=2) % 256
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, "JPEG", quality=70)
+    return buf.getvalue()
 
 
 def _vstore(store: Store, tmp_path: Path, **settings: object) -> VoucherStore:
@@ -78,10 +91,12 @@ def test_build_publishes_a_table_clients_can_verify(db_store: Store, tmp_path: P
     second = vs.build_table(actor="key:admin")
     assert second.root != first.root  # a fresh secret per table
     assert vs.current_table().root == second.root
-    vs.submit([old_client.voucher_for_hash(BANK[0], "m").data], actor="k", verify=_verify)
+    vs.submit(_up(old_client.voucher_for_hash(BANK[0], "m")), actor="k", verify=_verify)
     vs.build_table(actor="key:admin")  # keeps 2: the first is retired with its secret
-    with pytest.raises(InvalidVoucher, match="unknown or retired"):
-        vs.submit([old_client.voucher_for_hash(BANK[0], "m").data], actor="k", verify=_verify)
+    (refused,) = vs.submit(
+        _up(old_client.voucher_for_hash(BANK[0], "m")), actor="k", verify=_verify
+    ).results
+    assert refused.status == 422 and "unknown or retired" in refused.detail
 
 
 def test_threshold_opening_is_durable_returned_and_handed_to_the_hook(
@@ -94,30 +109,32 @@ def test_threshold_opening_is_durable_returned_and_handed_to_the_hook(
     alice = _client(vs)
     for i, h in enumerate(OUTSIDE[:10]):
         result = vs.submit(
-            [alice.voucher_for_hash(h, f"innocent-{i}").data], actor="k", verify=_verify
+            _up(alice.voucher_for_hash(h, f"innocent-{i}")), actor="k", verify=_verify
         )
         assert result.opened == ()
     assert _count(db_store, VoucherShareRow.__table__) == 0  # non-matching: nothing kept
     for i in range(2):
         result = vs.submit(
-            [alice.voucher_for_hash(BANK[i], f"bank-{i}", media=b"jpeg%d" % i).data],
+            _up(alice.voucher_for_hash(BANK[i], f"bank-{i}", media=_jpeg(i))),
             actor="k",
             verify=_verify,
         )
         assert result.opened == ()
     assert vs.openings() == [] and handed == []
     result = vs.submit(
-        [
-            alice.voucher_for_hash(BANK[2], "bank-2", media=b"jpeg2").data,
-            alice.voucher_for_hash(OUTSIDE[20], "innocent-20").data,
-        ],
+        _up(
+            alice.voucher_for_hash(BANK[2], "bank-2", media=_jpeg(2)),
+            alice.voucher_for_hash(OUTSIDE[20], "innocent-20"),
+        ),
         actor="key:platform",
         verify=_verify,
     )
     (opened,) = result.opened
     assert opened.first and opened.account == "alice" and opened.verified == 3
     assert sorted(i.item_id for i in opened.items) == ["bank-0", "bank-1", "bank-2"]
-    assert {i.item_id: i.media for i in opened.items}["bank-1"] == b"jpeg1"
+    # Derivatives are stored as JPEGs the server made (docs/e2ee.md), from what was sent.
+    assert {i.item_id: i.media for i in opened.items}["bank-1"] == reencode_derivative(_jpeg(1))
+    assert {i.media_type for i in opened.items} == {"image/jpeg"}
     assert {i.pdq for i in opened.items} == set(BANK[:3])
     assert handed == [opened]
     listed = vs.openings(account="alice")
@@ -129,7 +146,7 @@ def test_threshold_opening_is_durable_returned_and_handed_to_the_hook(
     assert event.target == "account:alice" and event.detail["items"] == 3
     assert event.detail["threshold_crossed"] is True
     # Later matches of an opened account open at once; innocent ones never do.
-    later = vs.submit([alice.voucher_for_hash(BANK[3], "bank-3").data], actor="k", verify=_verify)
+    later = vs.submit(_up(alice.voucher_for_hash(BANK[3], "bank-3")), actor="k", verify=_verify)
     assert [i.item_id for i in later.opened[0].items] == ["bank-3"]
     assert not later.opened[0].first
     (group,) = vs.groups("alice")
@@ -146,13 +163,13 @@ def test_real_items_that_fail_the_bank_recheck_do_not_open(db_store: Store, tmp_
         return [] if pdq in disputed else _verify(pdq)
 
     for i in range(3):
-        result = vs.submit(
-            [alice.voucher_for_hash(BANK[i], f"b{i}").data], actor="k", verify=verify
-        )
+        result = vs.submit(_up(alice.voucher_for_hash(BANK[i], f"b{i}")), actor="k", verify=verify)
         assert result.opened == ()
+    # Three shares decode, but only two pass the re-check: the key is not kept, and the item
+    # that failed is discarded with its sealed parts destroyed.
     (group,) = vs.groups("alice")
-    assert group.state == "reconstructed" and group.real == 3 and group.verified == 2
-    result = vs.submit([alice.voucher_for_hash(BANK[4], "b4").data], actor="k", verify=verify)
+    assert group.state == "collecting" and group.discarded == 1 and group.verified == 0
+    result = vs.submit(_up(alice.voucher_for_hash(BANK[4], "b4")), actor="k", verify=verify)
     assert sorted(i.item_id for i in result.opened[0].items) == ["b0", "b2", "b4"]
 
 
@@ -165,56 +182,73 @@ def test_a_failing_hook_leaves_items_pending_for_a_retry(db_store: Store, tmp_pa
 
     vs.on_open = broken
     alice = _client(vs)
-    blobs = [alice.voucher_for_hash(h, f"b{i}", media=b"m").data for i, h in enumerate(BANK[:3])]
-    result = vs.submit(blobs, actor="k", verify=_verify)
+    items = _up(
+        *(alice.voucher_for_hash(h, f"b{i}", media=_jpeg(7)) for i, h in enumerate(BANK[:3]))
+    )
+    result = vs.submit(items, actor="k", verify=_verify)
     assert len(result.opened[0].items) == 3  # still returned, and stored
     (pending,) = vs.pending_openings()
     assert sorted(i.item_id for i in pending.items) == ["b0", "b1", "b2"]
-    assert all(i.media == b"m" for i in pending.items)
+    assert all(i.media == reencode_derivative(_jpeg(7)) for i in pending.items)
     taken: list[OpenedAccount] = []
     vs.on_open = taken.append
     assert vs.retry_handoffs() == 3
     assert vs.pending_openings() == [] and len(taken[0].items) == 3
 
 
-def test_rate_limit_counts_and_refuses_whole_batches(db_store: Store, tmp_path: Path) -> None:
+def test_rate_limit_counts_and_refuses_only_the_accounts_vouchers(
+    db_store: Store, tmp_path: Path
+) -> None:
     vs = _vstore(db_store, tmp_path, voucher_rate_per_hour=5)
     vs.build_table(actor="key:admin")
     alice, bob = _client(vs, "alice", 1), _client(vs, "bob", 2)
-    vs.submit([alice.voucher_for_hash(h, "m").data for h in OUTSIDE[:4]], actor="k", verify=_verify)
-    with pytest.raises(RateLimited, match="alice") as caught:
-        vs.submit(
-            [
-                alice.voucher_for_hash(BANK[0], "m").data,
-                alice.voucher_for_hash(BANK[1], "m").data,
-                bob.voucher_for_hash(BANK[2], "m").data,
-            ],
-            actor="k",
-            verify=_verify,
-        )
-    assert 0 < caught.value.retry_after <= 3600
-    assert _count(db_store, VoucherShareRow.__table__) == 0  # nothing of the batch stored
+    vs.submit(
+        _up(*(alice.voucher_for_hash(h, "m") for h in OUTSIDE[:4])), actor="k", verify=_verify
+    )
+    result = vs.submit(
+        _up(
+            alice.voucher_for_hash(BANK[0], "m"),
+            alice.voucher_for_hash(BANK[1], "m"),
+            bob.voucher_for_hash(BANK[2], "m"),
+        ),
+        actor="k",
+        verify=_verify,
+    )
+    # Alice has room for one more this hour; her second is refused, bob's is not affected.
+    assert [r.status for r in result.results] == [202, 429, 202]
+    refused = result.results[1]
+    assert refused.error == "rate_limited" and "alice" in refused.detail
+    assert 0 < refused.retry_after <= 3600
+    assert _count(db_store, VoucherShareRow.__table__) == 2  # the two accepted matches
     (hour,) = vs.counts("alice")
-    assert (hour.accepted, hour.rejected) == (4, 2)
-    assert [(h.accepted, h.rejected) for h in vs.counts("bob")] == [(0, 1)]
-    assert len(_audit(db_store, "voucher.rate_limited")) == 1
-    vs.submit([bob.voucher_for_hash(BANK[2], "m").data], actor="k", verify=_verify)  # bob is fine
-    assert [(h.accepted, h.rejected) for h in vs.counts("bob")] == [(1, 1)]
+    assert (hour.accepted, hour.rejected) == (5, 1)
+    assert [(h.accepted, h.rejected) for h in vs.counts("bob")] == [(1, 0)]
+    (event,) = _audit(db_store, "voucher.rate_limited")
+    assert event.target == "account:alice" and event.detail["vouchers"] == 1
+    vs.submit(_up(bob.voucher_for_hash(BANK[3], "m")), actor="k", verify=_verify)  # bob is fine
+    assert [(h.accepted, h.rejected) for h in vs.counts("bob")] == [(2, 0)]
 
 
-def test_one_bad_voucher_refuses_the_batch(db_store: Store, tmp_path: Path) -> None:
+def test_a_bad_voucher_is_refused_alone(db_store: Store, tmp_path: Path) -> None:
     vs = _vstore(db_store, tmp_path)
     vs.build_table(actor="key:admin")
-    alice = _client(vs)
+    alice, bob = _client(vs), _client(vs, "bob", 5)
     good = alice.voucher_for_hash(BANK[0], "m").data
-    with pytest.raises(InvalidVoucher, match=r"voucher 1: .*expected") as caught:
-        vs.submit([good, good[:-3]], actor="k", verify=_verify)
-    assert caught.value.index == 1
+    result = vs.submit(
+        [("alice", good[:-3]), ("bob", bob.voucher_for_hash(BANK[1], "m").data)],
+        actor="k",
+        verify=_verify,
+    )
+    bad, fine = result.results
+    assert (bad.index, bad.status, bad.error) == (0, 422, "invalid") and "expected" in bad.detail
+    assert fine.status == 202
     stale = Client(alice.pdata, "alice", alice.account, clock=lambda: T0 - 100 * 86400)
-    with pytest.raises(InvalidVoucher, match="epoch"):
-        vs.submit([stale.voucher_for_hash(BANK[0], "m").data], actor="k", verify=_verify)
-    assert _count(db_store, VoucherShareRow.__table__) == 0
-    assert vs.counts("alice") == []
+    (old,) = vs.submit(_up(stale.voucher_for_hash(BANK[0], "m")), actor="k", verify=_verify).results
+    assert old.status == 422 and "epoch" in old.detail
+    (named,) = vs.submit([("", good)], actor="k", verify=_verify).results
+    assert named.status == 422 and "stated account" in named.detail
+    assert _count(db_store, VoucherShareRow.__table__) == 1  # bob's only
+    assert vs.counts("alice") == []  # refused vouchers are not counted against alice
 
 
 def test_franking_reports_are_verified_stored_and_audited(db_store: Store, tmp_path: Path) -> None:
@@ -256,11 +290,11 @@ def test_concurrent_batches_open_an_account_once(db_store: Store, tmp_path: Path
     vs = _vstore(db_store, tmp_path)
     vs.build_table(actor="key:admin")
     alice = _client(vs)
-    blobs = [[alice.voucher_for_hash(BANK[i], f"b{i}").data] for i in range(6)]
+    blobs = [_up(alice.voucher_for_hash(BANK[i], f"b{i}")) for i in range(6)]
     errors: list[BaseException] = []
     results = []
 
-    def send(blob: list[bytes]) -> None:
+    def send(blob: list[tuple[str, bytes]]) -> None:
         try:
             results.append(vs.submit(blob, actor="k", verify=_verify))
         except BaseException as exc:
