@@ -15,7 +15,7 @@ its in-memory state or pickled checkpoints.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -186,6 +186,10 @@ class ExchangeContext:
 
     ``transport`` lets tests (and proxies) swap httpx's transport; ``fetch_policy`` is the SSRF
     policy (``bastion.fetch.FetchPolicy``) for exchanges that fetch URLs a user typed in.
+    ``held``: the entries (``bastion.banks.BankEntry``) the exchange's bank holds now under
+    each of the given record keys, read-only; None when the host gives no such view. For an
+    exchange that must compare what it is served with what it already applied (a Bastion
+    feed's dispute refresh refuses records older than the ones held).
     """
 
     timeout: float = 30.0
@@ -193,6 +197,7 @@ class ExchangeContext:
     fetch_policy: Any = None
     transport: Any = None
     organisation: str = ""
+    held: Callable[[Sequence[str]], Mapping[str, Sequence[Any]]] | None = None
 
 
 class Exchange(ABC):

@@ -12,7 +12,9 @@ over the phone as its fingerprint); nothing the publisher's server says can chan
    the request's cursor and the version (so an old record cannot be replayed over a removal);
    a record that fails is a ``Poisoned`` item, recorded and never applied; a cursor that does
    not advance is a poisoned page;
-3. pulls the dispute counts that changed since the last sync and refreshes those entries;
+3. pulls the dispute counts that changed since the last sync and refreshes those entries,
+   under the same revision window per record: only an entry we hold and the publisher still
+   lists, with a record no older than the one we hold (never adding or re-enabling one);
 4. attaches the version's Merkle root as an ``Attestation`` once for every version it reaches
    (and again after a dispute refresh rewrote records), marked ``stream: incomplete`` when the
    publisher did not say that nothing changed after the version; the engine recomputes the
@@ -82,6 +84,8 @@ WITHDRAWN = "withdrawn by the publisher"
 #: ``upstream: awaiting vouchers (n of k)``). Other ``upstream:`` reasons mean it withdrew them.
 _AWAITING = "upstream: awaiting vouchers"
 _UPSTREAM = "upstream:"
+#: The engine's reason prefix for an entry disabled here and then withdrawn by the publisher.
+_WITHDRAWN_LOCAL = "upstream+local:"
 _REASON_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _FEED_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
 #: Attestation ``detail["stream"]``: every change up to the version's revision was received and
@@ -385,18 +389,52 @@ class BastionFeedExchange(Exchange):
                     f"disputes: the next id {nxt} does not advance from {after} (a publisher "
                     "that would page forever)"
                 )
-            items: list[Item] = []
+            served = []
             for raw in found:
                 record = raw.get("record") if isinstance(raw, dict) else None
                 # No record: the entry changed after this version, or was withdrawn; its count
                 # then comes with its next record.
                 if isinstance(record, dict):
-                    items.append(self._item({**record, **_counts(raw)}, statement, 0))
+                    served.append({**record, **_counts(raw)})
+            items = self._refresh(served, statement)
             after = nxt
             cp = {**cp, "disputes_after": after}
             yield Page(items, cp)
             if len(found) < self.cfg.page_size:
                 return
+
+    def _refresh(self, served: list[dict[str, Any]], statement: VersionStatement) -> list[Item]:
+        """The dispute refresh's records, under the entries path's revision window applied per
+        record: a record may only refresh an entry we hold (and the publisher still lists), and
+        its revision must lie between that of the record we hold (an older one was superseded,
+        so it can only be a replay) and the version's. A refresh never adds or re-enables an
+        entry. Without a view of what we hold (``ExchangeContext.held``), it refreshes none."""
+        lookup = self.context.held
+        if lookup is None or not served:
+            return []
+        keys = [r["key"] for r in served if isinstance(r.get("key"), str)]
+        held = lookup(keys)
+        items: list[Item] = []
+        for raw in served:
+            key = raw.get("key")
+            if not isinstance(key, str):
+                items.append(Poisoned("record served without its key", raw=str(raw)[:500]))
+                continue
+            lo = _held_revision(held.get(key, ()))
+            if lo is None:
+                text = raw.get("record")
+                items.append(
+                    Poisoned(
+                        f"dispute refresh of record {key[:64]} refused: we hold no record of it "
+                        "that the publisher still lists (withdrawn, or never applied), and a "
+                        "refresh never adds one (a replayed page?)",
+                        key=key,
+                        raw=(text if isinstance(text, str) else str(raw))[:500],
+                    )
+                )
+                continue
+            items.append(self._item(raw, statement, lo))
+        return items
 
     def _item(self, raw: Any, statement: VersionStatement, lo: int) -> Item:
         """One served record as an Upsert or Removal, once its signature, its feed and
@@ -493,6 +531,34 @@ class BastionFeedExchange(Exchange):
             raise PermanentError(f"the publisher no longer has record {item.key!r}")
         if status >= 400:
             raise PermanentError(f"the publishing Bastion refused the feedback ({status})")
+
+
+def _withdrawn(entry: Any) -> bool:
+    """Disabled because the publisher withdrew it (``upstream:`` other than awaiting vouchers,
+    or withdrawn after a local decision): no longer what the publisher lists."""
+    reason = entry.disabled_reason or ""
+    if entry.enabled:
+        return False
+    return reason.startswith(_WITHDRAWN_LOCAL) or (
+        reason.startswith(_UPSTREAM) and not reason.startswith(_AWAITING)
+    )
+
+
+def _held_revision(entries: Iterable[Any]) -> int | None:
+    """The signed revision of the record we hold for one key (the highest, should there be
+    several), among entries the publisher still lists; None when there is none."""
+    best: int | None = None
+    for e in entries:
+        feed = (e.metadata or {}).get("feed")
+        text = feed.get("record") if isinstance(feed, dict) else None
+        if _withdrawn(e) or not isinstance(text, str):
+            continue
+        try:
+            revision = parse_record(text).revision
+        except RecordError:
+            continue
+        best = revision if best is None else max(best, revision)
+    return best
 
 
 def _entry(record: AddRecord, text: str, sig: str, raw: Mapping[str, Any]) -> NewEntry:

@@ -25,8 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,7 +55,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion import __version__
 from bastion.actions.model import Backoff
-from bastion.banks.model import NewEntry, normalize_entry, utcnow, validate_bank_name
+from bastion.banks.model import BankEntry, NewEntry, normalize_entry, utcnow, validate_bank_name
 from bastion.config import Settings
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.exchanges.base import (
@@ -91,9 +92,11 @@ from bastion.store.store import (
     StoreUnavailable,
     _bank_fields,
     _copy_rows,
+    _entry_select,
     _executemany_rows,
     _json_doc,
     _storable,
+    _to_entry,
     _tombstone,
     _touch_bank,
     append_audit,
@@ -967,7 +970,23 @@ class ExchangeStore:
                     f"exchange {row.name!r}: stored credentials do not open ({kind}); set them "
                     "again"
                 ) from None
-        return cls(config, creds, self.context())
+        return cls(config, creds, replace(self.context(), held=partial(self._held, row.id)))
+
+    def _held(self, xid: int, keys: Sequence[str]) -> dict[str, builtins.list[BankEntry]]:
+        """The entries exchange ``xid``'s bank holds under each of ``keys`` (its
+        ``ExchangeContext.held``): what the pages applied so far left, read between pages."""
+        wanted = [k for k in dict.fromkeys(keys) if isinstance(k, str) and _good_key(k)]
+        out: dict[str, builtins.list[BankEntry]] = {}
+        bank = select(ex_t.c.bank_id).where(ex_t.c.id == xid).scalar_subquery()
+        with self._db(), self.store.engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                stmt = _entry_select().where(
+                    entries_t.c.bank_id == bank, entries_t.c.external_id.in_(list(chunk))
+                )
+                for r in conn.execute(stmt):
+                    entry = _to_entry(r)
+                    out.setdefault(str(entry.external_id), []).append(entry)
+        return out
 
     # -- history -------------------------------------------------------------------------------
 

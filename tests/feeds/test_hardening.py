@@ -239,6 +239,80 @@ def test_a_disputes_cursor_that_does_not_advance_is_a_poisoned_page(
     assert len(sub.list_entries("from-a")) == 4  # the entries before it were applied
 
 
+# -- issue 12, finding 13: the dispute refresh's revision window --------------------------------
+
+
+def test_a_replayed_dispute_page_neither_restores_a_withdrawn_record_nor_rolls_one_back(
+    publisher: Publisher, sub: Store, proxy: TamperProxy
+) -> None:
+    """A man in the middle keeps an old page of the dispute refresh and serves it again after
+    the publisher withdrew one of its records and changed another. Before the fix the refresh
+    checked revisions against 0 only: the withdrawn record came back as an enabled entry and
+    the changed one went back to its old record."""
+    publisher.store.add_entries("pub", pdq_entries(3))
+    publisher.feeds.publish("shared")
+    gone, changed, _ = (str(e.id) for e in publisher.store.list_entries("pub"))
+    xs = exchanges(sub)
+    subscribe(xs, publisher, url=proxy.url)
+    assert xs.sync("from-a").error is None
+    for key in (gone, changed):
+        publisher.feeds.add_feedback("shared", key, subscriber="someone", kind="confirm")
+    captured: list[Any] = []
+
+    def capture(path: str, doc: Any) -> Any:
+        if "/disputes" in path and doc["items"]:
+            captured.extend(doc["items"])
+        return doc
+
+    proxy.tamper = capture
+    result = xs.sync("from-a")
+    assert result.error is None and result.updated == 2  # the counts came, as they should
+    assert {i["key"] for i in captured} == {gone, changed}
+    assert all(i["record"] is not None for i in captured)
+
+    publisher.store.remove_entry("pub", int(gone))  # withdrawn
+    publisher.store.disable_entry("pub", int(changed), "recheck")  # changed: a new revision
+    publisher.store.enable_entry("pub", int(changed))
+    v2 = publisher.feeds.publish("shared")
+    assert v2 is not None
+    proxy.tamper = None
+    result = xs.sync("from-a")
+    assert result.error is None and result.removed == 1
+    assert sub.find_entries("from-a", external_id=gone) == []
+    (held,) = sub.find_entries("from-a", external_id=changed)
+    new_record = held.metadata["feed"]["record"]
+    old_records = {i["key"]: json.loads(i["record"]["record"]) for i in captured}
+    assert json.loads(new_record)["revision"] > old_records[changed]["revision"]
+    assert xs.attestations("from-a")[0].agrees
+
+    def replay(path: str, doc: Any) -> Any:
+        if "/disputes" in path:
+            after = int(_query(path).get("after") or 0)
+            doc["items"], doc["next"] = captured, after + 1  # an old page, moved forward
+        return doc
+
+    proxy.tamper = replay
+    result = xs.sync("from-a")
+    assert result.error is None and result.poisoned == 2
+    assert result.added == result.updated == 0
+    # Nothing came back, nothing went back.
+    assert sub.find_entries("from-a", external_id=gone) == []
+    (now,) = sub.find_entries("from-a", external_id=changed)
+    assert now.metadata["feed"]["record"] == new_record and now.enabled
+    errors = {e.key: e.error for e in xs.errors("from-a")}
+    assert "refresh never adds one" in errors[gone]
+    assert "replayed" in errors[changed]
+    assert xs.attestations("from-a")[0].agrees
+
+
+def test_the_withdrawn_reasons_match_the_engines() -> None:
+    from bastion.exchanges import bastion_feed
+    from bastion.store import exchanges as engine
+
+    assert bastion_feed._WITHDRAWN_LOCAL == engine.WITHDRAWN_LOCAL
+    assert bastion_feed._UPSTREAM == engine.UPSTREAM and bastion_feed._AWAITING == engine.AWAITING
+
+
 # -- F9: values shared between banks of one feed -----------------------------------------------
 
 
