@@ -2,7 +2,7 @@
 
 `python -m benchmarks.bench_hashing [--quick]`. One core (the process is pinned to one CPU where
 the OS allows), CPU time measured with ``time.process_time``. Test JPEGs are synthesised from the
-benign bridge photo in ../shared/testdata: upscaled, with per-pixel noise so the entropy coder sees
+benign bridge photo in tests/data: upscaled, with per-pixel noise so the entropy coder sees
 camera-like texture, saved at quality 90. Also reports the PDQ distance of the fast pipeline to the
 full-decode hash, and vPDQ video throughput (seconds of video hashed per CPU-second, 1 frame/s).
 """
@@ -29,7 +29,9 @@ from bastion.signals.pdq import hamming, pdq_from_bytes
 from bastion.signals.video import vpdq_frames
 
 REPO = Path(__file__).resolve().parents[1]
-TESTDATA = REPO.parent / "shared" / "testdata"
+#: The benign media: tests/data (see its SOURCES.md), or a folder laid out the same way (images/,
+#: videos/) with Meta's full-size files, which docs/benchmarks.md's figures were measured on.
+TESTDATA = Path(os.environ.get("BASTION_BENCH_MEDIA") or REPO / "tests" / "data")
 RESULTS = REPO / "benchmarks" / "results" / "hashing.md"
 SIZES = {"small (256 px)": (256, 192), "medium (1 MP)": (1155, 866), "large (12 MP)": (4000, 3000)}
 
