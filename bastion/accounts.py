@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
 import re
 import secrets
 import unicodedata
@@ -37,10 +39,18 @@ MIN_PASSWORD_LENGTH = 12
 #: Long enough for any passphrase or password manager, short enough that hashing stays cheap.
 MAX_PASSWORD_LENGTH = 1024
 
-#: This many failed logins for one name within LOCKOUT_WINDOW lock it for LOCKOUT_DURATION.
-LOCKOUT_FAILURES = 5
-LOCKOUT_WINDOW = timedelta(minutes=15)
-LOCKOUT_DURATION = timedelta(minutes=15)
+#: Login throttling is per client address, never per account (anyone could otherwise lock any
+#: user out): an address gets THROTTLE_FREE_FAILURES failed logins within THROTTLE_WINDOW, then
+#: waits THROTTLE_FIRST_DELAY before the next attempt, twice as long after each further
+#: failure, at most THROTTLE_MAX_DELAY. A success from the address clears its count.
+THROTTLE_FREE_FAILURES = 5
+THROTTLE_WINDOW = timedelta(hours=1)
+THROTTLE_FIRST_DELAY = timedelta(seconds=15)
+THROTTLE_MAX_DELAY = timedelta(minutes=15)
+#: Failures kept per address (more change nothing: the delay is at its maximum long before).
+THROTTLE_KEEP = 64
+#: The throttle key of attempts that came with no address (the command line, tests).
+NO_ADDRESS = "unknown"
 
 TOKEN_BYTES = 32
 #: A session's last-seen time is written at most this often (one write per minute, not per
@@ -60,13 +70,25 @@ class LoginFailed(Exception):
         super().__init__(message)
 
 
-class LoginLocked(LoginFailed):
-    """Too many failures for this name: no password is checked until ``until``. Unknown names
-    lock the same way, so a lock reveals nothing about which names exist."""
+class LoginThrottled(LoginFailed):
+    """Too many failed logins from this client address: it may not try again (no password is
+    checked) until ``until``. Which name was tried plays no part, so this reveals nothing about
+    names, and locks no account: the same user logs in from another address."""
 
     def __init__(self, until: datetime) -> None:
         self.until = until
-        super().__init__(f"too many failed logins: try again after {until.strftime('%H:%M')} UTC")
+        super().__init__(
+            f"too many failed logins from this address: try again after "
+            f"{until.strftime('%H:%M:%S')} UTC"
+        )
+
+    def retry_after(self, now: datetime) -> int:
+        """Whole seconds to wait from ``now`` (at least 1), for a ``Retry-After`` header."""
+        return max(1, math.ceil((self.until - now).total_seconds()))
+
+
+#: The old name, from when failures locked the account.
+LoginLocked = LoginThrottled
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +201,36 @@ def check_password(password: object, *, name: str) -> str:
     if folded.strip() == who or (len(who) >= 4 and who in folded):
         raise ValueError("the password must not be or contain the user name")
     return password
+
+
+def throttle_key(remote_addr: str | None) -> str:
+    """What login attempts are counted under: the client's IP address, IPv6 by its /64 network
+    (one host usually holds a whole /64, so counting single addresses would let it spread its
+    guesses); text that is not an address (a test client) as itself, cut to 64 characters."""
+    if not isinstance(remote_addr, str) or not remote_addr.strip():
+        return NO_ADDRESS
+    text = remote_addr.strip()
+    try:
+        ip = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return text[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def throttle_until(failures: Iterable[datetime]) -> datetime | None:
+    """Until when an address with these recent failed logins must wait before its next attempt
+    (None: it may try now, or once that time has passed). Each failure past the free ones
+    doubles the wait, from the last failure on."""
+    times = sorted(failures)
+    extra = len(times) - THROTTLE_FREE_FAILURES
+    if extra < 0:
+        return None
+    delay = min(THROTTLE_MAX_DELAY, THROTTLE_FIRST_DELAY * 2 ** min(extra, 32))
+    return times[-1] + delay
 
 
 def _prepared(password: str) -> str:

@@ -772,7 +772,7 @@ def serve(
         from bastion.demo import prepare_server_demo
 
         with open_store() as store:
-            token, password = prepare_server_demo(store)
+            token, password = prepare_server_demo(store, actor=cli_actor())
         _print_demo_banner(token, password, settings.host, settings.port)
     with cli_worker.worker_child(
         settings, config=config, log_level=log_level, enabled=not no_worker

@@ -126,9 +126,7 @@ def user_list(
     from bastion.cli import open_store
 
     with open_store() as store:
-        accounts = AccountStore(store)
-        users = accounts.list_users()
-        locked = accounts.locked_names()
+        users = AccountStore(store).list_users()
     if fmt is OutputFormat.TABLE:
 
         def when(value: Any) -> str | None:
@@ -143,14 +141,13 @@ def user_list(
             "name": u.name,
             "role": u.role,
             "queues": list(u.queues),
-            "status": "disabled" if u.disabled else "locked" if u.name in locked else "active",
+            "status": "disabled" if u.disabled else "active",
             "created_at": when(u.created_at),
             "last_login_at": when(u.last_login_at),
-            "locked_until": when(locked.get(u.name)),
         }
         for u in users
     ]
-    columns = ["name", "role", "queues", "status", "created_at", "last_login_at", "locked_until"]
+    columns = ["name", "role", "queues", "status", "created_at", "last_login_at"]
     emit(rows, fmt, columns, sys.stdout)
 
 
@@ -216,15 +213,35 @@ def user_enable(name: NameArg) -> None:
     err.print(f"enabled [bold]{escape(user.name)}[/bold]")
 
 
-@user_app.command("unlock")
-def user_unlock(name: NameArg) -> None:
-    """Lift a lock-out after too many failed logins."""
+@user_app.command("throttled")
+def user_throttled(
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Client addresses that must wait before their next login, after too many failures.
+    Accounts are never locked: a wait holds back one address (IPv6: its /64), not a user."""
+    from bastion.cli import open_store
+
+    with open_store() as store:
+        waiting = AccountStore(store).throttled()
+    rows = [
+        {"address": a, "until": until.isoformat(timespec="seconds")} for a, until in waiting.items()
+    ]
+    emit(rows, fmt, ["address", "until"], sys.stdout)
+
+
+@user_app.command("unthrottle")
+def user_unthrottle(
+    address: Annotated[str, typer.Argument(help="Client address (as `user throttled` lists it).")],
+) -> None:
+    """Let an address try to log in again at once (forgets its failed logins; audited)."""
     from bastion.cli import err, open_store
 
     with open_store() as store:
-        was_locked = AccountStore(store).unlock(name, actor=cli_actor())
-    state = "unlocked" if was_locked else "was not locked; cleared its failed logins:"
-    err.print(f"{state} [bold]{escape(name.lower())}[/bold]")
+        waiting = AccountStore(store).unthrottle(address, actor=cli_actor())
+    state = "cleared" if waiting else "was not waiting; cleared its failed logins:"
+    err.print(f"{state} [bold]{escape(address)}[/bold]")
 
 
 @user_app.command("logout")

@@ -7,6 +7,7 @@ Precedence: explicit arguments, then ``BASTION_*`` environment variables, then t
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -49,8 +50,11 @@ class Settings:
     #: Master key (base64 of 32 bytes) for data Bastion encrypts at rest (review media, later
     #: evidence and partner credentials). Unset: read ``secret_key_file``, created on first use.
     secret_key: str | None = None
-    #: Default: ``secret.key`` in the data directory (see :meth:`in_data_dir`).
+    #: Default: ``secret.key`` in :func:`key_dir`, never beside the database (see
+    #: :meth:`in_data_dir`; a key file an older install left there is still used).
     secret_key_file: str | None = None
+    #: Where key files live when their own settings leave them unset (see :func:`key_dir`).
+    key_dir: str | None = None
     # -- policy (bastion.policy) --
     #: The rules file; created from the packaged default policy on first start if missing.
     #: Default: ``policy.yaml`` in the data directory.
@@ -59,8 +63,9 @@ class Settings:
     # -- accounts and console (bastion.accounts, bastion.web) --
     session_hours: float = 12.0
     session_idle_minutes: float = 60.0
-    #: Mark the session cookie Secure (set it when the console is served over HTTPS).
-    cookie_secure: bool = False
+    #: Mark the console's cookies Secure and send HSTS. Unset: on, unless ``host`` is a
+    #: loopback address (or a request arrives over HTTPS; see ``bastion.web.base``).
+    cookie_secure: bool | None = None
     #: Items a reviewer may reveal in a day before the console asks them to take a break.
     exposure_soft_limit: int = 60
     # -- end accounts --
@@ -214,9 +219,33 @@ class Settings:
         base = Path(data_dir)
         return replace(
             self,
-            secret_key_file=self.secret_key_file or str(base / "secret.key"),
+            secret_key_file=self.secret_key_file or str(self._master_key_file(base)),
             policy_file=self.policy_file or str(base / "policy.yaml"),
         )
+
+    def _master_key_file(self, data_dir: Path) -> Path:
+        """``secret.key`` in :func:`key_dir`; but a key file an older install keeps beside its
+        database is used where it is (with a warning), because a new key would leave everything
+        sealed under the old one unreadable."""
+        legacy = data_dir / MASTER_KEY_FILE
+        if legacy.exists() or legacy.is_symlink():
+            if not self.secret_key:
+                log.warning(
+                    "the master key %s is in the data directory, beside the database, so one "
+                    "backup holds both; move it to %s (or set secret_key_file) when you can "
+                    "(docs/security.md)",
+                    legacy,
+                    key_dir(self) / MASTER_KEY_FILE,
+                )
+            return legacy
+        return key_dir(self) / MASTER_KEY_FILE
+
+    @property
+    def secure_cookies(self) -> bool:
+        """``cookie_secure`` when set; else on unless Bastion serves on a loopback address."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return not is_loopback_host(self.host)
 
     @property
     def fetch_policy(self) -> FetchPolicy:
@@ -261,9 +290,47 @@ class Settings:
 _DEFAULTS = {f.name: f for f in fields(Settings)}
 
 
+log = logging.getLogger("bastion.config")
+MASTER_KEY_FILE = "secret.key"
+
+
+def key_dir(settings: Settings | None = None) -> Path:
+    """The directory Bastion keeps its key files in (the master key, the audit log's keys) when
+    their own settings do not name a file. Deliberately not the data directory: a backup or
+    copy of the database must not carry the keys that open what is sealed in it.
+
+    In order: the ``key_dir`` setting; ``BASTION_KEY_DIR``; ``/etc/bastion`` when running as
+    root; else ``$XDG_CONFIG_HOME/bastion`` (``~/.config/bastion``). Files are created there
+    0600 in a 0700 directory (``bastion.crypto``)."""
+    chosen = (settings.key_dir if settings is not None else None) or os.environ.get(
+        "BASTION_KEY_DIR"
+    )
+    if chosen:
+        return Path(chosen).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/etc/bastion")
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
+    return base / "bastion"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether serving on ``host`` reaches this machine only (``127.0.0.1``, ``::1``,
+    ``localhost``). ``0.0.0.0``, ``::`` and names are not: they are reached from elsewhere."""
+    text = str(host).strip().strip("[]").lower().rstrip(".")
+    if text == "localhost" or text.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Environment values arrive as strings; give each its field's type or name the problem."""
     kind = type(getattr(Settings, name, None)) if hasattr(Settings, name) else None
+    if name in _DEFAULTS and _DEFAULTS[name].type == "bool | None":
+        kind = bool  # unset (None) means "derive it"; a given value is a plain boolean
     try:
         if kind is bool:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")

@@ -22,6 +22,28 @@ def testdata() -> Path:
     return TESTDATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Key files of the whole run (servers started for a module included) go to a temporary
+    directory, never the machine's /etc/bastion or ~/.config/bastion (bastion.config.key_dir)."""
+    old = os.environ.get("BASTION_KEY_DIR")
+    os.environ["BASTION_KEY_DIR"] = str(tmp_path_factory.mktemp("run-keys"))
+    yield
+    if old is None:
+        os.environ.pop("BASTION_KEY_DIR", None)
+    else:
+        os.environ["BASTION_KEY_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def key_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own key directory (BASTION_KEY_DIR), so a key one test made is never found
+    by another."""
+    path = tmp_path_factory.mktemp("keys")
+    monkeypatch.setenv("BASTION_KEY_DIR", str(path))
+    return path
+
+
 PG_URL = os.environ.get(
     "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
 )

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from bastion import accounts as acc
 from bastion import cli_keys
-from bastion.accounts import LoginFailed, PasswordHasher
+from bastion.accounts import LoginFailed, LoginThrottled, PasswordHasher
 from bastion.cli import app
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
@@ -190,7 +190,7 @@ def test_passwd_role_queues(db: str) -> None:
     ]
 
 
-def test_disable_enable_unlock_logout(db: str) -> None:
+def test_disable_enable_unthrottle_logout(db: str) -> None:
     create(db, "boss", "admin")
     create(db, "gus", "reviewer")
     with Store.open(db) as store:
@@ -206,14 +206,20 @@ def test_disable_enable_unlock_logout(db: str) -> None:
     assert bastion(db, "user", "enable", "gus").exit_code == 0
     with Store.open(db) as store:
         assert AccountStore(store).get_session(token) is None  # ended for good
-    for _ in range(5):
+    for _ in range(4):
         with pytest.raises(LoginFailed):
             login(db, "gus", "not the password")
-    assert [r["status"] for r in users(db)] == ["active", "locked"]
-    assert users(db)[1]["locked_until"]
-    result = bastion(db, "user", "unlock", "gus")
-    assert result.exit_code == 0 and "unlocked gus" in said(result.stderr)
+    # Failed logins hold back the address they came from (here: none), never the account.
+    assert [r["status"] for r in users(db)] == ["active", "active"]
+    with pytest.raises(LoginThrottled):
+        login(db, "gus", PASSWORD)
+    listed = bastion(db, "user", "throttled", "--format", "json")
+    assert [r["address"] for r in json.loads(listed.stdout)] == ["unknown"]
+    result = bastion(db, "user", "unthrottle", "unknown")
+    assert result.exit_code == 0 and "cleared unknown" in said(result.stderr)
+    assert json.loads(bastion(db, "user", "throttled", "--format", "json").stdout) == []
     assert login(db, "gus", PASSWORD) == "gus"
+    assert ("cli:" in audit(db)[-2][0]) and audit(db)[-2][1:3] == ("login.unthrottle", "unknown")
     with Store.open(db) as store:
         accounts = AccountStore(store)
         for _ in range(2):
@@ -227,7 +233,6 @@ def test_disable_enable_unlock_logout(db: str) -> None:
         "user.create",
         "user.disable",
         "user.enable",
-        "user.unlock",
         "session.end",
     ]
 
@@ -239,7 +244,6 @@ def test_unknown_users_and_the_last_admin(db: str) -> None:
         ["queues", "ghost", "default"],
         ["disable", "ghost"],
         ["enable", "ghost"],
-        ["unlock", "ghost"],
         ["logout", "ghost"],
     ):
         result = bastion(db, "user", *args, input=PASSWORD)

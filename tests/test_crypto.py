@@ -145,7 +145,7 @@ def test_key_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_key_file_left_unset_is_refused_not_created(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_dir: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MasterKeyError, match="set secret_key or secret_key_file"):
@@ -153,4 +153,6 @@ def test_a_key_file_left_unset_is_refused_not_created(
     assert list(tmp_path.iterdir()) == []  # no file named "None", or anything else
     placed = Settings().in_data_dir(tmp_path / "data")
     assert MasterKey.load(placed).key_id == MasterKey.load(placed).key_id
-    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+    # In the key directory, not beside the database (docs/security.md).
+    assert (key_dir / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "data").exists()

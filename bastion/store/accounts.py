@@ -3,10 +3,12 @@
 Every change is audited in the same transaction as the change itself. Times come from the ``now``
 callable so expiry and lockout can be tested without waiting.
 
-Logins are throttled per name, known or not: the first LOCKOUT_FAILURES attempts within
-LOCKOUT_WINDOW are checked, and the last of them failing locks the name for LOCKOUT_DURATION. An
-attempt is counted *before* its (slow) password check, so parallel guesses cannot outrun the
-count; a success clears it.
+Logins are throttled per client address, never per account (a per-name lock let anyone lock
+any user out): an address may fail THROTTLE_FREE_FAILURES times within THROTTLE_WINDOW, then must
+wait before each further attempt, longer after every failure (``bastion.accounts.throttle_until``).
+The wait is checked before the (slow, 64 MiB) password hash runs, and an attempt is counted as a
+failure *before* its check, so parallel guesses cannot outrun the count; a success from the
+address clears it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bastion.accounts import (
     ADMIN,
     DEFAULT_QUEUES,
-    LOCKOUT_DURATION,
-    LOCKOUT_FAILURES,
-    LOCKOUT_WINDOW,
     SESSION_TOUCH_INTERVAL,
+    THROTTLE_KEEP,
+    THROTTLE_WINDOW,
     LoginFailed,
     LoginLocked,
+    LoginThrottled,
     PasswordHasher,
     Session,
     User,
@@ -39,6 +41,8 @@ from bastion.accounts import (
     default_hasher,
     new_csrf_token,
     new_session_token,
+    throttle_key,
+    throttle_until,
     token_digest,
     user_actor,
     validate_queues,
@@ -64,6 +68,7 @@ __all__ = [
     "AccountStore",
     "LoginFailed",
     "LoginLocked",
+    "LoginThrottled",
     "Session",
     "User",
     "UserExists",
@@ -276,56 +281,58 @@ class AccountStore:
             )
         return self.get_user(row.name)
 
-    def locked_names(self) -> dict[str, datetime]:
-        """Names currently locked out by failed logins, and until when."""
+    def throttled(self) -> dict[str, datetime]:
+        """Client addresses (IPv6: their /64) that must wait before their next login attempt,
+        and until when."""
         now = self._clock()
         with self._read() as conn:
             rows = conn.execute(
-                select(throttle_t.c.name, throttle_t.c.locked_until).where(
-                    throttle_t.c.locked_until > now
-                )
+                select(throttle_t.c.address, throttle_t.c.wait_until)
+                .where(throttle_t.c.wait_until > now)
+                .order_by(throttle_t.c.address)
             )
-            return {r.name: r.locked_until for r in rows}
+            return {r.address: r.wait_until for r in rows}
 
-    def unlock(self, name: str, *, actor: str, remote_addr: str | None = None) -> bool:
-        """Clear a user's failed-login count and lock; True if they were locked."""
+    def unthrottle(self, address: str, *, actor: str, remote_addr: str | None = None) -> bool:
+        """Forget an address's failed logins (it may try again at once); True if it had to
+        wait. Audited as ``login.unthrottle``."""
+        key = throttle_key(address)
         now = self._clock()
         with self._tx() as conn:
-            row = _lock_user(conn, name, now)
-            locked = conn.execute(
+            until = conn.execute(
                 delete(throttle_t)
-                .where(throttle_t.c.name == row.name)
-                .returning(throttle_t.c.locked_until)
+                .where(throttle_t.c.address == key)
+                .returning(throttle_t.c.wait_until)
             ).scalar()
-            was_locked = locked is not None and locked > now
+            waiting = until is not None and until > now
             append_audit(
                 conn,
                 actor=actor,
-                action="user.unlock",
-                target=row.name,
-                detail={"was_locked": was_locked},
+                action="login.unthrottle",
+                target=key,
+                detail={"was_waiting": waiting},
                 remote_addr=remote_addr,
             )
-        return was_locked
+        return waiting
 
     # -- logins ------------------------------------------------------------------------------------
 
     def authenticate(self, name: str, password: str, *, remote_addr: str | None = None) -> User:
         """The user ``name`` if ``password`` is theirs and they are enabled; otherwise
         :class:`LoginFailed` with one message whatever the reason (the audit log records the
-        reason), or :class:`LoginLocked` when the name has too many recent failures. Unknown
-        names cost a password check too, so timing does not tell them apart. A hash made with
-        older argon2 parameters is replaced on success."""
+        reason), or :class:`LoginThrottled`, before any password is hashed, while the client
+        address (``remote_addr``) must wait after too many failures. Unknown names cost a
+        password check too, so timing does not tell them apart. A hash made with older argon2
+        parameters is replaced on success."""
         now = self._clock()
+        address = throttle_key(remote_addr)
+        self._admit(address, now)
         try:
             key = validate_user_name(name)
         except ValueError:
             self.hasher.verify(None, password)
-            self._log_failure(_shown_name(name), {"reason": "invalid_name"}, remote_addr)
+            self._fail(address, _shown_name(name), "invalid_name", now, remote_addr)
             raise LoginFailed() from None
-        locked_until = self._count_attempt(key, now, remote_addr)
-        if locked_until is not None:
-            raise LoginLocked(locked_until)
         with self._read() as conn:
             row = _find_user(conn, key)
         ok = self.hasher.verify(row.password_hash if row is not None else None, password)
@@ -339,43 +346,47 @@ class AccountStore:
             new_hash = None
             if self.hasher.needs_rehash(row.password_hash):
                 new_hash = self.hasher.hash(password)
-            user = self._login(row, new_hash, now, remote_addr)
+            user = self._login(row, new_hash, address, now, remote_addr)
             if user is not None:
                 return user
             reason = "changed_meanwhile"  # password changed or user disabled during the check
-        raise self._fail(key, reason, now, remote_addr)
+        self._fail(address, key, reason, now, remote_addr)
+        raise LoginFailed()
 
-    def _count_attempt(self, key: str, now: datetime, remote_addr: str | None) -> datetime | None:
-        """Count this attempt as a failure until it proves otherwise; the time the name is
-        locked until if it may not be tried now."""
+    def _admit(self, address: str, now: datetime) -> None:
+        """Let this attempt from ``address`` go on to a password check, counting it as a failure
+        until it proves otherwise; :class:`LoginThrottled` if the address must wait. A waiting
+        address is refused on a plain read, so a flood of refused attempts writes nothing."""
+        with self._read() as conn:
+            until = conn.execute(
+                select(throttle_t.c.wait_until).where(throttle_t.c.address == address)
+            ).scalar()
+        if until is not None and until > now:
+            raise LoginThrottled(until)
         with self._tx() as conn:
-            row = _throttle(conn, key, now)
+            row = _throttle(conn, address, now)
             failures = _recent(row.failures, now)
-            until = None
-            if row.locked_until is not None and row.locked_until > now:
-                until = row.locked_until
-            elif len(failures) >= LOCKOUT_FAILURES:  # as many attempts as allowed in flight
-                until = min(failures) + LOCKOUT_WINDOW
-            else:
-                failures.append(now)
+            until = throttle_until(failures)
+            if until is not None and until > now:  # another attempt got in first
+                raise LoginThrottled(until)
+            failures = [*failures, now][-THROTTLE_KEEP:]
             conn.execute(
                 update(throttle_t)
-                .where(throttle_t.c.name == key)
-                .values(failures=[f.isoformat() for f in failures], updated_at=now)
-            )
-            if until is not None:
-                append_audit(
-                    conn,
-                    actor=ANONYMOUS,
-                    action="login.failure",
-                    target=key,
-                    detail={"reason": "locked", "until": until.isoformat()},
-                    remote_addr=remote_addr,
+                .where(throttle_t.c.address == address)
+                .values(
+                    failures=[f.isoformat() for f in failures],
+                    wait_until=throttle_until(failures),
+                    updated_at=now,
                 )
-        return until
+            )
 
     def _login(
-        self, row: Row[Any], new_hash: str | None, now: datetime, remote_addr: str | None
+        self,
+        row: Row[Any],
+        new_hash: str | None,
+        address: str,
+        now: datetime,
+        remote_addr: str | None,
     ) -> User | None:
         with self._tx() as conn:
             values: dict[str, Any] = {"last_login_at": now}
@@ -392,7 +403,7 @@ class AccountStore:
             ).rowcount
             if not done:
                 return None
-            conn.execute(delete(throttle_t).where(throttle_t.c.name == row.name))
+            conn.execute(delete(throttle_t).where(throttle_t.c.address == address))
             append_audit(
                 conn,
                 actor=user_actor(row.name),
@@ -403,47 +414,31 @@ class AccountStore:
             )
         return self.get_user(row.name)
 
-    def _fail(self, key: str, reason: str, now: datetime, remote_addr: str | None) -> LoginFailed:
+    def _fail(
+        self, address: str, target: str, reason: str, now: datetime, remote_addr: str | None
+    ) -> None:
+        """Record a failed login (already counted by :meth:`_admit`); when it makes the address
+        wait, that is recorded too (``login.throttled``)."""
         with self._tx() as conn:
-            row = _throttle(conn, key, now)
-            failures = _recent(row.failures, now)
-            locked = len(failures) >= LOCKOUT_FAILURES
-            until = now + LOCKOUT_DURATION
-            detail = {"reason": reason, "failures": len(failures)}
-            append_audit(
-                conn,
-                actor=ANONYMOUS,
-                action="login.failure",
-                target=key,
-                detail=detail,
-                remote_addr=remote_addr,
-            )
-            if locked:
-                conn.execute(
-                    update(throttle_t)
-                    .where(throttle_t.c.name == key)
-                    .values(failures=[], locked_until=until, updated_at=now)
-                )
-                append_audit(
-                    conn,
-                    actor=ANONYMOUS,
-                    action="login.locked",
-                    target=key,
-                    detail={"until": until.isoformat(), "failures": len(failures)},
-                    remote_addr=remote_addr,
-                )
-        return LoginLocked(until) if locked else LoginFailed()
-
-    def _log_failure(self, target: str, detail: dict[str, Any], remote_addr: str | None) -> None:
-        with self._tx() as conn:
+            failures = _recent(_throttle(conn, address, now).failures, now)
             append_audit(
                 conn,
                 actor=ANONYMOUS,
                 action="login.failure",
                 target=target,
-                detail=detail,
+                detail={"reason": reason, "failures": len(failures)},
                 remote_addr=remote_addr,
             )
+            until = throttle_until(failures)
+            if until is not None and until > now:
+                append_audit(
+                    conn,
+                    actor=ANONYMOUS,
+                    action="login.throttled",
+                    target=address,
+                    detail={"until": until.isoformat(), "failures": len(failures)},
+                    remote_addr=remote_addr,
+                )
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -607,8 +602,8 @@ class AccountStore:
             ).rowcount
             conn.execute(
                 delete(throttle_t).where(
-                    throttle_t.c.updated_at <= now - LOCKOUT_WINDOW,
-                    or_(throttle_t.c.locked_until.is_(None), throttle_t.c.locked_until <= now),
+                    throttle_t.c.updated_at <= now - THROTTLE_WINDOW,
+                    or_(throttle_t.c.wait_until.is_(None), throttle_t.c.wait_until <= now),
                 )
             )
         return int(ended)
@@ -759,21 +754,23 @@ def _end_sessions(conn: Connection, user_id: int) -> int:
     return int(conn.execute(delete(sessions_t).where(sessions_t.c.user_id == user_id)).rowcount)
 
 
-def _throttle(conn: Connection, key: str, now: datetime) -> Row[Any]:
-    """The name's throttle row, created if missing and write-locked (insert first: see
+def _throttle(conn: Connection, address: str, now: datetime) -> Row[Any]:
+    """The address's throttle row, created if missing and write-locked (insert first: see
     :func:`_lock_user`)."""
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
         dialect_insert(throttle_t)
-        .values(name=key, failures=[], locked_until=None, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["name"])
+        .values(address=address, failures=[], wait_until=None, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["address"])
     )
-    return conn.execute(select(throttle_t).where(throttle_t.c.name == key).with_for_update()).one()
+    return conn.execute(
+        select(throttle_t).where(throttle_t.c.address == address).with_for_update()
+    ).one()
 
 
 def _recent(stored: object, now: datetime) -> list[datetime]:
     """The failure times still inside the window (unreadable entries count as now: a mangled row
-    must not unlock a name)."""
+    must not free an address)."""
     out = []
     for item in stored if isinstance(stored, list) else []:
         try:
@@ -781,7 +778,7 @@ def _recent(stored: object, now: datetime) -> list[datetime]:
             at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
         except (TypeError, ValueError):
             at = now
-        if at > now - LOCKOUT_WINDOW:  # later than now too: another replica's clock runs ahead
+        if at > now - THROTTLE_WINDOW:  # later than now too: another replica's clock runs ahead
             out.append(at)
     return sorted(out)
 

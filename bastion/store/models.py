@@ -372,14 +372,15 @@ class UserSessionRow(Base):
 
 
 class LoginThrottleRow(Base):
-    """Recent failed logins for one name (existing or not, so a lock reveals nothing), as a JSON
-    list of ISO times, and the lock they caused. Keyed by name so it works for unknown names."""
+    """Recent failed logins from one client address (``bastion.accounts.throttle_key``: IPv6 by
+    its /64), as a JSON list of ISO times, and until when the address must wait. Keyed by
+    address, never by name, so no one can lock another user out (migration 0015)."""
 
     __tablename__ = "login_throttle"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[list[str]] = mapped_column(JsonType, default=list)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

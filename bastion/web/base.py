@@ -70,6 +70,8 @@ CSP = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+#: Sent whenever cookies are Secure: a browser that reached the console over HTTPS keeps to it.
+HSTS = "max-age=31536000"
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -218,6 +220,8 @@ class ConsoleRoute(APIRoute):
                     response = _problem(error.status, error.title, error.message)
                 else:
                     response = await run_in_threadpool(render_error, request, error)
+            if secure_transport(request):
+                response.headers.setdefault("Strict-Transport-Security", HSTS)
             return secure(response)
 
         return console_handler
@@ -281,6 +285,25 @@ class Ctx:
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def secure_transport(request: Request) -> bool:
+    """Whether the console's cookies are ``Secure`` and its answers carry HSTS: the
+    ``cookie_secure`` setting when given; else yes unless Bastion serves on a loopback address
+    (``Settings.secure_cookies``), and yes for a request that came over HTTPS, directly or as
+    a trusted proxy's ``X-Forwarded-Proto`` says."""
+    from bastion.api.app import _trusted
+
+    settings = runtime(request).settings
+    if settings.cookie_secure is not None or settings.secure_cookies:
+        return settings.secure_cookies
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else None
+    if peer is None or not _trusted(peer, settings.trusted_proxies):
+        return False
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[-1]
+    return proto.strip().lower() == "https"
 
 
 def remote_addr(request: Request) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -26,6 +27,7 @@ from bastion.web.base import (
     render,
     runtime,
     safe_next,
+    secure_transport,
     tokens_equal,
 )
 
@@ -56,13 +58,12 @@ def _login_page(
         next_url=safe_next(next_url) or "",
         name=name,
     )
-    settings = runtime(request).settings
     response.set_cookie(
         LOGIN_COOKIE,
         token,
         httponly=True,
         samesite="strict",
-        secure=settings.cookie_secure,
+        secure=secure_transport(request),
         path="/login",
         max_age=3600,
     )
@@ -85,7 +86,7 @@ def login(
     csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
     next: Annotated[str, Form(max_length=600)] = "",
 ) -> Response:
-    from bastion.accounts import LoginFailed, LoginLocked
+    from bastion.accounts import LoginFailed, LoginThrottled
 
     check_origin(request)
     if not tokens_equal(request.cookies.get(LOGIN_COOKIE, ""), csrf_token):
@@ -99,7 +100,14 @@ def login(
     rt = runtime(request)
     try:
         user = rt.accounts.authenticate(name, password, remote_addr=remote_addr(request))
-    except (LoginFailed, LoginLocked):
+    except LoginThrottled as exc:
+        # Refused before any password was hashed; the same answer whatever name was tried.
+        wait = exc.retry_after(datetime.now(UTC))
+        error = f"Too many failed logins from your address. Try again in {wait} seconds."
+        response = _login_page(request, error=error, status=429, next_url=next, name=name)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    except LoginFailed:
         return _login_page(request, error=LOGIN_FAILED, status=401, next_url=next, name=name)
     if user.role not in ROLES:
         raise PageError(403, "Not allowed", "This account has no console role.")
@@ -113,15 +121,9 @@ def login(
         idle_minutes=rt.settings.session_idle_minutes,
     )
     response = redirect(safe_next(next) or home_for(user.role))
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=rt.settings.cookie_secure,
-        path="/",
-    )
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    secure = secure_transport(request)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login", secure=secure)
     return response
 
 
@@ -129,7 +131,9 @@ def login(
 def logout(ctx: Annotated[Ctx, Depends(action(*ROLES))]) -> Response:
     ctx.rt.accounts.end_session(ctx.token, remote_addr=ctx.remote_addr)
     response = redirect("/login")
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="strict", secure=secure_transport(ctx.request)
+    )
     return response
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,6 +14,7 @@ from bastion.accounts import (
     ROLES,
     LoginFailed,
     LoginLocked,
+    LoginThrottled,
     PasswordHasher,
     check_password,
     csrf_matches,
@@ -156,6 +157,9 @@ def test_tokens() -> None:
 
 def test_login_errors_say_the_same_thing() -> None:
     assert str(LoginFailed()) == LOGIN_FAILED_MESSAGE
-    locked = LoginLocked(datetime(2025, 1, 1, 10, 45, tzinfo=UTC))
-    assert isinstance(locked, LoginFailed)
-    assert "10:45 UTC" in str(locked) and locked.until.minute == 45
+    until = datetime(2025, 1, 1, 10, 45, tzinfo=UTC)
+    throttled = LoginThrottled(until)
+    assert isinstance(throttled, LoginFailed) and LoginLocked is LoginThrottled
+    assert "10:45:00 UTC" in str(throttled) and "this address" in str(throttled)
+    assert throttled.retry_after(until - timedelta(seconds=90.2)) == 91
+    assert throttled.retry_after(until + timedelta(minutes=1)) == 1

@@ -116,7 +116,6 @@ def test_unknown_users(accounts: AccountStore, store: Store) -> None:
         lambda: accounts.set_password("nobody", PASSWORD, actor="cli:a"),
         lambda: accounts.set_disabled("nobody", True, actor="cli:a"),
         lambda: accounts.end_user_sessions("nobody", actor="cli:a"),
-        lambda: accounts.unlock("nobody", actor="cli:a"),
         lambda: accounts.record_exposure("nobody"),
         lambda: accounts.exposure_today("nobody"),
     ]:

@@ -397,11 +397,10 @@ def test_a_second_sync_is_refused_while_one_holds_the_lease(db: str, creds_file:
 
 
 def test_sync_without_the_master_key_fails_clearly(
-    db: str, creds_file: Path, tmp_path: Path
+    db: str, creds_file: Path, key_dir: Path
 ) -> None:
     add(db, creds_file)
-    keys = (tmp_path / "secret.key", tmp_path / "bastion-data" / "secret.key")
-    [key_file] = [p for p in keys if p.exists()]
+    key_file = key_dir / "secret.key"  # the key directory, not beside the database
     key_file.unlink()
     assert status(db)["has_credentials"] is True, "reading needs no key"
     result = bastion(db, "exchange", "sync", "edges")
