@@ -772,7 +772,7 @@ def serve(
         from bastion.demo import prepare_server_demo
 
         with open_store() as store:
-            token, password = prepare_server_demo(store, actor=cli_actor())
+            token, password = prepare_server_demo(store)
         _print_demo_banner(token, password, settings.host, settings.port)
     with cli_worker.worker_child(
         settings, config=config, log_level=log_level, enabled=not no_worker
@@ -786,7 +786,9 @@ def serve(
                 proxy_headers=False,
             )
             return
-        # Worker processes build their app from the environment, so hand the settings over.
+        # Worker processes build their app from the environment, so hand the settings over
+        # (the bind address too: whether cookies are Secure follows it).
+        os.environ["BASTION_HOST"] = settings.host
         if _state["db"]:
             os.environ["BASTION_DATABASE_URL"] = _state["db"]
         if config is not None:
