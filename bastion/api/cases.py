@@ -41,7 +41,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.api import pipeline
 from bastion.api.auth import Principal, require
+from bastion.api.disclosure import sees_values, shown_distance, shown_reason
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
+from bastion.index.probing import BANDS, band
 from bastion.review import (
     Case,
     CaseClosed,
@@ -491,16 +494,44 @@ class RevealOut(BaseModel):
 # -- conversions ------------------------------------------------------------------------------
 
 
-def _summary_out(s: CaseSummary) -> CaseSummaryOut:
-    return CaseSummaryOut.model_validate(s, from_attributes=True)
+def _shown_matches(rt: Any, key: Principal, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An item's recorded matches as this key may see them: each with its ``band``, and for a
+    key without ``export`` the band's representative distance in place of the exact one, in
+    bank order within a band (as ``/v1/scan`` answers, see bastion.api.disclosure): exact
+    distances next to the item's own signals would give a distance oracle on bank hashes."""
+    near = rt.settings.match_near_distance
+    exact = sees_values(key)
+    out = []
+    for m in matches:
+        row = dict(m)
+        d = row.get("distance")
+        if isinstance(d, int) and not isinstance(d, bool):
+            row["band"] = band(d, near)
+            row["distance"] = shown_distance(rt, key, d, DEFAULT_PDQ_THRESHOLD)
+        out.append(row)
+    if not exact:
+        rank = {b: i for i, b in enumerate(BANDS)}
+        out.sort(key=lambda r: (rank.get(r.get("band"), 0), str(r.get("bank")), r.get("entry", 0)))
+    return out
 
 
-def _case_out(case: Case, media: bool) -> CaseOut:
+def _summary_out(rt: Any, key: Principal, s: CaseSummary) -> CaseSummaryOut:
+    out = CaseSummaryOut.model_validate(s, from_attributes=True)
+    out.reason = shown_reason(rt, key, out.reason)
+    return out
+
+
+def _case_out(rt: Any, key: Principal, case: Case) -> CaseOut:
+    """The case for this key: media links only with ``media``; match distances and the
+    reasons that quote them banded unless the key holds ``export``."""
+    media = key.allows(MEDIA_SCOPE)
     items = [
         ItemOut.model_validate(
             {
                 **{k: getattr(i, k) for k in ItemOut.model_fields if k != "media_url"},
                 "actions": list(i.actions),
+                "reason": shown_reason(rt, key, i.reason),
+                "matches": _shown_matches(rt, key, list(i.matches)),
                 "media_url": (
                     f"/v1/cases/{case.id}/items/{i.id}/media" if media and i.has_media else None
                 ),
@@ -513,6 +544,7 @@ def _case_out(case: Case, media: bool) -> CaseOut:
         for k in CaseOut.model_fields
         if k not in ("items", "history", "must_reveal", "revealed", "viewable", "labels")
     }
+    fields["reason"] = shown_reason(rt, key, case.reason)
     return CaseOut(
         **fields,
         labels=list(case.labels),
@@ -590,7 +622,7 @@ def list_cases(
     more = len(found) > limit
     found = found[:limit]
     return CasePage(
-        cases=[_summary_out(s) for s in found], next_after=found[-1].id if more else None
+        cases=[_summary_out(rt, key, s) for s in found], next_after=found[-1].id if more else None
     )
 
 
@@ -616,7 +648,7 @@ def get_case(request: Request, key: ReviewKey, case_id: CaseId) -> CaseOut:
         case = rt.review.get_case(viewer, case_id)
     except _ERRORS as exc:
         raise _problem(exc) from None
-    return _case_out(case, media=key.allows(MEDIA_SCOPE))
+    return _case_out(rt, key, case)
 
 
 @router.post("/{case_id}/claim", response_model=LeaseOut, responses=_ACT)

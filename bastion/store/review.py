@@ -303,7 +303,8 @@ class ReviewStore:
         overdue: bool | None = None,
     ) -> list[CaseSummary]:
         """Cases in the viewer's queues, most urgent first (priority, then due time, then id).
-        Page by passing the last id seen as ``after``. ``priority`` keeps one priority;
+        Page by passing the last id seen as ``after`` (a case this viewer may list; any other id
+        is CaseNotFound). ``priority`` keeps one priority;
         ``overdue`` True keeps active cases past their due time, False the others. Lists
         metadata only, so it is not audited; opening a case is."""
         require_cases(viewer)
@@ -342,6 +343,11 @@ class ReviewStore:
         with self._read() as conn:
             if after is not None:
                 mark = _case_row(conn, after)
+                # A cursor must be a case this viewer may list, answered exactly as a missing
+                # one: otherwise 200 against 404 would tell a reviewer which hidden cases exist
+                # (and, by what sorts after it, their priority and due time).
+                if allowed is not None and mark.queue not in allowed:
+                    raise CaseNotFound(f"no case with id {after!r}")
                 # Spelled out rather than a row-value comparison, so the due time binds as the
                 # column's type (SQLite compares stored text).
                 c = cases_t.c
