@@ -128,7 +128,9 @@ def open_exchanges(*, create_key: bool = False) -> Iterator[ExchangeStore]:
 
     with open_store() as store:
         try:
-            settings = Settings.load(_state["config"]).in_data_dir(store.data_dir)
+            settings = Settings.load(_state["config"])
+            store.use_settings_audit_keys(settings)
+            settings = settings.in_data_dir(store.data_dir)
             key: MasterKey | None = None
             if create_key or settings.secret_key or Path(str(settings.secret_key_file)).exists():
                 key = MasterKey.load(settings)

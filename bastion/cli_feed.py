@@ -57,7 +57,9 @@ def open_feeds(*, signing: bool = False) -> Iterator[Any]:
 
     with open_store() as store:
         try:
-            settings = Settings.load(_state["config"]).in_data_dir(store.data_dir)
+            settings = Settings.load(_state["config"])
+            store.use_settings_audit_keys(settings)
+            settings = settings.in_data_dir(store.data_dir)
             key = None
             if signing:
                 if not settings.secret_key and not Path(str(settings.secret_key_file)).exists():

@@ -53,6 +53,7 @@ def pdata_build(
         store = Store.open(settings.database_url)
     except StoreError as exc:
         raise usage_error(f"cannot open the store: {exc}") from exc
+    store.use_settings_audit_keys(settings)
     settings = settings.in_data_dir(store.data_dir)
     try:
         key = MasterKey.load(settings)

@@ -54,7 +54,9 @@ def open_vault() -> Iterator[Any]:
 
     with open_store() as store:
         try:
-            settings = Settings.load(_state["config"]).in_data_dir(store.data_dir)
+            settings = Settings.load(_state["config"])
+            store.use_settings_audit_keys(settings)
+            settings = settings.in_data_dir(store.data_dir)
             if not settings.secret_key and not Path(str(settings.secret_key_file)).exists():
                 raise usage_error(
                     f"no master key: {settings.secret_key_file} does not exist (set secret_key "

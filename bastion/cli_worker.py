@@ -99,6 +99,7 @@ def worker(
     except StoreError as exc:
         err.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}")
         raise typer.Exit(2) from exc
+    store.use_settings_audit_keys(settings)
     settings = settings.in_data_dir(store.data_dir)
     parent = os.getppid() if exit_with_parent else None
     try:

@@ -55,6 +55,13 @@ class Settings:
     secret_key_file: str | None = None
     #: Where key files live when their own settings leave them unset (see :func:`key_dir`).
     key_dir: str | None = None
+    #: Keyring (JSON, mode 0600) of the HMAC keys the audit log is chained with; never in the
+    #: database. Default: ``audit.key`` beside an explicit ``secret_key_file``, else in
+    #: :func:`key_dir`. Created on first use.
+    audit_key_file: str | None = None
+    #: Ed25519 key that signs audit checkpoints. Default: ``audit-signing.key`` beside
+    #: ``audit_key_file``; created by the first ``bastion audit checkpoint``.
+    audit_signing_key_file: str | None = None
     # -- policy (bastion.policy) --
     #: The rules file; created from the packaged default policy on first start if missing.
     #: Default: ``policy.yaml`` in the data directory.
@@ -221,7 +228,22 @@ class Settings:
             self,
             secret_key_file=self.secret_key_file or str(self._master_key_file(base)),
             policy_file=self.policy_file or str(base / "policy.yaml"),
+            **self._audit_key_files(),
         )
+
+    def _audit_key_files(self) -> dict[str, str]:
+        """The audit key files left unset: beside an explicitly set ``secret_key_file``, else in
+        :func:`key_dir`; never beside the database (not even where an old master key still is),
+        since whoever holds the database and the audit key can rewrite the log (docs/audit.md).
+        Each key has its own file, so each can be guarded and rotated on its own."""
+        keys = (
+            Path(self.secret_key_file).expanduser().parent
+            if self.secret_key_file
+            else key_dir(self)
+        )
+        audit = self.audit_key_file or str(keys / "audit.key")
+        signing = self.audit_signing_key_file or str(Path(audit).parent / "audit-signing.key")
+        return {"audit_key_file": audit, "audit_signing_key_file": signing}
 
     def _master_key_file(self, data_dir: Path) -> Path:
         """``secret.key`` in :func:`key_dir`; but a key file an older install keeps beside its

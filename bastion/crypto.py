@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import os
 import secrets
@@ -110,47 +109,80 @@ class MasterKey:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a fresh key atomically: a private temporary file linked into place, so a reader
-    never sees a half-written key and two processes starting together end up with one key."""
+    create_private_file(path, secrets.token_bytes(KEY_BYTES), "master key")
+
+
+def create_private_file(path: Path, data: bytes, what: str) -> bool:
+    """Write ``data`` to a new private file atomically: a 0600 temporary file linked into place
+    (parent directories made 0700), so a reader never sees a half-written key and two processes
+    starting together end up with one. False when another process created it first (its file is
+    kept). Used for every key Bastion keeps in a file (master key, audit keys)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(KEY_BYTES))
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won: use its key
+            try:
                 os.link(tmp, path)
+            except FileExistsError:  # another process won: use its key
+                return False
+            return True
         finally:
             tmp.unlink(missing_ok=True)
     except OSError as exc:
         raise MasterKeyError(
-            f"cannot create master key file {str(path)!r}: {exc.strerror or exc}"
+            f"cannot create {what} file {str(path)!r}: {exc.strerror or exc}"
         ) from None
 
 
-def _read_key_file(path: Path) -> bytes:
+def replace_private_file(path: Path, data: bytes, what: str) -> None:
+    """Overwrite a private file atomically (0600 temporary file renamed over it): readers see
+    the old contents or the new, never a mix. The caller serialises writers."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MasterKeyError(
+            f"cannot write {what} file {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a key file that is a regular file readable by its owner only; anything else
+    is refused (MasterKeyError naming the file and the fix) rather than used."""
     try:
         st = path.stat()
     except OSError as exc:
         raise MasterKeyError(
-            f"cannot read master key file {str(path)!r}: {exc.strerror or exc}"
+            f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}"
         ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise MasterKeyError(f"master key file {str(path)!r} is not a regular file")
+        raise MasterKeyError(f"{what} file {str(path)!r} is not a regular file")
     if os.name == "posix" and st.st_mode & 0o077:
         raise MasterKeyError(
-            f"master key file {str(path)!r} is readable or writable by group or others "
+            f"{what} file {str(path)!r} is readable or writable by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise MasterKeyError(
-            f"cannot read master key file {str(path)!r}: {exc.strerror or exc}"
+            f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}"
         ) from None
+
+
+def _read_key_file(path: Path) -> bytes:
+    data = read_private_file(path, "master key")
     if len(data) == KEY_BYTES:
         return data
     try:

@@ -69,6 +69,8 @@ def test_intact(url: str) -> None:
     fill(url, 5)
     with Store.open(url) as store:
         head = store.iter_audit()[-1].hash
+        key_id = store.iter_audit()[-1].key_id
+    assert key_id is not None  # chained under the audit key
     result = verify(url)
     assert result.exit_code == 0
     assert result.stdout == f"audit log intact: 5 records, head {head[:16]}\n"
@@ -84,6 +86,9 @@ def test_intact(url: str) -> None:
         "record_id": None,
         "missing": None,
         "problem": None,
+        "legacy": 0,
+        "key_id": key_id,
+        "checkpoints": [],
     }
 
 

@@ -87,6 +87,7 @@ class Runtime:
     """Everything a request handler needs, on ``app.state.runtime``."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
+        store.use_settings_audit_keys(settings)
         settings = settings.in_data_dir(store.data_dir)
         self.settings = settings
         self.store = store

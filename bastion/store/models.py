@@ -169,6 +169,9 @@ class AuditRow(Base):
     remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    #: The audit key (kept outside the database) ``hash`` is an HMAC under; NULL for records
+    #: chained with the unkeyed SHA-256 before revision 0014.
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class AuditHeadRow(Base):
@@ -181,6 +184,8 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_id: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+    #: The key the next record is chained under (the last record's; NULL before any keyed one).
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ScanRow(Base):

@@ -8,9 +8,12 @@ An in-memory index catches up with :meth:`Store.changes_since`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
+import threading
+import weakref
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -50,6 +53,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import StaticPool
 
+from bastion.audit_keys import AuditKeyError, AuditKeyring
 from bastion.banks.formats import BankFormat, ParseError, parse, write
 from bastion.banks.model import (
     Bank,
@@ -113,6 +117,15 @@ _TOUCH_WAIT_MS = 100
 KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 #: prev_hash of the first audit row (also the head's hash while the log is empty).
 AUDIT_GENESIS = "0" * 64
+#: The action of the record that starts a new audit key's epoch (:meth:`Store.rotate_audit_key`).
+AUDIT_ROTATE_ACTION = "audit.rotate-key"
+#: Domain tag in front of every keyed record's HMAC input.
+_AUDIT_HMAC_TAG = b"bastion/audit/v2\x00"
+#: Engine execution option naming the Store whose audit keys chain appends on its connections.
+_AUDIT_STORE = "bastion_audit_store"
+#: Audit keys this process has loaded, by key id, so :func:`audit_hash` can recompute a keyed
+#: record's hash (as tests and tools do) without being handed the key.
+_LOADED_AUDIT_KEYS: dict[str, bytes] = {}
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
 _MAX_SCAN_JSON = 16 * 1024 * 1024
 
@@ -155,6 +168,12 @@ class ScanNotFound(StoreError):
     pass
 
 
+class AuditKeyUnavailable(StoreError):
+    """The audit key file is missing where the log needs it, unreadable, not private, belongs to
+    another log, or lacks the key the log is chained under. Appends refuse rather than write a
+    record that could not be verified (docs/audit.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audit log row. ``hash`` chains it to the row before; see :meth:`Store.record_audit`."""
@@ -168,6 +187,9 @@ class AuditEvent:
     remote_addr: str | None
     prev_hash: str
     hash: str
+    #: The audit key the record is chained under (HMAC-SHA256); None for a legacy record chained
+    #: with the old unkeyed SHA-256 before the upgrade.
+    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +197,13 @@ class AuditCheck:
     """What :meth:`Store.check_audit_chain` found. ``checked`` counts the records verified intact
     (all of them when ``ok``); ``head_id`` and ``head_hash`` are what the head row says the log
     ends with. On a problem, ``kind`` is one of ``edited``, ``deleted``, ``reordered``,
-    ``unlinked``, ``inserted``, ``truncated``, ``head`` or ``extra``; ``record_id`` is the first
+    ``unlinked``, ``inserted``, ``truncated``, ``head``, ``extra``, ``unkeyed`` (a record
+    chained without a key where the audit key file accepts none) or ``key`` (a record under a
+    key the file lacks, or a key change without a rotation record); ``record_id`` is the first
     record concerned; ``missing`` is the (first, last) id missing for ``deleted`` and
-    ``truncated``; ``problem`` says it all in one sentence."""
+    ``truncated``; ``problem`` says it all in one sentence. ``legacy`` counts the verified
+    records chained before the upgrade without a key; ``key_id`` is the key the log's last
+    verified record is chained under."""
 
     ok: bool
     checked: int
@@ -187,6 +213,8 @@ class AuditCheck:
     kind: str | None = None
     record_id: int | None = None
     missing: tuple[int, int] | None = None
+    legacy: int = 0
+    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +372,12 @@ class Store:
         self.engine = engine
         # key pk -> earliest time this process tries to update its last_used_at again.
         self._touch_after: dict[int, datetime] = {}
+        self._audit_key_file: Path | None = None
+        self._audit_ring: AuditKeyring | None = None
+        self._audit_lock = threading.Lock()
+        # Appends made by domain stores get only a Connection: it finds this Store (and so the
+        # audit keys) through the engine's options. Weak, so the engine does not keep us alive.
+        engine.update_execution_options(**{_AUDIT_STORE: weakref.ref(self)})
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -1191,6 +1225,97 @@ class Store:
 
     # -- audit log -----------------------------------------------------------------------------
 
+    def use_audit_key_file(self, path: str | Path) -> None:
+        """Chain and verify this store's audit log with the keyring at ``path`` (from the
+        settings' ``audit_key_file``). Unset, the store finds it as the CLI does: from
+        ``Settings.load()`` placed in :attr:`data_dir`."""
+        with self._audit_lock:
+            self._audit_key_file = Path(path).expanduser()
+            self._audit_ring = None
+
+    def use_settings_audit_keys(self, settings: Any) -> None:
+        """Take the audit key file from the settings a server starts with when they place it
+        (``audit_key_file``, or ``secret_key_file`` or ``key_dir`` it defaults to) and this
+        store has not settled on one yet. Otherwise the store finds it from the environment as
+        the CLI does, which gives the same default."""
+        chosen = getattr(settings, "audit_key_file", None)
+        if chosen is None and any(
+            getattr(settings, name, None) for name in ("secret_key_file", "key_dir")
+        ):
+            chosen = settings.in_data_dir(self.data_dir).audit_key_file
+        with self._audit_lock:
+            if chosen and self._audit_key_file is None:
+                self._audit_key_file = Path(str(chosen)).expanduser()
+
+    @property
+    def audit_key_file(self) -> Path:
+        with self._audit_lock:
+            if self._audit_key_file is None:
+                from bastion.config import ConfigError, Settings
+
+                try:
+                    found = Settings.load().in_data_dir(self.data_dir).audit_key_file
+                except ConfigError as exc:
+                    raise AuditKeyUnavailable(f"cannot locate the audit key file: {exc}") from None
+                self._audit_key_file = Path(str(found)).expanduser()
+            return self._audit_key_file
+
+    def read_audit_keyring(self) -> AuditKeyring | None:
+        """The audit keyring as now on disk (None: no file, so nothing can be keyed yet)."""
+        try:
+            ring = AuditKeyring.read(self.audit_key_file)
+        except AuditKeyError as exc:
+            raise AuditKeyUnavailable(str(exc)) from None
+        if ring is not None:
+            _remember_audit_keys(ring)
+        return ring
+
+    def _keyring_for_append(
+        self, head_key: str | None, last_id: int, last_hash: str
+    ) -> AuditKeyring:
+        """The keyring to chain the next record with, given the head as the appender locked it.
+
+        Created on first use (mode 0600), marking the records already chained without a key as
+        legacy. Re-read when the head names a key this process has not seen (rotated by another
+        process). Refused when the head names a key the file lacks, or when the log holds
+        unkeyed records the file does not accept: those were written or rewritten without the
+        key, and chaining after them would vouch for them."""
+        path = self.audit_key_file
+        with self._audit_lock:
+            ring = self._audit_ring
+            if ring is None or (head_key is not None and ring.secret(head_key) is None):
+                try:
+                    ring = AuditKeyring.read(path)
+                    if ring is None:
+                        if head_key is not None:
+                            raise AuditKeyUnavailable(
+                                f"the audit log is chained under audit key {head_key}, but the "
+                                f"audit key file {str(path)!r} does not exist: restore it (a "
+                                "new key cannot continue the chain)"
+                            )
+                        ring = AuditKeyring.create(path, (last_id, last_hash))
+                except AuditKeyError as exc:
+                    raise AuditKeyUnavailable(str(exc)) from None
+                _remember_audit_keys(ring)
+                self._audit_ring = ring
+        if head_key is not None:
+            if ring.secret(head_key) is None:
+                raise AuditKeyUnavailable(
+                    f"the audit log is chained under audit key {head_key}, which the audit key "
+                    f"file {str(path)!r} does not hold: copy the current keyring here"
+                )
+        elif last_id > 0 and (
+            ring.legacy is None
+            or (ring.legacy.last_id, ring.legacy.last_hash) != (last_id, last_hash)
+        ):
+            raise AuditKeyUnavailable(
+                f"the audit log holds {last_id} record(s) chained without a key that the audit "
+                f"key file {str(path)!r} does not accept: they were written after the upgrade "
+                "without the key, or this key file belongs to another database (run "
+                "`bastion audit verify`)"
+            )
+        return ring
+
     def record_audit(
         self,
         *,
@@ -1202,16 +1327,42 @@ class Store:
     ) -> int:
         """Append an audit event and return its id.
 
-        Each row stores ``prev_hash`` (the row before's hash) and
-        ``hash = sha256(prev_hash + canonical JSON of the row)``, so editing or deleting a row
-        breaks the chain (:meth:`verify_audit_chain`). That catches edits made without recomputing
-        every later hash; anchoring the head hash outside the database would catch the rest.
-        Appends are serialised on the ``audit_head`` row; a transaction that also bumps the store
-        revision must bump it first.
+        Each row stores ``prev_hash`` (the row before's hash), the id of the audit key it is
+        chained under, and ``hash = HMAC-SHA256(key, prev_hash + canonical JSON of the row)``
+        (:func:`audit_hash`), so editing, inserting or deleting a row breaks the chain
+        (:meth:`check_audit_chain`), and nobody without the key, which is kept in a file outside
+        the database, can recompute it. A holder of the key could; signed checkpoints of the
+        head, kept elsewhere, catch that (``bastion audit checkpoint``). Appends are serialised
+        on the ``audit_head`` row; a transaction that also bumps the store revision must bump
+        it first.
         """
         values = _audit_values(actor, action, target, detail, remote_addr)
         with self.engine.begin() as conn:
             return _append_audit(conn, values)
+
+    def rotate_audit_key(
+        self, *, actor: str, remote_addr: str | None = None
+    ) -> tuple[str | None, str]:
+        """Start a new audit key epoch: add a fresh key to the keyring (old keys stay, so their
+        records still verify) and append an ``audit.rotate-key`` record, the first chained
+        under the new key. Returns (old key id or None, new key id)."""
+        values = _audit_values(actor, AUDIT_ROTATE_ACTION, "", None, remote_addr)
+        with self.engine.begin() as conn:
+            event = _append_event(conn, values, rotate=True)
+        assert event.key_id is not None
+        return event.detail.get("from"), event.key_id
+
+    def audit_head(self) -> tuple[int, str, str | None]:
+        """The head as the log says it ends: last record id, its hash and its key id."""
+        with self.engine.connect() as conn:
+            head = conn.execute(select(audit_head_t).where(audit_head_t.c.id == 1)).one()
+        return int(head.last_id), str(head.last_hash), head.key_id
+
+    def audit_record_hash(self, record_id: int) -> str | None:
+        """The stored chain hash of record ``record_id`` (None: no such record)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(audit_t.c.hash).where(audit_t.c.id == record_id)).first()
+        return None if found is None else str(found[0])
 
     def iter_audit(self, *, since_id: int = 0, limit: int = 1000) -> list[AuditEvent]:
         """Up to ``limit`` events with ids above ``since_id``, oldest first."""
@@ -1241,6 +1392,11 @@ class Store:
         replaced or inserted row; a log shorter than the head was cut off at the end; rows
         beyond the head were not appended through the log. A forger who rewrites every later
         row and the head is not caught here: that needs the head hash kept somewhere else.
+
+        Keyed records are checked with their key from the audit key file (a key it lacks is a
+        problem); unkeyed records only where the file accepts them, as the legacy records the
+        log held when it was upgraded (all of them while there is no file yet). The key may only
+        change at an ``audit.rotate-key`` record, to a key newer in the file.
         """
         with self.engine.connect() as conn:
             sqlite = conn.dialect.name == "sqlite"
@@ -1248,6 +1404,19 @@ class Store:
                 conn.execution_options(isolation_level="REPEATABLE READ")
             head = conn.execute(select(audit_head_t).where(audit_head_t.c.id == 1)).one()
             head_id, head_hash = int(head.last_id), str(head.last_hash)
+            # Read after the snapshot began: a key rotated meanwhile is on disk before its record
+            # commits, so every key the snapshot can name is in the file.
+            try:
+                ring = self.read_audit_keyring()
+            except AuditKeyUnavailable as exc:
+                return AuditCheck(
+                    ok=False,
+                    checked=0,
+                    head_id=head_id,
+                    head_hash=head_hash,
+                    problem=f"cannot check the keyed records: {exc}",
+                    kind="key",
+                )
             # Read the columns SQLite could hold anything in as text, so a mangled row is
             # reported as edited rather than stopping the check with a decoding error.
             at_col = cast(audit_t.c.at, Text).label("at") if sqlite else audit_t.c.at
@@ -1257,7 +1426,7 @@ class Store:
                 .where(audit_t.c.id <= head_id)
                 .order_by(audit_t.c.id)
             )
-            walk = _ChainWalk(head_id, head_hash)
+            walk = _ChainWalk(head_id, head_hash, ring, head.key_id, str(self.audit_key_file))
             for row in conn.execution_options(yield_per=5000).execute(stmt):
                 found = walk.step(row)
                 if found is not None:
@@ -1275,7 +1444,14 @@ class Store:
                 f"{extra[0]} record(s) from id {extra[1]} lie beyond the head (record "
                 f"{head_id}): they were added to the table, not appended through the log",
             )
-        return AuditCheck(ok=True, checked=walk.checked, head_id=head_id, head_hash=head_hash)
+        return AuditCheck(
+            ok=True,
+            checked=walk.checked,
+            head_id=head_id,
+            head_hash=head_hash,
+            legacy=walk.legacy,
+            key_id=walk.key,
+        )
 
     def recent_audit(
         self, limit: int = 50, *, action: str | None = None, before_id: int | None = None
@@ -1898,27 +2074,68 @@ def append_audit(
 
 
 def _append_audit(conn: Connection, values: dict[str, Any]) -> int:
-    """Append one event inside ``conn``'s transaction. Bumping the head first takes its lock, so
-    the id and the previous hash are read and replaced by one appender at a time."""
-    last_id, prev = conn.execute(
+    return _append_event(conn, values).id
+
+
+def _append_event(conn: Connection, values: dict[str, Any], *, rotate: bool = False) -> AuditEvent:
+    """Append one event inside ``conn``'s transaction, chained under the key the head names (the
+    keyring's newest for the first keyed record). Bumping the head first takes its lock, so the
+    id, the previous hash and the key are read and replaced by one appender at a time. With
+    ``rotate``, a new key is added to the keyring and the event, chained under it, records the
+    change."""
+    last_id, prev, head_key = conn.execute(
         update(audit_head_t)
         .where(audit_head_t.c.id == 1)
         .values(last_id=audit_head_t.c.last_id + 1)
-        .returning(audit_head_t.c.last_id, audit_head_t.c.last_hash)
+        .returning(audit_head_t.c.last_id, audit_head_t.c.last_hash, audit_head_t.c.key_id)
     ).one()
-    event = AuditEvent(id=last_id, at=utcnow(), prev_hash=prev, hash="", **values)
-    digest = audit_hash(event)
+    store = _audit_store(conn)
+    ring = store._keyring_for_append(head_key, last_id - 1, prev)
+    key_id = head_key or ring.newest.key_id
+    if rotate:
+        try:
+            ring, new = ring.rotate()
+        except AuditKeyError as exc:
+            raise AuditKeyUnavailable(str(exc)) from None
+        _remember_audit_keys(ring)
+        with store._audit_lock:
+            store._audit_ring = ring
+        values = {**values, "target": new.key_id, "detail": {"from": head_key, "to": new.key_id}}
+        key_id = new.key_id
+    event = AuditEvent(id=last_id, at=utcnow(), prev_hash=prev, hash="", key_id=key_id, **values)
+    event = replace(event, hash=audit_hash(event, ring.secret(key_id)))
     conn.execute(
         insert(audit_t).values(
             id=event.id,
             at=event.at,
             prev_hash=prev,
-            hash=digest,
+            hash=event.hash,
+            key_id=key_id,
             **values,
         )
     )
-    conn.execute(update(audit_head_t).where(audit_head_t.c.id == 1).values(last_hash=digest))
-    return int(last_id)
+    conn.execute(
+        update(audit_head_t)
+        .where(audit_head_t.c.id == 1)
+        .values(last_hash=event.hash, key_id=key_id)
+    )
+    return event
+
+
+def _audit_store(conn: Connection) -> Store:
+    ref = conn.get_execution_options().get(_AUDIT_STORE)
+    store = ref() if ref is not None else None
+    if store is None:
+        raise AuditKeyUnavailable(
+            "cannot append to the audit log on a connection not opened through a Store: the "
+            "Store holds the audit key"
+        )
+    return store
+
+
+def _remember_audit_keys(ring: AuditKeyring) -> None:
+    for key in ring.keys:
+        _LOADED_AUDIT_KEYS[key.key_id] = key.secret
 
 
 def _canon_numbers(value: Any) -> Any:
@@ -1935,8 +2152,13 @@ def _canon_numbers(value: Any) -> Any:
     return value
 
 
-def audit_hash(event: AuditEvent) -> str:
-    """sha256(prev_hash + canonical JSON of the event's other fields), as hex."""
+def audit_hash(event: AuditEvent, key: bytes | None = None) -> str:
+    """The chain hash of ``event``, as hex.
+
+    Keyed (``event.key_id`` set): HMAC-SHA256 under that audit key (``key``, else the one this
+    process loaded under that id) of a domain tag, ``prev_hash`` and the canonical JSON of the
+    event's other fields, the key id included. Legacy (no key id): sha256(prev_hash + canonical
+    JSON), as records were chained before the audit key; ``key`` is then ignored."""
     body = {
         "id": event.id,
         "at": event.at.astimezone(UTC).isoformat(timespec="microseconds"),
@@ -1946,8 +2168,17 @@ def audit_hash(event: AuditEvent) -> str:
         "detail": _canon_numbers(event.detail),
         "remote_addr": event.remote_addr,
     }
+    if event.key_id is None:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256((event.prev_hash + text).encode("utf-8")).hexdigest()
+    if key is None:
+        key = _LOADED_AUDIT_KEYS.get(event.key_id)
+        if key is None:
+            raise AuditKeyUnavailable(f"audit key {event.key_id} is not loaded in this process")
+    body["key_id"] = event.key_id
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((event.prev_hash + text).encode("utf-8")).hexdigest()
+    message = _AUDIT_HMAC_TAG + (event.prev_hash + text).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def _to_audit(r: Row[Any]) -> AuditEvent:
@@ -1961,6 +2192,7 @@ def _to_audit(r: Row[Any]) -> AuditEvent:
         remote_addr=r.remote_addr,
         prev_hash=r.prev_hash,
         hash=r.hash,
+        key_id=r.key_id,
     )
 
 
@@ -1971,9 +2203,20 @@ _MOVE_SEARCH = 1000
 class _ChainWalk:
     """The state of :meth:`Store.check_audit_chain` as it reads rows in id order."""
 
-    def __init__(self, head_id: int, head_hash: str) -> None:
+    def __init__(
+        self,
+        head_id: int,
+        head_hash: str,
+        ring: AuditKeyring | None = None,
+        head_key: str | None = None,
+        key_file: str = "",
+    ) -> None:
         self.head_id, self.head_hash = head_id, head_hash
         self.expected, self.prev, self.checked = 1, AUDIT_GENESIS, 0
+        self.ring, self.head_key, self.key_file = ring, head_key, key_file
+        #: The key the last verified record is chained under, and how many were unkeyed.
+        self.key: str | None = None
+        self.legacy = 0
 
     def fail(
         self, kind: str, record_id: int | None, problem: str, missing: tuple[int, int] | None = None
@@ -1987,7 +2230,68 @@ class _ChainWalk:
             kind=kind,
             record_id=record_id,
             missing=missing,
+            legacy=self.legacy,
+            key_id=self.key,
         )
+
+    def _key_for(self, event: AuditEvent) -> tuple[bytes | None, AuditCheck | None]:
+        """The secret to check ``event`` with (None for a legacy record), or the problem that
+        its key, or its lack of one, is."""
+        rid, ring = event.id, self.ring
+        if event.key_id is None:
+            if self.key is not None:
+                return None, self.fail(
+                    "unkeyed",
+                    rid,
+                    f"record {rid} is chained without a key after keyed records: it was "
+                    "rewritten by someone without the audit key",
+                )
+            if ring is not None and (ring.legacy is None or rid > ring.legacy.last_id):
+                upto = (
+                    f"after record {ring.legacy.last_id}" if ring.legacy is not None else "at all"
+                )
+                return None, self.fail(
+                    "unkeyed",
+                    rid,
+                    f"record {rid} is chained without a key, but the audit key file accepts no "
+                    f"unkeyed records {upto}: the log was rewritten by someone without the "
+                    "audit key (or written by a Bastion older than the audit key)",
+                )
+            return None, None
+        if ring is None:
+            return None, self.fail(
+                "key",
+                rid,
+                f"record {rid} is chained under audit key {event.key_id}, but there is no "
+                f"audit key file at {self.key_file!r} to check it with",
+            )
+        secret = ring.secret(event.key_id)
+        if secret is None:
+            return None, self.fail(
+                "key",
+                rid,
+                f"record {rid} is chained under audit key {event.key_id}, which the audit key "
+                f"file {self.key_file!r} does not hold",
+            )
+        if self.key is not None and event.key_id != self.key:
+            detail = event.detail
+            old, new = ring.position(self.key), ring.position(event.key_id)
+            if not (
+                event.action == AUDIT_ROTATE_ACTION
+                and detail.get("from") == self.key
+                and detail.get("to") == event.key_id
+                and old is not None
+                and new is not None
+                and new > old
+            ):
+                return None, self.fail(
+                    "key",
+                    rid,
+                    f"record {rid} is chained under audit key {event.key_id} but record "
+                    f"{rid - 1} under {self.key}, with no rotation to a newer key between "
+                    "them: records were forged with an old or foreign key",
+                )
+        return secret, None
 
     def step(self, row: Row[Any]) -> AuditCheck | None:
         rid, expected = row.id, self.expected
@@ -2011,8 +2315,11 @@ class _ChainWalk:
             event = _raw_audit(row)
         except (ValueError, TypeError) as exc:
             return self.fail("edited", rid, f"record {rid} was edited: {exc}")
-        if audit_hash(event) != event.hash:
-            moved = _written_as(event, self.head_id)
+        secret, problem = self._key_for(event)
+        if problem is not None:
+            return problem
+        if audit_hash(event, secret) != event.hash:
+            moved = _written_as(event, self.head_id, secret)
             if moved is not None:
                 return self.fail(
                     "reordered",
@@ -2036,8 +2343,18 @@ class _ChainWalk:
                     f"were inserted or reordered between ids {rid - 1} and {rid}"
                 )
             return self.fail("unlinked", rid, problem)
+        legacy = self.ring.legacy if self.ring is not None else None
+        if legacy is not None and rid == legacy.last_id and event.hash != legacy.last_hash:
+            return self.fail(
+                "edited",
+                rid,
+                f"records 1-{rid}, chained without a key before the upgrade, were rewritten: "
+                f"record {rid}'s hash is not the one the audit key file recorded",
+            )
         self.checked += 1
         self.expected, self.prev = rid + 1, event.hash
+        self.key = event.key_id
+        self.legacy += event.key_id is None
         return None
 
     def finish(self) -> AuditCheck | None:
@@ -2057,6 +2374,23 @@ class _ChainWalk:
                 last or None,
                 f"the head's hash does not match record {last}'s: record {last} was replaced "
                 "(with records after it deleted), or the head row was altered",
+            )
+        legacy = self.ring.legacy if self.ring is not None else None
+        if legacy is not None and last < legacy.last_id:
+            missing = (last + 1, legacy.last_id)
+            return self.fail(
+                "truncated",
+                last + 1,
+                f"the log ends at record {last} but held {legacy.last_id} records when the "
+                f"audit key file was created: {_span(*missing)} missing (deleted from the end)",
+                missing,
+            )
+        if self.head_key != self.key:
+            return self.fail(
+                "head",
+                last or None,
+                f"the head names audit key {self.head_key} but record {last} is chained under "
+                f"{self.key}: the head row was altered",
             )
         return None
 
@@ -2086,8 +2420,9 @@ def _raw_audit(r: Row[Any]) -> AuditEvent:
     for name in ("actor", "action", "target", "prev_hash", "hash"):
         if not isinstance(getattr(r, name), str):
             raise ValueError(f"its {name} is not text")
-    if r.remote_addr is not None and not isinstance(r.remote_addr, str):
-        raise ValueError("its remote_addr is not text")
+    for name in ("remote_addr", "key_id"):
+        if getattr(r, name) is not None and not isinstance(getattr(r, name), str):
+            raise ValueError(f"its {name} is not text")
     return AuditEvent(
         id=r.id,
         at=at,
@@ -2098,15 +2433,16 @@ def _raw_audit(r: Row[Any]) -> AuditEvent:
         remote_addr=r.remote_addr,
         prev_hash=r.prev_hash,
         hash=r.hash,
+        key_id=r.key_id,
     )
 
 
-def _written_as(event: AuditEvent, last_id: int) -> int | None:
+def _written_as(event: AuditEvent, last_id: int, key: bytes | None) -> int | None:
     """The id under which ``event``'s fields hash to its hash, when that is not its own id (a
     row moved to another id), searching nearby ids; None when it was edited instead."""
     low, high = max(1, event.id - _MOVE_SEARCH), min(last_id, event.id + _MOVE_SEARCH)
     for other in sorted(range(low, high + 1), key=lambda i: abs(i - event.id)):
-        if other != event.id and audit_hash(replace(event, id=other)) == event.hash:
+        if other != event.id and audit_hash(replace(event, id=other), key) == event.hash:
             return other
     return None
 
