@@ -24,7 +24,7 @@ from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.cli_audit import audit_app
 from bastion.cli_exchange import exchange_app
 from bastion.cli_feed import feed_app
-from bastion.cli_keys import key_app
+from bastion.cli_keys import cli_actor, key_app
 from bastion.cli_pdata import pdata_app
 from bastion.cli_policy import policy_app
 from bastion.cli_users import user_app
@@ -466,7 +466,12 @@ def bank_create(
     """Create an empty bank."""
     with open_store() as store:
         bank = store.create_bank(
-            name, description=description, labels=label or [], source=source, is_demo=demo
+            name,
+            description=description,
+            labels=label or [],
+            source=source,
+            is_demo=demo,
+            actor=cli_actor(),
         )
     err.print(f"created bank [bold]{escape(bank.name)}[/bold]")
 
@@ -529,7 +534,7 @@ def bank_import(
             reader = _CountingReader(fh)
             with _import_progress(total) as (bar, task):
                 rows = _counted(parse(reader, fmt), reader, bar, task)
-                report = store.add_entries(name, rows)
+                report = store.add_entries(name, rows, actor=cli_actor())
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
@@ -606,11 +611,11 @@ def bank_export(
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
 ) -> None:
-    """Export a bank's enabled entries."""
+    """Export a bank's enabled entries (audited as `bank.export`)."""
     with open_store() as store:
         store.get_bank(name)
         if output is None:
-            store.export(name, file_format, sys.stdout)
+            store.export(name, file_format, sys.stdout, actor=cli_actor())
             return
         # Write beside the target and rename: a failed export never leaves a half file or
         # empties an existing one.
@@ -620,7 +625,7 @@ def bank_export(
             raise usage_error(f"cannot write {output}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                store.export(name, file_format, out)
+                store.export(name, file_format, out, actor=cli_actor())
             os.replace(tmp, output)
         except OSError as exc:
             raise usage_error(f"cannot write {output}: {exc.strerror}") from exc
@@ -670,7 +675,7 @@ def bank_add(
                         metadata={"filename": Path(fs.path).name, "kind": fs.kind},
                     )
 
-        report = store.add_entries(name, entries())
+        report = store.add_entries(name, entries(), actor=cli_actor())
     err.print(f"{report.added} entries added, {report.duplicates} duplicates skipped")
     if skipped:
         err.print(f"{skipped} files were skipped in whole or in part (see warnings)")
@@ -703,7 +708,7 @@ def bank_disable(
 ) -> None:
     """Disable an entry: it stops matching at once and stays on record."""
     with open_store() as store:
-        store.disable_entry(name, entry, reason=reason)
+        store.disable_entry(name, entry, reason=reason, actor=cli_actor())
     err.print(f"disabled {escape(entry)} in {escape(name)}")
 
 
@@ -711,7 +716,7 @@ def bank_disable(
 def bank_enable(name: str, entry: str) -> None:
     """Re-enable a disabled entry."""
     with open_store() as store:
-        store.enable_entry(name, entry)
+        store.enable_entry(name, entry, actor=cli_actor())
     err.print(f"enabled {escape(entry)} in {escape(name)}")
 
 
@@ -727,7 +732,7 @@ def bank_rm(
             if not sys.stdin.isatty():
                 raise usage_error("deleting a bank needs --yes when not run interactively")
             typer.confirm(f"Delete bank {bank.name} and its entries?", abort=True)
-        store.delete_bank(name)
+        store.delete_bank(name, actor=cli_actor())
     err.print(f"deleted bank {escape(name)}")
 
 
@@ -772,7 +777,7 @@ def serve(
         from bastion.demo import prepare_server_demo
 
         with open_store() as store:
-            token, password = prepare_server_demo(store)
+            token, password = prepare_server_demo(store, actor=cli_actor())
         _print_demo_banner(token, password, settings.host, settings.port)
     with cli_worker.worker_child(
         settings, config=config, log_level=log_level, enabled=not no_worker

@@ -634,6 +634,8 @@ def exchange_sync(
                 done, total = _progress_numbers(p)
                 bar.update(task, completed=done, total=total)
 
+            # Audited as this user's request (the sync's own record names the worker).
+            xs.request_sync(name, actor=_actor())
             result = xs.sync(
                 name, worker_id=f"{_actor()}:sync", stop=stop, max_pages=max_pages, progress=tick
             )

@@ -72,7 +72,7 @@ def open_feeds(*, signing: bool = False) -> Iterator[Any]:
         except (ConfigError, MasterKeyError) as exc:
             raise usage_error(str(exc)) from exc
         try:
-            yield FeedStore(store, key, settings)
+            yield FeedStore(store, key, settings, actor=_actor())
         except KeyFormatError as exc:
             raise usage_error(str(exc)) from exc
 

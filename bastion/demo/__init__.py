@@ -35,8 +35,9 @@ DEMO_USER = "demo-admin"
 DEMO_ACTOR = "cli:make-run"
 
 
-def ensure_demo_bank(store: Store) -> bool:
-    """Create the demo bank from the bridge photo unless it exists; True if it was created."""
+def ensure_demo_bank(store: Store, actor: str | None = None) -> bool:
+    """Create the demo bank from the bridge photo unless it exists; True if it was created.
+    With ``actor``, the bank and its entries are audited as that actor."""
     try:
         store.get_bank(DEMO_BANK)
         return False
@@ -52,6 +53,7 @@ def ensure_demo_bank(store: Store) -> bool:
         source=DEMO_SOURCE,
         is_demo=True,
         description="Demo data: hashes of a benign bridge photo, for trying Bastion out.",
+        actor=actor,
     )
     store.add_entries(
         DEMO_BANK,
@@ -67,29 +69,30 @@ def ensure_demo_bank(store: Store) -> bool:
             )
             for s in fs.signals
         ],
+        actor=actor,
     )
     return True
 
 
-def prepare_server_demo(store: Store) -> tuple[str, str]:
+def prepare_server_demo(store: Store, actor: str = DEMO_ACTOR) -> tuple[str, str]:
     """The demo bank, a new admin key for this run (earlier runs' keys are revoked) and a fresh
-    password for the console's ``demo-admin`` user. Returns (token, password)."""
+    password for the console's ``demo-admin`` user, each change audited as ``actor`` in its own
+    transaction (``bastion serve --demo`` passes ``cli:<os user>``). Returns (token, password)."""
     from bastion.store.accounts import AccountStore, UserNotFound
 
-    ensure_demo_bank(store)
+    ensure_demo_bank(store, actor)
     for key in store.list_api_keys():
         if key.name.startswith(DEMO_KEY) and key.revoked_at is None:
-            store.revoke_api_key(key.name)
+            store.revoke_api_key(key.name, actor=actor)
     name = f"{DEMO_KEY}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-    _, token = store.create_api_key(name, {"admin"})
-    store.record_audit(actor=DEMO_ACTOR, action="key.create", target=name)
+    _, token = store.create_api_key(name, {"admin"}, actor=actor)
     accounts = AccountStore(store)
     password = secrets.token_urlsafe(12)
     try:
         accounts.get_user(DEMO_USER)
-        accounts.set_password(DEMO_USER, password, actor=DEMO_ACTOR)
+        accounts.set_password(DEMO_USER, password, actor=actor)
     except UserNotFound:
-        accounts.create_user(DEMO_USER, "admin", password, actor=DEMO_ACTOR)
+        accounts.create_user(DEMO_USER, "admin", password, actor=actor)
     return token, password
 
 
@@ -103,7 +106,7 @@ def main() -> int:
     console = Console()
     console.rule("Bastion demo (benign test photos, demo bank)")
     with Store.open(None) as store:
-        ensure_demo_bank(store)
+        ensure_demo_bank(store, DEMO_ACTOR)
     console.print("$ bastion bank list")
     run(["bank", "list"])
     photos = [DEMO_PHOTO, DEMO_EDIT]

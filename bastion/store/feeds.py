@@ -206,11 +206,20 @@ def parse_cursor(text: str | None) -> Cursor:
 class FeedStore:
     """Feeds of one Bastion instance. Anything that signs (versions, records) needs the master
     key; with ``master_key`` None it raises :class:`FeedKeyUnavailable`, while listing feeds and
-    recording feedback still work."""
+    recording feedback still work. ``actor`` is who a signing key made on first use is audited
+    as (the CLI passes ``cli:<user>``)."""
 
-    def __init__(self, store: Store, master_key: MasterKey | None, settings: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        master_key: MasterKey | None,
+        settings: Any = None,
+        *,
+        actor: str = "system",
+    ) -> None:
         self.store = store
         self.master_key = master_key
+        self.actor = actor
         self.default_organisation = str(getattr(settings, "feed_organisation", "") or "")
         self._key: SigningKey | None = None
         self._lock = threading.Lock()
@@ -247,7 +256,7 @@ class FeedStore:
                     )
                     append_audit(
                         conn,
-                        actor="system",
+                        actor=self.actor,
                         action="feed.key.create",
                         target=fresh.public.fingerprint,
                     )

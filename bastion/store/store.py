@@ -515,10 +515,26 @@ class Store:
         source: str = "",
         is_demo: bool = False,
         enabled: bool = True,
+        actor: str | None = None,
+        remote_addr: str | None = None,
     ) -> Bank:
+        """Create a bank. With ``actor``, a ``bank.create`` audit event is written in the same
+        transaction (as for every bank change below that takes an actor)."""
         name = _bank_name(name)
         fields = _bank_fields(
             {"description": description, "labels": list(labels), "source": source}
+        )
+        audit = _maybe_audit(
+            actor,
+            "bank.create",
+            name,
+            {
+                "labels": fields["labels"],
+                "source": fields["source"],
+                "enabled": enabled,
+                "is_demo": is_demo,
+            },
+            remote_addr,
         )
         now = utcnow()
         try:
@@ -536,6 +552,7 @@ class Store:
                         **fields,
                     )
                 )
+                _append_if(conn, audit)
         except IntegrityError:
             raise BankExists(f"bank {name!r} already exists") from None
         return self.get_bank(name)
@@ -568,8 +585,17 @@ class Store:
                 for r in conn.execute(select(banks_t.c.name, banks_t.c.labels))
             }
 
-    def update_bank(self, name: str, /, **fields: Any) -> Bank:
-        """Change any of name (a rename), description, labels, source, enabled, is_demo."""
+    def update_bank(
+        self,
+        name: str,
+        /,
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+        **fields: Any,
+    ) -> Bank:
+        """Change any of name (a rename), description, labels, source, enabled, is_demo. With
+        ``actor``, audited (``bank.update``, the fields as details) in the same transaction."""
         allowed = {"name", "description", "labels", "source", "enabled", "is_demo"}
         unknown = sorted(set(fields) - allowed)
         if unknown:
@@ -583,6 +609,8 @@ class Store:
                     raise InvalidInput(f"{flag} must be true or false")
                 values[flag] = fields[flag]
         new_name = _bank_name(fields["name"]) if "name" in fields else None
+        changed = {**values, **({"name": new_name} if new_name is not None else {})}
+        audit = _maybe_audit(actor, "bank.update", str(name), changed, remote_addr)
         with self._write() as (conn, rev):
             row = _bank_row(conn, name)
             if new_name is not None and new_name != row.name:
@@ -596,18 +624,28 @@ class Store:
                     update(entries_t).where(entries_t.c.bank_id == row.id).values(revision=rev)
                 )
             final = values.get("name", row.name)
+            if audit is not None:
+                _append_audit(conn, {**audit, "target": row.name})
         return self.get_bank(final)
 
-    def set_bank_enabled(self, name: str, enabled: bool) -> Bank:
-        return self.update_bank(name, enabled=enabled)
+    def set_bank_enabled(
+        self, name: str, enabled: bool, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> Bank:
+        return self.update_bank(name, enabled=enabled, actor=actor, remote_addr=remote_addr)
 
-    def delete_bank(self, name: str) -> None:
-        """Delete a bank and all its entries (leaving tombstones for replicas)."""
+    def delete_bank(
+        self, name: str, *, actor: str | None = None, remote_addr: str | None = None
+    ) -> None:
+        """Delete a bank and all its entries (leaving tombstones for replicas). With ``actor``,
+        audited (``bank.delete``, with the number of entries) in the same transaction."""
+        audit = _maybe_audit(actor, "bank.delete", str(name), None, remote_addr)
         with self._write() as (conn, rev):
             row = _bank_row(conn, name)
             _tombstone(conn, entries_t.c.bank_id == row.id, rev)
-            conn.execute(delete(entries_t).where(entries_t.c.bank_id == row.id))
+            gone = conn.execute(delete(entries_t).where(entries_t.c.bank_id == row.id)).rowcount
             conn.execute(delete(banks_t).where(banks_t.c.id == row.id))
+            if audit is not None:
+                _append_audit(conn, {**audit, "target": row.name, "detail": {"entries": gone}})
 
     # -- adding entries ------------------------------------------------------------------------
 
@@ -618,17 +656,22 @@ class Store:
         *,
         batch_size: int = 5000,
         max_errors: int = 100,
+        actor: str | None = None,
+        remote_addr: str | None = None,
     ) -> ImportReport:
         """Validate and add entries, ``batch_size`` per transaction.
 
         An entry identical in (signal type, value, url_match) to one already in the bank, or
         earlier in the stream, counts as a duplicate and is skipped. A bad entry is reported and
         skipped. ParseErrors in the stream are reported as they are. If the stream raises,
-        earlier batches stay committed and :class:`ImportAborted` carries the report.
+        earlier batches stay committed and :class:`ImportAborted` carries the report. With
+        ``actor``, every transaction that adds entries also records ``bank.entries.add`` (how
+        many it added), so each committed batch is audited with it.
         """
         if batch_size < 1:
             raise InvalidInput("batch_size must be at least 1")
         name = self.get_bank(bank).name
+        audit = _maybe_audit(actor, "bank.entries.add", name, None, remote_addr)
         report = ImportReport(max_errors=max_errors)
         batch: list[NewEntry] = []
         try:
@@ -644,10 +687,10 @@ class Store:
                     report.add_error(f"entry {number}: nested too deeply")
                     continue
                 if len(batch) >= batch_size:
-                    self._insert_batch(name, batch, report)
+                    self._insert_batch(name, batch, report, audit)
                     batch = []
             if batch:
-                self._insert_batch(name, batch, report)
+                self._insert_batch(name, batch, report, audit)
         except StoreError:
             raise
         except (OSError, SQLAlchemyError, UnicodeError, RuntimeError) as exc:
@@ -658,7 +701,13 @@ class Store:
             ) from exc
         return report
 
-    def _insert_batch(self, bank: str, batch: list[NewEntry], report: ImportReport) -> None:
+    def _insert_batch(
+        self,
+        bank: str,
+        batch: list[NewEntry],
+        report: ImportReport,
+        audit: dict[str, Any] | None = None,
+    ) -> None:
         unique: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         for e in batch:
             row = _entry_row(e)
@@ -669,14 +718,14 @@ class Store:
                 unique[key] = row
         try:
             with self._write() as (conn, rev):
-                self._insert_rows(conn, bank, rev, unique, report)
+                self._insert_rows(conn, bank, rev, unique, report, audit)
         except (IntegrityError, DataError):
             # Validation should have caught everything the database rejects; if not, find the
             # offending rows one by one rather than lose the batch.
             for key, row in unique.items():
                 try:
                     with self._write() as (conn, rev):
-                        self._insert_rows(conn, bank, rev, {key: row}, report)
+                        self._insert_rows(conn, bank, rev, {key: row}, report, audit)
                 except (IntegrityError, DataError) as exc:
                     report.add_error(
                         f"{row[0]} {row[1][:40]!r}: database rejected the "
@@ -691,6 +740,7 @@ class Store:
         rev: int,
         rows: dict[tuple[str, str, str], tuple[Any, ...]],
         report: ImportReport,
+        audit: dict[str, Any] | None = None,
     ) -> None:
         """Insert ``rows`` (from :func:`_entry_row`) skipping values the bank already holds.
 
@@ -714,6 +764,9 @@ class Store:
         ).scalar_one()
         if added:
             _touch_bank(conn, bank_row.id)
+            if audit is not None:
+                detail = {"added": added, "duplicates": len(rows) - added, "revision": rev}
+                _append_audit(conn, {**audit, "detail": detail})
         report.added += added
         report.duplicates += len(rows) - added
 
@@ -725,9 +778,12 @@ class Store:
         *,
         batch_size: int = 5000,
         max_errors: int = 100,
+        actor: str | None = None,
+        remote_addr: str | None = None,
     ) -> ImportReport:
         """Parse a bank file (path or open stream) and add its entries; see :meth:`add_entries`.
         Per-line problems are collected as ``line N: message``."""
+        audited = {"actor": actor, "remote_addr": remote_addr}
         self.get_bank(bank)  # fail before reading anything
         fmt = _format(fmt) if fmt is not None else None
         if isinstance(source, str | os.PathLike):
@@ -742,10 +798,10 @@ class Store:
                 ) from None
             with fh:
                 return self.add_entries(
-                    bank, parse(fh, fmt), batch_size=batch_size, max_errors=max_errors
+                    bank, parse(fh, fmt), batch_size=batch_size, max_errors=max_errors, **audited
                 )
         return self.add_entries(
-            bank, parse(source, fmt), batch_size=batch_size, max_errors=max_errors
+            bank, parse(source, fmt), batch_size=batch_size, max_errors=max_errors, **audited
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -757,9 +813,12 @@ class Store:
         out: IO[str],
         *,
         include_disabled: bool = False,
+        actor: str | None = None,
+        remote_addr: str | None = None,
     ) -> int:
         """Write a bank's entries to ``out``; returns the count. Disabled entries are left out
-        unless asked for (the formats have no column for the enabled flag).
+        unless asked for (the formats have no column for the enabled flag). With ``actor``, the
+        export is audited (``bank.export``) before any value is read out.
 
         Everything that can be checked is checked before the first byte is written: the bank, the
         format, that a pytx export loses nothing (it cannot say a url entry matches by prefix or
@@ -788,6 +847,15 @@ class Store:
                     "the pytx format cannot express (they would re-import as exact URLs); "
                     "export as csv or jsonl"
                 )
+        if actor is not None:
+            detail = {"format": fmt.value, "include_disabled": include_disabled}
+            self.record_audit(
+                actor=actor,
+                action="bank.export",
+                target=name,
+                detail=detail,
+                remote_addr=remote_addr,
+            )
         entries = self._iter(
             banks=[name], entries_enabled=not include_disabled, banks_enabled=False
         )
@@ -917,18 +985,42 @@ class Store:
 
     # -- changing entries ----------------------------------------------------------------------
 
-    def disable_entry(self, bank: str, entry_ref: int | str, reason: str = "") -> list[BankEntry]:
-        """Disable the entries ``entry_ref`` names (id, external id, or value); returns them."""
-        return self._set_enabled(bank, entry_ref, False, reason)
+    def disable_entry(
+        self,
+        bank: str,
+        entry_ref: int | str,
+        reason: str = "",
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> list[BankEntry]:
+        """Disable the entries ``entry_ref`` names (id, external id, or value); returns them.
+        With ``actor``, audited (``bank.entry.disable``) in the same transaction."""
+        return self._set_enabled(bank, entry_ref, False, reason, actor, remote_addr)
 
-    def enable_entry(self, bank: str, entry_ref: int | str) -> list[BankEntry]:
-        return self._set_enabled(bank, entry_ref, True, "")
+    def enable_entry(
+        self,
+        bank: str,
+        entry_ref: int | str,
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> list[BankEntry]:
+        return self._set_enabled(bank, entry_ref, True, "", actor, remote_addr)
 
     def _set_enabled(
-        self, bank: str, entry_ref: int | str, enabled: bool, reason: str
+        self,
+        bank: str,
+        entry_ref: int | str,
+        enabled: bool,
+        reason: str,
+        actor: str | None = None,
+        remote_addr: str | None = None,
     ) -> list[BankEntry]:
         if not isinstance(reason, str) or len(reason) > 2000 or "\x00" in reason:
             raise InvalidInput("reason must be text of at most 2000 characters")
+        action = "bank.entry.enable" if enabled else "bank.entry.disable"
+        audit = _maybe_audit(actor, action, f"{bank}/{entry_ref}", None, remote_addr)
         with self._write() as (conn, rev):
             bank_row = _bank_row(conn, bank)
             ids = _resolve(conn, bank_row, entry_ref)
@@ -939,10 +1031,24 @@ class Store:
             )
             _touch_bank(conn, bank_row.id)
             rows = conn.execute(_entry_select().where(entries_t.c.id.in_(ids))).all()
+            if audit is not None:
+                detail: dict[str, Any] = {"entries": sorted(ids)}
+                if not enabled:
+                    detail["reason"] = reason
+                _append_audit(conn, {**audit, "detail": detail})
         return [_to_entry(r) for r in rows]
 
-    def remove_entry(self, bank: str, entry_ref: int | str) -> list[BankEntry]:
-        """Delete the entries ``entry_ref`` names; returns what they were."""
+    def remove_entry(
+        self,
+        bank: str,
+        entry_ref: int | str,
+        *,
+        actor: str | None = None,
+        remote_addr: str | None = None,
+    ) -> list[BankEntry]:
+        """Delete the entries ``entry_ref`` names; returns what they were. With ``actor``,
+        audited (``bank.entry.delete``) in the same transaction."""
+        audit = _maybe_audit(actor, "bank.entry.delete", f"{bank}/{entry_ref}", None, remote_addr)
         with self._write() as (conn, rev):
             bank_row = _bank_row(conn, bank)
             ids = _resolve(conn, bank_row, entry_ref)
@@ -950,6 +1056,8 @@ class Store:
             _tombstone(conn, entries_t.c.id.in_(ids), rev)
             conn.execute(delete(entries_t).where(entries_t.c.id.in_(ids)))
             _touch_bank(conn, bank_row.id)
+            if audit is not None:
+                _append_audit(conn, {**audit, "detail": {"entries": sorted(ids)}})
         return [_to_entry(r) for r in rows]
 
     # -- replication ---------------------------------------------------------------------------
@@ -2056,6 +2164,25 @@ def _audit_values(
         "detail": _json_doc("detail", {} if detail is None else detail, dict, 65_536),
         "remote_addr": None if remote_addr is None else _short_text("remote_addr", remote_addr, 64),
     }
+
+
+def _maybe_audit(
+    actor: str | None,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None,
+    remote_addr: str | None,
+) -> dict[str, Any] | None:
+    """The audit event a change made by ``actor`` records (None without an actor), validated
+    before the change starts so bad input fails it cleanly."""
+    if actor is None:
+        return None
+    return _audit_values(actor, action, target[:2000], detail, remote_addr)
+
+
+def _append_if(conn: Connection, audit: dict[str, Any] | None) -> None:
+    if audit is not None:
+        _append_audit(conn, audit)
 
 
 def append_audit(
