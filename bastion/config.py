@@ -207,6 +207,23 @@ class Settings:
     probe_window_seconds: float = 600.0
     #: Matched lookups remembered per key to compare against (41 bytes each, per process).
     probe_memory: int = 1024
+    #: The PDQ threshold for keys without ``export``: the one a lookup or scan asks for is
+    #: ignored (answers at several thresholds would measure distances). docs/hma.md, "Probing".
+    match_threshold: int = 31
+    #: Per-entry watch: a lookup within ``match_threshold`` + this of an entry is a look at it.
+    probe_watch_margin: int = 16
+    #: A look within this many bits of an earlier look by the key at the same entry is the same
+    #: picture again (a re-upload): it gets that look's answer and is not counted.
+    probe_same_radius: int = 8
+    #: Distinct looks a key without ``export`` may make at one entry per window; past it the key's
+    #: lookups are refused (429, audited) until that entry has room. 0 turns the count off.
+    probe_entry_limit: int = 8
+    probe_entry_window_seconds: float = 7 * 86400.0
+    #: Matched answers (signals with a match) per key without ``export`` per window; 0: no cap.
+    probe_match_limit: int = 2000
+    probe_match_window_seconds: float = 3600.0
+    #: (key, entry) pairs the watch remembers (at most ``probe_entry_limit`` looks each).
+    probe_entry_memory: int = 65_536
     # -- end match disclosure --
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

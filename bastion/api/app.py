@@ -34,7 +34,8 @@ from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.index.live import LiveIndex
-from bastion.index.probing import ProbeDetector
+from bastion.index.pdq import HASH_BITS
+from bastion.index.probing import EntryWatch, ProbeDetector
 from bastion.policy import Policy, PolicyHolder
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
@@ -99,6 +100,16 @@ class Runtime:
             limit=settings.probe_limit,
             window=settings.probe_window_seconds,
             memory=settings.probe_memory,
+        )
+        if not 0 <= settings.match_threshold <= HASH_BITS:
+            raise ValueError(f"match_threshold must be 0..{HASH_BITS}")
+        self.watch = EntryWatch(
+            same_radius=settings.probe_same_radius,
+            limit=settings.probe_entry_limit,
+            window=settings.probe_entry_window_seconds,
+            match_limit=settings.probe_match_limit,
+            match_window=settings.probe_match_window_seconds,
+            max_pairs=settings.probe_entry_memory,
         )
         self.metrics = Metrics()
         self.started_at = time.time()

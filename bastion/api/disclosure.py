@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,16 @@ from fastapi import Request
 from bastion.api.auth import Principal
 from bastion.api.problems import Problem
 from bastion.index.matcher import Match
-from bastion.index.probing import BANDS, ProbeVerdict, band, band_distance, to_words
+from bastion.index.pdq import HASH_BITS
+from bastion.index.probing import (
+    BANDS,
+    Look,
+    ProbeVerdict,
+    WatchVerdict,
+    band,
+    band_distance,
+    to_words,
+)
 from bastion.signals import parse_frames
 from bastion.signals.base import Signal, SignalType
 
@@ -162,3 +172,102 @@ def refuse_probes(
             headers={"Retry-After": str(max(1, round(verdict.retry_after)))},
             **({"message": detail} if message else {}),
         )
+
+
+# -- the pinned threshold and the per-entry watch ---------------------------------------------
+def pinned_threshold(rt: Any, principal: Principal, requested: int) -> int:
+    """The threshold a key's lookup runs at: its own with ``export``, else the server's
+    (``match_threshold``). Answers at thresholds of the caller's choosing would measure a
+    distance one threshold at a time, so a key without ``export`` cannot pick one."""
+    return requested if sees_values(principal) else rt.settings.match_threshold
+
+
+def watched_pdq(
+    rt: Any,
+    principal: Principal,
+    matcher: Any,
+    hexes: Sequence[str],
+    *,
+    threshold: int,
+    banks: Any = None,
+) -> tuple[list[list[Match]], WatchVerdict | None]:
+    """PDQ lookups as this key is answered. With ``export``: at ``threshold``, as asked.
+    Without: at the pinned threshold, through the per-entry watch (bastion.index.probing's
+    :class:`EntryWatch`): every entry within the watch radius is a look, a look at an entry
+    near an earlier look by the key gets that look's distance, and a refused request gets no
+    matches at all (the caller raises :func:`refuse_watch`)."""
+    if sees_values(principal) or not rt.watch.enabled:
+        found = matcher.lookup_pdq(list(hexes), threshold=threshold, banks=banks)
+        return found, None
+    pinned = rt.settings.match_threshold
+    radius = min(HASH_BITS, pinned + rt.settings.probe_watch_margin)
+    near = matcher.lookup_pdq(list(hexes), threshold=radius, banks=banks) if hexes else []
+    looks = []
+    if near:
+        words = to_words(list(hexes))
+        looks = [
+            Look(words[i].tobytes(), m.entry_id, m.distance)
+            for i, row in enumerate(near)
+            for m in row
+        ]
+    verdict = rt.watch.observe(principal.name, looks)
+    if verdict.refused:
+        return [[] for _ in hexes], verdict
+    shown = iter(verdict.shown)
+    out: list[list[Match]] = []
+    for row in near:
+        kept = [replace(m, distance=d) for m in row if (d := next(shown)) <= pinned]
+        kept.sort(key=lambda m: (m.distance, m.entry_id))
+        out.append(kept)
+    return out, verdict
+
+
+def watch_answered(rt: Any, principal: Principal, matched: int) -> None:
+    """Count a request's matched answers against the key's cap (keys without ``export``)."""
+    if not sees_values(principal):
+        rt.watch.answered(principal.name, matched)
+
+
+def refuse_watch(
+    rt: Any,
+    request: Request,
+    principal: Principal,
+    verdict: WatchVerdict | None,
+    *,
+    message: bool = False,
+) -> None:
+    """Refuse (429 with Retry-After) a request the watch refused; the first refusal of an
+    episode is audited as ``match.probing``."""
+    if verdict is None or not verdict.refused:
+        return
+    s = rt.settings
+    if verdict.reason == "matched":
+        limit, window = s.probe_match_limit, s.probe_match_window_seconds
+        detail = f"more than {limit} matched answers in {window:g} s from this key"
+    else:
+        limit, window = s.probe_entry_limit, s.probe_entry_window_seconds
+        detail = (
+            f"probing: more than {limit} distinct lookups near one bank entry in {window:g} s "
+            "from this key"
+        )
+    if verdict.detected:
+        rt.audit(
+            request,
+            principal,
+            "match.probing",
+            f"key:{principal.name}",
+            route=request.url.path,
+            reason=verdict.reason,
+            entry=verdict.entry,
+            limit=limit,
+            window_seconds=window,
+            retry_after=round(verdict.retry_after),
+        )
+    detail += "; lookups by this key are answered again after Retry-After"
+    raise Problem(
+        429,
+        "Too Many Requests",
+        detail=detail,
+        headers={"Retry-After": str(max(1, round(verdict.retry_after)))},
+        **({"message": detail} if message else {}),
+    )

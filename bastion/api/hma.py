@@ -35,8 +35,11 @@ from bastion.api.disclosure import (
     audit_values,
     observe_probes,
     refuse_probes,
+    refuse_watch,
     sees_values,
     shown_distance,
+    watch_answered,
+    watched_pdq,
 )
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
@@ -377,11 +380,22 @@ def _matches_by_bank(
 def _lookup_query(
     rt: Any, request: Request, principal: Principal, query: Signal, banks: set[str] | None
 ) -> dict[str, list[Any]]:
-    """A lookup of a hash the caller chose: counted for near-duplicate probing (429 past the
-    limit, for keys without `export`), answered as :func:`_matches_by_bank`."""
-    matches = _match(rt, query, banks)
+    """A lookup of a hash the caller chose, answered as :func:`_matches_by_bank`. For a key
+    without `export`: a PDQ hash goes through the per-entry watch at the pinned threshold, and
+    the lookup is counted for near-duplicate probing (429 past either limit)."""
+    if query.type is SignalType.PDQ:
+        with rt.index.read() as matcher:
+            [found], watched = watched_pdq(
+                rt, principal, matcher, [query.value], threshold=DEFAULT_PDQ_THRESHOLD, banks=banks
+            )
+        matches = found[:MAX_MATCHES]
+    else:
+        watched = None if sees_values(principal) else rt.watch.observe(principal.name, [])
+        matches = [] if watched is not None and watched.refused else _match(rt, query, banks)
+    refuse_watch(rt, request, principal, watched, message=True)
     probing = observe_probes(rt, principal, [(query, bool(matches))])
     refuse_probes(rt, request, principal, probing, message=True)
+    watch_answered(rt, principal, 1 if matches else 0)
     return _matches_by_bank(rt, query, matches, principal)
 
 

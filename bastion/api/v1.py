@@ -23,17 +23,21 @@ from bastion.api.auth import Principal, require
 from bastion.api.disclosure import (
     audit_values,
     observe_probes,
+    pinned_threshold,
     refuse_probes,
+    refuse_watch,
     sees_values,
     shown_matches,
     shown_reason,
+    watch_answered,
+    watched_pdq,
 )
 from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
 from bastion.fetch import FetchError, fetch
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
-from bastion.index.probing import ProbeVerdict, band
+from bastion.index.probing import ProbeVerdict, WatchVerdict, band
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import (
@@ -170,6 +174,10 @@ class LookupResult(BaseModel):
 
 class LookupResponse(BaseModel):
     results: list[LookupResult]
+    threshold: int = Field(
+        description="The PDQ threshold the lookup ran at: the requested one for a key with "
+        "`export`, else the server's `match_threshold` (the request's is ignored)."
+    )
 
 
 class BankIn(BaseModel):
@@ -387,6 +395,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         raise Problem(
             415, detail="send multipart/form-data with a 'file' part, or JSON with a 'url'"
         )
+    threshold = pinned_threshold(rt, principal, threshold)  # without `export`: the server's
     fs: FileSignals = await run_in_threadpool(
         hash_bytes, data, name=name, dihedral=dihedral, options=rt.settings.hash_options
     )
@@ -560,8 +569,10 @@ async def lookup(body: LookupRequest, request: Request, principal: MatchKey) -> 
     A malformed signal gets its own error; the others are still matched. Each signal gets at
     most 100 matches, closest first (``truncated`` is set on a result that was cut).
 
-    A key without `export` sees distances as bands, and a request that probes near its recent
-    matches past the limit is refused (429 with Retry-After; see `probe_limit`).
+    A key without `export` sees distances as bands, at the server's threshold
+    (`match_threshold`, given back as `threshold`; the request's is ignored). Lookups near one
+    bank entry from such a key are counted, and near-identical ones get the earlier answer; past
+    the limits the key's lookups get 429 with Retry-After (docs/hma.md, "Probing").
     """
     rt = _rt(request)
     results: list[dict[str, Any]] = []
@@ -588,30 +599,37 @@ async def lookup(body: LookupRequest, request: Request, principal: MatchKey) -> 
             pdq_rows.append((i, value))
     banks = body.banks
     found: dict[int, list[Match]] = {}
+    threshold = pinned_threshold(rt, principal, body.threshold)
 
-    def match() -> ProbeVerdict | None:
+    def match() -> tuple[WatchVerdict | None, ProbeVerdict | None]:
         with rt.index.read() as matcher:
-            hits = matcher.lookup_pdq(
-                [v for _, v in pdq_rows], threshold=body.threshold, banks=banks
+            hits, watched = watched_pdq(
+                rt, principal, matcher, [v for _, v in pdq_rows], threshold=threshold, banks=banks
             )
+            if watched is not None and watched.refused:
+                return watched, None
             for (i, _), ms in zip(pdq_rows, hits, strict=True):
                 found[i] = ms
             for i, sig in enumerate(parsed):
                 if sig is not None and sig.type is not SignalType.PDQ:
-                    found[i] = matcher.match([sig], threshold=body.threshold, banks=banks)
+                    found[i] = matcher.match([sig], threshold=threshold, banks=banks)
         looked = [(sig, bool(found.get(i))) for i, sig in enumerate(parsed) if sig is not None]
-        return observe_probes(rt, principal, looked)
+        return watched, observe_probes(rt, principal, looked)
 
     # One or a few hashes at a normal threshold take ~0.1 ms each, less than a thread hop; a
     # wide threshold or a big batch would hold up every other request on the event loop.
-    heavy = body.threshold > DEFAULT_PDQ_THRESHOLD or len(body.signals) > _LIGHT_SIGNALS
+    heavy = threshold > DEFAULT_PDQ_THRESHOLD or len(body.signals) > _LIGHT_SIGNALS
+    heavy = heavy or (len(pdq_rows) > 1 and not sees_values(principal))  # a wider watch radius
     heavy = heavy or any(s is not None and s.type is SignalType.VPDQ for s in parsed)
-    probing = await run_in_threadpool(match) if heavy else match()
+    watched, probing = await run_in_threadpool(match) if heavy else match()
+    if watched is not None and watched.refused:
+        await run_in_threadpool(refuse_watch, rt, request, principal, watched)
     if probing is not None and (probing.detected or probing.refused):
         await run_in_threadpool(refuse_probes, rt, request, principal, probing)
     for i, ms in found.items():
-        _set_matches(request, principal, body.threshold, results[i], ms)
-    return JSONResponse({"results": results})
+        _set_matches(request, principal, threshold, results[i], ms)
+    watch_answered(rt, principal, sum(1 for ms in found.values() if ms))
+    return JSONResponse({"results": results, "threshold": threshold})
 
 
 def _set_matches(

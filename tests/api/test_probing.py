@@ -7,15 +7,22 @@ a bit where the listed hash differs, so two requests gave the listed hash. Now a
 lookups probing near its matches are counted and refused with 429 past `probe_limit`, and
 audited. The tests run the attack over HTTP against the default limits, on SQLite and
 PostgreSQL (the `client` fixture); benign scanning of many distinct images is not flagged.
+
+A review then bypassed both: the client-chosen threshold measured the distance, and copies with
+many random bits flipped (far from each other, so never "near") told which bits differ. The
+threshold is now the server's for such keys, and looks at one entry are counted however far
+apart they are (tests from "the review's bypass" on); re-uploads of one picture are not.
 """
 
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -285,3 +292,215 @@ def test_scanning_many_distinct_images_is_not_flagged(
     for h in hashes[:20]:  # one at a time too
         assert _lookup(client, platform, [h]).status_code == 200
     assert _probing_events(api_store) == []
+
+
+# -- the review's bypass: a client-chosen threshold, and far-apart masks ------------------------
+def _lookup_at(client: TestClient, key: dict[str, str], hashes: list[str], threshold: int) -> Any:
+    signals = [{"type": "pdq", "value": h} for h in hashes]
+    return client.post("/v1/lookup", headers=key, json={"threshold": threshold, "signals": signals})
+
+
+def _masks(base: str, seed: int, n: int, k: int) -> tuple[list[list[int]], list[str]]:
+    """``n`` copies of ``base``, each with a random set of ``k`` bits flipped."""
+    rng = random.Random(seed)
+    masks = [rng.sample(range(256), k) for _ in range(n)]
+    return masks, [_flip_all(base, m) for m in masks]
+
+
+def _flip_all(hexval: str, bits: list[int]) -> str:
+    value = int(hexval, 16)
+    for bit in bits:
+        value ^= 1 << bit
+    return f"{value:064x}"
+
+
+def _intersect(base: str, masks: list[list[int]], hits: list[bool]) -> str:
+    """The review's inference: a bit every one of whose covering masks matched differs."""
+    differing = [
+        bit
+        for bit in range(256)
+        if (covering := [h for m, h in zip(masks, hits, strict=False) if bit in m])
+        and all(covering)
+    ]
+    return _flip_all(base, differing)
+
+
+def test_threshold_walk_and_far_apart_masks_recover_nothing_on_lookup(
+    client: TestClient, admin: dict[str, str], api_store: Store, testdata: Path
+) -> None:
+    """The review's attack on /v1/lookup: the blurred copy at thresholds 0, 1, 2, ... for its
+    exact distance d, then 600 copies with 24 random bits flipped at threshold d + 23 (a copy
+    matches iff its flips hit a differing bit; the copies are ~40 bits apart, so none is near
+    another). Now the threshold is the server's, and the masks are distinct looks at one entry:
+    the request is refused and audited, and the key stays refused."""
+    listed = _listed(client, admin, testdata)
+    blurred = _pdq(testdata, BLURRED)
+    exact = hamming(blurred, listed)
+    [entry] = api_store.find_entries("listed", value=listed)
+    attacker = bearer(api_store, "masker", "match")
+
+    # 1. Every threshold gets the same answer, at the server's threshold, which is said.
+    bodies = []
+    for t in range(0, 65):
+        r = _lookup_at(client, attacker, [blurred], t)
+        assert r.status_code == 200, r.text
+        bodies.append(r.json())
+    answers = [b["results"][0]["matches"] for b in bodies]
+    measured = next(t for t, a in enumerate(answers) if a)  # the review's inference
+    assert measured != exact, "measured the exact distance"
+    assert measured == 0 and all(a == answers[0] for a in answers)
+    assert [(m["band"], m["entry"]) for m in answers[0]] == [("near", entry.id)]
+    assert {b["threshold"] for b in bodies} == {DEFAULTS.match_threshold}
+
+    # 2. The masks (given the true distance the walk no longer tells): refused whole.
+    masks, queries = _masks(blurred, 1, 600, 24)
+    assert min(hamming(a, b) for a in queries[:50] for b in queries[:50] if a != b) > 16
+    r = _lookup_at(client, attacker, queries, exact + 23)
+    hits = [bool(x["matches"]) for x in r.json()["results"]] if r.status_code == 200 else []
+    assert _intersect(blurred, masks, hits) != listed, "recovered the listed hash"
+    assert r.status_code == 429 and r.headers["content-type"] == PROBLEM
+    retry = int(r.headers["retry-after"])
+    assert 1 <= retry <= DEFAULTS.probe_entry_window_seconds
+    assert "probing" in r.json()["detail"] and listed not in r.text
+    [event] = _probing_events(api_store)
+    assert event.actor == "key:masker" and event.detail["route"] == "/v1/lookup"
+    assert event.detail["reason"] == "entry" and event.detail["entry"] == entry.id
+    assert event.detail["limit"] == DEFAULTS.probe_entry_limit
+    # The key is refused whatever it looks up next (a refusal that depended on the query would
+    # itself say whether the query came near the entry), and the episode is audited once.
+    other = _pdq(testdata, "images/reg-test-input/labelme-subset/q0122.jpg")
+    assert _lookup(client, attacker, [other]).status_code == 429
+    assert _lookup(client, attacker, [blurred]).status_code == 429
+    assert len(_probing_events(api_store)) == 1
+    # Other keys are not affected.
+    assert _lookup(client, bearer(api_store, "bystander", "match"), [blurred]).status_code == 200
+
+    # 3. The same attack is real: a key with `export` (threshold honoured) recovers the hash.
+    exporter = bearer(api_store, "mask-exporter", "match", "export")
+    d = next(
+        t
+        for t in range(65)
+        if _lookup_at(client, exporter, [blurred], t).json()["results"][0]["matches"]
+    )
+    assert d == exact
+    r = _lookup_at(client, exporter, queries, d + 23)
+    assert r.status_code == 200
+    assert _intersect(blurred, masks, [bool(x["matches"]) for x in r.json()["results"]]) == listed
+    assert len(_probing_events(api_store)) == 1
+
+
+def test_masks_at_the_pinned_threshold_get_a_bounded_budget_on_hma(
+    client: TestClient, admin: dict[str, str], api_store: Store, testdata: Path
+) -> None:
+    """The review's attack on HMA's /m/raw_lookup (threshold 31): 300 lookups of copies with
+    29 random bits flipped (distance d + 29 - 2c, within 31 iff a flip hits a differing bit).
+    Each copy is a distinct look at the entry: the first `probe_entry_limit` are answered, the
+    rest refused; the answers recover nothing."""
+    listed = _listed(client, admin, testdata)
+    blurred = _pdq(testdata, BLURRED)
+    d = hamming(blurred, listed)
+    k = DEFAULT_PDQ_THRESHOLD + 1 - d + 1
+    masks, queries = _masks(blurred, 2, 300, k)
+    [entry] = api_store.find_entries("listed", value=listed)
+
+    def attack(key: dict[str, str]) -> tuple[list[bool], list[Any]]:
+        hits, refused = [], []
+        for q in queries:
+            r = client.get("/m/raw_lookup", headers=key, params={"signal_type": "pdq", "signal": q})
+            if r.status_code == 200:
+                hits.append(bool(r.json()["matches"]))
+            else:
+                refused.append(r)
+        return hits, refused
+
+    hits, refused = attack(bearer(api_store, "hma-masker", "match"))
+    assert _intersect(blurred, masks[: len(hits)], hits) != listed, "recovered the listed hash"
+    assert len(hits) == DEFAULTS.probe_entry_limit and len(refused) == len(queries) - len(hits)
+    r = refused[0]
+    assert r.status_code == 429 and r.headers["content-type"] == PROBLEM
+    assert int(r.headers["retry-after"]) >= 1 and "probing" in r.json()["message"]
+    [event] = _probing_events(api_store)
+    assert event.actor == "key:hma-masker" and event.detail["route"] == "/m/raw_lookup"
+    assert event.detail["entry"] == entry.id
+
+    # With `export` (admin) the 300 answers do give the hash: the budget is what stops it.
+    hits, refused = attack(admin)
+    assert not refused and _intersect(blurred, masks, hits) == listed
+
+
+def test_reuploads_of_a_known_image_and_distinct_images_are_not_flagged(
+    client: TestClient, admin: dict[str, str], api_store: Store, testdata: Path
+) -> None:
+    """A platform's traffic: the same known photo uploaded again and again (re-encoded,
+    resized, and every edit in the test set), among distinct photos, in a batch and one at a
+    time, on /v1/lookup and HMA's raw lookup. All answered, the copies matched, nothing
+    refused or audited: the copies are a few pictures' worth of distinct looks at the entry
+    (re-encodes are within `probe_same_radius` of each other)."""
+    listed = _listed(client, admin, testdata)
+    photo = Image.open(testdata / LISTED).convert("RGB")
+    copies = []
+    for quality, scale in ((95, 1.0), (80, 1.0), (60, 1.0), (85, 0.9), (85, 0.75), (70, 0.5)):
+        buf = io.BytesIO()
+        size = (int(photo.width * scale), int(photo.height * scale))
+        photo.resize(size).save(buf, format="JPEG", quality=quality)
+        copies.append(_hash_of(buf.getvalue()))
+    edits = sorted((testdata / "images/bridge-mods").glob("*.jpg"))
+    copies += [_hash_of(p.read_bytes()) for p in edits]
+    copies = [h for h in copies if hamming(h, listed) <= DEFAULT_PDQ_THRESHOLD]
+    assert len(copies) >= 15
+    others = [p.read_bytes() for p in sorted((testdata / "images").rglob("*.jpg"))]
+    others = [p for p in others + _synthetic_photos(30) if _quality_pdq(p)]
+    distinct = [_quality_pdq(p) for p in others]
+    distinct = [h for h in distinct if hamming(h, listed) > 2 * DEFAULT_PDQ_THRESHOLD]
+    assert len(distinct) >= 30
+    platform = bearer(api_store, "uploads", "match")
+
+    r = _lookup(client, platform, distinct + copies)
+    assert r.status_code == 200, r.text
+    matched = {res["value"] for res in r.json()["results"] if res["matches"]}
+    assert matched == set(copies)
+    for h in copies:
+        assert [m["band"] for m in _lookup(client, platform, [h]).json()["results"][0]["matches"]]
+        r = client.get(
+            "/m/raw_lookup", headers=platform, params={"signal_type": "pdq", "signal": h}
+        )
+        assert r.status_code == 200 and r.json()["matches"]
+    assert _probing_events(api_store) == []
+    pair = client.app.state.runtime.watch._pairs[("uploads", _entry_id(api_store, listed))]
+    assert len(pair.looks) < DEFAULTS.probe_entry_limit
+
+
+def _entry_id(store: Store, value: str) -> int:
+    [entry] = store.find_entries("listed", value=value)
+    return entry.id
+
+
+def _quality_pdq(data: bytes) -> str:
+    """The PDQ of an image good enough to be matched ("" if none)."""
+    pdq = [s for s in hash_bytes(data).signals if str(s.type) == "pdq" and (s.quality or 0) >= 50]
+    return pdq[0].value if pdq else ""
+
+
+def _hash_of(data: bytes) -> str:
+    [pdq] = [s.value for s in hash_bytes(data).signals if str(s.type) == "pdq"]
+    return pdq
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(index_poll_seconds=0.2, rate_limit_per_minute=0, probe_match_limit=3)],
+)
+def test_matched_answers_per_key_are_capped(
+    client: TestClient, admin: dict[str, str], api_store: Store, testdata: Path
+) -> None:
+    """Many entries probed side by side are bounded too: past `probe_match_limit` matched
+    answers in the window, the key's lookups are refused (judged before each request)."""
+    listed = _listed(client, admin, testdata)
+    key = bearer(api_store, "many", "match")
+    assert _lookup(client, key, [listed, listed]).status_code == 200  # 2 matched answers
+    assert _lookup(client, key, [listed]).status_code == 200  # 3: answered, now at the cap
+    r = _lookup(client, key, [_pdq(testdata, "images/reg-test-input/labelme-subset/q0122.jpg")])
+    assert r.status_code == 429 and "matched answers" in r.json()["detail"]
+    [event] = _probing_events(api_store)
+    assert event.detail["reason"] == "matched" and event.detail["limit"] == 3
+    assert _lookup(client, admin, [listed]).status_code == 200  # `export` is not capped

@@ -1,4 +1,5 @@
-"""The pure parts of finding 6 (issue 12): distance bands and the near-duplicate probe detector."""
+"""The pure parts of finding 6 (issue 12): distance bands, the near-duplicate probe detector and
+the per-entry watch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import random
 import numpy as np
 import pytest
 
-from bastion.index.probing import ProbeDetector, band, band_distance, distances, to_words
+from bastion.index.probing import (
+    EntryWatch,
+    Look,
+    ProbeDetector,
+    band,
+    band_distance,
+    distances,
+    to_words,
+)
 
 
 def _random(rng: random.Random) -> str:
@@ -142,3 +151,75 @@ def test_off_and_bad_settings() -> None:
         with pytest.raises(ValueError):
             _detector(Clock(), **bad)
     assert np.asarray(to_words([base])).shape == (1, 4)
+
+
+# -- the per-entry watch ----------------------------------------------------------------------
+def _watch(clock: Clock, **kw: float) -> EntryWatch:
+    args = {"same_radius": 8, "limit": 4, "window": 100.0, "match_limit": 0, "match_window": 60.0}
+    return EntryWatch(clock=clock, **{**args, **kw})  # type: ignore[arg-type]
+
+
+def _look(hexval: str, entry: int, distance: int) -> Look:
+    return Look(to_words([hexval])[0].tobytes(), entry, distance)
+
+
+def test_near_identical_looks_get_the_first_answer_and_cost_nothing() -> None:
+    """A re-upload (within same_radius of an earlier look at the entry) is answered as that look
+    was, whatever its own distance: a bit-flip walk from it learns nothing new."""
+    rng = random.Random(10)
+    w = _watch(Clock())
+    base = _random(rng)
+    assert w.observe("k", [_look(base, 7, 30)]).shown == (30,)
+    walk = [_look(_flip(base, *range(i % 8 + 1)), 7, 31 + i % 3) for i in range(200)]
+    v = w.observe("k", walk)
+    assert not v.refused and set(v.shown) == {30}
+    # Another key, or another entry, has its own looks.
+    assert w.observe("other", [_look(_flip(base, 1), 7, 32)]).shown == (32,)
+    assert w.observe("k", [_look(_flip(base, 1), 8, 12)]).shown == (12,)
+
+
+def test_distinct_looks_at_one_entry_are_limited_and_lock_the_key() -> None:
+    rng = random.Random(11)
+    clock = Clock()
+    w = _watch(clock)
+    base = _random(rng)
+    far = [_flip(base, *rng.sample(range(256), 24)) for _ in range(6)]  # ~40 bits apart
+    assert w.observe("k", [_look(h, 1, 33) for h in far[:4]]).shown == (33,) * 4
+    clock.now = 10.0
+    v = w.observe("k", [_look(far[4], 1, 29)])
+    assert v.refused and v.detected and v.reason == "entry" and v.entry == 1
+    assert v.retry_after == 90.0  # until the oldest look ages out of the window
+    # Locked: every lookup is refused, near the entry or not, so refusals tell nothing.
+    again = w.observe("k", [])
+    assert again.refused and not again.detected and again.reason == "entry"
+    assert not w.observe("other", [_look(far[4], 1, 29)]).refused
+    clock.now = 101.0  # the window has passed: answered again, a new episode
+    assert w.observe("k", [_look(far[5], 1, 29)]).shown == (29,)
+
+
+def test_matched_answers_are_capped_before_the_request() -> None:
+    clock = Clock()
+    w = _watch(clock, limit=0, match_limit=5, match_window=60.0)
+    assert w.enabled
+    w.answered("k", 3)
+    clock.now = 30.0
+    w.answered("k", 3)  # over the cap after this request, which was already answered
+    clock.now = 31.0
+    v = w.observe("k", [])
+    assert v.refused and v.detected and v.reason == "matched"
+    assert v.retry_after == 29.0  # the first 3 age out at 60 s: 3 left, under the cap
+    clock.now = 61.0
+    assert not w.observe("k", []).refused
+
+
+def test_watch_memory_is_bounded_and_off_and_bad_settings() -> None:
+    rng = random.Random(12)
+    w = _watch(Clock(), max_pairs=10)
+    for entry in range(50):
+        w.observe("k", [_look(_random(rng), entry, 40) for _ in range(3)])
+    assert w.pairs() == 10 and all(len(p.looks) <= 4 for p in w._pairs.values())
+    off = _watch(Clock(), limit=0, match_limit=0)
+    assert not off.enabled
+    for bad in ({"same_radius": -1}, {"limit": -1}, {"window": 0}, {"max_pairs": 0}):
+        with pytest.raises(ValueError):
+            _watch(Clock(), **bad)
