@@ -30,6 +30,7 @@ from prometheus_client import (
 from bastion import __version__
 from bastion.api import cases, exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
+from bastion.api.openapi import state_settings
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.crypto import MasterKey
@@ -331,6 +332,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         return problems.problem_response(problems.Problem(413, detail=exc.detail), request)
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)
+    state_settings(app, settings)
     app.add_middleware(MetricsMiddleware)
 
     @app.get("/healthz", tags=["operations"])

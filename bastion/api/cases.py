@@ -612,14 +612,17 @@ def list_cases(
             viewer,
             queue=queue,
             states=STATE_FILTERS[state],
-            limit=limit + 1,
+            limit=peek,
             after=after,
             priority=priority,
             overdue=overdue,
         )
+    # One more than asked says whether there is a next page; the store's cap is 500, so a full
+    # page of 500 gets a cursor (whose page may be empty).
+    peek = min(limit + 1, 500)
     except _ERRORS as exc:
         raise _problem(exc) from None
-    more = len(found) > limit
+    more = len(found) > limit or len(found) == peek == limit
     found = found[:limit]
     return CasePage(
         cases=[_summary_out(rt, key, s) for s in found], next_after=found[-1].id if more else None

@@ -41,6 +41,7 @@ from bastion.api.disclosure import (
     watch_answered,
     watched_pdq,
 )
+from bastion.api.openapi import IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
@@ -80,6 +81,10 @@ _HMA_ENABLED, _HMA_DISABLED = 1, 0
 MAX_MATCHES = 100
 #: Frames per vPDQ hash /m/compare accepts: the comparison is quadratic in frames.
 MAX_COMPARE_FRAMES = 10_000
+#: ``enabled_ratio`` sent as text: a plain decimal number (only 0 and 1 are then accepted).
+_RATIO_TEXT = re.compile(r"^[0-9]+(\.[0-9]*)?$")
+#: The signal type names HMA's routes accept (any case, ``signal_type_from_hma``).
+_HMA_TYPE_DOC: dict[str, Any] = {"enum": sorted(PYTX_TO_BASTION)}
 #: OpenAPI description of HMA's upload body, which the routes read by hand (one file, any field).
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -93,6 +98,9 @@ _UPLOAD_DOC: dict[str, Any] = {
                         "photo": {"type": "string", "format": "binary"},
                         "video": {"type": "string", "format": "binary"},
                     },
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": False,
                 }
             }
         },
@@ -431,7 +439,7 @@ def _by_signal(
 @router.get("/h/hash", summary="Hash content from a URL (HMA)", responses=_FETCH)
 def hash_url(
     request: Request,
-    url: Annotated[str, Query(description="URL of the image or video to hash")],
+    url: Annotated[str, Query(min_length=1, description="URL of the image or video to hash")],
     content_type: str | None = None,
     types: Annotated[str | None, Query(description="comma-separated signal types")] = None,
     principal: Principal = _hash_key,
@@ -469,8 +477,8 @@ async def hash_upload(
 @router.get("/m/raw_lookup", summary="Look up one hash (HMA)", responses=_BAD)
 def raw_lookup(
     request: Request,
-    signal_type: str,
-    signal: str,
+    signal_type: Annotated[str, Query(json_schema_extra=_HMA_TYPE_DOC)],
+    signal: Annotated[str, Query(min_length=1)],
     banks: str | None = None,
     include_distance: bool = False,
     principal: Principal = _match_key,
@@ -585,6 +593,25 @@ def _record_scan(
     "/m/compare",
     summary="Compare pairs of hashes (HMA)",
     responses=problem_responses(400, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "propertyNames": _HMA_TYPE_DOC,
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 def compare(
     request: Request,
@@ -641,7 +668,9 @@ def _index_sizes(rt: Any) -> dict[SignalType, int]:
 
 @router.get("/m/index/status", summary="Index status (HMA)", responses=_BAD)
 def index_status(
-    request: Request, signal_type: str | None = None, principal: Principal = _match_key
+    request: Request,
+    signal_type: Annotated[str | None, Query(json_schema_extra=_HMA_TYPE_DOC)] = None,
+    principal: Principal = _match_key,
 ) -> dict[str, dict[str, Any]]:
     """``{type: {present, built_to, size}}``. ``built_to`` is when the live index last caught up
     with the store (Unix seconds; -1 before the first load)."""
@@ -715,6 +744,9 @@ def _enabled_from(body: dict[str, Any]) -> bool | None:
     """
     ratio = body.get("enabled_ratio")
     if ratio is not None:
+        # A number, or text that spells one (as the document's pattern says); never a boolean.
+        if isinstance(ratio, bool) or (isinstance(ratio, str) and not _RATIO_TEXT.match(ratio)):
+            raise _error(400, f"Invalid float: '{ratio}'")
         try:
             value = float(ratio)
         except (TypeError, ValueError):
@@ -744,6 +776,31 @@ def banks_index(request: Request, principal: Principal = _curate_key) -> list[di
     status_code=201,
     summary="Create a bank (HMA)",
     responses=problem_responses(400, 403, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "pattern": _HMA_BANK_RE.pattern},
+                            "enabled": {"type": ["boolean", "null"]},
+                            "enabled_ratio": {
+                                "anyOf": [
+                                    {"enum": [0, 1]},
+                                    {"type": "string", "pattern": r"^(0+(\.0*)?|0*1(\.0*)?)$"},
+                                    {"type": "null"},
+                                ],
+                                "description": "HMA's ratio: 0 or 1 (Bastion never samples)",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 def bank_create(
     request: Request, body: Annotated[dict[str, Any], Body()], principal: Principal = _curate_key
@@ -1001,6 +1058,23 @@ async def bank_add_content(
     "/c/bank/{bank_name}/signal",
     summary="Add hashes to a bank as one content (HMA)",
     responses=problem_responses(400, 404, 409, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "{signal_type: hash, ...}, and an optional note",
+                        "propertyNames": {"enum": [*sorted(PYTX_TO_BASTION), "note"]},
+                        "properties": {"note": {"type": "string", "maxLength": 255}},
+                        "additionalProperties": {"type": "string", "minLength": 1},
+                        "minProperties": 1,
+                    }
+                }
+            },
+        }
+    },
 )
 def bank_add_signals(
     request: Request,
@@ -1067,7 +1141,7 @@ def _disable_until(entries: list[BankEntry]) -> int:
 def bank_get_content(
     request: Request,
     bank_name: str,
-    content_id: int,
+    content_id: IdPath,
     include_signals: str | None = None,
     include_metadata: str | None = None,
     principal: Principal = _curate_key,
@@ -1136,7 +1210,7 @@ def _disable_value(raw: Any) -> int:
 def bank_update_content(
     request: Request,
     bank_name: str,
-    content_id: int,
+    content_id: IdPath,
     body: Annotated[dict[str, Any], Body()],
     principal: Principal = _curate_key,
 ) -> dict[str, Any]:
@@ -1179,7 +1253,7 @@ def bank_update_content(
     "/c/bank/{bank_name}/content/{content_id}", summary="Remove content (HMA)", responses=_BANK
 )
 def bank_delete_content(
-    request: Request, bank_name: str, content_id: int, principal: Principal = _curate_key
+    request: Request, bank_name: str, content_id: IdPath, principal: Principal = _curate_key
 ) -> dict[str, int]:
     """``{"deleted": 1}``, or ``{"deleted": 0}`` when there was no such content (as HMA)."""
     rt = _rt(request)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bastion.api.openapi import allowed_methods, hoist_defs
 from bastion.store import StoreUnavailable
 
 log = logging.getLogger("bastion.api")
@@ -185,8 +186,11 @@ def install(app: FastAPI) -> None:
             return problem_response(denied, request)
         detail = exc.detail if isinstance(exc.detail, str) else None
         title = HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(
-            Problem(exc.status_code, title, detail=detail, headers=exc.headers), request
+            Problem(exc.status_code, title, detail=detail, headers=headers or None), request
         )
 
     @app.exception_handler(SQLAlchemyError)
@@ -226,6 +230,7 @@ def _publish_schema(app: FastAPI) -> None:
                 for op in item.values():
                     if isinstance(op, dict) and "401" in op.get("responses", {}):
                         op.setdefault("security", [{"apiKey": []}])
+            hoist_defs(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 

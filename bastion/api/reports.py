@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import Principal, require
+from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
@@ -46,6 +47,10 @@ from bastion.store.reports import (
 if TYPE_CHECKING:
     from bastion.api.app import Runtime
 
+#: Non-blank text without NUL (the report fields a person must fill in).
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+#: What a US (NCMEC) draft must carry.
+US_REQUIRED = ["incident_type", "first_name", "last_name", "email"]
 STATES = tuple(s.value for s in State)
 AUTHORITIES = (AUTHORITY_NCMEC, AUTHORITY_NCA)
 #: Jurisdiction code -> the authority that takes its reports (US first, as drafts return).
@@ -287,7 +292,7 @@ class NcaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     priority: Literal["P1", "P2", "P3"]
-    detection_method: str = Field(min_length=1, max_length=500)
+    detection_method: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK)
     summary: str | None = Field(
         default=None, max_length=5000, description="Bland and factual; default additional_info"
     )
@@ -301,7 +306,57 @@ class NcaIn(BaseModel):
 
 
 class DraftIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # What the route checks across fields, stated in the document: US (the default) needs the
+    # reporting person and the incident type; `nca` goes with UK and only with UK.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "anyOf": [
+                            {"not": {"required": ["jurisdictions"]}},
+                            {"properties": {"jurisdictions": {"contains": {"const": "US"}}}},
+                        ]
+                    },
+                    "then": {
+                        "required": US_REQUIRED,
+                        "properties": {f: {"type": "string"} for f in US_REQUIRED},
+                    },
+                },
+                {
+                    "if": {
+                        "required": ["jurisdictions"],
+                        "properties": {"jurisdictions": {"contains": {"const": "UK"}}},
+                    },
+                    # UK needs a summary: the nca object's, else additional_info.
+                    "then": {
+                        "required": ["nca"],
+                        "properties": {"nca": {"type": "object"}},
+                        "anyOf": [
+                            {
+                                "properties": {
+                                    "nca": {
+                                        "required": ["summary"],
+                                        "properties": {
+                                            "summary": {"type": "string", "pattern": NOT_BLANK}
+                                        },
+                                    }
+                                }
+                            },
+                            {
+                                "required": ["additional_info"],
+                                "properties": {
+                                    "additional_info": {"type": "string", "pattern": NOT_BLANK}
+                                },
+                            },
+                        ],
+                    },
+                    "else": {"properties": {"nca": {"type": "null"}}},
+                },
+            ]
+        },
+    )
 
     case_id: int = Field(gt=0, le=2**63 - 1)
     jurisdictions: list[Literal["US", "UK"]] = Field(
@@ -312,18 +367,34 @@ class DraftIn(BaseModel):
         "drafted in one transaction and a report that exists already is kept",
     )
     nca: NcaIn | None = None
-    incident_type: str | None = Field(default=None, max_length=200, description="Required for US")
-    first_name: str | None = Field(
-        default=None, max_length=200, description="The reporting person at the ESP (US)"
+    incident_type: str | None = Field(
+        default=None,
+        description="Required for US: NCMEC's incident type, one of the listed strings",
+        json_schema_extra={"enum": [*INCIDENT_TYPES, None]},
     )
-    last_name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=200)
-    phone: str | None = Field(default=None, max_length=200)
-    escalation_reason: str | None = Field(default=None, max_length=3000)
-    additional_info: str | None = Field(default=None, max_length=5000)
-    service_info: str | None = Field(default=None, max_length=5000)
-    screen_name: str | None = Field(default=None, max_length=1000)
-    web_urls: list[str] = Field(default_factory=list, max_length=100)
+    first_name: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=NOT_BLANK,
+        description="Required for US: the reporting person at the ESP",
+    )
+    last_name: str | None = Field(
+        default=None, max_length=200, pattern=NOT_BLANK, description="Required for US"
+    )
+    email: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\x00]*@[^\x00]*$",
+        description="Required for US: the reporting person's email address",
+    )
+    phone: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+    escalation_reason: str | None = Field(default=None, max_length=3000, pattern=NO_NUL)
+    additional_info: str | None = Field(default=None, max_length=5000, pattern=NO_NUL)
+    service_info: str | None = Field(default=None, max_length=5000, pattern=NO_NUL)
+    screen_name: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
+    web_urls: list[Annotated[str, Field(max_length=2000, pattern=NO_NUL)]] = Field(
+        default_factory=list, max_length=100
+    )
 
 
 class RetractIn(BaseModel):
@@ -375,10 +446,15 @@ def _valid_id(report_id: int) -> int:
 async def list_reports(
     request: Request,
     key: ReportKey,
-    state: Annotated[str | None, Query(max_length=32)] = None,
-    authority: Annotated[str | None, Query(max_length=16)] = None,
+    state: Annotated[
+        str | None, Query(description="The report's state", json_schema_extra={"enum": STATES})
+    ] = None,
+    authority: Annotated[
+        str | None, Query(description="ncmec or nca", json_schema_extra={"enum": AUTHORITIES})
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ReportOut]:
+    # The document lists both sets (json_schema_extra); this check keeps the precise message.
     if state is not None and state not in STATES:
         raise Problem(422, "Invalid request", detail=f"state must be one of {', '.join(STATES)}")
     if authority is not None and authority not in AUTHORITIES:
@@ -447,7 +523,7 @@ async def create_report(request: Request, key: ReportKey, body: DraftIn) -> Draf
 
 
 @router.get("/{report_id}", response_model=ReportOut, responses=_ONE)
-async def get_report(request: Request, key: ReportKey, report_id: int) -> ReportOut:
+async def get_report(request: Request, key: ReportKey, report_id: IdPath) -> ReportOut:
     rt = request.app.state.runtime
     return _out(await _call(rt.reports.get, _valid_id(report_id)))
 
@@ -460,7 +536,7 @@ async def get_report(request: Request, key: ReportKey, report_id: int) -> Report
         **_ACT,
     },
 )
-async def report_xml(request: Request, key: ReportKey, report_id: int) -> Response:
+async def report_xml(request: Request, key: ReportKey, report_id: IdPath) -> Response:
     """The stored report document (no media; files are described after upload). Audited."""
     from bastion.api.app import client_address  # the app imports this module
 
@@ -479,7 +555,7 @@ async def report_xml(request: Request, key: ReportKey, report_id: int) -> Respon
 
 
 @router.post("/{report_id}/retry", response_model=ReportOut, responses=_ACT)
-async def retry_report(request: Request, key: ReportKey, report_id: int) -> ReportOut:
+async def retry_report(request: Request, key: ReportKey, report_id: IdPath) -> ReportOut:
     """A failed report that the authority never opened goes back to ``drafted``."""
     rt = request.app.state.runtime
     rs = rt.reports
@@ -488,7 +564,7 @@ async def retry_report(request: Request, key: ReportKey, report_id: int) -> Repo
 
 @router.post("/{report_id}/retract", response_model=ReportOut, responses=_BODY)
 async def retract_report(
-    request: Request, key: ReportKey, report_id: int, body: RetractIn
+    request: Request, key: ReportKey, report_id: IdPath, body: RetractIn
 ) -> ReportOut:
     """Withdraw an unfinished report (at the authority when it holds it)."""
     rt = request.app.state.runtime

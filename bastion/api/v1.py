@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,7 @@ from bastion.api.disclosure import (
     watch_answered,
     watched_pdq,
 )
+from bastion.api.openapi import BANK_NAME, HTTP_URL, NO_NUL, Label, WholeInt, whole_int
 from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
@@ -98,9 +99,9 @@ class Context(BaseModel):
 
 class ScanUrl(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(..., min_length=1, max_length=8192)
+    url: str = Field(..., min_length=1, max_length=8192, pattern=HTTP_URL)
     context: Context = Field(default_factory=Context)
-    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
+    threshold: WholeInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
     dihedral: StrictBool = False
 
 
@@ -160,7 +161,7 @@ class SignalIn(BaseModel):
 class LookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signals: list[SignalIn] = Field(..., min_length=1, max_length=MAX_LOOKUP)
-    threshold: StrictInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
+    threshold: WholeInt = Field(DEFAULT_PDQ_THRESHOLD, ge=0, le=MAX_THRESHOLD)
     banks: list[str] | None = None
 
 
@@ -182,19 +183,19 @@ class LookupResponse(BaseModel):
 
 class BankIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=64)
-    description: str = Field("", max_length=10_000)
-    labels: list[str] = Field(default_factory=list, max_length=64)
-    source: str = Field("", max_length=1000)
+    name: str = Field(..., min_length=1, max_length=64, pattern=BANK_NAME)
+    description: str = Field("", max_length=10_000, pattern=NO_NUL)
+    labels: list[Label] = Field(default_factory=list, max_length=64)
+    source: str = Field("", max_length=255, pattern=NO_NUL)
     is_demo: StrictBool = False
     enabled: StrictBool = True
 
 
 class BankPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    description: str | None = Field(None, max_length=10_000)
-    labels: list[str] | None = Field(None, max_length=64)
-    source: str | None = Field(None, max_length=1000)
+    description: str | None = Field(None, max_length=10_000, pattern=NO_NUL)
+    labels: list[Label] | None = Field(None, max_length=64)
+    source: str | None = Field(None, max_length=255, pattern=NO_NUL)
     enabled: StrictBool | None = None
 
 
@@ -211,16 +212,23 @@ class BankOut(BaseModel):
     updated_at: datetime
 
 
+def _iso_text(value: Any) -> Any:
+    """A time in JSON is ISO 8601 text (as the document says), never a bare number."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("added_at must be an ISO 8601 date-time string")
+    return value
+
+
 class EntryIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     signal_type: str = Field(..., max_length=32)
     value: str = Field(..., max_length=1_500_000)
-    quality: StrictInt | None = Field(None, ge=0, le=100)
+    quality: whole_int(0, 100) | None = None  # type: ignore[valid-type]
     url_match: Literal["url", "prefix", "domain"] | None = None
     external_id: str | None = Field(None, max_length=512)
     source: str = Field("", max_length=1000)
     list_name: str = Field("", max_length=1000, alias="list")
-    added_at: datetime | None = None
+    added_at: Annotated[datetime, BeforeValidator(_iso_text)] | None = None
     labels: list[str] = Field(default_factory=list, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -348,16 +356,16 @@ _SCAN_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
                         "context": {
-                            "type": "string",
-                            "description": "JSON object: content_id, uploader_id, "
-                            "conversation_id, age_band",
+                            "$ref": "#/components/schemas/Context",
+                            "description": "The platform's ids, as a JSON object",
                         },
                         "threshold": {"type": "integer", "minimum": 0, "maximum": MAX_THRESHOLD},
                         "dihedral": {"type": "boolean"},
                     },
-                }
+                },
+                "encoding": {"context": {"contentType": "application/json"}},
             },
             "application/json": {"schema": ScanUrl.model_json_schema()},
         },
@@ -872,10 +880,12 @@ def delete_entry(name: str, ref: str, request: Request, principal: CurateKey) ->
         "requestBody": {
             "required": True,
             "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "text/csv": {"schema": {"type": "string"}},
-                "text/plain": {"schema": {"type": "string"}},
-                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "minLength": 1}
+                },
+                "text/csv": {"schema": {"type": "string", "minLength": 1}},
+                "text/plain": {"schema": {"type": "string", "minLength": 1}},
+                "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
             },
         }
     },

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from bastion.api.auth import Principal, require
+from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.psi import Report, ReportRejected
 from bastion.store import BankNotFound, InvalidInput
@@ -147,7 +148,7 @@ class ReportIn(BaseModel):
     )
 
 
-class ReportOut(BaseModel):
+class FrankingReportOut(BaseModel):
     id: int
     verified: bool = True
     sender: str
@@ -301,7 +302,7 @@ def list_pdata_builds(request: Request, _: AdminKey) -> list[BuildOut]:
 @router.get(
     "/pdata/builds/{job_id}", response_model=BuildOut, responses=problem_responses(404, 422, 503)
 )
-def get_pdata_build(request: Request, job_id: int, _: AdminKey) -> BuildOut:
+def get_pdata_build(request: Request, job_id: IdPath, _: AdminKey) -> BuildOut:
     """One build job: pending, building (with progress), done (with its root) or failed."""
     job = _store(request).get_build(job_id)
     if job is None:
@@ -375,11 +376,12 @@ def voucher_verifier(rt: Any) -> Callable[[str], list[dict[str, Any]]]:
     "/vouchers/openings", response_model=list[OpenedOut], responses=problem_responses(422, 503)
 )
 def get_openings(
-    request: Request, principal: AdminKey, account: str | None = None, limit: int = 100
+    request: Request,
+    principal: AdminKey,
+    account: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OpenedOut]:
     """Items opened by threshold crossings, newest first (admin; metadata only, audited)."""
-    if not 1 <= limit <= 1000:
-        raise Problem(422, "Invalid request", detail="limit must be 1-1000")
     rt = _rt(request)
     items = rt.vouchers.openings(account=account, limit=limit)
     rt.audit(request, principal, "voucher.list_openings", account or "*", count=len(items))
@@ -417,11 +419,11 @@ def post_tag(request: Request, body: TagIn, _: VouchersKey) -> TagOut:
 
 @router.post(
     "/franking/reports",
-    response_model=ReportOut,
+    response_model=FrankingReportOut,
     status_code=201,
     responses=problem_responses(400, 413, 422, 503),
 )
-def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> ReportOut:
+def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> FrankingReportOut:
     """A user's report of a message they received: verified (what was sent, by whom, when)
     and stored for review, or refused with the reason (422)."""
     try:
@@ -447,7 +449,7 @@ def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> Rep
         )
     except ReportRejected as exc:
         raise Problem(422, "Report does not verify", detail=str(exc)) from None
-    return ReportOut(
+    return FrankingReportOut(
         id=stored.id,
         sender=stored.sender,
         recipient=stored.recipient,

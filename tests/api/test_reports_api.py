@@ -142,8 +142,10 @@ def test_problem_details_for_bad_requests(api: Api) -> None:
     malformed = {**key, "Content-Type": "application/json"}
     problem(c.post("/v1/reports", headers=malformed, content=b"{"), 400)
     assert api.rt.reports.for_case(confirmed) is None
-    for path in ("/v1/reports/424242", "/v1/reports/424242/xml", "/v1/reports/0"):
+    for path in ("/v1/reports/424242", "/v1/reports/424242/xml"):
         problem(c.get(path, headers=key), 404)
+    for path in ("/v1/reports/0", f"/v1/reports/{2**63}"):  # outside the documented id range
+        problem(c.get(path, headers=key), 422)
     problem(c.get("/v1/reports/abc", headers=key), 422)
     problem(c.post("/v1/reports/424242/retry", headers=key), 404)
     problem(c.post("/v1/reports/424242/retract", headers=key, json={"reason": "x"}), 404)
