@@ -43,7 +43,15 @@ def test_demo_media_and_licence_are_package_data() -> None:
 
 
 def test_python_m_bastion_demo_runs(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    # A bare environment, but the same bastion as this run imports (a clone's, not whichever is
+    # installed) and key files in the temporary folder, never the machine's /etc/bastion.
+    package_root = Path(bastion.__file__).resolve().parents[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(package_root),
+        "BASTION_KEY_DIR": str(tmp_path / "keys"),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "bastion.demo"],
         cwd=tmp_path,

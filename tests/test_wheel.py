@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 import zipfile
@@ -34,7 +35,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.slow
 
 #: Only these of the checkout go into the build, so the build never writes into the checkout.
-BUILD_INPUTS = ("pyproject.toml", "README.md", "bastion")
+BUILD_INPUTS = ("pyproject.toml", "MANIFEST.in", "README.md", "bastion")
 
 
 def _name(requirement: str) -> str:
@@ -147,6 +148,10 @@ def test_wheel_holds_every_package_file_and_nothing_else(built: Built) -> None:
     outside = {n for n in names if not n.startswith(("bastion/", "bastion_safety-"))}
     assert outside == set()  # no tests, benchmarks or test media
     assert not any("__pycache__" in n for n in names)
+    with tarfile.open(built.sdist) as sdist:
+        top = {Path(n).parts[1] for n in sdist.getnames() if len(Path(n).parts) > 1}
+    assert {"bastion", "pyproject.toml", "README.md"} <= top
+    assert not top & {"tests", "benchmarks"}  # the suite and its media stay in the repository
 
 
 def test_install_pulls_runtime_dependencies_only(venv: Venv, built: Built) -> None:
