@@ -158,6 +158,8 @@ class Settings:
     #: Retry n waits min(max, base * 2**(n-1)) seconds, jittered.
     ncmec_backoff_seconds: float = 30.0
     ncmec_backoff_max_seconds: float = 3600.0
+    #: How often the worker looks for reports that are due (each also waits out its backoff).
+    report_poll_seconds: float = 10.0
     #: UK NCA reports (OSA s.66): deadline from confirmation per priority, in minutes. P1 (threat
     #: to life or of serious harm) is "immediately": one hour is our working definition; P3's
     #: seven days is an assumption (the regulations give no number). See docs/reports.md.

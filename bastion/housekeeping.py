@@ -21,8 +21,6 @@ from bastion.store.reports import Reporter, ReportStore
 from bastion.store.vault import Vault
 
 log = logging.getLogger("bastion.worker")
-#: How often due reports are looked for (each report also waits out its own backoff).
-REPORT_POLL_SECONDS = 10.0
 
 
 class Housekeeping:
@@ -43,7 +41,7 @@ class Housekeeping:
         self.reports = ReportStore(store, master_key, settings=settings, vault=self.vault)
         self.worker_id = worker_id
         self.purge_every = float(settings.vault_purge_interval_seconds)
-        self.report_every = REPORT_POLL_SECONDS
+        self.report_every = float(settings.report_poll_seconds)
         self._clock = clock
         self._next_purge = self._next_report = float("-inf")
         self.stop_event = threading.Event()
@@ -74,7 +72,10 @@ class Housekeeping:
                 creds.url, creds.username, creds.password, timeout=self.settings.ncmec_timeout
             )
         except ValueError as exc:
+            # A URL the client refuses (plain http off loopback): say so on every report that
+            # waits, where the console and the API show it, not only in this log.
             log.warning("reports not sent: %s", exc)
+            self.reports.hold_unsendable(f"not sent: {exc}")
             return []
         with client:
             return list(Reporter(self.reports, client, worker_id=self.worker_id).run_due())

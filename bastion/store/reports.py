@@ -837,6 +837,38 @@ class ReportStore:
                 detail={"environment": environment, "url": url or BASE_URLS[environment]},
             )
 
+    def hold_unsendable(self, reason: str) -> int:
+        """Record on each NCMEC report that is due why none can be sent (e.g. the configured
+        URL is refused), as its ``last_error``: the console and ``GET /v1/reports`` show it.
+        The state is unchanged, so the report goes out once the setting is fixed. Audited
+        once per report and reason; returns how many reports were marked."""
+        text = _clip(reason)
+        now = self.clock()
+        with self._tx() as conn:
+            ids = builtins.list(
+                conn.execute(
+                    select(reports_t.c.id).where(
+                        _runnable(now),
+                        reports_t.c.next_attempt_at <= now,
+                        or_(reports_t.c.last_error.is_(None), reports_t.c.last_error != text),
+                    )
+                ).scalars()
+            )
+            for report_id in ids:
+                conn.execute(
+                    update(reports_t)
+                    .where(reports_t.c.id == report_id)
+                    .values(last_error=text, updated_at=now)
+                )
+                append_audit(
+                    conn,
+                    actor=SYSTEM,
+                    action="report.unsendable",
+                    target=f"report:{report_id}",
+                    detail={"error": text},
+                )
+        return len(ids)
+
     def credentials(self) -> Credentials | None:
         """Environment variables (``BASTION_NCMEC_*``) when set, else the console's; None when
         neither is configured."""

@@ -71,3 +71,42 @@ def test_a_pass_sends_due_reports_and_purges_expired_evidence(
     (row,) = chores.vault.list(case_id=case.id)
     assert row.state != "purged" and row.reported_at is not None
     assert row.retain_until > row.reported_at
+
+
+def test_a_refused_url_is_an_error_on_the_report_not_only_a_log_line(
+    store: Store,
+    key: MasterKey,
+    reports: ReportStore,
+    confirmed_case: Callable[..., Case],
+    fake: tuple[FakeCyberTipline, LoopbackServer],
+) -> None:
+    """Plain http off loopback is refused by the client: the draft says so (last_error, shown
+    by the console and GET /v1/reports), keeps its state, and goes out once the URL is fixed."""
+    tipline, server = fake
+    report = reports.draft_for_case(
+        confirmed_case(files=1), incident_type=CSAM, reporter_info=REPORTER, actor="user:root"
+    )
+    ticks = Ticks()
+    insecure = Settings(
+        ncmec_url="http://cybertip.example.org/ispws",
+        ncmec_username=USER,
+        ncmec_password=PASSWORD,
+        report_poll_seconds=5.0,
+    )
+    chores = Housekeeping(store, key, insecure, worker_id="test", clock=ticks)
+    assert chores.report_every == 5.0  # the setting, not a fixed 10 s
+    chores.run_once()
+    held = reports.get(report.id)
+    assert held.state == "drafted" and tipline.calls == []
+    assert held.last_error and "https" in held.last_error and "loopback" in held.last_error
+    events = [e for e in store.iter_audit() if e.action == "report.unsendable"]
+    assert [e.target for e in events] == [f"report:{report.id}"]
+    ticks.now += 5.0
+    chores.run_once()  # the same reason again is not audited again
+    events = [e for e in store.iter_audit() if e.action == "report.unsendable"]
+    assert len(events) == 1
+
+    fixed = Settings(ncmec_url=server.url, ncmec_username=USER, ncmec_password=PASSWORD)
+    Housekeeping(store, key, fixed, worker_id="test", clock=ticks).run_once()
+    sent = reports.get(report.id)
+    assert sent.state == "finished" and sent.last_error is None
