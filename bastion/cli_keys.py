@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from bastion.banks.model import utcnow
-from bastion.keys import ADMIN, SCOPES, ApiKey, parse_scopes
+from bastion.keys import ADMIN, SCOPES, ApiKey, key_user, parse_scopes
 from bastion.render import OutputFormat, emit
 
 key_app = typer.Typer(
@@ -52,8 +52,8 @@ def key_create(
     name: Annotated[
         str,
         typer.Argument(
-            help="Unique key name, e.g. the client it is for. USER@LABEL makes a key that acts "
-            "as that console user on /v1/cases (scopes review, media)."
+            help="Unique key name, e.g. the client it is for. USER@LABEL is short for "
+            "LABEL-style naming with --user USER."
         ),
     ],
     scopes: Annotated[
@@ -76,6 +76,15 @@ def key_create(
             "reads no feed until granted one (here or with `bastion feed grant`).",
         ),
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            help="Bind the key to this console user: it acts as them on /v1/cases (scopes "
+            "review, media). Only an operator on the host (here) or the user themself (the "
+            "console's My API keys page) may bind a key to a user.",
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print its token alone on the last line of stdout (shown only once)."""
     from bastion.cli import err, open_store, usage_error
@@ -94,13 +103,20 @@ def key_create(
         grants = FeedStore(store, None)
         for feed in feeds or ():
             grants.get(feed)  # a typo is a usage error before any key exists
-        key, token = store.create_api_key(name, scope_set, expires_at=expires_at, actor=cli_actor())
+        key, token = store.create_api_key(
+            name,
+            scope_set,
+            expires_at=expires_at,
+            actor=cli_actor(),
+            user=user if user is not None else key_user(name),
+        )
         if feeds:
             try:
                 grants.grant(key.name, feeds, actor=cli_actor())
             except StoreError as exc:  # a feed removed meanwhile: the key reads nothing
                 failed = str(exc)
     until = f", expires {_iso(key.expires_at)}" if key.expires_at else ""
+    until += f", acts as console user {key.user}" if key.user else ""
     reads = f", reads feeds {','.join(sorted({f.lower() for f in feeds}))}" if feeds else ""
     reads = "" if failed else reads
     err.print(
@@ -138,6 +154,7 @@ def key_list(
             "name": k.name,
             "key_id": k.key_id,
             "scopes": sorted(k.scopes),
+            "user": k.user,
             "status": _status(k),
             "created_at": when(k.created_at),
             "last_used_at": when(k.last_used_at),
@@ -150,6 +167,7 @@ def key_list(
         "name",
         "key_id",
         "scopes",
+        *(["user"] if fmt is not OutputFormat.TABLE or any(k.user for k in keys) else []),
         "status",
         "created_at",
         "last_used_at",

@@ -29,7 +29,7 @@ from bastion.banks.model import BANK_NAME_RE
 #: ``exchange``: see and trigger hash-list exchange syncs (bastion.api.exchanges). ``feed``: what
 #: another Bastion's subscription key holds: read this instance's published feeds and send
 #: disputes back (bastion.api.feeds). ``review``: work cases over ``/v1/cases`` as the console
-#: user the key is bound to (see :func:`key_user`); ``media``: with ``review``, that user's
+#: user the key is bound to (:attr:`ApiKey.user`); ``media``: with ``review``, that user's
 #: reveals and media reads (bastion.api.cases).
 SCOPES: tuple[str, ...] = (
     "hash",
@@ -46,7 +46,9 @@ SCOPES: tuple[str, ...] = (
 )
 ADMIN = "admin"
 #: Separates the console user from the key's own label in a user-bound key's name
-#: (``alice@sdk``). Neither user names nor plain key names can contain it.
+#: (``alice@sdk``). Neither user names nor plain key names can contain it. The binding itself is
+#: the key's ``user`` (a column), never read from the name: a name ``alice@...`` is only allowed
+#: on a key bound to alice, so the name cannot claim a user the key does not act as.
 USER_SEPARATOR = "@"
 TOKEN_PREFIX = "bst_"
 KEY_ID_LENGTH = 10
@@ -73,6 +75,10 @@ class ApiKey:
     last_used_at: datetime | None
     revoked_at: datetime | None
     expires_at: datetime | None
+    #: The console user this key acts as (``/v1/cases``), or None for a key of the platform.
+    user: str | None = None
+    #: Who created the key (``user:<name>``, ``cli:<os user>``), None if not recorded.
+    created_by: str | None = None
 
     def allows(self, scope: str) -> bool:
         """Whether this key grants ``scope``; ``admin`` grants every scope."""
@@ -85,11 +91,6 @@ class ApiKey:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
-
-    @property
-    def user(self) -> str | None:
-        """The console user this key acts as, or None for a key of the platform itself."""
-        return key_user(self.name)
 
 
 def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
@@ -116,8 +117,9 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
 
 def validate_key_name(name: str) -> str:
     """The key name lowercased, or ValueError. A plain name follows the bank-name rule; a key
-    bound to a console user is named ``<user>@<label>`` (both parts by that rule, 64 characters
-    in all), so the binding is fixed at creation and shows wherever the key is named."""
+    bound to a console user may be named ``<user>@<label>`` (both parts by that rule, 64
+    characters in all), so the binding shows wherever the key is named; the store allows that
+    form only on a key bound to that user."""
     user, sep, label = name.partition(USER_SEPARATOR) if isinstance(name, str) else ("", "", "")
     parts = (user, label) if sep else (name,)
     if (
@@ -135,7 +137,9 @@ def validate_key_name(name: str) -> str:
 
 
 def key_user(name: str) -> str | None:
-    """The console user a key named ``name`` is bound to (``alice`` for ``alice@sdk``)."""
+    """The user a key name ``<user>@<label>`` names (``alice`` for ``alice@sdk``), else None.
+    Sugar for choosing the user at creation (``bastion key create alice@sdk``); which user a
+    stored key acts as is its ``user``, not its name."""
     user, sep, _ = name.partition(USER_SEPARATOR)
     return user.lower() if sep and user else None
 

@@ -138,3 +138,29 @@ def test_create_verify_revoke_on_postgres(pg_db: str) -> None:
     with Store.open(pg_db) as store:
         assert store.verify_api_key(token) is None
         assert [e.action for e in store.iter_audit()] == ["key.create", "key.use", "key.revoke"]
+
+
+def test_create_binds_a_key_to_a_console_user_with_user_or_the_name_sugar(db: str) -> None:
+    """An operator on the host may bind a key to a user (``--user``, or the ``alice@label``
+    name); the binding is stored with the key, its creator is the OS user, and a name cannot
+    claim one user while binding another."""
+    from bastion.store.accounts import AccountStore
+    from tests.web.seed import fast_hasher
+
+    with Store.open(db) as store:
+        AccountStore(store, hasher=fast_hasher()).create_user(
+            "rex", "reviewer", "a long test password", actor="system"
+        )
+    create(db, "desk-tool", "--scopes", "review", "--user", "rex")
+    create(db, "rex@sdk", "--scopes", "review,media")
+    with Store.open(db) as store:
+        for name in ("desk-tool", "rex@sdk"):
+            key = store.get_api_key(name)
+            assert (key.user, key.created_by) == ("rex", "cli:alice"), name
+        made = [e for e in store.recent_audit(10, action="key.create") if e.target == "rex@sdk"]
+        assert made[0].actor == "cli:alice" and made[0].detail["user"] == "rex"
+    listed = json.loads(bastion(db, "key", "list", "--format", "json").stdout)
+    assert {k["name"]: k["user"] for k in listed} == {"desk-tool": "rex", "rex@sdk": "rex"}
+    for args in (["rex@other", "--user", "sue"], ["ghost-tool", "--user", "ghost"]):
+        result = runner.invoke(app, ["--db", db, "key", "create", *args, "--scopes", "review"])
+        assert result.exit_code != 0, args

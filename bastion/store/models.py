@@ -151,6 +151,13 @@ class ApiKeyRow(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The console user this key acts as (``/v1/cases``), or NULL for a key of the platform;
+    #: set only by that user (console "My API keys") or an operator on the host (CLI).
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="api_keys_user_id_fkey"), nullable=True
+    )
+    #: Who made the key (``user:<name>``, ``cli:<os user>``); NULL if unknown (older keys).
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class AuditRow(Base):

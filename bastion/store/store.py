@@ -1178,14 +1178,28 @@ class Store:
         expires_at: datetime | None = None,
         actor: str | None = None,
         remote_addr: str | None = None,
+        user: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns it and its token, which is never stored and cannot be shown
-        again. With ``actor``, a ``key.create`` audit event is written in the same transaction.
+        again. With ``actor``, a ``key.create`` audit event is written in the same transaction,
+        and the actor is kept as the key's ``created_by``.
 
-        A name ``<user>@<label>`` binds the key to that console user (``bastion.keys.key_user``):
-        the user must exist and be enabled now, checked in the same transaction."""
+        ``user`` binds the key to that console user (it acts as them on ``/v1/cases``): the
+        user must exist and be enabled now, checked in the same transaction. Callers decide who
+        may bind (the user themself in the console, an operator on the host); the store only
+        refuses a name ``<user>@<label>`` on a key not bound to that user, so a name never
+        claims a user the key does not act as."""
         name = _key_name(name)
-        bound = key_user(name)
+        named = key_user(name)
+        bound = user.lower() if isinstance(user, str) else None
+        if user is not None and not bound:
+            raise InvalidInput("user must be a console user's name")
+        if named is not None and named != bound:
+            raise InvalidInput(
+                f"a key named {name!r} must be bound to the console user {named!r}: only "
+                f"{named!r} (the console's My API keys page) or an operator on the host "
+                f"(`bastion key create {name}`) may create it"
+            )
         try:
             scope_set = parse_scopes(scopes)
         except ValueError as exc:
@@ -1205,13 +1219,14 @@ class Store:
                     "scopes": sorted(scope_set),
                     "expires_at": expires_at.isoformat() if expires_at else None,
                 }
+                if bound is not None:
+                    detail["user"] = bound
                 audit = _audit_values(actor, "key.create", name, detail, remote_addr)
             try:
                 with self.engine.begin() as conn:
                     if _find_key(conn, name) is not None:
                         raise KeyExists(f"an API key named {name!r} already exists")
-                    if bound is not None:
-                        _check_key_user(conn, bound)
+                    user_id = _check_key_user(conn, bound) if bound is not None else None
                     conn.execute(
                         insert(keys_t).values(
                             key_id=key_id,
@@ -1221,6 +1236,8 @@ class Store:
                             scopes=sorted(scope_set),
                             created_at=now,
                             expires_at=expires_at,
+                            user_id=user_id,
+                            created_by=actor,
                         )
                     )
                     if audit is not None:
@@ -1240,10 +1257,14 @@ class Store:
             raise KeyNotFound(f"no API key named {name!r}")
         return _to_key(row)
 
-    def list_api_keys(self) -> list[ApiKey]:
-        """Every key by name, revoked and expired ones included; no secret material."""
+    def list_api_keys(self, *, user: str | None = None) -> list[ApiKey]:
+        """Every key by name (with ``user``, those bound to that console user), revoked and
+        expired ones included; no secret material."""
+        stmt = _key_select().order_by(keys_t.c.name)
+        if user is not None:
+            stmt = stmt.where(UserRow.__table__.c.name == user)
         with self.engine.connect() as conn:
-            return [_to_key(r) for r in conn.execute(select(keys_t).order_by(keys_t.c.name))]
+            return [_to_key(r) for r in conn.execute(stmt)]
 
     def revoke_api_key(
         self, name: str, *, actor: str | None = None, remote_addr: str | None = None
@@ -1274,7 +1295,7 @@ class Store:
             return None
         key_id, secret = parsed
         with self.engine.connect() as conn:
-            row = conn.execute(select(keys_t).where(keys_t.c.key_id == key_id)).first()
+            row = conn.execute(_key_select().where(keys_t.c.key_id == key_id)).first()
         if row is None:
             verify_secret(secret, None, None)
             return None
@@ -2082,20 +2103,31 @@ def _key_name(name: str) -> str:
         raise InvalidInput(str(exc)) from None
 
 
-def _check_key_user(conn: Connection, name: str) -> None:
-    """A key may only be bound to a console user who exists and is enabled."""
+def _check_key_user(conn: Connection, name: str) -> int:
+    """The id of the console user a key is bound to, who must exist and be enabled."""
     users_t = UserRow.__table__
-    row = conn.execute(select(users_t.c.disabled).where(users_t.c.name == name)).first()
+    row = conn.execute(
+        select(users_t.c.id, users_t.c.disabled).where(users_t.c.name == name)
+    ).first()
     if row is None:
         raise InvalidInput(f"no console user named {name!r} to bind the key to")
     if row.disabled:
         raise InvalidInput(f"console user {name!r} is disabled; a key cannot act as them")
+    return int(row.id)
+
+
+def _key_select() -> Any:
+    """Keys with the name of the console user each is bound to (``user_name``, or NULL)."""
+    users_t = UserRow.__table__
+    return select(keys_t, users_t.c.name.label("user_name")).select_from(
+        keys_t.outerjoin(users_t, users_t.c.id == keys_t.c.user_id)
+    )
 
 
 def _find_key(conn: Connection, name: str) -> Row[Any] | None:
     if not isinstance(name, str):
         return None
-    return conn.execute(select(keys_t).where(keys_t.c.name == name.lower())).first()
+    return conn.execute(_key_select().where(keys_t.c.name == name.lower())).first()
 
 
 def _to_key(r: Row[Any]) -> ApiKey:
@@ -2108,6 +2140,8 @@ def _to_key(r: Row[Any]) -> ApiKey:
         last_used_at=r.last_used_at,
         revoked_at=r.revoked_at,
         expires_at=r.expires_at,
+        user=r.user_name,
+        created_by=r.created_by,
     )
 
 

@@ -65,8 +65,11 @@ def seed(db_url: str) -> tuple[str, dict[str, str]]:
         for name, (role, queues) in USERS.items():
             accounts.create_user(name, role, "a long test password", queues, actor="system")
         _, platform = store.create_api_key("platform", {"admin"})
-        keys = {user: store.create_api_key(f"{user}@sdk", {"review", "media"})[1] for user in USERS}
-        keys["ada"] = store.create_api_key("ada@sdk-all", {"admin"})[1]
+        keys = {
+            user: store.create_api_key(f"{user}@sdk", {"review", "media"}, user=user)[1]
+            for user in USERS
+        }
+        keys["ada"] = store.create_api_key("ada@sdk-all", {"admin"}, user="ada")[1]
     return platform, keys
 
 
