@@ -135,7 +135,13 @@ class Runtime:
         key = self.store.verify_api_key(token)
         if key is None:
             return None
-        return Principal(name=key.name, scopes=frozenset(key.scopes), user=key.user)
+        return Principal(
+            name=key.name,
+            scopes=frozenset(key.scopes),
+            user=key.user,
+            key_id=key.key_id,
+            created_by=key.created_by,
+        )
 
     def audit(
         self, request: Request, principal: Principal, action: str, target: str = "", **detail: Any

@@ -6,14 +6,17 @@ is cached briefly so a busy client costs one dictionary lookup per request, not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.problems import Problem
@@ -26,12 +29,14 @@ _FAILURE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the API key's name and scopes, and the console user a key named
-    ``<user>@<label>`` acts as (None for a key of the platform itself)."""
+    """Who is calling: the API key's name and scopes, the console user the key is bound to
+    (None for a key of the platform itself), its public id and who created it."""
 
     name: str
     scopes: frozenset[str]
     user: str | None = None
+    key_id: str | None = None
+    created_by: str | None = None
 
     def allows(self, scope: str | None) -> bool:
         return scope is None or "admin" in self.scopes or scope in self.scopes
@@ -133,6 +138,25 @@ def _token(request: Request) -> str:
     return token.strip()
 
 
+def _bound_user_refusal(rt: Any, request: Request, principal: Principal) -> str | None:
+    """Why a key bound to a console user is refused (the user is gone or disabled), audited as
+    ``access.denied``; None while the user is enabled. A bound key is that person's, on every
+    route: it stops when they do."""
+    from bastion.store import StoreError
+    from bastion.store.accounts import UserNotFound
+
+    try:
+        if not rt.accounts.get_user(principal.user).disabled:
+            return None
+        why = f"the console user {principal.user!r} this key is bound to is disabled"
+    except UserNotFound:
+        why = f"the console user {principal.user!r} this key is bound to does not exist"
+    # The refusal stands whether or not it could be recorded.
+    with contextlib.suppress(StoreError, SQLAlchemyError):
+        rt.audit(request, principal, "access.denied", request.url.path[:2000], why=why)
+    return why
+
+
 def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller's key must be valid and hold ``scope`` (None: any valid key)."""
     if scope is not None and scope not in SCOPES:
@@ -155,6 +179,12 @@ def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
                 detail="the API key is unknown, revoked or expired",
                 headers={"WWW-Authenticate": 'Bearer realm="bastion", error="invalid_token"'},
             )
+        if principal.user is not None:
+            # Read on every request, not cached with the key: a user disabled a moment ago
+            # must not keep exporting banks or reading reports through their keys.
+            why = await run_in_threadpool(_bound_user_refusal, rt, request, principal)
+            if why is not None:
+                raise Problem(403, "Forbidden", detail=why, code="user_disabled")
         if not principal.allows(scope):
             raise Problem(403, "Forbidden", detail=f"this API key lacks the {scope!r} scope")
         wait = rt.limiter.allow(principal.name)
