@@ -1,18 +1,21 @@
 """``/v1/cases``: the review queue for platforms that build their own tooling (scope ``review``).
 
-Who acts. A case decision is a human's, so every call here acts as one console user: the API
-key must be bound to that user, which its name says (``alice@tooling``: ``bastion key create
-alice@tooling --scopes review,media``; the user must exist and be enabled when the key is made).
-The user's role and queues are read afresh on every request, exactly as a console session reads
-them, and the store's review rules apply unchanged: a reviewer reads and decides only in their
-own, non-senior queues; an auditor is refused every case (no content); leases are the console's
-(``lease_holder`` is the user's name, whichever channel claimed); four-eyes compares user names,
-so a first confirmation through the API and a second through the console (or the other way
-round) must come from two different users, and the same user twice is refused. A key *not* bound
-to a user (a platform key, even one with ``admin``) is refused here outright: reading case
-content is attributable to a person with a role, or does not happen. A disabled user's keys stop
-working here at once. Users are never deleted (only disabled), so a binding cannot pass to a
-later user of the same name.
+Who acts. A case decision is a human's, so every call here acts as one console user: the API key
+must be bound to that user (the key's ``user``, stored with it), which only the user themself (the
+console's My API keys) or an operator on the host (``bastion key create tooling --user alice
+--scopes review,media``) can do; the user must exist and be enabled when the key is made. The
+user's role and queues are read afresh on every request, exactly as a console session reads them,
+and the store's review rules apply unchanged: a reviewer reads and decides only in their own, non-
+senior queues; an auditor is refused every case (no content); leases are the console's
+(``lease_holder`` is the user's name, whichever channel claimed); four-eyes compares user names, so
+a first confirmation through the API and a second through the console (or the other way round) must
+come from two different users, and the same user twice is refused, as is a second review through a
+key the first reviewer created. A decision's audit row names the key (``via``). A key *not* bound
+to a user (a platform key, even one with ``admin``) is refused here outright: reading case content
+is attributable to a person with a role, or does not happen. A disabled user's keys stop working at
+once, here and on every other route (bastion.api.auth). Match distances are banded for keys without
+``export``, as ``/v1/scan`` bands them (bastion.api.disclosure). Users are never deleted (only
+disabled), so a binding cannot pass to a later user of the same name.
 
 One decision path. Claims, releases, reveals, media and reads call :class:`ReviewStore`; a
 decision calls :func:`bastion.api.pipeline.decide`, the console's own function (evidence, the
@@ -90,8 +93,8 @@ def _acting(request: Request, key: Principal) -> Viewer:
     if key.user is None:
         why = (
             "this API key is not bound to a console user; cases are read and decided by people: "
-            "create a key named <user>@<label> (e.g. `bastion key create alice@tooling --scopes "
-            "review`)"
+            "a user creates their own key in the console (My API keys), or an operator runs "
+            "`bastion key create tooling --user alice --scopes review` on the host"
         )
     else:
         try:
@@ -102,7 +105,14 @@ def _acting(request: Request, key: Principal) -> Viewer:
             if user.disabled:
                 why = f"the console user {key.user!r} this key is bound to is disabled"
             else:
-                return Viewer(name=user.name, role=user.role, queues=tuple(user.queues))
+                creator = (key.created_by or "").partition("user:")
+                return Viewer(
+                    name=user.name,
+                    role=user.role,
+                    queues=tuple(user.queues),
+                    via=f"key:{key.key_id}" if key.key_id else f"key:{key.name}",
+                    key_creator=creator[2] if not creator[0] and creator[1] else None,
+                )
     # The refusal stands whether or not it could be recorded.
     with contextlib.suppress(StoreError, SQLAlchemyError):
         rt.audit(request, key, "access.denied", request.url.path[:2000], why=why)
@@ -607,6 +617,9 @@ def list_cases(
     matches."""
     rt = request.app.state.runtime
     viewer = _acting(request, key)
+    # One more than asked says whether there is a next page; the store's cap is 500, so a full
+    # page of 500 gets a cursor (whose page may be empty).
+    peek = min(limit + 1, 500)
     try:
         found = rt.review.list_cases(
             viewer,
@@ -617,9 +630,6 @@ def list_cases(
             priority=priority,
             overdue=overdue,
         )
-    # One more than asked says whether there is a next page; the store's cap is 500, so a full
-    # page of 500 gets a cursor (whose page may be empty).
-    peek = min(limit + 1, 500)
     except _ERRORS as exc:
         raise _problem(exc) from None
     more = len(found) > limit or len(found) == peek == limit

@@ -134,6 +134,11 @@ class Viewer:
     name: str
     role: str
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    #: The channel when not the console: ``key:<key id>`` for an API key bound to this user.
+    via: str | None = None
+    #: The console user who created that key, when a user did (``created_by`` ``user:<name>``):
+    #: four-eyes treats them as a party to this viewer's decisions too.
+    key_creator: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -149,6 +154,12 @@ class Viewer:
     @property
     def may_disable_entries(self) -> bool:
         return can_disable_entries(self)
+
+    def is_party(self, reviewer: str | None) -> bool:
+        """Whether ``reviewer`` (a first reviewer) stands behind this viewer: the same user, or
+        the user who made the key this viewer acts through. Either way one person would make
+        both findings of a four-eyes decision."""
+        return reviewer is not None and reviewer in (self.name, self.key_creator)
 
 
 class PolicyLike(Protocol):
@@ -242,11 +253,17 @@ def can_disable_entries(viewer: Viewer) -> bool:
     return viewer.role in (ADMIN, SENIOR_REVIEWER)
 
 
+_SAME_PERSON = (
+    "the second review must be done by someone other than the first reviewer (nor through a "
+    "key the first reviewer created)"
+)
+
+
 def check_claim(viewer: Viewer, state: str, first_reviewer: str | None) -> None:
     if state not in ACTIVE_STATES:
         raise CaseClosed(f"case is already {state}")
-    if state == AWAITING_SECOND and first_reviewer == viewer.name:
-        raise Forbidden("the second review must be done by someone other than the first reviewer")
+    if state == AWAITING_SECOND and viewer.is_party(first_reviewer):
+        raise Forbidden(_SAME_PERSON)
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -392,10 +409,8 @@ def transition(
         return Transition(OPEN, escalation_queue, False, event, None, None, None, ())
 
     if case.state == AWAITING_SECOND:
-        if viewer.name == case.first_reviewer:
-            raise Forbidden(
-                "the second review must be done by someone other than the first reviewer"
-            )
+        if viewer.is_party(case.first_reviewer):
+            raise Forbidden(_SAME_PERSON)
         pending = pending_finding(case.state, case.classification)
         if pending == "not_abusive":
             if decision.kind != "not_abusive":

@@ -642,6 +642,8 @@ class ReviewStore:
             if decision.kind == "not_abusive":
                 detail.update(reason=decision.reason, disable_entries=decision.disable_entries)
             audit_detail = dict(detail)
+            if viewer.via is not None:
+                audit_detail["via"] = viewer.via  # which key, when not the console
             if decision.note:
                 detail["note"] = decision.note  # history only: audit rows carry no free text
             kind = EV_ESCALATE if step.escalated else EV_DECIDE

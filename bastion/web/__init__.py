@@ -6,13 +6,14 @@ OpenAPI document: the console is for people with a session cookie, the API for k
 
 from fastapi import APIRouter
 
-from bastion.web import admin, cases, exchanges, login, reports
+from bastion.web import account, admin, cases, exchanges, login, reports
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
 router.include_router(cases.router)
 router.include_router(cases.media_router)
 router.include_router(admin.router)
+router.include_router(account.router)
 router.include_router(reports.router)
 router.include_router(exchanges.router)
 

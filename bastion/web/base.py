@@ -424,6 +424,7 @@ def nav_for(ctx: Ctx | None) -> list[tuple[str, str]]:
     links: list[tuple[str, str]] = []
     if ctx.can(*REVIEWERS):
         links.append(("/cases", "Queue"))
+        links.append(("/account/keys", "My API keys"))
     if ctx.can("admin", "senior_reviewer"):
         links.append(("/reports", "Reports"))
     if ctx.can(*ADMINS):
