@@ -47,8 +47,9 @@ def feed_main(
 
 @contextmanager
 def open_feeds(*, signing: bool = False) -> Iterator[Any]:
-    """The feed store of the CLI's database. ``signing``: load the master key, which must
-    already exist (a new one would not open the signing key the server made)."""
+    """The feed store of the CLI's database. ``signing``: load the master key. On a fresh
+    instance (no feed key yet) it is created if missing, as the server and the exchange
+    commands do; once a feed key exists it must be that key's (a new one could not open it)."""
     from bastion.cli import open_store, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
@@ -62,13 +63,16 @@ def open_feeds(*, signing: bool = False) -> Iterator[Any]:
             settings = settings.in_data_dir(store.data_dir)
             key = None
             if signing:
-                if not settings.secret_key and not Path(str(settings.secret_key_file)).exists():
+                missing = (
+                    not settings.secret_key and not Path(str(settings.secret_key_file)).exists()
+                )
+                if missing and FeedStore(store, None, settings).has_signing_key():
                     raise usage_error(
-                        f"no master key: {settings.secret_key_file} does not exist (set "
-                        "secret_key or secret_key_file to the server's key, or start the server "
-                        "once)"
+                        f"no master key: {settings.secret_key_file} does not exist, and this "
+                        "instance's feed key is sealed under one (set secret_key or "
+                        "secret_key_file to the server's key)"
                     )
-                key = MasterKey.load(settings)
+                key = MasterKey.load(settings)  # made here on a fresh instance
         except (ConfigError, MasterKeyError) as exc:
             raise usage_error(str(exc)) from exc
         try:

@@ -236,6 +236,11 @@ class FeedStore:
     def public_key(self) -> VerifyKey:
         return self.signing_key().public
 
+    def has_signing_key(self) -> bool:
+        """Whether this instance has made its feed key (sealed under some master key)."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(keys_t.c.id).where(keys_t.c.id == 1)).first() is not None
+
     def _load_or_create_key(self) -> SigningKey:
         if self.master_key is None:
             raise FeedKeyUnavailable("the feed signing key needs the master key (secret_key)")

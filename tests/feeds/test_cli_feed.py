@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bastion.cli import app
+from bastion.config import Settings
 from bastion.feeds import VerifyKey, parse_statement
 from bastion.store import Store
 from bastion.store.feeds import FeedStore
@@ -70,10 +71,26 @@ def test_feed_commands(db: str) -> None:
     assert json.loads(_run(db, "list", "--format", "json")) == []
 
 
-def test_signing_commands_need_the_servers_key(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_feed_key_works_on_a_fresh_instance(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server has started yet: the CLI makes the master key, as the server would."""
     monkeypatch.delenv("BASTION_SECRET_KEY")
+    with Store.open(db) as store:
+        key_file = Path(str(Settings.load().in_data_dir(store.data_dir).secret_key_file))
+    assert not key_file.exists()
+    (made,) = json.loads(_run(db, "key", "--format", "json"))
+    assert key_file.exists()
+    assert VerifyKey.from_text(made["public_key"]).fingerprint == made["fingerprint"]
+    assert made["fingerprint"] in _run(db, "key")  # the same key, opened with that master key
+
+
+def test_signing_commands_need_the_servers_key(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a feed key exists, only its master key opens it: a new one is never made."""
+    _run(db, "key")  # made under BASTION_SECRET_KEY
+    monkeypatch.delenv("BASTION_SECRET_KEY")
+    with Store.open(db) as store:
+        key_file = Path(str(Settings.load().in_data_dir(store.data_dir).secret_key_file))
     out = _run(db, "key", code=2)
-    assert "no master key" in out and not Path("secret.key").exists()
+    assert "no master key" in out and not key_file.exists()
 
 
 def _key_create(db: str, *args: str, code: int = 0) -> tuple[str, str]:
