@@ -612,7 +612,8 @@ def exchange_sync(
     """Sync now, in this process, with a progress bar.
 
     Ctrl-C stops after the current page (its changes and checkpoint are committed together, so
-    the next sync resumes there). Exit code 1 when the sync failed."""
+    the next sync resumes there). Exit code 1 when the sync failed, 3 when our copy does not
+    match an attestation the partner signed (listed as ``attestation_mismatches``)."""
     from bastion.cli import err, progress
 
     stop = threading.Event()
@@ -636,8 +637,13 @@ def exchange_sync(
 
             # Audited as this user's request (the sync's own record names the worker).
             xs.request_sync(name, actor=_actor())
+            seen = max((a.id for a in xs.attestations(name, limit=1)), default=0)
             result = xs.sync(
                 name, worker_id=f"{_actor()}:sync", stop=stop, max_pages=max_pages, progress=tick
+            )
+            # The partner's attestations this sync checked (a feed's signed roots).
+            attested = sorted(
+                (a for a in xs.attestations(name, limit=1000) if a.id > seen), key=lambda a: a.id
             )
     finally:
         if previous is not None:
@@ -654,6 +660,12 @@ def exchange_sync(
         "complete": result.complete,
         "error": result.error,
         "checkpoint": result.checkpoint,
+        "attestations": len(attested),
+        "attestation_mismatches": [
+            {"version": a.version, "root": a.root, "computed": a.computed}
+            for a in attested
+            if not a.agrees
+        ],
     }
     if fmt is OutputFormat.TABLE:
         err.print(
@@ -666,6 +678,13 @@ def exchange_sync(
     if result.error:
         err.print(f"[red]error:[/red] sync of {escape(name)} failed: {escape(result.error)}")
         raise typer.Exit(1)
+    if counts["attestation_mismatches"]:
+        versions = ", ".join(str(m["version"]) for m in counts["attestation_mismatches"])
+        err.print(
+            f"[red]error:[/red] our copy of {escape(name)} does not match the partner's signed "
+            f"root for version(s) {versions}; see `bastion exchange status {escape(name)}`"
+        )
+        raise typer.Exit(3)
     if result.poisoned or result.skipped_pages:
         err.print(f"see `bastion exchange errors {escape(name)}` for the poisoned records")
     if not result.complete:
