@@ -700,24 +700,62 @@ def _signals_to_add(fs: FileSignals, *, keep_exact: bool, min_quality: int) -> l
     return kept
 
 
+ExternalIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--external-id",
+        help="Every entry with this external id (all the signals of one item, e.g. a photo's "
+        "PDQ, MD5 and SHA-256), in one audited change.",
+    ),
+]
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
+def _entry_ref(store: Any, name: str, entry: str | None, external_id: str | None) -> str:
+    """The entry reference to act on: ``entry``, or ``--external-id`` (which must name at
+    least one entry, and is never read as an id or a hash)."""
+    if (entry is None) == (external_id is None):
+        raise usage_error("give an entry (id, external id or hash) or --external-id, not both")
+    if external_id is not None:
+        if not store.find_entries(name, external_id=external_id):
+            raise usage_error(f"bank {name!r} has no entry with external id {external_id!r}")
+        return external_id
+    return str(entry)
+
+
 @bank_app.command("disable")
 def bank_disable(
     name: str,
-    entry: Annotated[str, typer.Argument(help="Entry id, external id, or hash value.")],
+    entry: Annotated[
+        str | None, typer.Argument(help="Entry id, external id, or hash value.")
+    ] = None,
+    external_id: ExternalIdOpt = None,
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
 ) -> None:
-    """Disable an entry: it stops matching at once and stays on record."""
+    """Disable an entry, or with --external-id every signal of an item (withdrawing a photo
+    from a feed): it stops matching at once and stays on record."""
     with open_store() as store:
-        store.disable_entry(name, entry, reason=reason, actor=cli_actor())
-    err.print(f"disabled {escape(entry)} in {escape(name)}")
+        ref = _entry_ref(store, name, entry, external_id)
+        done = store.disable_entry(name, ref, reason=reason, actor=cli_actor())
+    err.print(f"disabled {_entries(len(done))} ({escape(ref)}) in {escape(name)}")
 
 
 @bank_app.command("enable")
-def bank_enable(name: str, entry: str) -> None:
-    """Re-enable a disabled entry."""
+def bank_enable(
+    name: str,
+    entry: Annotated[
+        str | None, typer.Argument(help="Entry id, external id, or hash value.")
+    ] = None,
+    external_id: ExternalIdOpt = None,
+) -> None:
+    """Re-enable a disabled entry (or every entry with --external-id)."""
     with open_store() as store:
-        store.enable_entry(name, entry, actor=cli_actor())
-    err.print(f"enabled {escape(entry)} in {escape(name)}")
+        ref = _entry_ref(store, name, entry, external_id)
+        done = store.enable_entry(name, ref, actor=cli_actor())
+    err.print(f"enabled {_entries(len(done))} ({escape(ref)}) in {escape(name)}")
 
 
 @bank_app.command("rm")
