@@ -223,8 +223,9 @@ def _publish_schema(app: FastAPI) -> None:
             components.setdefault("securitySchemes", {})["apiKey"] = {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "An API key from `bastion key create`, with the scopes the "
-                "operation needs (hash, match, curate, export; admin implies all).",
+                "description": "An API key from `bastion key create`, with the scope the "
+                "operation needs: hash, match (scan, lookup), curate, export, review, media, "
+                "report, vouchers, exchange or feed; admin implies all (README, API keys).",
             }
             for item in doc.get("paths", {}).values():
                 for op in item.values():
