@@ -110,3 +110,13 @@ def test_a_mismatch_is_in_the_json_and_the_exit_code(db: str) -> None:
     ]
     assert all(m["computed"] == _root(2 * m["version"]) for m in out["attestation_mismatches"])
     assert "does not match the partner's signed root" in " ".join(r.stderr.split())
+
+
+def test_a_disabled_exchange_can_be_synced_by_hand(db: str) -> None:
+    """docs/exchanges.md: disable (the worker skips it), sync by hand, enable: no race."""
+    assert _cli(db, "add", "partner", "--type", KIND).exit_code == 0
+    assert _cli(db, "disable", "partner").exit_code == 0
+    r = _cli(db, "sync", "partner", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["added"] == 4
+    assert _cli(db, "enable", "partner").exit_code == 0
