@@ -742,6 +742,9 @@ def _enabled_from(body: dict[str, Any]) -> bool | None:
     Bastion banks are on or off: a fractional ratio (HMA's per-request coin flip) is refused
     rather than rounded, because either rounding would match differently than asked.
     """
+    enabled = body.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise _error(400, "enabled must be true or false")  # even beside enabled_ratio
     ratio = body.get("enabled_ratio")
     if ratio is not None:
         # A number, or text that spells one (as the document's pattern says); never a boolean.
@@ -758,12 +761,7 @@ def _enabled_from(body: dict[str, Any]) -> bool | None:
                 "disabled (0) and never sample matches",
             )
         return value == 1.0
-    enabled = body.get("enabled")
-    if enabled is not None:
-        if not isinstance(enabled, bool):
-            raise _error(400, "enabled must be true or false")
-        return enabled
-    return None
+    return enabled
 
 
 @router.get("/c/banks", summary="List banks (HMA)")
@@ -785,7 +783,8 @@ def banks_index(request: Request, principal: Principal = _curate_key) -> list[di
                         "type": "object",
                         "required": ["name"],
                         "properties": {
-                            "name": {"type": "string", "pattern": _HMA_BANK_RE.pattern},
+                            # HMA's rule and Bastion's (a letter first, at most 64).
+                            "name": {"type": "string", "pattern": r"^[A-Z][A-Z0-9_]{0,63}$"},
                             "enabled": {"type": ["boolean", "null"]},
                             "enabled_ratio": {
                                 "anyOf": [

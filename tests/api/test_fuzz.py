@@ -337,6 +337,8 @@ def _excluded(case: schemathesis.Case) -> list[Any]:
 #: sent to the seeded app of ``fuzz_env``, in-process.
 fuzz_all = schemathesis.openapi.from_dict(DOCUMENT)
 fuzz_all.config.update(base_url="http://localhost")  # in-process: the host is never resolved
+#: A fixed seed: every run of `make test` sends the same requests (BASTION_FUZZ_SEED for others).
+fuzz_all.config.seed = int(os.environ.get("BASTION_FUZZ_SEED", "14"))
 #: The admin key's token, once ``fuzz_env`` has made it.
 ADMIN_TOKEN: list[str] = []
 
