@@ -332,13 +332,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         lifespan=lifespan,
     )
     problems.install(app)
+    state_settings(app, settings)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return problems.problem_response(problems.Problem(413, detail=exc.detail), request)
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)
-    state_settings(app, settings)
     app.add_middleware(MetricsMiddleware)
 
     @app.get("/healthz", tags=["operations"])
