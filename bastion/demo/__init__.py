@@ -84,7 +84,8 @@ def prepare_server_demo(store: Store, actor: str = DEMO_ACTOR) -> tuple[str, str
     for key in store.list_api_keys():
         if key.name.startswith(DEMO_KEY) and key.revoked_at is None:
             store.revoke_api_key(key.name, actor=actor)
-    name = f"{DEMO_KEY}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    # The time names the run; the random suffix keeps two runs within a second apart.
+    name = f"{DEMO_KEY}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     _, token = store.create_api_key(name, {"admin"}, actor=actor)
     accounts = AccountStore(store)
     password = secrets.token_urlsafe(12)

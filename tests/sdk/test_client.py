@@ -295,7 +295,7 @@ MIRRORS = {
     models.Lease: "LeaseOut",
     models.DecisionResult: "DecisionOut",
     models.Revealed: "RevealOut",
-    models.Report: "bastion__api__reports__ReportOut",  # two ReportOut models exist
+    models.Report: "ReportOut",
     models.ReportFile: "FileOut",
     models.Draft: "DraftOut",
 }
