@@ -92,8 +92,10 @@ def wait_for(what: str, predicate: Callable[[], bool], *procs: subprocess.Popen[
 
 def start_worker(db_url: str, config: Path, log: Path, *, flag: bool) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    # The run's audit keyring (tests/conftest.py): the log this test's store began is keyed.
+    # The run's audit keyring and key directory (tests/conftest.py): the log this test's store
+    # began is keyed, and a worker must never reach for the machine's own key directory.
     env["BASTION_AUDIT_KEY_FILE"] = os.environ["BASTION_AUDIT_KEY_FILE"]
+    env["BASTION_KEY_DIR"] = os.environ["BASTION_KEY_DIR"]
     args = [BASTION, "worker", "--config", str(config)]
     if flag:
         args += ["--db", db_url]
