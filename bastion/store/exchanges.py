@@ -77,7 +77,7 @@ from bastion.exchanges.base import (
     Verdict,
     exchange_type,
 )
-from bastion.store.models import (
+from bastion.exchanges.rows import (
     ExchangeAttestationRow,
     ExchangeErrorRow,
     ExchangeFeedbackRow,

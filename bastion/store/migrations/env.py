@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import bastion.exchanges.rows  # noqa: F401  (the exchanges' tables, so Base.metadata is complete)
 from bastion.store.models import Base
 
 config = context.config
