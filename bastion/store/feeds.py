@@ -38,15 +38,9 @@ from bastion.feeds import (
 )
 from bastion.feeds.merkle import root_of_leaves
 from bastion.feeds.records import Record
+from bastion.feeds.rows import FeedFeedbackRow, FeedKeyGrantRow, FeedKeyRow, FeedRow, FeedVersionRow
 from bastion.keys import ADMIN, validate_key_name
-from bastion.store.models import (
-    ApiKeyRow,
-    FeedFeedbackRow,
-    FeedKeyGrantRow,
-    FeedKeyRow,
-    FeedRow,
-    FeedVersionRow,
-)
+from bastion.store.models import ApiKeyRow
 from bastion.store.store import (
     InvalidInput,
     KeyNotFound,

@@ -32,8 +32,8 @@ from bastion.actions.model import (
     validate_action,
     validate_key,
 )
+from bastion.actions.rows import OutboxRow
 from bastion.banks.model import utcnow
-from bastion.store.models import OutboxRow
 from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
 
 outbox_t = OutboxRow.__table__

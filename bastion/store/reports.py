@@ -65,13 +65,9 @@ from bastion.reports.nca import (
 )
 from bastion.reports.ncmec import NcmecError, Uploaded
 from bastion.reports.ncmec_xml import XmlValidationError, build_file_details, build_report, validate
+from bastion.reports.rows import ReportCredentialRow, ReportFileRow, ReportRow
 from bastion.review.model import CONFIRMED, EV_REVEAL, EV_VIEW, Case
-from bastion.store.models import (
-    CaseMediaRow,
-    ReportCredentialRow,
-    ReportFileRow,
-    ReportRow,
-)
+from bastion.review.rows import CaseMediaRow
 from bastion.store.review import media_aad
 from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
 

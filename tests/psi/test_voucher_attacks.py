@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
+from bastion.actions.rows import OutboxRow
 from bastion.actions.worker import BuildLoop, VoucherLoop
 from bastion.api.app import create_app
 from bastion.api.pipeline import review_only
@@ -36,17 +37,12 @@ from bastion.crypto import unseal
 from bastion.policy import default_policy, policy_input
 from bastion.psi import Row, detect_real, reconstruct
 from bastion.psi.media import reencode_derivative
+from bastion.psi.rows import VoucherGroupRow, VoucherQueueRow, VoucherShareRow
 from bastion.review import Viewer
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.models import (
-    EvidenceRow,
-    OutboxRow,
-    VoucherGroupRow,
-    VoucherQueueRow,
-    VoucherShareRow,
-)
 from bastion.store.review import ReviewStore
+from bastion.vault.rows import EvidenceRow
 
 from .conftest import voucher_settings
 from .forgery import OUTSIDE_PROJECTION, flip, forced_voucher, real_vouchers

@@ -11,9 +11,10 @@ from sqlalchemy import select
 
 from bastion.reports.model import ReporterInfo, State, Step
 from bastion.reports.ncmec import CyberTiplineClient, NcmecAuthError
+from bastion.reports.rows import ReportCredentialRow
 from bastion.review.model import Case
 from bastion.store import InvalidInput, Store
-from bastion.store.models import AuditRow, ReportCredentialRow
+from bastion.store.models import AuditRow
 from bastion.store.reports import (
     ReportConflict,
     Reporter,

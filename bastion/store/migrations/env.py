@@ -6,7 +6,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import bastion.actions.rows  # noqa: F401  (the outbox table, so Base.metadata is complete)
 import bastion.exchanges.rows  # noqa: F401  (the exchanges' tables, so Base.metadata is complete)
+import bastion.feeds.rows  # noqa: F401  (the feeds' tables)
+import bastion.psi.rows  # noqa: F401
+import bastion.reports.rows  # noqa: F401  (the reports' tables)
+import bastion.review.rows  # noqa: F401
+import bastion.vault.rows  # noqa: F401
 from bastion.store.models import Base
 
 config = context.config
