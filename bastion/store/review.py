@@ -90,13 +90,7 @@ from bastion.review.model import (
     transition,
 )
 from bastion.review.preview import PREVIEW_TYPE, blurred_preview
-from bastion.store.models import (
-    CaseEventRow,
-    CaseItemRow,
-    CaseMediaRow,
-    CaseRow,
-    EntryDisputeRow,
-)
+from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow, EntryDisputeRow
 from bastion.store.store import (
     InvalidInput,
     Store,

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bastion.banks.model import utcnow
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.review.model import PRIORITIES, CaseNotFound
-from bastion.store.models import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow, EvidenceRow
+from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.store.review import media_aad
 from bastion.store.store import (
     InvalidInput,
@@ -64,6 +64,7 @@ from bastion.vault.model import (
     require_evidence_role,
     state_of,
 )
+from bastion.vault.rows import EvidenceRow
 
 evidence_t = EvidenceRow.__table__
 cases_t = CaseRow.__table__

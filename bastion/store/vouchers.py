@@ -71,8 +71,7 @@ from bastion.psi import (
     verify_report,
 )
 from bastion.psi.media import MEDIA_TYPE, reencode_derivative
-from bastion.store.models import (
-    EntryRow,
+from bastion.psi.rows import (
     FrankingReportRow,
     PsiBuildRow,
     PsiSecretRow,
@@ -83,6 +82,7 @@ from bastion.store.models import (
     VoucherQueueRow,
     VoucherShareRow,
 )
+from bastion.store.models import EntryRow
 from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
 
 log = logging.getLogger("bastion.vouchers")

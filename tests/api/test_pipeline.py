@@ -155,8 +155,8 @@ def test_a_voucher_opening_goes_to_review_only_never_an_automatic_action(
 
     from sqlalchemy import func, select
 
-    from bastion.store.models import EvidenceRow
     from bastion.store.vouchers import OpenedAccount, OpenedItem
+    from bastion.vault.rows import EvidenceRow
 
     made = client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})
     assert made.status_code == 201, made.text

@@ -17,9 +17,9 @@ from bastion.client import Account, Client, PData, Voucher, commit, frank
 from bastion.crypto import MasterKey
 from bastion.psi import Report, ReportRejected
 from bastion.psi.media import reencode_derivative
+from bastion.psi.rows import FrankingReportRow, VoucherShareRow
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.models import FrankingReportRow, VoucherShareRow
 from bastion.store.vouchers import OpenedAccount, VoucherStore
 
 from .conftest import voucher_settings

@@ -11,6 +11,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+import bastion.psi.rows  # the domains' tables, so Base.metadata is complete
+import bastion.review.rows
+import bastion.vault.rows  # noqa: F401
 from bastion.banks.model import NewEntry
 from bastion.signals.base import SignalType
 from bastion.store import Store

@@ -18,9 +18,9 @@ from bastion import cli_keys
 from bastion.cli import app
 from bastion.crypto import MasterKey
 from bastion.store import Store
-from bastion.store.models import EvidenceRow
 from bastion.store.review import ReviewStore
 from bastion.store.vault import Vault
+from bastion.vault.rows import EvidenceRow
 from tests.conftest import postgres_schema_url
 from tests.review.conftest import Clock, item, verdict
 

@@ -13,7 +13,6 @@ from sqlalchemy import select, update
 from bastion.crypto import MasterKey
 from bastion.review import CaseNotFound, Decision, Forbidden
 from bastion.store import Store
-from bastion.store.models import EvidenceRow
 from bastion.store.review import ReviewStore
 from bastion.store.vault import Vault
 from bastion.vault import (
@@ -24,6 +23,7 @@ from bastion.vault import (
     HoldConflict,
     RetentionRules,
 )
+from bastion.vault.rows import EvidenceRow
 from tests.review.conftest import ONE_REVIEW, SAM, Clock, item, verdict
 
 from .conftest import MATCHES, Confirm
