@@ -49,8 +49,8 @@ def open_vault() -> Iterator[Any]:
     from bastion.cli import open_store, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
-    from bastion.store.vault import Vault
     from bastion.vault import RetentionError, VaultError
+    from bastion.vault.store import Vault
 
     with open_store() as store:
         try:

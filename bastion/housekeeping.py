@@ -18,7 +18,7 @@ from bastion.crypto import MasterKey
 from bastion.reports.ncmec import CyberTiplineClient
 from bastion.store import Store, StoreError
 from bastion.store.reports import Reporter, ReportStore
-from bastion.store.vault import Vault
+from bastion.vault.store import Vault
 
 log = logging.getLogger("bastion.worker")
 

@@ -23,8 +23,8 @@ from bastion.audit_keys import AuditKeyring
 from bastion.cli import app
 from bastion.crypto import MasterKey
 from bastion.review import Decision
+from bastion.review.store import ReviewStore
 from bastion.store import Store
-from bastion.store.review import ReviewStore
 from bastion.store.store import audit_hash, audit_head_t, audit_t
 from tests.conftest import PG_URL
 from tests.review.conftest import BOB, ONE_REVIEW, POLICY, item, verdict

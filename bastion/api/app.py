@@ -38,14 +38,14 @@ from bastion.index.live import LiveIndex
 from bastion.index.pdq import HASH_BITS
 from bastion.index.probing import EntryWatch, ProbeDetector
 from bastion.policy import Policy, PolicyHolder
+from bastion.review.store import ReviewStore
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.exchanges import ExchangeStore
 from bastion.store.feeds import FeedStore
 from bastion.store.outbox import Outbox
 from bastion.store.reports import ReportStore
-from bastion.store.review import ReviewStore
-from bastion.store.vault import Vault
+from bastion.vault.store import Vault
 
 log = logging.getLogger("bastion.api")
 _any_key = Depends(require(None))

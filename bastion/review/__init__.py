@@ -1,5 +1,5 @@
 """Human review: cases, queues, leases, decisions. Pure rules in :mod:`bastion.review.model`;
-storage in :mod:`bastion.store.review` (``ReviewStore``)."""
+storage in :mod:`bastion.review.store` (``ReviewStore``)."""
 
 from bastion.review.model import (
     ACTIVE_STATES,

@@ -1,6 +1,6 @@
 """Review's pure rules: who may see which queue, what a decision does to a case, priorities.
 
-No database or web imports. :mod:`bastion.store.review` applies these rules inside transactions;
+No database or web imports. :mod:`bastion.review.store` applies these rules inside transactions;
 the console shows the dataclasses defined here. Keeping the rules here means the permission and
 four-eyes logic is tested without a database and read in one place.
 """

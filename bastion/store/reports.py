@@ -68,7 +68,7 @@ from bastion.reports.ncmec_xml import XmlValidationError, build_file_details, bu
 from bastion.reports.rows import ReportCredentialRow, ReportFileRow, ReportRow
 from bastion.review.model import CONFIRMED, EV_REVEAL, EV_VIEW, Case
 from bastion.review.rows import CaseMediaRow
-from bastion.store.review import media_aad
+from bastion.review.store import media_aad
 from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
 
 reports_t = ReportRow.__table__
@@ -172,7 +172,7 @@ class ReportStore:
         clock: Callable[[], datetime] = utcnow,
         vault: Any = None,
     ) -> None:
-        """``vault`` (a :class:`bastion.store.vault.Vault`), when given, is told of every
+        """``vault`` (a :class:`bastion.vault.store.Vault`), when given, is told of every
         finished report in the same transaction, so evidence retention runs from the report."""
         self.store = store
         self.master_key = master_key

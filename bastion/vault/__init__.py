@@ -1,5 +1,5 @@
 """Evidence vault: preserved content and metadata of confirmed cases, retention, legal hold.
-Pure rules in :mod:`bastion.vault.model`; storage in :mod:`bastion.store.vault` (``Vault``)."""
+Pure rules in :mod:`bastion.vault.model`; storage in :mod:`bastion.vault.store` (``Vault``)."""
 
 from bastion.review.model import Forbidden
 from bastion.vault.model import (

@@ -1,6 +1,6 @@
 """The evidence vault's pure rules: who may read evidence, how long it is kept, legal holds.
 
-No database or web imports. :mod:`bastion.store.vault` applies these rules inside transactions.
+No database or web imports. :mod:`bastion.vault.store` applies these rules inside transactions.
 
 Retention: each jurisdiction has a period (the US's is at least 365 days under the REPORT Act,
 18 U.S.C. § 2258A(h)); a jurisdiction without its own period uses the default. Before any report

@@ -23,9 +23,9 @@ from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher
 from bastion.crypto import MasterKey
 from bastion.review import Viewer
+from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.review import ReviewStore
 from bastion.vault.rows import EvidenceRow
 from tests.conftest import postgres_schema_url
 from tests.psi.forgery import OUTSIDE_PROJECTION, flip, forced_voucher, real_vouchers

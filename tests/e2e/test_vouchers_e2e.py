@@ -27,9 +27,9 @@ from bastion.client.locality import bank_keys, probe_keys
 from bastion.crypto import MasterKey
 from bastion.psi.media import reencode_derivative
 from bastion.review import Viewer
+from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.review import ReviewStore
 from tests.conftest import postgres_schema_url
 from tests.servers import Server
 

@@ -39,9 +39,9 @@ from bastion.psi import Row, detect_real, reconstruct
 from bastion.psi.media import reencode_derivative
 from bastion.psi.rows import VoucherGroupRow, VoucherQueueRow, VoucherShareRow
 from bastion.review import Viewer
+from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.review import ReviewStore
 from bastion.vault.rows import EvidenceRow
 
 from .conftest import voucher_settings

@@ -10,9 +10,9 @@ import pytest
 from bastion.crypto import MasterKey
 from bastion.review import Decision
 from bastion.review.model import Case
+from bastion.review.store import ReviewStore
 from bastion.store import Store
 from bastion.store.reports import ReportStore
-from bastion.store.review import ReviewStore
 from tests.conftest import TESTDATA
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.review.conftest import ONE_REVIEW, POLICY, ROOT, Clock, item, verdict

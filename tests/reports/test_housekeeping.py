@@ -12,7 +12,7 @@ from bastion.housekeeping import Housekeeping
 from bastion.review.model import Case
 from bastion.store import Store
 from bastion.store.reports import ReportStore
-from bastion.store.vault import Vault
+from bastion.vault.store import Vault
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.reports.test_reporter import CSAM, REPORTER
 from tests.review.conftest import Clock

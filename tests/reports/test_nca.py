@@ -29,8 +29,8 @@ from bastion.review.model import Case
 from bastion.store import InvalidInput, Store
 from bastion.store.models import AuditRow
 from bastion.store.reports import ReportConflict, Reporter, ReportExists, ReportStore
-from bastion.store.vault import Vault
 from bastion.vault.rows import EvidenceRow
+from bastion.vault.store import Vault
 from tests.reports.conftest import CREDENTIALS, IMAGES, REPORTER_KW
 from tests.reports.fake_cybertipline import FakeCyberTipline, LoopbackServer
 from tests.review.conftest import Clock

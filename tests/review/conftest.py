@@ -12,8 +12,8 @@ import pytest
 from bastion.crypto import MasterKey
 from bastion.policy import Policy, QueueSpec, ReviewSettings, Verdict
 from bastion.review import NewItem, Viewer
+from bastion.review.store import ReviewStore
 from bastion.store import Store
-from bastion.store.review import ReviewStore
 from tests.store.conftest import Database, db  # noqa: F401  (the sqlite + postgres fixture)
 
 ALICE = Viewer("alice", "reviewer", ("default",))

@@ -19,8 +19,8 @@ from bastion.review import (
     Submitted,
     Viewer,
 )
+from bastion.review.store import ReviewStore, cases_t, items_t
 from bastion.store import InvalidInput, Store
-from bastion.store.review import ReviewStore, cases_t, items_t
 
 from .conftest import (
     ALICE,

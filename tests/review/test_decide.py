@@ -21,9 +21,9 @@ from bastion.review import (
     NotLeased,
     RevealRequired,
 )
+from bastion.review.store import ReviewStore, disputes_t
 from bastion.signals.base import SignalType
 from bastion.store import InvalidInput, Store
-from bastion.store.review import ReviewStore, disputes_t
 
 from .conftest import ALICE, BOB, FOUR_EYES, ONE_REVIEW, ROOT, SAM, SUE, Clock, item, verdict
 

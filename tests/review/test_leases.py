@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from bastion.review import CaseClosed, CaseLeased, Decision, Forbidden, Viewer
-from bastion.store.review import ReviewStore
+from bastion.review.store import ReviewStore
 
 from .conftest import ALICE, AUDREY, BOB, LEASE, ONE_REVIEW, ROOT, SAM, Clock, item, verdict
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-import bastion.store.review as review_module
+import bastion.review.store as review_module
 from bastion.review import (
     REVEAL_WINDOW,
     CaseNotFound,
@@ -19,8 +19,8 @@ from bastion.review import (
     NoMedia,
     PreviewUnavailable,
 )
+from bastion.review.store import ReviewStore, media_t
 from bastion.store import StoreUnavailable
-from bastion.store.review import ReviewStore, media_t
 
 from .conftest import ALICE, AUDREY, BOB, ROOT, SAM, Clock, item, verdict
 

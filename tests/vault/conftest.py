@@ -10,9 +10,9 @@ import pytest
 
 from bastion.crypto import MasterKey
 from bastion.review import Decision
+from bastion.review.store import ReviewStore
 from bastion.store import Store
-from bastion.store.review import ReviewStore
-from bastion.store.vault import Vault
+from bastion.vault.store import Vault
 from tests.conftest import TESTDATA
 from tests.review.conftest import (  # noqa: F401  (fixtures)
     ONE_REVIEW,

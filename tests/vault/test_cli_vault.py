@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from bastion import cli_keys
 from bastion.cli import app
 from bastion.crypto import MasterKey
+from bastion.review.store import ReviewStore
 from bastion.store import Store
-from bastion.store.review import ReviewStore
-from bastion.store.vault import Vault
 from bastion.vault.rows import EvidenceRow
+from bastion.vault.store import Vault
 from tests.conftest import postgres_schema_url
 from tests.review.conftest import Clock, item, verdict
 

@@ -12,9 +12,8 @@ from sqlalchemy import select, update
 
 from bastion.crypto import MasterKey
 from bastion.review import CaseNotFound, Decision, Forbidden
+from bastion.review.store import ReviewStore
 from bastion.store import Store
-from bastion.store.review import ReviewStore
-from bastion.store.vault import Vault
 from bastion.vault import (
     EVIDENCE_ROLES,
     EvidenceDamaged,
@@ -24,6 +23,7 @@ from bastion.vault import (
     RetentionRules,
 )
 from bastion.vault.rows import EvidenceRow
+from bastion.vault.store import Vault
 from tests.review.conftest import ONE_REVIEW, SAM, Clock, item, verdict
 
 from .conftest import MATCHES, Confirm

@@ -11,7 +11,7 @@ Concurrency: preserving inserts under a unique (case, item) constraint inside a 
 preservations of one case at once leave one row per item. Holds, releases and purges are
 conditional UPDATEs (``not purged``, ``not held``, ``still expired``) that the database
 serialises on the row, on SQLite and PostgreSQL alike; on SQLite every write transaction takes
-the write lock with its first statement, as in :mod:`bastion.store.review`.
+the write lock with its first statement, as in :mod:`bastion.review.store`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bastion.banks.model import utcnow
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.review.model import PRIORITIES, CaseNotFound
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
-from bastion.store.review import media_aad
+from bastion.review.store import media_aad
 from bastion.store.store import (
     InvalidInput,
     Store,
