@@ -41,8 +41,8 @@ def pdata_build(
     from bastion.cli import err, progress, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
+    from bastion.psi.store import VoucherStore
     from bastion.store import BankNotFound, Store, StoreError
-    from bastion.store.vouchers import VoucherStore
 
     root_db = ctx.find_root().params.get("db")
     try:

@@ -74,10 +74,10 @@ def worker(
     Runs beside `bastion serve` (which starts one unless --no-worker) or on its own; several
     workers may share a database. SIGTERM or Ctrl-C lets deliveries in flight finish first.
     """
+    from bastion.actions.outbox import Outbox
     from bastion.actions.targets import load_targets
     from bastion.actions.worker import OutboxWorker, WorkerConfig
     from bastion.store import Store, StoreError
-    from bastion.store.outbox import Outbox
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -173,7 +173,7 @@ def _build_loop(store: Store, settings: Settings, worker_id: str) -> BuildLoop |
     still run, and requested builds wait for a worker that has the key."""
     from bastion.actions.worker import BuildLoop
     from bastion.crypto import MasterKey
-    from bastion.store.vouchers import VoucherStore
+    from bastion.psi.store import VoucherStore
 
     try:
         key = MasterKey.load(settings)

@@ -27,11 +27,11 @@ import httpx
 
 from bastion.actions.delivery import Attempt, deliver, make_client
 from bastion.actions.model import Outcome, State
+from bastion.actions.outbox import Outbox, OutboxItem
 from bastion.actions.targets import Targets
 from bastion.config import ConfigError, Settings
+from bastion.psi.store import BuildJob, VoucherStore
 from bastion.store import StoreError
-from bastion.store.outbox import Outbox, OutboxItem
-from bastion.store.vouchers import BuildJob, VoucherStore
 
 log = logging.getLogger("bastion.worker")
 #: Added to the longest target timeout for the default lease: time to record the outcome.

@@ -258,7 +258,7 @@ VOUCHER_SOURCE = "e2ee-voucher"
 
 
 def open_voucher_cases(rt: Any, opened: Any) -> list[Submitted]:
-    """Hand an account's threshold opening (``bastion.store.vouchers.OpenedAccount``) to review:
+    """Hand an account's threshold opening (``bastion.psi.store.OpenedAccount``) to review:
     each opened item goes through the policy like a scan, as content of the account with source
     ``e2ee-voucher`` and its low-resolution derivative as media, and joins the account's case.
     Items the policy allows open no case. The voucher store calls this after its own commit and

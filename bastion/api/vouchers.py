@@ -23,8 +23,8 @@ from bastion.api.auth import Principal, require
 from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.psi import Report, ReportRejected
+from bastion.psi.store import NoTable, VoucherStore
 from bastion.store import BankNotFound, InvalidInput
-from bastion.store.vouchers import NoTable, VoucherStore
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
 

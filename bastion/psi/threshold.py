@@ -25,7 +25,7 @@ must lie on the same polynomial, or the group is reported as undecodable (more t
 vouchers, or a hostile client) and nothing opens.
 
 Decoding is the cryptographic gate, and all it needs is t items whose projection hit a table
-key. What the server then does is policy (``bastion.store.vouchers``): it keeps K, and opens
+key. What the server then does is policy (``bastion.psi.store``): it keeps K, and opens
 anything, only once the group's items re-checked against the bank cover at least t distinct
 pictures (``distinct_images``); otherwise it forgets K and destroys what failed the re-check.
 """

@@ -155,7 +155,7 @@ def test_a_voucher_opening_goes_to_review_only_never_an_automatic_action(
 
     from sqlalchemy import func, select
 
-    from bastion.store.vouchers import OpenedAccount, OpenedItem
+    from bastion.psi.store import OpenedAccount, OpenedItem
     from bastion.vault.rows import EvidenceRow
 
     made = client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})

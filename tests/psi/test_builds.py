@@ -18,9 +18,9 @@ from bastion.cli import app as cli_app
 from bastion.client import PData
 from bastion.crypto import MasterKey
 from bastion.psi.rows import PsiBuildRow
+from bastion.psi.store import MAX_BUILD_ATTEMPTS, LeaseLost, VoucherStore
 from bastion.signals.base import SignalType
 from bastion.store import BankNotFound, Store
-from bastion.store.vouchers import MAX_BUILD_ATTEMPTS, LeaseLost, VoucherStore
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, random_hashes

@@ -24,9 +24,9 @@ from bastion.client import (
 )
 from bastion.client.voucher import voucher_bytes
 from bastion.config import Settings
+from bastion.psi.store import params_from_settings
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.vouchers import params_from_settings
 
 from .conftest import voucher_settings
 from .helpers import random_hashes, seeded

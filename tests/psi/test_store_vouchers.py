@@ -18,9 +18,9 @@ from bastion.crypto import MasterKey
 from bastion.psi import Report, ReportRejected
 from bastion.psi.media import reencode_derivative
 from bastion.psi.rows import FrankingReportRow, VoucherShareRow
+from bastion.psi.store import OpenedAccount, VoucherStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.vouchers import OpenedAccount, VoucherStore
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, T0, random_hashes, seeded

@@ -420,7 +420,7 @@ def test_the_answer_is_the_same_whether_or_not_a_voucher_opens(
     """The platform timed /v1/vouchers (5.4 ms when a voucher opened, 4.4 ms when not). Now the
     request only queues: no voucher is opened while the platform waits, and every answer is the
     same bytes, down to the one that crosses the threshold."""
-    import bastion.store.vouchers as store_module
+    import bastion.psi.store as store_module
 
     opened_in: list[str] = []
     real_open = store_module.open_parsed
