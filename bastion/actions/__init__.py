@@ -1,7 +1,7 @@
 """Actions: signed webhooks to the platform, delivered from a durable outbox.
 
 Importing this package gives the pure parts (signing, naming rules, targets). The outbox store is
-:mod:`bastion.store.outbox`; one HTTP attempt is :mod:`bastion.actions.delivery`; the delivery
+:mod:`bastion.actions.outbox`; one HTTP attempt is :mod:`bastion.actions.delivery`; the delivery
 loop is :mod:`bastion.actions.worker`. Receivers verify requests with :func:`verify_signature`.
 """
 

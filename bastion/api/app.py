@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from bastion import __version__
+from bastion.actions.outbox import Outbox
 from bastion.api import cases, exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
 from bastion.api.auth import KeyCache, Principal, RateLimiter, require
 from bastion.api.openapi import state_settings
@@ -43,7 +44,6 @@ from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.exchanges import ExchangeStore
 from bastion.store.feeds import FeedStore
-from bastion.store.outbox import Outbox
 from bastion.store.reports import ReportStore
 from bastion.vault.store import Vault
 

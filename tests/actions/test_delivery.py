@@ -13,10 +13,10 @@ import pytest
 
 from bastion import __version__
 from bastion.actions import Backoff, load_targets, verify_signature
+from bastion.actions.outbox import Outbox
 from bastion.actions.worker import OutboxWorker, WorkerConfig
 from bastion.config import Settings
 from bastion.store import Store
-from bastion.store.outbox import Outbox
 
 from .conftest import Clock
 from .receiver import running

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from bastion.actions import Backoff
+from bastion.actions.outbox import Outbox, OutboxConflict, OutboxNotFound, enqueue_in
 from bastion.store import InvalidInput, Store
-from bastion.store.outbox import Outbox, OutboxConflict, OutboxNotFound, enqueue_in
 
 from .conftest import Clock, Database
 

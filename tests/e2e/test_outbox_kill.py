@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from bastion.actions.outbox import Outbox
 from bastion.store import Store
-from bastion.store.outbox import Outbox
 from tests.actions.receiver import Receiver, running
 from tests.conftest import postgres_schema_url
 from tests.e2e.test_server import Server

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -34,7 +34,10 @@ from bastion.actions.model import (
 )
 from bastion.actions.rows import OutboxRow
 from bastion.banks.model import utcnow
-from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
+from bastion.store import InvalidInput, StoreError, StoreUnavailable, append_audit
+
+if TYPE_CHECKING:
+    from bastion.store import Store
 
 outbox_t = OutboxRow.__table__
 _MAX_ERROR = 2000
