@@ -43,6 +43,8 @@ test: install
 lint: install
 	$(BIN)/ruff check bastion tests benchmarks
 	$(BIN)/ruff format --check bastion tests benchmarks
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # The server benchmark drives load with wrk (Debian's package).
 bench: install
