@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from bastion.actions.outbox import Outbox
 from bastion.cli import app
 from bastion.store import Store
-from bastion.store.outbox import Outbox
 
 from .receiver import running
 
