@@ -54,10 +54,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import Event, NodeEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
@@ -66,9 +67,9 @@ log = logging.getLogger("bastion.policy")
 Decision = Literal["allow", "review", "block"]
 Priority = Literal["critical", "high", "normal", "low"]
 
-DECISIONS: tuple[str, ...] = ("allow", "review", "block")
+DECISIONS: tuple[Decision, ...] = ("allow", "review", "block")
 #: Highest first: queues are worked in this order.
-PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+PRIORITIES: tuple[Priority, ...] = ("critical", "high", "normal", "low")
 SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url")
 #: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``.
 KINDS: tuple[str, ...] = ("image", "video", "file", "url")
@@ -446,11 +447,14 @@ def policy_input(
     )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- parsing -----------------------------------------------------------------------------------
+
+#: One of a fixed set of words (a Decision, a Priority): what ``choice`` hands back.
+_Choice = TypeVar("_Choice", bound=str)
 
 
 class _AliasFound(Exception):
@@ -463,22 +467,28 @@ class _TooDeep(Exception):
         self.line = line
 
 
+def _event_line(event: Event) -> int:
+    """The 1-based line an event starts on (the parser gives every event its marks)."""
+    assert event.start_mark is not None
+    return event.start_mark.line + 1
+
+
 class _Loader(yaml.SafeLoader):
     """The safe composer, refusing anchors and aliases (so nothing expands) and deep nesting."""
 
     _depth = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
-        event = self.peek_event()
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event: Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
         if isinstance(event, yaml.AliasEvent):
-            raise _AliasFound(event.start_mark.line + 1, f"alias *{event.anchor}")
-        if getattr(event, "anchor", None) is not None:
-            raise _AliasFound(event.start_mark.line + 1, f"anchor &{event.anchor}")
+            raise _AliasFound(_event_line(event), f"alias *{event.anchor}")
+        if isinstance(event, NodeEvent) and event.anchor is not None:
+            raise _AliasFound(_event_line(event), f"anchor &{event.anchor}")
         self._depth += 1
         try:
             if self._depth > _MAX_DEPTH:
-                raise _TooDeep(event.start_mark.line + 1)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+                raise _TooDeep(_event_line(event))
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -486,7 +496,7 @@ class _Loader(yaml.SafeLoader):
 def _compose(text: str) -> Node | None:
     loader = _Loader(text)
     try:
-        return loader.get_single_node()  # type: ignore[no-any-return]
+        return loader.get_single_node()
     finally:
         loader.dispose()
 
@@ -494,12 +504,13 @@ def _compose(text: str) -> Node | None:
 def parse_policy(text: str | bytes, name: str = "<policy>") -> Policy:
     """Validate and build a policy, or raise :class:`PolicyError` listing every problem."""
     if isinstance(text, bytes):
-        if len(text) > MAX_POLICY_BYTES:
-            raise PolicyError([(None, _too_big(len(text)))], name)
+        raw = text
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError([(None, _too_big(len(raw)))], name)
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[: exc.start].count(b"\n") + 1
+            line = raw[: exc.start].count(b"\n") + 1
             raise PolicyError([(line, "not valid UTF-8 text")], name) from None
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_BYTES:
@@ -514,9 +525,9 @@ def parse_policy(text: str | bytes, name: str = "<policy>") -> Policy:
         raise PolicyError([(exc.line, f"nested deeper than {_MAX_DEPTH} levels")], name) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        mark_line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise PolicyError([(line, f"invalid YAML: {problem}")], name) from None
+        raise PolicyError([(mark_line, f"invalid YAML: {problem}")], name) from None
     except ReaderError as exc:  # a control character the reader refuses
         line = text[: exc.position].count("\n") + 1
         raise PolicyError([(line, f"invalid YAML: {exc.reason}")], name) from None
@@ -647,7 +658,8 @@ class _Builder:
         return value
 
     def boolean(self, node: Node, what: str) -> bool | None:
-        return self._scalar(node, what, _BOOL, "true or false")  # type: ignore[no-any-return]
+        value = self._scalar(node, what, _BOOL, "true or false")
+        return None if value is None else bool(value)
 
     def integer(self, node: Node, what: str, lo: int, hi: int) -> int | None:
         value = self._scalar(node, what, _INT, "a whole number")
@@ -658,17 +670,18 @@ class _Builder:
             return None
         return int(value)
 
-    def choice(self, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
+    def choice(self, node: Node, what: str, choices: tuple[_Choice, ...]) -> _Choice | None:
         value = self.text(node, what)
         if value is None:
             return None
-        if value not in choices:
-            self.error(
-                node,
-                f"{what} {value!r} is not one of: {_one_of(choices)}{_suggest(value, choices)}",
-            )
-            return None
-        return value
+        for choice in choices:
+            if choice == value:
+                return choice
+        self.error(
+            node,
+            f"{what} {value!r} is not one of: {_one_of(choices)}{_suggest(value, choices)}",
+        )
+        return None
 
     def text_list(
         self,
@@ -798,7 +811,8 @@ class _Builder:
             spec = self.mapping(value, what, ("senior", "description"))
             if spec is None:
                 continue
-            senior, description = base.senior, base.description
+            senior = base.senior
+            description: str | None = base.description
             if "senior" in spec:
                 senior = bool(self.boolean(spec["senior"], f"{what} senior"))
                 if qname == SENIOR_QUEUE and not senior:
@@ -963,19 +977,19 @@ class _Builder:
             for k in extra:
                 self.error(spec[k], f"{what}: {k!r} does not apply to an allow verdict")
             return None if extra else Outcome("allow", "low")
-        priority: Any = "high" if decision == "block" else "normal"
+        priority: Priority | None = "high" if decision == "block" else "normal"
         queue = DEFAULT_QUEUE
-        actions = on_block if decision == "block" else ()
+        actions: tuple[str, ...] | None = on_block if decision == "block" else ()
         view_required: bool | None = True
         if "priority" in spec:
             priority = self.choice(spec["priority"], f"{what} priority", PRIORITIES)
         if "queue" in spec:
             queue = self.queue_ref(spec["queue"], f"{what} queue", queues) or ""
         if "actions" in spec:
-            actions = self.actions(spec["actions"], f"{what} actions")  # type: ignore[assignment]
+            actions = self.actions(spec["actions"], f"{what} actions")
         if "view_required" in spec:
             view_required = self.boolean(spec["view_required"], f"{what} view_required")
-        if None in (priority, actions, view_required) or not queue:
+        if priority is None or actions is None or view_required is None or not queue:
             return None
         return Outcome(decision, priority, queue, tuple(actions), bool(view_required))
 
