@@ -54,7 +54,7 @@ def open_feeds(*, signing: bool = False) -> Iterator[Any]:
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.feeds import KeyFormatError
-    from bastion.store.feeds import FeedStore
+    from bastion.feeds.store import FeedStore
 
     with open_store() as store:
         try:

@@ -88,8 +88,8 @@ def key_create(
 ) -> None:
     """Create a key and print its token alone on the last line of stdout (shown only once)."""
     from bastion.cli import err, open_store, usage_error
+    from bastion.feeds.store import FEED_SCOPE, FeedStore
     from bastion.store import StoreError
-    from bastion.store.feeds import FEED_SCOPE, FeedStore
 
     try:
         scope_set = parse_scopes(scopes)

@@ -189,7 +189,7 @@ class Settings:
     #: Our organisation's name, sent to partners that ask who is calling.
     exchange_organisation: str = ""
     # -- end exchanges --
-    # -- feeds (Bastion-to-Bastion sharing: bastion.feeds, bastion.store.feeds) --
+    # -- feeds (Bastion-to-Bastion sharing: bastion.feeds, bastion.feeds.store) --
     #: The organisation named as publisher of this instance's feeds (``bastion feed create``
     #: may name another per feed).
     feed_organisation: str = ""

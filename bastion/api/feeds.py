@@ -21,11 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bastion.api.auth import Principal, require
+from bastion.api.auth import require
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
-from bastion.keys import ADMIN
-from bastion.store import InvalidInput, StoreError
-from bastion.store.feeds import (
+from bastion.feeds.store import (
     CONFIRM,
     DISPUTE,
     FEED_SCOPE,
@@ -39,9 +37,12 @@ from bastion.store.feeds import (
     format_cursor,
     parse_cursor,
 )
+from bastion.http_auth import Principal, client_address
+from bastion.keys import ADMIN
+from bastion.store import InvalidInput, StoreError
 
 if TYPE_CHECKING:
-    from bastion.api.app import Runtime
+    from bastion.runtime import Runtime
 
 SCOPE = FEED_SCOPE
 router = APIRouter(prefix="/v1/feeds", tags=["feeds"], responses=AUTH_RESPONSES)
@@ -258,7 +259,6 @@ async def feed_version(
 async def _feedback(
     request: Request, key: Principal, name: str, body: FeedbackIn, kind: str
 ) -> JSONResponse:
-    from bastion.api.app import client_address  # the app imports this module
 
     rt = request.app.state.runtime
     await _granted(_feeds(rt), key, name)

@@ -2,7 +2,7 @@
 
 A publisher shares selected banks as a feed of signed records; subscribers verify each record
 with the publisher's pinned key and check their copy against each version's signed Merkle root.
-Pure: the store (``bastion.store.feeds``), the API (``bastion.api.feeds``) and the subscriber
+Pure: the store (``bastion.feeds.store``), the API (``bastion.api.feeds``) and the subscriber
 exchange (``bastion.exchanges.bastion_feed``) build on this. See docs/feeds.md.
 """
 

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Response
 
 from bastion.actions.outbox import OutboxConflict, OutboxNotFound
+from bastion.feeds.store import FEED_SCOPE
 from bastion.keys import SCOPES, parse_scopes
 from bastion.policy import PolicyError
 from bastion.store import InvalidInput, StoreError
 from bastion.store.accounts import UserExists, UserNotFound
-from bastion.store.feeds import FEED_SCOPE
 from bastion.web.base import (
     ADMINS,
     AUDITORS,

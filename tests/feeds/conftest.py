@@ -13,10 +13,10 @@ import pytest
 from bastion.banks.model import NewEntry
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.feeds.store import FeedStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.exchanges import ExchangeStore
-from bastion.store.feeds import FeedStore
 from tests.conftest import BACKENDS, open_store
 from tests.feeds.loopback import Publisher
 

@@ -19,8 +19,8 @@ import uvicorn
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.feeds.store import FeedStore
 from bastion.store import Store
-from bastion.store.feeds import FeedStore
 
 
 class AppServer:

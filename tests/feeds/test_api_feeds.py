@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.feeds import BadSignature, VerifyKey, merkle_root, parse_record
+from bastion.feeds.store import FeedStore
 from bastion.store import Store
-from bastion.store.feeds import FeedStore
 from tests.feeds.conftest import pdq_entries
 
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from bastion.api.app import create_app
 from bastion.config import Settings
+from bastion.feeds.store import FeedNotFound, FeedStore
 from bastion.store import InvalidInput, KeyNotFound, Store
-from bastion.store.feeds import FeedNotFound, FeedStore
 from tests.feeds.conftest import exchanges, pdq_entries, subscribe
 from tests.feeds.loopback import Publisher
 

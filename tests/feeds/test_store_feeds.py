@@ -11,8 +11,7 @@ from sqlalchemy import text
 
 from bastion.crypto import MasterKey
 from bastion.feeds import BadSignature, merkle_root, parse_record, parse_statement
-from bastion.store import InvalidInput, Store
-from bastion.store.feeds import (
+from bastion.feeds.store import (
     FeedExists,
     FeedKeyUnavailable,
     FeedNotFound,
@@ -21,6 +20,7 @@ from bastion.store.feeds import (
     format_cursor,
     parse_cursor,
 )
+from bastion.store import InvalidInput, Store
 from tests.feeds.conftest import pdq_entries
 
 
@@ -217,7 +217,7 @@ def test_the_worker_duty_signs_versions_only_when_banks_change(
     store: Store, master: MasterKey
 ) -> None:
     from bastion.config import Settings
-    from bastion.store.feeds import FeedVersioner
+    from bastion.feeds.versioner import FeedVersioner
 
     assert FeedVersioner.from_settings(store, Settings(), "w") is None  # no key file setting
     settings = Settings(secret_key=base64.b64encode(b"k" * 32).decode())

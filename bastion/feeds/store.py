@@ -13,14 +13,13 @@ not stored twice: a record's key is its entry id, which is never reused.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, case, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -40,22 +39,14 @@ from bastion.feeds.merkle import root_of_leaves
 from bastion.feeds.records import Record
 from bastion.feeds.rows import FeedFeedbackRow, FeedKeyGrantRow, FeedKeyRow, FeedRow, FeedVersionRow
 from bastion.keys import ADMIN, validate_key_name
+from bastion.store.bulk import banks_t, entries_t, keyset_page, tomb_t, value_hash
+from bastion.store.errors import InvalidInput, KeyNotFound, StoreError
 from bastion.store.models import ApiKeyRow
-from bastion.store.store import (
-    InvalidInput,
-    KeyNotFound,
-    Store,
-    StoreError,
-    _keyset_page,
-    append_audit,
-    banks_t,
-    entries_t,
-    state_t,
-    tomb_t,
-    value_hash,
-)
+from bastion.store.store import append_audit, state_t
 
-log = logging.getLogger("bastion.feeds")
+if TYPE_CHECKING:
+    from bastion.store import Store
+
 keys_t = FeedKeyRow.__table__
 feeds_t = FeedRow.__table__
 versions_t = FeedVersionRow.__table__
@@ -646,13 +637,13 @@ class FeedStore:
             rows: list[tuple[int, int, Any, Any]] = []
             if rev < upto or (after_id is not None and rev == upto):
                 window = (rev, after_id, upto, limit)
-                entry_rows = _keyset_page(
+                entry_rows = keyset_page(
                     conn,
                     _entry_columns().where(banks_t.c.name.in_(feed.banks)),
                     (entries_t.c.revision, entries_t.c.id),
                     window,
                 )
-                tomb_rows = _keyset_page(
+                tomb_rows = keyset_page(
                     conn,
                     select(
                         tomb_t.c.entry_id,
@@ -792,51 +783,6 @@ class FeedStore:
         return [
             FeedbackRow(r.id, r.key, r.subscriber, r.kind, r.reason, r.created_at) for r in rows
         ]
-
-
-class FeedVersioner:
-    """The worker's duty: sign a new version of every feed whose banks changed, every
-    ``feed_version_seconds``. Cheap when nothing changed (one indexed probe per feed)."""
-
-    def __init__(self, feeds: FeedStore, *, every: float = 5.0, worker_id: str = "worker") -> None:
-        self.feeds = feeds
-        self.every = max(0.1, float(every))
-        self.worker_id = worker_id
-        self.stop_event = threading.Event()
-        self.made = 0
-
-    @classmethod
-    def from_settings(cls, store: Store, settings: Any, worker_id: str) -> FeedVersioner | None:
-        """None (logged) without the master key: the feed key cannot sign without it."""
-        try:
-            key = MasterKey.load(settings)
-        except (OSError, ValueError) as exc:
-            log.warning("feed versions disabled in this worker: no master key (%s)", exc)
-            return None
-        every = float(getattr(settings, "feed_version_seconds", 5.0))
-        return cls(FeedStore(store, key, settings), every=every, worker_id=worker_id)
-
-    def run_once(self) -> list[FeedVersion]:
-        made = self.feeds.publish_due(actor=f"system:{self.worker_id}")
-        for v in made:
-            log.info(
-                "feed %s: version %d (root %s, %d records)", v.feed, v.version, v.root, v.count
-            )
-        self.made += len(made)
-        return made
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.run_once()
-            except StoreError as exc:
-                log.warning("feed versions: %s", exc)
-            except Exception:
-                log.exception("feed versions: unexpected error")
-            self.stop_event.wait(self.every)
-
-    def stop(self) -> None:
-        self.stop_event.set()
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -1210,7 +1156,6 @@ __all__ = [
     "FeedRecord",
     "FeedStore",
     "FeedVersion",
-    "FeedVersioner",
     "FeedbackRow",
     "KeyFeedback",
     "RecordNotFound",
