@@ -804,11 +804,12 @@ def serve(
 
     from bastion.api.app import create_app
     from bastion.config import ConfigError, Settings
+    from bastion.worker import check_worker_settings, worker_child
 
     try:
         settings = Settings.load(config, database_url=_state["db"], host=host, port=port)
         if not no_worker:
-            cli_worker.check_worker_settings(settings)
+            check_worker_settings(settings)
     except ConfigError as exc:
         raise usage_error(str(exc)) from exc
     if demo:
@@ -817,7 +818,7 @@ def serve(
         with open_store() as store:
             token, password = prepare_server_demo(store, actor=cli_actor())
         _print_demo_banner(token, password, settings.host, settings.port)
-    with cli_worker.worker_child(
+    with worker_child(
         settings, config=config, log_level=log_level, enabled=not no_worker
     ):
         if workers == 1:

@@ -29,16 +29,16 @@ class Housekeeping:
 
     def __init__(
         self,
-        store: Store,
-        master_key: MasterKey,
+        vault: Vault,
+        reports: ReportStore,
         settings: Settings,
         *,
         worker_id: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.vault = Vault.from_settings(store, master_key, settings)
-        self.reports = ReportStore(store, master_key, settings=settings, vault=self.vault)
+        self.vault = vault
+        self.reports = reports
         self.worker_id = worker_id
         self.purge_every = float(settings.vault_purge_interval_seconds)
         self.report_every = float(settings.report_poll_seconds)
@@ -47,6 +47,21 @@ class Housekeeping:
         self.stop_event = threading.Event()
         self.purged = 0
         self.reported = 0
+
+    @classmethod
+    def for_store(
+        cls,
+        store: Store,
+        master_key: MasterKey,
+        settings: Settings,
+        *,
+        worker_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Housekeeping:
+        """Over services of its own (the worker passes its runtime's instead)."""
+        vault = Vault.from_settings(store, master_key, settings)
+        reports = ReportStore(store, master_key, settings=settings, vault=vault)
+        return cls(vault, reports, settings, worker_id=worker_id, clock=clock)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -6,164 +6,30 @@ run in the thread pool, because hashing and index lookups are CPU-bound native c
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bastion import __version__
-from bastion.actions.outbox import Outbox
-from bastion.api import cases, exchanges, feeds, hma, pipeline, problems, reports, v1, vouchers
-from bastion.api.auth import KeyCache, Principal, RateLimiter, require
+from bastion.api import cases, exchanges, feeds, hma, problems, reports, v1, vouchers
+from bastion.api.auth import require
 from bastion.api.openapi import state_settings
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
-from bastion.crypto import MasterKey
-from bastion.index.live import LiveIndex
-from bastion.index.pdq import HASH_BITS
-from bastion.index.probing import EntryWatch, ProbeDetector
-from bastion.policy import Policy, PolicyHolder
-from bastion.review.store import ReviewStore
+from bastion.http_auth import Principal
+from bastion.runtime import Runtime, build_runtime
 from bastion.store import Store
-from bastion.store.accounts import AccountStore
-from bastion.store.exchanges import ExchangeStore
-from bastion.store.feeds import FeedStore
-from bastion.store.reports import ReportStore
-from bastion.vault.store import Vault
 
 log = logging.getLogger("bastion.api")
 _any_key = Depends(require(None))
-
-
-class Metrics:
-    """Prometheus metrics in a registry of the app's own, so several apps can live in a process."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "bastion_http_requests",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "bastion_http_request_duration_seconds",
-            "Request latency",
-            ["route"],
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-        self.matches = Counter(
-            "bastion_matches", "Matches returned", ["signal_type"], registry=self.registry
-        )
-        self.index_entries = Gauge(
-            "bastion_index_entries", "Entries in the live index", registry=self.registry
-        )
-        self.index_age = Gauge(
-            "bastion_index_age_seconds",
-            "Seconds since the index caught up with the store",
-            registry=self.registry,
-        )
-        self.index_revision = Gauge(
-            "bastion_index_revision", "Store revision the index reflects", registry=self.registry
-        )
-
-
-class Runtime:
-    """Everything a request handler needs, on ``app.state.runtime``."""
-
-    def __init__(self, settings: Settings, store: Store) -> None:
-        store.use_settings_audit_keys(settings)
-        settings = settings.in_data_dir(store.data_dir)
-        self.settings = settings
-        self.store = store
-        self.index = LiveIndex(store)
-        self.keys = KeyCache()
-        self.limiter = RateLimiter(settings.rate_limit_per_minute)
-        self.probes = ProbeDetector(
-            radius=settings.probe_radius,
-            limit=settings.probe_limit,
-            window=settings.probe_window_seconds,
-            memory=settings.probe_memory,
-        )
-        if not 0 <= settings.match_threshold <= HASH_BITS:
-            raise ValueError(f"match_threshold must be 0..{HASH_BITS}")
-        self.watch = EntryWatch(
-            same_radius=settings.probe_same_radius,
-            limit=settings.probe_entry_limit,
-            window=settings.probe_entry_window_seconds,
-            match_limit=settings.probe_match_limit,
-            match_window=settings.probe_match_window_seconds,
-            max_pairs=settings.probe_entry_memory,
-        )
-        self.metrics = Metrics()
-        self.started_at = time.time()
-        # -- domain services: one line each (review, accounts, outbox, policy, vouchers) --
-        self.master_key = MasterKey.load(settings)
-        self.policy = PolicyHolder(settings.policy_file)
-        self.policy.on_reload = partial(_audit_policy_reload, store, settings.policy_file)
-        self.bank_labels = pipeline.BankLabels(store)
-        self.review = ReviewStore(store, self.master_key, policy=self.policy.current)
-        self.accounts = AccountStore(store)
-        self.outbox = Outbox.from_settings(store, settings)
-        self.vault = Vault.from_settings(store, self.master_key, settings)
-        self.reports = ReportStore(store, self.master_key, settings=settings, vault=self.vault)
-        self.vouchers = vouchers.VoucherStore(store, self.master_key, settings)
-        self.vouchers.on_open = partial(pipeline.open_voucher_cases, self)
-        self.exchanges = ExchangeStore(store, self.master_key, settings)
-        # One per app: it caches the unsealed feed signing key.
-        self.feeds = FeedStore(store, self.master_key, settings)
-        # -- end domain services --
-
-    def verify_key(self, token: str) -> Principal | None:
-        key = self.store.verify_api_key(token)
-        if key is None:
-            return None
-        return Principal(
-            name=key.name,
-            scopes=frozenset(key.scopes),
-            user=key.user,
-            key_id=key.key_id,
-            created_by=key.created_by,
-        )
-
-    def audit(
-        self, request: Request, principal: Principal, action: str, target: str = "", **detail: Any
-    ) -> None:
-        """Record who did what to what, from where, before the response goes out."""
-        self.store.record_audit(
-            actor=f"key:{principal.name}",
-            action=action,
-            target=target,
-            detail=detail or None,
-            remote_addr=client_address(request, self.settings),
-        )
-
-
-def _audit_policy_reload(store: Store, path: str | None, policy: Policy) -> None:
-    """An edit of the policy file made on disk, picked up by this process."""
-    store.record_audit(
-        actor="system",
-        action="policy.reload",
-        target=str(path),
-        detail={"digest": policy.digest, "rules": len(policy.rules)},
-    )
 
 
 class MetricsMiddleware:
@@ -271,42 +137,6 @@ async def _send_too_large(scope: Any, send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address in proxies
-    for proxy in proxies:
-        try:
-            if ip in ipaddress.ip_network(proxy, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def client_address(request: Request, settings: Settings) -> str | None:
-    """The caller's address. Behind trusted proxies, X-Forwarded-For is read from the right:
-    each proxy appends the address it saw, and only entries added by trusted proxies can be
-    believed, so the first untrusted one from the right is the client (the leftmost is whatever
-    the client chose to send)."""
-    peer = request.client.host if request.client else None
-    if peer is None or not _trusted(peer, settings.trusted_proxies):
-        return peer
-    hops = [
-        h.strip()
-        for header in request.headers.getlist("x-forwarded-for")
-        for h in header.split(",")
-        if h.strip()
-    ]
-    address = peer
-    for hop in reversed(hops):
-        address = hop
-        if not _trusted(hop, settings.trusted_proxies):
-            break
-    return address
-
-
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
     settings = settings or Settings.load()
 
@@ -314,7 +144,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         st = store or Store.open(settings.database_url)
-        rt = Runtime(settings, st)
+        rt = build_runtime(settings, st)
         app.state.runtime = rt
         rt.index.load()
         rt.index.start(settings.index_poll_seconds)

@@ -18,7 +18,7 @@ once, here and on every other route (bastion.api.auth). Match distances are band
 disabled), so a binding cannot pass to a later user of the same name.
 
 One decision path. Claims, releases, reveals, media and reads call :class:`ReviewStore`; a
-decision calls :func:`bastion.api.pipeline.decide`, the console's own function (evidence, the
+decision calls :func:`bastion.pipeline.decide`, the console's own function (evidence, the
 policy's actions and exchange feedback in the decision's transaction).
 
 Audit. Opening a case (``case.view``), claims, releases, reveals, media reads
@@ -42,10 +42,11 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.exc import SQLAlchemyError
 
-from bastion.api import pipeline
-from bastion.api.auth import Principal, require
+from bastion import pipeline
+from bastion.api.auth import require
 from bastion.api.disclosure import sees_values, shown_distance, shown_reason
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.http_auth import Principal, client_address
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
 from bastion.index.probing import BANDS, band
 from bastion.review import (
@@ -748,7 +749,6 @@ def reveal(
     _media_key(key)
     rt = request.app.state.runtime
     viewer = _acting(request, key)
-    from bastion.api.app import client_address  # the app imports this module
 
     try:
         done = pipeline.reveal(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
-from bastion.api.auth import Principal
 from bastion.api.problems import Problem
+from bastion.http_auth import Principal
 from bastion.index.matcher import Match
 from bastion.index.pdq import HASH_BITS
 from bastion.index.probing import (

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.api.auth import Principal, require
+from bastion.api.auth import require
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.http_auth import Principal
 from bastion.store import InvalidInput, StoreError
 from bastion.store.exchanges import ExchangeBusy, ExchangeExists, ExchangeNotFound, ExchangeStore
 

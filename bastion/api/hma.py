@@ -30,7 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
-from bastion.api.auth import Principal, require
+from bastion.api.auth import require
 from bastion.api.disclosure import (
     audit_values,
     observe_probes,
@@ -46,6 +46,7 @@ from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
 from bastion.fetch import FetchError, fetch
+from bastion.http_auth import Principal
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, DEFAULT_VIDEO_MATCH_PERCENT, Match
 from bastion.index.probing import BANDS, band
 from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score

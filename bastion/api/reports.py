@@ -18,9 +18,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bastion.api.auth import Principal, require
+from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.http_auth import Principal, client_address
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
     INCIDENT_TYPES,
@@ -45,7 +46,7 @@ from bastion.store.reports import (
 )
 
 if TYPE_CHECKING:
-    from bastion.api.app import Runtime
+    from bastion.runtime import Runtime
 
 #: Non-blank text without NUL (the report fields a person must fill in).
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
@@ -538,7 +539,6 @@ async def get_report(request: Request, key: ReportKey, report_id: IdPath) -> Rep
 )
 async def report_xml(request: Request, key: ReportKey, report_id: IdPath) -> Response:
     """The stored report document (no media; files are described after upload). Audited."""
-    from bastion.api.app import client_address  # the app imports this module
 
     rt = request.app.state.runtime
     rs = rt.reports

@@ -18,8 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from bastion.api import pipeline
-from bastion.api.auth import Principal, require
+from bastion import pipeline
+from bastion.api.auth import require
 from bastion.api.disclosure import (
     audit_values,
     observe_probes,
@@ -37,6 +37,7 @@ from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
 from bastion.fetch import FetchError, fetch
+from bastion.http_auth import Principal
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
 from bastion.index.probing import ProbeVerdict, WatchVerdict, band
 from bastion.signals import FileSignals, hash_bytes

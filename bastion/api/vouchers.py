@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from bastion.api.auth import Principal, require
+from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.http_auth import Principal, client_address
 from bastion.psi import Report, ReportRejected
-from bastion.psi.store import NoTable, VoucherStore
+from bastion.psi.records import NoTable
+from bastion.psi.store import VoucherStore
 from bastion.store import BankNotFound, InvalidInput
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
@@ -53,8 +54,6 @@ def _store(request: Request) -> VoucherStore:
 
 
 def _remote(request: Request) -> str | None:
-    from bastion.api.app import client_address
-
     return client_address(request, _rt(request).settings)
 
 
@@ -356,20 +355,6 @@ def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) ->
     out = [r for r in results if r is not None]
     accepted = sum(1 for r in out if r.status == 202)
     return VouchersOut(accepted=accepted, refused=len(out) - accepted, results=out)
-
-
-def voucher_verifier(rt: Any) -> Callable[[str], list[dict[str, Any]]]:
-    """Server-side re-check of an opened item's PDQ hash against the live bank index of ``rt``
-    (the worker's runtime, which processes queued vouchers)."""
-    banks = list(rt.settings.voucher_banks) or None
-    distance = int(rt.settings.voucher_verify_distance)
-
-    def verify(pdq: str) -> list[dict[str, Any]]:
-        with rt.index.read() as matcher:
-            found = matcher.lookup_pdq([pdq], threshold=distance, banks=banks)[0]
-        return [m.as_dict() for m in found[:20]]
-
-    return verify
 
 
 @router.get(

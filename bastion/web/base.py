@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -29,6 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.api.problems import PROBLEM_JSON, Problem
+from bastion.http_auth import client_address, trusted
+from bastion.runtime import Runtime, runtime
 from bastion.store import (
     BankExists,
     BankNotFound,
@@ -39,9 +41,6 @@ from bastion.store import (
     StoreError,
     StoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    from bastion.api.app import Runtime
 
 log = logging.getLogger("bastion.web")
 
@@ -283,16 +282,11 @@ class Ctx:
         return self.role in roles
 
 
-def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
 def secure_transport(request: Request) -> bool:
     """Whether the console's cookies are ``Secure`` and its answers carry HSTS: the
     ``cookie_secure`` setting when given; else yes unless Bastion serves on a loopback address
     (``Settings.secure_cookies``), and yes for a request that came over HTTPS, directly or as
     a trusted proxy's ``X-Forwarded-Proto`` says."""
-    from bastion.api.app import _trusted
 
     settings = runtime(request).settings
     if settings.cookie_secure is not None or settings.secure_cookies:
@@ -300,14 +294,13 @@ def secure_transport(request: Request) -> bool:
     if request.url.scheme == "https":
         return True
     peer = request.client.host if request.client else None
-    if peer is None or not _trusted(peer, settings.trusted_proxies):
+    if peer is None or not trusted(peer, settings.trusted_proxies):
         return False
     proto = request.headers.get("x-forwarded-proto", "").split(",")[-1]
     return proto.strip().lower() == "https"
 
 
 def remote_addr(request: Request) -> str | None:
-    from bastion.api.app import client_address
 
     return client_address(request, runtime(request).settings)
 

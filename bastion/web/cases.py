@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.responses import JSONResponse
 
-from bastion.api import pipeline
+from bastion import pipeline
 from bastion.review import (
     CLASSIFICATIONS,
     Case,

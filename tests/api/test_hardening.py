@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 
-from bastion.api.app import body_limit, client_address
-from bastion.api.auth import KeyCache, Principal
+from bastion.api.app import body_limit
 from bastion.api.hma import MAX_COMPARE_FRAMES
 from bastion.api.v1 import MAX_MATCHES
 from bastion.banks.model import NewEntry
 from bastion.config import Settings
+from bastion.http_auth import KeyCache, Principal, client_address
 from bastion.signals import VideoFrame, serialize_frames
 from bastion.store import ImportAborted, ImportReport, InvalidInput, Store, StoreUnavailable
 from tests.api.conftest import bearer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.api import pipeline
+from bastion import pipeline
 from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.review import CaseClosed, Decision, Viewer
@@ -155,7 +155,7 @@ def test_a_voucher_opening_goes_to_review_only_never_an_automatic_action(
 
     from sqlalchemy import func, select
 
-    from bastion.psi.store import OpenedAccount, OpenedItem
+    from bastion.psi.records import OpenedAccount, OpenedItem
     from bastion.vault.rows import EvidenceRow
 
     made = client.post("/v1/banks", headers=admin, json={"name": "known", "labels": ["csam"]})

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bastion.api import pipeline
+from bastion import pipeline
 from bastion.api.app import create_app
 from bastion.reports.model import INCIDENT_TYPES
 from bastion.reports.ncmec import CyberTiplineClient

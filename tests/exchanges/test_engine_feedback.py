@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from bastion.api import pipeline
+from bastion import pipeline
 from bastion.api.app import create_app
 from bastion.banks.model import utcnow
 from bastion.config import Settings

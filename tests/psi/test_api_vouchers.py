@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from bastion.actions.worker import BuildLoop
 from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
-from bastion.cli_worker import voucher_loop
 from bastion.client import Account, Client, PData, Voucher, frank
 from bastion.signals.base import SignalType
 from bastion.store import Store
+from bastion.worker import voucher_loop, worker_runtime
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, random_hashes, seeded
@@ -76,7 +76,7 @@ def _work(http: TestClient) -> int:
     """The worker's voucher step, wired as ``bastion worker`` wires it (its own runtime over the
     same database): the API only queues vouchers."""
     rt = http.app.state.runtime
-    loop = voucher_loop(rt.store, rt.settings, "test-worker")
+    loop = voucher_loop(worker_runtime(rt.settings, rt.store), "test-worker")
     assert loop is not None
     return loop.drain()
 

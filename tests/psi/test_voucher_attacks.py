@@ -27,13 +27,12 @@ from sqlalchemy import func, select
 from bastion.actions.rows import OutboxRow
 from bastion.actions.worker import BuildLoop, VoucherLoop
 from bastion.api.app import create_app
-from bastion.api.pipeline import review_only
 from bastion.banks.model import NewEntry
-from bastion.cli_worker import voucher_loop
 from bastion.client import Account, Client, PData, Voucher
 from bastion.client.field import DHF_BYTES, P_DHF, P_SHARE, from_bytes
 from bastion.client.voucher import open_part_a, open_part_b
 from bastion.crypto import unseal
+from bastion.pipeline import review_only
 from bastion.policy import default_policy, policy_input
 from bastion.psi import Row, detect_real, reconstruct
 from bastion.psi.media import reencode_derivative
@@ -43,6 +42,7 @@ from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
+from bastion.worker import voucher_loop, worker_runtime
 
 from .conftest import voucher_settings
 from .forgery import OUTSIDE_PROJECTION, flip, forced_voucher, real_vouchers
@@ -76,7 +76,7 @@ class Net:
         blob = http.get("/v1/pdata", headers=self.platform)
         root = blob.headers["Bastion-PData-Root"]
         self.pdata = PData.from_bytes(blob.content, expected_root=root)
-        loop = voucher_loop(rt.store, rt.settings, "attack-worker")
+        loop = voucher_loop(worker_runtime(rt.settings, rt.store), "attack-worker")
         assert isinstance(loop, VoucherLoop)
         self.worker = loop
 
@@ -420,7 +420,7 @@ def test_the_answer_is_the_same_whether_or_not_a_voucher_opens(
     """The platform timed /v1/vouchers (5.4 ms when a voucher opened, 4.4 ms when not). Now the
     request only queues: no voucher is opened while the platform waits, and every answer is the
     same bytes, down to the one that crosses the threshold."""
-    import bastion.psi.store as store_module
+    import bastion.psi.intake as store_module
 
     opened_in: list[str] = []
     real_open = store_module.open_parsed

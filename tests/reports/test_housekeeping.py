@@ -45,7 +45,7 @@ def test_a_pass_sends_due_reports_and_purges_expired_evidence(
         case, incident_type=CSAM, reporter_info=REPORTER, actor="user:root"
     )
     ticks = Ticks()
-    chores = Housekeeping(store, key, Settings(), worker_id="test", clock=ticks)
+    chores = Housekeeping.for_store(store, key, Settings(), worker_id="test", clock=ticks)
 
     chores.run_once()  # no CyberTipline login yet: the draft waits, the purge runs
     assert reports.get(report.id).state == "drafted" and tipline.calls == []
@@ -56,7 +56,7 @@ def test_a_pass_sends_due_reports_and_purges_expired_evidence(
 
     # Configured (as BASTION_NCMEC_* would): the next pass sends the report.
     login = Settings(ncmec_url=server.url, ncmec_username=USER, ncmec_password=PASSWORD)
-    chores = Housekeeping(store, key, login, worker_id="test", clock=ticks)
+    chores = Housekeeping.for_store(store, key, login, worker_id="test", clock=ticks)
     chores.run_once()
     assert reports.get(report.id).state == "finished"
     assert tipline.calls == ["submit", "upload", "fileinfo", "finish"]
@@ -93,7 +93,7 @@ def test_a_refused_url_is_an_error_on_the_report_not_only_a_log_line(
         ncmec_password=PASSWORD,
         report_poll_seconds=5.0,
     )
-    chores = Housekeeping(store, key, insecure, worker_id="test", clock=ticks)
+    chores = Housekeeping.for_store(store, key, insecure, worker_id="test", clock=ticks)
     assert chores.report_every == 5.0  # the setting, not a fixed 10 s
     chores.run_once()
     held = reports.get(report.id)
@@ -107,6 +107,6 @@ def test_a_refused_url_is_an_error_on_the_report_not_only_a_log_line(
     assert len(events) == 1
 
     fixed = Settings(ncmec_url=server.url, ncmec_username=USER, ncmec_password=PASSWORD)
-    Housekeeping(store, key, fixed, worker_id="test", clock=ticks).run_once()
+    Housekeeping.for_store(store, key, fixed, worker_id="test", clock=ticks).run_once()
     sent = reports.get(report.id)
     assert sent.state == "finished" and sent.last_error is None

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -22,7 +22,12 @@ from bastion.exchanges.base import Verdict as ExchangeVerdict
 from bastion.policy import Verdict, policy_input
 from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
 from bastion.review.model import matched_entries
-from bastion.store import Store, append_audit
+from bastion.store import append_audit
+
+if TYPE_CHECKING:
+    from bastion.psi.records import OpenedAccount
+    from bastion.runtime import Runtime
+    from bastion.store import Store
 
 #: Bank labels change rarely; reading them once per scan would cost a query per request.
 _BANK_LABELS_TTL = 5.0
@@ -77,7 +82,7 @@ def action_payload(
     return {k: v for k, v in payload.items() if v is not None}
 
 
-def verdict_for(rt: Any, scanned: Scanned) -> Verdict:
+def verdict_for(rt: Runtime, scanned: Scanned) -> Verdict:
     """The active policy's verdict on scanned content, given the uploader's confirmed cases."""
     policy = rt.policy.current()
     matched = bool(scanned.matches)
@@ -91,7 +96,7 @@ def verdict_for(rt: Any, scanned: Scanned) -> Verdict:
 
 
 def open_case(
-    rt: Any, scanned: Scanned, verdict: Verdict, *, actor: str, scan_id: int | None
+    rt: Runtime, scanned: Scanned, verdict: Verdict, *, actor: str, scan_id: int | None
 ) -> Submitted:
     """Open (or join) a case for content the verdict did not allow, and queue the verdict's
     actions in the same transaction (with ``vault_on_block``, a block also preserves the item)."""
@@ -140,7 +145,7 @@ def open_case(
 ACCOUNT_ACTIONS = frozenset({"restrict_account"})
 
 
-def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome:
+def decide(rt: Runtime, viewer: Viewer, case_id: int, decision: Decision) -> Outcome:
     """Record a reviewer's decision; when it finally confirms the case, preserve its evidence
     and queue the policy's confirmation actions in the same transaction: one per item, or one
     per uploader for account actions. Entries disabled by a 'not abusive' decision leave the
@@ -182,7 +187,7 @@ def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome
                     idempotency_key=key,
                     case_id=case.id,
                 )
-        # -- exchange feedback: findings on exchange entries go back upstream (worker sends) --
+        # Findings on exchange entries go back upstream (the worker sends them).
         if outcome.final and case.state in ("confirmed", "not_abusive"):
             confirmed = case.state == "confirmed"
             rt.exchanges.queue_feedback_in(
@@ -197,7 +202,6 @@ def decide(rt: Any, viewer: Viewer, case_id: int, decision: Decision) -> Outcome
                     else case.state
                 ),
             )
-        # -- end exchange feedback --
 
     outcome: Outcome = rt.review.decide(
         viewer, case_id, decision, policy_review=rt.policy.current().review, then=enqueue
@@ -219,7 +223,7 @@ class Revealed:
 
 
 def reveal(
-    rt: Any,
+    rt: Runtime,
     viewer: Viewer,
     case_id: int,
     item_id: int,
@@ -257,8 +261,8 @@ def reveal(
 VOUCHER_SOURCE = "e2ee-voucher"
 
 
-def open_voucher_cases(rt: Any, opened: Any) -> list[Submitted]:
-    """Hand an account's threshold opening (``bastion.psi.store.OpenedAccount``) to review:
+def open_voucher_cases(rt: Runtime, opened: OpenedAccount) -> list[Submitted]:
+    """Hand an account's threshold opening (``OpenedAccount``) to review:
     each opened item goes through the policy like a scan, as content of the account with source
     ``e2ee-voucher`` and its low-resolution derivative as media, and joins the account's case.
     Items the policy allows open no case. The voucher store calls this after its own commit and
