@@ -3,7 +3,7 @@
 A report is drafted from a case, and reading the case is review's business, which knows console
 roles only: a key with the ``report`` scope reads the case as an admin-like viewer named
 ``key:<name>`` (its ``case.view`` audit rows say ``user:key:<name>``). The report calls
-themselves are audited by :class:`bastion.store.reports.ReportStore` with actor ``key:<name>``.
+themselves are audited by :class:`bastion.reports.store.ReportStore` with actor ``key:<name>``.
 Only a ``confirmed`` case can be reported, so four-eyes (when the policy asks for it) has
 already been applied by the review flow.
 """
@@ -22,9 +22,11 @@ from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL, IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.http_auth import Principal, client_address
+from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
     INCIDENT_TYPES,
+    Report,
     ReportContent,
     ReportedUser,
     ReporterInfo,
@@ -33,17 +35,10 @@ from bastion.reports.model import (
 )
 from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, LoginIp, NcaAccount
 from bastion.reports.ncmec_xml import XmlValidationError, build_report, validate
+from bastion.reports.store import ncmec_from_shared
 from bastion.review import CaseNotFound, Forbidden, Viewer
 from bastion.review.model import CONFIRMED, Case
 from bastion.store import InvalidInput, StoreError
-from bastion.store.reports import (
-    Report,
-    ReportConflict,
-    ReportDataMissing,
-    ReportExists,
-    ReportNotFound,
-    ncmec_from_shared,
-)
 
 if TYPE_CHECKING:
     from bastion.runtime import Runtime
@@ -217,7 +212,7 @@ def draft_jurisdictions(
 def send_now(rt: Runtime, report_id: int) -> Report:
     """Run the report's remaining steps in this request with the configured login."""
     from bastion.reports.ncmec import CyberTiplineClient
-    from bastion.store.reports import Reporter as NcmecReporter
+    from bastion.reports.reporter import Reporter as NcmecReporter
 
     rs = rt.reports
     creds = rs.credentials()

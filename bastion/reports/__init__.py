@@ -1,5 +1,6 @@
 """Mandatory reports (NCMEC CyberTipline; UK NCA exports in ``nca``): pure model and XML here,
-HTTP client in ``ncmec``, durable state and the reporter in :mod:`bastion.store.reports`."""
+HTTP client in ``ncmec``, durable state in :mod:`bastion.reports.store` (tables in ``rows``),
+the CyberTipline reporter in :mod:`bastion.reports.reporter`."""
 
 from bastion.reports.model import (
     CLASSIFICATIONS,

@@ -1,8 +1,9 @@
 """Mandatory reports as a durable state machine: pure vocabulary, inputs and the next step.
 
-No database, web or HTTP imports. :mod:`bastion.store.reports` stores the state and runs the
-steps; this module decides *which* step comes next from what has been recorded, so a restarted
-reporter resumes exactly where the last recorded result left it.
+No database, web or HTTP imports. :mod:`bastion.reports.store` stores the state and
+:mod:`bastion.reports.reporter` runs the steps; this module decides *which* step comes next
+from what has been recorded, so a restarted reporter resumes exactly where the last recorded
+result left it.
 
 A CyberTipline report moves ``drafted -> submitted -> files_uploaded -> finished``. Within
 ``submitted`` each file goes ``pending -> uploaded -> described`` (upload, then fileinfo). A
@@ -245,6 +246,66 @@ class ReportContent:
             _required("web url", url, 2000)
         object.__setattr__(self, "web_urls", tuple(self.web_urls))
         object.__setattr__(self, "files", tuple(self.files))
+
+
+# -- reading: what the console and the API show of a report -------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportFileInfo:
+    id: int
+    item_id: int
+    position: int
+    state: str
+    external_id: str | None
+    uploaded_at: datetime | None
+    described_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report as the console shows it: no content, no personal data."""
+
+    id: int
+    case_id: int
+    authority: str
+    environment: str
+    state: str
+    incident_type: str
+    external_id: str | None
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    last_response_code: int | None
+    retract_reason: str | None
+    created_by: str
+    confirmed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    retracted_at: datetime | None
+    files: tuple[ReportFileInfo, ...]
+    #: UK NCA reports only: priority (P1-P3), due time, and how long the reference is kept.
+    priority: str | None = None
+    deadline_at: datetime | None = None
+    keep_until: datetime | None = None
+
+    def age(self, now: datetime) -> timedelta | None:
+        """Time from confirmation until reported (or until now while unreported)."""
+        return age_until_reported(self.confirmed_at, self.finished_at, now)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    url: str
+    username: str
+    password: str
+    environment: str
+    source: str  # "env" or "console"
+
+    def __repr__(self) -> str:
+        return f"Credentials(url={self.url!r}, username={self.username!r}, source={self.source})"
 
 
 def _required(name: str, value: object, limit: int) -> None:

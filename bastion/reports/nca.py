@@ -3,7 +3,7 @@ the structured JSON export and a printable PDF.
 
 The NCA has no public API: a reviewer submits the report through the NCA's industry reporting
 portal from the export and enters the reference the portal gives back. This module holds no
-database, web or HTTP code; :mod:`bastion.store.reports` stores the report and its deadline.
+database, web or HTTP code; :mod:`bastion.reports.nca_store` stores the report and its deadline.
 
 Only identifiers, hashes and metadata go into a report. Never content: the PDF holds text only
 (no images of any kind), and the JSON carries no media bytes.

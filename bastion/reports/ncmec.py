@@ -146,7 +146,7 @@ class CyberTiplineClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- endpoints -----------------------------------------------------------------------------
+    # -- the CyberTipline's calls ----------------------------------------------------------------
 
     def status(self) -> Response:
         """``GET /status``: can we connect and authenticate?"""

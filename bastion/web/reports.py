@@ -28,23 +28,18 @@ from bastion.api.reports import (
     preview_xml,
     send_now,
 )
+from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
     ENVIRONMENTS,
     INCIDENT_TYPES,
+    Report,
     ReportInputError,
     State,
 )
 from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, PRIORITY_MEANING
 from bastion.review.model import CONFIRMED, Case
 from bastion.store import InvalidInput
-from bastion.store.reports import (
-    Report,
-    ReportConflict,
-    ReportDataMissing,
-    ReportExists,
-    ReportNotFound,
-)
 from bastion.web.base import (
     ADMINS,
     ConsoleRoute,

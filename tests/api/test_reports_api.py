@@ -17,9 +17,9 @@ from bastion import pipeline
 from bastion.api.app import create_app
 from bastion.reports.model import INCIDENT_TYPES
 from bastion.reports.ncmec import CyberTiplineClient
+from bastion.reports.reporter import Reporter
 from bastion.review import Decision, Viewer
 from bastion.store import Store
-from bastion.store.reports import Reporter
 from tests.api.conftest import bearer
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.web.conftest import console_settings

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.housekeeping import Housekeeping
+from bastion.reports.store import ReportStore
 from bastion.review.model import Case
 from bastion.store import Store
-from bastion.store.reports import ReportStore
 from bastion.vault.store import Vault
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.reports.test_reporter import CSAM, REPORTER

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from bastion.reports.errors import ReportConflict, ReportExists
 from bastion.reports.model import ReporterInfo, State
 from bastion.reports.nca import (
     LoginIp,
@@ -25,10 +26,11 @@ from bastion.reports.nca import (
     render_nca_pdf,
 )
 from bastion.reports.ncmec import CyberTiplineClient
+from bastion.reports.reporter import Reporter
+from bastion.reports.store import ReportStore
 from bastion.review.model import Case
 from bastion.store import InvalidInput, Store
 from bastion.store.models import AuditRow
-from bastion.store.reports import ReportConflict, Reporter, ReportExists, ReportStore
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
 from tests.reports.conftest import CREDENTIALS, IMAGES, REPORTER_KW
