@@ -188,159 +188,11 @@ def parse_cursor(text: str | None) -> Cursor:
     return cursor
 
 
-class FeedStore:
-    """Feeds of one Bastion instance. Anything that signs (versions, records) needs the master
-    key; with ``master_key`` None it raises :class:`FeedKeyUnavailable`, while listing feeds and
-    recording feedback still work. ``actor`` is who a signing key made on first use is audited
-    as (the CLI passes ``cli:<user>``)."""
+class FeedGrants:
+    """Which subscriber API keys read which feeds: the access half of :class:`FeedStore`.
+    A ``feed``-scoped key reads only the feeds granted to it; an admin key reads every feed."""
 
-    def __init__(
-        self,
-        store: Store,
-        master_key: MasterKey | None,
-        settings: Any = None,
-        *,
-        actor: str = "system",
-    ) -> None:
-        self.store = store
-        self.master_key = master_key
-        self.actor = actor
-        self.default_organisation = str(getattr(settings, "feed_organisation", "") or "")
-        self._key: SigningKey | None = None
-        self._lock = threading.Lock()
-
-    # -- the signing key -----------------------------------------------------------------------
-
-    def signing_key(self) -> SigningKey:
-        """This instance's feed key, generated (and audited) on first use."""
-        with self._lock:
-            if self._key is None:
-                self._key = self._load_or_create_key()
-            return self._key
-
-    def public_key(self) -> VerifyKey:
-        return self.signing_key().public
-
-    def has_signing_key(self) -> bool:
-        """Whether this instance has made its feed key (sealed under some master key)."""
-        with self.store.engine.connect() as conn:
-            return conn.execute(select(keys_t.c.id).where(keys_t.c.id == 1)).first() is not None
-
-    def _load_or_create_key(self) -> SigningKey:
-        if self.master_key is None:
-            raise FeedKeyUnavailable("the feed signing key needs the master key (secret_key)")
-        with self.store.engine.connect() as conn:
-            row = conn.execute(select(keys_t).where(keys_t.c.id == 1)).first()
-        if row is None:
-            fresh = SigningKey.generate()
-            try:
-                with self.store.begin_write() as conn:
-                    conn.execute(
-                        insert(keys_t).values(
-                            id=1,
-                            public_key=fresh.public.text,
-                            fingerprint=fresh.public.fingerprint,
-                            sealed_private=seal(self.master_key, fresh.raw(), KEY_AAD),
-                            created_at=utcnow(),
-                        )
-                    )
-                    append_audit(
-                        conn,
-                        actor=self.actor,
-                        action="feed.key.create",
-                        target=fresh.public.fingerprint,
-                    )
-            except IntegrityError:
-                pass  # another process created it first: use theirs
-            with self.store.engine.connect() as conn:
-                row = conn.execute(select(keys_t).where(keys_t.c.id == 1)).one()
-        try:
-            key = SigningKey.from_raw(unseal(self.master_key, row.sealed_private, KEY_AAD))
-        except (CryptoError, ValueError) as exc:
-            raise FeedKeyUnavailable(f"the feed signing key does not open: {exc}") from None
-        if key.public.text != row.public_key:
-            raise FeedKeyUnavailable("the feed signing key does not match its public key")
-        return key
-
-    # -- feeds ---------------------------------------------------------------------------------
-
-    def create(
-        self,
-        name: str,
-        banks: Sequence[str],
-        *,
-        description: str = "",
-        organisation: str | None = None,
-        actor: str = "system",
-    ) -> Feed:
-        """Publish ``banks`` (which must exist) as feed ``name``."""
-        name = _feed_name(name)
-        bank_names = sorted({_bank(b) for b in banks})
-        if not bank_names:
-            raise InvalidInput("a feed publishes at least one bank (--bank)")
-        org = (organisation if organisation is not None else self.default_organisation).strip()
-        if not org or len(org) > 255 or "\x00" in org:
-            raise InvalidInput(
-                "name the publishing organisation (1-255 characters): --organisation, or the "
-                "feed_organisation setting"
-            )
-        if not isinstance(description, str) or len(description) > 2000:
-            raise InvalidInput("description must be text of at most 2000 characters")
-        now = utcnow()
-        try:
-            with self.store.begin_write() as conn:
-                known = set(
-                    conn.execute(
-                        select(banks_t.c.name).where(banks_t.c.name.in_(bank_names))
-                    ).scalars()
-                )
-                missing = [b for b in bank_names if b not in known]
-                if missing:
-                    raise InvalidInput(f"no bank named {', '.join(map(repr, missing))}")
-                if _feed_row(conn, name) is not None:
-                    raise FeedExists(f"feed {name!r} already exists")
-                conn.execute(
-                    insert(feeds_t).values(
-                        name=name,
-                        description=description,
-                        organisation=org,
-                        banks=bank_names,
-                        created_by=actor,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                append_audit(
-                    conn,
-                    actor=actor,
-                    action="feed.create",
-                    target=name,
-                    detail={"banks": bank_names, "organisation": org},
-                )
-        except IntegrityError:
-            raise FeedExists(f"feed {name!r} already exists") from None
-        return self.get(name)
-
-    def get(self, name: str) -> Feed:
-        with self.store.engine.connect() as conn:
-            return _to_feed(_require_feed(conn, name))
-
-    def list(self, *, readable_by: str | None = None) -> list[Feed]:
-        """Every feed, or with ``readable_by`` only those granted to that API key."""
-        stmt = select(feeds_t).order_by(feeds_t.c.name)
-        if readable_by is not None:
-            stmt = stmt.where(feeds_t.c.id.in_(_granted_ids(readable_by)))
-        with self.store.engine.connect() as conn:
-            return [_to_feed(r) for r in conn.execute(stmt)]
-
-    def remove(self, name: str, *, actor: str = "system") -> None:
-        """Stop publishing: the feed, its versions and feedback go; the banks stay."""
-        with self.store.begin_write() as conn:
-            row = _require_feed(conn, name)
-            conn.execute(feeds_t.delete().where(feeds_t.c.id == row.id))
-            append_audit(conn, actor=actor, action="feed.remove", target=row.name)
-
-    # -- access: which subscriber keys read which feeds -----------------------------------------
+    store: Store
 
     def authorize(self, name: str, key: str, scopes: Iterable[str]) -> None:
         """Raise :class:`FeedNotFound` unless API key ``key`` (holding ``scopes``) may read feed
@@ -491,6 +343,159 @@ class FeedStore:
                 .order_by(api_keys_t.c.name)
             ).all()
         return [r.name for r in rows if FEED_SCOPE in (r.scopes or ()) and ADMIN not in r.scopes]
+
+
+class FeedStore(FeedGrants):
+    """Feeds of one Bastion instance. Anything that signs (versions, records) needs the master
+    key; with ``master_key`` None it raises :class:`FeedKeyUnavailable`, while listing feeds and
+    recording feedback still work. ``actor`` is who a signing key made on first use is audited
+    as (the CLI passes ``cli:<user>``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: MasterKey | None,
+        settings: Any = None,
+        *,
+        actor: str = "system",
+    ) -> None:
+        self.store = store
+        self.master_key = master_key
+        self.actor = actor
+        self.default_organisation = str(getattr(settings, "feed_organisation", "") or "")
+        self._key: SigningKey | None = None
+        self._lock = threading.Lock()
+
+    # -- the signing key -----------------------------------------------------------------------
+
+    def signing_key(self) -> SigningKey:
+        """This instance's feed key, generated (and audited) on first use."""
+        with self._lock:
+            if self._key is None:
+                self._key = self._load_or_create_key()
+            return self._key
+
+    def public_key(self) -> VerifyKey:
+        return self.signing_key().public
+
+    def has_signing_key(self) -> bool:
+        """Whether this instance has made its feed key (sealed under some master key)."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(keys_t.c.id).where(keys_t.c.id == 1)).first() is not None
+
+    def _load_or_create_key(self) -> SigningKey:
+        if self.master_key is None:
+            raise FeedKeyUnavailable("the feed signing key needs the master key (secret_key)")
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(keys_t).where(keys_t.c.id == 1)).first()
+        if row is None:
+            fresh = SigningKey.generate()
+            try:
+                with self.store.begin_write() as conn:
+                    conn.execute(
+                        insert(keys_t).values(
+                            id=1,
+                            public_key=fresh.public.text,
+                            fingerprint=fresh.public.fingerprint,
+                            sealed_private=seal(self.master_key, fresh.raw(), KEY_AAD),
+                            created_at=utcnow(),
+                        )
+                    )
+                    append_audit(
+                        conn,
+                        actor=self.actor,
+                        action="feed.key.create",
+                        target=fresh.public.fingerprint,
+                    )
+            except IntegrityError:
+                pass  # another process created it first: use theirs
+            with self.store.engine.connect() as conn:
+                row = conn.execute(select(keys_t).where(keys_t.c.id == 1)).one()
+        try:
+            key = SigningKey.from_raw(unseal(self.master_key, row.sealed_private, KEY_AAD))
+        except (CryptoError, ValueError) as exc:
+            raise FeedKeyUnavailable(f"the feed signing key does not open: {exc}") from None
+        if key.public.text != row.public_key:
+            raise FeedKeyUnavailable("the feed signing key does not match its public key")
+        return key
+
+    # -- feeds ---------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        banks: Sequence[str],
+        *,
+        description: str = "",
+        organisation: str | None = None,
+        actor: str = "system",
+    ) -> Feed:
+        """Publish ``banks`` (which must exist) as feed ``name``."""
+        name = _feed_name(name)
+        bank_names = sorted({_bank(b) for b in banks})
+        if not bank_names:
+            raise InvalidInput("a feed publishes at least one bank (--bank)")
+        org = (organisation if organisation is not None else self.default_organisation).strip()
+        if not org or len(org) > 255 or "\x00" in org:
+            raise InvalidInput(
+                "name the publishing organisation (1-255 characters): --organisation, or the "
+                "feed_organisation setting"
+            )
+        if not isinstance(description, str) or len(description) > 2000:
+            raise InvalidInput("description must be text of at most 2000 characters")
+        now = utcnow()
+        try:
+            with self.store.begin_write() as conn:
+                known = set(
+                    conn.execute(
+                        select(banks_t.c.name).where(banks_t.c.name.in_(bank_names))
+                    ).scalars()
+                )
+                missing = [b for b in bank_names if b not in known]
+                if missing:
+                    raise InvalidInput(f"no bank named {', '.join(map(repr, missing))}")
+                if _feed_row(conn, name) is not None:
+                    raise FeedExists(f"feed {name!r} already exists")
+                conn.execute(
+                    insert(feeds_t).values(
+                        name=name,
+                        description=description,
+                        organisation=org,
+                        banks=bank_names,
+                        created_by=actor,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                append_audit(
+                    conn,
+                    actor=actor,
+                    action="feed.create",
+                    target=name,
+                    detail={"banks": bank_names, "organisation": org},
+                )
+        except IntegrityError:
+            raise FeedExists(f"feed {name!r} already exists") from None
+        return self.get(name)
+
+    def get(self, name: str) -> Feed:
+        with self.store.engine.connect() as conn:
+            return _to_feed(_require_feed(conn, name))
+
+    def list(self, *, readable_by: str | None = None) -> list[Feed]:
+        """Every feed, or with ``readable_by`` only those granted to that API key."""
+        stmt = select(feeds_t).order_by(feeds_t.c.name)
+        if readable_by is not None:
+            stmt = stmt.where(feeds_t.c.id.in_(_granted_ids(readable_by)))
+        with self.store.engine.connect() as conn:
+            return [_to_feed(r) for r in conn.execute(stmt)]
+
+    def remove(self, name: str, *, actor: str = "system") -> None:
+        """Stop publishing: the feed, its versions and feedback go; the banks stay."""
+        with self.store.begin_write() as conn:
+            row = _require_feed(conn, name)
+            conn.execute(feeds_t.delete().where(feeds_t.c.id == row.id))
+            append_audit(conn, actor=actor, action="feed.remove", target=row.name)
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -1151,6 +1156,7 @@ __all__ = [
     "Feed",
     "FeedExists",
     "FeedGrant",
+    "FeedGrants",
     "FeedKeyUnavailable",
     "FeedNotFound",
     "FeedRecord",
