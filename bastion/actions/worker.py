@@ -30,7 +30,8 @@ from bastion.actions.model import Outcome, State
 from bastion.actions.outbox import Outbox, OutboxItem
 from bastion.actions.targets import Targets
 from bastion.config import ConfigError, Settings
-from bastion.psi.store import BuildJob, VoucherStore
+from bastion.psi.records import BuildJob
+from bastion.psi.store import VoucherStore
 from bastion.store import StoreError
 
 log = logging.getLogger("bastion.worker")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL, IdPath
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal, client_address
 from bastion.psi import Report, ReportRejected
 from bastion.psi.records import NoTable
@@ -284,10 +284,8 @@ def build_pdata(
             banks=body.banks if body else None,
             remote_addr=_remote(request),
         )
-    except BankNotFound as exc:
-        raise Problem(404, "Not found", detail=str(exc)) from None
-    except (InvalidInput, ValueError) as exc:
-        raise Problem(422, "Invalid request", detail=str(exc)) from None
+    except (BankNotFound, InvalidInput, ValueError) as exc:
+        raise problem_for(exc) from None
     response.headers["Location"] = f"/v1/pdata/builds/{job.id}"
     return _build_out(job)
 

@@ -1,8 +1,11 @@
-"""Server side of private matching for end-to-end encrypted messaging (pure: no web or database).
+"""Server side of private matching for end-to-end encrypted messaging.
 
-``build`` makes pdata from bank hashes, ``process`` opens vouchers with the secret scalar,
-``threshold`` finds real shares and rebuilds an account key, ``media`` re-encodes opened
-derivatives, ``franking`` verifies user reports.
+Pure (no web or database): ``build`` makes pdata from bank hashes, ``process`` opens vouchers
+with the secret scalar, ``threshold`` finds real shares and rebuilds an account key, ``media``
+re-encodes opened derivatives, ``franking`` verifies user reports, ``records`` holds what the
+store hands out. Storage: ``store`` (:class:`~bastion.psi.store.VoucherStore`, made of
+``tables``, ``intake``, ``opening`` and its franking part) and ``rows`` (the tables); this
+package's ``__init__`` imports neither.
 The wire formats and everything a client computes live in :mod:`bastion.client`, which this
 package imports (never the reverse). Protocol and privacy properties: docs/e2ee.md.
 """

@@ -24,7 +24,7 @@ from bastion.client import (
 )
 from bastion.client.voucher import voucher_bytes
 from bastion.config import Settings
-from bastion.psi.store import params_from_settings
+from bastion.psi.records import params_from_settings
 from bastion.signals.base import SignalType
 from bastion.store import Store
 

@@ -17,8 +17,9 @@ from bastion.client import Account, Client, PData, Voucher, commit, frank
 from bastion.crypto import MasterKey
 from bastion.psi import Report, ReportRejected
 from bastion.psi.media import reencode_derivative
+from bastion.psi.records import OpenedAccount
 from bastion.psi.rows import FrankingReportRow, VoucherShareRow
-from bastion.psi.store import OpenedAccount, VoucherStore
+from bastion.psi.store import VoucherStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
 
