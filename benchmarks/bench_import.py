@@ -148,21 +148,22 @@ def _legacy_store_class() -> type:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from bastion.banks.model import utcnow
-    from bastion.store.store import Store, _bank_row, _entry_values, _touch_bank, entries_t
+    from bastion.store.bulk import entries_t, entry_values, require_bank, touch_bank
+    from bastion.store.store import Store
 
     class LegacyStore(Store):
         def _insert_batch(self, bank: str, batch: list[Any], report: Any) -> None:
             unique: dict[tuple[str, str, str], dict[str, Any]] = {}
             now = utcnow()
             for e in batch:
-                row = _entry_values(e, now)
+                row = entry_values(e, now)
                 key = (row["signal_type"], row["value_hash"], row["url_match"])
                 if key in unique:
                     report.duplicates += 1
                 else:
                     unique[key] = row
-            with self._write() as (conn, rev):
-                bank_row = _bank_row(conn, bank)
+            with self.write() as (conn, rev):
+                bank_row = require_bank(conn, bank)
                 fresh = [{**r, "bank_id": bank_row.id, "revision": rev} for r in unique.values()]
                 dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
                 stmt = dialect_insert(entries_t).on_conflict_do_nothing(
@@ -174,7 +175,7 @@ def _legacy_store_class() -> type:
                     select(func.count()).select_from(entries_t).where(entries_t.c.revision == rev)
                 ).scalar_one()
                 if added:
-                    _touch_bank(conn, bank_row.id)
+                    touch_bank(conn, bank_row.id)
                 report.added += added
                 report.duplicates += len(fresh) - added
             report.batches += 1

@@ -91,19 +91,13 @@ from bastion.review.model import (
 )
 from bastion.review.preview import PREVIEW_TYPE, blurred_preview
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow, EntryDisputeRow
-from bastion.store.store import (
-    InvalidInput,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    _json_doc,
-    _short_text,
-    append_audit,
-    audit_head_t,
-)
+from bastion.store.bulk import json_doc, short_text
+from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
+from bastion.store.store import append_audit, audit_head_t
 
 if TYPE_CHECKING:
     from bastion.policy import ReviewSettings, Verdict
+    from bastion.store import Store
 
 cases_t = CaseRow.__table__
 items_t = CaseItemRow.__table__
@@ -122,13 +116,9 @@ def media_aad(case_id: int, item_id: int) -> bytes:
     return f"bastion/case-media/v1:case={case_id}:item={item_id}".encode()
 
 
-class ReviewStore:
-    """Cases, queues, leases and decisions on top of :class:`~bastion.store.Store`.
-
-    ``policy`` returns the current policy (queues, SLAs, lease time); without one the defaults
-    in :class:`ReviewConfig` apply. ``now`` is the clock for case times, leases and the reveal
-    window (tests pass a fake one; audit rows keep the real time).
-    """
+class CaseIntake:
+    """Opening and joining cases, and the counts the policy asks for: what the scan pipeline
+    needs. The base of :class:`ReviewStore`, with its construction, clock and transactions."""
 
     def __init__(
         self,
@@ -190,7 +180,7 @@ class ReviewStore:
         """
         v = _verdict(verdict)
         values, media, media_note = _item_values(item)
-        _short_text("actor", actor, 255, empty=False)
+        short_text("actor", actor, 255, empty=False)
         config = self.config()
         now = self._now()
         due = config.due(v["priority"], now)
@@ -282,6 +272,41 @@ class ReviewStore:
             if then is not None:
                 then(conn, result)
         return result
+
+    # -- counts --------------------------------------------------------------------------------
+
+    def prior_confirmed(self, uploader_id: str | None) -> int:
+        """How many of this uploader's cases were confirmed (policy input)."""
+        if not isinstance(uploader_id, str) or not uploader_id:
+            return 0
+        stmt = (
+            select(func.count())
+            .select_from(cases_t)
+            .where(cases_t.c.uploader_id == uploader_id, cases_t.c.state == CONFIRMED)
+        )
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def disputes_for_entry(self, entry_id: int) -> int:
+        """How many times reviewers found a match to this entry not abusive."""
+        if (
+            not isinstance(entry_id, int)
+            or isinstance(entry_id, bool)
+            or not 0 < entry_id <= _MAX_ID
+        ):
+            return 0
+        stmt = select(func.count()).select_from(disputes_t).where(disputes_t.c.entry_id == entry_id)
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+
+class ReviewStore(CaseIntake):
+    """Cases, queues, leases and decisions on top of :class:`~bastion.store.Store`.
+
+    ``policy`` returns the current policy (queues, SLAs, lease time); without one the defaults
+    in :class:`ReviewConfig` apply. ``now`` is the clock for case times, leases and the reveal
+    window (tests pass a fake one; audit rows keep the real time).
+    """
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -716,32 +741,6 @@ class ReviewStore:
                 errors.append(f"{bank}/{entry_id}: {exc}")
         return replace(outcome, disabled=tuple(disabled), disable_errors=tuple(errors))
 
-    # -- counts --------------------------------------------------------------------------------
-
-    def prior_confirmed(self, uploader_id: str | None) -> int:
-        """How many of this uploader's cases were confirmed (policy input)."""
-        if not isinstance(uploader_id, str) or not uploader_id:
-            return 0
-        stmt = (
-            select(func.count())
-            .select_from(cases_t)
-            .where(cases_t.c.uploader_id == uploader_id, cases_t.c.state == CONFIRMED)
-        )
-        with self._read() as conn:
-            return int(conn.execute(stmt).scalar_one())
-
-    def disputes_for_entry(self, entry_id: int) -> int:
-        """How many times reviewers found a match to this entry not abusive."""
-        if (
-            not isinstance(entry_id, int)
-            or isinstance(entry_id, bool)
-            or not 0 < entry_id <= _MAX_ID
-        ):
-            return 0
-        stmt = select(func.count()).select_from(disputes_t).where(disputes_t.c.entry_id == entry_id)
-        with self._read() as conn:
-            return int(conn.execute(stmt).scalar_one())
-
     # -- helpers -------------------------------------------------------------------------------
 
     @contextmanager
@@ -967,19 +966,19 @@ def _verdict(verdict: Any) -> dict[str, Any]:
         raise InvalidInput(f"a {decision!r} verdict does not open a case (only review and block)")
     if values["priority"] not in PRIORITY_RANK:
         raise InvalidInput(f"verdict priority must be one of {', '.join(PRIORITIES)}")
-    _short_text("verdict queue", values["queue"], 64, empty=False)
+    short_text("verdict queue", values["queue"], 64, empty=False)
     if values["rule"] is not None:
-        _short_text("verdict rule", values["rule"], 255)
-    _short_text("verdict reason", values["reason"], 10_000)
+        short_text("verdict rule", values["rule"], 255)
+    short_text("verdict reason", values["reason"], 10_000)
     if not isinstance(values["view_required"], bool):
         raise InvalidInput("verdict view_required must be true or false")
     for action in values["actions"]:
-        _short_text("verdict action", action, 64, empty=False)
+        short_text("verdict action", action, 64, empty=False)
     return values
 
 
 def _optional(what: str, value: object, limit: int) -> str | None:
-    return None if value is None else _short_text(what, value, limit)
+    return None if value is None else short_text(what, value, limit)
 
 
 def _item_values(item: NewItem) -> tuple[dict[str, Any], bytes | None, str]:
@@ -994,7 +993,7 @@ def _item_values(item: NewItem) -> tuple[dict[str, Any], bytes | None, str]:
     if filename is not None:
         filename = os.path.basename(filename.replace("\\", "/"))[:255] or None
     values: dict[str, Any] = {
-        "kind": _short_text("kind", item.kind, 32, empty=False),
+        "kind": short_text("kind", item.kind, 32, empty=False),
         "format": _optional("format", item.format, 32),
         "content_id": _optional("content_id", item.content_id, 512),
         "uploader_id": _optional("uploader_id", item.uploader_id, 512) or None,
@@ -1002,8 +1001,8 @@ def _item_values(item: NewItem) -> tuple[dict[str, Any], bytes | None, str]:
         "source": _optional("source", item.source, 255),
         "age_band": _optional("age_band", item.age_band, 16),
         "scan_id": scan_id,
-        "signals": _json_doc("signals", item.signals, list, _MAX_JSON),
-        "matches": _json_doc("matches", item.matches, list, _MAX_JSON),
+        "signals": json_doc("signals", item.signals, list, _MAX_JSON),
+        "matches": json_doc("matches", item.matches, list, _MAX_JSON),
         "filename": filename,
     }
     media, note, media_type = item.media, "", None
@@ -1030,7 +1029,7 @@ def _item_values(item: NewItem) -> tuple[dict[str, Any], bytes | None, str]:
 def _media_type(given: object, data: bytes) -> str:
     """A checked ``type/subtype``, or sniffed from the bytes (images only) when not given."""
     if given is not None:
-        text = _short_text("media_type", given, 255, empty=False).strip().lower()
+        text = short_text("media_type", given, 255, empty=False).strip().lower()
         main, _, sub = text.partition("/")
         if not main or not sub or any(c.isspace() for c in text):
             raise InvalidInput(f"media_type must look like 'image/jpeg', not {given!r}")
@@ -1050,4 +1049,4 @@ def _media_type(given: object, data: bytes) -> str:
     return "application/octet-stream"
 
 
-__all__ = ["ReviewStore", "media_aad"]
+__all__ = ["CaseIntake", "ReviewStore", "media_aad"]

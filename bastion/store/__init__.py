@@ -1,24 +1,26 @@
 """Persistence: banks and entries in SQLite or PostgreSQL, schema managed by Alembic."""
 
-from bastion.store.store import (
-    DEFAULT_URL,
-    URL_ENV,
-    AuditEvent,
+from bastion.store.errors import (
     AuditKeyUnavailable,
     BankExists,
     BankNotFound,
-    EntryChange,
     EntryNotFound,
     ImportAborted,
-    ImportReport,
     InvalidInput,
     KeyExists,
     KeyNotFound,
     ScanNotFound,
-    ScanRecord,
-    Store,
     StoreError,
     StoreUnavailable,
+)
+from bastion.store.store import (
+    DEFAULT_URL,
+    URL_ENV,
+    AuditEvent,
+    EntryChange,
+    ImportReport,
+    ScanRecord,
+    Store,
     append_audit,
     database_url,
 )

@@ -51,8 +51,9 @@ from bastion.accounts import (
     well_formed_token,
 )
 from bastion.banks.model import utcnow
+from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
 from bastion.store.models import ExposureRow, LoginThrottleRow, UserRow, UserSessionRow
-from bastion.store.store import InvalidInput, Store, StoreError, StoreUnavailable, append_audit
+from bastion.store.store import Store, append_audit
 
 users_t = UserRow.__table__
 sessions_t = UserSessionRow.__table__

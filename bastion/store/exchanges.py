@@ -3,7 +3,7 @@
 Each exchange feeds the one bank it owns (``source = "exchange:<name>"``); every entry of that
 bank is the exchange's and carries the partner's record key as ``external_id``. A sync claims
 the exchange with a lease, asks it for pages after the stored checkpoint, and applies each page
-in one bank write transaction (``Store._write``): entries, the checkpoint, poisoned records,
+in one bank write transaction (``Store.write``): entries, the checkpoint, poisoned records,
 snapshot marks, vouching and counters commit or roll back together, so a crash loses nothing and
 repeats nothing. The lease is checked again inside every page's transaction, so a worker that
 lost it (it stalled past ``lease_until`` and another took over) cannot commit a page.
@@ -85,24 +85,21 @@ from bastion.exchanges.rows import (
     ExchangeRunRow,
     ExchangeSeenRow,
 )
-from bastion.store.store import (
-    InvalidInput,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    _bank_fields,
-    _copy_rows,
-    _entry_select,
-    _executemany_rows,
-    _json_doc,
-    _storable,
-    _to_entry,
-    _tombstone,
-    _touch_bank,
-    append_audit,
+from bastion.store.bulk import (
+    bank_fields,
     banks_t,
+    copy_rows,
     entries_t,
+    entry_select,
+    executemany_rows,
+    json_doc,
+    storable,
+    to_entry,
+    tombstone,
+    touch_bank,
 )
+from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
+from bastion.store.store import Store, append_audit
 
 log = logging.getLogger("bastion.exchanges")
 
@@ -544,7 +541,7 @@ class ExchangeStore:
         )
 
     def _row(self, conn: Connection, name: str, *, lock: bool = False) -> Row[Any]:
-        if not isinstance(name, str) or not _storable(name):
+        if not isinstance(name, str) or not storable(name):
             raise ExchangeNotFound(f"no exchange named {name!r}")
         stmt = (
             select(ex_t, banks_t.c.name.label("bank_name"))
@@ -619,7 +616,7 @@ class ExchangeStore:
             model = cls.Config.model_validate(config or {})
         except ValidationError as exc:
             raise InvalidInput(_pydantic_message(f"{cls.kind} config", exc)) from None
-        return _json_doc("config", model.model_dump(mode="json"), dict, 64 * 1024)
+        return json_doc("config", model.model_dump(mode="json"), dict, 64 * 1024)
 
     @staticmethod
     def _interval(value: object) -> float:
@@ -727,10 +724,10 @@ class ExchangeStore:
         self._flag("enabled", enabled)
         bank_name = _exchange_name(bank if bank is not None else name)
         sealed = self._seal(name, cls, credentials) if credentials is not None else None
-        bank_values = _bank_fields({"labels": list(labels), "source": f"exchange:{name}"[:255]})
+        bank_values = bank_fields({"labels": list(labels), "source": f"exchange:{name}"[:255]})
         now = self.clock()
         try:
-            with self._db(), self.store._write() as (conn, _rev):
+            with self._db(), self.store.write() as (conn, _rev):
                 if conn.execute(select(ex_t.c.id).where(ex_t.c.name == name)).first():
                     raise ExchangeExists(f"an exchange named {name!r} already exists")
                 bank_row = conn.execute(
@@ -823,7 +820,7 @@ class ExchangeStore:
         unknown = sorted(set(fields) - _UPDATABLE)
         if unknown:
             raise InvalidInput(f"cannot update exchange field(s): {', '.join(unknown)}")
-        with self._db(), self.store._write() as (conn, rev):
+        with self._db(), self.store.write() as (conn, rev):
             row = self._row(conn, name, lock=True)
             cls = self._kind(row.kind)
             values: dict[str, Any] = {}
@@ -844,7 +841,7 @@ class ExchangeStore:
             if "checkpoint" in fields:
                 cp = fields["checkpoint"]
                 values["checkpoint"] = (
-                    None if cp is None else _json_doc("checkpoint", cp, dict, _MAX_CHECKPOINT)
+                    None if cp is None else json_doc("checkpoint", cp, dict, _MAX_CHECKPOINT)
                 )
                 values["poison_attempts"] = 0
             now = self.clock()
@@ -916,7 +913,7 @@ class ExchangeStore:
 
     def remove(self, name: str, *, actor: str = "system") -> None:
         """Delete the exchange, its history and queued feedback; its bank and entries stay."""
-        with self._db(), self.store._write() as (conn, rev):
+        with self._db(), self.store.write() as (conn, rev):
             row = self._row(conn, name, lock=True)
             conn.execute(delete(ex_t).where(ex_t.c.id == row.id))
             if row.vouch_group:
@@ -980,11 +977,11 @@ class ExchangeStore:
         bank = select(ex_t.c.bank_id).where(ex_t.c.id == xid).scalar_subquery()
         with self._db(), self.store.engine.connect() as conn:
             for chunk in _chunks(wanted):
-                stmt = _entry_select().where(
+                stmt = entry_select().where(
                     entries_t.c.bank_id == bank, entries_t.c.external_id.in_(list(chunk))
                 )
                 for r in conn.execute(stmt):
-                    entry = _to_entry(r)
+                    entry = to_entry(r)
                     out.setdefault(str(entry.external_id), []).append(entry)
         return out
 
@@ -1256,7 +1253,7 @@ class ExchangeStore:
     ) -> None:
         """One page, one transaction."""
         try:
-            checkpoint = _json_doc("checkpoint", page.checkpoint, dict, _MAX_CHECKPOINT)
+            checkpoint = json_doc("checkpoint", page.checkpoint, dict, _MAX_CHECKPOINT)
         except InvalidInput as exc:
             raise PermanentError(f"the exchange gave an unusable checkpoint: {exc}") from None
         snapshot = page.snapshot
@@ -1265,7 +1262,7 @@ class ExchangeStore:
         plan = self._plan(page)
         counts = _Counts(poisoned=len(plan.poisoned))
         mode = OnDelete(row.on_delete)
-        with self._db(), self.store._write() as (conn, rev):
+        with self._db(), self.store.write() as (conn, rev):
             now = self.clock()
             xrow = conn.execute(
                 update(ex_t)
@@ -1285,7 +1282,7 @@ class ExchangeStore:
             if touched and xrow.vouch_group:
                 self._revouch(conn, rev, xrow.vouch_group, touched)
             if touched:
-                _touch_bank(conn, bank_id)
+                touch_bank(conn, bank_id)
             if plan.poisoned:
                 conn.execute(
                     insert(err_t),
@@ -1425,7 +1422,7 @@ class ExchangeStore:
         if inserts:
             # The reads above showed none of these is in the bank, and the revision lock keeps
             # other writers out until commit: a plain insert (no ON CONFLICT) suffices.
-            write = _copy_rows if pg else _executemany_rows
+            write = copy_rows if pg else executemany_rows
             write(conn, bank_id, rev, map(_stored, inserts), now=now, skip_duplicates=False)
             counts.added += len(inserts)
         if updates:
@@ -1475,7 +1472,7 @@ class ExchangeStore:
         if mode is OnDelete.REMOVE:
             ids = [r.id for r in rows]
             for chunk in _chunks(ids, size):
-                _tombstone(conn, _one_of(entries_t.c.id, chunk, pg, BigInteger), rev)
+                tombstone(conn, _one_of(entries_t.c.id, chunk, pg, BigInteger), rev)
                 conn.execute(
                     delete(entries_t).where(_one_of(entries_t.c.id, chunk, pg, BigInteger))
                 )
@@ -1649,7 +1646,7 @@ class ExchangeStore:
                     .values(enabled=enabled, disabled_reason=reason, revision=rev, updated_at=now)
                 )
         for bank_id in {int(r.bank_id) for r in rows if any(r.id in v for v in changes.values())}:
-            _touch_bank(conn, bank_id)
+            touch_bank(conn, bank_id)
 
     def _revouch_banks(
         self, conn: Connection, rev: int, group: str, *, extra_bank: int | None = None
@@ -1673,7 +1670,7 @@ class ExchangeStore:
                 .values(enabled=True, disabled_reason="", revision=rev, updated_at=now)
             )
             if res.rowcount:
-                _touch_bank(conn, extra_bank)
+                touch_bank(conn, extra_bank)
         if extra_bank is not None:
             banks.add(extra_bank)
         hashes: set[str] = set()
@@ -1697,7 +1694,7 @@ class ExchangeStore:
         except Exception as exc:  # a failed check is a disagreement, recorded as such
             computed, error = None, _clip(f"{type(exc).__name__}: {exc}", 500)
         agrees = computed is not None and computed == att.root
-        detail = _json_doc(
+        detail = json_doc(
             "detail", json.loads(json.dumps(dict(att.detail), default=str)), dict, 65536
         )
         if error:
@@ -1820,7 +1817,7 @@ class ExchangeStore:
         skip_to = None
         if exc.skip_to is not None:
             try:
-                skip_to = _json_doc("checkpoint", exc.skip_to, dict, _MAX_CHECKPOINT)
+                skip_to = json_doc("checkpoint", exc.skip_to, dict, _MAX_CHECKPOINT)
             except InvalidInput:
                 skip_to = None
         with self._db(), self.store.begin_write() as conn:
@@ -2207,7 +2204,7 @@ def _vouches(r: Row[Any]) -> bool:
 
 
 def _good_key(key: str) -> bool:
-    return 0 < len(key) <= _MAX_KEY and key.strip() == key and _storable(key)
+    return 0 < len(key) <= _MAX_KEY and key.strip() == key and storable(key)
 
 
 def _limit(limit: object, most: int = 1000) -> int:

@@ -26,7 +26,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Engine,
     Row,
@@ -38,7 +37,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -46,7 +44,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     DataError,
-    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
     SQLAlchemyError,
@@ -61,7 +58,6 @@ from bastion.banks.model import (
     IndexEntry,
     NewEntry,
     normalize_entry,
-    normalize_labels,
     utcnow,
     validate_bank_name,
     validate_value,
@@ -80,17 +76,47 @@ from bastion.keys import (
     verify_secret,
 )
 from bastion.signals.base import SignalType
+from bastion.store.bulk import (
+    SIGNAL_TYPES,
+    bank_fields,
+    banks_t,
+    copy_rows,
+    entries_t,
+    entry_row,
+    entry_select,
+    executemany_rows,
+    find_bank,
+    json_doc,
+    keyset_page,
+    paging,
+    require_bank,
+    short_text,
+    storable,
+    to_entry,
+    tomb_t,
+    tombstone,
+    touch_bank,
+    value_hash,
+)
+from bastion.store.errors import (
+    AuditKeyUnavailable,
+    BankExists,
+    EntryNotFound,
+    ImportAborted,
+    InvalidInput,
+    KeyExists,
+    KeyNotFound,
+    ScanNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from bastion.store.models import (
     ApiKeyRow,
     AuditHeadRow,
     AuditRow,
-    BankRow,
-    EntryRow,
     ScanRow,
     StoreStateRow,
-    TombstoneRow,
     UserRow,
-    UTCDateTime,
 )
 
 DEFAULT_URL = "sqlite:///bastion-data/bastion.db"
@@ -101,9 +127,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x42A5_7104
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-banks_t = BankRow.__table__
-entries_t = EntryRow.__table__
-tomb_t = TombstoneRow.__table__
 state_t = StoreStateRow.__table__
 keys_t = ApiKeyRow.__table__
 audit_t = AuditRow.__table__
@@ -128,50 +151,6 @@ _AUDIT_STORE = "bastion_audit_store"
 _LOADED_AUDIT_KEYS: dict[str, bytes] = {}
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
 _MAX_SCAN_JSON = 16 * 1024 * 1024
-
-
-class StoreError(Exception):
-    """Base for store errors; the message is meant for the person running the command."""
-
-
-class BankNotFound(StoreError):
-    pass
-
-
-class BankExists(StoreError):
-    pass
-
-
-class EntryNotFound(StoreError):
-    pass
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be opened: a malformed URL, an unreachable or refusing server, an
-    unwritable SQLite file, or a schema from a newer Bastion. Passwords are never in the
-    message."""
-
-
-class InvalidInput(StoreError, ValueError):
-    """A bank name, field or reference that fails validation."""
-
-
-class KeyNotFound(StoreError):
-    pass
-
-
-class KeyExists(StoreError):
-    pass
-
-
-class ScanNotFound(StoreError):
-    pass
-
-
-class AuditKeyUnavailable(StoreError):
-    """The audit key file is missing where the log needs it, unreadable, not private, belongs to
-    another log, or lacks the key the log is chained under. Appends refuse rather than write a
-    record that could not be verified (docs/audit.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,15 +209,6 @@ class ScanRecord:
     signals: list[dict[str, Any]]
     matches: list[dict[str, Any]]
     verdict: str
-
-
-class ImportAborted(StoreError):
-    """The entry stream itself failed midway (I/O error, database gone). Batches committed before
-    the failure stay stored; ``report`` says how far it got."""
-
-    def __init__(self, message: str, report: ImportReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(slots=True)
@@ -331,10 +301,6 @@ def _sqlite_directory(path: Path) -> None:
             f"cannot create directory {str(parent)!r} for the SQLite database: "
             f"{exc.strerror or exc}"
         ) from None
-
-
-def value_hash(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 #: Execution option that makes SQLite's BEGIN an immediate one (see :meth:`Store.begin_write`).
@@ -492,7 +458,7 @@ class Store:
                 yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[tuple[Connection, int]]:
+    def write(self) -> Iterator[tuple[Connection, int]]:
         """A write transaction and its revision number. Bumping the counter first takes its lock,
         so concurrent writers queue here rather than deadlock later."""
         with self.engine.begin() as conn:
@@ -521,9 +487,7 @@ class Store:
         """Create a bank. With ``actor``, a ``bank.create`` audit event is written in the same
         transaction (as for every bank change below that takes an actor)."""
         name = _bank_name(name)
-        fields = _bank_fields(
-            {"description": description, "labels": list(labels), "source": source}
-        )
+        fields = bank_fields({"description": description, "labels": list(labels), "source": source})
         audit = _maybe_audit(
             actor,
             "bank.create",
@@ -538,8 +502,8 @@ class Store:
         )
         now = utcnow()
         try:
-            with self._write() as (conn, _rev):
-                if _find_bank(conn, name) is not None:
+            with self.write() as (conn, _rev):
+                if find_bank(conn, name) is not None:
                     raise BankExists(f"bank {name!r} already exists")
                 conn.execute(
                     insert(banks_t).values(
@@ -559,7 +523,7 @@ class Store:
 
     def get_bank(self, name: str) -> Bank:
         with self.engine.connect() as conn:
-            return _to_bank(_bank_row(conn, name))
+            return _to_bank(require_bank(conn, name))
 
     def list_banks(self) -> list[Bank]:
         """All banks by name, each with ``entry_count`` filled."""
@@ -600,7 +564,7 @@ class Store:
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise InvalidInput(f"cannot update bank field(s): {', '.join(unknown)}")
-        values = _bank_fields(
+        values = bank_fields(
             {k: v for k, v in fields.items() if k in ("description", "labels", "source")}
         )
         for flag in ("enabled", "is_demo"):
@@ -611,13 +575,13 @@ class Store:
         new_name = _bank_name(fields["name"]) if "name" in fields else None
         changed = {**values, **({"name": new_name} if new_name is not None else {})}
         audit = _maybe_audit(actor, "bank.update", str(name), changed, remote_addr)
-        with self._write() as (conn, rev):
-            row = _bank_row(conn, name)
+        with self.write() as (conn, rev):
+            row = require_bank(conn, name)
             if new_name is not None and new_name != row.name:
-                if _find_bank(conn, new_name) is not None:
+                if find_bank(conn, new_name) is not None:
                     raise BankExists(f"bank {new_name!r} already exists")
                 values["name"] = new_name
-            _touch_bank(conn, row.id, **values)
+            touch_bank(conn, row.id, **values)
             # Entries carry their bank's name and enabled state to replicas: renumber them.
             if "name" in values or values.get("enabled", row.enabled) != row.enabled:
                 conn.execute(
@@ -639,9 +603,9 @@ class Store:
         """Delete a bank and all its entries (leaving tombstones for replicas). With ``actor``,
         audited (``bank.delete``, with the number of entries) in the same transaction."""
         audit = _maybe_audit(actor, "bank.delete", str(name), None, remote_addr)
-        with self._write() as (conn, rev):
-            row = _bank_row(conn, name)
-            _tombstone(conn, entries_t.c.bank_id == row.id, rev)
+        with self.write() as (conn, rev):
+            row = require_bank(conn, name)
+            tombstone(conn, entries_t.c.bank_id == row.id, rev)
             gone = conn.execute(delete(entries_t).where(entries_t.c.bank_id == row.id)).rowcount
             conn.execute(delete(banks_t).where(banks_t.c.id == row.id))
             if audit is not None:
@@ -710,21 +674,21 @@ class Store:
     ) -> None:
         unique: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         for e in batch:
-            row = _entry_row(e)
+            row = entry_row(e)
             key = (row[0], row[2], row[4])  # signal_type, value_hash, url_match
             if key in unique:
                 report.duplicates += 1
             else:
                 unique[key] = row
         try:
-            with self._write() as (conn, rev):
+            with self.write() as (conn, rev):
                 self._insert_rows(conn, bank, rev, unique, report, audit)
         except (IntegrityError, DataError):
             # Validation should have caught everything the database rejects; if not, find the
             # offending rows one by one rather than lose the batch.
             for key, row in unique.items():
                 try:
-                    with self._write() as (conn, rev):
+                    with self.write() as (conn, rev):
                         self._insert_rows(conn, bank, rev, {key: row}, report, audit)
                 except (IntegrityError, DataError) as exc:
                     report.add_error(
@@ -742,7 +706,7 @@ class Store:
         report: ImportReport,
         audit: dict[str, Any] | None = None,
     ) -> None:
-        """Insert ``rows`` (from :func:`_entry_row`) skipping values the bank already holds.
+        """Insert ``rows`` (from :func:`entry_row`) skipping values the bank already holds.
 
         The rows go to the driver as plain tuples, converted here once per batch rather than per
         row by SQLAlchemy's type machinery (which cost more than the insert itself): PostgreSQL
@@ -751,19 +715,19 @@ class Store:
         find duplicates: no read-then-write race, and no reliance on planner statistics that lag
         behind a table growing mid-import.
         """
-        bank_row = _bank_row(conn, bank)
+        bank_row = require_bank(conn, bank)
         if rows:
             if conn.dialect.name == "postgresql":
-                _copy_rows(conn, bank_row.id, rev, rows.values())
+                copy_rows(conn, bank_row.id, rev, rows.values())
             else:
-                _executemany_rows(conn, bank_row.id, rev, rows.values())
+                executemany_rows(conn, bank_row.id, rev, rows.values())
         # The rows this transaction inserted are exactly those carrying its revision (RETURNING
         # would say the same but makes PostgreSQL bulk inserts several times slower).
         added = conn.execute(
             select(func.count()).select_from(entries_t).where(entries_t.c.revision == rev)
         ).scalar_one()
         if added:
-            _touch_bank(conn, bank_row.id)
+            touch_bank(conn, bank_row.id)
             if audit is not None:
                 detail = {"added": added, "duplicates": len(rows) - added, "revision": rev}
                 _append_audit(conn, {**audit, "detail": detail})
@@ -892,7 +856,7 @@ class Store:
         signal_types: Sequence[SignalType | str] | None = None,
         batch: int = 10000,
     ) -> Generator[BankEntry]:
-        stmt = _entry_select().order_by(entries_t.c.id)
+        stmt = entry_select().order_by(entries_t.c.id)
         if banks is not None:
             stmt = stmt.where(banks_t.c.name.in_([str(b).lower() for b in banks]))
         if entries_enabled:
@@ -904,7 +868,7 @@ class Store:
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=batch).execute(stmt)
             for row in result:
-                yield _to_entry(row)
+                yield to_entry(row)
 
     def list_entries(self, bank: str, *, after: int = 0, limit: int = 100) -> list[BankEntry]:
         """One page of a bank's entries (enabled or not) in id order, after id ``after``."""
@@ -912,13 +876,13 @@ class Store:
         if after >= 2**63 - 1:  # no id is larger; and past BIGINT the query would be a DB error
             return []
         stmt = (
-            _entry_select()
+            entry_select()
             .where(banks_t.c.name == bank_row.name, entries_t.c.id > after)
             .order_by(entries_t.c.id)
             .limit(max(1, min(limit, 10_000)))
         )
         with self.engine.connect() as conn:
-            return [_to_entry(r) for r in conn.execute(stmt)]
+            return [to_entry(r) for r in conn.execute(stmt)]
 
     def iter_index_entries(
         self,
@@ -951,10 +915,10 @@ class Store:
         row = None
         if isinstance(entry_id, int) and 0 < entry_id < 2**63:
             with self.engine.connect() as conn:
-                row = conn.execute(_entry_select().where(entries_t.c.id == entry_id)).first()
+                row = conn.execute(entry_select().where(entries_t.c.id == entry_id)).first()
         if row is None:
             raise EntryNotFound(f"no bank entry with id {entry_id}")
-        return _to_entry(row)
+        return to_entry(row)
 
     def find_entries(
         self,
@@ -967,10 +931,10 @@ class Store:
         """Entries of ``bank`` matching all the given criteria (the value in any signal type it
         is valid for, unless ``signal_type`` says which)."""
         with self.engine.connect() as conn:
-            bank_row = _bank_row(conn, bank)
-            stmt = _entry_select().where(entries_t.c.bank_id == bank_row.id)
+            bank_row = require_bank(conn, bank)
+            stmt = entry_select().where(entries_t.c.bank_id == bank_row.id)
             if external_id is not None:
-                if not _storable(str(external_id)):  # stored external ids never are
+                if not storable(str(external_id)):  # stored external ids never are
                     return []
                 stmt = stmt.where(entries_t.c.external_id == str(external_id))
             if signal_type is not None:
@@ -981,7 +945,7 @@ class Store:
                 if not hashes:
                     return []
                 stmt = stmt.where(entries_t.c.value_hash.in_(hashes))
-            return [_to_entry(r) for r in conn.execute(stmt.order_by(entries_t.c.id))]
+            return [to_entry(r) for r in conn.execute(stmt.order_by(entries_t.c.id))]
 
     # -- changing entries ----------------------------------------------------------------------
 
@@ -1021,22 +985,22 @@ class Store:
             raise InvalidInput("reason must be text of at most 2000 characters")
         action = "bank.entry.enable" if enabled else "bank.entry.disable"
         audit = _maybe_audit(actor, action, f"{bank}/{entry_ref}", None, remote_addr)
-        with self._write() as (conn, rev):
-            bank_row = _bank_row(conn, bank)
+        with self.write() as (conn, rev):
+            bank_row = require_bank(conn, bank)
             ids = _resolve(conn, bank_row, entry_ref)
             conn.execute(
                 update(entries_t)
                 .where(entries_t.c.id.in_(ids))
                 .values(enabled=enabled, disabled_reason=reason, revision=rev, updated_at=utcnow())
             )
-            _touch_bank(conn, bank_row.id)
-            rows = conn.execute(_entry_select().where(entries_t.c.id.in_(ids))).all()
+            touch_bank(conn, bank_row.id)
+            rows = conn.execute(entry_select().where(entries_t.c.id.in_(ids))).all()
             if audit is not None:
                 detail: dict[str, Any] = {"entries": sorted(ids)}
                 if not enabled:
                     detail["reason"] = reason
                 _append_audit(conn, {**audit, "detail": detail})
-        return [_to_entry(r) for r in rows]
+        return [to_entry(r) for r in rows]
 
     def remove_entry(
         self,
@@ -1049,16 +1013,16 @@ class Store:
         """Delete the entries ``entry_ref`` names; returns what they were. With ``actor``,
         audited (``bank.entry.delete``) in the same transaction."""
         audit = _maybe_audit(actor, "bank.entry.delete", f"{bank}/{entry_ref}", None, remote_addr)
-        with self._write() as (conn, rev):
-            bank_row = _bank_row(conn, bank)
+        with self.write() as (conn, rev):
+            bank_row = require_bank(conn, bank)
             ids = _resolve(conn, bank_row, entry_ref)
-            rows = conn.execute(_entry_select().where(entries_t.c.id.in_(ids))).all()
-            _tombstone(conn, entries_t.c.id.in_(ids), rev)
+            rows = conn.execute(entry_select().where(entries_t.c.id.in_(ids))).all()
+            tombstone(conn, entries_t.c.id.in_(ids), rev)
             conn.execute(delete(entries_t).where(entries_t.c.id.in_(ids)))
-            _touch_bank(conn, bank_row.id)
+            touch_bank(conn, bank_row.id)
             if audit is not None:
                 _append_audit(conn, {**audit, "detail": {"entries": sorted(ids)}})
-        return [_to_entry(r) for r in rows]
+        return [to_entry(r) for r in rows]
 
     # -- replication ---------------------------------------------------------------------------
 
@@ -1109,7 +1073,7 @@ class Store:
                 upto = int(conn.execute(select(state_t.c.revision)).scalar_one())
             if rev >= upto and (after_id is None or rev > upto):
                 return [], None
-            entry_rows = _keyset_page(
+            entry_rows = keyset_page(
                 conn,
                 select(
                     *_INDEX_COLUMNS,
@@ -1120,7 +1084,7 @@ class Store:
                 (entries_t.c.revision, entries_t.c.id),
                 (rev, after_id, upto, limit),
             )
-            tomb_rows = _keyset_page(
+            tomb_rows = keyset_page(
                 conn,
                 select(
                     tomb_t.c.entry_id,
@@ -1132,7 +1096,7 @@ class Store:
                 (tomb_t.c.revision, tomb_t.c.entry_id),
                 (rev, after_id, upto, limit),
             )
-        types = _SIGNAL_TYPES
+        types = SIGNAL_TYPES
         changes = []
         for row in entry_rows:
             entry = _to_index_entry(row)
@@ -1495,7 +1459,7 @@ class Store:
 
     def iter_audit(self, *, since_id: int = 0, limit: int = 1000) -> list[AuditEvent]:
         """Up to ``limit`` events with ids above ``since_id``, oldest first."""
-        since_id, limit = _paging(since_id, limit, 10_000)
+        since_id, limit = paging(since_id, limit, 10_000)
         stmt = select(audit_t).where(audit_t.c.id > since_id).order_by(audit_t.c.id).limit(limit)
         with self.engine.connect() as conn:
             return [_to_audit(r) for r in conn.execute(stmt)]
@@ -1588,10 +1552,10 @@ class Store:
         """Up to ``limit`` events, newest first. ``action`` keeps that action and the ones under
         it (``login`` or ``login.`` keeps ``login.success``, ``login.failure``...); pass the
         last id seen as ``before_id`` to page back."""
-        _, limit = _paging(0, limit, 10_000)
+        _, limit = paging(0, limit, 10_000)
         stmt = select(audit_t).order_by(audit_t.c.id.desc()).limit(limit)
         if action is not None:
-            prefix = _short_text("action", action, 64, empty=False).strip().rstrip(".")
+            prefix = short_text("action", action, 64, empty=False).strip().rstrip(".")
             stmt = stmt.where(
                 or_(
                     audit_t.c.action == prefix,
@@ -1599,7 +1563,7 @@ class Store:
                 )
             )
         if before_id is not None:
-            start, _ = _paging(before_id, 1, 1)
+            start, _ = paging(before_id, 1, 1)
             stmt = stmt.where(audit_t.c.id < start)
         with self.engine.connect() as conn:
             return [_to_audit(r) for r in conn.execute(stmt)]
@@ -1620,12 +1584,12 @@ class Store:
         that answers afterwards never reports a match it has not recorded."""
         values = {
             "at": utcnow(),
-            "actor": _short_text("actor", actor, 255, empty=False),
-            "content_kind": _short_text("content_kind", content_kind, 32, empty=False),
-            "context": _json_doc("context", context, dict, _MAX_SCAN_JSON),
-            "signals": _json_doc("signals", signals, list, _MAX_SCAN_JSON),
-            "matches": _json_doc("matches", matches, list, _MAX_SCAN_JSON),
-            "verdict": _short_text("verdict", verdict, 32, empty=False),
+            "actor": short_text("actor", actor, 255, empty=False),
+            "content_kind": short_text("content_kind", content_kind, 32, empty=False),
+            "context": json_doc("context", context, dict, _MAX_SCAN_JSON),
+            "signals": json_doc("signals", signals, list, _MAX_SCAN_JSON),
+            "matches": json_doc("matches", matches, list, _MAX_SCAN_JSON),
+            "verdict": short_text("verdict", verdict, 32, empty=False),
         }
         with self.engine.begin() as conn:
             return int(conn.execute(insert(scans_t).values(**values)).inserted_primary_key[0])
@@ -1641,10 +1605,10 @@ class Store:
 
     def iter_scans(self, limit: int = 100, *, before_id: int | None = None) -> list[ScanRecord]:
         """Up to ``limit`` scans, newest first; pass the last id seen as ``before_id`` to page."""
-        _, limit = _paging(0, limit, 10_000)
+        _, limit = paging(0, limit, 10_000)
         stmt = select(scans_t).order_by(scans_t.c.id.desc()).limit(limit)
         if before_id is not None:
-            start, _ = _paging(before_id, 1, 1)
+            start, _ = paging(before_id, 1, 1)
             stmt = stmt.where(scans_t.c.id < start)
         with self.engine.connect() as conn:
             return [_to_scan(r) for r in conn.execute(stmt)]
@@ -1669,78 +1633,6 @@ def _bank_name(name: str) -> str:
         raise InvalidInput(str(exc)) from None
 
 
-def _bank_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, limit in (("description", 10_000), ("source", 255)):
-        if key in fields:
-            value = fields[key]
-            if not isinstance(value, str) or len(value) > limit or not _storable(value):
-                raise InvalidInput(
-                    f"bank {key} must be text of at most {limit} characters, without NUL "
-                    "characters or lone surrogates"
-                )
-            out[key] = value
-    if "labels" in fields:
-        try:
-            out["labels"] = normalize_labels(list(fields["labels"]))
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"bank {exc}") from None
-    return out
-
-
-def _storable(text: str) -> bool:
-    """Whether every database can take ``text`` as a query parameter or a value: PostgreSQL
-    refuses NUL characters, and a lone surrogate cannot be encoded at all."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _find_bank(conn: Connection, name: str) -> Row[Any] | None:
-    if not isinstance(name, str) or not _storable(name):  # then no bank has that name
-        return None
-    return conn.execute(select(banks_t).where(banks_t.c.name == name.lower())).first()
-
-
-def _bank_row(conn: Connection, name: str) -> Row[Any]:
-    row = _find_bank(conn, name)
-    if row is None:
-        raise BankNotFound(f"no bank named {name!r}")
-    return row
-
-
-def _touch_bank(conn: Connection, bank_id: int, **values: Any) -> None:
-    conn.execute(
-        update(banks_t)
-        .where(banks_t.c.id == bank_id)
-        .values(version=banks_t.c.version + 1, updated_at=utcnow(), **values)
-    )
-
-
-def _tombstone(conn: Connection, where: Any, rev: int) -> None:
-    doomed = (
-        select(
-            entries_t.c.id,
-            banks_t.c.name,
-            entries_t.c.signal_type,
-            entries_t.c.value,
-            literal(rev, BigInteger()),
-            literal(utcnow(), UTCDateTime()),
-        )
-        .join(banks_t, banks_t.c.id == entries_t.c.bank_id)
-        .where(where)
-    )
-    conn.execute(
-        insert(tomb_t).from_select(
-            ["entry_id", "bank_name", "signal_type", "value", "revision", "removed_at"], doomed
-        )
-    )
-
-
 def _resolve(conn: Connection, bank_row: Row[Any], ref: int | str) -> list[int]:
     """Entry ids in the bank named by ``ref``: an id, an external id, or a value."""
     base = select(entries_t.c.id).where(entries_t.c.bank_id == bank_row.id)
@@ -1748,7 +1640,7 @@ def _resolve(conn: Connection, bank_row: Row[Any], ref: int | str) -> list[int]:
         ids = _by_id(conn, base, ref)
     elif isinstance(ref, str) and ref.strip():
         ids = []
-        if _storable(ref):
+        if storable(ref):
             ids = list(conn.execute(base.where(entries_t.c.external_id == ref.strip())).scalars())
         if not ids:
             hashes = _value_hashes(ref, list(SignalType))
@@ -1783,220 +1675,6 @@ def _value_hashes(value: str, types: Iterable[SignalType]) -> list[str]:
     return sorted(out)
 
 
-def _entry_values(e: NewEntry, now: Any) -> dict[str, Any]:
-    return {
-        "signal_type": str(e.signal_type),
-        "value": e.value,
-        "value_hash": value_hash(e.value),
-        "quality": e.quality,
-        "url_match": e.url_match or "",
-        "source": e.source,
-        "list_name": e.list_name,
-        "external_id": e.external_id,
-        "added_at": e.added_at or now,
-        "labels": e.labels,
-        "enabled": e.enabled,
-        "disabled_reason": e.disabled_reason,
-        "metadata": e.metadata,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-#: Columns of a bulk insert, in :func:`_entry_row` order after ``bank_id``; ``revision`` last.
-_INSERT_COLUMNS = (
-    "bank_id",
-    "signal_type",
-    "value",
-    "value_hash",
-    "quality",
-    "url_match",
-    "source",
-    "list_name",
-    "external_id",
-    "added_at",
-    "labels",
-    "enabled",
-    "disabled_reason",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "revision",
-)
-_ADDED_AT, _LABELS, _METADATA = 8, 9, 12  # positions in an _entry_row tuple
-
-
-def _entry_row(e: NewEntry) -> tuple[Any, ...]:
-    """The stored columns of a canonical entry, in ``_INSERT_COLUMNS`` order without
-    ``bank_id``, the timestamps and ``revision`` (the batch adds those): the same values as
-    :func:`_entry_values`, as a tuple, which costs a fraction of a dict per row."""
-    value = e.value
-    return (
-        e.signal_type.value,
-        value,
-        hashlib.sha256(value.encode("utf-8")).hexdigest(),
-        e.quality,
-        e.url_match or "",
-        e.source,
-        e.list_name,
-        e.external_id,
-        e.added_at,
-        e.labels,
-        e.enabled,
-        e.disabled_reason,
-        e.metadata,
-    )
-
-
-def _json_text(value: Any, empty: str) -> str:
-    return json.dumps(value) if value else empty
-
-
-def _copy_rows(
-    conn: Connection,
-    bank_id: int,
-    rev: int,
-    rows: Iterable[tuple[Any, ...]],
-    *,
-    now: datetime | None = None,
-    skip_duplicates: bool = True,
-) -> None:
-    """PostgreSQL bulk insert of :func:`_entry_row` tuples by COPY. Skipping duplicates, it goes
-    into a temporary table shaped like ``bank_entries`` (dropped at commit), then one INSERT ...
-    SELECT ... ON CONFLICT DO NOTHING, ids in stream order; a caller that already knows none of
-    the rows is there (the exchange engine) copies straight into the table. JSON columns go as
-    text (what SQLAlchemy's psycopg JSONB binding sends, ``json.dumps``); timestamps as aware
-    UTC datetimes, as ``UTCDateTime`` binds them."""
-    now = (now or utcnow()).astimezone(UTC)
-    cols = ", ".join(_INSERT_COLUMNS)
-    table = entries_t.name
-    target = "_bastion_import" if skip_duplicates else table
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    labels_text: dict[tuple[str, ...], str] = {}
-    try:
-        if skip_duplicates:
-            conn.exec_driver_sql(
-                f"CREATE TEMP TABLE _bastion_import ON COMMIT DROP AS "
-                f"SELECT {cols} FROM {table} WITH NO DATA"
-            )
-        with raw.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
-            write = copy.write_row
-            for r in rows:
-                labels = tuple(r[_LABELS])
-                text = labels_text.get(labels)
-                if text is None:
-                    text = labels_text[labels] = _json_text(r[_LABELS], "[]")
-                added = r[_ADDED_AT]
-                write(
-                    (
-                        bank_id,
-                        *r[:_ADDED_AT],
-                        now if added is None else _aware_utc(added),
-                        text,
-                        r[10],
-                        r[11],
-                        _json_text(r[_METADATA], "{}"),
-                        now,
-                        now,
-                        rev,
-                    )
-                )
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # Raised by the driver itself, below SQLAlchemy: wrap it the way SQLAlchemy would, so
-        # callers see IntegrityError/DataError/OperationalError as from any other statement.
-        raise DBAPIError.instance(
-            f"COPY {target}", None, exc, conn.dialect.loaded_dbapi.Error
-        ) from exc
-    if skip_duplicates:
-        conn.exec_driver_sql(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _bastion_import ORDER BY ctid "
-            "ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING"
-        )
-        conn.exec_driver_sql("DROP TABLE _bastion_import")
-
-
-def _executemany_rows(
-    conn: Connection,
-    bank_id: int,
-    rev: int,
-    rows: Iterable[tuple[Any, ...]],
-    *,
-    now: datetime | None = None,
-    skip_duplicates: bool = True,
-) -> None:
-    """SQLite bulk insert of :func:`_entry_row` tuples: one executemany whose dates and JSON are
-    converted by the columns' own SQLAlchemy bind processors (so stored text is byte for byte
-    what the ORM path writes), the batch's time and each distinct label list once."""
-    dialect = conn.dialect
-    date_bind = _bind_processor(entries_t.c.added_at, dialect)
-    labels_bind = _bind_processor(entries_t.c.labels, dialect)
-    meta_bind = _bind_processor(entries_t.c.metadata, dialect)
-    stamp = date_bind(now or utcnow())
-    no_meta = meta_bind({})
-    labels_text: dict[tuple[str, ...], Any] = {}
-    params = []
-    for r in rows:
-        labels = tuple(r[_LABELS])
-        text = labels_text.get(labels)
-        if text is None:
-            text = labels_text[labels] = labels_bind(r[_LABELS])
-        params.append(
-            (
-                bank_id,
-                *r[:_ADDED_AT],
-                stamp if r[_ADDED_AT] is None else date_bind(r[_ADDED_AT]),
-                text,
-                r[10],
-                r[11],
-                meta_bind(r[_METADATA]) if r[_METADATA] else no_meta,
-                stamp,
-                stamp,
-                rev,
-            )
-        )
-    marks = ", ".join("?" for _ in _INSERT_COLUMNS)
-    conflict = (
-        " ON CONFLICT (bank_id, signal_type, value_hash, url_match) DO NOTHING"
-        if skip_duplicates
-        else ""
-    )
-    conn.exec_driver_sql(
-        f"INSERT INTO {entries_t.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks}){conflict}",
-        params,
-    )
-
-
-def _aware_utc(value: datetime) -> datetime:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _bind_processor(column: Any, dialect: Any) -> Any:
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else (lambda v: v)
-
-
-_ENTRY_COLUMNS = (
-    entries_t.c.id,
-    banks_t.c.name,
-    entries_t.c.signal_type,
-    entries_t.c.value,
-    entries_t.c.quality,
-    entries_t.c.url_match,
-    entries_t.c.source,
-    entries_t.c.list_name,
-    entries_t.c.external_id,
-    entries_t.c.added_at,
-    entries_t.c.labels,
-    entries_t.c.enabled,
-    entries_t.c.disabled_reason,
-    entries_t.c.metadata,
-    entries_t.c.created_at,
-    entries_t.c.updated_at,
-    entries_t.c.revision,
-    banks_t.c.enabled.label("bank_enabled"),
-)
-_SIGNAL_TYPES = {t.value: t for t in SignalType}
 #: What the in-memory index needs of an entry, in IndexEntry field order. Labels are read as text
 #: and parsed only when non-empty: the JSON type's per-row decoding costs more than the rest.
 _INDEX_COLUMNS = (
@@ -2013,67 +1691,7 @@ _INDEX_COLUMNS = (
 def _to_index_entry(r: Row[Any]) -> IndexEntry:
     i, bank, st, value, um, ext, labels = r[: len(_INDEX_COLUMNS)]
     parsed = json.loads(labels) if labels and labels != "[]" else []
-    return IndexEntry(i, bank, _SIGNAL_TYPES[st], value, um or None, ext, parsed)
-
-
-def _keyset_page(
-    conn: Connection,
-    stmt: Select[Any],
-    key: tuple[Any, Any],
-    window: tuple[int, int | None, int, int],
-) -> list[Row[Any]]:
-    """The first ``limit`` rows of ``stmt`` keyed (revision, id) strictly after ``(rev, after_id)``
-    (after all of ``rev`` when ``after_id`` is None) and at most revision ``upto``.
-
-    Two range queries rather than one ``OR``: the rest of revision ``rev`` in id order (an index
-    range scan, however many rows the revision holds), then the revisions after it. A single
-    ``revision > r OR (revision = r AND id > i)`` makes PostgreSQL read and sort the whole of
-    revision ``r`` for every page: quadratic for a bank rename of millions of entries.
-    """
-    rev_col, id_col = key
-    rev, after_id, upto, limit = window
-    rows: list[Row[Any]] = []
-    if after_id is not None:
-        rows = list(
-            conn.execute(
-                stmt.where(rev_col == rev, id_col > after_id).order_by(id_col).limit(limit)
-            )
-        )
-    if len(rows) < limit:
-        rows += conn.execute(
-            stmt.where(rev_col > rev, rev_col <= upto)
-            .order_by(rev_col, id_col)
-            .limit(limit - len(rows))
-        ).all()
-    return rows
-
-
-def _entry_select() -> Select[Any]:
-    """Columns in BankEntry field order (then the bank's enabled flag), for cheap row mapping."""
-    return select(*_ENTRY_COLUMNS).join(banks_t, banks_t.c.id == entries_t.c.bank_id)
-
-
-def _to_entry(r: Row[Any]) -> BankEntry:
-    (i, bank, st, value, q, um, src, lst, ext, added, labels, en, reason, meta, cr, up, rev, _) = r
-    return BankEntry(
-        i,
-        bank,
-        _SIGNAL_TYPES[st],
-        value,
-        q,
-        um or None,
-        src,
-        lst,
-        ext,
-        added,
-        list(labels or ()),
-        bool(en),
-        reason,
-        dict(meta or {}),
-        cr,
-        up,
-        rev,
-    )
+    return IndexEntry(i, bank, SIGNAL_TYPES[st], value, um or None, ext, parsed)
 
 
 def _to_bank(r: Row[Any], entry_count: int | None = None) -> Bank:
@@ -2145,58 +1763,20 @@ def _to_key(r: Row[Any]) -> ApiKey:
     )
 
 
-def _paging(start: int, limit: int, most: int) -> tuple[int, int]:
-    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < 2**63:
-        raise InvalidInput(f"an id to page from must be a whole number >= 0, not {start!r}")
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
-        raise InvalidInput(f"limit must be a whole number from 1 to {most}, not {limit!r}")
-    return start, limit
-
-
-def _short_text(what: str, value: object, limit: int, *, empty: bool = True) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
-    if len(value) > limit or (not empty and not value.strip()) or "\x00" in value:
-        need = "" if empty else "non-empty "
-        raise InvalidInput(f"{what} must be {need}text of at most {limit} characters, no NULs")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{what} is not valid Unicode text") from None
-    return value
-
-
-def _json_doc(what: str, value: object, kind: type, limit: int) -> Any:
-    """``value`` as it will read back from the database (a JSON round trip), or InvalidInput.
-    Storing the round-tripped form is what lets the audit hash be recomputed later."""
-    if not isinstance(value, kind):
-        raise InvalidInput(f"{what} must be a JSON {kind.__name__}, not {type(value).__name__}")
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-        raise InvalidInput(f"{what} is not storable as JSON: {exc}") from None
-    if "\\u0000" in text:  # PostgreSQL's jsonb refuses NUL in strings
-        raise InvalidInput(f"{what} contains a NUL character")
-    if len(text) > limit:
-        raise InvalidInput(f"{what} is {len(text)} characters of JSON; the limit is {limit}")
-    return json.loads(text)
-
-
 def _audit_values(
     actor: object, action: object, target: object, detail: object, remote_addr: object
 ) -> dict[str, Any]:
-    action = _short_text("action", action, 64, empty=False)
+    action = short_text("action", action, 64, empty=False)
     if not _ACTION_RE.match(action):
         raise InvalidInput(
             f"invalid audit action {action!r}: use dotted lowercase words like 'bank.create'"
         )
     return {
-        "actor": _short_text("actor", actor, 255, empty=False),
+        "actor": short_text("actor", actor, 255, empty=False),
         "action": action,
-        "target": _short_text("target", target, 2000),
-        "detail": _json_doc("detail", {} if detail is None else detail, dict, 65_536),
-        "remote_addr": None if remote_addr is None else _short_text("remote_addr", remote_addr, 64),
+        "target": short_text("target", target, 2000),
+        "detail": json_doc("detail", {} if detail is None else detail, dict, 65_536),
+        "remote_addr": None if remote_addr is None else short_text("remote_addr", remote_addr, 64),
     }
 
 

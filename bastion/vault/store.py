@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -33,15 +33,9 @@ from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.review.model import PRIORITIES, CaseNotFound
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.review.store import media_aad
-from bastion.store.store import (
-    InvalidInput,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    _short_text,
-    append_audit,
-    audit_head_t,
-)
+from bastion.store.bulk import short_text
+from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
+from bastion.store.store import append_audit, audit_head_t
 from bastion.vault.model import (
     ACTIVE,
     EXPIRED,
@@ -66,6 +60,9 @@ from bastion.vault.model import (
 )
 from bastion.vault.rows import EvidenceRow
 
+if TYPE_CHECKING:
+    from bastion.store import Store
+
 evidence_t = EvidenceRow.__table__
 cases_t = CaseRow.__table__
 items_t = CaseItemRow.__table__
@@ -81,11 +78,9 @@ _PRIVATE_EVENT_KEYS = frozenset({"note"})
 _SUMMARY_COLUMNS = [c for c in evidence_t.c if c.name not in ("sealed", "metadata_json")]
 
 
-class Vault:
-    """Preserved evidence on top of :class:`~bastion.store.Store`.
-
-    ``now`` is the clock for preservation, retention and purging (tests pass a fake one; audit
-    rows keep the real time). ``rules`` default to one year everywhere (US: REPORT Act)."""
+class EvidenceIntake:
+    """Preserving confirmed cases and recording their reports: what review and reporting hand
+    the vault. The base of :class:`Vault`, with its construction, clock and transactions."""
 
     def __init__(
         self,
@@ -99,17 +94,6 @@ class Vault:
         self.master_key = master_key
         self.rules = rules or RetentionRules()
         self._now = now
-
-    @classmethod
-    def from_settings(
-        cls,
-        store: Store,
-        master_key: MasterKey,
-        settings: Any,
-        *,
-        now: Callable[[], datetime] = utcnow,
-    ) -> Vault:
-        return cls(store, master_key, rules=RetentionRules.from_settings(settings), now=now)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -173,8 +157,8 @@ class Vault:
         vault's own envelope; an item without media gets a metadata-only row. Media that cannot
         be decrypted does not block the decision: the row is metadata-only and says why (in its
         metadata and the audit event). Audits ``evidence.preserve`` per item."""
-        _short_text("actor", actor, 255, empty=False)
-        reason = _short_text("reason", reason, 2000)
+        short_text("actor", actor, 255, empty=False)
+        reason = short_text("reason", reason, 2000)
         codes = _jurisdictions(jurisdictions)
         if not _valid_id(case_id):
             raise CaseNotFound(f"no case with id {case_id!r}")
@@ -288,7 +272,7 @@ class Vault:
         )
         return evidence_id
 
-    # -- reports and retention -----------------------------------------------------------------
+    # -- reports -------------------------------------------------------------------------------
 
     def mark_reported(
         self,
@@ -325,8 +309,8 @@ class Vault:
         only lengthens it. Purged rows are left alone. Returns how many rows were updated (0:
         nothing of this case is preserved). Audits ``evidence.report`` once per case."""
         code = jurisdiction_code(jurisdiction)
-        reference = _short_text("reference", reference, 255)
-        _short_text("actor", actor, 255, empty=False)
+        reference = short_text("reference", reference, 255)
+        short_text("actor", actor, 255, empty=False)
         if not isinstance(reported_at, datetime) or reported_at.tzinfo is None:
             raise InvalidInput("reported_at must be a timezone-aware datetime")
         if not _valid_id(case_id):
@@ -368,11 +352,31 @@ class Vault:
             )
         return len(rows)
 
+
+class Vault(EvidenceIntake):
+    """Preserved evidence on top of :class:`~bastion.store.Store`.
+
+    ``now`` is the clock for preservation, retention and purging (tests pass a fake one; audit
+    rows keep the real time). ``rules`` default to one year everywhere (US: REPORT Act)."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        master_key: MasterKey,
+        settings: Any,
+        *,
+        now: Callable[[], datetime] = utcnow,
+    ) -> Vault:
+        return cls(store, master_key, rules=RetentionRules.from_settings(settings), now=now)
+
+    # -- retention -----------------------------------------------------------------------------
+
     def hold(self, evidence_id: int, *, actor: str, reason: str) -> EvidenceManifest:
         """Put evidence on legal hold: it is not purged, and its retention clock stops until
         :meth:`release`. Audits ``evidence.hold``."""
-        _short_text("actor", actor, 255, empty=False)
-        reason = _short_text("reason", reason, 2000, empty=False).strip()
+        short_text("actor", actor, 255, empty=False)
+        reason = short_text("reason", reason, 2000, empty=False).strip()
         if not reason:
             raise InvalidInput("a legal hold needs a reason")
         now = self._now()
@@ -399,8 +403,8 @@ class Vault:
     def release(self, evidence_id: int, *, actor: str, reason: str) -> EvidenceManifest:
         """End a legal hold. The time held (after the clock started) is added to retention.
         Audits ``evidence.release``."""
-        _short_text("actor", actor, 255, empty=False)
-        reason = _short_text("reason", reason, 2000, empty=False).strip()
+        short_text("actor", actor, 255, empty=False)
+        reason = short_text("reason", reason, 2000, empty=False).strip()
         if not reason:
             raise InvalidInput("releasing a legal hold needs a reason")
         now = self._now()
@@ -457,7 +461,7 @@ class Vault:
         event (``evidence.purge``) in one transaction, so a hold placed meanwhile wins and
         concurrent purgers never purge (or audit) one item twice. Returns how many were
         purged."""
-        _short_text("actor", actor, 255, empty=False)
+        short_text("actor", actor, 255, empty=False)
         purged = 0
         after = 0
         while True:
@@ -512,10 +516,10 @@ class Vault:
         purpose recorded. The content is checked against its recorded hashes before it is
         handed out (:class:`EvidenceDamaged` if not). Audits ``evidence.read``; a refused
         attempt is audited ``access.denied``."""
-        actor = f"user:{_short_text('viewer name', viewer_name, 240, empty=False)}"
+        actor = f"user:{short_text('viewer name', viewer_name, 240, empty=False)}"
         with self._denials(actor, role, "evidence.read", evidence_id):
             require_evidence_role(role)
-            purpose = _short_text("purpose", purpose, 500, empty=False).strip()
+            purpose = short_text("purpose", purpose, 500, empty=False).strip()
             if not purpose:
                 raise InvalidInput("reading evidence needs a purpose")
             now = self._now()
@@ -551,7 +555,7 @@ class Vault:
         """The evidence's metadata, hashes and retention, without content. Metadata names
         accounts and matches, so this too needs an evidence role and is audited
         (``evidence.show``)."""
-        _short_text("actor", actor, 255, empty=False)
+        short_text("actor", actor, 255, empty=False)
         with self._denials(actor, role, "evidence.show", evidence_id):
             require_evidence_role(role)
             now = self._now()
@@ -599,7 +603,7 @@ class Vault:
         every unpurged item (it must decrypt under its own row's AAD and match its recorded
         size, SHA-256 and MD5). A purged row must hold no content; a content row must hold
         some. Audits ``evidence.verify`` with the counts and failing ids."""
-        _short_text("actor", actor, 255, empty=False)
+        short_text("actor", actor, 255, empty=False)
         checked, ok = 0, 0
         failures: list[tuple[int, str]] = []
         after = 0
@@ -866,4 +870,4 @@ def _manifest(r: Row[Any], now: datetime) -> EvidenceManifest:
     )
 
 
-__all__ = ["Vault"]
+__all__ = ["EvidenceIntake", "Vault"]

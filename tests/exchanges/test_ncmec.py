@@ -689,7 +689,7 @@ def test_sync_into_a_bank_end_to_end(xs: ExchangeStore, fake: FakeNcmec, clock: 
 
     # A reviewer's "not abusive" goes back to NCMEC as a negative vote.
     md5_entry = next(e for e in by_key[records[0].key] if e.signal_type is SignalType.MD5)
-    with xs.store._write() as (conn, _rev):
+    with xs.store.write() as (conn, _rev):
         queued = xs.queue_feedback_in(
             conn, [("ncmec-test", md5_entry.id)], Verdict.NEGATIVE, case_id=1
         )

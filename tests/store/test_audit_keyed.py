@@ -20,11 +20,11 @@ from sqlalchemy import insert, inspect, select, text, update
 
 from bastion.audit_keys import AuditKeyring
 from bastion.store import Store, StoreError
+from bastion.store.errors import AuditKeyUnavailable
 from bastion.store.store import (
     AUDIT_GENESIS,
     MIGRATIONS_DIR,
     AuditEvent,
-    AuditKeyUnavailable,
     _canon_numbers,
     audit_hash,
     audit_head_t,

@@ -28,7 +28,8 @@ from bastion.keys import (
 )
 from bastion.signals.base import SignalType
 from bastion.store import InvalidInput, Store
-from bastion.store.store import MIGRATIONS_DIR, KeyExists, KeyNotFound, keys_t
+from bastion.store.errors import KeyExists, KeyNotFound
+from bastion.store.store import MIGRATIONS_DIR, keys_t
 
 from .conftest import Database
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.store import InvalidInput, Store
-from bastion.store.store import ScanNotFound
+from bastion.store.errors import ScanNotFound
 
 from .conftest import Database
 
