@@ -50,7 +50,7 @@ def scalar_from_bytes(wide: bytes) -> bytes:
     if len(wide) != 64:
         raise ValueError("a scalar is reduced from 64 bytes")
     if _lib is None:  # pragma: no cover
-        return rbcl.crypto_core_ristretto255_scalar_reduce(wide)
+        return bytes(rbcl.crypto_core_ristretto255_scalar_reduce(wide))
     out = ctypes.create_string_buffer(SCALAR_BYTES)
     _lib.crypto_core_ristretto255_scalar_reduce(out, wide)
     return out.raw
@@ -69,7 +69,7 @@ def mul(scalar: bytes, point: bytes) -> bytes:
     _check(point, POINT_BYTES, "a point")
     if _lib is None:  # pragma: no cover
         try:
-            return rbcl.crypto_scalarmult_ristretto255(scalar, point)
+            return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, point))
         except (RuntimeError, ValueError, TypeError) as exc:
             raise InvalidPoint(str(exc)) from None
     out = ctypes.create_string_buffer(POINT_BYTES)
@@ -81,7 +81,7 @@ def mul(scalar: bytes, point: bytes) -> bytes:
 def mul_base(scalar: bytes) -> bytes:
     """``scalar · G`` for the standard generator G."""
     if _lib is None:  # pragma: no cover
-        return rbcl.crypto_scalarmult_ristretto255_base(scalar)
+        return bytes(rbcl.crypto_scalarmult_ristretto255_base(scalar))
     out = ctypes.create_string_buffer(POINT_BYTES)
     if _lib.crypto_scalarmult_ristretto255_base(out, scalar) != 0:
         raise InvalidPoint("the scalar is zero")
@@ -92,7 +92,7 @@ def add(p: bytes, q: bytes) -> bytes:
     _check(p, POINT_BYTES, "a point")
     _check(q, POINT_BYTES, "a point")
     if _lib is None:  # pragma: no cover
-        return rbcl.crypto_core_ristretto255_add(p, q)
+        return bytes(rbcl.crypto_core_ristretto255_add(p, q))
     out = ctypes.create_string_buffer(POINT_BYTES)
     if _lib.crypto_core_ristretto255_add(out, p, q) != 0:
         raise InvalidPoint("not a valid ristretto255 point")
@@ -112,7 +112,7 @@ def point_from_hash(digest64: bytes) -> bytes:
     if len(digest64) != 64:
         raise ValueError("from_hash takes 64 bytes")
     if _lib is None:  # pragma: no cover
-        return rbcl.crypto_core_ristretto255_from_hash(digest64)
+        return bytes(rbcl.crypto_core_ristretto255_from_hash(digest64))
     out = ctypes.create_string_buffer(POINT_BYTES)
     _lib.crypto_core_ristretto255_from_hash(out, digest64)
     return out.raw

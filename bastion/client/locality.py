@@ -150,8 +150,7 @@ def probe_keys(hash_bytes: bytes, floats: np.ndarray | None, params: Params) -> 
     index = choose_chunk(floats, params)
     lo, hi = chunk_bounds(params.chunks)[index]
     chunk = bits[lo:hi].copy()
-    no_floats = floats is None
-    margins = np.zeros(hi - lo) if no_floats else np.abs(floats - np.median(floats))[lo:hi]
+    margins = np.zeros(hi - lo) if floats is None else np.abs(floats - np.median(floats))[lo:hi]
     keys = []
     for flips in flip_sets(margins, params):
         probe = chunk.copy()

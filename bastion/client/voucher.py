@@ -42,6 +42,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bastion.client import _group as g
 from bastion.client.account import Account, EpochKeys
@@ -324,7 +325,10 @@ def _randbelow(n: int, random_bytes: g.RandomBytes) -> int:
             return r % n
 
 
-def _shuffle(items: list, random_bytes: g.RandomBytes) -> None:
+_T = TypeVar("_T")
+
+
+def _shuffle(items: list[_T], random_bytes: g.RandomBytes) -> None:
     for i in range(len(items) - 1, 0, -1):
         j = _randbelow(i + 1, random_bytes)
         items[i], items[j] = items[j], items[i]
@@ -449,10 +453,20 @@ class Client:
             probes += [self._random_probe() for _ in range(self.params.probes - len(probes))]
             _shuffle(probes, self.random_bytes)
             share, row = keys.share(x), keys.dhf_row(x)
-            bound = {"account": self.account_id, "epoch": epoch}
-            part_a = seal_part_a(keys.key, x, pdq, quality, self.random_bytes, **bound)
+            account = self.account_id
+            part_a = seal_part_a(
+                keys.key, x, pdq, quality, self.random_bytes, account=account, epoch=epoch
+            )
             part_b = seal_part_b(
-                keys.key, x, self.params, item_id, media_type, media, self.random_bytes, **bound
+                keys.key,
+                x,
+                self.params,
+                item_id,
+                media_type,
+                media,
+                self.random_bytes,
+                account=account,
+                epoch=epoch,
             )
         inner = (
             to_bytes(x, X_BYTES)
