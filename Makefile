@@ -8,7 +8,7 @@ SYSDEPS := libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevi
 BASTION_TEST_POSTGRES_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 export BASTION_TEST_POSTGRES_URL
 
-.PHONY: install sysdeps run demo test lint bench dist clean
+.PHONY: install sysdeps run demo test lint docs bench dist clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ lint: install
 	$(BIN)/ruff format --check bastion tests benchmarks
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+
+# docs/cli.md is generated from the Typer app; tests/test_docs.py fails when it is stale.
+docs: install
+	$(BIN)/python -m bastion.cli.docs > docs/cli.md
 
 # The server benchmark drives load with wrk (Debian's package).
 bench: install

@@ -15,6 +15,7 @@ not in the table; `serve` and `worker` run services whose work is audited where 
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import json
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ import sqlalchemy as sa
 from click.testing import Result
 from typer.testing import CliRunner
 
-from bastion import cli_keys
 from bastion.accounts import PasswordHasher
 from bastion.audit_keys import AuditKeyring
 from bastion.banks import NewEntry
@@ -258,7 +258,7 @@ COMMANDS = {
 def url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: OS_USER)
+    monkeypatch.setattr(getpass, "getuser", lambda: OS_USER)
     monkeypatch.chdir(tmp_path)
     for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)

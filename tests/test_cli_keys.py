@@ -3,6 +3,7 @@ works, bad scopes are usage errors, and create/revoke are audited with the OS us
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bastion import cli_keys
 from bastion.cli import app
 from bastion.store import Store
 from tests.conftest import postgres_schema_url
@@ -31,13 +31,13 @@ def said(text: str) -> str:
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     return f"sqlite:///{tmp_path / 'bastion.db'}"
 
 
 @pytest.fixture
 def pg_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     with postgres_schema_url("t_key") as url:
         yield url
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bastion import cli_policy
 from bastion.banks import NewEntry
 from bastion.cli import app
-from bastion.cli_policy import replay
+from bastion.cli import policy as cli_policy
+from bastion.cli.policy import replay
 from bastion.index.matcher import Matcher
 from bastion.policy import default_policy_text, parse_policy
 from bastion.signals import hash_bytes

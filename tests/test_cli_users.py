@@ -4,6 +4,7 @@ the OS user."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,6 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from bastion import accounts as acc
-from bastion import cli_keys
 from bastion.accounts import LoginFailed, LoginThrottled, PasswordHasher
 from bastion.cli import app
 from bastion.store import Store
@@ -43,13 +43,13 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: None) -> str:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     return f"sqlite:///{tmp_path / 'bastion.db'}"
 
 
 @pytest.fixture
 def pg_db(monkeypatch: pytest.MonkeyPatch, fast: None) -> Iterator[str]:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     with postgres_schema_url("t_user") as url:
         yield url
 
@@ -113,7 +113,7 @@ def test_create_prompts_twice_without_echo(db: str) -> None:
 def test_the_real_hasher_is_argon2id_with_default_parameters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     url = f"sqlite:///{tmp_path / 'real.db'}"
     result = bastion(
         url, "user", "create", "ben", "-r", "admin", "--password-stdin", input=PASSWORD

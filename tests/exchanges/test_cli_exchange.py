@@ -7,6 +7,7 @@ The fake kind serves synthetic MD5 values (digests of generated text), nothing e
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -18,7 +19,6 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from bastion import cli_keys
 from bastion.banks import NewEntry
 from bastion.cli import app
 from bastion.exchanges import (
@@ -129,7 +129,7 @@ def entries(db: str, bank: str = "edges") -> list:
 def db(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     monkeypatch.chdir(tmp_path)  # PostgreSQL's master key lives in ./bastion-data
     for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY", "BASTION_SECRET_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)

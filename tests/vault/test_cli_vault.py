@@ -4,6 +4,7 @@ and PostgreSQL, against evidence preserved from a real case."""
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import json
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from bastion import cli_keys
 from bastion.cli import app
 from bastion.crypto import MasterKey
 from bastion.review.store import ReviewStore
@@ -42,7 +42,7 @@ def said(text: str) -> str:
 def db(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    monkeypatch.setattr(cli_keys.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     monkeypatch.chdir(tmp_path)
     for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY", "BASTION_SECRET_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)

@@ -22,7 +22,7 @@ from bastion.accounts import (
     validate_role,
     validate_user_name,
 )
-from bastion.cli_keys import cli_actor
+from bastion.cli._context import CliContext, FormatOpt, err, usage_error
 from bastion.render import OutputFormat, emit
 from bastion.store.accounts import AccountStore, UserNotFound
 
@@ -41,8 +41,6 @@ PasswordStdin = Annotated[
 
 
 def _usage(message: str) -> typer.Exit:
-    from bastion.cli import usage_error
-
     return usage_error(message)
 
 
@@ -84,6 +82,7 @@ def _existing(accounts: AccountStore, name: str) -> None:
 
 @user_app.command("create")
 def user_create(
+    ctx: typer.Context,
     name: NameArg,
     role: Annotated[str, typer.Option("--role", "-r", help=f"One of: {', '.join(ROLES)}.")],
     queue: Annotated[
@@ -95,12 +94,11 @@ def user_create(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a user. The password is asked for twice (hidden) unless --password-stdin."""
-    from bastion.cli import err, open_store
-
+    cli = CliContext.of(ctx)
     name = _checked(validate_user_name, name)
     role = _checked(validate_role, role)
     queues = _checked(validate_queues, queue) if queue else DEFAULT_QUEUES
-    with open_store() as store:
+    with cli.open_store() as store:
         accounts = AccountStore(store)
         try:
             accounts.get_user(name)
@@ -109,7 +107,7 @@ def user_create(
         else:
             raise _usage(f"a user named {name!r} already exists")
         password = _read_password(name, password_stdin)
-        user = accounts.create_user(name, role, password, queues, actor=cli_actor())
+        user = accounts.create_user(name, role, password, queues, actor=cli.actor)
     err.print(
         f"created user [bold]{escape(user.name)}[/bold] (role {user.role}, "
         f"queues {escape(','.join(user.queues))})"
@@ -118,14 +116,12 @@ def user_create(
 
 @user_app.command("list")
 def user_list(
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-    ] = OutputFormat.TABLE,
+    ctx: typer.Context,
+    fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """List users (never their password hashes), disabled ones included."""
-    from bastion.cli import open_store
-
-    with open_store() as store:
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
         users = AccountStore(store).list_users()
     if fmt is OutputFormat.TABLE:
 
@@ -152,78 +148,73 @@ def user_list(
 
 
 @user_app.command("passwd")
-def user_passwd(name: NameArg, password_stdin: PasswordStdin = False) -> None:
+def user_passwd(ctx: typer.Context, name: NameArg, password_stdin: PasswordStdin = False) -> None:
     """Set a user's password; their sessions end."""
-    from bastion.cli import err, open_store
-
+    cli = CliContext.of(ctx)
     name = _checked(validate_user_name, name)
-    with open_store() as store:
+    with cli.open_store() as store:
         accounts = AccountStore(store)
         _existing(accounts, name)
         password = _read_password(name, password_stdin)
-        accounts.set_password(name, password, actor=cli_actor())
+        accounts.set_password(name, password, actor=cli.actor)
     err.print(f"changed the password of [bold]{escape(name)}[/bold]; their sessions ended")
 
 
 @user_app.command("role")
 def user_role(
+    ctx: typer.Context,
     name: NameArg,
     role: Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}.")],
 ) -> None:
     """Change a user's role (in force at their next request)."""
-    from bastion.cli import err, open_store
-
+    cli = CliContext.of(ctx)
     role = _checked(validate_role, role)
-    with open_store() as store:
-        user = AccountStore(store).set_role(name, role, actor=cli_actor())
+    with cli.open_store() as store:
+        user = AccountStore(store).set_role(name, role, actor=cli.actor)
     err.print(f"[bold]{escape(user.name)}[/bold] is now {user.role}")
 
 
 @user_app.command("queues")
 def user_queues(
+    ctx: typer.Context,
     name: NameArg,
     queues: Annotated[list[str], typer.Argument(help="The queues the user works, in full.")],
 ) -> None:
     """Replace the review queues a reviewer works."""
-    from bastion.cli import err, open_store
-
+    cli = CliContext.of(ctx)
     queue_list = _checked(validate_queues, queues)
-    with open_store() as store:
-        user = AccountStore(store).set_queues(name, queue_list, actor=cli_actor())
+    with cli.open_store() as store:
+        user = AccountStore(store).set_queues(name, queue_list, actor=cli.actor)
     err.print(f"[bold]{escape(user.name)}[/bold] works queues {escape(', '.join(user.queues))}")
 
 
 @user_app.command("disable")
-def user_disable(name: NameArg) -> None:
+def user_disable(ctx: typer.Context, name: NameArg) -> None:
     """Disable a user: they cannot log in, and their sessions end at once."""
-    from bastion.cli import err, open_store
-
-    with open_store() as store:
-        user = AccountStore(store).set_disabled(name, True, actor=cli_actor())
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        user = AccountStore(store).set_disabled(name, True, actor=cli.actor)
     err.print(f"disabled [bold]{escape(user.name)}[/bold]; their sessions ended")
 
 
 @user_app.command("enable")
-def user_enable(name: NameArg) -> None:
+def user_enable(ctx: typer.Context, name: NameArg) -> None:
     """Re-enable a disabled user."""
-    from bastion.cli import err, open_store
-
-    with open_store() as store:
-        user = AccountStore(store).set_disabled(name, False, actor=cli_actor())
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        user = AccountStore(store).set_disabled(name, False, actor=cli.actor)
     err.print(f"enabled [bold]{escape(user.name)}[/bold]")
 
 
 @user_app.command("throttled")
 def user_throttled(
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-    ] = OutputFormat.TABLE,
+    ctx: typer.Context,
+    fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Client addresses that must wait before their next login, after too many failures.
     Accounts are never locked: a wait holds back one address (IPv6: its /64), not a user."""
-    from bastion.cli import open_store
-
-    with open_store() as store:
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
         waiting = AccountStore(store).throttled()
     rows = [
         {"address": a, "until": until.isoformat(timespec="seconds")} for a, until in waiting.items()
@@ -233,22 +224,21 @@ def user_throttled(
 
 @user_app.command("unthrottle")
 def user_unthrottle(
+    ctx: typer.Context,
     address: Annotated[str, typer.Argument(help="Client address (as `user throttled` lists it).")],
 ) -> None:
     """Let an address try to log in again at once (forgets its failed logins; audited)."""
-    from bastion.cli import err, open_store
-
-    with open_store() as store:
-        waiting = AccountStore(store).unthrottle(address, actor=cli_actor())
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        waiting = AccountStore(store).unthrottle(address, actor=cli.actor)
     state = "cleared" if waiting else "was not waiting; cleared its failed logins:"
     err.print(f"{state} [bold]{escape(address)}[/bold]")
 
 
 @user_app.command("logout")
-def user_logout(name: NameArg) -> None:
+def user_logout(ctx: typer.Context, name: NameArg) -> None:
     """End every session of a user (they must log in again)."""
-    from bastion.cli import err, open_store
-
-    with open_store() as store:
-        ended = AccountStore(store).end_user_sessions(name, actor=cli_actor())
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        ended = AccountStore(store).end_user_sessions(name, actor=cli.actor)
     err.print(f"ended {ended} session(s) of [bold]{escape(name.lower())}[/bold]")

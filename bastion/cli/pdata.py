@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from bastion.cli_keys import cli_actor
+from bastion.cli._context import CliContext, DbOpt, err, progress, usage_error
 
 pdata_app = typer.Typer(
     help="Private matching for E2EE messaging: build pdata tables.", no_args_is_help=True
@@ -25,28 +25,20 @@ def pdata_build(
         list[str] | None,
         typer.Option("--bank", "-b", help="Build from these banks (repeatable; default: all)."),
     ] = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar="BASTION_DATABASE_URL",
-            help="Database URL (default: SQLite in ./bastion-data/).",
-        ),
-    ] = None,
+    db: DbOpt = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
     ] = None,
 ) -> None:
     """Build and publish a new table now, and print its root on stdout."""
-    from bastion.cli import err, progress, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.psi.store import VoucherStore
     from bastion.store import BankNotFound, Store, StoreError
 
-    root_db = ctx.find_root().params.get("db")
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
     try:
-        settings = Settings.load(config, database_url=db or root_db)
+        settings = Settings.load(config, database_url=cli.db)
     except ConfigError as exc:
         raise usage_error(str(exc)) from exc
     try:
@@ -62,7 +54,7 @@ def pdata_build(
         raise usage_error(str(exc)) from exc
     try:
         vouchers = VoucherStore(store, key, settings)
-        actor = cli_actor()
+        actor = cli.actor
         job = vouchers.request_build(actor=actor, banks=bank or None)
         owner = f"{actor}:pdata-build"
         claimed = vouchers.claim_build(owner, job_id=job.id)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 import typer
 from rich.markup import escape
 
+from bastion.cli._context import CliContext, FormatOpt, err, progress, usage_error
 from bastion.render import OutputFormat, emit
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ exchange_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-]
 NameArg = Annotated[str, typer.Argument(help="Exchange name.")]
 SetOpt = Annotated[
     list[str] | None,
@@ -78,7 +76,6 @@ OnDeleteOpt = Annotated[
     ),
 ]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Rows to show.")]
-_state: dict[str, Any] = {"config": None}
 _ERROR_COLUMNS = ["id", "at", "kind", "checkpoint", "key", "error", "raw"]
 #: What fits a terminal; --format json has every field.
 _TABLE_COLUMNS = {
@@ -91,6 +88,7 @@ _ON_DELETE = ("disable", "remove")
 
 @exchange_app.callback()
 def exchange_main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -98,37 +96,28 @@ def exchange_main(
         ),
     ] = None,
 ) -> None:
-    _state["config"] = config
+    CliContext.of(ctx).config = config
 
 
 def _usage(message: str) -> typer.Exit:
-    from bastion.cli import usage_error
-
     return usage_error(message)
 
 
-def _actor() -> str:
-    from bastion.cli_keys import cli_actor
-
-    return cli_actor()
-
-
 @contextmanager
-def open_exchanges(*, create_key: bool = False) -> Iterator[ExchangeStore]:
+def open_exchanges(cli: CliContext, *, create_key: bool = False) -> Iterator[ExchangeStore]:
     """The exchanges of the CLI's database, with the master key the server uses.
 
     The key is created only when new credentials are about to be sealed (``create_key``), as the
     server would create it on start; reading commands and syncs never leave a stray key file.
     """
-    from bastion.cli import open_store
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.exchanges import ExchangeError
     from bastion.store.exchanges import ExchangeStore
 
-    with open_store() as store:
+    with cli.open_store() as store:
         try:
-            settings = Settings.load(_state["config"])
+            settings = Settings.load(cli.config)
             store.use_settings_audit_keys(settings)
             settings = settings.in_data_dir(store.data_dir)
             key: MasterKey | None = None
@@ -218,8 +207,6 @@ def _credentials(
             raise _usage(f"--credentials-env {env_prefix}: none of {expected} is set")
         creds.update(found)
     if pairs:
-        from bastion.cli import err
-
         err.print(
             "[yellow]warning[/yellow] --credential puts secrets in your shell history and in "
             "the process list; prefer --credentials-file or --credentials-env"
@@ -396,6 +383,7 @@ def exchange_types_cmd(fmt: FormatOpt = OutputFormat.TABLE) -> None:
 
 @exchange_app.command("add")
 def exchange_add(
+    ctx: typer.Context,
     name: NameArg,
     kind: Annotated[str, typer.Option("--type", "-t", help="Kind (see `bastion exchange types`).")],
     bank: Annotated[
@@ -434,8 +422,7 @@ def exchange_add(
 
     The bank is created when missing. The first sync runs on the worker's next pass, or now
     with `bastion exchange sync NAME`."""
-    from bastion.cli import err
-
+    cli = CliContext.of(ctx)
     cls = _kind(kind)
     if min_vouchers > 1 and not vouch_group:
         raise _usage("--min-vouchers needs --vouch-group")
@@ -443,7 +430,7 @@ def exchange_add(
     creds = _credentials(cls, credential, credentials_file, credentials_env)
     if creds is not None:
         _checked(cls.Credentials, creds, "credentials")
-    with open_exchanges(create_key=creds is not None) as xs:
+    with open_exchanges(cli, create_key=creds is not None) as xs:
         info = xs.add(
             name,
             kind,
@@ -457,7 +444,7 @@ def exchange_add(
             send_feedback=not no_feedback,
             enabled=not disabled,
             labels=label or (),
-            actor=_actor(),
+            actor=cli.actor,
         )
     err.print(
         f"added exchange [bold]{escape(info.name)}[/bold] ({escape(info.kind)}) feeding bank "
@@ -475,10 +462,11 @@ def exchange_add(
 
 
 @exchange_app.command("list")
-def exchange_list(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+def exchange_list(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """Every exchange: its kind, bank, state and last sync."""
+    cli = CliContext.of(ctx)
     table = fmt is OutputFormat.TABLE
-    with open_exchanges() as xs:
+    with open_exchanges(cli) as xs:
         infos = xs.list()
     rows = [
         {
@@ -526,6 +514,7 @@ def status_doc(xs: Any, name: str, *, table: bool, limit: int = 10) -> dict[str,
 
 @exchange_app.command("status")
 def exchange_status(
+    ctx: typer.Context,
     name: NameArg,
     fmt: Annotated[
         OutputFormat,
@@ -537,10 +526,11 @@ def exchange_status(
 
     State, checkpoint, last error, totals, recent runs, poisoned records, attestations and
     feedback counts."""
+    cli = CliContext.of(ctx)
     if fmt is OutputFormat.CSV:
         raise _usage("status is a document: use --format table or json")
     table = fmt is OutputFormat.TABLE
-    with open_exchanges() as xs:
+    with open_exchanges(cli) as xs:
         doc = status_doc(xs, name, table=table, limit=limit)
     if not table:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -589,13 +579,14 @@ def _print_status(doc: dict[str, Any]) -> None:
 
 @exchange_app.command("errors")
 def exchange_errors(
-    name: NameArg, fmt: FormatOpt = OutputFormat.TABLE, limit: LimitOpt = 50
+    ctx: typer.Context, name: NameArg, fmt: FormatOpt = OutputFormat.TABLE, limit: LimitOpt = 50
 ) -> None:
     """Poisoned records and pages, newest first.
 
     Where (checkpoint, key), what, and an excerpt (in --format json)."""
+    cli = CliContext.of(ctx)
     table = fmt is OutputFormat.TABLE
-    with open_exchanges() as xs:
+    with open_exchanges(cli) as xs:
         rows = [_record(e, table) for e in xs.errors(name, limit=limit)]
     columns = _TABLE_COLUMNS["errors"] if table else _ERROR_COLUMNS
     emit(rows, fmt, columns, sys.stdout)
@@ -603,6 +594,7 @@ def exchange_errors(
 
 @exchange_app.command("sync")
 def exchange_sync(
+    ctx: typer.Context,
     name: NameArg,
     max_pages: Annotated[
         int | None, typer.Option("--max-pages", min=1, help="Stop after this many pages.")
@@ -614,8 +606,7 @@ def exchange_sync(
     Ctrl-C stops after the current page (its changes and checkpoint are committed together, so
     the next sync resumes there). Exit code 1 when the sync failed, 3 when our copy does not
     match an attestation the partner signed (listed as ``attestation_mismatches``)."""
-    from bastion.cli import err, progress
-
+    cli = CliContext.of(ctx)
     stop = threading.Event()
     previous = None
 
@@ -628,7 +619,7 @@ def exchange_sync(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with open_exchanges() as xs, progress(f"Syncing {escape(name)}") as bar:
+        with open_exchanges(cli) as xs, progress(f"Syncing {escape(name)}") as bar:
             task = bar.add_task("sync", total=None)
 
             def tick(p: Any) -> None:
@@ -636,10 +627,10 @@ def exchange_sync(
                 bar.update(task, completed=done, total=total)
 
             # Audited as this user's request (the sync's own record names the worker).
-            xs.request_sync(name, actor=_actor())
+            xs.request_sync(name, actor=cli.actor)
             seen = max((a.id for a in xs.attestations(name, limit=1)), default=0)
             result = xs.sync(
-                name, worker_id=f"{_actor()}:sync", stop=stop, max_pages=max_pages, progress=tick
+                name, worker_id=f"{cli.actor}:sync", stop=stop, max_pages=max_pages, progress=tick
             )
             # The partner's attestations this sync checked (a feed's signed roots).
             attested = sorted(
@@ -704,6 +695,7 @@ def _progress_numbers(p: Any) -> tuple[float | None, float | None]:
 
 @exchange_app.command("update")
 def exchange_update(
+    ctx: typer.Context,
     name: NameArg,
     setting: SetOpt = None,
     unset: Annotated[
@@ -731,12 +723,12 @@ def exchange_update(
     ] = False,
 ) -> None:
     """Change an exchange's settings; `--set` merges into its config, `--unset` drops keys."""
-    from bastion.cli import err
     from bastion.exchanges import exchange_type
 
+    cli = CliContext.of(ctx)
     if vouch_group and no_vouch_group:
         raise _usage("--vouch-group and --no-vouch-group contradict each other")
-    with open_exchanges() as xs:
+    with open_exchanges(cli) as xs:
         info = xs.get(name)
         fields: dict[str, Any] = {}
         if setting or unset:
@@ -765,67 +757,65 @@ def exchange_update(
             fields["checkpoint"] = None
         if not fields:
             raise _usage("nothing to change: give --set, --unset, --interval, ... (see --help)")
-        info = xs.update(name, actor=_actor(), **fields)
+        info = xs.update(name, actor=cli.actor, **fields)
     err.print(f"updated exchange [bold]{escape(info.name)}[/bold]: {', '.join(sorted(fields))}")
 
 
 @exchange_app.command("set-credentials")
 def exchange_set_credentials(
+    ctx: typer.Context,
     name: NameArg,
     credential: CredOpt = None,
     credentials_file: CredFileOpt = None,
     credentials_env: CredEnvOpt = None,
 ) -> None:
     """Replace an exchange's credentials (sealed with the master key, never shown again)."""
-    from bastion.cli import err
-
-    with open_exchanges() as xs:
+    cli = CliContext.of(ctx)
+    with open_exchanges(cli) as xs:
         info = xs.get(name)
     cls = _kind(info.kind)
     creds = _credentials(cls, credential, credentials_file, credentials_env)
     if creds is None:
         raise _usage("give --credentials-file, --credentials-env or --credential")
     _checked(cls.Credentials, creds, "credentials")
-    with open_exchanges(create_key=True) as xs:
-        xs.set_credentials(name, creds, actor=_actor())
+    with open_exchanges(cli, create_key=True) as xs:
+        xs.set_credentials(name, creds, actor=cli.actor)
     err.print(f"credentials of [bold]{escape(name)}[/bold] replaced ({', '.join(sorted(creds))})")
 
 
 @exchange_app.command("enable")
-def exchange_enable(name: NameArg) -> None:
+def exchange_enable(ctx: typer.Context, name: NameArg) -> None:
     """Resume scheduled syncs."""
-    from bastion.cli import err
-
-    with open_exchanges() as xs:
-        xs.update(name, actor=_actor(), enabled=True)
+    cli = CliContext.of(ctx)
+    with open_exchanges(cli) as xs:
+        xs.update(name, actor=cli.actor, enabled=True)
     err.print(f"enabled exchange [bold]{escape(name)}[/bold]")
 
 
 @exchange_app.command("disable")
-def exchange_disable(name: NameArg) -> None:
+def exchange_disable(ctx: typer.Context, name: NameArg) -> None:
     """Stop scheduled syncs (the bank keeps matching what it holds)."""
-    from bastion.cli import err
-
-    with open_exchanges() as xs:
-        xs.update(name, actor=_actor(), enabled=False)
+    cli = CliContext.of(ctx)
+    with open_exchanges(cli) as xs:
+        xs.update(name, actor=cli.actor, enabled=False)
     err.print(f"disabled exchange [bold]{escape(name)}[/bold]")
 
 
 @exchange_app.command("remove")
 def exchange_remove(
+    ctx: typer.Context,
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete an exchange and its credentials; its bank and entries stay.
 
     `bastion bank rm` deletes the bank."""
-    from bastion.cli import err
-
-    with open_exchanges() as xs:
+    cli = CliContext.of(ctx)
+    with open_exchanges(cli) as xs:
         info = xs.get(name)
         if not yes:
             if not sys.stdin.isatty():
                 raise _usage("removing an exchange needs --yes when not run interactively")
             typer.confirm(f"Remove exchange {info.name} (bank {info.bank} stays)?", abort=True)
-        xs.remove(name, actor=_actor())
+        xs.remove(name, actor=cli.actor)
     err.print(f"removed exchange {escape(name)}; bank {escape(info.bank)} keeps its entries")

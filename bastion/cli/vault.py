@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bastion.cli._context import CliContext, FormatOpt, err, usage_error
 from bastion.render import OutputFormat, emit
 
 vault_app = typer.Typer(
@@ -23,15 +24,12 @@ vault_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the audit log).")]
-_state: dict[str, Any] = {"config": None}
 
 
 @vault_app.callback()
 def vault_main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -39,22 +37,21 @@ def vault_main(
         ),
     ] = None,
 ) -> None:
-    _state["config"] = config
+    CliContext.of(ctx).config = config
 
 
 @contextmanager
-def open_vault() -> Iterator[Any]:
+def open_vault(cli: CliContext) -> Iterator[Any]:
     """The vault of the CLI's database, with its master key and retention settings. A missing
     key file is an error here, not created: a new key would open none of the evidence."""
-    from bastion.cli import open_store, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.vault import RetentionError, VaultError
     from bastion.vault.store import Vault
 
-    with open_store() as store:
+    with cli.open_store() as store:
         try:
-            settings = Settings.load(_state["config"])
+            settings = Settings.load(cli.config)
             store.use_settings_audit_keys(settings)
             settings = settings.in_data_dir(store.data_dir)
             if not settings.secret_key and not Path(str(settings.secret_key_file)).exists():
@@ -71,12 +68,6 @@ def open_vault() -> Iterator[Any]:
             raise usage_error(str(exc)) from exc
 
 
-def _actor() -> str:
-    from bastion.cli_keys import cli_actor
-
-    return cli_actor()
-
-
 def _when(value: Any, table: bool) -> str | None:
     if value is None:
         return None
@@ -84,11 +75,12 @@ def _when(value: Any, table: bool) -> str | None:
 
 
 @vault_app.command("verify")
-def vault_verify(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+def vault_verify(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """Decrypt every unpurged item and compare it with its recorded SHA-256 and MD5, and every
     item's metadata with its recorded hash. Exit 0 if all are intact, 1 if not."""
-    with open_vault() as vault:
-        report = vault.verify(actor=_actor())
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
+        report = vault.verify(actor=cli.actor)
     if fmt is OutputFormat.TABLE:
         sys.stdout.write(
             f"evidence {'intact' if report.intact else 'DAMAGED'}: {report.checked} checked, "
@@ -122,6 +114,7 @@ _LIST_COLUMNS = [
 
 @vault_app.command("list")
 def vault_list(
+    ctx: typer.Context,
     case: Annotated[int | None, typer.Option("--case", help="Only this case's evidence.")] = None,
     state: Annotated[
         str | None,
@@ -132,7 +125,8 @@ def vault_list(
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Preserved items: ids, hashes, retention and state (no content, no metadata)."""
-    with open_vault() as vault:
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
         rows = vault.list(case_id=case, state=state, limit=limit, after=after)
     table = fmt is OutputFormat.TABLE
     emit(
@@ -159,11 +153,13 @@ def vault_list(
 
 @vault_app.command("show")
 def vault_show(
+    ctx: typer.Context,
     evidence_id: Annotated[int, typer.Argument(help="Evidence id.")],
 ) -> None:
     """One item's metadata, hashes and retention as JSON (never its content). Audited."""
-    with open_vault() as vault:
-        m = vault.show(_actor(), "admin", evidence_id)
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
+        m = vault.show(cli.actor, "admin", evidence_id)
     doc = {
         "id": m.id,
         "case_id": m.case_id,
@@ -196,27 +192,27 @@ def vault_show(
 
 @vault_app.command("hold")
 def vault_hold(
+    ctx: typer.Context,
     evidence_id: Annotated[int, typer.Argument(help="Evidence id.")],
     reason: ReasonOpt,
 ) -> None:
     """Put an item on legal hold: it is not purged and its retention clock stops."""
-    from bastion.cli import err
-
-    with open_vault() as vault:
-        m = vault.hold(evidence_id, actor=_actor(), reason=reason)
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
+        m = vault.hold(evidence_id, actor=cli.actor, reason=reason)
     err.print(f"evidence {m.id} (case {m.case_id}) is on legal hold")
 
 
 @vault_app.command("release")
 def vault_release(
+    ctx: typer.Context,
     evidence_id: Annotated[int, typer.Argument(help="Evidence id.")],
     reason: ReasonOpt,
 ) -> None:
     """End an item's legal hold; the time held is added to its retention."""
-    from bastion.cli import err
-
-    with open_vault() as vault:
-        m = vault.release(evidence_id, actor=_actor(), reason=reason)
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
+        m = vault.release(evidence_id, actor=cli.actor, reason=reason)
     err.print(
         f"evidence {m.id} released from legal hold; retained until "
         f"{m.retain_until.isoformat(timespec='seconds')}"
@@ -225,15 +221,15 @@ def vault_release(
 
 @vault_app.command("purge")
 def vault_purge(
+    ctx: typer.Context,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be purged; change nothing.")
     ] = False,
 ) -> None:
     """Delete the content of items past their retention and not on hold (hashes and metadata
     stay; each purge is audited). The worker does this periodically too."""
-    from bastion.cli import err
-
-    with open_vault() as vault:
+    cli = CliContext.of(ctx)
+    with open_vault(cli) as vault:
         if dry_run:
             due = vault.expired()
             for r in due:
@@ -243,5 +239,5 @@ def vault_purge(
                 )
             err.print(f"{len(due)} item(s) would be purged (dry run: nothing changed)")
             return
-        n = vault.purge_expired(actor=_actor())
+        n = vault.purge_expired(actor=cli.actor)
     err.print(f"purged the content of {n} item(s)")

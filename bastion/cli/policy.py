@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from bastion.cli._context import CliContext, DbOpt, FormatOpt, err, progress, usage_error
 from bastion.policy import (
     DECISIONS,
     Policy,
@@ -45,8 +46,6 @@ FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).")]
 def _load(path: Path) -> Policy:
     """The policy in ``path``; a missing file is a usage error (2), an invalid one exit 1 with
     every error on stderr."""
-    from bastion.cli import err, usage_error
-
     try:
         return load_policy(path)
     except PolicyError as exc:
@@ -67,8 +66,6 @@ def _print_errors(path: Path, exc: PolicyError, out: Any) -> None:
 @policy_app.command("check")
 def policy_check(path: FileArg) -> None:
     """Validate a policy file: exit 0 when valid, 1 with every error and its line otherwise."""
-    from bastion.cli import usage_error
-
     try:
         policy = load_policy(path)
     except PolicyError as exc:
@@ -86,12 +83,9 @@ def policy_show(
         Path | None,
         typer.Argument(help="Policy file (default: the server's policy_file setting)."),
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-    ] = OutputFormat.TABLE,
+    fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Summarise a policy: its rules in order, queues, SLAs and review settings."""
-    from bastion.cli import err, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.store.store import data_dir
 
@@ -237,27 +231,20 @@ def replay(
 
 @policy_app.command("test")
 def policy_test(
+    ctx: typer.Context,
     path: FileArg,
-    db: Annotated[
-        str | None,
-        typer.Option("--db", help="Database URL (default: the global --db, or ./bastion-data)."),
-    ] = None,
+    db: DbOpt = None,
     limit: Annotated[
         int | None,
         typer.Option("--limit", "-n", min=1, help="Replay only the newest N scans."),
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-    ] = OutputFormat.TABLE,
+    fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Dry-run a policy over stored scans: how many items each rule would have caught, and how
     many verdicts would differ from those given at scan time. Nothing is changed."""
-    from bastion.cli import _state, err, open_store, progress
-
     policy = _load(path)
-    if db is not None:
-        _state["db"] = db
-    with open_store() as store, progress("Replaying scans") as bar:
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store, progress("Replaying scans") as bar:
         task = bar.add_task("replay", total=limit)
         result = replay(store, policy, limit=limit, on_scan=lambda: bar.advance(task))
     rules = _rule_rows(policy, result)

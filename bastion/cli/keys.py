@@ -3,8 +3,6 @@ operating-system user as actor (``cli:<user>``)."""
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from datetime import timedelta
 from typing import Annotated, Any
@@ -12,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from bastion.banks.model import utcnow
+from bastion.cli._context import CliContext, FormatOpt, err, usage_error
 from bastion.keys import ADMIN, SCOPES, ApiKey, key_user, parse_scopes
 from bastion.render import OutputFormat, emit
 
@@ -19,15 +18,6 @@ key_app = typer.Typer(
     help=f"Manage API keys (scopes: {', '.join(SCOPES)}; admin implies all).",
     no_args_is_help=True,
 )
-
-
-def cli_actor() -> str:
-    """``cli:<os user>`` for the audit log; the uid when the user has no name."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-    return f"cli:{user}"
 
 
 def _status(key: ApiKey) -> str:
@@ -49,6 +39,7 @@ def _when(value: Any) -> str | None:
 
 @key_app.command("create")
 def key_create(
+    ctx: typer.Context,
     name: Annotated[
         str,
         typer.Argument(
@@ -87,10 +78,10 @@ def key_create(
     ] = None,
 ) -> None:
     """Create a key and print its token alone on the last line of stdout (shown only once)."""
-    from bastion.cli import err, open_store, usage_error
     from bastion.feeds.store import FEED_SCOPE, FeedStore
     from bastion.store import StoreError
 
+    cli = CliContext.of(ctx)
     try:
         scope_set = parse_scopes(scopes)
     except ValueError as exc:
@@ -99,7 +90,7 @@ def key_create(
         raise usage_error(f"--feed grants feeds to a key with the {FEED_SCOPE!r} scope")
     expires_at = utcnow() + timedelta(days=expires_in) if expires_in else None
     failed = None
-    with open_store() as store:
+    with cli.open_store() as store:
         grants = FeedStore(store, None)
         for feed in feeds or ():
             grants.get(feed)  # a typo is a usage error before any key exists
@@ -107,12 +98,12 @@ def key_create(
             name,
             scope_set,
             expires_at=expires_at,
-            actor=cli_actor(),
+            actor=cli.actor,
             user=user if user is not None else key_user(name),
         )
         if feeds:
             try:
-                grants.grant(key.name, feeds, actor=cli_actor())
+                grants.grant(key.name, feeds, actor=cli.actor)
             except StoreError as exc:  # a feed removed meanwhile: the key reads nothing
                 failed = str(exc)
     until = f", expires {_iso(key.expires_at)}" if key.expires_at else ""
@@ -137,16 +128,9 @@ def key_create(
 
 
 @key_app.command("list")
-def key_list(
-    fmt: Annotated[
-        OutputFormat,
-        typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
-    ] = OutputFormat.TABLE,
-) -> None:
+def key_list(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """List keys (never their secrets), revoked and expired ones included."""
-    from bastion.cli import open_store
-
-    with open_store() as store:
+    with CliContext.of(ctx).open_store() as store:
         keys = store.list_api_keys()
     when = _iso if fmt is not OutputFormat.TABLE else _when
     rows = [
@@ -178,10 +162,12 @@ def key_list(
 
 
 @key_app.command("revoke")
-def key_revoke(name: Annotated[str, typer.Argument(help="Name of the key to revoke.")]) -> None:
+def key_revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+) -> None:
     """Revoke a key at once; its row stays for the record."""
-    from bastion.cli import err, open_store
-
-    with open_store() as store:
-        key = store.revoke_api_key(name, actor=cli_actor())
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        key = store.revoke_api_key(name, actor=cli.actor)
     err.print(f"revoked API key [bold]{key.name}[/bold] (id {key.key_id})")

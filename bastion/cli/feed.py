@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bastion.cli._context import CliContext, FormatOpt, err, usage_error
 from bastion.render import OutputFormat, emit
 
 feed_app = typer.Typer(
@@ -28,37 +29,33 @@ feed_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-]
 NameArg = Annotated[str, typer.Argument(help="Feed name.")]
-_state: dict[str, Any] = {"config": None}
 
 
 @feed_app.callback()
 def feed_main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="BASTION_CONFIG", help="Config file (master key)."),
     ] = None,
 ) -> None:
-    _state["config"] = config
+    CliContext.of(ctx).config = config
 
 
 @contextmanager
-def open_feeds(*, signing: bool = False) -> Iterator[Any]:
+def open_feeds(cli: CliContext, *, signing: bool = False) -> Iterator[Any]:
     """The feed store of the CLI's database. ``signing``: load the master key. On a fresh
     instance (no feed key yet) it is created if missing, as the server and the exchange
     commands do; once a feed key exists it must be that key's (a new one could not open it)."""
-    from bastion.cli import open_store, usage_error
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.feeds import KeyFormatError
     from bastion.feeds.store import FeedStore
 
-    with open_store() as store:
+    with cli.open_store() as store:
         try:
-            settings = Settings.load(_state["config"])
+            settings = Settings.load(cli.config)
             store.use_settings_audit_keys(settings)
             settings = settings.in_data_dir(store.data_dir)
             key = None
@@ -76,15 +73,9 @@ def open_feeds(*, signing: bool = False) -> Iterator[Any]:
         except (ConfigError, MasterKeyError) as exc:
             raise usage_error(str(exc)) from exc
         try:
-            yield FeedStore(store, key, settings, actor=_actor())
+            yield FeedStore(store, key, settings, actor=cli.actor)
         except KeyFormatError as exc:
             raise usage_error(str(exc)) from exc
-
-
-def _actor() -> str:
-    from bastion.cli_keys import cli_actor
-
-    return cli_actor()
 
 
 def _when(value: Any) -> str | None:
@@ -92,10 +83,11 @@ def _when(value: Any) -> str | None:
 
 
 @feed_app.command("key")
-def feed_key(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+def feed_key(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """Print this instance's feed signing key (public half) and its fingerprint; made on first
     use. Give both to subscribers out of band: they pin the key."""
-    with open_feeds(signing=True) as feeds:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli, signing=True) as feeds:
         public = feeds.public_key()
     if fmt is OutputFormat.TABLE:
         sys.stdout.write(f"public key:  {public.text}\nfingerprint: {public.fingerprint}\n")
@@ -110,6 +102,7 @@ def feed_key(fmt: FormatOpt = OutputFormat.TABLE) -> None:
 
 @feed_app.command("create")
 def feed_create(
+    ctx: typer.Context,
     name: NameArg,
     bank: Annotated[list[str], typer.Option("--bank", "-b", help="A bank to publish (repeat).")],
     description: Annotated[str, typer.Option("--description", help="What the feed holds.")] = "",
@@ -121,9 +114,10 @@ def feed_create(
     ] = None,
 ) -> None:
     """Publish banks as a feed. Do not rename a published bank: the feed names banks."""
-    with open_feeds() as feeds:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as feeds:
         feed = feeds.create(
-            name, bank, description=description, organisation=organisation, actor=_actor()
+            name, bank, description=description, organisation=organisation, actor=cli.actor
         )
     sys.stdout.write(
         f"feed {feed.name} created: banks {', '.join(feed.banks)}, publisher "
@@ -133,9 +127,10 @@ def feed_create(
 
 
 @feed_app.command("list")
-def feed_list(fmt: FormatOpt = OutputFormat.TABLE) -> None:
+def feed_list(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """Published feeds with their latest version."""
-    with open_feeds() as feeds:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as feeds:
         rows = []
         for f in feeds.list():
             latest = feeds.latest_version(f.name)
@@ -170,6 +165,7 @@ _VERSION_COLUMNS = ["version", "revision", "count", "root", "created_at", "key_f
 
 @feed_app.command("publish")
 def feed_publish(
+    ctx: typer.Context,
     name: NameArg,
     force: Annotated[
         bool, typer.Option("--force", help="Sign a new version even if nothing changed.")
@@ -177,8 +173,9 @@ def feed_publish(
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Sign a new version now if the feed's banks changed since the last one."""
-    with open_feeds(signing=True) as feeds:
-        made = feeds.publish(name, force=force, actor=_actor())
+    cli = CliContext.of(ctx)
+    with open_feeds(cli, signing=True) as feeds:
+        made = feeds.publish(name, force=force, actor=cli.actor)
         latest = made or feeds.latest_version(name)
     if fmt is not OutputFormat.TABLE:
         emit([_version_row(latest)] if latest else [], fmt, _VERSION_COLUMNS, sys.stdout)
@@ -193,25 +190,29 @@ def feed_publish(
 
 @feed_app.command("versions")
 def feed_versions(
+    ctx: typer.Context,
     name: NameArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Signed versions of a feed, newest first, with their Merkle roots."""
-    with open_feeds() as feeds:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as feeds:
         rows = [_version_row(v) for v in feeds.versions(name, limit=limit)]
     emit(rows, fmt, _VERSION_COLUMNS, sys.stdout)
 
 
 @feed_app.command("disputes")
 def feed_disputes(
+    ctx: typer.Context,
     name: NameArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 100,
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Disputes and confirmations subscribers sent, newest first. The key is the entry id:
     ``bastion bank`` commands take it to disable an entry found wrong."""
-    with open_feeds() as feeds:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as feeds:
         rows = [
             {
                 "id": r.id,
@@ -230,10 +231,11 @@ def feed_disputes(
 
 
 @feed_app.command("remove")
-def feed_remove(name: NameArg) -> None:
+def feed_remove(ctx: typer.Context, name: NameArg) -> None:
     """Stop publishing a feed (its versions and disputes go; the banks stay)."""
-    with open_feeds() as feeds:
-        feeds.remove(name, actor=_actor())
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as feeds:
+        feeds.remove(name, actor=cli.actor)
     sys.stdout.write(f"feed {name} removed\n")
 
 
@@ -242,10 +244,11 @@ FeedsArg = Annotated[list[str], typer.Argument(help="Feed names.")]
 
 
 @feed_app.command("grant")
-def feed_grant(key: KeyArg, feeds: FeedsArg) -> None:
+def feed_grant(ctx: typer.Context, key: KeyArg, feeds: FeedsArg) -> None:
     """Let a feed-scoped API key read feeds (and dispute their records). Audited."""
-    with open_feeds() as store:
-        made = store.grant(key, feeds, actor=_actor())
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as store:
+        made = store.grant(key, feeds, actor=cli.actor)
     held = sorted({f.lower() for f in feeds} - set(made))
     for name in made:
         sys.stdout.write(f"granted feed {name} to key {key.lower()}\n")
@@ -254,10 +257,11 @@ def feed_grant(key: KeyArg, feeds: FeedsArg) -> None:
 
 
 @feed_app.command("revoke")
-def feed_revoke(key: KeyArg, feeds: FeedsArg) -> None:
+def feed_revoke(ctx: typer.Context, key: KeyArg, feeds: FeedsArg) -> None:
     """Take feeds away from an API key: it gets 404 for them from its next request. Audited."""
-    with open_feeds() as store:
-        gone = store.revoke_grant(key, feeds, actor=_actor())
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as store:
+        gone = store.revoke_grant(key, feeds, actor=cli.actor)
     for name in gone:
         sys.stdout.write(f"key {key.lower()} no longer reads feed {name}\n")
     rest = sorted({f.lower() for f in feeds} - set(gone))
@@ -267,15 +271,15 @@ def feed_revoke(key: KeyArg, feeds: FeedsArg) -> None:
 
 @feed_app.command("grants")
 def feed_grants(
+    ctx: typer.Context,
     feed: Annotated[str | None, typer.Option("--feed", help="Only this feed.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only this API key.")] = None,
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Which API keys read which feeds (admin keys read every feed). Warns about feed keys that
     read none, such as keys made before grants existed."""
-    from bastion.cli import err
-
-    with open_feeds() as store:
+    cli = CliContext.of(ctx)
+    with open_feeds(cli) as store:
         rows = [
             {
                 "feed": g.feed,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bastion.cli._context import CliContext, DbOpt, FormatOpt, err, usage_error
 from bastion.render import OutputFormat, emit
 
 if TYPE_CHECKING:
@@ -26,21 +27,6 @@ if TYPE_CHECKING:
 
 audit_app = typer.Typer(help="Check and read the audit log.", no_args_is_help=True)
 
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (overrides the global --db and BASTION_DATABASE_URL)."),
-]
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-]
-
-
-def _use_db(db: str | None) -> None:
-    from bastion.cli import _state
-
-    if db:
-        _state["db"] = db
-
 
 def _records(n: int) -> str:
     return f"{n} record" if n == 1 else f"{n} records"
@@ -48,7 +34,6 @@ def _records(n: int) -> str:
 
 def _settings(store: Store) -> Settings:
     """The settings the server would use for this database (for the checkpoint key's file)."""
-    from bastion.cli import usage_error
     from bastion.config import ConfigError, Settings
 
     try:
@@ -59,7 +44,6 @@ def _settings(store: Store) -> Settings:
 
 def _checkpoint_key(store: Store, *, create: bool) -> CheckpointKey | None:
     from bastion.audit_keys import AuditKeyError, CheckpointKey
-    from bastion.cli import usage_error
 
     path = str(_settings(store).audit_signing_key_file)
     try:
@@ -72,7 +56,6 @@ def _trusted_key(store: Store, given: str | None) -> VerifyKey:
     """The public key checkpoints must be signed with: ``--public-key`` (the key itself or a
     file holding it), else this instance's own checkpoint key."""
     from bastion.audit_keys import CheckpointError, public_key
-    from bastion.cli import usage_error
 
     if given is None:
         own = _checkpoint_key(store, create=False)
@@ -115,6 +98,7 @@ def _check_checkpoints(store: Store, files: list[Path], trusted: VerifyKey) -> l
 
 @audit_app.command("verify")
 def audit_verify(
+    ctx: typer.Context,
     db: DbOpt = None,
     fmt: FormatOpt = OutputFormat.TABLE,
     checkpoints: Annotated[
@@ -138,10 +122,9 @@ def audit_verify(
 ) -> None:
     """Recompute the whole chain (HMAC under the audit keys; legacy records with the old hash)
     and check it against checkpoints. Exit 0 if intact, 1 if not (saying where and how)."""
-    from bastion.cli import open_store
 
-    _use_db(db)
-    with open_store() as store:
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store:
         trusted = _trusted_key(store, public_key) if checkpoints else None
         check = store.check_audit_chain()
         cps = _check_checkpoints(store, checkpoints or [], trusted) if trusted else []
@@ -196,6 +179,7 @@ def audit_verify(
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(
+    ctx: typer.Context,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write the checkpoint here (default: stdout)."),
@@ -205,10 +189,9 @@ def audit_checkpoint(
     """Sign the head of the verified log (record id, chain hash, key id, time) with the
     checkpoint key; keep the checkpoint somewhere the database's holders cannot write."""
     from bastion.audit_keys import Checkpoint, sign_checkpoint
-    from bastion.cli import err, open_store
 
-    _use_db(db)
-    with open_store() as store:
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store:
         check = store.check_audit_chain()
         if not check.ok:
             err.print(
@@ -241,6 +224,7 @@ def audit_checkpoint(
 
 @audit_app.command("public-key")
 def audit_public_key(
+    ctx: typer.Context,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write the public key here (default: stdout)."),
@@ -249,10 +233,9 @@ def audit_public_key(
 ) -> None:
     """Print the checkpoint signing key's public half (creating the key if there is none), to
     keep beside the checkpoints and pass to `verify --public-key`."""
-    from bastion.cli import err, open_store
 
-    _use_db(db)
-    with open_store() as store:
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store:
         key = _checkpoint_key(store, create=True)
     assert key is not None
     if out is None:
@@ -263,15 +246,13 @@ def audit_public_key(
 
 
 @audit_app.command("rotate-key")
-def audit_rotate_key(db: DbOpt = None) -> None:
+def audit_rotate_key(ctx: typer.Context, db: DbOpt = None) -> None:
     """Start a new audit key: later records are chained under it; old keys stay in the key
     file so earlier records still verify. The rotation is itself an audit record."""
-    from bastion.cli import err, open_store
-    from bastion.cli_keys import cli_actor
 
-    _use_db(db)
-    with open_store() as store:
-        old, new = store.rotate_audit_key(actor=cli_actor())
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store:
+        old, new = store.rotate_audit_key(actor=cli.actor)
         path = store.audit_key_file
     err.print(
         f"audit key rotated: {old or 'none'} -> {new}. The key file {path} keeps the old keys; "
@@ -282,6 +263,7 @@ def audit_rotate_key(db: DbOpt = None) -> None:
 
 @audit_app.command("tail")
 def audit_tail(
+    ctx: typer.Context,
     lines: Annotated[
         int, typer.Option("--lines", "-n", min=1, max=10_000, help="How many events.")
     ] = 50,
@@ -298,10 +280,9 @@ def audit_tail(
 ) -> None:
     """The latest events, oldest first: who did what to what, when and from where (details,
     which may hold case metadata, stay in the log)."""
-    from bastion.cli import open_store
 
-    _use_db(db)
-    with open_store() as store:
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
+    with cli.open_store() as store:
         events = store.recent_audit(lines, action=action)
     table = fmt is OutputFormat.TABLE
 
