@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion import config
-from bastion.api.app import create_app
 from bastion.config import Settings, is_loopback_host
 from bastion.crypto import MasterKey
+from bastion.server import create_app
 from bastion.store import Store
 
 

@@ -1,7 +1,8 @@
-"""The FastAPI application: wiring of store, live index, auth, metrics and the routers.
+"""The API's FastAPI application: the runtime's lifespan, the middleware (body limits,
+metrics), the operations routes and the API's routers.
 
-``create_app(settings)`` is all a test or ``bastion serve`` needs. Routes are plain functions
-run in the thread pool, because hashing and index lookups are CPU-bound native code.
+:func:`bastion.server.create_app` adds the console to it. Routes are plain functions run in the
+thread pool, because hashing and index lookups are CPU-bound native code.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ async def _send_too_large(scope: Any, send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+def create_api_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """The API over ``store`` (or the store ``settings`` name, opened with the app)."""
     settings = settings or Settings.load()
 
     @asynccontextmanager
@@ -202,18 +204,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             rt.metrics.index_age.set(time.time() - rt.index.refreshed_at)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(v1.router)
-    app.include_router(hma.router)
-    # -- more routers (console, vouchers) --
-    from bastion.web import router as console_router  # imports the API's modules itself
-
-    app.include_router(console_router)
-    app.include_router(vouchers.router)
-    app.include_router(reports.router)
-    app.include_router(cases.router)
-    # -- exchange and feed routers --
-    app.include_router(exchanges.router)
-    app.include_router(feeds.router)
-    # -- end exchange and feed routers --
-    # -- end routers --
+    for module in (v1, hma, vouchers, reports, cases, exchanges, feeds):
+        app.include_router(module.router)
     return app

@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bastion import pipeline
 from bastion.api.auth import require
 from bastion.api.disclosure import sees_values, shown_distance, shown_reason
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal, client_address
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
 from bastion.index.probing import BANDS, band
@@ -125,39 +125,6 @@ def _media_key(key: Principal) -> None:
         raise Problem(
             403, "Forbidden", detail="this API key lacks the 'media' scope", code="no_media_scope"
         )
-
-
-def _problem(exc: Exception) -> Problem:
-    """Review's errors as problem details; ``code`` names the case for clients to branch on."""
-    if isinstance(exc, CaseNotFound | NoMedia | PreviewUnavailable):
-        code = "not_found" if isinstance(exc, CaseNotFound) else "no_media"
-        return Problem(404, "Not found", detail=str(exc), code=code)
-    if isinstance(exc, Forbidden):
-        return Problem(403, "Forbidden", detail=str(exc), code="forbidden")
-    if isinstance(exc, CaseLeased):
-        return Problem(
-            409,
-            "Claimed by someone else",
-            detail=str(exc),
-            code="case_leased",
-            holder=exc.holder,
-            until=exc.until.isoformat(),
-        )
-    if isinstance(exc, NotLeased):
-        return Problem(409, "Claim the case first", detail=str(exc), code="not_leased")
-    if isinstance(exc, CaseClosed):
-        return Problem(409, "Case already decided", detail=str(exc), code="case_closed")
-    if isinstance(exc, RevealRequired):
-        return Problem(
-            409,
-            "Reveal first",
-            detail=str(exc),
-            code="reveal_required",
-            items=list(exc.item_ids),
-        )
-    if isinstance(exc, InvalidDecision | InvalidInput):
-        return Problem(422, "Invalid request", detail=str(exc), code="invalid")
-    return Problem(503, "Store unavailable", detail="the database is unavailable; retry later")
 
 
 _ERRORS = (
@@ -632,7 +599,7 @@ def list_cases(
             overdue=overdue,
         )
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     more = len(found) > limit or len(found) == peek == limit
     found = found[:limit]
     return CasePage(
@@ -648,7 +615,7 @@ def queues(request: Request, key: ReviewKey) -> list[QueueOut]:
     try:
         counts = rt.review.queue_counts(viewer)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     return [QueueOut.model_validate(c, from_attributes=True) for c in counts.values()]
 
 
@@ -661,7 +628,7 @@ def get_case(request: Request, key: ReviewKey, case_id: CaseId) -> CaseOut:
     try:
         case = rt.review.get_case(viewer, case_id)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     return _case_out(rt, key, case)
 
 
@@ -674,7 +641,7 @@ def claim(request: Request, key: ReviewKey, case_id: CaseId) -> LeaseOut:
     try:
         case = rt.review.claim(viewer, case_id)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     return LeaseOut(
         case_id=case.id,
         state=case.state,
@@ -692,7 +659,7 @@ def release(request: Request, key: ReviewKey, case_id: CaseId) -> Response:
     try:
         rt.review.release(viewer, case_id)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     return Response(status_code=204)
 
 
@@ -721,7 +688,7 @@ def decide(
         )
         outcome = pipeline.decide(rt, viewer, case_id, chosen)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     return _decision_out(outcome)
 
 
@@ -760,7 +727,7 @@ def reveal(
             remote_addr=client_address(request, rt.settings),
         )
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     if done.paused:
         raise Problem(
             409,
@@ -814,7 +781,7 @@ def media(
     try:
         found = rt.review.media(viewer, case_id, item_id, clear=clear)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc, codes=True) from None
     # Only an allowlisted raster or video type keeps its type; anything else goes out as bytes.
     media_type = inline_media_type(found.media_type) or "application/octet-stream"
     headers = {

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.auth import require
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal
-from bastion.store import InvalidInput, StoreError
-from bastion.store.exchanges import ExchangeBusy, ExchangeExists, ExchangeNotFound, ExchangeStore
+from bastion.store import StoreError
+from bastion.store.exchanges import ExchangeStore
 
 SCOPE = "exchange"
 router = APIRouter(prefix="/v1/exchanges", tags=["exchanges"], responses=AUTH_RESPONSES)
@@ -81,16 +81,6 @@ def _exchanges(request: Request) -> ExchangeStore:
     return request.app.state.runtime.exchanges
 
 
-def _problem(exc: Exception) -> Problem:
-    if isinstance(exc, ExchangeNotFound):
-        return Problem(404, "Not found", detail=str(exc))
-    if isinstance(exc, ExchangeExists | ExchangeBusy):
-        return Problem(409, "Conflict", detail=str(exc))
-    if isinstance(exc, InvalidInput | ValueError):
-        return Problem(422, "Invalid request", detail=str(exc))
-    return Problem(503, "Store unavailable", detail="the database is unavailable; retry later")
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -114,7 +104,7 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
 
 
 @router.get("", response_model=list[ExchangeOut], responses=_LIST)

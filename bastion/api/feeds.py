@@ -22,24 +22,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import require
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, problem_for, problem_responses
 from bastion.feeds.store import (
     CONFIRM,
     DISPUTE,
     FEED_SCOPE,
     MAX_PAGE,
-    FeedKeyUnavailable,
-    FeedNotFound,
     FeedRecord,
     FeedStore,
     FeedVersion,
-    RecordNotFound,
     format_cursor,
     parse_cursor,
 )
 from bastion.http_auth import Principal, client_address
 from bastion.keys import ADMIN
-from bastion.store import InvalidInput, StoreError
+from bastion.store import StoreError
 
 if TYPE_CHECKING:
     from bastion.runtime import Runtime
@@ -141,21 +138,11 @@ def _feeds(rt: Runtime) -> FeedStore:
     return rt.feeds
 
 
-def _problem(exc: Exception) -> Problem:
-    if isinstance(exc, FeedNotFound | RecordNotFound):
-        return Problem(404, "Not found", detail=str(exc))
-    if isinstance(exc, InvalidInput):
-        return Problem(422, "Invalid request", detail=str(exc))
-    if isinstance(exc, FeedKeyUnavailable):
-        return Problem(503, "Feed signing unavailable", detail=str(exc))
-    return Problem(503, "Store unavailable", detail="the database is unavailable; retry later")
-
-
 async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except StoreError as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc) from None
 
 
 async def _granted(store: FeedStore, key: Principal, name: str) -> None:

@@ -18,11 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.api.openapi import allowed_methods, hoist_defs
+from bastion.errors import PROBLEM_JSON, STORE_DOWN, detail, http_error
 from bastion.store import StoreUnavailable
 
 log = logging.getLogger("bastion.api")
-
-PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
@@ -122,6 +121,22 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 AUTH_RESPONSES = problem_responses(401, 403, 429)
 
 
+def problem_for(exc: BaseException, *, codes: bool = False) -> Problem:
+    """The answer to a domain error a route caught, from its row of the one table
+    (:data:`bastion.errors.ERRORS`); ``codes`` adds the row's ``code`` (the cases API's). An error
+    without a row is the caller's invalid input if it is a ValueError (422), else the store's
+    failure (503)."""
+    row = http_error(exc)
+    if row is None:
+        if isinstance(exc, ValueError):
+            return Problem(422, "Invalid request", detail=str(exc))
+        return Problem(503, "Store unavailable", detail=STORE_DOWN)
+    extra: dict[str, Any] = {"code": row.code} if codes and row.code else {}
+    if row.extra is not None:
+        extra.update(row.extra(exc))
+    return Problem(row.status, row.title, detail=detail(exc, row), **extra)
+
+
 def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
     return JSONResponse(
         problem.body(request.url.path if request else None),
@@ -199,7 +214,7 @@ def install(app: FastAPI) -> None:
         # The message may name hosts or SQL; it goes to the log, not to the caller.
         log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(
-            Problem(503, "Store unavailable", detail="the database is unavailable; retry later"),
+            Problem(503, "Store unavailable", detail=STORE_DOWN),
             request,
         )
 

@@ -10,7 +10,6 @@ already been applied by the review flow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -20,37 +19,34 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL, IdPath
-from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
+from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal, client_address
-from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
+from bastion.reports.drafting import (
+    AUTHORITIES,
+    STATES,
+    DraftInput,
+    NcaInput,
+    audit_view,
+    draft,
+    draft_jurisdictions,
+)
+from bastion.reports.errors import ReportConflict
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
     INCIDENT_TYPES,
     Report,
-    ReportContent,
-    ReportedUser,
-    ReporterInfo,
     ReportInputError,
-    State,
 )
-from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, LoginIp, NcaAccount
-from bastion.reports.ncmec_xml import XmlValidationError, build_report, validate
-from bastion.reports.store import ncmec_from_shared
 from bastion.review import CaseNotFound, Forbidden, Viewer
-from bastion.review.model import CONFIRMED, Case
-from bastion.store import InvalidInput, StoreError
+from bastion.store import StoreError
 
 if TYPE_CHECKING:
-    from bastion.runtime import Runtime
+    pass
 
 #: Non-blank text without NUL (the report fields a person must fill in).
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 #: What a US (NCMEC) draft must carry.
 US_REQUIRED = ["incident_type", "first_name", "last_name", "email"]
-STATES = tuple(s.value for s in State)
-AUTHORITIES = (AUTHORITY_NCMEC, AUTHORITY_NCA)
-#: Jurisdiction code -> the authority that takes its reports (US first, as drafts return).
-JURISDICTIONS = {"US": AUTHORITY_NCMEC, "UK": AUTHORITY_NCA}
 SCOPE = "report"
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=AUTH_RESPONSES)
 #: A valid key holding the ``report`` scope (``admin`` implies it).
@@ -61,186 +57,6 @@ _ONE = problem_responses(404, 422, 503)
 _ACT = problem_responses(404, 409, 422, 503)
 _BODY = problem_responses(400, 404, 409, 422, 503)
 ReportKey = Annotated[Principal, Depends(report_key)]
-
-
-# -- shared with the console -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DraftInput:
-    """The editable parts of a report: what the console form and the API body carry."""
-
-    incident_type: str
-    first_name: str
-    last_name: str
-    email: str
-    phone: str | None = None
-    escalation_reason: str | None = None
-    additional_info: str | None = None
-    service_info: str | None = None
-    screen_name: str | None = None
-    web_urls: tuple[str, ...] = ()
-
-    def reporter(self) -> ReporterInfo:
-        return ReporterInfo(self.first_name, self.last_name, self.email, phone=self.phone)
-
-    def check(self) -> None:
-        if self.incident_type not in INCIDENT_TYPES:
-            raise ReportInputError("unknown incident type")
-        self.reporter()
-
-
-@dataclass(frozen=True)
-class NcaInput:
-    """The UK (NCA) parts of a draft; the rest is shared with the NCMEC report."""
-
-    priority: str
-    detection_method: str
-    summary: str
-    user_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    profile_url: str | None = None
-    login_ips: tuple[str, ...] = ()
-    related_accounts: tuple[str, ...] = ()
-
-    def account(self, case: Case) -> NcaAccount:
-        return NcaAccount(
-            account_id=case.uploader_id,
-            user_name=self.user_name,
-            email=self.email,
-            phone=self.phone,
-            profile_url=self.profile_url,
-            login_ips=tuple(LoginIp(ip) for ip in self.login_ips),
-        )
-
-    def related(self) -> tuple[NcaAccount, ...]:
-        return tuple(
-            NcaAccount(account_id=a, relationship="related") for a in self.related_accounts
-        )
-
-    def check(self, case: Case) -> None:
-        if self.priority not in PRIORITIES:
-            raise ReportInputError(f"priority must be one of {', '.join(PRIORITIES)}")
-        if not self.detection_method.strip():
-            raise ReportInputError("the detection method is required for a UK (NCA) report")
-        if not self.summary.strip():
-            raise ReportInputError("a summary (additional information) is required for UK (NCA)")
-        self.account(case)
-        self.related()
-
-
-def blank_to_none(value: str | None) -> str | None:
-    value = (value or "").strip()
-    return value or None
-
-
-def preview_xml(case: Case, data: DraftInput, nca: NcaInput | None = None) -> bytes:
-    """The report document drafting would store, built before anything is stored: the same
-    inputs ``ReportStore.draft_for_case`` uses (file details go separately, after upload), or,
-    with ``nca``, those ``draft_for_jurisdictions`` maps from the facts shared with the UK."""
-    if case.state != CONFIRMED:
-        raise ReportConflict("only a confirmed case is reported")
-    reported = ReportedUser(esp_identifier=case.uploader_id, screen_name=data.screen_name)
-    escalation, info, urls = data.escalation_reason, data.additional_info, data.web_urls
-    if nca is not None:
-        kw = ncmec_from_shared(
-            case, nca.account(case), nca.priority, nca.detection_method, nca.summary,
-            None, None, None, None,
-        )  # fmt: skip
-        reported, info = kw["reported"], kw["additional_info"]
-        escalation = escalation or kw["escalation_reason"]
-    content = ReportContent(
-        incident_type=data.incident_type,
-        incident_at=min((i.added_at for i in case.items), default=case.opened_at),
-        reporter=data.reporter(),
-        reported=reported,
-        escalation_reason=escalation,
-        web_urls=urls,
-        service_info=data.service_info,
-        additional_info=info,
-    )
-    xml = build_report(content)
-    try:
-        validate(xml, "report")
-    except XmlValidationError as exc:
-        raise InvalidInput(f"report: {exc}") from None
-    return xml
-
-
-def draft(rt: Runtime, case: Case, data: DraftInput, *, actor: str) -> Report:
-    return rt.reports.draft_for_case(
-        case,
-        incident_type=data.incident_type,
-        reporter_info=data.reporter(),
-        actor=actor,
-        screen_name=data.screen_name,
-        escalation_reason=data.escalation_reason,
-        web_urls=data.web_urls,
-        service_info=data.service_info,
-        additional_info=data.additional_info,
-    )
-
-
-def draft_jurisdictions(
-    rt: Runtime,
-    case: Case,
-    codes: set[str],
-    data: DraftInput | None,
-    nca: NcaInput,
-    *,
-    actor: str,
-) -> list[Report]:
-    """Draft the reports ``codes`` ask for in one transaction (existing ones are kept)."""
-    return rt.reports.draft_for_jurisdictions(
-        case,
-        codes,
-        actor=actor,
-        detection_method=nca.detection_method,
-        priority=nca.priority,
-        summary=nca.summary,
-        incident_type=data.incident_type if data else None,
-        reporter_info=data.reporter() if data else None,
-        account=nca.account(case),
-        related_accounts=nca.related(),
-        escalation_reason=data.escalation_reason if data else None,
-        web_urls=data.web_urls if data else (),
-        service_info=data.service_info if data else None,
-    )
-
-
-def send_now(rt: Runtime, report_id: int) -> Report:
-    """Run the report's remaining steps in this request with the configured login."""
-    from bastion.reports.ncmec import CyberTiplineClient
-    from bastion.reports.reporter import Reporter as NcmecReporter
-
-    rs = rt.reports
-    creds = rs.credentials()
-    if creds is None:
-        raise ReportConflict("no CyberTipline login is configured (admin: /admin/ncmec)")
-    try:
-        client = CyberTiplineClient(
-            creds.url,
-            creds.username,
-            creds.password,
-            timeout=float(getattr(rt.settings, "ncmec_timeout", 60.0)),
-        )
-    except ValueError as exc:
-        raise ReportConflict(str(exc)) from None
-    try:
-        return NcmecReporter(rs, client).run(report_id)
-    finally:
-        client.close()
-
-
-def audit_view(rt: Runtime, actor: str, report: Report, remote_addr: str | None) -> None:
-    rt.store.record_audit(
-        actor=actor,
-        action="report.view",
-        target=f"report:{report.id}",
-        detail={"case_id": report.case_id, "state": report.state},
-        remote_addr=remote_addr,
-    )
 
 
 class FileOut(BaseModel):
@@ -408,20 +224,6 @@ def _out(r: Report) -> ReportOut:
     )
 
 
-def _problem(exc: Exception) -> Problem:
-    if isinstance(exc, ReportNotFound | CaseNotFound):
-        return Problem(404, "Not found", detail=str(exc))
-    if isinstance(exc, ReportExists):
-        return Problem(409, "Already reported", detail=str(exc), report_id=exc.report_id)
-    if isinstance(exc, ReportConflict | ReportDataMissing):
-        return Problem(409, "Conflict", detail=str(exc))
-    if isinstance(exc, ReportInputError | InvalidInput):
-        return Problem(422, "Invalid request", detail=str(exc))
-    if isinstance(exc, Forbidden):
-        return Problem(403, "Forbidden", detail=str(exc))
-    return Problem(503, "Store unavailable", detail=str(exc))
-
-
 _ERRORS = (StoreError, ReportInputError, CaseNotFound, Forbidden)
 
 
@@ -429,7 +231,7 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except _ERRORS as exc:
-        raise _problem(exc) from None
+        raise problem_for(exc) from None
 
 
 def _valid_id(report_id: int) -> int:

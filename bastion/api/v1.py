@@ -33,7 +33,13 @@ from bastion.api.disclosure import (
     watched_pdq,
 )
 from bastion.api.openapi import BANK_NAME, HTTP_URL, NO_NUL, Label, WholeInt, whole_int
-from bastion.api.problems import AUTH_RESPONSES, BodyTooLarge, Problem, problem_responses
+from bastion.api.problems import (
+    AUTH_RESPONSES,
+    BodyTooLarge,
+    Problem,
+    problem_for,
+    problem_responses,
+)
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.model import validate_value
 from bastion.fetch import FetchError, fetch
@@ -43,12 +49,8 @@ from bastion.index.probing import ProbeVerdict, WatchVerdict, band
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import (
-    BankExists,
-    BankNotFound,
-    EntryNotFound,
     ImportAborted,
     ImportReport,
-    InvalidInput,
     StoreError,
 )
 
@@ -322,16 +324,6 @@ def _entries_shown(
     if entries:
         audit_values(rt, request, principal, "bank.entry.read", bank, (e.id for e in entries))
     return out
-
-
-def _store_errors(exc: StoreError) -> Problem:
-    if isinstance(exc, BankNotFound | EntryNotFound):
-        return Problem(404, "Not found", detail=str(exc))
-    if isinstance(exc, BankExists):
-        return Problem(409, "Conflict", detail=str(exc))
-    if isinstance(exc, InvalidInput):
-        return Problem(422, "Invalid request", detail=str(exc))
-    return Problem(503, "Store unavailable", detail=str(exc))
 
 
 def _media_type(fs: FileSignals, name: str | None) -> str:
@@ -680,22 +672,16 @@ def create_bank(body: BankIn, request: Request, principal: CurateKey) -> BankOut
             enabled=body.enabled,
         )
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.create", bank.name)
     return _bank_out(bank)
-
-
-def _problem(exc: Exception) -> Problem:
-    if isinstance(exc, StoreError):
-        return _store_errors(exc)
-    return Problem(422, "Invalid request", detail=str(exc))
 
 
 def _get_bank(rt: Any, name: str) -> Bank:
     try:
         return rt.store.get_bank(name)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
 
 
 @router.get("/banks/{name}", response_model=BankOut, tags=["banks"], responses=_BANK)
@@ -714,7 +700,7 @@ def update_bank(name: str, body: BankPatch, request: Request, principal: CurateK
     try:
         bank = rt.store.update_bank(name, **fields) if fields else rt.store.get_bank(name)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.update", bank.name, **fields)
     rt.index.refresh()
     return _bank_out(bank)
@@ -726,7 +712,7 @@ def delete_bank(name: str, request: Request, principal: CurateKey) -> None:
     try:
         rt.store.delete_bank(name)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.delete", name)
     rt.index.refresh()
 
@@ -795,7 +781,7 @@ def add_entries(name: str, body: EntriesIn, request: Request, principal: CurateK
     try:
         report = rt.store.add_entries(bank.name, good)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.entries.add", bank.name, added=report.added)
     rt.index.refresh()
     return ImportOut(
@@ -815,7 +801,7 @@ def _entry(rt: Any, bank: str, ref: str) -> list[BankEntry]:
             entry = rt.store.get_entry(int(ref))
             found = [entry] if entry.bank == bank else []
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     if not found:
         raise Problem(404, "Not found", detail=f"no entry {ref!r} in bank {bank!r}")
     return found
@@ -852,7 +838,7 @@ def update_entry(
         else:
             changed = rt.store.disable_entry(bank.name, ref, reason=body.reason)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     action = "bank.entry.enable" if body.enabled else "bank.entry.disable"
     rt.audit(request, principal, action, f"{bank.name}/{ref}", reason=body.reason)
     rt.index.refresh()
@@ -867,7 +853,7 @@ def delete_entry(name: str, ref: str, request: Request, principal: CurateKey) ->
     try:
         rt.store.remove_entry(bank.name, ref)
     except (StoreError, ValueError) as exc:
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.entry.delete", f"{bank.name}/{ref}")
     rt.index.refresh()
 
@@ -925,7 +911,7 @@ async def import_bank(
             report, aborted, failed = exc.report, str(exc), False
         except (StoreError, ValueError) as exc:
             aborted = str(exc)
-            raise _problem(exc) from exc
+            raise problem_for(exc) from exc
         finally:
             await _after_import(rt, request, principal, bank.name, report, aborted, failed)
     finally:
@@ -994,7 +980,7 @@ def export_bank(
             count = rt.store.export(bank.name, format, out)
     except (StoreError, ValueError) as exc:
         os.unlink(path)
-        raise _problem(exc) from exc
+        raise problem_for(exc) from exc
     rt.audit(request, principal, "bank.export", bank.name, format=str(format), entries=count)
     media = {"csv": "text/csv", "jsonl": "application/x-ndjson", "pytx": "text/plain"}
     return FileResponse(

@@ -12,12 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 
-from bastion.actions.outbox import OutboxConflict, OutboxNotFound
 from bastion.feeds.store import FEED_SCOPE
 from bastion.keys import SCOPES, parse_scopes
 from bastion.policy import PolicyError
 from bastion.store import InvalidInput, StoreError
-from bastion.store.accounts import UserExists, UserNotFound
+from bastion.store.accounts import UserExists
 from bastion.web.base import (
     ADMINS,
     AUDITORS,
@@ -28,15 +27,7 @@ from bastion.web.base import (
     action,
     page,
     redirect,
-    register_errors,
     render,
-)
-
-register_errors(
-    (UserNotFound, 404, "Not found"),
-    (UserExists, 409, "Already exists"),
-    (OutboxNotFound, 404, "Not found"),
-    (OutboxConflict, 409, "Cannot retry"),
 )
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

@@ -28,18 +28,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion.api.problems import PROBLEM_JSON, Problem
+from bastion.errors import PROBLEM_JSON, http_error
 from bastion.http_auth import client_address, trusted
 from bastion.runtime import Runtime, runtime
 from bastion.store import (
-    BankExists,
-    BankNotFound,
-    EntryNotFound,
-    InvalidInput,
-    KeyExists,
-    KeyNotFound,
     StoreError,
-    StoreUnavailable,
 )
 
 log = logging.getLogger("bastion.web")
@@ -144,36 +137,18 @@ def not_found(message: str = "There is nothing here, or it is not yours to see."
     return PageError(404, "Not found", message)
 
 
-#: Domain errors by class, as (status, title). Review and accounts errors are added by
-#: ``register_errors`` where those modules are imported, so this file depends on neither.
-_ERRORS: list[tuple[type[BaseException], int, str]] = [
-    (BankNotFound, 404, "Not found"),
-    (EntryNotFound, 404, "Not found"),
-    (KeyNotFound, 404, "Not found"),
-    (BankExists, 409, "Already exists"),
-    (KeyExists, 409, "Already exists"),
-    (InvalidInput, 400, "Invalid input"),
-]
-
-
-def register_errors(*mapping: tuple[type[BaseException], int, str]) -> None:
-    _ERRORS[:0] = mapping
-
-
 def page_error(exc: BaseException) -> PageError | None:
     if isinstance(exc, PageError):
         return exc
-    for kind, status, title in _ERRORS:
-        if isinstance(exc, kind):
-            return PageError(status, title, str(exc))
-    if isinstance(exc, StoreUnavailable | SQLAlchemyError):
+    row = http_error(exc)
+    if row is not None and row.private:
         log.error("store unavailable: %s", exc)
         return PageError(503, "Store unavailable", "The database is unavailable; retry later.")
+    if row is not None:
+        return PageError(row.page_status, row.page_title, str(exc))
     if isinstance(exc, RequestValidationError):
         fields = sorted({str(e.get("loc", ("", "?"))[-1]) for e in exc.errors()})
         return PageError(400, "Invalid form", f"Check the field(s): {', '.join(fields)}.")
-    if isinstance(exc, Problem):
-        return PageError(exc.status, exc.title, exc.detail or "")
     if isinstance(exc, StarletteHTTPException) and exc.status_code < 500:
         return PageError(exc.status_code, "Error", str(exc.detail or ""))
     return None

@@ -19,13 +19,9 @@ from bastion.review import (
     Case,
     CaseClosed,
     CaseLeased,
-    CaseNotFound,
     Decision,
-    Forbidden,
     InvalidDecision,
-    NoMedia,
     NotLeased,
-    PreviewUnavailable,
     RevealRequired,
 )
 from bastion.review.model import STATE_FILTERS
@@ -41,21 +37,7 @@ from bastion.web.base import (
     not_found,
     page,
     redirect,
-    register_errors,
     render,
-)
-
-register_errors(
-    (CaseNotFound, 404, "Not found"),
-    # Role and queue refusals; the store has already audited them as access.denied.
-    (Forbidden, 403, "Not allowed"),
-    (CaseLeased, 409, "Claimed by someone else"),
-    (NotLeased, 409, "Claim the case first"),
-    (CaseClosed, 409, "Case already decided"),
-    (RevealRequired, 409, "Reveal first"),
-    (InvalidDecision, 400, "Invalid decision"),
-    (NoMedia, 404, "No media"),
-    (PreviewUnavailable, 404, "No preview"),
 )
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

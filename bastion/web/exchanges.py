@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Response
 
-from bastion.store.exchanges import ExchangeNotFound
 from bastion.web.base import (
     ADMINS,
     ConsoleRoute,
@@ -17,11 +16,8 @@ from bastion.web.base import (
     action,
     page,
     redirect,
-    register_errors,
     render,
 )
-
-register_errors((ExchangeNotFound, 404, "Not found"))
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 

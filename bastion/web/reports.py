@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 
-from bastion.api.reports import (
+from bastion.reports.drafting import (
     AUTHORITIES,
     JURISDICTIONS,
     STATES,
@@ -28,7 +28,6 @@ from bastion.api.reports import (
     preview_xml,
     send_now,
 )
-from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
 from bastion.reports.model import (
     AUTHORITY_NCMEC,
     ENVIRONMENTS,
@@ -49,20 +48,12 @@ from bastion.web.base import (
     not_found,
     page,
     redirect,
-    register_errors,
     render,
 )
 
 if TYPE_CHECKING:
     pass
 
-register_errors(
-    (ReportNotFound, 404, "Not found"),
-    (ReportExists, 409, "Already reported"),
-    (ReportConflict, 409, "Not possible now"),
-    (ReportDataMissing, 409, "Report data missing"),
-    (ReportInputError, 400, "Invalid report"),
-)
 
 #: Who may draft, send, retry and retract reports, and read them.
 REPORTERS = ("admin", "senior_reviewer")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
 from bastion.config import Settings
+from bastion.server import create_app
 from bastion.store import Store
 from tests.conftest import BACKENDS, open_store
 

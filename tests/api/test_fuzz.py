@@ -50,12 +50,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import bastion.fetch
-from bastion.api.app import create_app
 from bastion.api.openapi import DB_INT_MAX
 from bastion.banks import NewEntry
 from bastion.config import Settings
 from bastion.policy import Verdict
 from bastion.review import NewItem, Viewer
+from bastion.server import create_app
 from bastion.signals.base import SignalType
 from bastion.store import BankNotFound, Store
 from bastion.store.accounts import AccountStore

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
-from bastion.api.app import create_app
 from bastion.api.openapi import DB_INT_MAX
 from bastion.config import Settings
+from bastion.server import create_app
 from bastion.store import Store
 
 DOC = create_app(Settings()).openapi()

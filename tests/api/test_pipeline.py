@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion import pipeline
-from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.review import CaseClosed, Decision, Viewer
+from bastion.server import create_app
 from bastion.store import Store
 
 PHOTOS = ["bridge-mods/aaa-orig.jpg", "misc-images/wee.jpg"]

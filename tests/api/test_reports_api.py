@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bastion import pipeline
-from bastion.api.app import create_app
 from bastion.reports.model import INCIDENT_TYPES
 from bastion.reports.ncmec import CyberTiplineClient
 from bastion.reports.reporter import Reporter
 from bastion.review import Decision, Viewer
+from bastion.server import create_app
 from bastion.store import Store
 from tests.api.conftest import bearer
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer

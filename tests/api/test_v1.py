@@ -260,8 +260,8 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
 
 @pytest.mark.parametrize("per_minute", [30])
 def test_rate_limit_per_key(api_store: Store, per_minute: int) -> None:
-    from bastion.api.app import create_app
     from bastion.config import Settings
+    from bastion.server import create_app
 
     app = create_app(Settings(rate_limit_per_minute=per_minute), store=api_store)
     with TestClient(app) as c:

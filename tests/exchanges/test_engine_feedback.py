@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from bastion import pipeline
-from bastion.api.app import create_app
 from bastion.banks.model import utcnow
 from bastion.config import Settings
 from bastion.exchanges.base import TransientError, Upsert, Verdict, register
 from bastion.review import Decision, Viewer
+from bastion.server import create_app
 from bastion.store import Store
 from bastion.store.exchanges import ExchangeLoop, ExchangeStore
 from tests.conftest import BACKENDS, open_store

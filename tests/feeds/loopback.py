@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.feeds.store import FeedStore
+from bastion.server import create_app
 from bastion.store import Store
 
 

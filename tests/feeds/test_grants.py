@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.feeds.store import FeedNotFound, FeedStore
+from bastion.server import create_app
 from bastion.store import InvalidInput, KeyNotFound, Store
 from tests.feeds.conftest import exchanges, pdq_entries, subscribe
 from tests.feeds.loopback import Publisher

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.actions.worker import BuildLoop
-from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher, frank
+from bastion.server import create_app
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.worker import voucher_loop, worker_runtime

@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.actions.worker import BuildLoop
-from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
 from bastion.client import (
     DEFAULT_BOUNDS,
@@ -25,6 +24,7 @@ from bastion.client import (
 from bastion.client.voucher import voucher_bytes
 from bastion.config import Settings
 from bastion.psi.records import params_from_settings
+from bastion.server import create_app
 from bastion.signals.base import SignalType
 from bastion.store import Store
 

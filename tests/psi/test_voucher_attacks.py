@@ -26,7 +26,6 @@ from sqlalchemy import func, select
 
 from bastion.actions.rows import OutboxRow
 from bastion.actions.worker import BuildLoop, VoucherLoop
-from bastion.api.app import create_app
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher
 from bastion.client.field import DHF_BYTES, P_DHF, P_SHARE, from_bytes
@@ -39,6 +38,7 @@ from bastion.psi.media import reencode_derivative
 from bastion.psi.rows import VoucherGroupRow, VoucherQueueRow, VoucherShareRow
 from bastion.review import Viewer
 from bastion.review.store import ReviewStore
+from bastion.server import create_app
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.vault.rows import EvidenceRow

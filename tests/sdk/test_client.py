@@ -13,7 +13,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from bastion.api.app import create_app
 from bastion.config import Settings
 from bastion.sdk import (
     ApiError,
@@ -32,6 +31,7 @@ from bastion.sdk import (
     hashes,
     models,
 )
+from bastion.server import create_app
 from tests.sdk.conftest import BANKED, EXACT, SCANNED, Stack
 
 # -- scan, lookup, banks ----------------------------------------------------------------------

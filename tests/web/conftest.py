@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
 from bastion.config import Settings
+from bastion.server import create_app
 from bastion.store import Store
 from tests.conftest import BACKENDS, open_store
 from tests.web.seed import PASSWORD, POLICY, scan_cases, seed_store

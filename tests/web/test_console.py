@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from bastion.actions.outbox import Outbox
-from bastion.api.app import create_app
 from bastion.review import Viewer
+from bastion.server import create_app
 from tests.web.conftest import SOFT_LIMIT, Console, console_settings, login_form_token
 from tests.web.seed import BRIDGE_SCANNED, PASSWORD
 

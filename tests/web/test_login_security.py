@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.accounts import PasswordHasher
-from bastion.api.app import create_app
+from bastion.server import create_app
 from tests.web.conftest import Console, console_settings, login_form_token
 from tests.web.seed import PASSWORD
 

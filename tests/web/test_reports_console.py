@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
 from bastion.reports.model import INCIDENT_TYPES
 from bastion.reports.ncmec import CyberTiplineClient
 from bastion.reports.reporter import Reporter
 from bastion.reports.rows import ReportCredentialRow
 from bastion.review import Viewer
+from bastion.server import create_app
 from tests.reports.fake_cybertipline import PASSWORD as NCMEC_PASSWORD
 from tests.reports.fake_cybertipline import USER as NCMEC_USER
 from tests.reports.fake_cybertipline import FakeCyberTipline, LoopbackServer

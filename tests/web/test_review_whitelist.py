@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
 from bastion.exchanges.base import Upsert
 from bastion.review import Viewer
+from bastion.server import create_app
 from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry
 from tests.web.conftest import Console, console_settings
