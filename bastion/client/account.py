@@ -25,7 +25,6 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from bastion.client._group import RandomBytes, prf
 from bastion.client.field import (
     P_DHF,
     P_SHARE,
@@ -35,6 +34,7 @@ from bastion.client.field import (
     reduce_wide,
     to_bytes,
 )
+from bastion.client.group import RandomBytes, prf
 
 SECRET_BYTES = 32
 

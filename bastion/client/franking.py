@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bastion.client._group import RandomBytes
+from bastion.client.group import RandomBytes
 
 FRANKING_KEY_BYTES = 32
 COMMITMENT_BYTES = 32

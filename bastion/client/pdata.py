@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from bastion.client._group import DOMAIN, POINT_BYTES, is_valid_point
+from bastion.client.group import DOMAIN, POINT_BYTES, is_valid_point
 
 MAGIC = b"BPD1"
 MODE_EXACT = 0

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.account import Account, EpochKeys
 from bastion.client.field import (
     DHF_BYTES,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.locality import chunk_bounds, compact_positions
 from bastion.client.pdata import MODE_COMPACT, MODE_EXACT, Params, PData, cuckoo_buckets, serialize
 from bastion.psi.secret import ServerSecret

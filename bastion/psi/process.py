@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.pdata import Params
 from bastion.client.voucher import (
     Inner,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from bastion.client import _group as g
+from bastion.client import group as g
 
 SECRET_BYTES = 64
 

@@ -24,7 +24,7 @@ from bastion.client import (
     UnsafeParamsError,
     pdata_root,
 )
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.pdata import MODE_COMPACT, MODE_EXACT, MODE_NEAR, MODES, serialize
 
 DAY = 86400

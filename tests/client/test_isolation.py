@@ -62,7 +62,7 @@ SCRIPT = textwrap.dedent(
     from PIL import Image
     from bastion.client import Account, Client, CommittingAead, frank, hash_image, receive
     from bastion.client.pdata import Params, PData, pdata_root, serialize
-    from bastion.client import _group as g
+    from bastion.client import group as g
 
     # Make a real voucher against a (client-built) table, end to end, without the server.
     params = Params()

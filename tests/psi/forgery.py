@@ -8,7 +8,7 @@ import hashlib
 from typing import Any
 
 from bastion.client import Client, Voucher
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.field import DHF_BYTES, SHARE_BYTES, X_BYTES, to_bytes
 from bastion.client.locality import compact_positions
 from bastion.client.voucher import encode_header, seal_part_a, seal_part_b

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bastion.client import MODE_EXACT, Params, PData, PDataError
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.locality import bank_keys, chunk_bounds, compact_positions, probe_keys
 from bastion.client.pdata import serialize
 from bastion.psi import ServerSecret, build_pdata

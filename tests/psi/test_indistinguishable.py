@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.voucher import outer_key, parse_inner, parse_voucher
 from bastion.psi import Row, detect_real
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bastion.client import MODE_EXACT, Account, ImageHash, hash_image
-from bastion.client import _group as g
+from bastion.client import group as g
 from bastion.client.field import P_SHARE, lagrange_at
 from bastion.client.pdata import MODE_DEFAULTS, MODES
 from bastion.client.voucher import (
