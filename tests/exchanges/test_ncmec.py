@@ -603,7 +603,7 @@ def test_feedback_server_error_is_transient(
         ex.send_feedback(_feedback_item(upsert, SignalType.MD5, Verdict.POSITIVE))
 
 
-# -- end to end through the exchange engine -------------------------------------------------------
+# -- whole runs through the exchange engine -------------------------------------------------------
 
 
 @pytest.fixture(params=BACKENDS)

@@ -412,7 +412,7 @@ def test_plain_http_only_on_loopback(url: str, ok: bool) -> None:
     assert StopNCIIConfig(base_url="https://example.org/v1/").base_url == "https://example.org/v1"
 
 
-# -- end to end through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
+# -- whole runs through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
 
 
 @pytest.fixture(params=BACKENDS)

@@ -493,7 +493,7 @@ def test_plain_http_only_on_loopback(url: str, ok: bool) -> None:
             ThreatExchangeConfig(privacy_group=GROUP, base_url=url)
 
 
-# -- end to end through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
+# -- whole runs through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
 
 
 @pytest.fixture(params=BACKENDS)
