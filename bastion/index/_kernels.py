@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 def _ensure_numba_cache_dir() -> None:
@@ -45,50 +46,59 @@ CHUNK_STARTS = np.concatenate(([0], np.cumsum(CHUNK_WIDTHS)[:-1])).astype(np.int
 BLOCK_SHIFT = 8
 
 
-@intrinsic
-def _popcount64(typingctx, x):
-    """LLVM ``ctpop``: a single POPCNT instruction on x86-64."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 64 or x.signed:
-        return None
+if TYPE_CHECKING:
+    # What jitted code calls. Numba fills in ``typingctx`` and types the arguments itself; its
+    # stubs type an intrinsic as its typing function, which no caller ever calls directly.
 
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
+    def _popcount64(x: np.uint64, /) -> np.uint64: ...
 
-    return types.uint64(types.uint64), codegen
+    def _prefetch(arr: np.ndarray, idx: int | np.integer, /) -> None: ...
 
+else:
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Software prefetch (``llvm.prefetch``, read, keep in all levels) of ``arr[idx, 0, ...]``."""
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-        return None
+    @intrinsic
+    def _popcount64(typingctx, x):
+        """LLVM ``ctpop``: a single POPCNT instruction on x86-64."""
+        if not isinstance(x, types.Integer) or x.bitwidth != 64 or x.signed:
+            return None
 
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        inds = [context.cast(builder, args[1], idxty, types.intp)] + [zero] * (aryty.ndim - 1)
-        ptr = cgutils.get_item_pointer2(
-            context,
-            builder,
-            data=ary.data,
-            shape=cgutils.unpack_tuple(builder, ary.shape),
-            strides=cgutils.unpack_tuple(builder, ary.strides),
-            layout=aryty.layout,
-            inds=inds,
-        )
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            return builder.ctpop(args[0])
 
-    return types.none(arr, idx), codegen
+        return types.uint64(types.uint64), codegen
+
+    @intrinsic
+    def _prefetch(typingctx, arr, idx):
+        """Software prefetch (``llvm.prefetch``, read, keep in all levels) of ``arr[idx, ...]``."""
+        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            aryty, idxty = signature.args
+            ary = context.make_array(aryty)(context, builder, args[0])
+            zero = context.get_constant(types.intp, 0)
+            inds = [context.cast(builder, args[1], idxty, types.intp)] + [zero] * (aryty.ndim - 1)
+            ptr = cgutils.get_item_pointer2(
+                context,
+                builder,
+                data=ary.data,
+                shape=cgutils.unpack_tuple(builder, ary.shape),
+                strides=cgutils.unpack_tuple(builder, ary.strides),
+                layout=aryty.layout,
+                inds=inds,
+            )
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.none(arr, idx), codegen
 
 
 @njit(inline="always")
-def _dist(h, r, q, qi):
+def _dist(h: np.ndarray, r: int | np.integer, q: np.ndarray, qi: int) -> np.int64:
     return np.int64(
         _popcount64(h[r, 0] ^ q[qi, 0])
         + _popcount64(h[r, 1] ^ q[qi, 1])
@@ -98,7 +108,7 @@ def _dist(h, r, q, qi):
 
 
 @njit(inline="always")
-def _key(h, r, start, k):
+def _key(h: np.ndarray, r: int | np.integer, start: int, k: int) -> np.int64:
     """The low ``k`` bits of the chunk of row ``r`` starting at bit ``start``."""
     wi = start >> 6
     off = start & 63
@@ -109,7 +119,15 @@ def _key(h, r, start, k):
 
 
 @njit(cache=True, parallel=True)
-def build_tables(hashes, ks, rows_out, rel_out, rel_off, base_out, base_off):
+def build_tables(
+    hashes: np.ndarray,
+    ks: np.ndarray,
+    rows_out: np.ndarray,
+    rel_out: np.ndarray,
+    rel_off: np.ndarray,
+    base_out: np.ndarray,
+    base_off: np.ndarray,
+) -> int:
     """Fill one CSR table per chunk by counting sort; returns the largest relative offset.
 
     Chunk ``c`` has ``2**ks[c]`` buckets. ``rows_out`` is ``(N_CHUNKS, n)`` uint32; chunk ``c``'s
@@ -146,11 +164,11 @@ def build_tables(hashes, ks, rows_out, rel_out, rel_off, base_out, base_off):
             key = _key(hashes, r, start, k)
             rows_out[c, offs[key]] = r
             offs[key] += 1
-    return spans.max()
+    return int(spans.max())
 
 
 @njit(inline="always")
-def _n_upto(k, s):
+def _n_upto(k: int, s: int) -> int:
     """Number of keys within ``s`` flips of a ``k``-bit key: sum of C(k, j) for j <= s."""
     if s < 0:
         return 0
@@ -164,21 +182,21 @@ def _n_upto(k, s):
 
 @njit(cache=True, nogil=True)
 def mih_one(
-    qs,
-    qi,
-    hashes,
-    alive,
-    rows_flat,
-    rel,
-    rel_off,
-    base,
-    base_off,
-    ks,
-    levels,
-    masks,
-    mask_off,
-    radius,
-):
+    qs: np.ndarray,
+    qi: int,
+    hashes: np.ndarray,
+    alive: np.ndarray,
+    rows_flat: np.ndarray,
+    rel: np.ndarray,
+    rel_off: np.ndarray,
+    base: np.ndarray,
+    base_off: np.ndarray,
+    ks: np.ndarray,
+    levels: np.ndarray,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    radius: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact range search of query ``qs[qi]`` in one segment by multi-index hashing.
 
     ``levels[c]`` is how many bits of chunk ``c`` are flipped (-1: chunk skipped). Chunk ``c``'s
@@ -238,7 +256,7 @@ def mih_one(
             t += 1
     out_r = np.empty(total + 1, np.int64)
     out_d = np.empty(total + 1, np.int64)
-    cnt = 0
+    cnt = np.int64(0)
     for i in range(total):
         r = np.int64(cand[i])
         d = _dist(hashes, r, qs, qi)
@@ -256,7 +274,7 @@ def mih_one(
 
 
 @njit(inline="always")
-def _dedupe(rows, dists):
+def _dedupe(rows: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A row reachable from several chunks is found once per chunk; keep one copy."""
     if rows.shape[0] < 2:
         return rows.copy(), dists.copy()
@@ -274,7 +292,9 @@ def _dedupe(rows, dists):
 
 
 @njit(cache=True, nogil=True)
-def scan_one(qs, qi, hashes, alive, n, radius):
+def scan_one(
+    qs: np.ndarray, qi: int, hashes: np.ndarray, alive: np.ndarray, n: int, radius: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force range search of ``qs[qi]`` over the first ``n`` rows (``alive`` may be empty).
 
     Hits go to a fixed buffer; in the rare case it overflows, a second pass fills an exact one
@@ -307,21 +327,21 @@ def scan_one(qs, qi, hashes, alive, n, radius):
 
 @njit(cache=True, parallel=True)
 def mih_batch(
-    qs,
-    hashes,
-    alive,
-    rows_flat,
-    rel,
-    rel_off,
-    base,
-    base_off,
-    ks,
-    levels,
-    masks,
-    mask_off,
-    radius,
-    cap,
-):
+    qs: np.ndarray,
+    hashes: np.ndarray,
+    alive: np.ndarray,
+    rows_flat: np.ndarray,
+    rel: np.ndarray,
+    rel_off: np.ndarray,
+    base: np.ndarray,
+    base_off: np.ndarray,
+    ks: np.ndarray,
+    levels: np.ndarray,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    radius: int,
+    cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`mih_one` for every query, in parallel; see :func:`_scatter` for the output."""
     nq = qs.shape[0]
     res_r = np.empty((nq, cap), np.int64)
@@ -337,7 +357,9 @@ def mih_batch(
 
 
 @njit(cache=True, parallel=True)
-def scan_batch(qs, hashes, alive, n, radius, cap):
+def scan_batch(
+    qs: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n: int, radius: int, cap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`scan_one` for every query, in parallel; see :func:`_scatter` for the output."""
     nq = qs.shape[0]
     res_r = np.empty((nq, cap), np.int64)
@@ -350,7 +372,15 @@ def scan_batch(qs, hashes, alive, n, radius, cap):
 
 
 @njit(inline="always")
-def _scatter(i, r, d, res_r, res_d, counts, cap):
+def _scatter(
+    i: int,
+    r: np.ndarray,
+    d: np.ndarray,
+    res_r: np.ndarray,
+    res_d: np.ndarray,
+    counts: np.ndarray,
+    cap: int,
+) -> None:
     """Store up to ``cap`` hits of query ``i``; ``counts[i]`` is the true count, so a caller seeing
     ``counts[i] > cap`` reruns that query alone (rare: only dense clusters overflow)."""
     cnt = r.shape[0]

@@ -16,6 +16,7 @@ from bastion.index.exact import ExactIndex
 from bastion.index.pdq import PDQIndex, hex_to_bytes
 from bastion.index.url import UrlIndex
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType, VideoFrame
+from bastion.signals.url import url_entry_kind
 from bastion.signals.video import parse_frames, video_match_score
 
 #: PDQ distance at or under which two images are the same picture (Meta's recommendation).
@@ -181,7 +182,7 @@ class Matcher:
         elif stype in self.exact:
             self.exact[stype].add([entry.id], [entry.value])
         elif stype is SignalType.URL:
-            self.urls.add(entry.id, entry.url_match or "url", entry.value)
+            self.urls.add(entry.id, url_entry_kind(entry.url_match or "url"), entry.value)
         elif stype is SignalType.VPDQ:
             frames = parse_frames(entry.value)
             ids = np.arange(self._next_frame_id, self._next_frame_id + len(frames), dtype=np.int64)

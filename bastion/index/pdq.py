@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -54,6 +54,8 @@ __all__ = ["HASH_BITS", "HASH_BYTES", "PDQIndex", "hex_to_bytes"]
 
 #: Per segment and radius: flip level per chunk, flip-mask tables and each chunk's table offset.
 _Plan = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: Per segment, the kernels' table arguments: rows_flat, rel, rel_off, base, base_off, ks.
+_Tables = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 HASH_BITS = 256
 HASH_BYTES = 32
@@ -166,7 +168,7 @@ class _Segment:
     alive: np.ndarray  # uint8 (n,)
     #: Kernel arguments: rows_flat uint32 (N_CHUNKS * n,), rel (flat, uint16 or uint32),
     #: rel_off, base (flat uint32), base_off, ks (bucket bits per chunk).
-    tables: tuple[np.ndarray, ...]
+    tables: _Tables
     n_dead: int = 0
     plans: dict[int, _Plan | None] = field(default_factory=dict)
 
@@ -435,7 +437,13 @@ class PDQIndex:
         ids_parts: list[list[np.ndarray]] = [[] for _ in range(nq)]
         dist_parts: list[list[np.ndarray]] = [[] for _ in range(nq)]
 
-        def collect(ids: np.ndarray, res_r, res_d, counts, rerun) -> None:
+        def collect(
+            ids: np.ndarray,
+            res_r: np.ndarray,
+            res_d: np.ndarray,
+            counts: np.ndarray,
+            rerun: Callable[[int], tuple[np.ndarray, np.ndarray]],
+        ) -> None:
             for i in np.flatnonzero(counts).tolist():
                 c = int(counts[i])
                 if c > _BATCH_CAP:
@@ -453,9 +461,11 @@ class PDQIndex:
                 rerun = functools.partial(_rerun_scan, qs, seg.hashes, seg.alive, n, radius)
                 collect(seg.ids, *out, rerun)
             else:
-                args = (seg.hashes, seg.alive, *seg.tables, *plan)
-                out = K.mih_batch(qs, *args, radius, _BATCH_CAP)
-                collect(seg.ids, *out, lambda i, a=args: K.mih_one(qs, i, *a, radius))
+                out = K.mih_batch(qs, seg.hashes, seg.alive, *seg.tables, *plan, radius, _BATCH_CAP)
+                rerun = functools.partial(
+                    _rerun_mih, qs, seg.hashes, seg.alive, seg.tables, plan, radius
+                )
+                collect(seg.ids, *out, rerun)
         if self._tail_n:
             tw, tn = self._tail_words, self._tail_n
             out = K.scan_batch(qs, tw, self._no_alive, tn, radius, _BATCH_CAP)
@@ -480,8 +490,22 @@ class PDQIndex:
         return [s.n_live for s in self._segments]
 
 
-def _rerun_scan(qs, hashes, alive, n, radius, i):
+def _rerun_scan(
+    qs: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n: int, radius: int, i: int
+) -> tuple[np.ndarray, np.ndarray]:
     return K.scan_one(qs, i, hashes, alive, n, radius)
+
+
+def _rerun_mih(
+    qs: np.ndarray,
+    hashes: np.ndarray,
+    alive: np.ndarray,
+    tables: _Tables,
+    plan: _Plan,
+    radius: int,
+    i: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    return K.mih_one(qs, i, hashes, alive, *tables, *plan, radius)
 
 
 def _sorted_pairs(

@@ -192,7 +192,7 @@ class ProbeDetector:
             near = (d >= 1) & (d <= self.radius)
             if len(mine):  # a signal's own points are not each other's neighbours
                 near[:, len(live) :] &= group[:, None] != group[None, mine]
-            probe = near.any(axis=1)
+            probe = np.asarray(near.any(axis=1))
             probe[mine[near[:, len(live) :].any(axis=0)]] = True
             touched = live[near[:, : len(live)].any(axis=0)]
             state.seen[touched] = now

@@ -37,10 +37,10 @@ from bastion.signals.content import DEFAULT_OPTIONS, HashOptions, describe_bytes
 
 try:  # HEIC/HEIF support; AVIF is decoded by Pillow itself.
     import pillow_heif
-
-    pillow_heif.register_heif_opener()
 except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
-    pillow_heif = None
+    pass
+else:
+    pillow_heif.register_heif_opener()
 
 PDQ_HEX_LEN = 64
 

@@ -69,6 +69,14 @@ def normalize_url(url: str) -> str:
     return str(_parse(url))
 
 
+def url_entry_kind(kind: str) -> UrlEntryKind:
+    """``kind`` as one of :data:`URL_ENTRY_KINDS`; ValueError for anything else."""
+    for known in URL_ENTRY_KINDS:
+        if known == kind:
+            return known
+    raise ValueError(f"unknown URL entry kind {_short(kind)} (expected url, prefix or domain)")
+
+
 def normalize_url_entry(kind: str, pattern: str) -> str:
     """The canonical pattern of a URL list entry of ``kind``; ValueError for junk or a misfit.
 
