@@ -169,7 +169,7 @@ class Settings:
     #: The platform name written into NCA reports when the caller gives none.
     nca_platform: str = "Bastion"
     # -- end reports --
-    # -- exchanges (bastion.exchanges, bastion.store.exchanges) --
+    # -- exchanges (bastion.exchanges, bastion.exchanges.store) --
     #: How often the worker looks for exchanges due to sync and feedback due to send.
     exchange_poll_seconds: float = 10.0
     #: How long a worker holds an exchange it syncs (renewed with every page applied).

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.actions.outbox import OutboxConflict, OutboxNotFound
+from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
 from bastion.feeds.store import FeedKeyUnavailable, FeedNotFound, RecordNotFound
 from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
 from bastion.reports.model import ReportInputError
@@ -40,7 +41,6 @@ from bastion.store import (
     StoreUnavailable,
 )
 from bastion.store.accounts import UserExists, UserNotFound
-from bastion.store.exchanges import ExchangeBusy, ExchangeExists, ExchangeNotFound
 
 #: The media type of an RFC 9457 problem document (the API's errors, the console's JSON ones).
 PROBLEM_JSON = "application/problem+json"

@@ -19,6 +19,7 @@ from bastion import pipeline
 from bastion.actions.outbox import Outbox
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.http_auth import KeyCache, Principal, RateLimiter, client_address
 from bastion.index.live import LiveIndex
@@ -26,13 +27,13 @@ from bastion.index.pdq import HASH_BITS
 from bastion.index.probing import EntryWatch, ProbeDetector
 from bastion.policy import Policy, PolicyHolder
 from bastion.psi.store import VoucherStore
+from bastion.reports.store import ReportStore
 from bastion.review.store import ReviewStore
 from bastion.store.accounts import AccountStore
-from bastion.store.exchanges import ExchangeStore
-from bastion.store.reports import ReportStore
 from bastion.vault.store import Vault
 
 if TYPE_CHECKING:
+    from bastion.psi.records import OpenedAccount
     from bastion.store import Store
 
 
@@ -148,8 +149,11 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
     )
     metrics = Metrics()
     master_key = MasterKey.load(settings)
-    policy = PolicyHolder(settings.policy_file)
-    policy.on_reload = partial(_audit_policy_reload, store, settings.policy_file)
+    policy_file = settings.policy_file
+    if policy_file is None:  # in_data_dir names one in the data directory when none is set
+        raise ValueError("no policy file")
+    policy = PolicyHolder(policy_file)
+    policy.on_reload = partial(_audit_policy_reload, store, policy_file)
     vault = Vault.from_settings(store, master_key, settings)
     rt = Runtime(
         settings=settings,
@@ -172,7 +176,11 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         exchanges=ExchangeStore(store, master_key, settings),
         feeds=FeedStore(store, master_key, settings),
     )
-    rt.vouchers.on_open = partial(pipeline.open_voucher_cases, rt)
+
+    def open_cases(opened: OpenedAccount) -> None:
+        pipeline.open_voucher_cases(rt, opened)
+
+    rt.vouchers.on_open = open_cases
     return rt
 
 

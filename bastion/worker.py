@@ -28,11 +28,12 @@ from bastion.actions.outbox import Outbox
 from bastion.actions.targets import Targets, load_targets
 from bastion.actions.worker import BuildLoop, OutboxWorker, VoucherLoop, WorkerConfig
 from bastion.config import Settings
+from bastion.exchanges.engine import ExchangeLoop
+from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.versioner import FeedVersioner
 from bastion.housekeeping import Housekeeping
 from bastion.runtime import Runtime, build_runtime
 from bastion.store import Store, StoreError
-from bastion.store.exchanges import ExchangeLoop, ExchangeStore
 
 log = logging.getLogger("bastion.worker")
 

@@ -152,7 +152,7 @@ def _entries(n: int) -> Iterator[NewEntry]:
 
 def child(mode: str, backend: str, n: int, page_size: int) -> dict[str, Any]:
     from bastion.config import Settings
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     sample = synthetic_entry(0)
     assert normalize_entry(NewEntry(**_fields(sample))) == sample, "entries must be canonical"

@@ -34,16 +34,16 @@ from bastion.banks import NewEntry
 from bastion.cli import app
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.review.store import ReviewStore
 from bastion.signals import hash_file
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
-from bastion.store.exchanges import ExchangeStore
 from bastion.vault.store import Vault
-from tests.conftest import postgres_schema_url
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
+from tests.fixtures.stores import postgres_schema_url
 from tests.review.conftest import Clock, item, verdict
 from tests.vault.conftest import IMAGE
 

@@ -13,14 +13,14 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.auth import require
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal
+from bastion.runtime import RuntimeDep
 from bastion.store import StoreError
-from bastion.store.exchanges import ExchangeStore
 
 SCOPE = "exchange"
 router = APIRouter(prefix="/v1/exchanges", tags=["exchanges"], responses=AUTH_RESPONSES)
@@ -77,10 +77,6 @@ class ExchangePatch(BaseModel):
     interval_seconds: float | None = Field(None, ge=1, le=366 * 86400)
 
 
-def _exchanges(request: Request) -> ExchangeStore:
-    return request.app.state.runtime.exchanges
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -108,16 +104,16 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @router.get("", response_model=list[ExchangeOut], responses=_LIST)
-def list_exchanges(request: Request, _: ExchangeKey) -> list[dict[str, Any]]:
+def list_exchanges(rt: RuntimeDep, _: ExchangeKey) -> list[dict[str, Any]]:
     """Every exchange with its state, last sync and totals."""
-    return [_out(i) for i in _call(_exchanges(request).list)]
+    return [_out(i) for i in _call(rt.exchanges.list)]
 
 
 @router.get("/{name}", response_model=ExchangeStatus, responses=_ONE)
-def exchange_status(name: str, request: Request, _: ExchangeKey) -> dict[str, Any]:
+def exchange_status(name: str, rt: RuntimeDep, _: ExchangeKey) -> dict[str, Any]:
     """One exchange in full: checkpoint, last error, recent runs, poisoned records,
     attestations and feedback counts."""
-    xs = _exchanges(request)
+    xs = rt.exchanges
     info = _call(xs.get, name)
     counts: dict[str, int] = {}
     for r in _call(xs.feedback, name, limit=1000):
@@ -135,20 +131,20 @@ def exchange_status(name: str, request: Request, _: ExchangeKey) -> dict[str, An
 @router.get("/{name}/errors", response_model=list[dict[str, Any]], responses=_ONE)
 def exchange_errors(
     name: str,
-    request: Request,
+    rt: RuntimeDep,
     _: ExchangeKey,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
     """Poisoned records and pages, newest first: checkpoint, key, error and a short excerpt."""
-    xs = _exchanges(request)
+    xs = rt.exchanges
     return [_record(e) for e in _call(xs.errors, name, limit=limit)]
 
 
 @router.post("/{name}/sync", response_model=ExchangeOut, status_code=202, responses=_ACT)
-def request_sync(name: str, request: Request, principal: ExchangeKey) -> dict[str, Any]:
+def request_sync(name: str, rt: RuntimeDep, principal: ExchangeKey) -> dict[str, Any]:
     """Ask for a sync as soon as the worker can (``next_sync_at`` becomes now); 202 at once.
     A disabled exchange is a 409: enable it first."""
-    xs = _exchanges(request)
+    xs = rt.exchanges
     if not _call(xs.get, name).enabled:
         raise Problem(409, "Conflict", detail=f"exchange {name!r} is disabled; enable it first")
     return _out(_call(xs.request_sync, name, actor=f"key:{principal.name}"))
@@ -156,10 +152,10 @@ def request_sync(name: str, request: Request, principal: ExchangeKey) -> dict[st
 
 @router.patch("/{name}", response_model=ExchangeOut, responses=_BODY)
 def update_exchange(
-    name: str, body: ExchangePatch, request: Request, principal: ExchangeKey
+    name: str, body: ExchangePatch, rt: RuntimeDep, principal: ExchangeKey
 ) -> dict[str, Any]:
     """Enable or disable an exchange, or change how often it syncs."""
-    xs = _exchanges(request)
+    xs = rt.exchanges
     fields: dict[str, Any] = {}
     if body.enabled is not None:
         fields["enabled"] = body.enabled

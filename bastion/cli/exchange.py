@@ -32,7 +32,7 @@ from bastion.render import OutputFormat, emit
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
 exchange_app = typer.Typer(
     help="Hash-list exchanges: keep a bank in sync with NCMEC, StopNCII, ThreatExchange, "
@@ -113,7 +113,7 @@ def open_exchanges(cli: CliContext, *, create_key: bool = False) -> Iterator[Exc
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
     from bastion.exchanges import ExchangeError
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     with cli.open_store() as store:
         try:

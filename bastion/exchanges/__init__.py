@@ -1,9 +1,12 @@
 """Exchanges: connectors that keep a bank in sync with an outside hash list and send findings
 back. See :mod:`bastion.exchanges.base` for the interface; each built-in connector registers
-itself when imported here."""
+itself when imported here. The store, its tables and the sync engine
+(``store``, ``rows``, ``engine``) are not imported here: they need the database core."""
 
 from __future__ import annotations
 
+# The built-in connectors: importing each registers its class (bastion.exchanges.base.register).
+from bastion.exchanges import bastion_feed, lists, ncmec, stopncii, threatexchange  # noqa: F401
 from bastion.exchanges.base import (
     Attestation,
     Checkpoint,
@@ -27,16 +30,6 @@ from bastion.exchanges.base import (
     exchange_types,
     register,
 )
-
-# -- built-in connectors (each module registers its class) --
-# isort: off
-from bastion.exchanges import stopncii  # noqa: F401
-from bastion.exchanges import threatexchange  # noqa: F401
-from bastion.exchanges import bastion_feed  # noqa: F401
-from bastion.exchanges import lists  # noqa: F401
-from bastion.exchanges import ncmec  # noqa: F401
-# isort: on
-# -- end built-in connectors --
 
 __all__ = [
     "Attestation",

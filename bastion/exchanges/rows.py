@@ -5,7 +5,7 @@ The schema itself is created by the Alembic revisions in ``bastion/store/migrati
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -195,3 +196,12 @@ class ExchangeFeedbackRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+#: The tables as Core ``Table`` objects, for the store's and the engine's statements.
+ex_t = cast(Table, ExchangeRow.__table__)
+err_t = cast(Table, ExchangeErrorRow.__table__)
+runs_t = cast(Table, ExchangeRunRow.__table__)
+seen_t = cast(Table, ExchangeSeenRow.__table__)
+att_t = cast(Table, ExchangeAttestationRow.__table__)
+fb_t = cast(Table, ExchangeFeedbackRow.__table__)

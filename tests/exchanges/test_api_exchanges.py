@@ -16,8 +16,8 @@ from bastion.config import Settings
 from bastion.server import create_app
 from bastion.store import Store
 from tests.api.conftest import bearer
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
+from tests.fixtures.stores import BACKENDS, open_store
 
 PROBLEM = "application/problem+json"
 
@@ -39,7 +39,7 @@ def client(store: Store) -> Iterator[TestClient]:
 @pytest.fixture
 def xs(client: TestClient):  # type: ignore[no-untyped-def]
     """The engine over the app's own store and master key, as the CLI and worker use it."""
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     rt = client.app.state.runtime  # type: ignore[attr-defined]
     xs = ExchangeStore(rt.store, rt.master_key, rt.settings)

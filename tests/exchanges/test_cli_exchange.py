@@ -35,7 +35,7 @@ from bastion.exchanges import (
 )
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 TOKEN = "open-sesame-edges-7f3a"
@@ -370,7 +370,7 @@ def test_conflicts_and_malformed_credentials(db: str, creds_file: Path, tmp_path
 
 def test_a_second_sync_is_refused_while_one_holds_the_lease(db: str, creds_file: Path) -> None:
     from bastion.config import Settings
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     add(db, creds_file)
     inner: list[Result] = []

@@ -1,4 +1,4 @@
-"""The exchange engine (``bastion.store.exchanges``) on SQLite and PostgreSQL, driven by a
+"""The exchange engine (``bastion.exchanges.store``) on SQLite and PostgreSQL, driven by a
 scripted exchange (a real ``Exchange`` subclass yielding prepared pages of synthetic hashes):
 pages applied in one transaction each, upserts in place, removals and the re-enable rules,
 poisoned items and pages, backoff, permanent errors, snapshots (with a crash midway), vouching,
@@ -25,19 +25,15 @@ from bastion.exchanges.base import (
     TransientError,
     Upsert,
 )
+from bastion.exchanges.engine import ExchangeLoop
+from bastion.exchanges.model import SyncProgress
+from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
+from bastion.exchanges.store import ExchangeStore
 from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
 from bastion.store import InvalidInput, Store
-from bastion.store.exchanges import (
-    ExchangeBusy,
-    ExchangeExists,
-    ExchangeLoop,
-    ExchangeNotFound,
-    ExchangeStore,
-    SyncProgress,
-)
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq, state_root
+from tests.fixtures.stores import BACKENDS, open_store
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(

@@ -17,13 +17,13 @@ import sqlalchemy as sa
 
 from bastion.banks.model import NewEntry, normalize_entry
 from bastion.config import Settings
+from bastion.exchanges import engine
 from bastion.exchanges.base import Upsert
+from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store import exchanges as engine
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq
+from tests.fixtures.stores import BACKENDS, open_store
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 STORED = (
@@ -175,7 +175,7 @@ def test_sweep_restores_the_planner_settings(store: Store, script: Script) -> No
 
 def test_removed_keys_by_snapshot_are_disabled_in_bulk(store: Store, script: Script) -> None:
     """More gone keys than one chunk of ids: all disabled, each counted once."""
-    n = engine._CHUNK + 5
+    n = engine.CHUNK + 5
     first = [Upsert(f"k{i}", (entry(md5(i)),)) for i in range(n)]
     script.steps = [
         Step(items=first, snapshot="s1", snapshot_complete=True),
@@ -196,7 +196,7 @@ def test_removed_keys_by_snapshot_are_disabled_in_bulk(store: Store, script: Scr
 def test_a_long_sync_refreshes_postgres_statistics(
     tmp_path: Path, script: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "_ANALYZE_MIN", 50)
+    monkeypatch.setattr(engine, "ANALYZE_MIN", 50)
     script.steps = [
         Step(items=[Upsert(f"k{p}-{i}", (entry(md5(f"{p}-{i}")),)) for i in range(60)])
         for p in range(2)

@@ -18,11 +18,12 @@ import pytest
 
 from bastion.banks.model import utcnow
 from bastion.config import Settings
+from bastion.exchanges.store import ExchangeStore
 from bastion.index.live import LiveIndex
 from bastion.store import Store
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, REPO, postgres_schema_url
+from tests.conftest import REPO
 from tests.exchanges.scripted import SCRIPTS, synthetic
+from tests.fixtures.stores import BACKENDS, postgres_schema_url
 
 RECORDS, PAGE = 400, 40  # 10 pages
 KILL_AT = 6  # the 6th page's transaction is where the worker dies
@@ -31,7 +32,7 @@ CHILD = """
 import sys, time
 from bastion.config import Settings
 from bastion.store import Store
-from bastion.store.exchanges import ExchangeStore
+from bastion.exchanges.store import ExchangeStore
 from tests.exchanges.scripted import SCRIPTS, synthetic
 
 url, marker, kill_at, records, page = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])

@@ -21,12 +21,13 @@ from bastion import pipeline
 from bastion.banks.model import utcnow
 from bastion.config import Settings
 from bastion.exchanges.base import TransientError, Upsert, Verdict, register
+from bastion.exchanges.engine import ExchangeLoop
+from bastion.exchanges.store import ExchangeStore
 from bastion.review import Decision, Viewer
 from bastion.server import create_app
 from bastion.store import Store
-from bastion.store.exchanges import ExchangeLoop, ExchangeStore
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry
+from tests.fixtures.stores import BACKENDS, open_store
 
 PHOTOS = ["bridge-mods/aaa-orig.jpg", "misc-images/wee.jpg"]
 

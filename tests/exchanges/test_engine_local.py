@@ -12,10 +12,10 @@ import pytest
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.exchanges.base import ExchangeConfig, Removal, Upsert, register
+from bastion.exchanges.store import ExchangeStore
 from bastion.store import InvalidInput, Store
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry, md5
+from tests.fixtures.stores import BACKENDS, open_store
 
 
 class IdentityConfig(ExchangeConfig):

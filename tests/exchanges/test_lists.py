@@ -22,10 +22,10 @@ from bastion.config import Settings
 from bastion.exchanges import ExchangeContext, exchange_type
 from bastion.exchanges.base import Page, PermanentError, Poisoned, TransientError, Upsert
 from bastion.exchanges.lists import ListConfig, ListExchange
+from bastion.exchanges.store import ExchangeStore
 from bastion.fetch import FetchPolicy
 from bastion.store import Store
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, open_store
+from tests.fixtures.stores import BACKENDS, open_store
 
 LOOPBACK = FetchPolicy(allow_networks=("127.0.0.1/32",))
 

@@ -31,10 +31,10 @@ from bastion.exchanges import (
     exchange_type,
 )
 from bastion.exchanges.ncmec import ENVIRONMENTS, NcmecConfig, NcmecExchange
+from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.fake_ncmec import MEMBER_ID, PASSWORD, REASONS, USER, FakeNcmec, rand_hex
+from tests.fixtures.stores import BACKENDS, open_store
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = datetime(2024, 2, 1, tzinfo=UTC)

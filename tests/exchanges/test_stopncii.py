@@ -33,7 +33,6 @@ from bastion.exchanges import (
 from bastion.exchanges.stopncii import StopNCIIConfig, StopNCIICredentials, StopNCIIExchange
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.fake_stopncii import (
     FEEDBACK_KEY,
     FETCH_KEY,
@@ -42,6 +41,7 @@ from tests.exchanges.fake_stopncii import (
     random_md5,
     random_pdq,
 )
+from tests.fixtures.stores import BACKENDS, open_store
 
 SECRETS = (SUBSCRIPTION_KEY, FETCH_KEY, FEEDBACK_KEY)
 
@@ -424,7 +424,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def test_sync_through_engine_withdrawal_disables_and_feedback_goes_back(
     fake: FakeStopNCII, store: Store
 ) -> None:
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     xs = ExchangeStore(store, MasterKey.generate(), Settings())
     xs.add(
@@ -488,7 +488,7 @@ def test_deeply_nested_page_through_the_engine_is_a_poisoned_page(
 ) -> None:
     """Not an unexpected (transient) error: each attempt is recorded as a poisoned page and
     counted; with no sound place to skip to, the exchange stalls for a person to look."""
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     xs = ExchangeStore(store, MasterKey.generate(), Settings(exchange_poison_attempts=3))
     xs.add(

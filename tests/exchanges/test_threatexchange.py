@@ -39,7 +39,6 @@ from bastion.exchanges.threatexchange import (
 )
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.conftest import BACKENDS, open_store
 from tests.exchanges.fake_threatexchange import (
     APP_ID,
     GROUP,
@@ -47,6 +46,7 @@ from tests.exchanges.fake_threatexchange import (
     FakeThreatExchange,
     graph_error,
 )
+from tests.fixtures.stores import BACKENDS, open_store
 
 SECRET = TOKEN.partition("|")[2]
 
@@ -503,7 +503,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_sync_through_engine_deletion_and_reaction(fake: FakeThreatExchange, store: Store) -> None:
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     xs = ExchangeStore(store, MasterKey.generate(), Settings())
     xs.add(
@@ -571,7 +571,7 @@ def test_deeply_nested_page_through_the_engine_is_a_poisoned_page(
 ) -> None:
     """Not an unexpected (transient) error: each attempt is recorded as a poisoned page and
     counted; with no sound place to skip to, the exchange stalls for a person to look."""
-    from bastion.store.exchanges import ExchangeStore
+    from bastion.exchanges.store import ExchangeStore
 
     xs = ExchangeStore(store, MasterKey.generate(), Settings(exchange_poison_attempts=3))
     xs.add(

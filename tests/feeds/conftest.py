@@ -13,12 +13,12 @@ import pytest
 from bastion.banks.model import NewEntry
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from bastion.store.exchanges import ExchangeStore
-from tests.conftest import BACKENDS, open_store
 from tests.feeds.loopback import Publisher
+from tests.fixtures.stores import BACKENDS, open_store
 
 
 @pytest.fixture(params=BACKENDS)

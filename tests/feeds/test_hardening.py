@@ -23,10 +23,10 @@ from bastion.exchanges.bastion_feed import (
     BastionFeedConfig,
     BastionFeedExchange,
 )
+from bastion.exchanges.store import ExchangeStore
 from bastion.feeds import SigningKey
 from bastion.signals.base import SignalType
 from bastion.store import InvalidInput, Store
-from bastion.store.exchanges import ExchangeStore
 from tests.feeds.conftest import exchanges, pdq_entries, subscribe
 from tests.feeds.loopback import Publisher, TamperProxy
 
@@ -307,7 +307,7 @@ def test_a_replayed_dispute_page_neither_restores_a_withdrawn_record_nor_rolls_o
 
 def test_the_withdrawn_reasons_match_the_engines() -> None:
     from bastion.exchanges import bastion_feed
-    from bastion.store import exchanges as engine
+    from bastion.exchanges import model as engine
 
     assert bastion_feed._WITHDRAWN_LOCAL == engine.WITHDRAWN_LOCAL
     assert bastion_feed._UPSTREAM == engine.UPSTREAM and bastion_feed._AWAITING == engine.AWAITING
