@@ -26,12 +26,8 @@ from typing import TypeGuard
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-ADMIN = "admin"
-SENIOR_REVIEWER = "senior_reviewer"
-REVIEWER = "reviewer"
-AUDITOR = "auditor"
-#: Every role, most powerful first.
-ROLES: tuple[str, ...] = (ADMIN, SENIOR_REVIEWER, REVIEWER, AUDITOR)
+from bastion.vocab import ADMIN, AUDITOR, REVIEWER, ROLES, SENIOR_REVIEWER
+
 DEFAULT_QUEUES: tuple[str, ...] = ("default",)
 MAX_QUEUES = 64
 

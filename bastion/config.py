@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class CoreSettings:
+    """Storage, limits, fetching, keys: what every part of the server needs."""
+
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -62,12 +64,21 @@ class Settings:
     #: Ed25519 key that signs audit checkpoints. Default: ``audit-signing.key`` beside
     #: ``audit_key_file``; created by the first ``bastion audit checkpoint``.
     audit_signing_key_file: str | None = None
-    # -- policy (bastion.policy) --
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The policy (:mod:`bastion.policy`)."""
+
     #: The rules file; created from the packaged default policy on first start if missing.
     #: Default: ``policy.yaml`` in the data directory.
     policy_file: str | None = None
-    # -- end policy --
-    # -- accounts and console (bastion.accounts, bastion.web) --
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """Accounts and the console (:mod:`bastion.accounts`, :mod:`bastion.web`)."""
+
     session_hours: float = 12.0
     session_idle_minutes: float = 60.0
     #: Mark the console's cookies Secure and send HSTS. Unset: on, unless ``host`` is a
@@ -75,8 +86,12 @@ class Settings:
     cookie_secure: bool | None = None
     #: Items a reviewer may reveal in a day before the console asks them to take a break.
     exposure_soft_limit: int = 60
-    # -- end accounts --
-    # -- actions (bastion.actions) --
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    """Actions and their webhooks (:mod:`bastion.actions`)."""
+
     #: Default webhook target for every action; ``webhooks`` (TOML table, name -> {url, secret})
     #: can route actions by name to other targets.
     webhook_url: str | None = None
@@ -96,8 +111,12 @@ class Settings:
     outbox_poll_seconds: float = 1.0
     #: Seconds between the worker's "alive" log lines (0 = none).
     outbox_heartbeat_seconds: float = 60.0
-    # -- end actions --
-    # -- vouchers (bastion.psi) --
+
+
+@dataclass(frozen=True)
+class VoucherSettings:
+    """Private matching for E2EE messaging (:mod:`bastion.psi`)."""
+
     #: Private matching for E2EE messaging (docs/e2ee.md). "compact" (default) finds edited
     #: copies with one table key per entry (a low-frequency projection probed by the client);
     #: "near" too, with 5 chunk keys per entry (5x the table); "exact" only identical hashes.
@@ -132,8 +151,12 @@ class Settings:
     voucher_keep_tables: int = 3
     #: How often an idle worker looks for queued vouchers (the API only queues them).
     voucher_queue_poll_seconds: float = 1.0
-    # -- end vouchers --
-    # -- vault (bastion.vault) --
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """The evidence vault (:mod:`bastion.vault`)."""
+
     #: Evidence retention in days for jurisdictions without their own period (docs/vault.md).
     vault_retention_days: int = 365
     #: Jurisdiction code -> retention days (TOML table, or "US=365,UK=730" in the environment).
@@ -143,8 +166,12 @@ class Settings:
     vault_on_block: bool = False
     #: Seconds between the worker's purges of evidence past its retention (0 = never).
     vault_purge_interval_seconds: float = 3600.0
-    # -- end vault --
-    # -- reports (bastion.reports) --
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Mandatory reports (:mod:`bastion.reports`)."""
+
     #: NCMEC CyberTipline Reporting API. Unset URL: the documented base URI of
     #: ``ncmec_environment`` (test: exttest.cybertip.org, production: report.cybertip.org).
     #: Set here (BASTION_NCMEC_*), these override what the admin console stored (sealed).
@@ -168,8 +195,12 @@ class Settings:
     nca_p3_minutes: int = 7 * 24 * 60
     #: The platform name written into NCA reports when the caller gives none.
     nca_platform: str = "Bastion"
-    # -- end reports --
-    # -- exchanges (bastion.exchanges, bastion.exchanges.store) --
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """Hash exchanges (:mod:`bastion.exchanges`)."""
+
     #: How often the worker looks for exchanges due to sync and feedback due to send.
     exchange_poll_seconds: float = 10.0
     #: How long a worker holds an exchange it syncs (renewed with every page applied).
@@ -188,15 +219,24 @@ class Settings:
     exchange_feedback_max_attempts: int = 10
     #: Our organisation's name, sent to partners that ask who is calling.
     exchange_organisation: str = ""
-    # -- end exchanges --
-    # -- feeds (Bastion-to-Bastion sharing: bastion.feeds, bastion.feeds.store) --
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """Bastion-to-Bastion feeds (:mod:`bastion.feeds`)."""
+
     #: The organisation named as publisher of this instance's feeds (``bastion feed create``
     #: may name another per feed).
     feed_organisation: str = ""
     #: How often the worker checks published banks for changes and signs a new feed version.
     feed_version_seconds: float = 5.0
-    # -- end feeds --
-    # -- match disclosure (bastion.index.probing, bastion.api.disclosure) --
+
+
+@dataclass(frozen=True)
+class DisclosureSettings:
+    """What match answers disclose, and the probing limits (:mod:`bastion.index.probing`,
+    :mod:`bastion.api.disclosure`)."""
+
     #: Keys without ``export`` see match distances as bands: ``exact`` (0), ``near`` (1 to this),
     #: ``far`` (above it, up to the lookup's threshold), never the exact number.
     match_near_distance: int = 15
@@ -226,7 +266,24 @@ class Settings:
     probe_match_window_seconds: float = 3600.0
     #: (key, entry) pairs the watch remembers (at most ``probe_entry_limit`` looks each).
     probe_entry_memory: int = 65_536
-    # -- end match disclosure --
+
+
+@dataclass(frozen=True)
+class Settings(
+    DisclosureSettings,
+    FeedSettings,
+    ExchangeSettings,
+    ReportSettings,
+    VaultSettings,
+    VoucherSettings,
+    ActionSettings,
+    ConsoleSettings,
+    PolicySettings,
+    CoreSettings,
+):
+    """Every setting. Each section is its own class (a feature adds its settings in one
+    place); the field order, and so the TOML keys listed by the docs, is the sections'."""
+
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

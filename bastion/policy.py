@@ -62,19 +62,18 @@ from yaml.events import Event, NodeEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
+from bastion.vocab import AGE_BANDS, DEFAULT_SLA, PRIORITIES, Priority
+
 log = logging.getLogger("bastion.policy")
 
 Decision = Literal["allow", "review", "block"]
-Priority = Literal["critical", "high", "normal", "low"]
 
 DECISIONS: tuple[Decision, ...] = ("allow", "review", "block")
 #: Highest first: queues are worked in this order.
-PRIORITIES: tuple[Priority, ...] = ("critical", "high", "normal", "low")
 SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url")
 #: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``.
 KINDS: tuple[str, ...] = ("image", "video", "file", "url")
 _KIND_ALIASES = {"other": "file"}
-AGE_BANDS: tuple[str, ...] = ("under13", "13-15", "16-17", "adult", "unknown")
 BUILTIN_ACTIONS: tuple[str, ...] = ("remove_content", "restrict_account", "preserve")
 DEFAULT_QUEUE = "default"
 SENIOR_QUEUE = "senior"
@@ -90,12 +89,6 @@ _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MAX_DISTANCE = 256
 
-_DEFAULT_SLA = {
-    "critical": timedelta(hours=1),
-    "high": timedelta(hours=4),
-    "normal": timedelta(hours=24),
-    "low": timedelta(hours=72),
-}
 _DEFAULT_ON_CONFIRMED = ("remove_content", "restrict_account", "preserve")
 _DEFAULT_ON_BLOCK = ("remove_content", "preserve")
 
@@ -296,7 +289,7 @@ class Policy:
     rules: tuple[Rule, ...]
     otherwise: Outcome = Outcome("review")
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
-    sla: Mapping[str, timedelta] = field(default_factory=lambda: dict(_DEFAULT_SLA))
+    sla: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_SLA))
     review: ReviewSettings = ReviewSettings()
     version: int = 1
     name: str = "<policy>"
@@ -825,7 +818,7 @@ class _Builder:
         return out
 
     def sla(self, node: Node | None) -> dict[str, timedelta]:
-        out = dict(_DEFAULT_SLA)
+        out = dict(DEFAULT_SLA)
         if node is None:
             return out
         spec = self.mapping(node, "sla", PRIORITIES)

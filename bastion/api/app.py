@@ -26,7 +26,7 @@ from bastion.api.openapi import state_settings
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
 from bastion.http_auth import Principal
-from bastion.runtime import Runtime, build_runtime
+from bastion.runtime import Runtime, RuntimeDep, build_runtime
 from bastion.store import Store
 
 log = logging.getLogger("bastion.api")
@@ -179,9 +179,8 @@ def create_api_app(settings: Settings | None = None, *, store: Store | None = No
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
-    def readyz(request: Request) -> JSONResponse:
+    def readyz(rt: RuntimeDep) -> JSONResponse:
         """Readiness: the index is loaded and caught up with the store within a few polls."""
-        rt: Runtime = request.app.state.runtime
         lag = max(5.0, 3 * settings.index_poll_seconds)
         ready = rt.index.is_current(lag)
         body = {"status": "ready" if ready else "not ready", "index_loaded": rt.index.loaded}
@@ -195,9 +194,8 @@ def create_api_app(settings: Settings | None = None, *, store: Store | None = No
         response_class=Response,
         responses=problems.problem_responses(401, 429),
     )
-    def metrics(request: Request, _: Principal = _any_key) -> Response:
+    def metrics(rt: RuntimeDep, _: Principal = _any_key) -> Response:
         """Prometheus metrics (any valid API key)."""
-        rt: Runtime = request.app.state.runtime
         rt.metrics.index_entries.set(rt.index.size())
         rt.metrics.index_revision.set(rt.index.revision)
         if rt.index.refreshed_at:

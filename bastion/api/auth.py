@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from bastion.api.problems import Problem
 from bastion.http_auth import Principal
 from bastion.keys import SCOPES
+from bastion.runtime import Runtime, runtime
 
 
 def _token(request: Request) -> str:
@@ -32,13 +32,15 @@ def _token(request: Request) -> str:
     return token.strip()
 
 
-def _bound_user_refusal(rt: Any, request: Request, principal: Principal) -> str | None:
+def _bound_user_refusal(rt: Runtime, request: Request, principal: Principal) -> str | None:
     """Why a key bound to a console user is refused (the user is gone or disabled), audited as
     ``access.denied``; None while the user is enabled. A bound key is that person's, on every
     route: it stops when they do."""
     from bastion.store import StoreError
     from bastion.store.accounts import UserNotFound
 
+    if principal.user is None:
+        return None
     try:
         if not rt.accounts.get_user(principal.user).disabled:
             return None
@@ -60,7 +62,7 @@ def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
     # hop per request would cost more than the check itself. A miss reads (and may write) the
     # store, so that one goes to the thread pool.
     async def dependency(request: Request) -> Principal:
-        rt = request.app.state.runtime
+        rt = runtime(request)
         token = _token(request)
         hit, principal = rt.keys.lookup(token)
         if not hit:

@@ -67,6 +67,7 @@ from bastion.review import (
 )
 from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
+from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.store import InvalidInput, StoreError, StoreUnavailable
 from bastion.store.accounts import UserNotFound
 
@@ -89,7 +90,7 @@ _BODY = problem_responses(400, 404, 409, 422, 503)
 
 def _acting(request: Request, key: Principal) -> Viewer:
     """The console user this key acts as, read now (role and queues as of this request)."""
-    rt = request.app.state.runtime
+    rt = runtime(request)
     why = None
     if key.user is None:
         why = (
@@ -472,7 +473,9 @@ class RevealOut(BaseModel):
 # -- conversions ------------------------------------------------------------------------------
 
 
-def _shown_matches(rt: Any, key: Principal, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _shown_matches(
+    rt: Runtime, key: Principal, matches: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """An item's recorded matches as this key may see them: each with its ``band``, and for a
     key without ``export`` the band's representative distance in place of the exact one, in
     bank order within a band (as ``/v1/scan`` answers, see bastion.api.disclosure): exact
@@ -489,17 +492,19 @@ def _shown_matches(rt: Any, key: Principal, matches: list[dict[str, Any]]) -> li
         out.append(row)
     if not exact:
         rank = {b: i for i, b in enumerate(BANDS)}
-        out.sort(key=lambda r: (rank.get(r.get("band"), 0), str(r.get("bank")), r.get("entry", 0)))
+        out.sort(
+            key=lambda r: (rank.get(str(r.get("band")), 0), str(r.get("bank")), r.get("entry", 0))
+        )
     return out
 
 
-def _summary_out(rt: Any, key: Principal, s: CaseSummary) -> CaseSummaryOut:
+def _summary_out(rt: Runtime, key: Principal, s: CaseSummary) -> CaseSummaryOut:
     out = CaseSummaryOut.model_validate(s, from_attributes=True)
     out.reason = shown_reason(rt, key, out.reason)
     return out
 
 
-def _case_out(rt: Any, key: Principal, case: Case) -> CaseOut:
+def _case_out(rt: Runtime, key: Principal, case: Case) -> CaseOut:
     """The case for this key: media links only with ``media``; match distances and the
     reasons that quote them banded unless the key holds ``export``."""
     media = key.allows(MEDIA_SCOPE)
@@ -563,6 +568,7 @@ def _decision_out(outcome: Outcome) -> DecisionOut:
 @router.get("", response_model=CasePage, responses=_LIST)
 def list_cases(
     request: Request,
+    rt: RuntimeDep,
     key: ReviewKey,
     queue: Annotated[
         str | None, Query(min_length=1, max_length=64, description="One queue (yours, if set)")
@@ -583,7 +589,6 @@ def list_cases(
     """Cases in the queues this user may see, most urgent first (priority, then due time). A
     queue the user may not see is refused (403). Metadata only; open a case to see its
     matches."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     # One more than asked says whether there is a next page; the store's cap is 500, so a full
     # page of 500 gets a cursor (whose page may be empty).
@@ -608,9 +613,8 @@ def list_cases(
 
 
 @router.get("/queues", response_model=list[QueueOut], responses=problem_responses(503))
-def queues(request: Request, key: ReviewKey) -> list[QueueOut]:
+def queues(request: Request, rt: RuntimeDep, key: ReviewKey) -> list[QueueOut]:
     """Open, awaiting-second and overdue counts for each queue this user may see."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         counts = rt.review.queue_counts(viewer)
@@ -620,10 +624,9 @@ def queues(request: Request, key: ReviewKey) -> list[QueueOut]:
 
 
 @router.get("/{case_id}", response_model=CaseOut, responses=_READ)
-def get_case(request: Request, key: ReviewKey, case_id: CaseId) -> CaseOut:
+def get_case(request: Request, rt: RuntimeDep, key: ReviewKey, case_id: CaseId) -> CaseOut:
     """The case with its items, matches, signals and history (never media bytes). Audited
     (``case.view``, actor ``user:<name>``), as opening it in the console is."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         case = rt.review.get_case(viewer, case_id)
@@ -633,10 +636,9 @@ def get_case(request: Request, key: ReviewKey, case_id: CaseId) -> CaseOut:
 
 
 @router.post("/{case_id}/claim", response_model=LeaseOut, responses=_ACT)
-def claim(request: Request, key: ReviewKey, case_id: CaseId) -> LeaseOut:
+def claim(request: Request, rt: RuntimeDep, key: ReviewKey, case_id: CaseId) -> LeaseOut:
     """Take the case's lease (the console's lease: one holder at a time, whichever channel;
     claiming again renews it). 409 ``case_leased`` when someone else holds it."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         case = rt.review.claim(viewer, case_id)
@@ -652,9 +654,8 @@ def claim(request: Request, key: ReviewKey, case_id: CaseId) -> LeaseOut:
 
 
 @router.post("/{case_id}/release", status_code=204, responses=_ACT)
-def release(request: Request, key: ReviewKey, case_id: CaseId) -> Response:
+def release(request: Request, rt: RuntimeDep, key: ReviewKey, case_id: CaseId) -> Response:
     """Give the lease up (admins and senior reviewers may release another user's lease)."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         rt.review.release(viewer, case_id)
@@ -666,6 +667,7 @@ def release(request: Request, key: ReviewKey, case_id: CaseId) -> Response:
 @router.post("/{case_id}/decide", response_model=DecisionOut, responses=_BODY)
 def decide(
     request: Request,
+    rt: RuntimeDep,
     key: ReviewKey,
     case_id: CaseId,
     body: Annotated[DecisionIn, Body(openapi_examples=_DECISION_EXAMPLES)],
@@ -675,7 +677,6 @@ def decide(
     entries), or escalate. Confirming or clearing needs every ``view_required`` item revealed by
     this user (409 ``reveal_required``); with four-eyes a confirmation waits for a second,
     different user, through the API or the console."""
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         chosen = Decision(
@@ -699,6 +700,7 @@ def decide(
 )
 def reveal(
     request: Request,
+    rt: RuntimeDep,
     key: ReviewKey,
     case_id: CaseId,
     item_id: ItemId,
@@ -714,7 +716,6 @@ def reveal(
     media may then be fetched for a few minutes, and it counts towards deciding and towards
     the user's daily exposure. Audited (``content.reveal``)."""
     _media_key(key)
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
 
     try:
@@ -764,6 +765,7 @@ def reveal(
 )
 def media(
     request: Request,
+    rt: RuntimeDep,
     key: ReviewKey,
     case_id: CaseId,
     item_id: ItemId,
@@ -776,7 +778,6 @@ def media(
     which needs a recent reveal by this user (403 otherwise). Every read is audited
     (``content.view``)."""
     _media_key(key)
-    rt = request.app.state.runtime
     viewer = _acting(request, key)
     try:
         found = rt.review.media(viewer, case_id, item_id, clear=clear)

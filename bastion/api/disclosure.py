@@ -31,6 +31,7 @@ from bastion.index.probing import (
     band_distance,
     to_words,
 )
+from bastion.runtime import Runtime
 from bastion.signals import parse_frames
 from bastion.signals.base import Signal, SignalType
 
@@ -48,7 +49,7 @@ def sees_values(principal: Principal) -> bool:
 
 
 def audit_values(
-    rt: Any,
+    rt: Runtime,
     request: Request,
     principal: Principal,
     action: str,
@@ -62,7 +63,7 @@ def audit_values(
 
 # -- distances --------------------------------------------------------------------------------
 def shown_matches(
-    rt: Any, principal: Principal, matches: Sequence[Match], threshold: int
+    rt: Runtime, principal: Principal, matches: Sequence[Match], threshold: int
 ) -> list[dict[str, Any]]:
     """Matches as the API shows them to this key: each with its ``band``; for a key without
     ``export`` the distance is the band's representative value and, within a band, matches are
@@ -72,16 +73,16 @@ def shown_matches(
     out = []
     for m in matches:
         row = m.as_dict()
-        row["band"] = band(m.distance, near)
+        row["band"] = shown = band(m.distance, near)
         if not exact:
-            row["distance"] = band_distance(row["band"], near, threshold)
+            row["distance"] = band_distance(shown, near, threshold)
         out.append(row)
     if not exact:
         out.sort(key=lambda r: (BANDS.index(r["band"]), r["bank"], r["entry"]))
     return out
 
 
-def shown_distance(rt: Any, principal: Principal, distance: int, threshold: int) -> int:
+def shown_distance(rt: Runtime, principal: Principal, distance: int, threshold: int) -> int:
     """One distance as this key may see it (exact, or its band's representative value)."""
     if sees_values(principal):
         return distance
@@ -89,7 +90,7 @@ def shown_distance(rt: Any, principal: Principal, distance: int, threshold: int)
     return band_distance(band(distance, near), near, threshold)
 
 
-def shown_reason(rt: Any, principal: Principal, reason: str) -> str:
+def shown_reason(rt: Runtime, principal: Principal, reason: str) -> str:
     """A verdict's reason with the deciding match's distance as a band, for keys without
     ``export`` (the policy writes the exact number into its reason)."""
     if sees_values(principal):
@@ -124,7 +125,7 @@ def probe_points(
 
 
 def observe_probes(
-    rt: Any, principal: Principal, signals: Sequence[tuple[Signal, bool]]
+    rt: Runtime, principal: Principal, signals: Sequence[tuple[Signal, bool]]
 ) -> ProbeVerdict | None:
     """Count a request's hash lookups for near-duplicate probing (keys without ``export``)."""
     if sees_values(principal) or not rt.probes.enabled:
@@ -136,7 +137,7 @@ def observe_probes(
 
 
 def refuse_probes(
-    rt: Any,
+    rt: Runtime,
     request: Request,
     principal: Principal,
     verdict: ProbeVerdict | None,
@@ -175,7 +176,7 @@ def refuse_probes(
 
 
 # -- the pinned threshold and the per-entry watch ---------------------------------------------
-def pinned_threshold(rt: Any, principal: Principal, requested: int) -> int:
+def pinned_threshold(rt: Runtime, principal: Principal, requested: int) -> int:
     """The threshold a key's lookup runs at: its own with ``export``, else the server's
     (``match_threshold``). Answers at thresholds of the caller's choosing would measure a
     distance one threshold at a time, so a key without ``export`` cannot pick one."""
@@ -183,7 +184,7 @@ def pinned_threshold(rt: Any, principal: Principal, requested: int) -> int:
 
 
 def watched_pdq(
-    rt: Any,
+    rt: Runtime,
     principal: Principal,
     matcher: Any,
     hexes: Sequence[str],
@@ -222,14 +223,14 @@ def watched_pdq(
     return out, verdict
 
 
-def watch_answered(rt: Any, principal: Principal, matched: int) -> None:
+def watch_answered(rt: Runtime, principal: Principal, matched: int) -> None:
     """Count a request's matched answers against the key's cap (keys without ``export``)."""
     if not sees_values(principal):
         rt.watch.answered(principal.name, matched)
 
 
 def refuse_watch(
-    rt: Any,
+    rt: Runtime,
     request: Request,
     principal: Principal,
     verdict: WatchVerdict | None,

@@ -14,7 +14,7 @@ subscribers report.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -36,10 +36,8 @@ from bastion.feeds.store import (
 )
 from bastion.http_auth import Principal, client_address
 from bastion.keys import ADMIN
+from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.store import StoreError
-
-if TYPE_CHECKING:
-    from bastion.runtime import Runtime
 
 SCOPE = FEED_SCOPE
 router = APIRouter(prefix="/v1/feeds", tags=["feeds"], responses=AUTH_RESPONSES)
@@ -162,9 +160,9 @@ def _record(r: FeedRecord) -> RecordOut:
 
 
 @router.get("", response_model=FeedsOut, responses=_LIST)
-async def list_feeds(request: Request, key: FeedKey) -> FeedsOut:
+async def list_feeds(rt: RuntimeDep, key: FeedKey) -> FeedsOut:
     """The feeds this Bastion publishes that the key may read."""
-    store = _feeds(request.app.state.runtime)
+    store = rt.feeds
 
     def run() -> FeedsOut:
         out = []
@@ -184,9 +182,9 @@ async def list_feeds(request: Request, key: FeedKey) -> FeedsOut:
 
 
 @router.get("/{name}", response_model=FeedOut, responses=_ONE)
-async def get_feed(request: Request, key: FeedKey, name: FeedName) -> FeedOut:
+async def get_feed(rt: RuntimeDep, key: FeedKey, name: FeedName) -> FeedOut:
     """A feed's publisher, public key and latest signed version statement."""
-    store = _feeds(request.app.state.runtime)
+    store = rt.feeds
     await _granted(store, key, name)
 
     def run() -> FeedOut:
@@ -206,7 +204,7 @@ async def get_feed(request: Request, key: FeedKey, name: FeedName) -> FeedOut:
 
 @router.get("/{name}/entries", response_model=RecordsOut, responses=_ONE)
 async def feed_entries(
-    request: Request,
+    rt: RuntimeDep,
     key: FeedKey,
     name: FeedName,
     after: Annotated[str, Query(max_length=64)] = "",
@@ -215,7 +213,7 @@ async def feed_entries(
 ) -> RecordsOut:
     """Signed add and remove records of the changes after ``after`` up to revision ``upto``
     (default: the latest version's), oldest first. Disabled entries appear as removals."""
-    store = _feeds(request.app.state.runtime)
+    store = rt.feeds
     await _granted(store, key, name)
 
     def run() -> RecordsOut:
@@ -232,13 +230,13 @@ async def feed_entries(
 
 @router.get("/{name}/versions/{version}", response_model=VersionOut, responses=_ONE)
 async def feed_version(
-    request: Request,
+    rt: RuntimeDep,
     key: FeedKey,
     name: FeedName,
     version: Annotated[int, Path(ge=1, le=2**63 - 1)],
 ) -> VersionOut:
     """One signed version statement."""
-    store = _feeds(request.app.state.runtime)
+    store = rt.feeds
     await _granted(store, key, name)
     return _version(await _call(store.version, name, version))  # type: ignore[return-value]
 
@@ -247,7 +245,7 @@ async def _feedback(
     request: Request, key: Principal, name: str, body: FeedbackIn, kind: str
 ) -> JSONResponse:
 
-    rt = request.app.state.runtime
+    rt = runtime(request)
     await _granted(_feeds(rt), key, name)
     created, count = await _call(
         _feeds(rt).add_feedback,
@@ -279,7 +277,7 @@ async def confirm(request: Request, key: FeedKey, name: FeedName, body: Feedback
 
 @router.get("/{name}/disputes", response_model=FeedbackPageOut, responses=_ONE)
 async def dispute_counts(
-    request: Request,
+    rt: RuntimeDep,
     key: FeedKey,
     name: FeedName,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
@@ -288,7 +286,7 @@ async def dispute_counts(
 ) -> FeedbackPageOut:
     """Dispute and confirmation counts of the records whose feedback changed after ``after``.
     With ``upto``, each carries its current signed record if unchanged since that revision."""
-    store = _feeds(request.app.state.runtime)
+    store = rt.feeds
     await _granted(store, key, name)
 
     def run() -> FeedbackPageOut:

@@ -49,6 +49,7 @@ from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, DEFAULT_VIDEO_MATCH_PERCENT, Match
 from bastion.index.probing import BANDS, band
+from bastion.runtime import Runtime, RuntimeDep
 from bastion.signals import hamming, hash_bytes, parse_frames, video_match_score
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, StoreError
@@ -200,10 +201,6 @@ def _ordered(items: Iterable[tuple[SignalType, str]]) -> list[tuple[SignalType, 
     return sorted(items, key=lambda item: _ORDER.index(item[0]))
 
 
-def _rt(request: Request) -> Any:
-    return request.app.state.runtime
-
-
 # ---------------------------------------------------------------------------------------------
 # parameters
 
@@ -243,7 +240,7 @@ def _flag(value: str | None, default: bool) -> bool:
 # hashing
 
 
-def _fetch(rt: Any, url: str) -> tuple[bytes, str]:
+def _fetch(rt: Runtime, url: str) -> tuple[bytes, str]:
     try:
         fetched = fetch(url, rt.settings.fetch_policy)
     except FetchError as exc:
@@ -253,7 +250,7 @@ def _fetch(rt: Any, url: str) -> tuple[bytes, str]:
 
 
 def _hash(
-    rt: Any, data: bytes, name: str, types: set[SignalType] | None
+    rt: Runtime, data: bytes, name: str, types: set[SignalType] | None
 ) -> list[tuple[SignalType, str]]:
     """Hash content and give its signals as (type, value), perceptual first.
 
@@ -264,7 +261,7 @@ def _hash(
 
 
 def _hash_kind(
-    rt: Any, data: bytes, name: str, types: set[SignalType] | None
+    rt: Runtime, data: bytes, name: str, types: set[SignalType] | None
 ) -> tuple[str, list[tuple[SignalType, str]]]:
     """:func:`_hash`, plus the kind of content (image, video, ...)."""
     result = hash_bytes(data, name=name, options=rt.settings.hash_options)
@@ -285,7 +282,7 @@ def _usable(signals: list[tuple[SignalType, str]]) -> list[tuple[SignalType, str
     return [(st, value) for st, value in signals if value]
 
 
-async def _upload(request: Request, rt: Any) -> tuple[str, bytes, str, dict[str, str]]:
+async def _upload(request: Request, rt: Runtime) -> tuple[str, bytes, str, dict[str, str]]:
     """The one file of a multipart upload: (content type field name, bytes, filename, fields).
 
     HMA names the file's form field after its content type (``photo`` or ``video``).
@@ -334,12 +331,12 @@ def _query_signal(st: SignalType, value: str) -> Signal:
     return Signal(st, canonical)
 
 
-def _match(rt: Any, signal: Signal, banks: set[str] | None) -> list[Match]:
+def _match(rt: Runtime, signal: Signal, banks: set[str] | None) -> list[Match]:
     with rt.index.read() as matcher:
         return list(matcher.match([signal], banks=banks))[:MAX_MATCHES]
 
 
-def _distance(rt: Any, match: Match, signal: Signal, principal: Principal | None) -> str:
+def _distance(rt: Runtime, match: Match, signal: Signal, principal: Principal | None) -> str:
     """The distance as HMA prints it: Hamming distance for PDQ, ``"-"`` for exact types, and
     ``"<query%>[<bank video%>]"`` for vPDQ. A PDQ distance is exact when ``principal`` is None
     (what a scan records) or has `export`; else its band's representative value."""
@@ -359,7 +356,7 @@ def _distance(rt: Any, match: Match, signal: Signal, principal: Principal | None
 
 
 def _matches_by_bank(
-    rt: Any, signal: Signal, matches: list[Match], principal: Principal | None
+    rt: Runtime, signal: Signal, matches: list[Match], principal: Principal | None
 ) -> dict[str, list[Any]]:
     """HMA's ``{BANK: [{bank_content_id, distance}]}``, one row per content, closest first; for
     a key without `export`, distances as bands and rows by band, then content id (the order
@@ -387,7 +384,7 @@ def _matches_by_bank(
 
 
 def _lookup_query(
-    rt: Any, request: Request, principal: Principal, query: Signal, banks: set[str] | None
+    rt: Runtime, request: Request, principal: Principal, query: Signal, banks: set[str] | None
 ) -> dict[str, list[Any]]:
     """A lookup of a hash the caller chose, answered as :func:`_matches_by_bank`. For a key
     without `export`: a PDQ hash goes through the per-entry watch at the pinned threshold, and
@@ -412,7 +409,7 @@ _Looked = list[tuple[SignalType, Signal | None, list[Match]]]
 
 
 def _lookup_signals(
-    rt: Any, signals: list[tuple[SignalType, str]], banks: set[str] | None
+    rt: Runtime, signals: list[tuple[SignalType, str]], banks: set[str] | None
 ) -> _Looked:
     """Each hashed signal with its matches (none for an unusable, low-quality hash, as the
     matcher would decide anyway)."""
@@ -424,7 +421,7 @@ def _lookup_signals(
 
 
 def _by_signal(
-    rt: Any, looked: _Looked, principal: Principal | None
+    rt: Runtime, looked: _Looked, principal: Principal | None
 ) -> dict[str, dict[str, list[Any]]]:
     """HMA's ``{signal_type: {BANK: [...]}}``; ``principal`` None: exact, as recorded."""
     return {
@@ -439,7 +436,7 @@ def _by_signal(
 
 @router.get("/h/hash", summary="Hash content from a URL (HMA)", responses=_FETCH)
 def hash_url(
-    request: Request,
+    rt: RuntimeDep,
     url: Annotated[str, Query(min_length=1, description="URL of the image or video to hash")],
     content_type: str | None = None,
     types: Annotated[str | None, Query(description="comma-separated signal types")] = None,
@@ -447,7 +444,6 @@ def hash_url(
 ) -> dict[str, str]:
     """Fetch a URL and return ``{signal_type: hash}``. Bastion judges content by its bytes, so
     ``content_type`` is checked but does not change which hashes are computed."""
-    rt = _rt(request)
     _content_type(content_type)
     wanted = _type_filter(types)
     data, name = _fetch(rt, url)
@@ -461,10 +457,9 @@ def hash_url(
     responses=_UPLOAD,
 )
 async def hash_upload(
-    request: Request, types: str | None = None, principal: Principal = _hash_key
+    request: Request, rt: RuntimeDep, types: str | None = None, principal: Principal = _hash_key
 ) -> dict[str, str]:
     """Hash one file sent as multipart/form-data under the field ``photo`` or ``video``."""
-    rt = _rt(request)
     wanted = _type_filter(types)
     _, data, name, _ = await _upload(request, rt)
     signals = await run_in_threadpool(_hash, rt, data, name, wanted)
@@ -478,6 +473,7 @@ async def hash_upload(
 @router.get("/m/raw_lookup", summary="Look up one hash (HMA)", responses=_BAD)
 def raw_lookup(
     request: Request,
+    rt: RuntimeDep,
     signal_type: Annotated[str, Query(json_schema_extra=_HMA_TYPE_DOC)],
     signal: Annotated[str, Query(min_length=1)],
     banks: str | None = None,
@@ -487,7 +483,6 @@ def raw_lookup(
     """``{"matches": [content ids]}``, or with ``include_distance`` a list of
     ``{bank_content_id, distance}``. Only enabled entries of enabled banks are in the index.
     Without `export`, a PDQ distance is its band's number and probing is refused (docs/hma.md)."""
-    rt = _rt(request)
     query = _query_signal(signal_type_from_hma(signal_type), signal)
     rows: list[dict[str, Any]] = []
     for bank_rows in _lookup_query(rt, request, principal, query, _bank_filter(banks)).values():
@@ -501,6 +496,7 @@ def raw_lookup(
 @router.get("/m/lookup", summary="Look up content by URL or hash (HMA)", responses=_FETCH)
 def lookup_get(
     request: Request,
+    rt: RuntimeDep,
     url: str | None = None,
     content_type: str | None = None,
     types: str | None = None,
@@ -514,7 +510,6 @@ def lookup_get(
     """With ``url``: ``{signal_type: {BANK: [matches]}}`` (just ``{BANK: [...]}`` if
     ``signal_type`` picks one). With ``signal`` and ``signal_type``: ``{BANK: [matches]}``.
     ``seed`` and ``bypass_coinflip`` are accepted and ignored: Bastion banks never sample."""
-    rt = _rt(request)
     wanted_banks = _bank_filter(banks)
     if url:
         _content_type(content_type)
@@ -538,6 +533,7 @@ def lookup_get(
 )
 async def lookup_post(
     request: Request,
+    rt: RuntimeDep,
     banks: str | None = None,
     types: str | None = None,
     seed: str | None = None,
@@ -545,7 +541,6 @@ async def lookup_post(
     principal: Principal = _match_key,
 ) -> dict[str, Any]:
     """Hash one uploaded file (field ``photo`` or ``video``) and look up each of its signals."""
-    rt = _rt(request)
     wanted = _type_filter(types)
     _, data, name, _ = await _upload(request, rt)
 
@@ -559,7 +554,7 @@ async def lookup_post(
 
 
 def _record_scan(
-    rt: Any,
+    rt: Runtime,
     principal: Principal,
     kind: str,
     signals: list[tuple[SignalType, str]],
@@ -655,7 +650,7 @@ def compare(
     return out
 
 
-def _index_sizes(rt: Any) -> dict[SignalType, int]:
+def _index_sizes(rt: Runtime) -> dict[SignalType, int]:
     with rt.index.read() as m:
         sizes = {
             SignalType.PDQ: len(m.pdq),
@@ -669,13 +664,12 @@ def _index_sizes(rt: Any) -> dict[SignalType, int]:
 
 @router.get("/m/index/status", summary="Index status (HMA)", responses=_BAD)
 def index_status(
-    request: Request,
+    rt: RuntimeDep,
     signal_type: Annotated[str | None, Query(json_schema_extra=_HMA_TYPE_DOC)] = None,
     principal: Principal = _match_key,
 ) -> dict[str, dict[str, Any]]:
     """``{type: {present, built_to, size}}``. ``built_to`` is when the live index last caught up
     with the store (Unix seconds; -1 before the first load)."""
-    rt = _rt(request)
     types = list(_ORDER) if signal_type is None else [signal_type_from_hma(signal_type)]
     sizes = _index_sizes(rt)
     built = int(rt.index.refreshed_at) if rt.index.loaded and rt.index.refreshed_at else -1
@@ -700,10 +694,9 @@ def index_status(
         }
     },
 )
-def status(request: Request, principal: Principal = _any_key) -> PlainTextResponse:
+def status(rt: RuntimeDep, principal: Principal = _any_key) -> PlainTextResponse:
     """``I-AM-ALIVE`` (200) when the index is loaded and current, else ``INDEX-NOT-LOADED`` or
     ``INDEX-STALE`` (503), as HMA answers."""
-    rt = _rt(request)
     if not rt.index.loaded:
         return PlainTextResponse("INDEX-NOT-LOADED", status_code=503)
     if not rt.index.is_current(max(5.0, 3 * rt.settings.index_poll_seconds)):
@@ -727,7 +720,7 @@ def _bank_json(bank: Bank) -> dict[str, Any]:
     }
 
 
-def _get_bank(rt: Any, name: str) -> Bank:
+def _get_bank(rt: Runtime, name: str) -> Bank:
     """The bank, or 404; any other store failure is left to the 503 handler."""
     try:
         return rt.store.get_bank(bank_key(name))
@@ -766,8 +759,8 @@ def _enabled_from(body: dict[str, Any]) -> bool | None:
 
 
 @router.get("/c/banks", summary="List banks (HMA)")
-def banks_index(request: Request, principal: Principal = _curate_key) -> list[dict[str, Any]]:
-    return [_bank_json(b) for b in _rt(request).store.list_banks()]
+def banks_index(rt: RuntimeDep, principal: Principal = _curate_key) -> list[dict[str, Any]]:
+    return [_bank_json(b) for b in rt.store.list_banks()]
 
 
 @router.post(
@@ -803,9 +796,11 @@ def banks_index(request: Request, principal: Principal = _curate_key) -> list[di
     },
 )
 def bank_create(
-    request: Request, body: Annotated[dict[str, Any], Body()], principal: Principal = _curate_key
+    request: Request,
+    rt: RuntimeDep,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Principal = _curate_key,
 ) -> dict[str, Any]:
-    rt = _rt(request)
     key = _new_bank_key(body.get("name"))
     enabled = _enabled_from(body)
     try:
@@ -817,10 +812,8 @@ def bank_create(
 
 
 @router.get("/c/bank/{bank_name}", summary="Get a bank (HMA)", responses=_BANK)
-def bank_show(
-    request: Request, bank_name: str, principal: Principal = _curate_key
-) -> dict[str, Any]:
-    return _bank_json(_get_bank(_rt(request), bank_name))
+def bank_show(rt: RuntimeDep, bank_name: str, principal: Principal = _curate_key) -> dict[str, Any]:
+    return _bank_json(_get_bank(rt, bank_name))
 
 
 @router.put(
@@ -830,11 +823,11 @@ def bank_show(
 )
 def bank_update(
     request: Request,
+    rt: RuntimeDep,
     bank_name: str,
     body: Annotated[dict[str, Any], Body()],
     principal: Principal = _curate_key,
 ) -> dict[str, Any]:
-    rt = _rt(request)
     bank = _get_bank(rt, bank_name)
     fields: dict[str, Any] = {}
     if body.get("name") is not None:
@@ -854,10 +847,9 @@ def bank_update(
 
 @router.delete("/c/bank/{bank_name}", summary="Delete a bank and its content (HMA)", responses=_BAD)
 def bank_delete(
-    request: Request, bank_name: str, principal: Principal = _curate_key
+    request: Request, rt: RuntimeDep, bank_name: str, principal: Principal = _curate_key
 ) -> dict[str, str]:
     """As in HMA, deleting a bank that does not exist succeeds."""
-    rt = _rt(request)
     try:
         rt.store.delete_bank(bank_key(bank_name))
     except (BankNotFound, InvalidInput):  # no such bank: nothing to delete
@@ -921,7 +913,7 @@ def _content_metadata(
 
 
 def _add_content(
-    rt: Any,
+    rt: Runtime,
     request: Request,
     principal: Principal,
     bank: Bank,
@@ -1011,6 +1003,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 )
 async def bank_add_content(
     request: Request,
+    rt: RuntimeDep,
     bank_name: str,
     url: str | None = None,
     content_type: str | None = None,
@@ -1024,7 +1017,6 @@ async def bank_add_content(
     """Hash content given by ``url`` (query) or a multipart upload (field ``photo`` or
     ``video``) and bank its signals as one content. Metadata and note come from a JSON body,
     form fields, or query parameters."""
-    rt = _rt(request)
     bank = await run_in_threadpool(_get_bank, rt, bank_name)
     wanted = _type_filter(types)
     _content_type(content_type)
@@ -1078,12 +1070,12 @@ async def bank_add_content(
 )
 def bank_add_signals(
     request: Request,
+    rt: RuntimeDep,
     bank_name: str,
     body: Annotated[dict[str, Any], Body()],
     principal: Principal = _curate_key,
 ) -> dict[str, Any]:
     """Body ``{signal_type: hash, ..., "note": optional}``; returns ``{"id", "signals"}``."""
-    rt = _rt(request)
     bank = _get_bank(rt, bank_name)
     data = dict(body)
     note_text = _note(data.pop("note", None))
@@ -1098,7 +1090,7 @@ def bank_add_signals(
     return _add_content(rt, request, principal, bank, list(signals.items()), None, note_text)
 
 
-def _content_entries(rt: Any, bank: Bank, content_id: int) -> list[BankEntry]:
+def _content_entries(rt: Runtime, bank: Bank, content_id: int) -> list[BankEntry]:
     """Every entry of one content: the head entry (if still there) and those marked with it."""
     entries = list(rt.store.find_entries(bank.name, external_id=_marker(content_id)))
     try:
@@ -1114,7 +1106,7 @@ def _content_entries(rt: Any, bank: Bank, content_id: int) -> list[BankEntry]:
     return sorted(entries, key=lambda e: e.id)
 
 
-def _require_content(rt: Any, bank: Bank, content_id: int) -> list[BankEntry]:
+def _require_content(rt: Runtime, bank: Bank, content_id: int) -> list[BankEntry]:
     entries = _content_entries(rt, bank, content_id)
     if not entries:
         raise _error(404, f"content '{content_id}' not found")
@@ -1140,6 +1132,7 @@ def _disable_until(entries: list[BankEntry]) -> int:
 )
 def bank_get_content(
     request: Request,
+    rt: RuntimeDep,
     bank_name: str,
     content_id: IdPath,
     include_signals: str | None = None,
@@ -1148,7 +1141,6 @@ def bank_get_content(
 ) -> dict[str, Any]:
     """``include_signals=true`` returns the stored hashes: that needs the `export` scope as well
     (403 without it), and each such read is audited."""
-    rt = _rt(request)
     want_signals = _flag(include_signals, False)
     if want_signals and not sees_values(principal):
         raise _error(403, "this API key lacks the 'export' scope, which include_signals needs")
@@ -1209,13 +1201,13 @@ def _disable_value(raw: Any) -> int:
 )
 def bank_update_content(
     request: Request,
+    rt: RuntimeDep,
     bank_name: str,
     content_id: IdPath,
     body: Annotated[dict[str, Any], Body()],
     principal: Principal = _curate_key,
 ) -> dict[str, Any]:
     """``{"disable_until_ts": 0}`` disables the content, ``1`` (or any past time) enables it."""
-    rt = _rt(request)
     bank = _get_bank(rt, bank_name)
     entries = _require_content(rt, bank, content_id)
     if "note" in body and _note(body["note"]) != _hma_extra(entries).get("note"):
@@ -1253,10 +1245,13 @@ def bank_update_content(
     "/c/bank/{bank_name}/content/{content_id}", summary="Remove content (HMA)", responses=_BANK
 )
 def bank_delete_content(
-    request: Request, bank_name: str, content_id: IdPath, principal: Principal = _curate_key
+    request: Request,
+    rt: RuntimeDep,
+    bank_name: str,
+    content_id: IdPath,
+    principal: Principal = _curate_key,
 ) -> dict[str, int]:
     """``{"deleted": 1}``, or ``{"deleted": 0}`` when there was no such content (as HMA)."""
-    rt = _rt(request)
     bank = _get_bank(rt, bank_name)
     entries = _content_entries(rt, bank, content_id)
     removed = 0

@@ -38,6 +38,7 @@ from bastion.reports.model import (
     ReportInputError,
 )
 from bastion.review import CaseNotFound, Forbidden, Viewer
+from bastion.runtime import RuntimeDep
 from bastion.store import StoreError
 
 if TYPE_CHECKING:
@@ -243,6 +244,7 @@ def _valid_id(report_id: int) -> int:
 @router.get("", response_model=list[ReportOut], responses=_LIST)
 async def list_reports(
     request: Request,
+    rt: RuntimeDep,
     key: ReportKey,
     state: Annotated[
         str | None, Query(description="The report's state", json_schema_extra={"enum": STATES})
@@ -257,18 +259,18 @@ async def list_reports(
         raise Problem(422, "Invalid request", detail=f"state must be one of {', '.join(STATES)}")
     if authority is not None and authority not in AUTHORITIES:
         raise Problem(422, "Invalid request", detail=f"authority must be one of {AUTHORITIES}")
-    rt = request.app.state.runtime
     rows = await _call(rt.reports.list, state=state, limit=limit)
     return [_out(r) for r in rows if authority is None or r.authority == authority]
 
 
 @router.post("", response_model=DraftOut, status_code=201, responses=_BODY)
-async def create_report(request: Request, key: ReportKey, body: DraftIn) -> DraftOut:
+async def create_report(
+    request: Request, rt: RuntimeDep, key: ReportKey, body: DraftIn
+) -> DraftOut:
     """Draft the reports of a confirmed case: NCMEC (``US``, the default; the worker sends
     it) and/or the NCA (``UK``, exported for the portal). US alone answers 409 when the case
     has its report; with UK, reports that exist are kept and returned. The answer is the first
     report, with all of them in ``reports`` (US first)."""
-    rt = request.app.state.runtime
     codes = set(body.jurisdictions)
     if ("UK" in codes) != (body.nca is not None):
         raise Problem(422, "Invalid request", detail="the nca object goes with jurisdiction UK")
@@ -321,8 +323,7 @@ async def create_report(request: Request, key: ReportKey, body: DraftIn) -> Draf
 
 
 @router.get("/{report_id}", response_model=ReportOut, responses=_ONE)
-async def get_report(request: Request, key: ReportKey, report_id: IdPath) -> ReportOut:
-    rt = request.app.state.runtime
+async def get_report(rt: RuntimeDep, key: ReportKey, report_id: IdPath) -> ReportOut:
     return _out(await _call(rt.reports.get, _valid_id(report_id)))
 
 
@@ -334,10 +335,11 @@ async def get_report(request: Request, key: ReportKey, report_id: IdPath) -> Rep
         **_ACT,
     },
 )
-async def report_xml(request: Request, key: ReportKey, report_id: IdPath) -> Response:
+async def report_xml(
+    request: Request, rt: RuntimeDep, key: ReportKey, report_id: IdPath
+) -> Response:
     """The stored report document (no media; files are described after upload). Audited."""
 
-    rt = request.app.state.runtime
     rs = rt.reports
 
     def run() -> bytes:
@@ -352,19 +354,17 @@ async def report_xml(request: Request, key: ReportKey, report_id: IdPath) -> Res
 
 
 @router.post("/{report_id}/retry", response_model=ReportOut, responses=_ACT)
-async def retry_report(request: Request, key: ReportKey, report_id: IdPath) -> ReportOut:
+async def retry_report(rt: RuntimeDep, key: ReportKey, report_id: IdPath) -> ReportOut:
     """A failed report that the authority never opened goes back to ``drafted``."""
-    rt = request.app.state.runtime
     rs = rt.reports
     return _out(await _call(rs.retry, _valid_id(report_id), actor=f"key:{key.name}"))
 
 
 @router.post("/{report_id}/retract", response_model=ReportOut, responses=_BODY)
 async def retract_report(
-    request: Request, key: ReportKey, report_id: IdPath, body: RetractIn
+    rt: RuntimeDep, key: ReportKey, report_id: IdPath, body: RetractIn
 ) -> ReportOut:
     """Withdraw an unfinished report (at the authority when it holds it)."""
-    rt = request.app.state.runtime
     rs = rt.reports
     result = await _call(
         rs.retract, _valid_id(report_id), actor=f"key:{key.name}", reason=body.reason

@@ -46,6 +46,7 @@ from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
 from bastion.index.probing import ProbeVerdict, WatchVerdict, band
+from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.store import (
@@ -53,6 +54,7 @@ from bastion.store import (
     ImportReport,
     StoreError,
 )
+from bastion.vocab import AgeBand
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES)
 log = logging.getLogger("bastion.api")
@@ -90,7 +92,7 @@ class Context(BaseModel):
     content_id: PlatformId | None = None
     uploader_id: PlatformId | None = None
     conversation_id: PlatformId | None = None
-    age_band: Literal["under13", "13-15", "16-17", "adult", "unknown"] | None = None
+    age_band: AgeBand | None = None
     source: str | None = Field(
         None,
         max_length=64,
@@ -286,8 +288,6 @@ class EntryPage(BaseModel):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _rt(request: Request) -> Any:
-    return request.app.state.runtime
 
 
 def _match_out(m: Match, near: int) -> MatchOut:
@@ -314,7 +314,7 @@ def _entry_out(e: BankEntry) -> EntryOut:
 
 
 def _entries_shown(
-    rt: Any, request: Request, principal: Principal, bank: str, entries: list[BankEntry]
+    rt: Runtime, request: Request, principal: Principal, bank: str, entries: list[BankEntry]
 ) -> list[EntryOut]:
     """Entries as this key may see them: values only with ``export``, and then audited
     (``bank.entry.read``); without it, the metadata a curator needs and no value."""
@@ -334,7 +334,7 @@ def _media_type(fs: FileSignals, name: str | None) -> str:
 
 
 def _count_matches(request: Request, matches: list[Match]) -> None:
-    counter = _rt(request).metrics.matches
+    counter = runtime(request).metrics.matches
     for m in matches:
         counter.labels(str(m.signal_type)).inc()
 
@@ -373,10 +373,9 @@ _SCAN_BODY = {
     openapi_extra=_SCAN_BODY,
     responses=problem_responses(400, 413, 415, 422, 502, 503, 504),
 )
-async def scan(request: Request, principal: MatchKey) -> ScanResponse:
+async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanResponse:
     """Hash an upload (multipart `file`) or a URL Bastion fetches, and match it against every
     enabled bank. A scan that matches is stored durably before this answers."""
-    rt = _rt(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         data, name, ctx, threshold, dihedral = await _read_upload(request, rt.settings)
@@ -447,7 +446,7 @@ async def scan(request: Request, principal: MatchKey) -> ScanResponse:
         scan_id = rt.store.record_scan(
             actor=actor,
             content_kind=fs.kind,
-            context=scanned.context,
+            context=dict(scanned.context),
             signals=scanned.signals,
             matches=scanned.matches,
             verdict=verdict.decision,
@@ -565,7 +564,9 @@ def _form_int(value: Any, default: int, name: str, lo: int, hi: int) -> int:
 @router.post(
     "/lookup", response_model=LookupResponse, tags=["scan"], responses=problem_responses(400, 422)
 )
-async def lookup(body: LookupRequest, request: Request, principal: MatchKey) -> JSONResponse:
+async def lookup(
+    body: LookupRequest, request: Request, rt: RuntimeDep, principal: MatchKey
+) -> JSONResponse:
     """Match precomputed signals (for platforms that hash on their own side), up to 1,000 a call.
     A malformed signal gets its own error; the others are still matched. Each signal gets at
     most 100 matches, closest first (``truncated`` is set on a result that was cut).
@@ -575,7 +576,6 @@ async def lookup(body: LookupRequest, request: Request, principal: MatchKey) -> 
     bank entry from such a key are counted, and near-identical ones get the earlier answer; past
     the limits the key's lookups get 429 with Retry-After (docs/hma.md, "Probing").
     """
-    rt = _rt(request)
     results: list[dict[str, Any]] = []
     pdq_rows: list[tuple[int, str]] = []
     parsed: list[Signal | None] = []
@@ -643,14 +643,14 @@ def _set_matches(
     if len(matches) > MAX_MATCHES:
         matches = matches[:MAX_MATCHES]
         result["truncated"] = True
-    result["matches"] = shown_matches(_rt(request), principal, matches, threshold)
+    result["matches"] = shown_matches(runtime(request), principal, matches, threshold)
     _count_matches(request, matches)
 
 
 # -- banks ------------------------------------------------------------------------------------
 @router.get("/banks", response_model=list[BankOut], tags=["banks"], responses=_STORE)
-def list_banks(request: Request, _: CurateKey) -> list[BankOut]:
-    return [_bank_out(b) for b in _rt(request).store.list_banks()]
+def list_banks(rt: RuntimeDep, _: CurateKey) -> list[BankOut]:
+    return [_bank_out(b) for b in rt.store.list_banks()]
 
 
 @router.post(
@@ -660,8 +660,7 @@ def list_banks(request: Request, _: CurateKey) -> list[BankOut]:
     tags=["banks"],
     responses=problem_responses(400, 409, 422, 503),
 )
-def create_bank(body: BankIn, request: Request, principal: CurateKey) -> BankOut:
-    rt = _rt(request)
+def create_bank(body: BankIn, request: Request, rt: RuntimeDep, principal: CurateKey) -> BankOut:
     try:
         bank = rt.store.create_bank(
             body.name,
@@ -677,7 +676,7 @@ def create_bank(body: BankIn, request: Request, principal: CurateKey) -> BankOut
     return _bank_out(bank)
 
 
-def _get_bank(rt: Any, name: str) -> Bank:
+def _get_bank(rt: Runtime, name: str) -> Bank:
     try:
         return rt.store.get_bank(name)
     except (StoreError, ValueError) as exc:
@@ -685,8 +684,7 @@ def _get_bank(rt: Any, name: str) -> Bank:
 
 
 @router.get("/banks/{name}", response_model=BankOut, tags=["banks"], responses=_BANK)
-def get_bank(name: str, request: Request, _: CurateKey) -> BankOut:
-    rt = _rt(request)
+def get_bank(name: str, rt: RuntimeDep, _: CurateKey) -> BankOut:
     bank = _get_bank(rt, name)
     counts = {b.name: b.entry_count for b in rt.store.list_banks()}
     bank.entry_count = counts.get(bank.name)
@@ -694,8 +692,9 @@ def get_bank(name: str, request: Request, _: CurateKey) -> BankOut:
 
 
 @router.patch("/banks/{name}", response_model=BankOut, tags=["banks"], responses=_BANK_BODY)
-def update_bank(name: str, body: BankPatch, request: Request, principal: CurateKey) -> BankOut:
-    rt = _rt(request)
+def update_bank(
+    name: str, body: BankPatch, request: Request, rt: RuntimeDep, principal: CurateKey
+) -> BankOut:
     fields = body.model_dump(exclude_none=True)
     try:
         bank = rt.store.update_bank(name, **fields) if fields else rt.store.get_bank(name)
@@ -707,8 +706,7 @@ def update_bank(name: str, body: BankPatch, request: Request, principal: CurateK
 
 
 @router.delete("/banks/{name}", status_code=204, tags=["banks"], responses=_BANK)
-def delete_bank(name: str, request: Request, principal: CurateKey) -> None:
-    rt = _rt(request)
+def delete_bank(name: str, request: Request, rt: RuntimeDep, principal: CurateKey) -> None:
     try:
         rt.store.delete_bank(name)
     except (StoreError, ValueError) as exc:
@@ -721,13 +719,13 @@ def delete_bank(name: str, request: Request, principal: CurateKey) -> None:
 def list_entries(
     name: str,
     request: Request,
+    rt: RuntimeDep,
     principal: ExportKey,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="Entries with a larger id than this.")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EntryPage:
-    rt = _rt(request)
     bank = _get_bank(rt, name)
     page = rt.store.list_entries(bank.name, after=after, limit=limit + 1)
     more = len(page) > limit
@@ -752,9 +750,10 @@ def list_entries(
 @router.post(
     "/banks/{name}/entries", response_model=ImportOut, tags=["banks"], responses=_BANK_BODY
 )
-def add_entries(name: str, body: EntriesIn, request: Request, principal: CurateKey) -> ImportOut:
+def add_entries(
+    name: str, body: EntriesIn, request: Request, rt: RuntimeDep, principal: CurateKey
+) -> ImportOut:
     """Add up to 10,000 entries; each bad one gets its own error and the rest are added."""
-    rt = _rt(request)
     bank = _get_bank(rt, name)
     errors: list[str] = []
     good: list[NewEntry] = []
@@ -792,7 +791,7 @@ def add_entries(name: str, body: EntriesIn, request: Request, principal: CurateK
     )
 
 
-def _entry(rt: Any, bank: str, ref: str) -> list[BankEntry]:
+def _entry(rt: Runtime, bank: str, ref: str) -> list[BankEntry]:
     try:
         found = rt.store.find_entries(bank, external_id=ref) or rt.store.find_entries(
             bank, value=ref
@@ -810,10 +809,11 @@ def _entry(rt: Any, bank: str, ref: str) -> list[BankEntry]:
 @router.get(
     "/banks/{name}/entries/{ref}", response_model=list[EntryOut], tags=["banks"], responses=_BANK
 )
-def get_entry(name: str, ref: str, request: Request, principal: CurateKey) -> list[EntryOut]:
+def get_entry(
+    name: str, ref: str, request: Request, rt: RuntimeDep, principal: CurateKey
+) -> list[EntryOut]:
     """Entries named by id, external id or value (an external id can name several). The stored
     value is shown only to a key that also has `export`, and each such read is audited."""
-    rt = _rt(request)
     bank = _get_bank(rt, name)
     return _entries_shown(rt, request, principal, bank.name, _entry(rt, bank.name, ref))
 
@@ -825,11 +825,10 @@ def get_entry(name: str, ref: str, request: Request, principal: CurateKey) -> li
     responses=_BANK_BODY,
 )
 def update_entry(
-    name: str, ref: str, body: EntryPatch, request: Request, principal: CurateKey
+    name: str, ref: str, body: EntryPatch, request: Request, rt: RuntimeDep, principal: CurateKey
 ) -> list[EntryOut]:
     """Enable or disable: takes effect for the next lookup on every replica. The entries come
     back as `GET` shows them (values only with `export`)."""
-    rt = _rt(request)
     bank = _get_bank(rt, name)
     _entry(rt, bank.name, ref)
     try:
@@ -846,8 +845,9 @@ def update_entry(
 
 
 @router.delete("/banks/{name}/entries/{ref}", status_code=204, tags=["banks"], responses=_BANK)
-def delete_entry(name: str, ref: str, request: Request, principal: CurateKey) -> None:
-    rt = _rt(request)
+def delete_entry(
+    name: str, ref: str, request: Request, rt: RuntimeDep, principal: CurateKey
+) -> None:
     bank = _get_bank(rt, name)
     _entry(rt, bank.name, ref)
     try:
@@ -880,13 +880,13 @@ def delete_entry(name: str, ref: str, request: Request, principal: CurateKey) ->
 async def import_bank(
     name: str,
     request: Request,
+    rt: RuntimeDep,
     principal: CurateKey,
     format: Annotated[BankFormat | None, Query(description="Default: detect")] = None,
 ) -> ImportOut:
     """Bulk import a hash list sent as the raw request body (Bastion CSV, JSON lines, or pytx
     `pdq <hex>` lines). The body is spooled to disk and parsed as a stream, so a 10M-line file
     never needs 10M rows in memory."""
-    rt = _rt(request)
     bank = await run_in_threadpool(_get_bank, rt, name)
     limit = rt.settings.max_import_bytes
     report: ImportReport | None = None
@@ -927,7 +927,7 @@ async def import_bank(
 
 
 async def _after_import(
-    rt: Any,
+    rt: Runtime,
     request: Request,
     principal: Principal,
     bank: str,
@@ -968,11 +968,11 @@ async def _after_import(
 def export_bank(
     name: str,
     request: Request,
+    rt: RuntimeDep,
     principal: ExportKey,
     format: Annotated[BankFormat, Query()] = BankFormat.JSONL,
 ) -> FileResponse:
     """Export a bank's enabled entries (needs the `export` scope; audited)."""
-    rt = _rt(request)
     bank = _get_bank(rt, name)
     fd, path = tempfile.mkstemp(prefix="bastion-export-")
     try:

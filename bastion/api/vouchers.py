@@ -25,6 +25,7 @@ from bastion.http_auth import Principal, client_address
 from bastion.psi import Report, ReportRejected
 from bastion.psi.records import NoTable
 from bastion.psi.store import VoucherStore
+from bastion.runtime import RuntimeDep
 from bastion.store import BankNotFound, InvalidInput
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["e2ee"])
@@ -43,18 +44,6 @@ AdminKey = Annotated[Principal, Depends(_admin_key)]
 
 
 _NO_TABLE = "no pdata table yet: request one (POST /v1/pdata); a worker builds it (bastion worker)"
-
-
-def _rt(request: Request) -> Any:
-    return request.app.state.runtime
-
-
-def _store(request: Request) -> VoucherStore:
-    return _rt(request).vouchers
-
-
-def _remote(request: Request) -> str | None:
-    return client_address(request, _rt(request).settings)
 
 
 class TableOut(BaseModel):
@@ -233,10 +222,10 @@ def _build_out(job: Any) -> BuildOut:
         **problem_responses(404, 503),
     },
 )
-def get_pdata(request: Request, _: VouchersKey) -> Response:
+def get_pdata(request: Request, rt: RuntimeDep, _: VouchersKey) -> Response:
     """The current pdata table (binary). Its root is in the `Bastion-PData-Root` header and the
     ETag; clients must check it against the root they were given (``PData.from_bytes``)."""
-    store = _store(request)
+    store = rt.vouchers
     info = store.current_table()
     if info is None:
         raise Problem(404, "Not found", detail=_NO_TABLE)
@@ -255,9 +244,9 @@ def get_pdata(request: Request, _: VouchersKey) -> Response:
 
 
 @router.get("/pdata/root", response_model=TableOut, responses=problem_responses(404, 503))
-def get_pdata_root(request: Request, _: VouchersKey) -> TableOut:
+def get_pdata_root(rt: RuntimeDep, _: VouchersKey) -> TableOut:
     """The current table's root, parameters and size."""
-    info = _store(request).current_table()
+    info = rt.vouchers.current_table()
     if info is None:
         raise Problem(404, "Not found", detail=_NO_TABLE)
     return _table_out(info)
@@ -270,19 +259,23 @@ def get_pdata_root(request: Request, _: VouchersKey) -> TableOut:
     responses=problem_responses(400, 404, 422, 503),
 )
 def build_pdata(
-    request: Request, response: Response, principal: AdminKey, body: BuildIn | None = None
+    request: Request,
+    rt: RuntimeDep,
+    response: Response,
+    principal: AdminKey,
+    body: BuildIn | None = None,
 ) -> BuildOut:
     """Ask for a new table from the banks' enabled PDQ entries (admin). The build runs in the
     worker process (`bastion worker`, or the one `bastion serve` starts): minutes for millions
     of entries. Follow it at `Location`; the current table is served until it is done, then
     clients pick the new one up on their next fetch (vouchers for the previous few tables are
     still accepted)."""
-    store = _store(request)
+    store = rt.vouchers
     try:
         job = store.request_build(
             actor=f"key:{principal.name}",
             banks=body.banks if body else None,
-            remote_addr=_remote(request),
+            remote_addr=client_address(request, rt.settings),
         )
     except (BankNotFound, InvalidInput, ValueError) as exc:
         raise problem_for(exc) from None
@@ -291,17 +284,17 @@ def build_pdata(
 
 
 @router.get("/pdata/builds", response_model=list[BuildOut], responses=problem_responses(503))
-def list_pdata_builds(request: Request, _: AdminKey) -> list[BuildOut]:
+def list_pdata_builds(rt: RuntimeDep, _: AdminKey) -> list[BuildOut]:
     """The latest build jobs, newest first (admin)."""
-    return [_build_out(j) for j in _store(request).list_builds()]
+    return [_build_out(j) for j in rt.vouchers.list_builds()]
 
 
 @router.get(
     "/pdata/builds/{job_id}", response_model=BuildOut, responses=problem_responses(404, 422, 503)
 )
-def get_pdata_build(request: Request, job_id: IdPath, _: AdminKey) -> BuildOut:
+def get_pdata_build(rt: RuntimeDep, job_id: IdPath, _: AdminKey) -> BuildOut:
     """One build job: pending, building (with progress), done (with its root) or failed."""
-    job = _store(request).get_build(job_id)
+    job = rt.vouchers.get_build(job_id)
     if job is None:
         raise Problem(404, "Not found", detail=f"no pdata build {job_id}")
     return _build_out(job)
@@ -313,13 +306,14 @@ def get_pdata_build(request: Request, job_id: IdPath, _: AdminKey) -> BuildOut:
     status_code=202,
     responses=problem_responses(400, 413, 422, 503),
 )
-def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) -> VouchersOut:
+def post_vouchers(
+    request: Request, rt: RuntimeDep, body: VouchersIn, principal: VouchersKey
+) -> VouchersOut:
     """Queue safety vouchers, each with the sender the platform authenticated. The worker opens
     them later, so the answer (202, and the same body shape) and its timing are the same whether
     or not a voucher matches; an account whose matches cover t distinct listed pictures opens a
     case for human review, never an automatic action. Each voucher gets its own result: one
     sender's malformed, mislabelled or over-the-limit vouchers never refuse another's."""
-    rt = _rt(request)
     store: VoucherStore = rt.vouchers
     limit = int(rt.settings.voucher_max_batch)
     if len(body.vouchers) > limit:
@@ -340,7 +334,9 @@ def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) ->
             )
             continue
         decoded.append(i)
-    judged = store.accept(items, actor=f"key:{principal.name}", remote_addr=_remote(request))
+    judged = store.accept(
+        items, actor=f"key:{principal.name}", remote_addr=client_address(request, rt.settings)
+    )
     for r in judged:
         i = decoded[r.index]
         results[i] = VoucherResult(
@@ -360,12 +356,12 @@ def post_vouchers(request: Request, body: VouchersIn, principal: VouchersKey) ->
 )
 def get_openings(
     request: Request,
+    rt: RuntimeDep,
     principal: AdminKey,
     account: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OpenedOut]:
     """Items opened by threshold crossings, newest first (admin; metadata only, audited)."""
-    rt = _rt(request)
     items = rt.vouchers.openings(account=account, limit=limit)
     rt.audit(request, principal, "voucher.list_openings", account or "*", count=len(items))
     return [OpenedOut(**{k: getattr(i, k) for k in OpenedOut.model_fields}) for i in items]
@@ -374,9 +370,8 @@ def get_openings(
 @router.get(
     "/vouchers/accounts/{account}", response_model=AccountOut, responses=problem_responses(503)
 )
-def get_account(request: Request, account: str, principal: AdminKey) -> AccountOut:
+def get_account(request: Request, rt: RuntimeDep, account: str, principal: AdminKey) -> AccountOut:
     """An account's hourly voucher counts (rate limit) and per-epoch share state (admin)."""
-    rt = _rt(request)
     store: VoucherStore = rt.vouchers
     hours = [
         HourOut(hour=h.hour, accepted=h.accepted, rejected=h.rejected)
@@ -391,12 +386,10 @@ def get_account(request: Request, account: str, principal: AdminKey) -> AccountO
 
 
 @router.post("/franking/tags", response_model=TagOut, responses=problem_responses(400, 422, 503))
-def post_tag(request: Request, body: TagIn, _: VouchersKey) -> TagOut:
+def post_tag(rt: RuntimeDep, body: TagIn, _: VouchersKey) -> TagOut:
     """Bind a message's franking commitment to its sender, recipient and the time now. Call it
     when relaying the message; deliver the tag and timestamp with it."""
-    tag, timestamp = _store(request).tag(
-        bytes.fromhex(body.commitment), body.sender, body.recipient
-    )
+    tag, timestamp = rt.vouchers.tag(bytes.fromhex(body.commitment), body.sender, body.recipient)
     return TagOut(tag=tag.hex(), timestamp=timestamp)
 
 
@@ -406,7 +399,9 @@ def post_tag(request: Request, body: TagIn, _: VouchersKey) -> TagOut:
     status_code=201,
     responses=problem_responses(400, 413, 422, 503),
 )
-def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> FrankingReportOut:
+def post_report(
+    request: Request, rt: RuntimeDep, body: ReportIn, principal: VouchersKey
+) -> FrankingReportOut:
     """A user's report of a message they received: verified (what was sent, by whom, when)
     and stored for review, or refused with the reason (422)."""
     try:
@@ -423,12 +418,12 @@ def post_report(request: Request, body: ReportIn, principal: VouchersKey) -> Fra
         timestamp=body.timestamp,
     )
     try:
-        stored = _store(request).report(
+        stored = rt.vouchers.report(
             report,
             reporter=body.reporter,
             actor=f"key:{principal.name}",
             context=body.context,
-            remote_addr=_remote(request),
+            remote_addr=client_address(request, rt.settings),
         )
     except ReportRejected as exc:
         raise Problem(422, "Report does not verify", detail=str(exc)) from None

@@ -4,6 +4,7 @@ the editable inputs, the document preview, drafting, sending now, and the audite
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -152,7 +153,7 @@ def draft(rt: Runtime, case: Case, data: DraftInput, *, actor: str) -> Report:
 def draft_jurisdictions(
     rt: Runtime,
     case: Case,
-    codes: set[str],
+    codes: AbstractSet[str],
     data: DraftInput | None,
     nca: NcaInput,
     *,
@@ -161,7 +162,7 @@ def draft_jurisdictions(
     """Draft the reports ``codes`` ask for in one transaction (existing ones are kept)."""
     return rt.reports.draft_for_jurisdictions(
         case,
-        codes,
+        set(codes),
         actor=actor,
         detection_method=nca.detection_method,
         priority=nca.priority,

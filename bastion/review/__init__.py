@@ -3,8 +3,6 @@ storage in :mod:`bastion.review.store` (``ReviewStore``)."""
 
 from bastion.review.model import (
     ACTIVE_STATES,
-    ADMIN,
-    AUDITOR,
     AWAITING_SECOND,
     CLASSIFICATIONS,
     CONFIRMED,
@@ -12,11 +10,7 @@ from bastion.review.model import (
     MAX_MEDIA_BYTES,
     NOT_ABUSIVE,
     OPEN,
-    PRIORITIES,
     REVEAL_WINDOW,
-    REVIEWER,
-    ROLES,
-    SENIOR_REVIEWER,
     STATES,
     Case,
     CaseClosed,
@@ -41,6 +35,7 @@ from bastion.review.model import (
     Submitted,
     Viewer,
 )
+from bastion.vocab import ADMIN, AUDITOR, PRIORITIES, REVIEWER, ROLES, SENIOR_REVIEWER
 
 __all__ = [
     "ACTIVE_STATES",

@@ -13,18 +13,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bastion.banks.model import normalize_labels
+from bastion.vocab import (
+    ADMIN,
+    DEFAULT_SLA,
+    PRIORITIES,
+    REVIEWER,
+    ROLES,
+    SENIOR_REVIEWER,
+)
 
 if TYPE_CHECKING:
     from bastion.policy import QueueSpec, ReviewSettings
 
 # -- vocabulary --------------------------------------------------------------------------------
 
-ADMIN, SENIOR_REVIEWER, REVIEWER, AUDITOR = "admin", "senior_reviewer", "reviewer", "auditor"
-ROLES = (ADMIN, SENIOR_REVIEWER, REVIEWER, AUDITOR)
-
-#: Most urgent first; the database stores the index (rank) so cases sort by it.
-PRIORITIES = ("critical", "high", "normal", "low")
-PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
+#: A priority's rank (most urgent 0): the database stores it so cases sort by it.
+PRIORITY_RANK: Mapping[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 
 #: Industry classification codes. Only the codes appear in code and data.
 CLASSIFICATIONS = ("A1", "A2", "B1", "B2")
@@ -56,12 +60,6 @@ REVEAL_WINDOW = timedelta(minutes=10)
 #: Defaults when no policy is configured (the policy file normally supplies all of these).
 DEFAULT_LEASE = timedelta(minutes=15)
 DEFAULT_QUEUE, DEFAULT_SENIOR_QUEUE = "default", "senior"
-DEFAULT_SLA: Mapping[str, timedelta] = {
-    "critical": timedelta(hours=1),
-    "high": timedelta(hours=4),
-    "normal": timedelta(hours=24),
-    "low": timedelta(hours=72),
-}
 #: Media larger than this is not kept for review (the case notes why); a constant, not a setting,
 #: because it bounds memory per request as much as disk.
 MAX_MEDIA_BYTES = 100 * 2**20

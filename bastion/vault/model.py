@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bastion.review.model import ADMIN, Forbidden
+from bastion.review.model import Forbidden
+from bastion.vocab import ADMIN
 
 #: Roles that may read preserved evidence (content and metadata) through :meth:`Vault.read`.
 #: Only admins: senior reviewers decide from the review copy, auditors never see content.

@@ -17,10 +17,10 @@ from bastion.keys import SCOPES, parse_scopes
 from bastion.policy import PolicyError
 from bastion.store import InvalidInput, StoreError
 from bastion.store.accounts import UserExists
+from bastion.vocab import ROLES
 from bastion.web.base import (
     ADMINS,
     AUDITORS,
-    ROLES,
     ConsoleRoute,
     Ctx,
     PageError,

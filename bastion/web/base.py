@@ -34,6 +34,7 @@ from bastion.runtime import Runtime, runtime
 from bastion.store import (
     StoreError,
 )
+from bastion.vocab import ADMIN, AUDITOR, REVIEWER, SENIOR_REVIEWER
 
 log = logging.getLogger("bastion.web")
 
@@ -43,10 +44,10 @@ LOGIN_COOKIE = "bastion_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
-ROLES = ("admin", "senior_reviewer", "reviewer", "auditor")
-REVIEWERS = ("admin", "senior_reviewer", "reviewer")
-ADMINS = ("admin",)
-AUDITORS = ("admin", "auditor")
+#: Who may use each part of the console.
+REVIEWERS = (ADMIN, SENIOR_REVIEWER, REVIEWER)
+ADMINS = (ADMIN,)
+AUDITORS = (ADMIN, AUDITOR)
 
 CSP = "; ".join(
     (

@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 
+from bastion.runtime import RuntimeDep
+from bastion.vocab import ROLES
 from bastion.web.base import (
     COOKIE,
     CSRF_FIELD,
     HERE,
     LOGIN_COOKIE,
-    ROLES,
     ConsoleRoute,
     Ctx,
     PageError,
@@ -25,7 +26,6 @@ from bastion.web.base import (
     redirect,
     remote_addr,
     render,
-    runtime,
     safe_next,
     secure_transport,
     tokens_equal,
@@ -81,6 +81,7 @@ def login_form(request: Request, next: str = "") -> Response:
 @router.post("/login")
 def login(
     request: Request,
+    rt: RuntimeDep,
     name: Annotated[str, Form(max_length=200)] = "",
     password: Annotated[str, Form(max_length=MAX_PASSWORD)] = "",
     csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
@@ -97,7 +98,6 @@ def login(
             next_url=next,
             name=name,
         )
-    rt = runtime(request)
     try:
         user = rt.accounts.authenticate(name, password, remote_addr=remote_addr(request))
     except LoginThrottled as exc:
