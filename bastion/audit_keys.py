@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -407,7 +407,7 @@ def _unb64(text: object) -> bytes | None:
         return None
 
 
-def _is_hash(value: object) -> bool:
+def _is_hash(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and len(value) == _HASH_HEX

@@ -616,8 +616,8 @@ def _hop(target: Target, policy: FetchPolicy, deadline: float) -> tuple[str | No
             raise FetchError(
                 413, "too-large", f"{target.url} is {length} bytes; the limit is {policy.max_bytes}"
             )
-        declared = (_header(response.headers, b"content-type") or "").split(";", 1)[0]
-        declared = declared.strip().lower() or None
+        header_type = (_header(response.headers, b"content-type") or "").split(";", 1)[0]
+        declared = header_type.strip().lower() or None
         body = bytearray()
         content_type: str | None = None
         for chunk in response.iter_stream():

@@ -50,7 +50,7 @@ class FileSignals:
 
 
 def hash_file(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     reference: bool = False,
     dihedral: bool = False,
