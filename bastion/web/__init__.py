@@ -1,7 +1,8 @@
 """The reviewer and admin console: server-rendered pages on the API's app (see docs/console.md).
 
-``router`` carries every console route; ``create_app`` includes it. Nothing here is in the
-OpenAPI document: the console is for people with a session cookie, the API for keys.
+``router`` carries every console route; :func:`bastion.server.create_app` includes it. Nothing
+here is in the OpenAPI document: the console is for people with a session cookie, the API for
+keys.
 """
 
 from fastapi import APIRouter
