@@ -6,8 +6,8 @@ checkpoint to resume from once they are applied. The store applies a page's chan
 checkpoint in one transaction, so a crash loses nothing and repeats nothing: the next sync starts
 from the last committed checkpoint and fetches the interrupted page again.
 
-Pure: no database or web framework imports. The store (``bastion.exchanges.store``) drives an
-exchange; the exchange never sees the store. Modelled on python-threatexchange's
+Pure: no database or web framework imports. The sync engine (``bastion.exchanges.engine``)
+drives an exchange; the exchange never sees the store. Modelled on python-threatexchange's
 ``SignalExchangeAPI`` (fetch an iterator of deltas from a checkpoint, then report back), without
 its in-memory state or pickled checkpoints.
 """

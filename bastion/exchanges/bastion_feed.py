@@ -563,7 +563,7 @@ def _held_revision(entries: Iterable[Any]) -> int | None:
 
 def _entry(record: AddRecord, text: str, sig: str, raw: Mapping[str, Any]) -> NewEntry:
     return NewEntry(
-        signal_type=record.signal_type,  # type: ignore[arg-type]  (normalize_entry parses it)
+        signal_type=record.signal_type,  # type: ignore[arg-type]  # normalize_entry parses it
         value=record.value,
         url_match=record.url_match,
         source=record.source,
@@ -606,10 +606,10 @@ def _describes(record: AddRecord, entry: Any) -> bool:
 
 def _same_time(a: Any, b: Any) -> bool:
     if not isinstance(a, datetime) or not isinstance(b, datetime):
-        return a == b
+        return bool(a == b)
     a = a if a.tzinfo else a.replace(tzinfo=UTC)
     b = b if b.tzinfo else b.replace(tzinfo=UTC)
-    return a.replace(microsecond=0) == b.replace(microsecond=0)
+    return bool(a.replace(microsecond=0) == b.replace(microsecond=0))
 
 
 def _cursor(text: str) -> tuple[int, tuple[int, int]]:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -240,7 +240,8 @@ class ListExchange(Exchange):
         group_key: str | None = None
         group: dict[tuple[str, str, str], NewEntry] = {}
         try:
-            for item in parse(reader, fmt, skipped=skipped):
+            # The reader is a binary stream for parse (it reads lines only).
+            for item in parse(cast(IO[bytes], reader), fmt, skipped=skipped):
                 if isinstance(item, ParseError):
                     items.append(Poisoned(str(item), item.key, reader.excerpt()))
                     records += 1

@@ -5,7 +5,7 @@ The schema itself is created by the Alembic revisions in ``bastion/store/migrati
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -16,7 +16,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Table,
     Text,
     UniqueConstraint,
 )
@@ -199,9 +198,9 @@ class ExchangeFeedbackRow(Base):
 
 
 #: The tables as Core ``Table`` objects, for the store's and the engine's statements.
-ex_t = cast(Table, ExchangeRow.__table__)
-err_t = cast(Table, ExchangeErrorRow.__table__)
-runs_t = cast(Table, ExchangeRunRow.__table__)
-seen_t = cast(Table, ExchangeSeenRow.__table__)
-att_t = cast(Table, ExchangeAttestationRow.__table__)
-fb_t = cast(Table, ExchangeFeedbackRow.__table__)
+ex_t = ExchangeRow.__table__
+err_t = ExchangeErrorRow.__table__
+runs_t = ExchangeRunRow.__table__
+seen_t = ExchangeSeenRow.__table__
+att_t = ExchangeAttestationRow.__table__
+fb_t = ExchangeFeedbackRow.__table__

@@ -1,4 +1,4 @@
-"""The exchange engine (``bastion.exchanges.store``) on SQLite and PostgreSQL, driven by a
+"""The exchange engine (``bastion.exchanges.engine``) on SQLite and PostgreSQL, driven by a
 scripted exchange (a real ``Exchange`` subclass yielding prepared pages of synthetic hashes):
 pages applied in one transaction each, upserts in place, removals and the re-enable rules,
 poisoned items and pages, backoff, permanent errors, snapshots (with a crash midway), vouching,
@@ -33,7 +33,7 @@ from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
 from bastion.store import InvalidInput, Store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq, state_root
-from tests.fixtures.stores import BACKENDS, open_store
+from tests.fixtures.clock import Clock
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(
@@ -44,26 +44,9 @@ SETTINGS = Settings(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as s:
-        yield s
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
