@@ -92,18 +92,29 @@ class ParseError:
 
 
 class EntryLike(Protocol):
-    """What :func:`write` needs: both :class:`NewEntry` and ``BankEntry`` have these fields."""
+    """What :func:`write` reads: both :class:`NewEntry` and ``BankEntry`` have these fields
+    (read-only here, so ``BankEntry``'s always-set ``added_at`` fits too)."""
 
-    signal_type: SignalType
-    value: str
-    quality: int | None
-    url_match: str | None
-    external_id: str | None
-    source: str
-    list_name: str
-    added_at: datetime | None
-    labels: list[str]
-    metadata: dict[str, Any]
+    @property
+    def signal_type(self) -> SignalType: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def quality(self) -> int | None: ...
+    @property
+    def url_match(self) -> str | None: ...
+    @property
+    def external_id(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def list_name(self) -> str: ...
+    @property
+    def added_at(self) -> datetime | None: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
 
 
 # ---------------------------------------------------------------------------------------------

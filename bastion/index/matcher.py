@@ -26,15 +26,23 @@ DEFAULT_VIDEO_MATCH_PERCENT = 80.0
 
 
 class EntryLike(Protocol):
-    """What the matcher needs of a bank entry (``bastion.banks.BankEntry`` satisfies it)."""
+    """What the matcher reads of a bank entry (``bastion.banks.BankEntry`` and the store's lean
+    ``IndexEntry`` rows satisfy it). Read-only, so a NamedTuple or a narrower type fits."""
 
-    id: int
-    bank: str
-    signal_type: SignalType | str
-    value: str
-    url_match: str | None
-    external_id: str | None
-    labels: list[str]
+    @property
+    def id(self) -> int: ...
+    @property
+    def bank(self) -> str: ...
+    @property
+    def signal_type(self) -> SignalType | str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def url_match(self) -> str | None: ...
+    @property
+    def external_id(self) -> str | None: ...
+    @property
+    def labels(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
