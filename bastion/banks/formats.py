@@ -91,6 +91,13 @@ class ParseError:
         return f"line {self.line}: {self.message}"
 
 
+class LineStream(Protocol):
+    """What the parsers read from: ``readline`` alone (a text or binary file, or a wrapper that
+    counts what was read)."""
+
+    def readline(self, limit: int = -1, /) -> str | bytes: ...
+
+
 class EntryLike(Protocol):
     """What :func:`write` reads: both :class:`NewEntry` and ``BankEntry`` have these fields
     (read-only here, so ``BankEntry``'s always-set ``added_at`` fits too)."""
@@ -121,7 +128,7 @@ class EntryLike(Protocol):
 # Lines
 
 
-def iter_lines(stream: IO[str] | IO[bytes]) -> Iterator[tuple[int, str | ParseError]]:
+def iter_lines(stream: LineStream) -> Iterator[tuple[int, str | ParseError]]:
     """Yield ``(line_number, text)`` per physical line, or a ParseError for an oversized line or
     one that is not UTF-8. Accepts text or binary streams; strips the line ending and a BOM."""
     number = 0
@@ -223,7 +230,7 @@ def _detect_line(line: str) -> BankFormat:
 
 
 def parse(
-    stream: IO[str] | IO[bytes],
+    stream: LineStream,
     fmt: BankFormat | str | None = None,
     *,
     skipped: Counter[str] | None = None,

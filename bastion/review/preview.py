@@ -107,7 +107,8 @@ def _video_frame(data: bytes) -> Image.Image:
                     break
             if frame is None:
                 raise PreviewUnavailable("no preview: no frame could be decoded")
-            return frame.to_image()
+            image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]  # PyAV's stub
+            return image
     except PreviewUnavailable:
         raise
     except av.FFmpegError as exc:
