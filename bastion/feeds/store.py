@@ -13,6 +13,7 @@ not stored twice: a record's key is its entry id, which is never reused.
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -524,7 +525,7 @@ class FeedStore(FeedGrants):
             raise FeedNotFound(f"feed {feed.name!r} has no version {version}")
         return _to_version(feed.name, row)
 
-    def versions(self, name: str, *, limit: int = 50) -> list[FeedVersion]:
+    def versions(self, name: str, *, limit: int = 50) -> builtins.list[FeedVersion]:
         with self.store.engine.connect() as conn:
             feed = _require_feed(conn, name)
             rows = conn.execute(
@@ -595,7 +596,7 @@ class FeedStore(FeedGrants):
             return None  # another worker made this version number first
         return self.version(name, number)
 
-    def publish_due(self, *, actor: str = "system") -> list[FeedVersion]:
+    def publish_due(self, *, actor: str = "system") -> builtins.list[FeedVersion]:
         """A new version of every feed whose banks changed (what the worker runs)."""
         made = []
         for feed in self.list():
@@ -737,7 +738,7 @@ class FeedStore(FeedGrants):
 
     def feedback_since(
         self, name: str, *, after: int = 0, upto: int | None = None, limit: int = 1000
-    ) -> tuple[list[KeyFeedback], int]:
+    ) -> tuple[builtins.list[KeyFeedback], int]:
         """Records whose feedback changed after feedback id ``after``, with their current
         counts; and the id to ask from next. With ``upto``, each carries its current signed
         record when the entry is published and has not changed after ``upto``."""
@@ -775,7 +776,7 @@ class FeedStore(FeedGrants):
         nxt = max((k.last_id for k in out), default=after)
         return out, nxt
 
-    def feedback_rows(self, name: str, *, limit: int = 100) -> list[FeedbackRow]:
+    def feedback_rows(self, name: str, *, limit: int = 100) -> builtins.list[FeedbackRow]:
         """The latest disputes and confirmations, newest first (for the publisher's eyes)."""
         with self.store.engine.connect() as conn:
             feed = _require_feed(conn, name)

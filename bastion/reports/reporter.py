@@ -71,13 +71,14 @@ class Reporter:
         """Run every report whose next attempt is due (and that no live reporter holds)."""
         now = self.clock()
         with self.reports._tx() as conn:
-            ids = conn.execute(
-                select(reports_t.c.id)
-                .where(runnable(now), reports_t.c.next_attempt_at <= now)
-                .order_by(reports_t.c.next_attempt_at, reports_t.c.id)
-                .limit(limit)
-            ).scalars()
-            ids = builtins.list(ids)
+            ids = builtins.list(
+                conn.execute(
+                    select(reports_t.c.id)
+                    .where(runnable(now), reports_t.c.next_attempt_at <= now)
+                    .order_by(reports_t.c.next_attempt_at, reports_t.c.id)
+                    .limit(limit)
+                ).scalars()
+            )
         return [self.run(int(i)) for i in ids]
 
     def run(self, report_id: int) -> Report:

@@ -91,7 +91,7 @@ class ReportStore(NcaReports):
             reported = ReportedUser(
                 esp_identifier=case.uploader_id, screen_name=screen_name, ip_events=ip_events
             )
-        kw = {
+        kw: dict[str, Any] = {
             "incident_type": incident_type,
             "reporter_info": reporter_info,
             "reported": reported,
