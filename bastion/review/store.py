@@ -24,24 +24,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Row,
-    and_,
-    case,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Row, and_, case, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion.banks.model import utcnow
 from bastion.crypto import MasterKey, UnsealError, seal, unseal
 from bastion.review.model import (
     ACTIVE_STATES,
-    ADMIN,
     AWAITING_SECOND,
     CONFIRMED,
     EV_CLAIM,
@@ -55,10 +45,8 @@ from bastion.review.model import (
     MAX_MEDIA_BYTES,
     NOT_ABUSIVE,
     OPEN,
-    PRIORITIES,
     PRIORITY_RANK,
     REVEAL_WINDOW,
-    SENIOR_REVIEWER,
     STATES,
     Case,
     CaseEvent,
@@ -94,6 +82,7 @@ from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.store.bulk import json_doc, short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
 from bastion.store.store import append_audit, audit_head_t
+from bastion.vocab import ADMIN, PRIORITIES, SENIOR_REVIEWER
 
 if TYPE_CHECKING:
     from bastion.policy import ReviewSettings, Verdict
@@ -194,21 +183,23 @@ class CaseIntake:
                     break
                 try:
                     with conn.begin_nested():
-                        case_id = conn.execute(
-                            insert(cases_t).values(
-                                state=OPEN,
-                                queue=v["queue"],
-                                priority=rank,
-                                opened_at=now,
-                                updated_at=now,
-                                due_at=due,
-                                uploader_id=uploader,
-                                active_uploader=uploader,
-                                rule=v["rule"],
-                                reason=v["reason"],
-                                labels=[],
+                        case_id = _new_id(
+                            conn.execute(
+                                insert(cases_t).values(
+                                    state=OPEN,
+                                    queue=v["queue"],
+                                    priority=rank,
+                                    opened_at=now,
+                                    updated_at=now,
+                                    due_at=due,
+                                    uploader_id=uploader,
+                                    active_uploader=uploader,
+                                    rule=v["rule"],
+                                    reason=v["reason"],
+                                    labels=[],
+                                )
                             )
-                        ).inserted_primary_key[0]
+                        )
                     created = True
                     break
                 except IntegrityError:
@@ -234,7 +225,7 @@ class CaseIntake:
                     changes.update(state=OPEN, first_reviewer=None, classification=None, labels=[])
                     detail["reopened_from"] = AWAITING_SECOND
                 conn.execute(update(cases_t).where(cases_t.c.id == case_id).values(**changes))
-            item_id = int(
+            item_id = _new_id(
                 conn.execute(
                     insert(items_t).values(
                         case_id=case_id,
@@ -250,7 +241,7 @@ class CaseIntake:
                         media_note=media_note,
                         **values,
                     )
-                ).inserted_primary_key[0]
+                )
             )
             if media is not None:
                 sealed = seal(self.master_key, media, media_aad(case_id, item_id))
@@ -764,6 +755,13 @@ class ReviewStore(CaseIntake):
 
 
 # -- row helpers -------------------------------------------------------------------------------
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _reason(exc: BaseException) -> str:

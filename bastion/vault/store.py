@@ -26,11 +26,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion.banks.model import utcnow
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
-from bastion.review.model import PRIORITIES, CaseNotFound
+from bastion.review.model import CaseNotFound
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.review.store import media_aad
 from bastion.store.bulk import short_text
@@ -59,6 +60,7 @@ from bastion.vault.model import (
     state_of,
 )
 from bastion.vault.rows import EvidenceRow
+from bastion.vocab import PRIORITIES
 
 if TYPE_CHECKING:
     from bastion.store import Store
@@ -241,9 +243,7 @@ class EvidenceIntake:
         }
         try:
             with conn.begin_nested():
-                evidence_id = int(
-                    conn.execute(insert(evidence_t).values(**values)).inserted_primary_key[0]
-                )
+                evidence_id = _new_id(conn.execute(insert(evidence_t).values(**values)))
         except IntegrityError:
             return None  # preserved meanwhile by a concurrent transaction
         if data is not None:
@@ -684,6 +684,13 @@ class Vault(EvidenceIntake):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _reason(exc: BaseException) -> str:
