@@ -300,14 +300,16 @@ class Settings(
         database's directory), so one folder holds an instance's database, key and policy.
         Replicas sharing PostgreSQL must share the key and policy: set both explicitly."""
         base = Path(data_dir)
+        audit_key_file, audit_signing_key_file = self._audit_key_files()
         return replace(
             self,
             secret_key_file=self.secret_key_file or str(self._master_key_file(base)),
             policy_file=self.policy_file or str(base / "policy.yaml"),
-            **self._audit_key_files(),
+            audit_key_file=audit_key_file,
+            audit_signing_key_file=audit_signing_key_file,
         )
 
-    def _audit_key_files(self) -> dict[str, str]:
+    def _audit_key_files(self) -> tuple[str, str]:
         """The audit key files left unset: beside an explicitly set ``secret_key_file``, else in
         :func:`key_dir`; never beside the database (not even where an old master key still is),
         since whoever holds the database and the audit key can rewrite the log (docs/audit.md).
@@ -319,7 +321,7 @@ class Settings(
         )
         audit = self.audit_key_file or str(keys / "audit.key")
         signing = self.audit_signing_key_file or str(Path(audit).parent / "audit-signing.key")
-        return {"audit_key_file": audit, "audit_signing_key_file": signing}
+        return audit, signing
 
     def _master_key_file(self, data_dir: Path) -> Path:
         """``secret.key`` in :func:`key_dir`; but a key file an older install keeps beside its
@@ -370,8 +372,8 @@ class Settings(
         path = config_file or os.environ.get("BASTION_CONFIG")
         if path:
             try:
-                with open(path, "rb") as f:
-                    values.update(tomllib.load(f))
+                with open(path, "rb") as fh:
+                    values.update(tomllib.load(fh))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         for f in fields(cls):
@@ -441,5 +443,6 @@ def _coerce(name: str, value: Any) -> Any:
                 return tuple(v.strip() for v in value.split(",") if v.strip())
             return tuple(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from exc
+        what = kind.__name__ if kind is not None else "value"
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {what}") from exc
     return value
