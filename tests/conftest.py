@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from bastion.store import Store
+pytest_plugins = [
+    "tests.fixtures.clock",
+    "tests.fixtures.markers",
+    "tests.fixtures.servers",
+    "tests.fixtures.stores",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "tests" / "data"
@@ -58,50 +60,3 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
     path = tmp_path_factory.mktemp("keys")
     monkeypatch.setenv("BASTION_KEY_DIR", str(path))
     return path
-
-
-PG_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def postgres_schema_url(prefix: str) -> Iterator[str]:
-    """A fresh PostgreSQL schema, dropped afterwards, and a database URL whose connections use
-    it (libpq ``options``), for code that opens the database from a URL as a user would."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
-
-
-#: Parameters of a storage-backed fixture: every such test runs on SQLite and on real PostgreSQL
-#: (an unreachable PostgreSQL fails the test, never skips it).
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@contextmanager
-def open_store(kind: str, tmp_path: Path) -> Iterator[Store]:
-    """An open store on a temporary SQLite file (``kind`` "sqlite") or on a fresh PostgreSQL
-    schema that is dropped afterwards ("postgres")."""
-    if kind == "sqlite":
-        with Store.open(f"sqlite:///{tmp_path / 'bastion.db'}") as store:
-            yield store
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    store = Store.open(PG_URL, schema=schema)
-    try:
-        yield store
-    finally:
-        store.close()
-        engine = sa.create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from bastion.cli import app
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from bastion.cli import app
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.store import audit_hash
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"

@@ -43,8 +43,9 @@ from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.vault.store import Vault
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
+from tests.fixtures.clock import Clock
 from tests.fixtures.stores import postgres_schema_url
-from tests.review.conftest import Clock, item, verdict
+from tests.review.conftest import item, verdict
 from tests.vault.conftest import IMAGE
 
 runner = CliRunner()

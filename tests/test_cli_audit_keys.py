@@ -26,9 +26,8 @@ from bastion.review import Decision
 from bastion.review.store import ReviewStore
 from bastion.store import Store
 from bastion.store.store import audit_hash, audit_head_t, audit_t
-from tests.conftest import PG_URL
+from tests.fixtures.stores import PG_URL, Database
 from tests.review.conftest import BOB, ONE_REVIEW, POLICY, item, verdict
-from tests.store.conftest import Database
 from tests.store.test_audit_keyed import _legacy_log, old_audit_hash, rechain
 
 runner = CliRunner()

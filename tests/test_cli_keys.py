@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 TOKEN_RE = re.compile(r"^bst_[A-Za-z0-9]{8,12}_[A-Za-z0-9_-]{43,}$")

@@ -19,7 +19,7 @@ from bastion.index.matcher import Matcher
 from bastion.policy import default_policy_text, parse_policy
 from bastion.signals import hash_bytes
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from bastion.accounts import LoginFailed, LoginThrottled, PasswordHasher
 from bastion.cli import app
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"

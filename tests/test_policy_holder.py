@@ -12,6 +12,7 @@ import pytest
 
 from bastion import policy as policy_mod
 from bastion.policy import PolicyError, PolicyHolder, default_policy_text
+from tests.fixtures.clock import Clock
 
 ONE = """\
 version: 1
@@ -29,16 +30,6 @@ TWO = (
 """
 )
 BROKEN = ONE.replace("verdict: review", "verdict: hide")
-
-
-class Clock:
-    """A hand-driven monotonic clock: the reload interval without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -98,11 +89,11 @@ def test_the_file_is_checked_at_most_once_per_interval(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(ONE)
     clock = Clock()
-    holder = PolicyHolder(path, clock=clock)
+    holder = PolicyHolder(path, clock=clock.monotonic)
     replace_file(path, TWO)
-    clock.now += 0.5
+    clock.advance(0.5)
     assert holder.current().rule_names == ("one",)
-    clock.now += 0.5
+    clock.advance(0.5)
     assert holder.current().rule_names == ("two", "three")
     # refresh() checks at once, whatever the interval.
     replace_file(path, ONE)

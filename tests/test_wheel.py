@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import free_port
+from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.slow
 

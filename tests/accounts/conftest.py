@@ -4,31 +4,18 @@ tests move by hand, and a cheap argon2id hasher so hundreds of logins stay fast.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from bastion.accounts import PasswordHasher
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
-from tests.store.conftest import Database, db, store  # noqa: F401  (fixtures reused)
+from tests.fixtures.clock import Clock
+from tests.fixtures.stores import Database
 
 PASSWORD = "correct horse battery"
 START = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
-
-
-class Clock:
-    """Injected as ``now``: time moves only when a test says so."""
-
-    def __init__(self, at: datetime = START) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta: float) -> datetime:
-        self.at += timedelta(**delta)
-        return self.at
 
 
 class CountingHasher(PasswordHasher):
@@ -47,7 +34,8 @@ class CountingHasher(PasswordHasher):
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """The shared clock, started at START."""
+    return Clock(START)
 
 
 @pytest.fixture
@@ -56,8 +44,8 @@ def hasher() -> CountingHasher:
 
 
 @pytest.fixture
-def accounts(store: Store, clock: Clock, hasher: CountingHasher) -> AccountStore:  # noqa: F811
+def accounts(store: Store, clock: Clock, hasher: CountingHasher) -> AccountStore:
     return AccountStore(store, hasher=hasher, now=clock)
 
 
-__all__ = ["PASSWORD", "START", "Clock", "CountingHasher", "Database"]
+__all__ = ["PASSWORD", "START", "CountingHasher", "Database"]

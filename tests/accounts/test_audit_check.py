@@ -13,13 +13,14 @@ from bastion.accounts import LoginFailed
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.store import AUDIT_GENESIS, audit_hash, audit_head_t, audit_t
+from tests.fixtures.clock import Clock
 
-from .conftest import PASSWORD, Clock, CountingHasher
+from .conftest import PASSWORD, START, CountingHasher
 
 
 def _fill(store: Store, n: int) -> None:
     """Real events: user changes and logins through the account store."""
-    accounts = AccountStore(store, hasher=CountingHasher(), now=Clock())
+    accounts = AccountStore(store, hasher=CountingHasher(), now=Clock(START))
     accounts.create_user("boss", "admin", PASSWORD, actor="cli:alice")
     for i in range(n - 1):
         with contextlib.suppress(LoginFailed):

@@ -10,8 +10,9 @@ import pytest
 
 from bastion.store import Store
 from bastion.store.accounts import AccountStore, UserNotFound, record_exposure_in
+from tests.fixtures.clock import Clock
 
-from .conftest import PASSWORD, Clock, CountingHasher, Database
+from .conftest import PASSWORD, CountingHasher, Database
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from bastion.accounts import (
 )
 from bastion.store import Store
 from bastion.store.accounts import AccountStore, throttle_t, users_t
+from tests.fixtures.clock import Clock
 
-from .conftest import PASSWORD, START, Clock, CountingHasher, Database
+from .conftest import PASSWORD, START, CountingHasher, Database
 
 ATTACKER = "198.51.100.4"
 USER_ADDRESS = "203.0.113.9"

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 from bastion.accounts import LoginFailed, User
 from bastion.store import InvalidInput, Store
 from bastion.store.accounts import AccountStore, sessions_t, users_t
+from tests.fixtures.clock import Clock
 
-from .conftest import PASSWORD, START, Clock
+from .conftest import PASSWORD, START
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from bastion.store import InvalidInput, Store
 from bastion.store.accounts import AccountStore, UserExists, UserNotFound, users_t
+from tests.fixtures.clock import Clock
 
-from .conftest import PASSWORD, START, Clock
+from .conftest import PASSWORD, START
 
 
 def _audit(store: Store) -> list[tuple[str, str, str, dict[str, object]]]:

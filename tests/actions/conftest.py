@@ -1,35 +1,23 @@
-"""Outbox tests run on SQLite and real PostgreSQL, with the store tests' ``db`` fixture."""
+"""Outbox tests run on SQLite and real PostgreSQL with the shared ``db``, ``store`` and ``clock``
+fixtures (tests/fixtures)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from bastion.store import Store
-from tests.store.conftest import Database, db
+from tests.fixtures.clock import Clock
+from tests.fixtures.stores import Database
 
-__all__ = ["Clock", "Database", "db"]
+__all__ = ["Database"]
 
 
-class Clock:
-    """A settable clock for the outbox, so backoff and leases are walked, never waited for."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+#: Where the outbox tests' clock starts (their expected documents carry this time).
+START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(db: Database) -> Store:
-    return db.open()
+    """The shared clock, started at START."""
+    return Clock(START)

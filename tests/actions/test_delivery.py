@@ -17,8 +17,8 @@ from bastion.actions.outbox import Outbox
 from bastion.actions.worker import OutboxWorker, WorkerConfig
 from bastion.config import Settings
 from bastion.store import Store
+from tests.fixtures.clock import Clock
 
-from .conftest import Clock
 from .receiver import running
 
 SECRET = "receiver-secret-0123456789"

@@ -15,8 +15,9 @@ from sqlalchemy import text
 from bastion.actions import Backoff
 from bastion.actions.outbox import Outbox, OutboxConflict, OutboxNotFound, enqueue_in
 from bastion.store import InvalidInput, Store
+from tests.fixtures.clock import Clock
 
-from .conftest import Clock, Database
+from .conftest import Database
 
 LEASE = timedelta(seconds=60)
 

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from bastion.config import Settings
 from bastion.server import create_app
 from bastion.store import Store
-from tests.conftest import BACKENDS, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -21,10 +20,10 @@ def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(params=BACKENDS)
-def api_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as store:
-        yield store
+@pytest.fixture
+def api_store(store: Store) -> Store:
+    """The shared ``store`` fixture (SQLite and PostgreSQL, tests/fixtures/stores.py)."""
+    return store
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from bastion.banks import NewEntry
 from bastion.sdk import hashes
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.servers import Server
+from tests.fixtures.servers import Server
 
 pytestmark = pytest.mark.slow
 

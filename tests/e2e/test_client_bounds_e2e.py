@@ -22,9 +22,9 @@ from bastion.crypto import MasterKey
 from bastion.psi.store import VoucherStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
+from tests.fixtures.servers import Server
+from tests.fixtures.stores import postgres_schema_url
 from tests.psi.helpers import random_hashes
-from tests.servers import Server
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -25,7 +25,7 @@ import httpx
 from bastion.client import hash_image
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
-from tests.servers import BASTION, Server
+from tests.fixtures.servers import BASTION, Server
 from tests.web.seed import PASSWORD, fast_hasher
 
 BOTH = "images/bridge-mods/aaa-orig.jpg"  # listed by both publishers

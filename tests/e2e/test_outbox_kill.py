@@ -25,8 +25,8 @@ import pytest
 from bastion.actions.outbox import Outbox
 from bastion.store import Store
 from tests.actions.receiver import Receiver, running
-from tests.conftest import postgres_schema_url
 from tests.e2e.test_server import Server
+from tests.fixtures.stores import postgres_schema_url
 
 BASTION = str(Path(sys.executable).with_name("bastion"))
 SECRET = "e2e-receiver-secret-0123456789"

@@ -18,8 +18,8 @@ from bastion.sdk import CaseLeased, Client, Forbidden, hashes
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from tests.actions.receiver import Receiver, running
-from tests.conftest import postgres_schema_url
-from tests.servers import BASTION, Server
+from tests.fixtures.servers import BASTION, Server
+from tests.fixtures.stores import postgres_schema_url
 from tests.web.seed import POLICY, fast_hasher
 
 SECRET = "sdk-e2e-receiver-secret-0123456789"

@@ -18,8 +18,8 @@ import pytest
 
 from bastion.demo import DEMO_EDIT
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
-from tests.servers import Server
+from tests.fixtures.servers import Server
+from tests.fixtures.stores import postgres_schema_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

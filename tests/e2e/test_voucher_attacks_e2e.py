@@ -27,10 +27,10 @@ from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
-from tests.conftest import postgres_schema_url
+from tests.fixtures.servers import Server
+from tests.fixtures.stores import postgres_schema_url
 from tests.psi.forgery import OUTSIDE_PROJECTION, flip, forced_voucher, real_vouchers
 from tests.psi.helpers import random_hashes
-from tests.servers import Server
 
 from .test_vouchers_e2e import build, drain
 

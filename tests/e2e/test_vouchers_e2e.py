@@ -30,8 +30,8 @@ from bastion.review import Viewer
 from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
-from tests.conftest import postgres_schema_url
-from tests.servers import Server
+from tests.fixtures.servers import Server
+from tests.fixtures.stores import postgres_schema_url
 
 THRESHOLD = 6
 #: Seven distinct listed pictures: the account opens once it matched six of them.

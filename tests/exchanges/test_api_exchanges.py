@@ -17,16 +17,14 @@ from bastion.server import create_app
 from bastion.store import Store
 from tests.api.conftest import bearer
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
-from tests.fixtures.stores import BACKENDS, open_store
 
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterator[Store]:
-    monkeypatch.chdir(tmp_path)  # PostgreSQL apps keep their master key in ./bastion-data
-    with open_store(request.param, tmp_path) as st:
-        yield st
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's key and policy go to a temporary ./bastion-data, never the checkout's."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -23,19 +23,13 @@ from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
 from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq
-from tests.fixtures.stores import BACKENDS, open_store
+from tests.fixtures.stores import open_store
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 STORED = (
     "signal_type, value, value_hash, quality, url_match, source, list_name, external_id, "
     "added_at, labels, enabled, disabled_reason, metadata"
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as s:
-        yield s
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -27,7 +26,7 @@ from bastion.review import Decision, Viewer
 from bastion.server import create_app
 from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry
-from tests.fixtures.stores import BACKENDS, open_store
+from tests.fixtures.clock import Clock
 
 PHOTOS = ["bridge-mods/aaa-orig.jpg", "misc-images/wee.jpg"]
 
@@ -40,21 +39,10 @@ class MuteExchange(ScriptedExchange):
     feedback: ClassVar[frozenset[Verdict]] = frozenset()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow() + timedelta(seconds=1)
-
-    def __call__(self):  # type: ignore[no-untyped-def]
-        return self.now
-
-
-@pytest.fixture(params=BACKENDS)
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Store]:
-    monkeypatch.chdir(tmp_path)  # the app's key and policy go to a temporary ./bastion-data
-    with open_store(request.param, tmp_path) as s:
-        yield s
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's key and policy go to a temporary ./bastion-data, never the checkout's."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _scan(client: TestClient, headers: dict[str, str], data: bytes, **context: str) -> dict:
@@ -88,7 +76,7 @@ def test_decisions_on_exchange_matches_go_back_upstream(store: Store, testdata: 
     try:
         with TestClient(create_app(settings, store=store)) as client:
             rt = client.app.state.runtime  # type: ignore[attr-defined]
-            clock = Clock()
+            clock = Clock(utcnow() + timedelta(seconds=1))
             xs = ExchangeStore(store, rt.master_key, rt.settings, clock=clock)
             xs.add("hashlist", "scripted", config={"script": "feedback-e2e"}, labels=["csam"])
             assert xs.sync("hashlist").added == 2

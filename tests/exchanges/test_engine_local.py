@@ -5,7 +5,6 @@ disabled if the partner lists it again; one source cannot vouch twice in a group
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from bastion.exchanges.base import ExchangeConfig, Removal, Upsert, register
 from bastion.exchanges.store import ExchangeStore
 from bastion.store import InvalidInput, Store
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry, md5
-from tests.fixtures.stores import BACKENDS, open_store
 
 
 class IdentityConfig(ExchangeConfig):
@@ -36,10 +34,9 @@ class IdentityExchange(ScriptedExchange):
         return getattr(config, "identity", "") or None
 
 
-@pytest.fixture(params=BACKENDS)
-def xs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExchangeStore]:
-    with open_store(request.param, tmp_path) as store:
-        yield ExchangeStore(store, MasterKey.generate(), Settings())
+@pytest.fixture
+def xs(store: Store) -> ExchangeStore:
+    return ExchangeStore(store, MasterKey.generate(), Settings())
 
 
 @pytest.fixture

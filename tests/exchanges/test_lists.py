@@ -25,7 +25,6 @@ from bastion.exchanges.lists import ListConfig, ListExchange
 from bastion.exchanges.store import ExchangeStore
 from bastion.fetch import FetchPolicy
 from bastion.store import Store
-from tests.fixtures.stores import BACKENDS, open_store
 
 LOOPBACK = FetchPolicy(allow_networks=("127.0.0.1/32",))
 
@@ -411,12 +410,6 @@ def test_server_errors_are_transient_and_missing_lists_permanent(server: ListSer
 
 # ---------------------------------------------------------------------------------------------
 # through the engine, on SQLite and PostgreSQL
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as s:
-        yield s
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,20 +32,13 @@ from bastion.exchanges import (
 from bastion.exchanges.ncmec import ENVIRONMENTS, NcmecConfig, NcmecExchange
 from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
+from bastion.store import Store
 from tests.exchanges.fake_ncmec import MEMBER_ID, PASSWORD, REASONS, USER, FakeNcmec, rand_hex
-from tests.fixtures.stores import BACKENDS, open_store
+from tests.fixtures.clock import Clock
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = datetime(2024, 2, 1, tzinfo=UTC)
 DAY = 86400
-
-
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -60,7 +52,7 @@ def fake() -> Iterator[FakeNcmec]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 def make(
@@ -606,10 +598,9 @@ def test_feedback_server_error_is_transient(
 # -- whole runs through the exchange engine -------------------------------------------------------
 
 
-@pytest.fixture(params=BACKENDS)
-def xs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExchangeStore]:
-    with open_store(request.param, tmp_path) as store:
-        yield ExchangeStore(store, MasterKey.generate(), Settings())
+@pytest.fixture
+def xs(store: Store) -> ExchangeStore:
+    return ExchangeStore(store, MasterKey.generate(), Settings())
 
 
 def _opened(xs: ExchangeStore, name: str, clock: Clock) -> NcmecExchange:

@@ -9,7 +9,6 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +40,6 @@ from tests.exchanges.fake_stopncii import (
     random_md5,
     random_pdq,
 )
-from tests.fixtures.stores import BACKENDS, open_store
 
 SECRETS = (SUBSCRIPTION_KEY, FETCH_KEY, FEEDBACK_KEY)
 
@@ -413,12 +411,6 @@ def test_plain_http_only_on_loopback(url: str, ok: bool) -> None:
 
 
 # -- whole runs through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as st:
-        yield st
 
 
 def test_sync_through_engine_withdrawal_disables_and_feedback_goes_back(

@@ -10,7 +10,6 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +45,6 @@ from tests.exchanges.fake_threatexchange import (
     FakeThreatExchange,
     graph_error,
 )
-from tests.fixtures.stores import BACKENDS, open_store
 
 SECRET = TOKEN.partition("|")[2]
 
@@ -494,12 +492,6 @@ def test_plain_http_only_on_loopback(url: str, ok: bool) -> None:
 
 
 # -- whole runs through the engine (ExchangeStore.sync) on SQLite and PostgreSQL -----------------
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as st:
-        yield st
 
 
 def test_sync_through_engine_deletion_and_reaction(fake: FakeThreatExchange, store: Store) -> None:

@@ -21,12 +21,6 @@ from tests.feeds.loopback import Publisher
 from tests.fixtures.stores import BACKENDS, open_store
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as s:
-        yield s
-
-
 @pytest.fixture
 def master() -> MasterKey:
     return MasterKey.generate()

@@ -5,47 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
 from bastion.feeds.store import FeedStore
 from bastion.server import create_app
 from bastion.store import Store
-
-
-class AppServer:
-    """An ASGI app (with its lifespan) on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("app did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self._sock.close()
+from tests.fixtures.servers import AppServer
 
 
 class Publisher:
@@ -56,7 +29,7 @@ class Publisher:
         secret = base64.b64encode(uuid.uuid4().bytes * 2).decode()
         self.feeds = FeedStore(store, MasterKey.from_base64(secret))
         settings = Settings(rate_limit_per_minute=0, index_poll_seconds=0.2, secret_key=secret)
-        self.server = AppServer(create_app(settings, store=store))
+        self.server = AppServer(create_app(settings, store=store)).start()
         self.url = self.server.url
         store.create_bank(bank)
         self.bank = bank

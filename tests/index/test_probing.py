@@ -17,6 +17,7 @@ from bastion.index.probing import (
     distances,
     to_words,
 )
+from tests.fixtures.clock import Clock
 
 
 def _random(rng: random.Random) -> str:
@@ -30,17 +31,9 @@ def _flip(hexval: str, *bits: int) -> str:
     return f"{value:064x}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _detector(clock: Clock, **kw: int) -> ProbeDetector:
     args = {"radius": 16, "limit": 10, "window": 60.0, "memory": 32, **kw}
-    return ProbeDetector(clock=clock, **args)
+    return ProbeDetector(clock=clock.monotonic, **args)
 
 
 def _observe(d: ProbeDetector, key: str, hexes: list[str], matched: list[bool]) -> object:
@@ -81,7 +74,7 @@ def test_flips_around_a_match_are_probes_and_distinct_lookups_are_not() -> None:
     v = _observe(d, "k", [_flip(base, 40)], [False])
     assert (v.refused, v.detected) == (True, False)  # detected once per episode
     assert _observe(d, "other-key", [_flip(base, 41)], [False]).probes == 0
-    clock.now += 61
+    clock.advance(61)
     v = _observe(d, "k", [_flip(base, 42)], [False])
     assert (v.probes, v.refused) == (0, False)  # the match it was near has aged out
 
@@ -134,7 +127,7 @@ def test_a_videos_own_frames_are_not_each_others_probes() -> None:
 
 def test_memory_is_bounded_per_key_and_in_keys() -> None:
     rng = random.Random(7)
-    d = ProbeDetector(radius=16, limit=5, window=60, memory=8, max_keys=3, clock=Clock())
+    d = ProbeDetector(radius=16, limit=5, window=60, memory=8, max_keys=3, clock=Clock().monotonic)
     for key in ("a", "b", "c", "d"):
         _observe(d, key, [_random(rng) for _ in range(50)], [True] * 50)
     assert len(d) == 3 and "a" not in d._keys
@@ -156,7 +149,7 @@ def test_off_and_bad_settings() -> None:
 # -- the per-entry watch ----------------------------------------------------------------------
 def _watch(clock: Clock, **kw: float) -> EntryWatch:
     args = {"same_radius": 8, "limit": 4, "window": 100.0, "match_limit": 0, "match_window": 60.0}
-    return EntryWatch(clock=clock, **{**args, **kw})  # type: ignore[arg-type]
+    return EntryWatch(clock=clock.monotonic, **{**args, **kw})  # type: ignore[arg-type]
 
 
 def _look(hexval: str, entry: int, distance: int) -> Look:
@@ -185,7 +178,7 @@ def test_distinct_looks_at_one_entry_are_limited_and_lock_the_key() -> None:
     base = _random(rng)
     far = [_flip(base, *rng.sample(range(256), 24)) for _ in range(6)]  # ~40 bits apart
     assert w.observe("k", [_look(h, 1, 33) for h in far[:4]]).shown == (33,) * 4
-    clock.now = 10.0
+    clock.advance(10)
     v = w.observe("k", [_look(far[4], 1, 29)])
     assert v.refused and v.detected and v.reason == "entry" and v.entry == 1
     assert v.retry_after == 90.0  # until the oldest look ages out of the window
@@ -193,7 +186,7 @@ def test_distinct_looks_at_one_entry_are_limited_and_lock_the_key() -> None:
     again = w.observe("k", [])
     assert again.refused and not again.detected and again.reason == "entry"
     assert not w.observe("other", [_look(far[4], 1, 29)]).refused
-    clock.now = 101.0  # the window has passed: answered again, a new episode
+    clock.advance(91)  # at 101 s: the window has passed: answered again, a new episode
     assert w.observe("k", [_look(far[5], 1, 29)]).shown == (29,)
 
 
@@ -202,13 +195,13 @@ def test_matched_answers_are_capped_before_the_request() -> None:
     w = _watch(clock, limit=0, match_limit=5, match_window=60.0)
     assert w.enabled
     w.answered("k", 3)
-    clock.now = 30.0
+    clock.advance(30)
     w.answered("k", 3)  # over the cap after this request, which was already answered
-    clock.now = 31.0
+    clock.advance(1)  # at 31 s
     v = w.observe("k", [])
     assert v.refused and v.detected and v.reason == "matched"
     assert v.retry_after == 29.0  # the first 3 age out at 60 s: 3 left, under the cap
-    clock.now = 61.0
+    clock.advance(30)  # at 61 s
     assert not w.observe("k", []).refused
 
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion.config import Settings
 from bastion.store import Store
-from tests.conftest import BACKENDS, open_store
 
 
-@pytest.fixture(params=BACKENDS)
-def db_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as store:
-        yield store
+@pytest.fixture
+def db_store(store: Store) -> Store:
+    """The shared ``store`` fixture (SQLite and PostgreSQL, tests/fixtures/stores.py)."""
+    return store
 
 
 def voucher_settings(tmp_path: Path, **overrides: object) -> Settings:

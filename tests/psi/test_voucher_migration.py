@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 
 from bastion.store.store import MIGRATIONS_DIR
-from tests.conftest import postgres_schema_url
+from tests.fixtures.stores import postgres_schema_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

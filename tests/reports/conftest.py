@@ -14,27 +14,17 @@ from bastion.review.model import Case
 from bastion.review.store import ReviewStore
 from bastion.store import Store
 from tests.conftest import TESTDATA
+from tests.fixtures.clock import Clock
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
-from tests.review.conftest import ONE_REVIEW, POLICY, ROOT, Clock, item, verdict
-from tests.store.conftest import Database, db  # noqa: F401  (the sqlite + postgres fixture)
+from tests.review.conftest import ONE_REVIEW, POLICY, ROOT, item, verdict
 
 IMAGES = TESTDATA / "images" / "misc-images"
 REPORTER_KW = {"first_name": "Pat", "last_name": "Example", "email": "safety@example.org"}
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def key() -> MasterKey:
     return MasterKey.generate()
-
-
-@pytest.fixture
-def store(db: Database) -> Store:  # noqa: F811
-    return db.open()
 
 
 @pytest.fixture

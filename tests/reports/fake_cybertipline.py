@@ -13,20 +13,18 @@ import asyncio
 import base64
 import hashlib
 import itertools
-import socket
 import threading
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.reports.ncmec_xml import XmlValidationError, validate
+from tests.fixtures.servers import AppServer
 
 USER, PASSWORD = "esp-test", "correct horse battery"
 
@@ -213,34 +211,16 @@ def _raw(extra: str, code: int) -> Response:
     return Response(body, status_code=200, media_type="text/xml")
 
 
-class LoopbackServer:
-    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+class LoopbackServer(AppServer):
+    """The fake CyberTipline's app on loopback (no lifespan); ``url`` is its service root."""
 
     def __init__(self, app: Starlette) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
+        super().__init__(app, lifespan="off")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ispws"
+        return f"{self.base}/ispws"
 
     def start(self) -> LoopbackServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake CyberTipline did not start")
-            time.sleep(0.01)
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-        self._sock.close()

@@ -13,9 +13,9 @@ from bastion.reports.store import ReportStore
 from bastion.review.model import Case
 from bastion.store import Store
 from bastion.vault.store import Vault
+from tests.fixtures.clock import Clock
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.reports.test_reporter import CSAM, REPORTER
-from tests.review.conftest import Clock
 
 
 class Ticks:

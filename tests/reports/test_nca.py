@@ -33,9 +33,9 @@ from bastion.store import InvalidInput, Store
 from bastion.store.models import AuditRow
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
+from tests.fixtures.clock import Clock
 from tests.reports.conftest import CREDENTIALS, IMAGES, REPORTER_KW
 from tests.reports.fake_cybertipline import FakeCyberTipline, LoopbackServer
-from tests.review.conftest import Clock
 
 REPORTER = ReporterInfo(**REPORTER_KW)
 CSAM = "Child Pornography (possession, manufacture, and distribution)"

@@ -18,9 +18,9 @@ from bastion.reports.store import ReportStore
 from bastion.review.model import Case
 from bastion.store import InvalidInput, Store
 from bastion.store.models import AuditRow
+from tests.fixtures.clock import Clock
 from tests.reports.conftest import CREDENTIALS, REPORTER_KW
 from tests.reports.fake_cybertipline import FakeCyberTipline, LoopbackServer
-from tests.review.conftest import Clock
 
 REPORTER = ReporterInfo(**REPORTER_KW)
 CSAM = "Child Pornography (possession, manufacture, and distribution)"

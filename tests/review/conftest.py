@@ -1,11 +1,10 @@
-"""Review fixtures: a ReviewStore on SQLite and on PostgreSQL (the store tests' ``db``), with a
-clock the tests move by hand instead of sleeping."""
+"""Review fixtures: a ReviewStore on SQLite and on PostgreSQL (the shared ``db`` and ``store``),
+with the shared ``clock`` the tests move by hand instead of sleeping (tests/fixtures)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -14,7 +13,8 @@ from bastion.policy import Policy, QueueSpec, ReviewSettings, Verdict
 from bastion.review import NewItem, Viewer
 from bastion.review.store import ReviewStore
 from bastion.store import Store
-from tests.store.conftest import Database, db  # noqa: F401  (the sqlite + postgres fixture)
+from tests.fixtures.clock import Clock
+from tests.fixtures.stores import Database
 
 ALICE = Viewer("alice", "reviewer", ("default",))
 BOB = Viewer("bob", "reviewer", ("default", "ncii"))
@@ -39,17 +39,6 @@ FOUR_EYES = ReviewSettings(four_eyes=True, lease=LEASE)
 ONE_REVIEW = ReviewSettings(four_eyes=False, lease=LEASE)
 
 
-@dataclass
-class Clock:
-    at: datetime = field(default_factory=lambda: datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, delta: timedelta) -> None:
-        self.at += delta
-
-
 def verdict(
     priority: str = "normal",
     queue: str = "default",
@@ -69,16 +58,6 @@ def item(uploader: str | None = "u1", **kwargs: object) -> NewItem:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(db: Database) -> Store:  # noqa: F811
-    return db.open()
-
-
-@pytest.fixture
 def key() -> MasterKey:
     return MasterKey.generate()
 
@@ -89,7 +68,7 @@ def review(store: Store, key: MasterKey, clock: Clock) -> ReviewStore:
 
 
 @pytest.fixture
-def make_review(db: Database, key: MasterKey, clock: Clock) -> Callable[[], ReviewStore]:  # noqa: F811
+def make_review(db: Database, key: MasterKey, clock: Clock) -> Callable[[], ReviewStore]:
     """Another ReviewStore on the same database through its own Store (own connections)."""
 
     def make() -> ReviewStore:

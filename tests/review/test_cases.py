@@ -21,20 +21,9 @@ from bastion.review import (
 )
 from bastion.review.store import ReviewStore, cases_t, items_t
 from bastion.store import InvalidInput, Store
+from tests.fixtures.clock import Clock
 
-from .conftest import (
-    ALICE,
-    AUDREY,
-    BOB,
-    CAROL,
-    FOUR_EYES,
-    ONE_REVIEW,
-    ROOT,
-    SAM,
-    Clock,
-    item,
-    verdict,
-)
+from .conftest import ALICE, AUDREY, BOB, CAROL, FOUR_EYES, ONE_REVIEW, ROOT, SAM, item, verdict
 
 
 def _count(store: Store, table) -> int:  # type: ignore[no-untyped-def]

@@ -24,8 +24,9 @@ from bastion.review import (
 from bastion.review.store import ReviewStore, disputes_t
 from bastion.signals.base import SignalType
 from bastion.store import InvalidInput, Store
+from tests.fixtures.clock import Clock
 
-from .conftest import ALICE, BOB, FOUR_EYES, ONE_REVIEW, ROOT, SAM, SUE, Clock, item, verdict
+from .conftest import ALICE, BOB, FOUR_EYES, ONE_REVIEW, ROOT, SAM, SUE, item, verdict
 
 PIXEL = bytes.fromhex(  # a 1x1 grey PNG: benign media so reveal has something to gate
     "89504e470d0a1a0a0000000d4948445200000001000000010800000000"

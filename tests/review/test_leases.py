@@ -10,8 +10,9 @@ import pytest
 
 from bastion.review import CaseClosed, CaseLeased, Decision, Forbidden, Viewer
 from bastion.review.store import ReviewStore
+from tests.fixtures.clock import Clock
 
-from .conftest import ALICE, AUDREY, BOB, LEASE, ONE_REVIEW, ROOT, SAM, Clock, item, verdict
+from .conftest import ALICE, AUDREY, BOB, LEASE, ONE_REVIEW, ROOT, SAM, item, verdict
 
 
 def test_claim_is_exclusive_until_it_expires(review: ReviewStore, clock: Clock) -> None:

@@ -21,8 +21,9 @@ from bastion.review import (
 )
 from bastion.review.store import ReviewStore, media_t
 from bastion.store import StoreUnavailable
+from tests.fixtures.clock import Clock
 
-from .conftest import ALICE, AUDREY, BOB, ROOT, SAM, Clock, item, verdict
+from .conftest import ALICE, AUDREY, BOB, ROOT, SAM, item, verdict
 
 
 @pytest.fixture

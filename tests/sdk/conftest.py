@@ -14,7 +14,7 @@ import pytest
 from bastion.sdk import Client, hashes
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
-from tests.servers import Server
+from tests.fixtures.servers import Server
 from tests.web.seed import POLICY, fast_hasher
 
 BANKED = "images/bridge-mods/aaa-orig.jpg"

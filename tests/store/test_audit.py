@@ -9,8 +9,7 @@ from sqlalchemy import delete, select, update
 
 from bastion.store import InvalidInput, Store
 from bastion.store.store import AUDIT_GENESIS, audit_hash, audit_head_t, audit_t
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 
 def _fill(store: Store, n: int) -> list[int]:

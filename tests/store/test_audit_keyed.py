@@ -30,8 +30,7 @@ from bastion.store.store import (
     audit_head_t,
     audit_t,
 )
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 
 @pytest.fixture
@@ -266,9 +265,11 @@ def old_now(i: int) -> datetime:
     return datetime(2025, 1, 1, 12, 0, i, 123456, tzinfo=UTC)
 
 
-def test_records_from_before_the_upgrade_verify_as_legacy(db: Database, key_file: Path) -> None:
-    legacy = _legacy_log(db, 4)
-    store = db.open()  # migrates to head
+def test_records_from_before_the_upgrade_verify_as_legacy(
+    empty_db: Database, key_file: Path
+) -> None:
+    legacy = _legacy_log(empty_db, 4)
+    store = empty_db.open()  # migrates to head
     assert [e.key_id for e in store.iter_audit()] == [None] * 4
     check = store.check_audit_chain()  # no key file yet: nothing can be keyed
     assert (check.ok, check.checked, check.legacy, check.key_id) == (True, 4, 4, None)
@@ -291,10 +292,10 @@ def test_records_from_before_the_upgrade_verify_as_legacy(db: Database, key_file
 
 
 def test_legacy_records_cannot_be_rewritten_nor_keyed_ones_passed_off_as_legacy(
-    db: Database, key_file: Path
+    empty_db: Database, key_file: Path
 ) -> None:
-    _legacy_log(db, 4)
-    store = db.open()
+    _legacy_log(empty_db, 4)
+    store = empty_db.open()
     _fill(store, 3)
     # A legacy record edited and the legacy chain recomputed with the old hash: the key file
     # remembers where the legacy records ended and with what hash.
@@ -306,9 +307,9 @@ def test_legacy_records_cannot_be_rewritten_nor_keyed_ones_passed_off_as_legacy(
     )
 
 
-def test_keyed_records_rewritten_as_legacy_are_refused(db: Database, key_file: Path) -> None:
-    _legacy_log(db, 4)
-    store = db.open()
+def test_keyed_records_rewritten_as_legacy_are_refused(empty_db: Database, key_file: Path) -> None:
+    _legacy_log(empty_db, 4)
+    store = empty_db.open()
     _fill(store, 3)
     rechain(store, 6, lambda e: (None, old_audit_hash(e)), actor="cli:mallory")
     check = store.check_audit_chain()
@@ -320,7 +321,7 @@ def test_keyed_records_rewritten_as_legacy_are_refused(db: Database, key_file: P
     assert "accepts no unkeyed records after record 4" in (check.problem or "")
     # ...and the log refuses to chain on after them (it would vouch for them).
     with pytest.raises(AuditKeyUnavailable, match="does not accept"):
-        db.open().record_audit(actor="cli:ops", action="bank.create")
+        empty_db.open().record_audit(actor="cli:ops", action="bank.create")
 
 
 def _assert_no_secret_in_database(store: Store, ring: AuditKeyring) -> None:

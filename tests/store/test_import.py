@@ -17,8 +17,7 @@ from bastion.banks.formats import BankFormat
 from bastion.banks.model import NewEntry
 from bastion.signals.base import SignalType
 from bastion.store import BankNotFound, ImportAborted, InvalidInput, Store
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 
 def _pdq() -> str:

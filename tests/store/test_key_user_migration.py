@@ -16,9 +16,8 @@ from bastion.keys import format_token, hash_secret, new_salt, new_secret
 from bastion.store import Store
 from bastion.store.accounts import AccountStore
 from bastion.store.store import MIGRATIONS_DIR
+from tests.fixtures.stores import Database
 from tests.web.seed import fast_hasher
-
-from .conftest import Database
 
 
 def _run(store: Store, action: str, revision: str) -> None:
@@ -50,9 +49,9 @@ def _old_key(store: Store, key_id: str, name: str) -> str:
     return format_token(key_id, secret)
 
 
-def test_0016_binds_user_named_keys_and_downgrades(db: Database) -> None:
-    store = Store.open(db.url, schema=db.schema, migrate=False)
-    db.opened.append(store)
+def test_0016_binds_user_named_keys_and_downgrades(empty_db: Database) -> None:
+    store = Store.open(empty_db.url, schema=empty_db.schema, migrate=False)
+    empty_db.opened.append(store)
     _run(store, "upgrade", "0015")
     AccountStore(store, hasher=fast_hasher()).create_user(
         "rex", "reviewer", "a long test password", actor="system"

@@ -30,8 +30,7 @@ from bastion.signals.base import SignalType
 from bastion.store import InvalidInput, Store
 from bastion.store.errors import KeyExists, KeyNotFound
 from bastion.store.store import MIGRATIONS_DIR, keys_t
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 TOKEN_RE = re.compile(r"^bst_[A-Za-z0-9]{8,12}_[A-Za-z0-9_-]{43,}$")
 
@@ -264,9 +263,9 @@ def test_create_and_revoke_with_actor_are_audited(store: Store) -> None:
 # -- migration 0002 ----------------------------------------------------------------------------
 
 
-def test_0002_upgrades_a_populated_0001_database_and_downgrades(db: Database) -> None:
-    store = Store.open(db.url, schema=db.schema, migrate=False)
-    db.opened.append(store)
+def test_0002_upgrades_a_populated_0001_database_and_downgrades(empty_db: Database) -> None:
+    store = Store.open(empty_db.url, schema=empty_db.schema, migrate=False)
+    empty_db.opened.append(store)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
 

@@ -19,8 +19,7 @@ from bastion.signals.base import SignalType
 from bastion.store import Store
 from bastion.store.models import Base
 from bastion.store.store import MIGRATIONS_DIR
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 
 def _head() -> str:
@@ -31,8 +30,8 @@ def _head() -> str:
     return head
 
 
-def test_open_migrates_an_empty_database_to_head(db: Database) -> None:
-    store = db.open()
+def test_open_migrates_an_empty_database_to_head(empty_db: Database) -> None:
+    store = empty_db.open()
     with store.engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == _head()
         tables = set(inspect(conn).get_table_names())
@@ -47,12 +46,12 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-def test_reopen_is_idempotent_and_keeps_data(db: Database) -> None:
-    first = db.open()
+def test_reopen_is_idempotent_and_keeps_data(empty_db: Database) -> None:
+    first = empty_db.open()
     first.create_bank("kept")
     first.add_entries("kept", [NewEntry(SignalType.MD5, "0" * 32)])
     first.close()
-    second = db.open()
+    second = empty_db.open()
     second.migrate()  # running again at head changes nothing
     assert [b.name for b in second.list_banks()] == ["kept"]
     assert [e.value for e in second.iter_entries()] == ["0" * 32]

@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from bastion.store import Store, StoreError, StoreUnavailable
-
-from .conftest import PG_URL
+from tests.fixtures.stores import PG_URL
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,7 @@ import pytest
 
 from bastion.store import InvalidInput, Store
 from bastion.store.errors import ScanNotFound
-
-from .conftest import Database
+from tests.fixtures.stores import Database
 
 CONTEXT = {
     "content_id": "post-123",

@@ -14,17 +14,14 @@ from bastion.review.store import ReviewStore
 from bastion.store import Store
 from bastion.vault.store import Vault
 from tests.conftest import TESTDATA
-from tests.review.conftest import (  # noqa: F401  (fixtures)
+from tests.fixtures.clock import Clock
+from tests.review.conftest import (  # noqa: F401  (key, review: fixtures)
     ONE_REVIEW,
     ROOT,
     SAM,
-    Clock,
-    clock,
-    db,
     item,
     key,
     review,
-    store,
     verdict,
 )
 

@@ -21,8 +21,9 @@ from bastion.review.store import ReviewStore
 from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
-from tests.conftest import postgres_schema_url
-from tests.review.conftest import Clock, item, verdict
+from tests.fixtures.clock import Clock
+from tests.fixtures.stores import postgres_schema_url
+from tests.review.conftest import item, verdict
 
 from .conftest import IMAGE
 

@@ -24,7 +24,8 @@ from bastion.vault import (
 )
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
-from tests.review.conftest import ONE_REVIEW, SAM, Clock, item, verdict
+from tests.fixtures.clock import Clock
+from tests.review.conftest import ONE_REVIEW, SAM, item, verdict
 
 from .conftest import MATCHES, Confirm
 

@@ -16,16 +16,15 @@ from fastapi.testclient import TestClient
 from bastion.config import Settings
 from bastion.server import create_app
 from bastion.store import Store
-from tests.conftest import BACKENDS, open_store
 from tests.web.seed import PASSWORD, POLICY, scan_cases, seed_store
 
 SOFT_LIMIT = 3
 
 
-@pytest.fixture(params=BACKENDS)
-def web_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, tmp_path) as store:
-        yield store
+@pytest.fixture
+def web_store(store: Store) -> Store:
+    """The shared ``store`` fixture (SQLite and PostgreSQL, tests/fixtures/stores.py)."""
+    return store
 
 
 def csrf_of(html: str) -> str:

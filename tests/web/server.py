@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from bastion.store import Store
-from tests.servers import Server
+from tests.fixtures.servers import Server
 from tests.web.seed import POLICY, SCANS, scan_cases, seed_store
 
 CHROMIUM = "/usr/bin/chromium"
