@@ -50,7 +50,8 @@ def worker(
     """
     from bastion.actions.targets import load_targets
     from bastion.actions.worker import WorkerConfig
-    from bastion.store import Store, StoreError
+    from bastion.db import Store
+    from bastion.store import StoreError
     from bastion.worker import run_worker
 
     logging.basicConfig(

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bastion.accounts.store import UserExists, UserNotFound
 from bastion.actions.outbox import OutboxConflict, OutboxNotFound
 from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
 from bastion.feeds.store import FeedKeyUnavailable, FeedNotFound, RecordNotFound
@@ -40,7 +41,6 @@ from bastion.store import (
     KeyNotFound,
     StoreUnavailable,
 )
-from bastion.store.accounts import UserExists, UserNotFound
 
 #: The media type of an RFC 9457 problem document (the API's errors, the console's JSON ones).
 PROBLEM_JSON = "application/problem+json"

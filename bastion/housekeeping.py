@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.reports.ncmec import CyberTiplineClient
 from bastion.reports.reporter import Reporter
 from bastion.reports.store import ReportStore
-from bastion.store import Store, StoreError
+from bastion.store import StoreError
 from bastion.vault.store import Vault
 
 log = logging.getLogger("bastion.worker")

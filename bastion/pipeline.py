@@ -25,9 +25,9 @@ from bastion.review.model import matched_entries
 from bastion.store import append_audit
 
 if TYPE_CHECKING:
+    from bastion.db import Store
     from bastion.psi.records import OpenedAccount
     from bastion.runtime import Runtime
-    from bastion.store import Store
 
 #: Bank labels change rarely; reading them once per scan would cost a query per request.
 _BANK_LABELS_TTL = 5.0

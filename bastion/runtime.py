@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bastion import pipeline
+from bastion.accounts.store import AccountStore
 from bastion.actions.outbox import Outbox
 from bastion.config import Settings
 from bastion.crypto import MasterKey
@@ -29,12 +30,11 @@ from bastion.policy import Policy, PolicyHolder
 from bastion.psi.store import VoucherStore
 from bastion.reports.store import ReportStore
 from bastion.review.store import ReviewStore
-from bastion.store.accounts import AccountStore
 from bastion.vault.store import Vault
 
 if TYPE_CHECKING:
+    from bastion.db import Store
     from bastion.psi.records import OpenedAccount
-    from bastion.store import Store
 
 
 class Metrics:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from bastion.config import Settings
-    from bastion.store import Store
+    from bastion.db import Store
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:

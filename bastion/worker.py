@@ -28,12 +28,13 @@ from bastion.actions.outbox import Outbox
 from bastion.actions.targets import Targets, load_targets
 from bastion.actions.worker import BuildLoop, OutboxWorker, VoucherLoop, WorkerConfig
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.exchanges.engine import ExchangeLoop
 from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.versioner import FeedVersioner
 from bastion.housekeeping import Housekeeping
 from bastion.runtime import Runtime, build_runtime
-from bastion.store import Store, StoreError
+from bastion.store import StoreError
 
 log = logging.getLogger("bastion.worker")
 

@@ -127,7 +127,7 @@ def _rss_peak_mb() -> float:
 
 
 def _open(backend: str, tmp: str) -> tuple[Any, str | None]:
-    from bastion.store import Store
+    from bastion.db import Store
 
     if backend == "sqlite":
         return Store.open(f"sqlite:///{tmp}/bench.db"), None

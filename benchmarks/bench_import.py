@@ -77,7 +77,7 @@ def _rss_now_mb() -> float:
 
 
 def _open(backend: str, tmp: str) -> tuple[Any, str | None]:
-    from bastion.store import Store
+    from bastion.db import Store
 
     if backend == "sqlite":
         return Store.open(f"sqlite:///{tmp}/bench.db"), None
@@ -148,8 +148,8 @@ def _legacy_store_class() -> type:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from bastion.banks.model import utcnow
+    from bastion.db import Store
     from bastion.store.bulk import entries_t, entry_values, require_bank, touch_bank
-    from bastion.store.store import Store
 
     class LegacyStore(Store):
         def _insert_batch(self, bank: str, batch: list[Any], report: Any) -> None:

@@ -214,9 +214,9 @@ def _store_ms(bank: list[str]) -> float:
     from bastion.banks.model import NewEntry
     from bastion.config import Settings
     from bastion.crypto import MasterKey
+    from bastion.db import Store
     from bastion.psi.store import VoucherStore
     from bastion.signals.base import SignalType
-    from bastion.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{tmp}/b.db") as store:
         store.create_bank("bench")

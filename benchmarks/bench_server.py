@@ -28,9 +28,9 @@ import httpx
 import numpy as np
 
 from bastion.banks import NewEntry
+from bastion.db import Store
 from bastion.index.matcher import Matcher
 from bastion.signals.base import SignalType
-from bastion.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "server.md"

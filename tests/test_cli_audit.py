@@ -15,11 +15,11 @@ from click.testing import Result
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from bastion.accounts import LoginFailed, PasswordHasher
+from bastion.accounts.model import LoginFailed, PasswordHasher
+from bastion.accounts.store import AccountStore
 from bastion.cli import app
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
-from bastion.store.store import audit_hash
+from bastion.db import Store
+from bastion.store.audit_chain import audit_hash
 from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()

@@ -28,19 +28,19 @@ import sqlalchemy as sa
 from click.testing import Result
 from typer.testing import CliRunner
 
-from bastion.accounts import PasswordHasher
+from bastion.accounts.model import PasswordHasher
+from bastion.accounts.store import AccountStore
 from bastion.audit_keys import AuditKeyring
 from bastion.banks import NewEntry
 from bastion.cli import app
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.review.store import ReviewStore
 from bastion.signals import hash_file
 from bastion.signals.base import SignalType
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
 from bastion.vault.store import Vault
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
 from tests.fixtures.clock import Clock

@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 from bastion.audit_keys import AuditKeyring
 from bastion.cli import app
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.review import Decision
 from bastion.review.store import ReviewStore
-from bastion.store import Store
-from bastion.store.store import audit_hash, audit_head_t, audit_t
+from bastion.store.audit_chain import audit_hash
+from bastion.store.tables import audit_head_t, audit_t
 from tests.fixtures.stores import PG_URL, Database
 from tests.review.conftest import BOB, ONE_REVIEW, POLICY, item, verdict
 from tests.store.test_audit_keyed import _legacy_log, old_audit_hash, rechain

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bastion.cli import app
-from bastion.store import Store
+from bastion.db import Store
 from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()
@@ -144,7 +144,7 @@ def test_create_binds_a_key_to_a_console_user_with_user_or_the_name_sugar(db: st
     """An operator on the host may bind a key to a user (``--user``, or the ``alice@label``
     name); the binding is stored with the key, its creator is the OS user, and a name cannot
     claim one user while binding another."""
-    from bastion.store.accounts import AccountStore
+    from bastion.accounts.store import AccountStore
     from tests.web.seed import fast_hasher
 
     with Store.open(db) as store:

@@ -15,10 +15,10 @@ from bastion.banks import NewEntry
 from bastion.cli import app
 from bastion.cli import policy as cli_policy
 from bastion.cli.policy import replay
+from bastion.db import Store
 from bastion.index.matcher import Matcher
 from bastion.policy import default_policy_text, parse_policy
 from bastion.signals import hash_bytes
-from bastion.store import Store
 from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()

@@ -13,11 +13,11 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from bastion import accounts as acc
-from bastion.accounts import LoginFailed, LoginThrottled, PasswordHasher
+from bastion.accounts import model as acc
+from bastion.accounts.model import LoginFailed, LoginThrottled, PasswordHasher
+from bastion.accounts.store import AccountStore
 from bastion.cli import app
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
+from bastion.db import Store
 from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()

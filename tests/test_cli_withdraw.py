@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from bastion.banks import NewEntry
 from bastion.cli import app
+from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import Store
 
 runner = CliRunner()
 PHOTO = [

@@ -12,7 +12,7 @@ import pytest
 
 import bastion
 from bastion import demo
-from bastion.store import Store
+from bastion.db import Store
 
 
 def test_demo_builds_labelled_bank_and_is_rerunnable(

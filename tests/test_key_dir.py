@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from bastion import config
 from bastion.config import Settings, is_loopback_host
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.server import create_app
-from bastion.store import Store
 
 
 def test_the_default_key_file_is_not_in_the_data_directory(

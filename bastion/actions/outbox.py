@@ -37,7 +37,7 @@ from bastion.banks.model import utcnow
 from bastion.store import InvalidInput, StoreError, StoreUnavailable, append_audit
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 outbox_t = OutboxRow.__table__
 _MAX_ERROR = 2000

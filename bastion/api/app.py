@@ -25,9 +25,9 @@ from bastion.api.auth import require
 from bastion.api.openapi import state_settings
 from bastion.api.problems import BodyTooLarge
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.http_auth import Principal
 from bastion.runtime import Runtime, RuntimeDep, build_runtime
-from bastion.store import Store
 
 log = logging.getLogger("bastion.api")
 _any_key = Depends(require(None))

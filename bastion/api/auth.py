@@ -36,8 +36,8 @@ def _bound_user_refusal(rt: Runtime, request: Request, principal: Principal) -> 
     """Why a key bound to a console user is refused (the user is gone or disabled), audited as
     ``access.denied``; None while the user is enabled. A bound key is that person's, on every
     route: it stops when they do."""
+    from bastion.accounts.store import UserNotFound
     from bastion.store import StoreError
-    from bastion.store.accounts import UserNotFound
 
     if principal.user is None:
         return None

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion import pipeline
+from bastion.accounts.store import UserNotFound
 from bastion.api.auth import require
 from bastion.api.disclosure import sees_values, shown_distance, shown_reason
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
@@ -69,7 +70,6 @@ from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
 from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.store import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.accounts import UserNotFound
 
 SCOPE = "review"
 MEDIA_SCOPE = "media"

@@ -359,3 +359,44 @@ class BankEntry:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """Outcome of an import. ``errors`` keeps the first ``max_errors`` messages; ``error_count``
+    counts them all."""
+
+    added: int = 0
+    duplicates: int = 0
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+    batches: int = 0
+    max_errors: int = 100
+
+    def add_error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChange:
+    """One entry's state at ``revision``. ``active`` False means drop it from any index: it was
+    disabled, its bank was disabled, or it was removed (then ``entry`` is None). ``entry`` holds
+    only what an index needs (see :meth:`Store.get_entry` for the whole row)."""
+
+    entry_id: int
+    bank: str
+    signal_type: SignalType
+    value: str
+    revision: int
+    active: bool
+    entry: IndexEntry | None
+
+    @property
+    def removed(self) -> bool:
+        return self.entry is None

@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bastion.db import Store
 from bastion.render import OutputFormat
-from bastion.store import BankExists, BankNotFound, EntryNotFound, Store, StoreError
+from bastion.store import BankExists, BankNotFound, EntryNotFound, StoreError
 
 #: Messages, warnings and progress go to stderr; stdout is for results only.
 err = Console(stderr=True)

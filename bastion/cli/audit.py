@@ -22,8 +22,8 @@ from bastion.render import OutputFormat, emit
 if TYPE_CHECKING:
     from bastion.audit_keys import CheckpointKey
     from bastion.config import Settings
+    from bastion.db import Store
     from bastion.feeds.signing import VerifyKey
-    from bastion.store import Store
 
 audit_app = typer.Typer(help="Check and read the audit log.", no_args_is_help=True)
 

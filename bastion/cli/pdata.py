@@ -33,8 +33,9 @@ def pdata_build(
     """Build and publish a new table now, and print its root on stdout."""
     from bastion.config import ConfigError, Settings
     from bastion.crypto import MasterKey, MasterKeyError
+    from bastion.db import Store
     from bastion.psi.store import VoucherStore
-    from bastion.store import BankNotFound, Store, StoreError
+    from bastion.store import BankNotFound, StoreError
 
     cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
     try:

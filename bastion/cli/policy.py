@@ -87,7 +87,7 @@ def policy_show(
 ) -> None:
     """Summarise a policy: its rules in order, queues, SLAs and review settings."""
     from bastion.config import ConfigError, Settings
-    from bastion.store.store import data_dir
+    from bastion.store.engine import data_dir
 
     if path is None:
         try:

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.cli._context import CliContext, FormatOpt, err, progress, usage_error
+from bastion.db import Store
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
 from bastion.render import OutputFormat, emit
 from bastion.scan import (
@@ -28,7 +29,6 @@ from bastion.scan import (
 )
 from bastion.signals import FileSignals
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
-from bastion.store import Store
 
 ThresholdOpt = Annotated[
     int,

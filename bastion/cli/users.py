@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from bastion.accounts import (
+from bastion.accounts.model import (
     DEFAULT_QUEUES,
     ROLES,
     check_password,
@@ -22,9 +22,9 @@ from bastion.accounts import (
     validate_role,
     validate_user_name,
 )
+from bastion.accounts.store import AccountStore, UserNotFound
 from bastion.cli._context import CliContext, FormatOpt, err, usage_error
 from bastion.render import OutputFormat, emit
-from bastion.store.accounts import AccountStore, UserNotFound
 
 user_app = typer.Typer(
     help=f"Manage console users (roles: {', '.join(ROLES)}).",

@@ -18,8 +18,9 @@ from rich.console import Console
 
 from bastion.banks import NewEntry
 from bastion.cli import app
+from bastion.db import Store
 from bastion.signals import hash_file
-from bastion.store import BankNotFound, Store
+from bastion.store import BankNotFound
 
 DEMO_BANK = "demo-bridge"
 DEMO_SOURCE = "Bastion demo data: a benign photo from Meta's PDQ test set"
@@ -78,7 +79,7 @@ def prepare_server_demo(store: Store, actor: str = DEMO_ACTOR) -> tuple[str, str
     """The demo bank, a new admin key for this run (earlier runs' keys are revoked) and a fresh
     password for the console's ``demo-admin`` user, each change audited as ``actor`` in its own
     transaction (``bastion serve --demo`` passes ``cli:<os user>``). Returns (token, password)."""
-    from bastion.store.accounts import AccountStore, UserNotFound
+    from bastion.accounts.store import AccountStore, UserNotFound
 
     ensure_demo_bank(store, actor)
     for key in store.list_api_keys():

@@ -15,8 +15,8 @@ from bastion.exchanges.base import Attestation, Exchange
 from bastion.exchanges.model import AttestationRecord, clip
 from bastion.exchanges.registry import database_errors
 from bastion.exchanges.rows import att_t, ex_t
+from bastion.store.audit import append_audit
 from bastion.store.bulk import banks_t, json_doc
-from bastion.store.store import append_audit
 
 if TYPE_CHECKING:
     from bastion.exchanges.store import ExchangeStore

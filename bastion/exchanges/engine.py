@@ -87,6 +87,7 @@ from bastion.exchanges.registry import (
     new_id,
 )
 from bastion.exchanges.rows import err_t, ex_t, runs_t, seen_t
+from bastion.store.audit import append_audit
 from bastion.store.bulk import (
     copy_rows,
     entries_t,
@@ -96,11 +97,10 @@ from bastion.store.bulk import (
     touch_bank,
 )
 from bastion.store.errors import InvalidInput, StoreError
-from bastion.store.store import append_audit
 
 if TYPE_CHECKING:
+    from bastion.db import Store
     from bastion.exchanges.store import ExchangeStore
-    from bastion.store.store import Store
 
 log = logging.getLogger("bastion.exchanges")
 

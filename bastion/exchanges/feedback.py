@@ -27,9 +27,9 @@ from bastion.exchanges.base import (
 from bastion.exchanges.model import FeedbackRecord, chunks, clip
 from bastion.exchanges.registry import database_errors, page_limit
 from bastion.exchanges.rows import ex_t, fb_t
+from bastion.store.audit import append_audit
 from bastion.store.bulk import banks_t, entries_t
 from bastion.store.errors import StoreError
-from bastion.store.store import append_audit
 
 if TYPE_CHECKING:
     from bastion.exchanges.store import ExchangeStore

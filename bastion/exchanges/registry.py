@@ -28,6 +28,7 @@ from bastion.exchanges.model import (
     chunks,
 )
 from bastion.exchanges.rows import ex_t
+from bastion.store.audit import append_audit
 from bastion.store.bulk import (
     bank_fields,
     banks_t,
@@ -38,7 +39,6 @@ from bastion.store.bulk import (
     to_entry,
 )
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.store import append_audit
 
 if TYPE_CHECKING:
     from bastion.exchanges.store import ExchangeStore

@@ -44,7 +44,7 @@ from bastion.exchanges.vouching import VouchGroups
 from bastion.store.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from bastion.store.store import Store
+    from bastion.db import Store
 
 
 class ExchangeStore:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from bastion.accounts.rows import ApiKeyRow
 from bastion.banks.model import BANK_NAME_RE, utcnow, validate_bank_name
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.feeds import (
@@ -40,13 +41,13 @@ from bastion.feeds.merkle import root_of_leaves
 from bastion.feeds.records import Record
 from bastion.feeds.rows import FeedFeedbackRow, FeedKeyGrantRow, FeedKeyRow, FeedRow, FeedVersionRow
 from bastion.keys import ADMIN, validate_key_name
+from bastion.store.audit import append_audit
 from bastion.store.bulk import banks_t, entries_t, keyset_page, tomb_t, value_hash
 from bastion.store.errors import InvalidInput, KeyNotFound, StoreError
-from bastion.store.models import ApiKeyRow
-from bastion.store.store import append_audit, state_t
+from bastion.store.tables import state_t
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 keys_t = FeedKeyRow.__table__
 feeds_t = FeedRow.__table__

@@ -11,7 +11,7 @@ from bastion.feeds.store import FeedStore, FeedVersion
 from bastion.store import StoreError
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 log = logging.getLogger("bastion.feeds")
 

@@ -24,8 +24,8 @@ from bastion.psi.records import (
     Verify,
 )
 from bastion.psi.tables import counts_t, queue_t, upsert_into
+from bastion.store.audit import append_audit
 from bastion.store.errors import StoreUnavailable
-from bastion.store.store import append_audit
 
 
 class VoucherIntake(GroupOpening):

@@ -28,8 +28,8 @@ from bastion.psi.tables import (
     shares_t,
     upsert_into,
 )
+from bastion.store.audit import append_audit
 from bastion.store.errors import InvalidInput
-from bastion.store.store import append_audit
 
 
 class GroupOpening(VoucherState):

@@ -42,7 +42,7 @@ from bastion.psi import Report, ReportRejected, platform_tag, verify_report
 from bastion.psi.intake import VoucherIntake
 from bastion.psi.records import MAX_MESSAGE, FrankingReport
 from bastion.psi.tables import PdataTables, VoucherState, log, reports_t, secrets_t, upsert_into
-from bastion.store.store import append_audit
+from bastion.store.audit import append_audit
 
 
 class FrankingReports(VoucherState):

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bastion.banks.model import utcnow
+from bastion.banks.rows import EntryRow
 from bastion.client.pdata import Params
 from bastion.crypto import MasterKey, seal, unseal
 from bastion.psi import ServerSecret, build_pdata
@@ -47,11 +48,10 @@ from bastion.psi.rows import (
     VoucherQueueRow,
     VoucherShareRow,
 )
-from bastion.store.models import EntryRow
-from bastion.store.store import append_audit
+from bastion.store.audit import append_audit
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 log = logging.getLogger("bastion.vouchers")
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bastion.store.models import Base, BigId, UTCDateTime
+from bastion.store.tables import Base, BigId, UTCDateTime
 
 
 class ReportRow(Base):

@@ -32,7 +32,7 @@ from bastion.review.store import media_aad
 from bastion.store import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 
 reports_t = ReportRow.__table__

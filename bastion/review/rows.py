@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bastion.store.models import Base, BigId, JsonType, UTCDateTime
+from bastion.store.tables import Base, BigId, JsonType, UTCDateTime
 
 
 class CaseRow(Base):

@@ -79,14 +79,15 @@ from bastion.review.model import (
 )
 from bastion.review.preview import PREVIEW_TYPE, blurred_preview
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow, EntryDisputeRow
+from bastion.store.audit import append_audit
 from bastion.store.bulk import json_doc, short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.store import append_audit, audit_head_t
+from bastion.store.tables import audit_head_t
 from bastion.vocab import ADMIN, PRIORITIES, SENIOR_REVIEWER
 
 if TYPE_CHECKING:
+    from bastion.db import Store
     from bastion.policy import ReviewSettings, Verdict
-    from bastion.store import Store
 
 cases_t = CaseRow.__table__
 items_t = CaseItemRow.__table__
@@ -292,7 +293,7 @@ class CaseIntake:
 
 
 class ReviewStore(CaseIntake):
-    """Cases, queues, leases and decisions on top of :class:`~bastion.store.Store`.
+    """Cases, queues, leases and decisions on top of :class:`~bastion.db.Store`.
 
     ``policy`` returns the current policy (queues, SLAs, lease time); without one the defaults
     in :class:`ReviewConfig` apply. ``now`` is the clock for case times, leases and the reveal

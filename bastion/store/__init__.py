@@ -1,5 +1,11 @@
-"""Persistence: banks and entries in SQLite or PostgreSQL, schema managed by Alembic."""
+"""The store core: the database engine (:class:`Database`: open, migrate, transactions, the
+revision counter), the audit chain, the shared bulk and paging helpers (:mod:`bastion.store.bulk`)
+and the errors. Each domain keeps its own SQL beside it; the whole store is
+:class:`bastion.db.Store`."""
 
+from bastion.store.audit import append_audit
+from bastion.store.audit_chain import AuditEvent
+from bastion.store.engine import DEFAULT_URL, URL_ENV, Database, data_dir, database_url
 from bastion.store.errors import (
     AuditKeyUnavailable,
     BankExists,
@@ -13,17 +19,6 @@ from bastion.store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bastion.store.store import (
-    DEFAULT_URL,
-    URL_ENV,
-    AuditEvent,
-    EntryChange,
-    ImportReport,
-    ScanRecord,
-    Store,
-    append_audit,
-    database_url,
-)
 
 __all__ = [
     "DEFAULT_URL",
@@ -32,18 +27,16 @@ __all__ = [
     "AuditKeyUnavailable",
     "BankExists",
     "BankNotFound",
-    "EntryChange",
+    "Database",
     "EntryNotFound",
     "ImportAborted",
-    "ImportReport",
     "InvalidInput",
     "KeyExists",
     "KeyNotFound",
     "ScanNotFound",
-    "ScanRecord",
-    "Store",
     "StoreError",
     "StoreUnavailable",
     "append_audit",
+    "data_dir",
     "database_url",
 ]

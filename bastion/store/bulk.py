@@ -14,9 +14,10 @@ from sqlalchemy import BigInteger, Connection, Row, Select, insert, literal, sel
 from sqlalchemy.exc import DBAPIError
 
 from bastion.banks.model import BankEntry, NewEntry, normalize_labels, utcnow
+from bastion.banks.rows import BankRow, EntryRow, TombstoneRow
 from bastion.signals.base import SignalType
 from bastion.store.errors import BankNotFound, InvalidInput
-from bastion.store.models import BankRow, EntryRow, TombstoneRow, UTCDateTime
+from bastion.store.tables import UTCDateTime
 
 banks_t = BankRow.__table__
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bastion.store.store import ImportReport
+    from bastion.banks.model import ImportReport
 
 
 class StoreError(Exception):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bastion.store.models import Base, BigId, JsonType, UTCDateTime
+from bastion.store.tables import Base, BigId, JsonType, UTCDateTime
 
 
 class EvidenceRow(Base):

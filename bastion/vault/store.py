@@ -34,9 +34,10 @@ from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.review.model import CaseNotFound
 from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.review.store import media_aad
+from bastion.store.audit import append_audit
 from bastion.store.bulk import short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.store import append_audit, audit_head_t
+from bastion.store.tables import audit_head_t
 from bastion.vault.model import (
     ACTIVE,
     EXPIRED,
@@ -63,7 +64,7 @@ from bastion.vault.rows import EvidenceRow
 from bastion.vocab import PRIORITIES
 
 if TYPE_CHECKING:
-    from bastion.store import Store
+    from bastion.db import Store
 
 evidence_t = EvidenceRow.__table__
 cases_t = CaseRow.__table__
@@ -354,7 +355,7 @@ class EvidenceIntake:
 
 
 class Vault(EvidenceIntake):
-    """Preserved evidence on top of :class:`~bastion.store.Store`.
+    """Preserved evidence on top of :class:`~bastion.db.Store`.
 
     ``now`` is the clock for preservation, retention and purging (tests pass a fake one; audit
     rows keep the real time). ``rules`` default to one year everywhere (US: REPORT Act)."""

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 
+from bastion.accounts.store import UserExists
 from bastion.feeds.store import FEED_SCOPE
 from bastion.keys import SCOPES, parse_scopes
 from bastion.policy import PolicyError
 from bastion.store import InvalidInput, StoreError
-from bastion.store.accounts import UserExists
 from bastion.vocab import ROLES
 from bastion.web.base import (
     ADMINS,

@@ -31,9 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bastion.errors import PROBLEM_JSON, http_error
 from bastion.http_auth import client_address, trusted
 from bastion.runtime import Runtime, runtime
-from bastion.store import (
-    StoreError,
-)
+from bastion.store import StoreError
 from bastion.vocab import ADMIN, AUDITOR, REVIEWER, SENIOR_REVIEWER
 
 log = logging.getLogger("bastion.web")
@@ -224,8 +222,8 @@ class Ctx:
 
     request: Request
     rt: Runtime
-    user: Any  # bastion.store.accounts.User
-    session: Any  # bastion.store.accounts.Session
+    user: Any  # bastion.accounts.store.User
+    session: Any  # bastion.accounts.store.Session
     token: str
 
     @property

@@ -87,7 +87,7 @@ def login(
     csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
     next: Annotated[str, Form(max_length=600)] = "",
 ) -> Response:
-    from bastion.accounts import LoginFailed, LoginThrottled
+    from bastion.accounts.model import LoginFailed, LoginThrottled
 
     check_origin(request)
     if not tokens_equal(request.cookies.get(LOGIN_COOKIE, ""), csrf_token):

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bastion.accounts import PasswordHasher
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
+from bastion.accounts.model import PasswordHasher
+from bastion.accounts.store import AccountStore
+from bastion.db import Store
 from tests.fixtures.clock import Clock
 from tests.fixtures.stores import Database
 

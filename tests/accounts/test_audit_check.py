@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import select, text, update
 
-from bastion.accounts import LoginFailed
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
-from bastion.store.store import AUDIT_GENESIS, audit_hash, audit_head_t, audit_t
+from bastion.accounts.model import LoginFailed
+from bastion.accounts.store import AccountStore
+from bastion.db import Store
+from bastion.store.audit_chain import AUDIT_GENESIS, audit_hash
+from bastion.store.tables import audit_head_t, audit_t
 from tests.fixtures.clock import Clock
 
 from .conftest import PASSWORD, START, CountingHasher

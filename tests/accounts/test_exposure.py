@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bastion.store import Store
-from bastion.store.accounts import AccountStore, UserNotFound, record_exposure_in
+from bastion.accounts.store import AccountStore, UserNotFound, record_exposure_in
+from bastion.db import Store
 from tests.fixtures.clock import Clock
 
 from .conftest import PASSWORD, CountingHasher, Database

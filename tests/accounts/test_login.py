@@ -10,15 +10,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bastion.accounts import (
+from bastion.accounts.model import (
     LOGIN_FAILED_MESSAGE,
     LoginFailed,
     LoginThrottled,
     throttle_key,
     throttle_until,
 )
-from bastion.store import Store
-from bastion.store.accounts import AccountStore, throttle_t, users_t
+from bastion.accounts.store import AccountStore, throttle_t, users_t
+from bastion.db import Store
 from tests.fixtures.clock import Clock
 
 from .conftest import PASSWORD, START, CountingHasher, Database

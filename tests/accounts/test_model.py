@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bastion import accounts as acc
-from bastion.accounts import (
+from bastion.accounts import model as acc
+from bastion.accounts.model import (
     LOGIN_FAILED_MESSAGE,
     ROLES,
     LoginFailed,

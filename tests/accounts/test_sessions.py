@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bastion.accounts import LoginFailed, User
-from bastion.store import InvalidInput, Store
-from bastion.store.accounts import AccountStore, sessions_t, users_t
+from bastion.accounts.model import LoginFailed, User
+from bastion.accounts.store import AccountStore, sessions_t, users_t
+from bastion.db import Store
+from bastion.store import InvalidInput
 from tests.fixtures.clock import Clock
 
 from .conftest import PASSWORD, START

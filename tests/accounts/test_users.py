@@ -8,8 +8,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bastion.store import InvalidInput, Store
-from bastion.store.accounts import AccountStore, UserExists, UserNotFound, users_t
+from bastion.accounts.store import AccountStore, UserExists, UserNotFound, users_t
+from bastion.db import Store
+from bastion.store import InvalidInput
 from tests.fixtures.clock import Clock
 
 from .conftest import PASSWORD, START

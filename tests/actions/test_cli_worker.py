@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from bastion.actions.outbox import Outbox
 from bastion.cli import app
-from bastion.store import Store
+from bastion.db import Store
 
 from .receiver import running
 

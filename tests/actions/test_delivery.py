@@ -16,7 +16,7 @@ from bastion.actions import Backoff, load_targets, verify_signature
 from bastion.actions.outbox import Outbox
 from bastion.actions.worker import OutboxWorker, WorkerConfig
 from bastion.config import Settings
-from bastion.store import Store
+from bastion.db import Store
 from tests.fixtures.clock import Clock
 
 from .receiver import running

@@ -14,7 +14,8 @@ from sqlalchemy import text
 
 from bastion.actions import Backoff
 from bastion.actions.outbox import Outbox, OutboxConflict, OutboxNotFound, enqueue_in
-from bastion.store import InvalidInput, Store
+from bastion.db import Store
+from bastion.store import InvalidInput
 from tests.fixtures.clock import Clock
 
 from .conftest import Database

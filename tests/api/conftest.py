@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.server import create_app
-from bastion.store import Store
 
 
 @pytest.fixture(autouse=True)

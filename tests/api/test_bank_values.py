@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bastion.db import Store
 from bastion.signals import hash_bytes
-from bastion.store import Store
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

@@ -22,10 +22,11 @@ from PIL import Image
 from sqlalchemy import update
 
 from bastion.banks.model import utcnow
+from bastion.db import Store
 from bastion.keys import key_user
 from bastion.review.store import cases_t
 from bastion.server import create_app
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.web.conftest import SOFT_LIMIT, Console, console_settings
 from tests.web.seed import BRIDGE_SCANNED, POLICY, USERS, scan_cases, seed_store
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion.db import Store
 from bastion.index.probing import band
 from bastion.signals import hamming
-from bastion.store import Store
 from tests.api.test_cases_api import Desk, _desk, key_for
 from tests.web.seed import BRIDGE_BANKED, BRIDGE_SCANNED, POLICY, reference_pdq
 

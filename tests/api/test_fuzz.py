@@ -50,15 +50,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import bastion.fetch
+from bastion.accounts.store import AccountStore
 from bastion.api.openapi import DB_INT_MAX
 from bastion.banks import NewEntry
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.policy import Verdict
 from bastion.review import NewItem, Viewer
 from bastion.server import create_app
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, Store
-from bastion.store.accounts import AccountStore
+from bastion.store import BankNotFound
 from tests.api.conftest import bearer
 from tests.web.seed import fast_hasher
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from bastion.banks import NewEntry
+from bastion.db import Store
 from bastion.sdk import hashes
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.fixtures.servers import Server
 
 pytestmark = pytest.mark.slow

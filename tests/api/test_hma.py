@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from bastion.api.hma import content_id_of
 from bastion.banks.model import NewEntry
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.signals import VideoFrame, hamming, serialize_frames
-from bastion.store import Store
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

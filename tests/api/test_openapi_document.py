@@ -11,8 +11,8 @@ from openapi_spec_validator import validate
 
 from bastion.api.openapi import DB_INT_MAX
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.server import create_app
-from bastion.store import Store
 
 DOC = create_app(Settings()).openapi()
 

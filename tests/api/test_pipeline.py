@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from bastion import pipeline
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.review import CaseClosed, Decision, Viewer
 from bastion.server import create_app
-from bastion.store import Store
 
 PHOTOS = ["bridge-mods/aaa-orig.jpg", "misc-images/wee.jpg"]
 

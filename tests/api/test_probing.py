@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
 from bastion.signals import hamming, hash_bytes
-from bastion.store import Store
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

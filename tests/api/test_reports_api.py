@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bastion import pipeline
+from bastion.db import Store
 from bastion.reports.model import INCIDENT_TYPES
 from bastion.reports.ncmec import CyberTiplineClient
 from bastion.reports.reporter import Reporter
 from bastion.review import Decision, Viewer
 from bastion.server import create_app
-from bastion.store import Store
 from tests.api.conftest import bearer
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.web.conftest import console_settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.store import Store
+from bastion.db import Store
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

@@ -19,9 +19,9 @@ from bastion.banks.model import NewEntry
 from bastion.client import PData, RootPinError, UnsafeParamsError
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.psi.store import VoucherStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.fixtures.servers import Server
 from tests.fixtures.stores import postgres_schema_url
 from tests.psi.helpers import random_hashes

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
+from bastion.accounts.store import AccountStore
 from bastion.client import hash_image
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
+from bastion.db import Store
 from tests.fixtures.servers import BASTION, Server
 from tests.web.seed import PASSWORD, fast_hasher
 

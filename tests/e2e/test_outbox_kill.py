@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bastion.actions.outbox import Outbox
-from bastion.store import Store
+from bastion.db import Store
 from tests.actions.receiver import Receiver, running
 from tests.e2e.test_server import Server
 from tests.fixtures.stores import postgres_schema_url

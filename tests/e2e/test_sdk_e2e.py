@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion.accounts.store import AccountStore
+from bastion.db import Store
 from bastion.sdk import CaseLeased, Client, Forbidden, hashes
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
 from tests.actions.receiver import Receiver, running
 from tests.fixtures.servers import BASTION, Server
 from tests.fixtures.stores import postgres_schema_url

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bastion.db import Store
 from bastion.demo import DEMO_EDIT
-from bastion.store import Store
 from tests.fixtures.servers import Server
 from tests.fixtures.stores import postgres_schema_url
 

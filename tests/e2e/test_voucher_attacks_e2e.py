@@ -22,10 +22,10 @@ from bastion.actions.rows import OutboxRow
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.review import Viewer
 from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
 from tests.fixtures.servers import Server
 from tests.fixtures.stores import postgres_schema_url

@@ -25,11 +25,11 @@ from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, derivative, hash_image
 from bastion.client.locality import bank_keys, probe_keys
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.psi.media import reencode_derivative
 from bastion.review import Viewer
 from bastion.review.store import ReviewStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.fixtures.servers import Server
 from tests.fixtures.stores import postgres_schema_url
 

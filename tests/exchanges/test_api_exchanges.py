@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.server import create_app
-from bastion.store import Store
 from tests.api.conftest import bearer
 from tests.exchanges.test_cli_exchange import KIND, TOKEN
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from bastion.banks import NewEntry
 from bastion.cli import app
+from bastion.db import Store
 from bastion.exchanges import (
     Checkpoint,
     Exchange,
@@ -34,7 +35,6 @@ from bastion.exchanges import (
     register,
 )
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.fixtures.stores import postgres_schema_url
 
 runner = CliRunner()

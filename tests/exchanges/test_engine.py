@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges.base import (
     Attestation,
     PermanentError,
@@ -31,7 +32,7 @@ from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNot
 from bastion.exchanges.store import ExchangeStore
 from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq, state_root
 from tests.fixtures.clock import Clock
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from bastion.banks.model import NewEntry, normalize_entry
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.exchanges import engine
 from bastion.exchanges.base import Upsert
 from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry, md5, pdq
 from tests.fixtures.stores import open_store
 

@@ -18,9 +18,9 @@ import pytest
 
 from bastion.banks.model import utcnow
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.exchanges.store import ExchangeStore
 from bastion.index.live import LiveIndex
-from bastion.store import Store
 from tests.conftest import REPO
 from tests.exchanges.scripted import SCRIPTS, synthetic
 from tests.fixtures.stores import BACKENDS, postgres_schema_url
@@ -31,7 +31,7 @@ KILL_AT = 6  # the 6th page's transaction is where the worker dies
 CHILD = """
 import sys, time
 from bastion.config import Settings
-from bastion.store import Store
+from bastion.db import Store
 from bastion.exchanges.store import ExchangeStore
 from tests.exchanges.scripted import SCRIPTS, synthetic
 

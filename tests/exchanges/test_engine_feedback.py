@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from bastion import pipeline
 from bastion.banks.model import utcnow
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.exchanges.base import TransientError, Upsert, Verdict, register
 from bastion.exchanges.engine import ExchangeLoop
 from bastion.exchanges.store import ExchangeStore
 from bastion.review import Decision, Viewer
 from bastion.server import create_app
-from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry
 from tests.fixtures.clock import Clock
 

@@ -10,9 +10,10 @@ import pytest
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges.base import ExchangeConfig, Removal, Upsert, register
 from bastion.exchanges.store import ExchangeStore
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.exchanges.scripted import SCRIPTS, Script, ScriptedExchange, Step, entry, md5
 
 

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.exchanges import ExchangeContext, exchange_type
 from bastion.exchanges.base import Page, PermanentError, Poisoned, TransientError, Upsert
 from bastion.exchanges.lists import ListConfig, ListExchange
 from bastion.exchanges.store import ExchangeStore
 from bastion.fetch import FetchPolicy
-from bastion.store import Store
 
 LOOPBACK = FetchPolicy(allow_networks=("127.0.0.1/32",))
 

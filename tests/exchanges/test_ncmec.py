@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges import (
     ExchangeContext,
     FeedbackItem,
@@ -32,7 +33,6 @@ from bastion.exchanges import (
 from bastion.exchanges.ncmec import ENVIRONMENTS, NcmecConfig, NcmecExchange
 from bastion.exchanges.store import ExchangeStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.exchanges.fake_ncmec import MEMBER_ID, PASSWORD, REASONS, USER, FakeNcmec, rand_hex
 from tests.fixtures.clock import Clock
 

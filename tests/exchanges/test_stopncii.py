@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges import (
     FeedbackItem,
     FeedbackUnsupported,
@@ -31,7 +32,6 @@ from bastion.exchanges import (
 )
 from bastion.exchanges.stopncii import StopNCIIConfig, StopNCIICredentials, StopNCIIExchange
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.exchanges.fake_stopncii import (
     FEEDBACK_KEY,
     FETCH_KEY,

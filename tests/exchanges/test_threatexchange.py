@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges import (
     FeedbackItem,
     FeedbackUnsupported,
@@ -37,7 +38,6 @@ from bastion.exchanges.threatexchange import (
     redact,
 )
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.exchanges.fake_threatexchange import (
     APP_ID,
     GROUP,

@@ -13,10 +13,10 @@ import pytest
 from bastion.banks.model import NewEntry
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from tests.feeds.loopback import Publisher
 from tests.fixtures.stores import BACKENDS, open_store
 

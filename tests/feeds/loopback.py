@@ -15,9 +15,9 @@ import httpx
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.feeds.store import FeedStore
 from bastion.server import create_app
-from bastion.store import Store
 from tests.fixtures.servers import AppServer
 
 

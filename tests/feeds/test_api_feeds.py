@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.feeds import BadSignature, VerifyKey, merkle_root, parse_record
 from bastion.feeds.store import FeedStore
 from bastion.server import create_app
-from bastion.store import Store
 from tests.feeds.conftest import pdq_entries
 
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.feeds import VerifyKey, parse_statement
 from bastion.feeds.store import FeedStore
-from bastion.store import Store
 from tests.feeds.conftest import pdq_entries
 
 runner = CliRunner()

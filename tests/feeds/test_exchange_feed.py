@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import text
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.exchanges.base import Verdict
 from bastion.exchanges.bastion_feed import BastionFeedExchange
 from bastion.feeds import SigningKey
 from bastion.signals.base import SignalType
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.feeds.conftest import exchanges as _exchanges
 from tests.feeds.conftest import pdq_entries
 from tests.feeds.conftest import subscribe as _subscribe

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.feeds.store import FeedNotFound, FeedStore
 from bastion.server import create_app
-from bastion.store import InvalidInput, KeyNotFound, Store
+from bastion.store import InvalidInput, KeyNotFound
 from tests.feeds.conftest import exchanges, pdq_entries, subscribe
 from tests.feeds.loopback import Publisher
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.exchanges.bastion_feed import (
     INCOMPLETE,
     UNVERIFIED,
@@ -26,7 +27,7 @@ from bastion.exchanges.bastion_feed import (
 from bastion.exchanges.store import ExchangeStore
 from bastion.feeds import SigningKey
 from bastion.signals.base import SignalType
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.feeds.conftest import exchanges, pdq_entries, subscribe
 from tests.feeds.loopback import Publisher, TamperProxy
 

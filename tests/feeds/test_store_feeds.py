@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.feeds import BadSignature, merkle_root, parse_record, parse_statement
 from bastion.feeds.store import (
     FeedExists,
@@ -20,7 +21,7 @@ from bastion.feeds.store import (
     format_cursor,
     parse_cursor,
 )
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.feeds.conftest import pdq_entries
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
-from bastion.store import Store
 
 N = 50_000
 

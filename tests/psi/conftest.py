@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.config import Settings
-from bastion.store import Store
+from bastion.db import Store
 
 
 @pytest.fixture

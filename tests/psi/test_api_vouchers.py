@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from bastion.actions.worker import BuildLoop
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher, frank
+from bastion.db import Store
 from bastion.server import create_app
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from bastion.worker import voucher_loop, worker_runtime
 
 from .conftest import voucher_settings

@@ -17,11 +17,12 @@ from bastion.banks.model import NewEntry
 from bastion.cli import app as cli_app
 from bastion.client import PData
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.psi.records import MAX_BUILD_ATTEMPTS, LeaseLost
 from bastion.psi.rows import PsiBuildRow
 from bastion.psi.store import VoucherStore
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, Store
+from bastion.store import BankNotFound
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, random_hashes

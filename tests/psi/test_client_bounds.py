@@ -23,10 +23,10 @@ from bastion.client import (
 )
 from bastion.client.voucher import voucher_bytes
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.psi.records import params_from_settings
 from bastion.server import create_app
 from bastion.signals.base import SignalType
-from bastion.store import Store
 
 from .conftest import voucher_settings
 from .helpers import random_hashes, seeded

@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 from bastion.banks.model import NewEntry
 from bastion.client import Account, Client, PData, Voucher, commit, frank
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.psi import Report, ReportRejected
 from bastion.psi.media import reencode_derivative
 from bastion.psi.records import OpenedAccount
 from bastion.psi.rows import FrankingReportRow, VoucherShareRow
 from bastion.psi.store import VoucherStore
 from bastion.signals.base import SignalType
-from bastion.store import Store
 
 from .conftest import voucher_settings
 from .helpers import LAB_BOUNDS, T0, random_hashes, seeded

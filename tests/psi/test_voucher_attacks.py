@@ -31,6 +31,7 @@ from bastion.client import Account, Client, PData, Voucher
 from bastion.client.field import DHF_BYTES, P_DHF, P_SHARE, from_bytes
 from bastion.client.voucher import open_part_a, open_part_b
 from bastion.crypto import unseal
+from bastion.db import Store
 from bastion.pipeline import review_only
 from bastion.policy import default_policy, policy_input
 from bastion.psi import Row, detect_real, reconstruct
@@ -40,7 +41,6 @@ from bastion.review import Viewer
 from bastion.review.store import ReviewStore
 from bastion.server import create_app
 from bastion.signals.base import SignalType
-from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
 from bastion.worker import voucher_loop, worker_runtime
 

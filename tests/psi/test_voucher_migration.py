@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from bastion.store.store import MIGRATIONS_DIR
+from bastion.store.engine import MIGRATIONS_DIR
 from tests.fixtures.stores import postgres_schema_url
 
 

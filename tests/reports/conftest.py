@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.reports.store import ReportStore
 from bastion.review import Decision
 from bastion.review.model import Case
 from bastion.review.store import ReviewStore
-from bastion.store import Store
 from tests.conftest import TESTDATA
 from tests.fixtures.clock import Clock
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer

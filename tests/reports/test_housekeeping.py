@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 from bastion.config import Settings
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.housekeeping import Housekeeping
 from bastion.reports.store import ReportStore
 from bastion.review.model import Case
-from bastion.store import Store
 from bastion.vault.store import Vault
 from tests.fixtures.clock import Clock
 from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from bastion.db import Store
 from bastion.reports.errors import ReportConflict, ReportExists
 from bastion.reports.model import ReporterInfo, State
 from bastion.reports.nca import (
@@ -29,8 +30,8 @@ from bastion.reports.ncmec import CyberTiplineClient
 from bastion.reports.reporter import Reporter
 from bastion.reports.store import ReportStore
 from bastion.review.model import Case
-from bastion.store import InvalidInput, Store
-from bastion.store.models import AuditRow
+from bastion.store import InvalidInput
+from bastion.store.tables import AuditRow
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
 from tests.fixtures.clock import Clock

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from bastion.db import Store
 from bastion.reports.errors import ReportConflict, ReportExists
 from bastion.reports.model import ReporterInfo, State, Step
 from bastion.reports.ncmec import CyberTiplineClient, NcmecAuthError
@@ -16,8 +17,8 @@ from bastion.reports.reporter import Reporter
 from bastion.reports.rows import ReportCredentialRow
 from bastion.reports.store import ReportStore
 from bastion.review.model import Case
-from bastion.store import InvalidInput, Store
-from bastion.store.models import AuditRow
+from bastion.store import InvalidInput
+from bastion.store.tables import AuditRow
 from tests.fixtures.clock import Clock
 from tests.reports.conftest import CREDENTIALS, REPORTER_KW
 from tests.reports.fake_cybertipline import FakeCyberTipline, LoopbackServer

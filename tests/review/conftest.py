@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.policy import Policy, QueueSpec, ReviewSettings, Verdict
 from bastion.review import NewItem, Viewer
 from bastion.review.store import ReviewStore
-from bastion.store import Store
 from tests.fixtures.clock import Clock
 from tests.fixtures.stores import Database
 

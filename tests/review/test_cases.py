@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from bastion.db import Store
 from bastion.review import (
     AWAITING_SECOND,
     OPEN,
@@ -20,7 +21,7 @@ from bastion.review import (
     Viewer,
 )
 from bastion.review.store import ReviewStore, cases_t, items_t
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.fixtures.clock import Clock
 
 from .conftest import ALICE, AUDREY, BOB, CAROL, FOUR_EYES, ONE_REVIEW, ROOT, SAM, item, verdict

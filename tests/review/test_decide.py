@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.review import (
     AWAITING_SECOND,
     CONFIRMED,
@@ -23,7 +24,7 @@ from bastion.review import (
 )
 from bastion.review.store import ReviewStore, disputes_t
 from bastion.signals.base import SignalType
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
 from tests.fixtures.clock import Clock
 
 from .conftest import ALICE, BOB, FOUR_EYES, ONE_REVIEW, ROOT, SAM, SUE, item, verdict

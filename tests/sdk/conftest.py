@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion.accounts.store import AccountStore
+from bastion.db import Store
 from bastion.sdk import Client, hashes
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
 from tests.fixtures.servers import Server
 from tests.web.seed import POLICY, fast_hasher
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bastion.store import Store
+from bastion.db import Store
 
 
 @pytest.fixture

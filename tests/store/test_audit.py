@@ -7,8 +7,10 @@ import threading
 import pytest
 from sqlalchemy import delete, select, update
 
-from bastion.store import InvalidInput, Store
-from bastion.store.store import AUDIT_GENESIS, audit_hash, audit_head_t, audit_t
+from bastion.db import Store
+from bastion.store import InvalidInput
+from bastion.store.audit_chain import AUDIT_GENESIS, audit_hash
+from bastion.store.tables import audit_head_t, audit_t
 from tests.fixtures.stores import Database
 
 

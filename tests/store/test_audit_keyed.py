@@ -19,17 +19,12 @@ from alembic.config import Config
 from sqlalchemy import insert, inspect, select, text, update
 
 from bastion.audit_keys import AuditKeyring
-from bastion.store import Store, StoreError
+from bastion.db import Store
+from bastion.store import StoreError
+from bastion.store.audit_chain import AUDIT_GENESIS, AuditEvent, audit_hash, canon_numbers
+from bastion.store.engine import MIGRATIONS_DIR
 from bastion.store.errors import AuditKeyUnavailable
-from bastion.store.store import (
-    AUDIT_GENESIS,
-    MIGRATIONS_DIR,
-    AuditEvent,
-    _canon_numbers,
-    audit_hash,
-    audit_head_t,
-    audit_t,
-)
+from bastion.store.tables import audit_head_t, audit_t
 from tests.fixtures.stores import Database
 
 
@@ -55,7 +50,7 @@ def old_audit_hash(event: AuditEvent) -> str:
         "actor": event.actor,
         "action": event.action,
         "target": event.target,
-        "detail": _canon_numbers(event.detail),
+        "detail": canon_numbers(event.detail),
         "remote_addr": event.remote_addr,
     }
     text_ = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

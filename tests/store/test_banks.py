@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput, Store
+from bastion.store import BankExists, BankNotFound, EntryNotFound, InvalidInput
 
 
 def test_create_get_and_list(store: Store) -> None:

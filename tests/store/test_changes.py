@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from bastion.banks.model import IndexEntry, NewEntry
+from bastion.banks.model import EntryChange, IndexEntry, NewEntry
+from bastion.db import Store
 from bastion.index.live import LiveIndex
 from bastion.index.matcher import Matcher
 from bastion.signals.base import Signal, SignalType
-from bastion.store import EntryChange, InvalidInput, Store
+from bastion.store import InvalidInput
 
 
 def _apply(index: dict[int, str], store: Store, since: int) -> int:

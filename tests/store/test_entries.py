@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, EntryNotFound, InvalidInput, Store
+from bastion.store import BankNotFound, EntryNotFound, InvalidInput
 
 
 def _pdq() -> str:

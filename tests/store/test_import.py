@@ -15,8 +15,9 @@ import pytest
 
 from bastion.banks.formats import BankFormat
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, ImportAborted, InvalidInput, Store
+from bastion.store import BankNotFound, ImportAborted, InvalidInput
 from tests.fixtures.stores import Database
 
 
@@ -393,7 +394,7 @@ LINES = 200_000
 _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
-    from bastion.store import Store
+    from bastion.db import Store
 
     url, schema, path = sys.argv[1], sys.argv[2] or None, sys.argv[3]
     store = Store.open(url, schema=schema)

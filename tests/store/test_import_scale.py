@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
-from bastion.store import Store
 
 #: Peak Python allocations of an import, whatever its size: one batch of parsed entries and
 #: their rows (5,000 at a time) plus the driver's buffers take a few MB.

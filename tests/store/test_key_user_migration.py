@@ -11,11 +11,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 
+from bastion.accounts.store import AccountStore
 from bastion.banks.model import utcnow
+from bastion.db import Store
 from bastion.keys import format_token, hash_secret, new_salt, new_secret
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
-from bastion.store.store import MIGRATIONS_DIR
+from bastion.store.engine import MIGRATIONS_DIR
 from tests.fixtures.stores import Database
 from tests.web.seed import fast_hasher
 

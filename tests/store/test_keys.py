@@ -15,7 +15,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text, update
 
 from bastion import keys as keys_mod
+from bastion.accounts.keys import keys_t
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.keys import (
     ApiKey,
     format_token,
@@ -27,9 +29,9 @@ from bastion.keys import (
     parse_token,
 )
 from bastion.signals.base import SignalType
-from bastion.store import InvalidInput, Store
+from bastion.store import InvalidInput
+from bastion.store.engine import MIGRATIONS_DIR
 from bastion.store.errors import KeyExists, KeyNotFound
-from bastion.store.store import MIGRATIONS_DIR, keys_t
 from tests.fixtures.stores import Database
 
 TOKEN_RE = re.compile(r"^bst_[A-Za-z0-9]{8,12}_[A-Za-z0-9_-]{43,}$")

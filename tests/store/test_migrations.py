@@ -15,10 +15,10 @@ import bastion.psi.rows  # the domains' tables, so Base.metadata is complete
 import bastion.review.rows
 import bastion.vault.rows  # noqa: F401
 from bastion.banks.model import NewEntry
+from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import Store
-from bastion.store.models import Base
-from bastion.store.store import MIGRATIONS_DIR
+from bastion.store.engine import MIGRATIONS_DIR
+from bastion.store.tables import Base
 from tests.fixtures.stores import Database
 
 

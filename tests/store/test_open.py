@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bastion.store import Store, StoreError, StoreUnavailable
+from bastion.db import Store
+from bastion.store import StoreError, StoreUnavailable
 from tests.fixtures.stores import PG_URL
 
 

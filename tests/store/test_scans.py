@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.store import InvalidInput, Store
+from bastion.db import Store
+from bastion.store import InvalidInput
 from bastion.store.errors import ScanNotFound
 from tests.fixtures.stores import Database
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.review import Decision
 from bastion.review.store import ReviewStore
-from bastion.store import Store
 from bastion.vault.store import Vault
 from tests.conftest import TESTDATA
 from tests.fixtures.clock import Clock

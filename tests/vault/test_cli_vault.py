@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.review.store import ReviewStore
-from bastion.store import Store
 from bastion.vault.rows import EvidenceRow
 from bastion.vault.store import Vault
 from tests.fixtures.clock import Clock

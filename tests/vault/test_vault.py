@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select, update
 
 from bastion.crypto import MasterKey
+from bastion.db import Store
 from bastion.review import CaseNotFound, Decision, Forbidden
 from bastion.review.store import ReviewStore
-from bastion.store import Store
 from bastion.vault import (
     EVIDENCE_ROLES,
     EvidenceDamaged,

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bastion.config import Settings
+from bastion.db import Store
 from bastion.server import create_app
-from bastion.store import Store
 from tests.web.seed import PASSWORD, POLICY, scan_cases, seed_store
 
 SOFT_LIMIT = 3

@@ -15,7 +15,7 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from bastion.actions.outbox import Outbox
-from bastion.store import Store
+from bastion.db import Store
 from tests.conftest import REPO, TESTDATA
 from tests.web.seed import PASSWORD
 from tests.web.server import ConsoleServer, launch_chromium

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.accounts import PasswordHasher
+from bastion.accounts.model import PasswordHasher
+from bastion.accounts.store import AccountStore
 from bastion.banks import NewEntry
+from bastion.db import Store
 from bastion.signals import SignalType
-from bastion.store import Store
-from bastion.store.accounts import AccountStore
 
 PASSWORD = "correct horse battery staple"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from bastion.store import Store
+from bastion.db import Store
 from tests.fixtures.servers import Server
 from tests.web.seed import POLICY, SCANS, scan_cases, seed_store
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bastion.accounts import PasswordHasher
+from bastion.accounts.model import PasswordHasher
 from bastion.server import create_app
 from tests.web.conftest import Console, console_settings, login_form_token
 from tests.web.seed import PASSWORD

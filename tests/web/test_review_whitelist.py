@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.db import Store
 from bastion.exchanges.base import Upsert
 from bastion.review import Viewer
 from bastion.server import create_app
-from bastion.store import Store
 from tests.exchanges.scripted import SCRIPTS, Script, Step, entry
 from tests.web.conftest import Console, console_settings
 from tests.web.seed import POLICY, seed_store

@@ -6,14 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import bastion.actions.rows  # noqa: F401  (the outbox table, so Base.metadata is complete)
-import bastion.exchanges.rows  # noqa: F401  (the exchanges' tables, so Base.metadata is complete)
-import bastion.feeds.rows  # noqa: F401  (the feeds' tables)
-import bastion.psi.rows  # noqa: F401
-import bastion.reports.rows  # noqa: F401  (the reports' tables)
-import bastion.review.rows  # noqa: F401
-import bastion.vault.rows  # noqa: F401
-from bastion.store.models import Base
+import bastion.db  # noqa: F401  (every domain's tables, so Base.metadata is complete)
+from bastion.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,7 +19,7 @@ def _render_as_batch(dialect_name: str) -> bool:
 
 
 def run_migrations_offline() -> None:
-    from bastion.store.store import database_url
+    from bastion.store.engine import database_url
 
     url = database_url(None)
     context.configure(
@@ -50,7 +44,7 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from bastion.store.store import database_url
+    from bastion.store.engine import database_url
 
     engine = create_engine(database_url(None))
     with engine.connect() as conn:

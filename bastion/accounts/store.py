@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from bastion.accounts import (
+from bastion.accounts.model import (
     ADMIN,
     DEFAULT_QUEUES,
     SESSION_TOUCH_INTERVAL,
@@ -50,10 +50,11 @@ from bastion.accounts import (
     validate_user_name,
     well_formed_token,
 )
+from bastion.accounts.rows import ExposureRow, LoginThrottleRow, UserRow, UserSessionRow
 from bastion.banks.model import utcnow
+from bastion.db import Store
+from bastion.store.audit import append_audit
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.models import ExposureRow, LoginThrottleRow, UserRow, UserSessionRow
-from bastion.store.store import Store, append_audit
 
 users_t = UserRow.__table__
 sessions_t = UserSessionRow.__table__
