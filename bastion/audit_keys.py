@@ -1,6 +1,6 @@
 """Keys for the audit log, kept outside the database (docs/audit.md).
 
-The audit chain (``bastion.store.store``) links each record to the one before with HMAC-SHA256
+The audit chain (``bastion.store.audit``) links each record to the one before with HMAC-SHA256
 under an *audit key*. The keys live in a keyring file beside, but apart from, the master key and
 never in the database: whoever can write the database but not read this file cannot recompute
 the chain after editing a record. Keyring file (JSON, mode 0600)::

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from math import isfinite
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Integer, String, delete, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -52,9 +52,11 @@ from bastion.accounts.model import (
 )
 from bastion.accounts.rows import ExposureRow, LoginThrottleRow, UserRow, UserSessionRow
 from bastion.banks.model import utcnow
-from bastion.db import Store
 from bastion.store.audit import append_audit
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from bastion.db import Store
 
 users_t = UserRow.__table__
 sessions_t = UserSessionRow.__table__
@@ -88,7 +90,7 @@ class UserExists(StoreError):
 
 
 class AccountStore:
-    """Users, logins, sessions and exposure counters on top of a :class:`Store`.
+    """Users, logins, sessions and exposure counters on top of a :class:`~bastion.db.Store`.
 
     ``hasher`` defaults to the process-wide argon2id hasher; ``now`` (returning an aware UTC
     datetime) is the clock for every time written or compared here.

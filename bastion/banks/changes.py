@@ -5,11 +5,11 @@ revision it was written at (:meth:`ChangeFeed.changes_page`), and a fresh index 
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Row,
     Text,
     cast,
     select,
@@ -46,7 +46,7 @@ _INDEX_COLUMNS = (
 )
 
 
-def _to_index_entry(r: Row[Any]) -> IndexEntry:
+def _to_index_entry(r: Sequence[Any]) -> IndexEntry:
     i, bank, st, value, um, ext, labels = r[: len(_INDEX_COLUMNS)]
     parsed = json.loads(labels) if labels and labels != "[]" else []
     return IndexEntry(i, bank, SIGNAL_TYPES[st], value, um or None, ext, parsed)
@@ -175,7 +175,7 @@ class ChangeFeed(Database):
                 active=False,
                 entry=None,
             )
-            for i, bank, st, value, r in tomb_rows
+            for i, bank, st, value, r in typing.cast("list[tuple[Any, ...]]", tomb_rows)
         ]
         # Each query returned its own first ``limit``; the merged first ``limit`` is among them.
         # An id is never both live and a tombstone (ids are never reused), so keys are unique.

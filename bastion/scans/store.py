@@ -67,7 +67,9 @@ class ScanOps(Database):
             "verdict": short_text("verdict", verdict, 32, empty=False),
         }
         with self.engine.begin() as conn:
-            return int(conn.execute(insert(scans_t).values(**values)).inserted_primary_key[0])
+            key = conn.execute(insert(scans_t).values(**values)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def get_scan(self, scan_id: int) -> ScanRecord:
         row = None

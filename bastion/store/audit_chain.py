@@ -262,9 +262,9 @@ class ChainWalk:
             event = _raw_audit(row)
         except (ValueError, TypeError) as exc:
             return self.fail("edited", rid, f"record {rid} was edited: {exc}")
-        secret, problem = self._key_for(event)
-        if problem is not None:
-            return problem
+        secret, key_problem = self._key_for(event)
+        if key_problem is not None:
+            return key_problem
         if audit_hash(event, secret) != event.hash:
             moved = _written_as(event, self.head_id, secret)
             if moved is not None:

@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Connection, Row, Select, insert, literal, select, update
 from sqlalchemy.exc import DBAPIError
@@ -194,7 +194,7 @@ def copy_rows(
     cols = ", ".join(INSERT_COLUMNS)
     table = entries_t.name
     target = "_bastion_import" if skip_duplicates else table
-    raw = conn.connection.dbapi_connection
+    raw: Any = conn.connection.dbapi_connection  # psycopg's, with cursor().copy()
     assert raw is not None
     labels_text: dict[tuple[str, ...], str] = {}
     try:
@@ -362,7 +362,10 @@ def entry_select() -> Select[Any]:
 
 
 def to_entry(r: Row[Any]) -> BankEntry:
-    (i, bank, st, value, q, um, src, lst, ext, added, labels, en, reason, meta, cr, up, rev, _) = r
+    row = cast("tuple[Any, ...]", r)  # a Row is a tuple; unpacked without copying
+    (i, bank, st, value, q, um, src, lst, ext, added, labels, en, reason, meta, cr, up, rev, _) = (
+        row
+    )
     return BankEntry(
         i,
         bank,
