@@ -11,14 +11,10 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-import bastion.psi.rows  # the domains' tables, so Base.metadata is complete
-import bastion.review.rows
-import bastion.vault.rows  # noqa: F401
 from bastion.banks.model import NewEntry
-from bastion.db import Store
+from bastion.db import Base, Store  # bastion.db imports every domain's tables
 from bastion.signals.base import SignalType
 from bastion.store.engine import MIGRATIONS_DIR
-from bastion.store.tables import Base
 from tests.fixtures.stores import Database
 
 

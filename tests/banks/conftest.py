@@ -1,4 +1,4 @@
-"""Store fixtures: ``db`` and ``store`` (every store test on a temporary SQLite file and on real
+"""Bank test fixtures: ``db`` and ``store`` (every store test on a temporary SQLite file and on real
 PostgreSQL) come from tests/fixtures/stores.py; a bank maker on top."""
 
 from __future__ import annotations
