@@ -88,7 +88,7 @@ def _plain(value: Any) -> Any:
 
 
 def _record(obj: Any) -> dict[str, Any]:
-    doc = asdict(obj) if is_dataclass(obj) else dict(vars(obj))
+    doc = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
     return _plain(doc)
 
 

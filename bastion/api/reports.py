@@ -118,6 +118,10 @@ class NcaIn(BaseModel):
     )
 
 
+def _us_only() -> list[Literal["US", "UK"]]:
+    return ["US"]
+
+
 class DraftIn(BaseModel):
     # What the route checks across fields, stated in the document: US (the default) needs the
     # reporting person and the incident type; `nca` goes with UK and only with UK.
@@ -133,7 +137,7 @@ class DraftIn(BaseModel):
                         ]
                     },
                     "then": {
-                        "required": US_REQUIRED,
+                        "required": [*US_REQUIRED],
                         "properties": {f: {"type": "string"} for f in US_REQUIRED},
                     },
                 },
@@ -173,7 +177,7 @@ class DraftIn(BaseModel):
 
     case_id: int = Field(gt=0, le=2**63 - 1)
     jurisdictions: list[Literal["US", "UK"]] = Field(
-        default_factory=lambda: ["US"],
+        default_factory=_us_only,
         min_length=1,
         max_length=2,
         description="US drafts the NCMEC report, UK the NCA report (needs `nca`); both are "

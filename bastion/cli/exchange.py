@@ -260,7 +260,7 @@ def _record(obj: Any, table: bool) -> dict[str, Any]:
     """A store record (dataclass) as a plain dict, times as text."""
     from dataclasses import asdict, is_dataclass
 
-    doc = asdict(obj) if is_dataclass(obj) else dict(vars(obj))
+    doc = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
     return {k: _when(v, table) if isinstance(v, datetime) else v for k, v in doc.items()}
 
 
@@ -339,7 +339,7 @@ def exchange_types_cmd(fmt: FormatOpt = OutputFormat.TABLE) -> None:
     """The kinds of exchange this Bastion knows, with their settings and credential fields."""
     from bastion.exchanges import exchange_types
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     table = fmt is not OutputFormat.JSON
     for kind, cls in exchange_types().items():
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -639,7 +639,7 @@ def exchange_sync(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    counts = {
+    counts: dict[str, Any] = {
         "exchange": result.exchange,
         "pages": result.pages,
         "added": result.added,
