@@ -8,7 +8,7 @@ SYSDEPS := libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevi
 BASTION_TEST_POSTGRES_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test
 export BASTION_TEST_POSTGRES_URL
 
-.PHONY: install sysdeps run demo test lint docs bench dist clean
+.PHONY: install sysdeps run demo test test-fast lint docs bench dist clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ run: install
 
 test: install
 	$(BIN)/pytest -q
+
+# Everything but the tests marked slow (over ~5 s: e2e servers, browsers, the wheel, scale and
+# memory tests), on two xdist workers: each worker migrates its own template databases once.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" -n 2
 
 lint: install
 	$(BIN)/ruff check bastion tests benchmarks

@@ -419,6 +419,7 @@ def _pdq_lines(n: int) -> Iterator[str]:
         yield f"pdq {rng.getrandbits(256):064x}\n"
 
 
+@pytest.mark.slow  # a subprocess imports a large list and measures its peak memory
 def test_large_import_streams_in_bounded_memory(db: Database, tmp_path: Path) -> None:
     """200k lines through import and iter_entries in a fresh process, whose peak RSS growth must
     stay far below the ~75 MB that merely holding 200k parsed entries takes."""

@@ -15,6 +15,9 @@ from bastion.db import Store
 from bastion.index.live import LiveIndex
 from bastion.signals.base import Signal, SignalType
 
+#: Minutes of data and peak-memory measurements: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 #: Peak Python allocations of an import, whatever its size: one batch of parsed entries and
 #: their rows (5,000 at a time) plus the driver's buffers take a few MB.
 PEAK_BOUND = 16 * 2**20
