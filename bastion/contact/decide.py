@@ -248,7 +248,7 @@ def _request_to_child(relationship: Relationship, risky: bool) -> Decision:
             prompts=(Prompt(id="high_risk_request", audience="target"),),
             reasons=("risk.high_actor_request_to_spam",),
         )
-    reasons = ("f1.child_confirms_non_connection",)
+    reasons: tuple[str, ...] = ("f1.child_confirms_non_connection",)
     if relationship.mutual_connections == 0:
         reasons = (*reasons, "no_mutual_connections")
     return Decision(

@@ -1,0 +1,682 @@
+"""Behavioural risk per account from contact events: named detectors, a score and a band.
+
+Each detector looks at what an account (the *actor*) did towards children and returns a
+:class:`Contribution`: points, whether it fired, a plain explanation and its evidence counts.
+They see metadata only (who contacted whom and when, connections, blocks, reports, gifts,
+flag kinds, device and identifier hashes), never content. Signals are not proof: a band at or
+above the policy's threshold opens an account case for a human, it never acts on its own.
+
+A minor's contact is *cold* when the actor was not connected to the child at the actor's first
+contact (message, connection request or gift), and the child is a *stranger* when, in addition,
+the two shared at most ``max_mutuals`` connections at that moment.
+
+Detectors (parameters in :class:`RiskSettings`):
+
+- ``fanout``: many stranger minors first contacted within a sliding window, few of them
+  responding (accepting a request or writing back);
+- ``age_gap``: stranger minors much younger than the actor (an adult, or a child two bands older);
+- ``new_account``: an account only days old contacting stranger minors;
+- ``blocked_reported``: minors blocking or reporting the account (count and rate);
+- ``cross_country``: stranger minors in another country;
+- ``fast_escalation``: an ``offplatform_handle``, ``image_request`` or ``payment_request`` flag
+  within N messages or M minutes of the first contact with a minor;
+- ``gifts_to_minors``: gifts or payments to minors the actor shares no connections with;
+- ``ban_evasion``: a device or identifier hash shared with a banned account.
+
+:class:`RiskState` is incremental: :meth:`RiskState.apply` takes events one at a time, in any
+order, each at most once by ``event_id`` (a re-sent event changes nothing), updates compact
+per-account indexes and marks the accounts whose score may have changed; :meth:`RiskState.rescore`
+recomputes only those. Every score is a function of the *set* of events seen, with no clock:
+windows are measured between event times, so the result is the same whatever the arrival order,
+and equal to :func:`recompute` over the same events from scratch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.contact.model import (
+    MINOR_BANDS,
+    AccountEvent,
+    BanEvent,
+    BlockEvent,
+    ConnectionAccept,
+    ConnectionRemove,
+    ConnectionRequest,
+    Event,
+    FlagEvent,
+    FlagKind,
+    GiftEvent,
+    MessageEvent,
+    PaymentEvent,
+    ProfileChange,
+    ReportEvent,
+    RiskBand,
+)
+from bastion.vocab import AgeBand
+
+DETECTORS = (
+    "fanout",
+    "age_gap",
+    "new_account",
+    "blocked_reported",
+    "cross_country",
+    "fast_escalation",
+    "gifts_to_minors",
+    "ban_evasion",
+)
+#: A minor band's position, youngest 0 (``age_gap`` compares them).
+_BAND_INDEX: Mapping[str, int] = {b: i for i, b in enumerate(MINOR_BANDS)}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FanOutSettings(_Strict):
+    enabled: bool = True
+    window_hours: float = Field(default=24.0, gt=0)
+    min_targets: int = Field(default=5, ge=1)
+    max_response_rate: float = Field(default=0.5, ge=0, le=1)
+    points: int = Field(default=30, ge=0)
+    points_per_extra: int = Field(default=2, ge=0)
+    max_points: int = Field(default=40, ge=0)
+
+
+class AgeGapSettings(_Strict):
+    enabled: bool = True
+    #: A child actor counts only towards children at least this many bands younger.
+    minor_band_gap: int = Field(default=2, ge=1)
+    min_targets: int = Field(default=1, ge=1)
+    points_per_target: int = Field(default=10, ge=0)
+    max_points: int = Field(default=30, ge=0)
+
+
+class NewAccountSettings(_Strict):
+    enabled: bool = True
+    max_age_days: float = Field(default=7.0, gt=0)
+    min_targets: int = Field(default=2, ge=1)
+    points: int = Field(default=15, ge=0)
+
+
+class BlockedReportedSettings(_Strict):
+    enabled: bool = True
+    min_count: int = Field(default=2, ge=1)
+    min_rate: float = Field(default=0.1, ge=0, le=1)
+    points: int = Field(default=25, ge=0)
+    points_per_extra: int = Field(default=5, ge=0)
+    max_points: int = Field(default=40, ge=0)
+
+
+class CrossCountrySettings(_Strict):
+    enabled: bool = True
+    min_targets: int = Field(default=2, ge=1)
+    points: int = Field(default=20, ge=0)
+
+
+class EscalationSettings(_Strict):
+    enabled: bool = True
+    kinds: frozenset[FlagKind] = frozenset(
+        {"offplatform_handle", "image_request", "payment_request"}
+    )
+    within_messages: int = Field(default=20, ge=0)
+    within_minutes: float = Field(default=120.0, ge=0)
+    points: int = Field(default=35, ge=0)
+    points_per_extra: int = Field(default=10, ge=0)
+    max_points: int = Field(default=55, ge=0)
+
+
+class GiftSettings(_Strict):
+    enabled: bool = True
+    #: Count gifts from accounts that are themselves children (games: teens gift each other).
+    from_minors: bool = False
+    min_targets: int = Field(default=1, ge=1)
+    points: int = Field(default=15, ge=0)
+    points_per_extra: int = Field(default=5, ge=0)
+    max_points: int = Field(default=30, ge=0)
+
+
+class BanEvasionSettings(_Strict):
+    enabled: bool = True
+    points: int = Field(default=45, ge=0)
+
+
+class RiskSettings(_Strict):
+    """The risk section of the policy YAML."""
+
+    #: Count accounts of ``unknown`` age as minors when they are the ones contacted.
+    unknown_age_as_minor: bool = False
+    #: At most this many shared connections at first contact still makes a minor a stranger.
+    max_mutuals: int = Field(default=0, ge=0)
+    medium_at: int = Field(default=30, ge=1)
+    high_at: int = Field(default=60, ge=1)
+    max_score: int = Field(default=100, ge=1)
+    fanout: FanOutSettings = FanOutSettings()
+    age_gap: AgeGapSettings = AgeGapSettings()
+    new_account: NewAccountSettings = NewAccountSettings()
+    blocked_reported: BlockedReportedSettings = BlockedReportedSettings()
+    cross_country: CrossCountrySettings = CrossCountrySettings()
+    fast_escalation: EscalationSettings = EscalationSettings()
+    gifts_to_minors: GiftSettings = GiftSettings()
+    ban_evasion: BanEvasionSettings = BanEvasionSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    detector: str
+    points: int
+    fired: bool
+    explanation: str
+    evidence: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskResult:
+    account: str
+    score: int
+    band: RiskBand
+    contributions: tuple[Contribution, ...]
+
+    def fired(self) -> tuple[str, ...]:
+        return tuple(c.detector for c in self.contributions if c.fired)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """An account's current facts, folded from its ``account`` and ``profile_change`` events
+    (latest time wins, ties by event id) and its ``ban`` events."""
+
+    age_band: AgeBand = "unknown"
+    country: str | None = None
+    created_at: datetime | None = None
+    banned: bool = False
+    hashes: frozenset[str] = frozenset()
+
+
+_Key = tuple[datetime, str]  # (time, event_id): the order events are folded in
+
+
+@dataclass(slots=True)
+class _Out:
+    """What one actor did towards one target."""
+
+    first: datetime | None = None
+    messages: list[datetime] = field(default_factory=list)  # sorted
+    gifts: list[datetime] = field(default_factory=list)
+    flags: list[tuple[datetime, FlagKind]] = field(default_factory=list)
+
+    def contact(self, time: datetime) -> None:
+        if self.first is None or time < self.first:
+            self.first = time
+
+
+def _points(n: int, minimum: int, base: int, per_extra: int, cap: int) -> int:
+    return min(cap, base + per_extra * (n - minimum)) if n >= minimum else 0
+
+
+class RiskState:
+    """Incremental per-account risk over a set of events (see the module docstring)."""
+
+    def __init__(self, settings: RiskSettings | None = None) -> None:
+        self.settings = settings or RiskSettings()
+        self._seen: dict[str, Event] = {}
+        self._profile: defaultdict[str, list[tuple[_Key, AccountEvent | ProfileChange]]] = (
+            defaultdict(list)
+        )
+        self._bans: defaultdict[str, list[tuple[_Key, bool]]] = defaultdict(list)
+        self._facts: dict[str, Facts] = {}
+        self._hash_accounts: defaultdict[str, set[str]] = defaultdict(set)
+        self._out: defaultdict[str, dict[str, _Out]] = defaultdict(dict)
+        # unordered pair -> sorted (key, kind, actor) of its connection events
+        self._conn: dict[tuple[str, str], list[tuple[_Key, str, str]]] = {}
+        self._neighbours: defaultdict[str, set[str]] = defaultdict(set)  # ever accepted
+        self._blockers: defaultdict[str, set[str]] = defaultdict(set)
+        self._reporters: defaultdict[str, dict[str, set[str]]] = defaultdict(dict)
+        self._untargeted_flags: defaultdict[str, int] = defaultdict(int)
+        self._related: defaultdict[str, set[str]] = defaultdict(set)
+        self._accounts: set[str] = set()
+        self._dirty: set[str] = set()
+        self._results: dict[str, RiskResult] = {}
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> Literal["applied", "duplicate", "conflict"]:
+        """Take one event. A re-sent event id changes nothing (``duplicate``; ``conflict`` when
+        its content differs from the first one seen under that id)."""
+        prior = self._seen.get(event.event_id)
+        if prior is not None:
+            return "duplicate" if prior == event else "conflict"
+        self._seen[event.event_id] = event
+        key = (event.time, event.event_id)
+        if isinstance(event, AccountEvent | ProfileChange):
+            self._know(event.account)
+            bisect.insort(self._profile[event.account], (key, event), key=lambda kv: kv[0])
+            self._refold(event.account)
+        elif isinstance(event, BanEvent):
+            self._know(event.account)
+            bisect.insort(self._bans[event.account], (key, event.lifted), key=lambda kv: kv[0])
+            self._refold(event.account)
+        elif isinstance(event, FlagEvent):
+            self._know(event.account)
+            if event.target is None:
+                self._untargeted_flags[event.account] += 1
+                self._dirty.add(event.account)
+            else:
+                self._pair(event.account, event.target).flags.append((event.time, event.kind))
+        elif isinstance(event, MessageEvent):
+            out = self._pair(event.actor, event.target)
+            out.contact(event.time)
+            bisect.insort(out.messages, event.time)
+        elif isinstance(event, ConnectionRequest):
+            self._pair(event.actor, event.target).contact(event.time)
+            self._connection(event, key, "request")
+        elif isinstance(event, ConnectionAccept):
+            self._connection(event, key, "accept")
+        elif isinstance(event, ConnectionRemove):
+            self._connection(event, key, "remove")
+        elif isinstance(event, GiftEvent | PaymentEvent):
+            out = self._pair(event.actor, event.target)
+            out.contact(event.time)
+            out.gifts.append(event.time)
+        elif isinstance(event, BlockEvent):
+            self._relate(event.actor, event.target)
+            self._blockers[event.target].add(event.actor)
+        elif isinstance(event, ReportEvent):
+            self._relate(event.actor, event.target)
+            cats = self._reporters[event.target].setdefault(event.actor, set())
+            cats.add(event.category)
+        return "applied"
+
+    def _know(self, account: str) -> None:
+        if account not in self._accounts:
+            self._accounts.add(account)
+            self._dirty.add(account)
+
+    def _relate(self, a: str, b: str) -> None:
+        self._know(a)
+        self._know(b)
+        self._related[a].add(b)
+        self._related[b].add(a)
+        self._dirty.update((a, b))
+
+    def _pair(self, actor: str, target: str) -> _Out:
+        self._relate(actor, target)
+        return self._out[actor].setdefault(target, _Out())
+
+    def _connection(
+        self, event: ConnectionRequest | ConnectionAccept | ConnectionRemove, key: _Key, kind: str
+    ) -> None:
+        a, b = event.actor, event.target
+        self._relate(a, b)
+        pair = (a, b) if a < b else (b, a)
+        bisect.insort(self._conn.setdefault(pair, []), (key, kind, a), key=lambda e: e[0])
+        if kind == "accept":
+            self._neighbours[a].add(b)
+            self._neighbours[b].add(a)
+        # mutual connections of everyone who dealt with either account may have changed
+        self._dirty.update(self._related[a], self._related[b])
+
+    def _refold(self, account: str) -> None:
+        band: AgeBand = "unknown"
+        country: str | None = None
+        created: datetime | None = None  # the latest stated creation time
+        first_seen: datetime | None = None  # else the first account event's time
+        hashes: set[str] = set()
+        for (time, _), ev in self._profile[account]:
+            if isinstance(ev, AccountEvent):
+                band, country = ev.age_band, ev.country
+                created = ev.created_at or created
+                first_seen = first_seen or time
+            else:
+                band = ev.age_band or band
+                country = ev.country or country
+            hashes.update(ev.device_hashes, ev.identifier_hashes)
+        banned = False
+        for _, lifted in self._bans[account]:
+            banned = not lifted
+        old = self._facts.get(account, Facts())
+        new = Facts(band, country, created or first_seen, banned, frozenset(hashes))
+        self._facts[account] = new
+        for h in new.hashes - old.hashes:
+            self._hash_accounts[h].add(account)
+        if new == old:
+            return
+        self._dirty.add(account)
+        self._dirty.update(self._related[account])
+        if new.banned != old.banned or new.hashes != old.hashes:
+            for h in new.hashes:
+                self._dirty.update(self._hash_accounts[h])
+
+    # -- queries --------------------------------------------------------------------------
+
+    def facts(self, account: str) -> Facts:
+        return self._facts.get(account, Facts())
+
+    def _connected_at(self, a: str, b: str, before: datetime | None) -> bool:
+        """Whether ``a`` and ``b`` were connected just before ``before`` (now, when None)."""
+        state = False
+        for (time, _), kind, _actor in self._conn.get((a, b) if a < b else (b, a), ()):
+            if before is not None and time >= before:
+                break
+            if kind == "accept":
+                state = True
+            elif kind == "remove":
+                state = False
+        return state
+
+    def connected(self, a: str, b: str) -> bool:
+        return self._connected_at(a, b, None)
+
+    def mutual_connections(self, a: str, b: str, at: datetime | None = None) -> int:
+        common = self._neighbours.get(a, set()) & self._neighbours.get(b, set())
+        return sum(
+            1
+            for x in common - {a, b}
+            if self._connected_at(a, x, at) and self._connected_at(b, x, at)
+        )
+
+    def _accepted_by(self, a: str, b: str) -> bool:
+        """Whether ``b`` ever accepted a connection with ``a``."""
+        pair = (a, b) if a < b else (b, a)
+        return any(k == "accept" and actor == b for _, k, actor in self._conn.get(pair, ()))
+
+    def is_minor(self, account: str) -> bool:
+        band = self.facts(account).age_band
+        return band in MINOR_BANDS or (band == "unknown" and self.settings.unknown_age_as_minor)
+
+    @property
+    def accounts(self) -> frozenset[str]:
+        return frozenset(self._accounts)
+
+    @property
+    def events(self) -> Iterable[Event]:
+        return self._seen.values()
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def rescore(self) -> dict[str, RiskResult]:
+        """Recompute the accounts marked since the last call; returns their new results."""
+        changed = {a: self._score(a) for a in sorted(self._dirty)}
+        self._results.update(changed)
+        self._dirty.clear()
+        return changed
+
+    def result(self, account: str) -> RiskResult:
+        if account in self._dirty or account not in self._results:
+            self._results[account] = self._score(account)
+            self._dirty.discard(account)
+        return self._results[account]
+
+    def results(self) -> dict[str, RiskResult]:
+        self.rescore()
+        return dict(self._results)
+
+    def _score(self, account: str) -> RiskResult:
+        s = self.settings
+        contributions = tuple(detect(self, account))
+        score = min(s.max_score, sum(c.points for c in contributions))
+        band: RiskBand = (
+            "high" if score >= s.high_at else "medium" if score >= s.medium_at else "low"
+        )
+        return RiskResult(account, score, band, contributions)
+
+
+@dataclass(slots=True)
+class _Target:
+    account: str
+    first: datetime
+    cold: bool
+    stranger: bool
+    responded: bool
+
+
+def _minor_targets(state: RiskState, actor: str) -> list[_Target]:
+    out: list[_Target] = []
+    for target, pair in state._out.get(actor, {}).items():
+        if pair.first is None or not state.is_minor(target):
+            continue
+        first = pair.first
+        cold = not state._connected_at(actor, target, first)
+        stranger = cold and state.mutual_connections(actor, target, first) <= (
+            state.settings.max_mutuals
+        )
+        back = state._out.get(target, {}).get(actor)
+        replied = back is not None and bool(back.messages) and back.messages[-1] >= first
+        responded = replied or state._accepted_by(actor, target)
+        out.append(_Target(target, first, cold, stranger, responded))
+    return out
+
+
+def _contribution(
+    name: str, points: int, fired_text: str, quiet_text: str, evidence: dict[str, int]
+) -> Contribution:
+    return Contribution(name, points, points > 0, fired_text if points else quiet_text, evidence)
+
+
+def detect(state: RiskState, actor: str) -> list[Contribution]:
+    """Every enabled detector's contribution for ``actor``."""
+    s = state.settings
+    facts = state.facts(actor)
+    targets = _minor_targets(state, actor)
+    strangers = sorted((t for t in targets if t.stranger), key=lambda t: t.first)
+    found: list[Contribution] = []
+
+    if s.fanout.enabled:
+        p = s.fanout
+        window = timedelta(hours=p.window_hours)
+        best = lo = 0
+        for hi, t in enumerate(strangers):
+            while t.first - strangers[lo].first > window:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        responded = sum(1 for t in strangers if t.responded)
+        rate = responded / len(strangers) if strangers else 0.0
+        pts = 0
+        if rate <= p.max_response_rate:
+            pts = _points(best, p.min_targets, p.points, p.points_per_extra, p.max_points)
+        found.append(
+            _contribution(
+                "fanout",
+                pts,
+                f"first contacted {best} stranger minors within {p.window_hours:g} h; "
+                f"{responded} of {len(strangers)} responded",
+                f"at most {best} stranger minors within {p.window_hours:g} h",
+                {"max_in_window": best, "stranger_minors": len(strangers), "responded": responded},
+            )
+        )
+
+    if s.age_gap.enabled:
+        p2 = s.age_gap
+        younger = [
+            t
+            for t in strangers
+            if _gap(facts.age_band, state.facts(t.account).age_band, p2.minor_band_gap)
+        ]
+        pts = min(p2.max_points, p2.points_per_target * len(younger))
+        if len(younger) < p2.min_targets:
+            pts = 0
+        found.append(
+            _contribution(
+                "age_gap",
+                pts,
+                f"a {facts.age_band} account contacted {len(younger)} much younger stranger minors",
+                "no much younger stranger minors contacted",
+                {"younger_stranger_minors": len(younger)},
+            )
+        )
+
+    if s.new_account.enabled:
+        p3 = s.new_account
+        age_hours = -1
+        pts = 0
+        if facts.created_at is not None and strangers:
+            age = strangers[0].first - facts.created_at
+            age_hours = max(0, int(age.total_seconds() // 3600))
+            if age <= timedelta(days=p3.max_age_days) and len(strangers) >= p3.min_targets:
+                pts = p3.points
+        found.append(
+            _contribution(
+                "new_account",
+                pts,
+                f"an account {age_hours} h old at its first contact with {len(strangers)} "
+                "stranger minors",
+                "not a new account contacting stranger minors",
+                {"account_age_hours": age_hours, "stranger_minors": len(strangers)},
+            )
+        )
+
+    if s.blocked_reported.enabled:
+        p4 = s.blocked_reported
+        blockers = {b for b in state._blockers.get(actor, ()) if state.is_minor(b)}
+        reports = {r: c for r, c in state._reporters.get(actor, {}).items() if state.is_minor(r)}
+        minors = blockers | set(reports)
+        contacted = max(len(targets), len(minors))
+        rate = len(minors) / contacted if contacted else 0.0
+        pts = 0
+        if rate >= p4.min_rate:
+            pts = _points(len(minors), p4.min_count, p4.points, p4.points_per_extra, p4.max_points)
+        serious = sum(1 for c in reports.values() if c & {"grooming", "sextortion", "csam"})
+        found.append(
+            _contribution(
+                "blocked_reported",
+                pts,
+                f"{len(minors)} minors blocked or reported the account "
+                f"({len(minors)} of {contacted} minors it dealt with)",
+                f"{len(minors)} minors blocked or reported the account",
+                {
+                    "minors": len(minors),
+                    "blocked": len(blockers),
+                    "reported": len(reports),
+                    "reported_grooming_or_sextortion": serious,
+                    "minors_contacted": len(targets),
+                },
+            )
+        )
+
+    if s.cross_country.enabled:
+        p5 = s.cross_country
+        abroad = [
+            t
+            for t in strangers
+            if facts.country
+            and state.facts(t.account).country
+            and state.facts(t.account).country != facts.country
+        ]
+        pts = p5.points if len(abroad) >= p5.min_targets else 0
+        found.append(
+            _contribution(
+                "cross_country",
+                pts,
+                f"contacted {len(abroad)} stranger minors in other countries",
+                f"{len(abroad)} stranger minors in other countries",
+                {"stranger_minors_abroad": len(abroad)},
+            )
+        )
+
+    if s.fast_escalation.enabled:
+        found.append(_escalation(state, actor, targets))
+
+    if s.gifts_to_minors.enabled:
+        p7 = s.gifts_to_minors
+        gifted = 0
+        gifts = 0
+        if p7.from_minors or facts.age_band not in MINOR_BANDS:
+            for target, pair in state._out.get(actor, {}).items():
+                if not pair.gifts or not state.is_minor(target):
+                    continue
+                n = sum(
+                    1
+                    for g in pair.gifts
+                    if state.mutual_connections(actor, target, g) <= s.max_mutuals
+                )
+                gifts += n
+                gifted += 1 if n else 0
+        pts = _points(gifted, p7.min_targets, p7.points, p7.points_per_extra, p7.max_points)
+        found.append(
+            _contribution(
+                "gifts_to_minors",
+                pts,
+                f"{gifts} gifts or payments to {gifted} minors it shares no connections with",
+                "no gifts to unconnected minors",
+                {"minors": gifted, "gifts": gifts},
+            )
+        )
+
+    if s.ban_evasion.enabled:
+        shared_hashes = 0
+        banned: set[str] = set()
+        if not facts.banned:
+            for h in facts.hashes:
+                others = {a for a in state._hash_accounts.get(h, ()) if a != actor}
+                hit = {a for a in others if state.facts(a).banned}
+                if hit:
+                    shared_hashes += 1
+                    banned |= hit
+        pts = s.ban_evasion.points if banned else 0
+        found.append(
+            _contribution(
+                "ban_evasion",
+                pts,
+                f"shares {shared_hashes} device or identifier hashes with {len(banned)} banned "
+                "accounts",
+                "shares no hash with a banned account",
+                {"shared_hashes": shared_hashes, "banned_accounts": len(banned)},
+            )
+        )
+    return found
+
+
+def _gap(actor_band: str, target_band: str, minor_gap: int) -> bool:
+    if target_band not in _BAND_INDEX:
+        return actor_band == "adult"  # an unknown-age target counted as a minor
+    if actor_band == "adult":
+        return True
+    if actor_band in _BAND_INDEX:
+        return _BAND_INDEX[actor_band] - _BAND_INDEX[target_band] >= minor_gap
+    return False
+
+
+def _escalation(state: RiskState, actor: str, targets: list[_Target]) -> Contribution:
+    p = state.settings.fast_escalation
+    window = timedelta(minutes=p.within_minutes)
+    fast = 0
+    kinds: dict[str, int] = {}
+    for t in targets:
+        pair = state._out[actor][t.account]
+        hit = False
+        for time, kind in pair.flags:
+            if kind not in p.kinds:
+                continue
+            messages = bisect.bisect_right(pair.messages, time) - bisect.bisect_left(
+                pair.messages, t.first
+            )
+            if messages <= p.within_messages or time - t.first <= window:
+                hit = True
+                kinds[kind] = kinds.get(kind, 0) + 1
+        fast += hit
+    pts = _points(fast, 1, p.points, p.points_per_extra, p.max_points)
+    return _contribution(
+        "fast_escalation",
+        pts,
+        f"{', '.join(sorted(kinds))} within {p.within_messages} messages or "
+        f"{p.within_minutes:g} min of first contact with {fast} minors",
+        "no fast escalation to minors",
+        {"minors": fast, **{f"flags_{k}": n for k, n in sorted(kinds.items())}},
+    )
+
+
+def recompute(
+    events: Iterable[Event], settings: RiskSettings | None = None
+) -> dict[str, RiskResult]:
+    """Every account's result from scratch over ``events`` (duplicates by id ignored)."""
+    state = RiskState(settings)
+    for event in sorted(events, key=lambda e: (e.time, e.event_id)):
+        state.apply(event)
+    return state.results()

@@ -1,0 +1,308 @@
+"""The risk detectors, the score and band, and incremental == from-scratch."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from bastion.contact.model import Event
+from bastion.contact.risk import (
+    DETECTORS,
+    FanOutSettings,
+    RiskSettings,
+    RiskState,
+    recompute,
+)
+from tests.contact.helpers import T0, account, at, connect, ev, message
+
+
+def state_of(events: list[Event], settings: RiskSettings | None = None) -> RiskState:
+    state = RiskState(settings)
+    for e in events:
+        state.apply(e)
+    return state
+
+
+def kids(n: int, band: str = "13-15", country: str = "GB", prefix: str = "k") -> list[Event]:
+    return [account(f"{prefix}{i}", band, country=country) for i in range(n)]
+
+
+def contribution(state: RiskState, acc: str, name: str):  # type: ignore[no-untyped-def]
+    return next(c for c in state.result(acc).contributions if c.detector == name)
+
+
+def test_every_detector_reports_even_when_quiet() -> None:
+    state = state_of([account("a", "adult")])
+    result = state.result("a")
+    assert [c.detector for c in result.contributions] == list(DETECTORS)
+    assert result.score == 0 and result.band == "low" and result.fired() == ()
+    assert all(c.explanation for c in result.contributions)
+
+
+def test_fanout_to_stranger_minors_with_low_response() -> None:
+    events = [account("g", "adult", country="GB"), *kids(8)]
+    events += [
+        ev("connection_request", at(minutes=10 * i), actor="g", target=f"k{i}") for i in range(8)
+    ]
+    events.append(ev("connection_accept", at(hours=2), actor="k0", target="g"))
+    state = state_of(events)
+    fan = contribution(state, "g", "fanout")
+    assert fan.fired and fan.points == 30 + 2 * 3
+    assert fan.evidence == {"max_in_window": 8, "stranger_minors": 8, "responded": 1}
+    gap = contribution(state, "g", "age_gap")
+    assert gap.points == 30 and gap.evidence["younger_stranger_minors"] == 8
+    assert state.result("g").band == "high"
+
+
+def test_fanout_respects_the_window_and_responses() -> None:
+    events = [account("g", "adult"), *kids(6)]
+    # one contact a day: never 5 within 24 h
+    events += [message("g", f"k{i}", at(days=i)) for i in range(6)]
+    assert not contribution(state_of(events), "g", "fanout").fired
+    wide = RiskSettings(fanout=FanOutSettings(window_hours=24 * 7))
+    assert contribution(state_of(events, wide), "g", "fanout").fired
+    # most children write back: not a fan-out
+    replies = [message(f"k{i}", "g", at(days=i, minutes=5)) for i in range(4)]
+    assert not contribution(state_of(events + replies, wide), "g", "fanout").fired
+
+
+def test_mutual_connections_make_contacts_not_strangers() -> None:
+    events = [account("coach", "adult"), account("club", "adult"), *kids(8)]
+    events += connect("coach", "club", at(days=-30))
+    for i in range(8):
+        events += connect("club", f"k{i}", at(days=-20))
+    events += [
+        ev("connection_request", at(minutes=i), actor="coach", target=f"k{i}") for i in range(8)
+    ]
+    state = state_of(events)
+    assert not contribution(state, "coach", "fanout").fired
+    assert not contribution(state, "coach", "age_gap").fired
+    assert state.mutual_connections("coach", "k3") == 1
+    # the same requests made before the club connection existed would be stranger contacts
+    late = [e for e in events if not (e.type == "connection_accept" and e.actor == "club")]
+    assert contribution(state_of(late), "coach", "fanout").fired
+
+
+def test_age_gap_between_children() -> None:
+    events = [account("t", "16-17"), account("y", "under13"), account("p", "13-15")]
+    events += [message("t", "y", at()), message("t", "p", at())]
+    gap = contribution(state_of(events), "t", "age_gap")
+    assert gap.evidence == {"younger_stranger_minors": 1} and gap.points == 10
+
+
+def test_new_account_contacting_minors() -> None:
+    new = account("n", "adult", created_at=at(hours=-5).isoformat())
+    events = [new, *kids(2), message("n", "k0", at()), message("n", "k1", at(minutes=3))]
+    c = contribution(state_of(events), "n", "new_account")
+    assert c.fired and c.evidence == {"account_age_hours": 5, "stranger_minors": 2}
+    old = [account("n", "adult"), *events[1:]]
+    assert not contribution(state_of(old), "n", "new_account").fired
+
+
+def test_blocked_and_reported_by_minors() -> None:
+    events = [account("x", "adult"), *kids(10), account("grown", "adult")]
+    events += [message("x", f"k{i}", at(minutes=i)) for i in range(10)]
+    events += [ev("block", at(hours=1), actor="k1", target="x")]
+    events += [ev("report", at(hours=1), actor="k2", target="x", category="grooming")]
+    events += [ev("block", at(hours=1), actor="grown", target="x")]  # adults do not count
+    c = contribution(state_of(events), "x", "blocked_reported")
+    assert c.points == 25
+    assert c.evidence == {
+        "minors": 2,
+        "blocked": 1,
+        "reported": 1,
+        "reported_grooming_or_sextortion": 1,
+        "minors_contacted": 10,
+    }
+    one = [e for e in events if e.type != "report"]
+    assert not contribution(state_of(one), "x", "blocked_reported").fired
+
+
+def test_cross_country_without_mutuals() -> None:
+    events = [account("r", "16-17", country="XA"), *kids(3, country="GB")]
+    events += [message("r", f"k{i}", at(minutes=i)) for i in range(3)]
+    c = contribution(state_of(events), "r", "cross_country")
+    assert c.fired and c.evidence == {"stranger_minors_abroad": 3}
+
+
+def test_fast_escalation_within_messages_or_minutes() -> None:
+    base = [account("s", "adult"), *kids(2)]
+    quick = [message("s", "k0", at(minutes=i)) for i in range(3)]
+    quick.append(ev("flag", at(minutes=4), account="s", target="k0", kind="image_request"))
+    c = contribution(state_of(base + quick), "s", "fast_escalation")
+    assert c.fired and c.points == 35 and c.evidence == {"minors": 1, "flags_image_request": 1}
+    # after 30 messages over three days: not fast
+    slow = [message("s", "k1", at(hours=3 * i)) for i in range(30)]
+    slow.append(ev("flag", at(days=4), account="s", target="k1", kind="offplatform_handle"))
+    assert not contribution(state_of(base + slow), "s", "fast_escalation").fired
+    # a flag kind that is not an escalation kind
+    secrecy = [
+        *quick[:3],
+        ev("flag", at(minutes=4), account="s", target="k0", kind="secrecy_request"),
+    ]
+    assert not contribution(state_of(base + secrecy), "s", "fast_escalation").fired
+
+
+def test_gifts_to_unconnected_minors() -> None:
+    events = [account("a", "adult"), account("parent", "adult"), *kids(2)]
+    events += connect("parent", "k1", at(days=-10)) + connect("parent", "a", at(days=-10))
+    events += [
+        ev("gift", at(), actor="a", target="k0"),
+        ev("payment", at(), actor="a", target="k1"),
+    ]
+    c = contribution(state_of(events), "a", "gifts_to_minors")
+    assert c.evidence == {"minors": 1, "gifts": 1} and c.points == 15  # k1 shares the parent
+    teen = [account("t", "16-17"), *kids(1), ev("gift", at(), actor="t", target="k0")]
+    assert not contribution(state_of(teen), "t", "gifts_to_minors").fired
+
+
+def test_ban_evasion_through_shared_hashes() -> None:
+    events = [
+        account("old", "adult", device_hashes=["dev:aaaa1111"]),
+        ev("ban", at(days=-2), account="old"),
+        account("new", "adult", identifier_hashes=["id:bbbb2222"]),
+        ev(
+            "profile_change", at(), account="new", changed=["photo"], device_hashes=["dev:aaaa1111"]
+        ),
+    ]
+    state = state_of(events)
+    c = contribution(state, "new", "ban_evasion")
+    assert c.points == 45 and c.evidence == {"shared_hashes": 1, "banned_accounts": 1}
+    assert not contribution(state, "old", "ban_evasion").fired  # the banned one itself
+    state.apply(ev("ban", at(days=1), account="old", lifted=True))
+    assert not contribution(state, "new", "ban_evasion").fired
+
+
+def test_risk_comes_from_metadata_when_account_facts_arrive_late() -> None:
+    """Scores cached before a child's account event must be refreshed when it arrives."""
+    state = RiskState()
+    for i in range(6):
+        state.apply(message("g", f"k{i}", at(minutes=i)))
+    assert state.rescore()["g"].score == 0  # the targets' ages are not known yet
+    for e in kids(6):
+        state.apply(e)
+    state.apply(account("g", "adult"))
+    assert state.results()["g"].band == "high"
+
+
+def test_duplicates_change_nothing_and_conflicts_are_reported() -> None:
+    state = RiskState()
+    e = message("a", "b", at())
+    assert state.apply(e) == "applied"
+    assert state.apply(e) == "duplicate"
+    other = message("a", "c", at())
+    clash = other.model_copy(update={"event_id": e.event_id})
+    assert state.apply(clash) == "conflict"
+    assert "c" not in state.accounts
+
+
+def test_band_thresholds() -> None:
+    s = RiskSettings(medium_at=10, high_at=20)
+    events = [account("t", "16-17"), account("y", "under13"), message("t", "y", at())]
+    assert state_of(events, s).result("t").band == "medium"
+    assert state_of(events).result("t").band == "low"
+    with pytest.raises(ValueError):
+        RiskSettings.model_validate({"fanout": {"window": 3}})
+
+
+# -- incremental equals from scratch ------------------------------------------------------------
+
+BANDS = ["under13", "13-15", "16-17", "adult", "unknown"]
+
+
+def random_events(rng: random.Random, n_accounts: int = 12, n_events: int = 220) -> list[Event]:
+    accs = [f"u{i}" for i in range(n_accounts)]
+    hashes = [f"dev:{i:08d}" for i in range(4)]
+    out: list[Event] = []
+
+    def when() -> object:
+        return T0 + timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
+
+    for a in accs:
+        for _ in range(rng.choice([0, 1, 1, 2])):  # none, one, or an update
+            out.append(
+                ev(
+                    "account",
+                    when(),  # type: ignore[arg-type]
+                    account=a,
+                    age_band=rng.choice(BANDS),
+                    country=rng.choice(["GB", "GB", "IE", "XA"]),
+                    created_at=(T0 - timedelta(days=rng.choice([1, 3, 300]))).isoformat(),
+                    device_hashes=rng.sample(hashes, rng.randrange(0, 2)),
+                )
+            )
+    kinds = ["message"] * 8 + ["connection_request"] * 3 + ["connection_accept"] * 3
+    kinds += ["connection_remove", "block", "report", "gift", "payment", "flag", "flag", "ban"]
+    kinds += ["profile_change"]
+    for _ in range(n_events):
+        kind = rng.choice(kinds)
+        a, b = rng.sample(accs, 2)
+        t = when()
+        if kind == "ban":
+            out.append(ev("ban", t, account=a, lifted=rng.random() < 0.3))  # type: ignore[arg-type]
+        elif kind == "profile_change":
+            out.append(
+                ev(
+                    "profile_change",
+                    t,  # type: ignore[arg-type]
+                    account=a,
+                    changed=["age_band"],
+                    age_band=rng.choice(BANDS),
+                    device_hashes=rng.sample(hashes, 1),
+                )
+            )
+        elif kind == "flag":
+            k = rng.choice(
+                ["offplatform_handle", "image_request", "payment_request", "secrecy_request"]
+            )
+            target = b if rng.random() < 0.8 else None
+            out.append(ev("flag", t, account=a, target=target, kind=k))  # type: ignore[arg-type]
+        elif kind == "message":
+            out.append(message(a, b, t))  # type: ignore[arg-type]
+        elif kind == "report":
+            out.append(
+                ev("report", t, actor=a, target=b, category=rng.choice(["grooming", "spam"]))
+            )  # type: ignore[arg-type]
+        else:
+            out.append(ev(kind, t, actor=a, target=b))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_incremental_equals_from_scratch(seed: int) -> None:
+    rng = random.Random(seed)
+    events = random_events(rng)
+    # a loose threshold so the random graphs produce non-trivial scores to compare
+    settings = RiskSettings(
+        fanout=FanOutSettings(min_targets=2, max_response_rate=0.8), medium_at=10, high_at=25
+    )
+    expected = recompute(events, settings)
+    # out of order, with duplicates, scored at random moments in between
+    stream = events + rng.sample(events, len(events) // 5)
+    rng.shuffle(stream)
+    state = RiskState(settings)
+    for e in stream:
+        assert state.apply(e) in ("applied", "duplicate")
+        if rng.random() < 0.15:
+            state.rescore()
+        if rng.random() < 0.05:
+            state.result(rng.choice(sorted(state.accounts)))
+    assert state.results() == expected
+    assert set(expected) == state.accounts
+
+
+def test_the_random_streams_exercise_every_detector() -> None:
+    """Guards the property test against comparing only zeros."""
+    settings = RiskSettings(
+        fanout=FanOutSettings(min_targets=2, max_response_rate=0.8), medium_at=10, high_at=25
+    )
+    fired: set[str] = set()
+    bands: set[str] = set()
+    for seed in range(40):
+        for result in recompute(random_events(random.Random(seed)), settings).values():
+            fired.update(result.fired())
+            bands.add(result.band)
+    assert fired == set(DETECTORS)
+    assert bands == {"low", "medium", "high"}
