@@ -34,6 +34,7 @@ and equal to :func:`recompute` over the same events from scratch.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class FanOutSettings(_Strict):
     window_hours: float = Field(default=24.0, gt=0)
     min_targets: int = Field(default=5, ge=1)
     max_response_rate: float = Field(default=0.5, ge=0, le=1)
+    #: A contact counts towards the response rate once it is this old (measured against the
+    #: latest event time seen) or has been answered: children take time to answer.
+    response_grace_hours: float = Field(default=6.0, ge=0)
     points: int = Field(default=30, ge=0)
     points_per_extra: int = Field(default=2, ge=0)
     max_points: int = Field(default=40, ge=0)
@@ -244,6 +248,10 @@ class RiskState:
         self._accounts: set[str] = set()
         self._dirty: set[str] = set()
         self._results: dict[str, RiskResult] = {}
+        #: The latest event time seen: the only "now" a score depends on (response grace).
+        self.watermark: datetime | None = None
+        #: (time, account): the account's score changes when the watermark reaches time.
+        self._wakeups: list[tuple[datetime, str]] = []
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -254,6 +262,10 @@ class RiskState:
         if prior is not None:
             return "duplicate" if prior == event else "conflict"
         self._seen[event.event_id] = event
+        if self.watermark is None or event.time > self.watermark:
+            self.watermark = event.time
+            while self._wakeups and self._wakeups[0][0] <= event.time:
+                self._dirty.add(heapq.heappop(self._wakeups)[1])
         key = (event.time, event.event_id)
         if isinstance(event, AccountEvent | ProfileChange):
             self._know(event.account)
@@ -418,9 +430,23 @@ class RiskState:
         self.rescore()
         return dict(self._results)
 
+    def _settled(self, first: datetime) -> bool:
+        """Whether a contact made at ``first`` is past the response grace period."""
+        grace = timedelta(hours=self.settings.fanout.response_grace_hours)
+        return self.watermark is not None and first + grace <= self.watermark
+
     def _score(self, account: str) -> RiskResult:
         s = self.settings
-        contributions = tuple(detect(self, account))
+        targets = _minor_targets(self, account)
+        grace = timedelta(hours=s.fanout.response_grace_hours)
+        pending = [
+            t.first + grace
+            for t in targets
+            if t.stranger and not t.responded and not self._settled(t.first)
+        ]
+        if pending:
+            heapq.heappush(self._wakeups, (min(pending), account))
+        contributions = tuple(detect(self, account, targets))
         score = min(s.max_score, sum(c.points for c in contributions))
         band: RiskBand = (
             "high" if score >= s.high_at else "medium" if score >= s.medium_at else "low"
@@ -460,11 +486,14 @@ def _contribution(
     return Contribution(name, points, points > 0, fired_text if points else quiet_text, evidence)
 
 
-def detect(state: RiskState, actor: str) -> list[Contribution]:
+def detect(
+    state: RiskState, actor: str, targets: list[_Target] | None = None
+) -> list[Contribution]:
     """Every enabled detector's contribution for ``actor``."""
     s = state.settings
     facts = state.facts(actor)
-    targets = _minor_targets(state, actor)
+    if targets is None:
+        targets = _minor_targets(state, actor)
     strangers = sorted((t for t in targets if t.stranger), key=lambda t: t.first)
     found: list[Contribution] = []
 
@@ -477,18 +506,23 @@ def detect(state: RiskState, actor: str) -> list[Contribution]:
                 lo += 1
             best = max(best, hi - lo + 1)
         responded = sum(1 for t in strangers if t.responded)
-        rate = responded / len(strangers) if strangers else 0.0
+        settled = sum(1 for t in strangers if t.responded or state._settled(t.first))
         pts = 0
-        if rate <= p.max_response_rate:
+        if settled and responded / settled <= p.max_response_rate:
             pts = _points(best, p.min_targets, p.points, p.points_per_extra, p.max_points)
         found.append(
             _contribution(
                 "fanout",
                 pts,
                 f"first contacted {best} stranger minors within {p.window_hours:g} h; "
-                f"{responded} of {len(strangers)} responded",
+                f"{responded} of {settled} past the grace period responded",
                 f"at most {best} stranger minors within {p.window_hours:g} h",
-                {"max_in_window": best, "stranger_minors": len(strangers), "responded": responded},
+                {
+                    "max_in_window": best,
+                    "stranger_minors": len(strangers),
+                    "settled": settled,
+                    "responded": responded,
+                },
             )
         )
 
@@ -519,7 +553,9 @@ def detect(state: RiskState, actor: str) -> list[Contribution]:
         if facts.created_at is not None and strangers:
             age = strangers[0].first - facts.created_at
             age_hours = max(0, int(age.total_seconds() // 3600))
-            if age <= timedelta(days=p3.max_age_days) and len(strangers) >= p3.min_targets:
+            # a contact before the stated creation time is inconsistent data: not counted
+            new = timedelta(0) <= age <= timedelta(days=p3.max_age_days)
+            if new and len(strangers) >= p3.min_targets:
                 pts = p3.points
         found.append(
             _contribution(
