@@ -29,6 +29,11 @@ def kids(n: int, band: str = "13-15", country: str = "GB", prefix: str = "k") ->
     return [account(f"{prefix}{i}", band, country=country) for i in range(n)]
 
 
+def tick(hours: float = 12) -> Event:
+    """An unrelated event that moves the stream's latest time on (past the response grace)."""
+    return message("other1", "other2", at(hours=hours))
+
+
 def contribution(state: RiskState, acc: str, name: str):  # type: ignore[no-untyped-def]
     return next(c for c in state.result(acc).contributions if c.detector == name)
 
@@ -47,10 +52,15 @@ def test_fanout_to_stranger_minors_with_low_response() -> None:
         ev("connection_request", at(minutes=10 * i), actor="g", target=f"k{i}") for i in range(8)
     ]
     events.append(ev("connection_accept", at(hours=2), actor="k0", target="g"))
-    state = state_of(events)
+    state = state_of([*events, tick()])
     fan = contribution(state, "g", "fanout")
     assert fan.fired and fan.points == 30 + 2 * 3
-    assert fan.evidence == {"max_in_window": 8, "stranger_minors": 8, "responded": 1}
+    assert fan.evidence == {
+        "max_in_window": 8,
+        "stranger_minors": 8,
+        "settled": 8,
+        "responded": 1,
+    }
     gap = contribution(state, "g", "age_gap")
     assert gap.points == 30 and gap.evidence["younger_stranger_minors"] == 8
     assert state.result("g").band == "high"
@@ -82,7 +92,7 @@ def test_mutual_connections_make_contacts_not_strangers() -> None:
     assert state.mutual_connections("coach", "k3") == 1
     # the same requests made before the club connection existed would be stranger contacts
     late = [e for e in events if not (e.type == "connection_accept" and e.actor == "club")]
-    assert contribution(state_of(late), "coach", "fanout").fired
+    assert contribution(state_of([*late, tick()]), "coach", "fanout").fired
 
 
 def test_age_gap_between_children() -> None:
@@ -184,7 +194,24 @@ def test_risk_comes_from_metadata_when_account_facts_arrive_late() -> None:
     for e in kids(6):
         state.apply(e)
     state.apply(account("g", "adult"))
-    assert state.results()["g"].band == "high"
+    assert state.results()["g"].band == "medium"  # the children may still answer
+    state.apply(tick())  # an unrelated event: the grace period is over, "g" is rescored
+    assert state.rescore()["g"].band == "high"
+
+
+def test_response_rate_waits_for_the_grace_period() -> None:
+    events = [account("g", "adult"), *kids(6)]
+    events += [message("g", f"k{i}", at(minutes=i)) for i in range(6)]
+    state = state_of(events)
+    quiet = contribution(state, "g", "fanout")
+    assert not quiet.fired and quiet.evidence["settled"] == 0
+    # four children answer within the grace period: never a low response rate
+    answered = [message(f"k{i}", "g", at(hours=1)) for i in range(4)]
+    assert not contribution(state_of([*events, *answered, tick()]), "g", "fanout").fired
+    state.apply(tick(hours=5))  # not yet past six hours
+    assert not contribution(state, "g", "fanout").fired
+    state.apply(tick(hours=6.5))
+    assert contribution(state, "g", "fanout").fired
 
 
 def test_duplicates_change_nothing_and_conflicts_are_reported() -> None:
