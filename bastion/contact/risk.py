@@ -43,6 +43,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.contact.decide import AccountFacts, Relationship
 from bastion.contact.model import (
     MINOR_BANDS,
     AccountEvent,
@@ -393,6 +394,20 @@ class RiskState:
             for x in common - {a, b}
             if self._connected_at(a, x, at) and self._connected_at(b, x, at)
         )
+
+    def relationship(self, actor: str, target: str) -> Relationship:
+        """The two accounts' relationship now, as :func:`~bastion.contact.decide.decide` wants."""
+        return Relationship(
+            connected=self.connected(actor, target),
+            mutual_connections=self.mutual_connections(actor, target),
+            blocked=actor in self._blockers.get(target, ())
+            or target in self._blockers.get(actor, ()),
+        )
+
+    def account_facts(self, account: str) -> AccountFacts:
+        """The account's facts as :func:`~bastion.contact.decide.decide` takes them (the defaults a
+        child turned off are platform settings, not events: the caller adds them)."""
+        return AccountFacts(account, self.facts(account).age_band)
 
     def _accepted_by(self, a: str, b: str) -> bool:
         """Whether ``b`` ever accepted a connection with ``a``."""

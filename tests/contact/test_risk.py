@@ -333,3 +333,24 @@ def test_the_random_streams_exercise_every_detector() -> None:
             bands.add(result.band)
     assert fired == set(DETECTORS)
     assert bands == {"low", "medium", "high"}
+
+
+def test_relationship_and_facts_feed_the_contact_decision() -> None:
+    from bastion.contact.decide import decide
+
+    events = [account("g", "adult"), account("p", "adult"), *kids(2)]
+    events += connect("p", "k0", at(days=-3)) + connect("p", "g", at(days=-3))
+    events += connect("g", "k0", at(days=-1))
+    events += [ev("block", at(), actor="k1", target="g")]
+    state = state_of(events)
+    rel = state.relationship("g", "k0")
+    assert rel.connected and rel.mutual_connections == 1 and not rel.blocked
+    assert state.relationship("g", "k1").blocked and state.relationship("k1", "g").blocked
+    actor, target = state.account_facts("g"), state.account_facts("k0")
+    assert target.age_band == "13-15"
+    band = state.result("g").band
+    assert decide(actor, target, rel, band, "message").route_to == "inbox"
+    state.apply(ev("connection_remove", at(minutes=5), actor="k0", target="g"))
+    rel = state.relationship("g", "k0")
+    assert not rel.connected
+    assert decide(actor, target, rel, band, "message").route_to == "requests"
