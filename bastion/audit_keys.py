@@ -48,7 +48,7 @@ from bastion.crypto import (
     read_private_file,
     replace_private_file,
 )
-from bastion.feeds.signing import KeyFormatError, SigningKey, VerifyKey
+from bastion.signing import KeyFormatError, SigningKey, VerifyKey
 
 KEYRING_FORMAT = "bastion-audit-keys/1"
 CHECKPOINT_FORMAT = "bastion-audit-checkpoint/1"

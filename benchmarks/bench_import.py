@@ -148,8 +148,8 @@ def _legacy_store_class() -> type:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from bastion.banks.model import utcnow
+    from bastion.banks.sql import entries_t, entry_values, require_bank, touch_bank
     from bastion.db import Store
-    from bastion.store.bulk import entries_t, entry_values, require_bank, touch_bank
 
     class LegacyStore(Store):
         def _insert_batch(self, bank: str, batch: list[Any], report: Any) -> None:

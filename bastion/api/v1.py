@@ -41,6 +41,7 @@ from bastion.api.problems import (
     problem_responses,
 )
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
+from bastion.banks.errors import ImportAborted
 from bastion.banks.model import ImportReport, validate_value
 from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
@@ -49,7 +50,7 @@ from bastion.index.probing import ProbeVerdict, WatchVerdict, band
 from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.signals import FileSignals, hash_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
-from bastion.store import ImportAborted, StoreError
+from bastion.store import StoreError
 from bastion.vocab import AgeBand
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES)

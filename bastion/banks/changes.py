@@ -19,14 +19,9 @@ from bastion.banks.model import (
     EntryChange,
     IndexEntry,
 )
+from bastion.banks.sql import SIGNAL_TYPES, banks_t, entries_t, tomb_t
 from bastion.signals.base import SignalType
-from bastion.store.bulk import (
-    SIGNAL_TYPES,
-    banks_t,
-    entries_t,
-    keyset_page,
-    tomb_t,
-)
+from bastion.store.bulk import keyset_page
 from bastion.store.engine import Database
 from bastion.store.errors import (
     InvalidInput,

@@ -25,6 +25,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from bastion.banks.errors import ImportAborted
 from bastion.banks.formats import BankFormat, ParseError, parse, write
 from bastion.banks.model import (
     Bank,
@@ -36,9 +37,7 @@ from bastion.banks.model import (
     validate_bank_name,
     validate_value,
 )
-from bastion.signals.base import SignalType
-from bastion.store.audit import append_audit_values, append_if, maybe_audit
-from bastion.store.bulk import (
+from bastion.banks.sql import (
     bank_fields,
     banks_t,
     copy_rows,
@@ -48,20 +47,16 @@ from bastion.store.bulk import (
     executemany_rows,
     find_bank,
     require_bank,
-    storable,
     to_entry,
     tombstone,
     touch_bank,
     value_hash,
 )
+from bastion.signals.base import SignalType
+from bastion.store.audit import append_audit_values, append_if, maybe_audit
+from bastion.store.bulk import storable
 from bastion.store.engine import Database
-from bastion.store.errors import (
-    BankExists,
-    EntryNotFound,
-    ImportAborted,
-    InvalidInput,
-    StoreError,
-)
+from bastion.store.errors import BankExists, EntryNotFound, InvalidInput, StoreError
 
 
 def _format(fmt: BankFormat | str) -> BankFormat:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bastion.audit_keys import CheckpointKey
     from bastion.config import Settings
     from bastion.db import Store
-    from bastion.feeds.signing import VerifyKey
+    from bastion.signing import VerifyKey
 
 audit_app = typer.Typer(help="Check and read the audit log.", no_args_is_help=True)
 

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, insert, select
 
+from bastion.banks.sql import banks_t
 from bastion.exchanges.base import Attestation, Exchange
 from bastion.exchanges.model import AttestationRecord, clip
 from bastion.exchanges.registry import database_errors
 from bastion.exchanges.rows import att_t, ex_t
 from bastion.store.audit import append_audit
-from bastion.store.bulk import banks_t, json_doc
+from bastion.store.bulk import json_doc
 
 if TYPE_CHECKING:
     from bastion.exchanges.store import ExchangeStore

@@ -47,6 +47,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.banks.model import NewEntry, normalize_entry
+from bastion.banks.sql import copy_rows, entries_t, executemany_rows, tombstone, touch_bank
 from bastion.exchanges.base import (
     Checkpoint,
     Exchange,
@@ -88,14 +89,7 @@ from bastion.exchanges.registry import (
 )
 from bastion.exchanges.rows import err_t, ex_t, runs_t, seen_t
 from bastion.store.audit import append_audit
-from bastion.store.bulk import (
-    copy_rows,
-    entries_t,
-    executemany_rows,
-    json_doc,
-    tombstone,
-    touch_bank,
-)
+from bastion.store.bulk import json_doc
 from bastion.store.errors import InvalidInput, StoreError
 
 if TYPE_CHECKING:

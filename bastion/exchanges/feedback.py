@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bastion.banks.sql import banks_t, entries_t
 from bastion.exchanges.base import (
     Exchange,
     ExchangeError,
@@ -28,7 +29,6 @@ from bastion.exchanges.model import FeedbackRecord, chunks, clip
 from bastion.exchanges.registry import database_errors, page_limit
 from bastion.exchanges.rows import ex_t, fb_t
 from bastion.store.audit import append_audit
-from bastion.store.bulk import banks_t, entries_t
 from bastion.store.errors import StoreError
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, CursorResult, Row, delete, insert, select, up
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion.banks.model import BankEntry, validate_bank_name
+from bastion.banks.sql import bank_fields, banks_t, entries_t, entry_select, to_entry
 from bastion.crypto import CryptoError, seal, unseal
 from bastion.exchanges.base import Exchange, OnDelete, exchange_type
 from bastion.exchanges.model import (
@@ -29,15 +30,7 @@ from bastion.exchanges.model import (
 )
 from bastion.exchanges.rows import ex_t
 from bastion.store.audit import append_audit
-from bastion.store.bulk import (
-    bank_fields,
-    banks_t,
-    entries_t,
-    entry_select,
-    json_doc,
-    storable,
-    to_entry,
-)
+from bastion.store.bulk import json_doc, storable
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select, update
 
+from bastion.banks.sql import entries_t, touch_bank
 from bastion.exchanges.model import AWAITING, chunks, vouches
 from bastion.exchanges.rows import ex_t
-from bastion.store.bulk import entries_t, touch_bank
 
 if TYPE_CHECKING:
     from bastion.exchanges.store import ExchangeStore

@@ -22,7 +22,7 @@ from bastion.feeds.records import (
     parse_record,
     parse_statement,
 )
-from bastion.feeds.signing import (
+from bastion.signing import (
     BadSignature,
     KeyFormatError,
     SigningKey,

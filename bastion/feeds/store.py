@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bastion.accounts.rows import ApiKeyRow
 from bastion.banks.model import BANK_NAME_RE, utcnow, validate_bank_name
+from bastion.banks.sql import banks_t, entries_t, tomb_t, value_hash
 from bastion.crypto import CryptoError, MasterKey, seal, unseal
 from bastion.feeds import (
     AddRecord,
@@ -42,7 +43,7 @@ from bastion.feeds.records import Record
 from bastion.feeds.rows import FeedFeedbackRow, FeedKeyGrantRow, FeedKeyRow, FeedRow, FeedVersionRow
 from bastion.keys import ADMIN, validate_key_name
 from bastion.store.audit import append_audit
-from bastion.store.bulk import banks_t, entries_t, keyset_page, tomb_t, value_hash
+from bastion.store.bulk import keyset_page
 from bastion.store.errors import InvalidInput, KeyNotFound, StoreError
 from bastion.store.tables import state_t
 

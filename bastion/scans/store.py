@@ -15,11 +15,7 @@ from bastion.banks.model import (
 )
 from bastion.scans.model import ScanRecord
 from bastion.scans.rows import ScanRow
-from bastion.store.bulk import (
-    json_doc,
-    paging,
-    short_text,
-)
+from bastion.store.bulk import json_doc, paging, short_text
 from bastion.store.engine import Database
 from bastion.store.errors import (
     ScanNotFound,

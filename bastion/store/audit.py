@@ -24,9 +24,6 @@ from sqlalchemy import (
 )
 
 from bastion.audit_keys import AuditKeyError, AuditKeyring
-from bastion.banks.model import (
-    utcnow,
-)
 from bastion.store.audit_chain import (
     AUDIT_ROTATE_ACTION,
     AuditCheck,
@@ -36,11 +33,7 @@ from bastion.store.audit_chain import (
     remember_audit_keys,
     to_audit,
 )
-from bastion.store.bulk import (
-    json_doc,
-    paging,
-    short_text,
-)
+from bastion.store.bulk import json_doc, paging, short_text, utcnow
 from bastion.store.errors import (
     AuditKeyUnavailable,
     InvalidInput,

@@ -3,11 +3,6 @@ running the command."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bastion.banks.model import ImportReport
-
 
 class StoreError(Exception):
     """Base for store errors; the message is meant for the person running the command."""
@@ -51,12 +46,3 @@ class AuditKeyUnavailable(StoreError):
     """The audit key file is missing where the log needs it, unreadable, not private, belongs to
     another log, or lacks the key the log is chained under. Appends refuse rather than write a
     record that could not be verified (docs/audit.md)."""
-
-
-class ImportAborted(StoreError):
-    """The entry stream itself failed midway (I/O error, database gone). Batches committed before
-    the failure stay stored; ``report`` says how far it got."""
-
-    def __init__(self, message: str, report: ImportReport) -> None:
-        super().__init__(message)
-        self.report = report

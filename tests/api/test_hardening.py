@@ -20,12 +20,13 @@ from starlette.requests import Request
 from bastion.api.app import body_limit
 from bastion.api.hma import MAX_COMPARE_FRAMES
 from bastion.api.v1 import MAX_MATCHES
+from bastion.banks.errors import ImportAborted
 from bastion.banks.model import ImportReport, NewEntry
 from bastion.config import Settings
 from bastion.db import Store
 from bastion.http_auth import KeyCache, Principal, client_address
 from bastion.signals import VideoFrame, serialize_frames
-from bastion.store import ImportAborted, InvalidInput, StoreUnavailable
+from bastion.store import InvalidInput, StoreUnavailable
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from bastion.banks.errors import ImportAborted
 from bastion.banks.formats import BankFormat
 from bastion.banks.model import NewEntry
 from bastion.db import Store
 from bastion.signals.base import SignalType
-from bastion.store import BankNotFound, ImportAborted, InvalidInput
+from bastion.store import BankNotFound, InvalidInput
 from tests.fixtures.stores import Database
 
 

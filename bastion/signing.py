@@ -1,4 +1,6 @@
-"""Ed25519 signatures over feed records and version statements.
+"""Ed25519 signatures over feed records and version statements (:mod:`bastion.feeds`); the audit
+log signs its checkpoints with the same keys (:mod:`bastion.audit_keys`), so they live outside
+both.
 
 Each signature covers a domain tag and the canonical bytes (``b"bastion-feed/v1 record\\n" +
 record``), so a signed record can never be replayed as a version statement or the other way
