@@ -616,9 +616,13 @@ def evaluate(
     within: timedelta = timedelta(hours=24),
     step: timedelta = timedelta(hours=1),
     case_band: RiskBand = "high",
+    since: datetime | None = START,
 ) -> Evaluation:
     """Replay ``events`` in time order, rescoring every ``step``; an account is *flagged* at the
-    end of the first step where it reaches ``case_band`` (so detection times are never early)."""
+    end of the first step where it reaches ``case_band`` (so detection times are never early).
+
+    Events before ``since`` (the simulated history: accounts and old connections) are applied in
+    one go and scored once at ``since``; ``None`` steps from the first event."""
     state = RiskState(settings)
     flagged_at: dict[str, datetime] = {}
     first_fired: dict[str, dict[str, datetime]] = {}  # account -> detector -> first fired
@@ -628,6 +632,8 @@ def evaluate(
     i = 0
     if ordered:
         boundary = ordered[0].time + step
+        if since is not None and ordered[0].time < since:
+            boundary = since
         while i < len(ordered):
             while i < len(ordered) and ordered[i].time < boundary:
                 state.apply(ordered[i])
@@ -638,6 +644,8 @@ def evaluate(
                 if acc not in flagged_at and levels.index(result.band) >= threshold:
                     flagged_at[acc] = boundary
             boundary += step
+            if i < len(ordered) and ordered[i].time >= boundary:  # skip hours without events
+                boundary += step * ((ordered[i].time - boundary) // step + 1)
     by_account = {lab.account: lab for lab in labels}
     planted = [lab for lab in labels if lab.planted and lab.first_child_contact is not None]
     lookalikes = [lab for lab in labels if lab.lookalike]
