@@ -410,6 +410,7 @@ def test_sync_without_the_master_key_fails_clearly(
     assert entries(db) == []
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_ctrl_c_stops_after_the_current_page(db: str, creds_file: Path) -> None:
     add(db, creds_file, "--set", "pages=3", "--set", "interrupt=true")
     before = signal.getsignal(signal.SIGINT)

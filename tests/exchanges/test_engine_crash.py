@@ -62,6 +62,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield u
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_a_sync_killed_mid_page_resumes_to_exactly_the_upstream_list(
     url: str, tmp_path: Path
 ) -> None:

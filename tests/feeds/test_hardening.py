@@ -317,6 +317,7 @@ def test_the_withdrawn_reasons_match_the_engines() -> None:
 # -- F9: values shared between banks of one feed -----------------------------------------------
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_values_shared_between_banks_are_published_once_and_roots_agree(
     publisher: Publisher, sub: Store
 ) -> None:

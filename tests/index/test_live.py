@@ -60,6 +60,7 @@ class CountingSource:
         return self.store.changes_page(after, **kwargs)
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_refresh_applies_large_feed_in_pages(big_store: Store) -> None:
     source = CountingSource(big_store)
     live = LiveIndex(source, page_size=4_000)
@@ -110,6 +111,7 @@ def _transient_peak(store: Store, page_size: int) -> int:
     return peak - current
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_refresh_memory_is_bounded_by_a_page(big_store: Store) -> None:
     whole = _transient_peak(big_store, N + 10)  # the whole feed as one page, as before paging
     paged = _transient_peak(big_store, 2_000)

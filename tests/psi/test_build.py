@@ -31,6 +31,7 @@ def _owner(pdata: PData, secret: ServerSecret, key: bytes) -> int | None:
 
 
 @pytest.mark.parametrize("params", [EXACT, NEAR, COMPACT], ids=["exact", "near", "compact"])
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_every_key_sits_in_one_of_its_candidate_slots(params: Params) -> None:
     bank = random_hashes(3000, seed=7)
     secret = ServerSecret.generate(seeded(1))
@@ -45,6 +46,7 @@ def test_every_key_sits_in_one_of_its_candidate_slots(params: Params) -> None:
         assert all(_owner(pdata, secret, k) is None for k in bank_keys(bytes.fromhex(h), params))
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_bytes_per_entry_under_64_in_compact_and_exact_mode_and_near_is_per_chunk() -> None:
     bank = random_hashes(5000, seed=3)
     secret = ServerSecret.generate(seeded(2))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bastion.client import group as g
 from bastion.client.voucher import outer_key, parse_inner, parse_voucher
 from bastion.psi import Row, detect_real
@@ -40,6 +42,7 @@ def _curious_open(s, data: bytes):
     return (hits[0][0], hits[0][1], parse_inner(plain, s.params)), len(hits)
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_real_and_synthetic_vouchers_look_the_same_below_the_threshold() -> None:
     s = setup(BANK, threshold=T, synthetic_ppm=100_000, dhf_dim=32)
     observed: dict[bool, Counter] = {True: Counter(), False: Counter()}

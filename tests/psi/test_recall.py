@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageOps
 
 from bastion.client import Params, hash_image
@@ -36,6 +37,7 @@ def _distance(a: bytes, b: bytes) -> int:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_default_mode_finds_most_edits_plain_pdq_finds(testdata: Path) -> None:
     params = Params()
     images = testdata / "images"

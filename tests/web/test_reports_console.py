@@ -202,6 +202,7 @@ def test_retract_an_unsent_report_and_retry_a_failed_one(
     assert "report.retry" in actions and "report.retract_request" in actions
 
 
+@pytest.mark.slow  # over ~5 s: `make test` runs it, `make test-fast` does not
 def test_send_now_finishes_the_report_at_the_fake_cybertipline(
     console: Console, fake: tuple[FakeCyberTipline, LoopbackServer], tmp_path: Path
 ) -> None:
