@@ -49,6 +49,13 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
         ),
         (["--db", "sqlite:///a.db", "pdata", "build"], "sqlite:///e.db", "sqlite:///a.db"),
         (["pdata", "build"], "sqlite:///e.db", "sqlite:///e.db"),
+        (
+            ["--db", "sqlite:///a.db", "worker", "--once", "--db", "sqlite:///b.db"],
+            None,
+            "sqlite:///b.db",
+        ),
+        (["--db", "sqlite:///a.db", "worker", "--once"], "sqlite:///e.db", "sqlite:///a.db"),
+        (["worker", "--once"], "sqlite:///e.db", "sqlite:///e.db"),
     ],
 )
 def test_db_option(

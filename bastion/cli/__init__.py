@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from bastion import cli_worker
-from bastion.cli import scan, serve
+from bastion.cli import scan, serve, worker
 from bastion.cli._context import CliContext, DbOpt
 from bastion.cli.audit import audit_app
 from bastion.cli.bank import bank_app
@@ -40,7 +39,7 @@ def main(ctx: typer.Context, db: DbOpt = None) -> None:
 
 
 # The order of `bastion --help`: commands, then groups.
-app.command("worker")(cli_worker.worker)
+app.command("worker")(worker.worker)
 app.command("hash")(scan.hash_cmd)
 app.command("scan")(scan.scan)
 app.command("match")(scan.match)

@@ -13,24 +13,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from bastion.cli._context import CliContext, DbOpt, err, usage_error
 from bastion.config import ConfigError, Settings
-
-err = Console(stderr=True)
 
 
 def worker(
     ctx: typer.Context,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar="BASTION_DATABASE_URL",
-            help="Database URL (default: SQLite in ./bastion-data/).",
-        ),
-    ] = None,
+    db: DbOpt = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
     ] = None,
@@ -61,19 +51,17 @@ def worker(
     )
     for noisy in ("alembic", "httpx", "httpcore"):  # one line per request is the worker's job
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    root_db = ctx.find_root().params.get("db")
+    cli = CliContext.of(ctx)  # its --db, if given, is in cli.db
     try:
-        settings = Settings.load(config, database_url=db or root_db)
+        settings = Settings.load(config, database_url=cli.db)
         targets = load_targets(settings)
         wconfig = WorkerConfig.from_settings(settings, targets)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise usage_error(str(exc)) from exc
     try:
         store = Store.open(settings.database_url)
     except StoreError as exc:
-        err.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise usage_error(f"cannot open the store: {exc}") from exc
     parent = os.getppid() if exit_with_parent else None
     try:
         run_worker(store, settings, targets, wconfig, once=once, parent_pid=parent, say=err.print)
