@@ -160,6 +160,10 @@ class RiskSettings(_Strict):
     unknown_age_as_minor: bool = False
     #: At most this many shared connections at first contact still makes a minor a stranger.
     max_mutuals: int = Field(default=0, ge=0)
+    #: Contacts with minors first made longer ago than this (before the latest event time seen)
+    #: no longer count: an account is judged on its recent behaviour. Blocks and reports count
+    #: for as long as the events are kept.
+    lookback_days: float = Field(default=30.0, gt=0)
     medium_at: int = Field(default=30, ge=1)
     high_at: int = Field(default=60, ge=1)
     max_score: int = Field(default=100, ge=1)
@@ -253,6 +257,7 @@ class RiskState:
         self.watermark: datetime | None = None
         #: (time, account): the account's score changes when the watermark reaches time.
         self._wakeups: list[tuple[datetime, str]] = []
+        self._scheduled: dict[str, datetime] = {}  # each account's earliest wake-up queued
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -266,7 +271,10 @@ class RiskState:
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
             while self._wakeups and self._wakeups[0][0] <= event.time:
-                self._dirty.add(heapq.heappop(self._wakeups)[1])
+                when, account = heapq.heappop(self._wakeups)
+                if self._scheduled.get(account) == when:
+                    del self._scheduled[account]
+                self._dirty.add(account)
         key = (event.time, event.event_id)
         if isinstance(event, AccountEvent | ProfileChange):
             self._know(event.account)
@@ -452,15 +460,26 @@ class RiskState:
 
     def _score(self, account: str) -> RiskResult:
         s = self.settings
-        targets = _minor_targets(self, account)
+        lookback = timedelta(days=s.lookback_days)
+        targets = [
+            t
+            for t in _minor_targets(self, account)
+            if self.watermark is None or t.first + lookback > self.watermark
+        ]
         grace = timedelta(hours=s.fanout.response_grace_hours)
-        pending = [
+        # the score changes again when a contact leaves the grace period or the lookback
+        changes = [t.first + lookback for t in targets]
+        changes += [
             t.first + grace
             for t in targets
             if t.stranger and not t.responded and not self._settled(t.first)
         ]
-        if pending:
-            heapq.heappush(self._wakeups, (min(pending), account))
+        if changes:
+            when = min(changes)
+            scheduled = self._scheduled.get(account)
+            if scheduled is None or when < scheduled:  # else a wake-up at or before is due
+                self._scheduled[account] = when
+                heapq.heappush(self._wakeups, (when, account))
         contributions = tuple(detect(self, account, targets))
         score = min(s.max_score, sum(c.points for c in contributions))
         band: RiskBand = (

@@ -300,15 +300,25 @@ def random_events(rng: random.Random, n_accounts: int = 12, n_events: int = 220)
 @pytest.mark.parametrize("seed", range(40))
 def test_incremental_equals_from_scratch(seed: int) -> None:
     rng = random.Random(seed)
-    events = random_events(rng)
+    # dense graphs (every account touched again and again) and sparse ones (stale scores show)
+    events = random_events(rng, n_accounts=12 if seed % 3 else 60)
     # a loose threshold so the random graphs produce non-trivial scores to compare
     settings = RiskSettings(
-        fanout=FanOutSettings(min_targets=2, max_response_rate=0.8), medium_at=10, high_at=25
+        fanout=FanOutSettings(
+            min_targets=2, max_response_rate=0.8, response_grace_hours=seed % 3 * 4
+        ),
+        medium_at=10,
+        high_at=25,
+        lookback_days=1 if seed % 2 else 30,  # odd seeds: contacts expire within the stream
     )
     expected = recompute(events, settings)
     # out of order, with duplicates, scored at random moments in between
     stream = events + rng.sample(events, len(events) // 5)
-    rng.shuffle(stream)
+    if seed % 4 == 0:
+        rng.shuffle(stream)  # any order at all
+    else:  # roughly in time order, events up to six hours late: the stream's time advances
+        late = {id(e): timedelta(hours=rng.uniform(0, 6)) for e in stream}
+        stream.sort(key=lambda e: e.time + late[id(e)])
     state = RiskState(settings)
     for e in stream:
         assert state.apply(e) in ("applied", "duplicate")
@@ -354,3 +364,16 @@ def test_relationship_and_facts_feed_the_contact_decision() -> None:
     rel = state.relationship("g", "k0")
     assert not rel.connected
     assert decide(actor, target, rel, band, "message").route_to == "requests"
+
+
+def test_contacts_older_than_the_lookback_stop_counting() -> None:
+    events = [account("g", "adult"), *kids(3)]
+    events += [message("g", f"k{i}", at(minutes=i)) for i in range(3)]
+    state = state_of(events)
+    assert contribution(state, "g", "age_gap").points == 30
+    state.apply(tick(hours=24 * 29))
+    assert contribution(state, "g", "age_gap").points == 30
+    state.apply(tick(hours=24 * 30 + 1))  # an unrelated event: "g" wakes up and is rescored
+    assert state.rescore()["g"].score == 0
+    state.apply(message("g", "k0", at(days=31)))  # a new message is not a new first contact
+    assert state.result("g").score == 0
