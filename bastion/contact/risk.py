@@ -26,9 +26,14 @@ Detectors (parameters in :class:`RiskSettings`):
 :class:`RiskState` is incremental: :meth:`RiskState.apply` takes events one at a time, in any
 order, each at most once by ``event_id`` (a re-sent event changes nothing), updates compact
 per-account indexes and marks the accounts whose score may have changed; :meth:`RiskState.rescore`
-recomputes only those. Every score is a function of the *set* of events seen, with no clock:
-windows are measured between event times, so the result is the same whatever the arrival order,
-and equal to :func:`recompute` over the same events from scratch.
+recomputes only those. Every score is a function of the *set* of events seen, with no wall
+clock: windows are measured between event times, and the only "now" (for the response grace and
+the lookback) is the latest event time seen, the *watermark*; an account whose score changes when
+the watermark passes a time is queued to be woken then. So the result is the same whatever the
+arrival order, and equal to :func:`recompute` over the same events from scratch.
+
+Only a hash of each applied event is kept (to tell a re-sent event from a conflicting one), and
+each account's indexes hold times and counterpart ids, never content.
 """
 
 from __future__ import annotations
@@ -235,7 +240,7 @@ class RiskState:
 
     def __init__(self, settings: RiskSettings | None = None) -> None:
         self.settings = settings or RiskSettings()
-        self._seen: dict[str, Event] = {}
+        self._seen: dict[str, int] = {}  # event id -> hash of the event first applied under it
         self._profile: defaultdict[str, list[tuple[_Key, AccountEvent | ProfileChange]]] = (
             defaultdict(list)
         )
@@ -264,10 +269,11 @@ class RiskState:
     def apply(self, event: Event) -> Literal["applied", "duplicate", "conflict"]:
         """Take one event. A re-sent event id changes nothing (``duplicate``; ``conflict`` when
         its content differs from the first one seen under that id)."""
+        digest = hash(event)
         prior = self._seen.get(event.event_id)
         if prior is not None:
-            return "duplicate" if prior == event else "conflict"
-        self._seen[event.event_id] = event
+            return "duplicate" if prior == digest else "conflict"
+        self._seen[event.event_id] = digest
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
             while self._wakeups and self._wakeups[0][0] <= event.time:
@@ -429,10 +435,6 @@ class RiskState:
     @property
     def accounts(self) -> frozenset[str]:
         return frozenset(self._accounts)
-
-    @property
-    def events(self) -> Iterable[Event]:
-        return self._seen.values()
 
     # -- scoring --------------------------------------------------------------------------
 
