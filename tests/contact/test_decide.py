@@ -250,3 +250,16 @@ def test_settings_are_strict() -> None:
         ContactSettings.model_validate({"unknown_age_as_kid": True})
     with pytest.raises(ValueError):
         ContactSettings.model_validate({"spam_band": "severe"})
+
+
+def test_decision_has_the_api_shape() -> None:
+    got = decide(
+        AccountFacts("a", "adult"), AccountFacts("t", "13-15"), Relationship(), "low", "message"
+    )
+    assert got.model_dump(mode="json") == {
+        "allow": True,
+        "requires_confirmation": True,
+        "route_to": "requests",
+        "prompts": [{"id": "message_unknown", "audience": "target"}],
+        "reasons": ["f1.child_confirms_non_connection"],
+    }
