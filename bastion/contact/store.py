@@ -368,15 +368,12 @@ class ContactStore:
             known: dict[str, str] = {}
             ids = sorted({event.event_id for _, event, _ in parsed})
             for chunk in _chunks(ids):
-                known.update(
-                    conn.execute(
-                        select(events_t.c.event_id, events_t.c.digest).where(
-                            events_t.c.event_id.in_(chunk)
-                        )
+                for event_id, digest in conn.execute(
+                    select(events_t.c.event_id, events_t.c.digest).where(
+                        events_t.c.event_id.in_(chunk)
                     )
-                    .tuples()
-                    .all()
-                )
+                ):
+                    known[event_id] = digest
             fresh: list[Event] = []
             rows: list[dict[str, Any]] = []
             for index, event, digest in parsed:
@@ -456,7 +453,10 @@ class ContactStore:
         conn.execute(delete(accounts_t))
         conn.execute(delete(connections_t))
         _replace_risk(conn, results.values(), now)
-        _replace_facts(conn, state, sorted(state.accounts))
+        # facts come from account, profile and ban events only, as in _project
+        stated = {a for a, evs in state._profile.items() if evs}
+        stated |= {a for a, bans in state._bans.items() if bans}
+        _replace_facts(conn, state, sorted(stated))
         _replace_connections(conn, state, _all_pairs(state))
         last = conn.execute(select(func.max(events_t.c.seq))).scalar_one_or_none() or 0
         generation = conn.execute(
