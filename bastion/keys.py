@@ -30,7 +30,8 @@ from bastion.banks.model import BANK_NAME_RE
 #: another Bastion's subscription key holds: read this instance's published feeds and send
 #: disputes back (bastion.api.feeds). ``review``: work cases over ``/v1/cases`` as the console
 #: user the key is bound to (:attr:`ApiKey.user`); ``media``: with ``review``, that user's
-#: reveals and media reads (bastion.api.cases).
+#: reveals and media reads (bastion.api.cases). ``contact``: child-contact decisions and the F2
+#: prompt catalogue (bastion.api.contact).
 SCOPES: tuple[str, ...] = (
     "hash",
     "match",
@@ -43,6 +44,7 @@ SCOPES: tuple[str, ...] = (
     "feed",
     "review",
     "media",
+    "contact",
 )
 ADMIN = "admin"
 #: Separates the console user from the key's own label in a user-bound key's name

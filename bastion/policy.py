@@ -57,11 +57,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
 from yaml.events import Event, NodeEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
+from bastion.contact.decide import ContactSettings
+from bastion.contact.model import RISK_BANDS, RiskBand
+from bastion.contact.risk import RiskSettings
 from bastion.vocab import AGE_BANDS, DEFAULT_SLA, PRIORITIES, Priority
 
 log = logging.getLogger("bastion.policy")
@@ -170,6 +174,38 @@ class ReviewSettings:
     on_confirmed: tuple[str, ...] = _DEFAULT_ON_CONFIRMED
     #: Actions of a block rule that names none.
     on_block: tuple[str, ...] = _DEFAULT_ON_BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPolicy:
+    """The ``contact`` section: child-contact decisions (ICU F1/F2) and behavioural risk."""
+
+    #: The contact-decision settings (:func:`bastion.contact.decide.decide`).
+    decide: ContactSettings = field(default_factory=ContactSettings)
+    #: The risk detectors' parameters, score thresholds and bands (:mod:`bastion.contact.risk`).
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    #: A risk band at or above this opens an account case for review; risk never acts alone.
+    case_band: RiskBand = "high"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decide": _plain(self.decide),
+            "risk": _plain(self.risk),
+            "case_band": self.case_band,
+        }
+
+
+def _plain(model: BaseModel) -> dict[str, Any]:
+    """A settings model as JSON-ready data, sets as sorted lists (stable for pages and diffs)."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, frozenset | set):
+            return sorted(value)
+        return value
+
+    return fix(model.model_dump())  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +327,7 @@ class Policy:
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     sla: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_SLA))
     review: ReviewSettings = ReviewSettings()
+    contact: ContactPolicy = ContactPolicy()
     version: int = 1
     name: str = "<policy>"
     text: str = ""
@@ -352,6 +389,7 @@ class Policy:
                 for r in self.rules
             ],
             "otherwise": outcome(self.otherwise),
+            "contact": self.contact.as_dict(),
         }
 
     def decide(self, inp: PolicyInput) -> Verdict:
@@ -737,7 +775,9 @@ class _Builder:
 
     def policy(self, root: Node, *, name: str, text: str) -> Policy | None:
         top = self.mapping(
-            root, "the policy", ("version", "queues", "sla", "review", "rules", "otherwise")
+            root,
+            "the policy",
+            ("version", "queues", "sla", "review", "rules", "otherwise", "contact"),
         )
         if top is None:
             return None
@@ -762,6 +802,9 @@ class _Builder:
             otherwise = (
                 self.outcome(top["otherwise"], "otherwise", {}, queues, on_block) or otherwise
             )
+        contact = ContactPolicy()
+        if "contact" in top:
+            contact = contact_section(self, top["contact"]) or contact
         if self.errors or review is None:
             return None
         return Policy(
@@ -770,6 +813,7 @@ class _Builder:
             queues=queues,
             sla=sla,
             review=review,
+            contact=contact,
             version=1,
             name=name,
             text=text,
@@ -1053,6 +1097,125 @@ class _Builder:
         order = {k: i for i, k in enumerate(spec)}
         shown = dict(sorted(written.items(), key=lambda kv: order[kv[0]]))
         return Conditions(**values, written=shown)
+
+
+# -- the contact section -----------------------------------------------------------------------
+
+_CONTACT_KEYS = ("decide", "risk", "case_band")
+
+
+def contact_section(builder: _Builder, node: Node) -> ContactPolicy | None:
+    """The ``contact`` section, validated by the contact settings models; every error names its
+    line and the setting's path (``contact.risk.fanout.window_hours``)."""
+    spec = builder.mapping(node, "contact", _CONTACT_KEYS)
+    if spec is None:
+        return None
+    start = len(builder.errors)
+    models: dict[str, Any] = {}
+    for key, model in (("decide", ContactSettings), ("risk", RiskSettings)):
+        if key not in spec:
+            continue
+        value = _plain_node(builder, spec[key], f"contact.{key}")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            builder.error(spec[key], f"contact.{key} must be a mapping of settings")
+            continue
+        try:
+            models[key] = model.model_validate(value)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                _settings_error(builder, spec[key], f"contact.{key}", model, err)
+    case_band: RiskBand = "high"
+    if "case_band" in spec:
+        case_band = builder.choice(spec["case_band"], "contact.case_band", RISK_BANDS) or "high"
+    risk = models.get("risk")
+    if isinstance(risk, RiskSettings) and not risk.medium_at < risk.high_at <= risk.max_score:
+        where = spec["risk"]
+        builder.error(
+            where,
+            f"contact.risk: the bands need medium_at < high_at <= max_score, not "
+            f"{risk.medium_at}, {risk.high_at}, {risk.max_score}",
+        )
+    if len(builder.errors) > start:
+        return None
+    return ContactPolicy(
+        decide=models.get("decide", ContactSettings()),
+        risk=models.get("risk", RiskSettings()),
+        case_band=case_band,
+    )
+
+
+def _plain_node(builder: _Builder, node: Node, what: str) -> Any:
+    """A node as plain data (mappings with word keys, lists, scalars); None after an error."""
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        for key, value in node.value:
+            if not isinstance(key, ScalarNode) or key.tag not in (_STR, _INT, _BOOL):
+                builder.error(key, f"{what}: keys must be plain words, not {_shape(key)}")
+                return None
+            if key.tag == _MERGE:
+                builder.error(key, f"{what}: merge keys (<<) are not allowed in a policy")
+                return None
+            if key.value in out:
+                builder.error(key, f"{what}: {key.value!r} is given twice")
+                return None
+            item = _plain_node(builder, value, f"{what}.{key.value}")
+            if item is None:
+                return None
+            out[key.value] = item
+        return out
+    if isinstance(node, SequenceNode):
+        items = [_plain_node(builder, v, f"{what} value") for v in node.value]
+        return None if any(i is None for i in items) else items
+    if isinstance(node, ScalarNode) and node.tag in (_STR, _INT, _BOOL, _FLOAT):
+        return builder._constructor.construct_object(node)
+    builder.error(node, f"{what} must be a value, not {_shape(node)}")
+    return None
+
+
+def _settings_error(
+    builder: _Builder, node: Node, what: str, model: type[BaseModel], err: Any
+) -> None:
+    """One pydantic error as ``line N: contact.risk.fanout.window_hours: ...``, at the line of
+    the value (or of the unknown key) it is about."""
+    loc = [p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function"))]
+    target: Node = node
+    for part in loc:
+        found = None
+        if isinstance(target, MappingNode) and isinstance(part, str):
+            for key, value in target.value:
+                if isinstance(key, ScalarNode) and key.value == part:
+                    found = key if err["type"] == "extra_forbidden" and part == loc[-1] else value
+        elif (
+            isinstance(target, SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(target.value)
+        ):
+            found = target.value[part]
+        if found is None:
+            break
+        target = found
+    if err["type"] == "extra_forbidden" and loc:
+        owner: Any = model  # the settings model the unknown key sits in
+        for part in loc[:-1]:
+            sub = getattr(owner, "model_fields", {}).get(part)
+            owner = sub.annotation if sub is not None else None
+        choices: tuple[str, ...] = ()
+        if isinstance(owner, type) and issubclass(owner, BaseModel):
+            choices = tuple(owner.model_fields)
+        name = str(loc[-1])
+        parent_path = ".".join([what, *(str(p) for p in loc[:-1])])
+        builder.error(
+            target,
+            f"{parent_path}: unknown key {name!r}{_suggest(name, choices)}; "
+            f"expected one of: {_one_of(choices)}",
+        )
+        return
+    path = ".".join([what, *(str(p) for p in loc)])
+    given = err.get("input")
+    shown = f", not {given!r}" if isinstance(given, str | int | float | bool) else ""
+    builder.error(target, f"{path}: {err['msg']}{shown}")
 
 
 _NAME_RULE = "use 1-64 lowercase letters, digits, '_', '.' or '-', starting with a letter or digit"
