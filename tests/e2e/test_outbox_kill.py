@@ -156,6 +156,9 @@ def test_kill_9_of_the_worker_mid_delivery_loses_nothing_and_sends_nothing_twice
         second = start_worker(db_url, config, log, flag=False)
         try:
             wait_for("all delivered", lambda: delivered_count(db_url) == N, second)
+            # The heartbeat is due every second; a loaded machine can finish the deliveries
+            # before the first one, so wait for it rather than assume it.
+            wait_for("the heartbeat", lambda: "alive:" in log.read_text(), second)
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(30)
