@@ -111,6 +111,9 @@ def test_decisions_on_exchange_matches_go_back_upstream(store: Store, testdata: 
             assert again == 0
 
             script.feedback_errors = [TransientError("HTTP 503")]
+            # The decisions queued their feedback at real time: move the test clock just past it
+            # (a loaded machine can take longer than the clock's head start to get here).
+            clock.now = utcnow() + timedelta(seconds=1)
             first = xs.send_due_feedback("w1")
             assert (first["sent"], first["retry"]) == (1, 1)
             states = {f.key: f for f in xs.feedback("hashlist")}
