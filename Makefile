@@ -51,9 +51,11 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
-# docs/cli.md is generated from the Typer app; tests/test_docs.py fails when it is stale.
+# docs/cli.md is generated from the Typer app; tests/test_docs.py fails when it is stale. So are
+# the event schema and decision table in docs/contact-safety.md (tests/contact/test_docs.py).
 docs: install
 	$(BIN)/python -m bastion.cli.docs > docs/cli.md
+	$(BIN)/python -m bastion.contact.table --write docs/contact-safety.md
 
 # The server benchmark drives load with wrk (Debian's package).
 bench: install

@@ -244,3 +244,35 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/contact/decide" in paths and "/v1/contact/prompts" in paths
     assert "DecisionOut" in str(paths["/v1/contact/decide"]["post"]["responses"]["200"])
+
+
+def test_risk_from_ingested_events_reaches_the_decision(
+    client: TestClient, key: dict[str, str], api_store: Store
+) -> None:
+    """End to end with the event store: an adult account days old messages eight stranger
+    children in an hour and none answers; once its stored band is high, its request to another
+    child goes to spam and its message button towards children is hidden."""
+    from datetime import timedelta
+
+    from bastion.contact.model import event_to_json
+    from bastion.contact.store import ContactStore
+    from tests.contact.helpers import T0, account, at, message
+
+    events = [account("groomer", "adult", created_at=(T0 - timedelta(days=2)).isoformat())]
+    for i in range(8):
+        events += [account(f"kid{i}", "13-15"), message("groomer", f"kid{i}", at(minutes=5 * i))]
+    events.append(account("late", "adult", time=at(hours=8)))  # moves the stream's time on
+    contacts = ContactStore(api_store, rt(client).policy.current().contact.risk)
+    contacts.ingest([event_to_json(e) for e in events])
+    stored = contacts.risk("groomer")
+    assert stored is not None and stored.band == "high", stored
+    risk_bands(rt(client))._checked = None
+    request = {
+        "actor": {"account": "groomer", "age_band": "adult"},
+        "target": {"account": "kid-new", "age_band": "13-15"},
+        "action": "connection_request",
+    }
+    out = client.post(URL, json=request, headers=key).json()
+    assert (out["route_to"], out["reasons"]) == ("spam", ["risk.high_actor_request_to_spam"])
+    out = client.post(URL, json={**request, "action": "message"}, headers=key).json()
+    assert (out["allow"], out["route_to"]) == (False, "spam")
