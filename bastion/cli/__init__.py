@@ -15,6 +15,7 @@ from bastion.cli import scan, serve, worker
 from bastion.cli._context import CliContext, DbOpt
 from bastion.cli.audit import audit_app
 from bastion.cli.bank import bank_app
+from bastion.cli.contact import events_app, simulate_app
 from bastion.cli.exchange import exchange_app
 from bastion.cli.feed import feed_app
 from bastion.cli.keys import key_app
@@ -54,5 +55,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(pdata_app, name="pdata")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(feed_app, name="feed")
+app.add_typer(events_app, name="events")
+app.add_typer(simulate_app, name="simulate")
 
 __all__ = ["CliContext", "app"]

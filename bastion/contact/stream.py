@@ -55,6 +55,7 @@ __all__ = [
     "StreamConsumer",
     "Transport",
     "decode",
+    "ingest_apply",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,38 @@ class Transport(Protocol):
 #: for each event it refused (``index`` into the sequence it was given). Raising leaves the whole
 #: batch unacknowledged, to be read again.
 Apply = Callable[[Sequence[Event]], Sequence[EventError]]
+
+
+class _Result(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def event_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def errors(self) -> tuple[dict[str, str], ...]: ...
+
+
+def ingest_apply(ingest: Callable[[Sequence[Event]], Sequence[_Result]]) -> Apply:
+    """An :data:`Apply` over the store's ingest (``ContactStore.ingest``: one transaction per
+    call, one result per event): its ``error`` results become the refused events."""
+
+    def apply(events: Sequence[Event]) -> list[EventError]:
+        refused = []
+        for result in ingest(events):
+            if result.status == "error":
+                errors = result.errors or (
+                    {"loc": "", "type": "refused", "msg": result.error or "refused"},
+                )
+                refused.append(
+                    EventError(index=result.index, event_id=result.event_id, errors=errors)
+                )
+        return refused
+
+    return apply
 
 
 def decode(delivery: Delivery) -> Event | tuple[dict[str, str], ...]:
