@@ -169,6 +169,17 @@ class VaultSettings:
 
 
 @dataclass(frozen=True)
+class ContactEventSettings:
+    """Contact events (:mod:`bastion.contact.store`, docs/contact-events.md)."""
+
+    #: Days contact events are kept; older ones are purged by the worker, except those of
+    #: accounts under legal hold.
+    contact_retention_days: int = 90
+    #: Seconds between the worker's purges of expired contact events (0 = never).
+    contact_purge_interval_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """Mandatory reports (:mod:`bastion.reports`)."""
 
@@ -274,6 +285,7 @@ class Settings(
     FeedSettings,
     ExchangeSettings,
     ReportSettings,
+    ContactEventSettings,
     VaultSettings,
     VoucherSettings,
     ActionSettings,

@@ -17,6 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.accounts.store import UserExists, UserNotFound
 from bastion.actions.outbox import OutboxConflict, OutboxNotFound
+from bastion.contact.model import BatchTooLarge
+from bastion.contact.store import AccountHeld, HoldConflict
 from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
 from bastion.feeds.store import FeedKeyUnavailable, FeedNotFound, RecordNotFound
 from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
@@ -131,6 +133,10 @@ ERRORS: dict[type[BaseException], HttpError] = {
     FeedNotFound: _NOT_FOUND,
     RecordNotFound: _NOT_FOUND,
     FeedKeyUnavailable: HttpError(503, "Feed signing unavailable"),
+    # contact events
+    BatchTooLarge: HttpError(413, "Content Too Large"),
+    AccountHeld: HttpError(409, "Under legal hold"),
+    HoldConflict: HttpError(409, "Conflict"),
     # accounts and the outbox (console only)
     UserNotFound: _NOT_FOUND,
     UserExists: _CONFLICT,

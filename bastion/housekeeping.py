@@ -1,5 +1,6 @@
 """The worker process's periodic duties beside webhook delivery and pdata builds: purge evidence
-whose retention ran out, and send mandatory reports that are due.
+whose retention ran out, purge contact events past theirs, and send mandatory reports that are
+due.
 
 Like the outbox, they run only in ``bastion worker`` (or the child ``bastion serve`` starts),
 never in web workers. Several workers may run them at once: purges are conditional updates and
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from bastion.config import Settings
+from bastion.contact.store import ContactStore
 from bastion.crypto import MasterKey
 from bastion.db import Store
 from bastion.reports.ncmec import CyberTiplineClient
@@ -37,8 +39,14 @@ class Housekeeping:
         *,
         worker_id: str,
         clock: Callable[[], float] = time.monotonic,
+        contact: Callable[[], ContactStore] | None = None,
     ) -> None:
         self.settings = settings
+        #: Builds the contact store for a purge (with the policy's risk settings at that time).
+        self.contact = contact
+        self.contact_every = float(settings.contact_purge_interval_seconds)
+        self._next_contact_purge = float("-inf")
+        self.contact_purged = 0
         self.vault = vault
         self.reports = reports
         self.worker_id = worker_id
@@ -76,6 +84,12 @@ class Housekeeping:
             self.purged += purged
             if purged:
                 log.info("vault: purged %d expired item(s)", purged)
+        if self.contact is not None and self.contact_every > 0 and now >= self._next_contact_purge:
+            self._next_contact_purge = now + self.contact_every
+            purged = self.contact().purge_expired()
+            self.contact_purged += purged
+            if purged:
+                log.info("contact: purged %d expired event(s)", purged)
         if now >= self._next_report:
             self._next_report = now + self.report_every
             self.reported += len(self._send_due_reports())

@@ -31,7 +31,9 @@ from bastion.banks.model import BANK_NAME_RE
 #: disputes back (bastion.api.feeds). ``review``: work cases over ``/v1/cases`` as the console
 #: user the key is bound to (:attr:`ApiKey.user`); ``media``: with ``review``, that user's
 #: reveals and media reads (bastion.api.cases). ``contact``: child-contact decisions and the F2
-#: prompt catalogue (bastion.api.contact).
+#: prompt catalogue (bastion.api.contact). ``events``: send contact events (``POST /v1/events``,
+#: bastion.api.contact_events); ``risk``: read an account's risk and its (audited) event
+#: timeline. Erasing an account's events takes ``admin``.
 SCOPES: tuple[str, ...] = (
     "hash",
     "match",
@@ -45,6 +47,8 @@ SCOPES: tuple[str, ...] = (
     "review",
     "media",
     "contact",
+    "events",
+    "risk",
 )
 ADMIN = "admin"
 #: Separates the console user from the key's own label in a user-bound key's name

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,6 +29,7 @@ from bastion.actions.outbox import Outbox
 from bastion.actions.targets import Targets, load_targets
 from bastion.actions.worker import BuildLoop, OutboxWorker, VoucherLoop, WorkerConfig
 from bastion.config import Settings
+from bastion.contact.store import ContactStore
 from bastion.db import Store
 from bastion.exchanges.engine import ExchangeLoop
 from bastion.exchanges.store import ExchangeStore
@@ -187,7 +189,13 @@ def build_loops(
     loops = Loops(deliveries=runner, exchanges=_exchange_loop(rt, store, settings, wid))
     if rt is not None:
         loops.builds = BuildLoop(rt.vouchers, worker_id=f"{wid}:pdata")
-        loops.chores = Housekeeping(rt.vault, rt.reports, rt.settings, worker_id=f"{wid}:chores")
+        loops.chores = Housekeeping(
+            rt.vault,
+            rt.reports,
+            rt.settings,
+            worker_id=f"{wid}:chores",
+            contact=partial(ContactStore.for_runtime, rt),
+        )
         loops.versions = FeedVersioner(
             rt.feeds, every=float(rt.settings.feed_version_seconds), worker_id=f"{wid}:feeds"
         )

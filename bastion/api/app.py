@@ -20,7 +20,18 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bastion import __version__
-from bastion.api import cases, contact, exchanges, feeds, hma, problems, reports, v1, vouchers
+from bastion.api import (
+    cases,
+    contact,
+    contact_events,
+    exchanges,
+    feeds,
+    hma,
+    problems,
+    reports,
+    v1,
+    vouchers,
+)
 from bastion.api.auth import require
 from bastion.api.openapi import state_settings
 from bastion.api.problems import BodyTooLarge
@@ -202,6 +213,6 @@ def create_api_app(settings: Settings | None = None, *, store: Store | None = No
             rt.metrics.index_age.set(time.time() - rt.index.refreshed_at)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (v1, hma, vouchers, reports, cases, exchanges, feeds, contact):
+    for module in (v1, hma, vouchers, reports, cases, exchanges, feeds, contact, contact_events):
         app.include_router(module.router)
     return app

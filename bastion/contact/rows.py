@@ -105,3 +105,6 @@ class ContactStateRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     applied_seq: Mapped[int] = mapped_column(BigInteger)
     generation: Mapped[int] = mapped_column(BigInteger)
+    #: SHA-256 of the risk settings the stored risk was computed with ('' before the first
+    #: batch): a process with other settings rebuilds every projection before it writes.
+    settings_digest: Mapped[str] = mapped_column(String(64))

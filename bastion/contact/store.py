@@ -73,6 +73,7 @@ from bastion.store.bulk import short_text, utcnow
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from bastion.runtime import Runtime
     from bastion.store.engine import Database
 
 __all__ = [
@@ -194,6 +195,20 @@ def _digest(event: Event) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
+def settings_digest(settings: RiskSettings) -> str:
+    """SHA-256 of the settings' canonical JSON (sets sorted: their order varies by process)."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return sorted((canonical(v) for v in value), key=repr)
+        return value
+
+    doc = canonical(settings.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
 def _parties(event: Event) -> tuple[str, str | None]:
     """The event's account (or actor) and its counterpart, if any."""
     if isinstance(event, AccountEvent | ProfileChange | BanEvent | FlagEvent):
@@ -255,6 +270,17 @@ class ContactStore:
         self.retention = timedelta(days=retention_days)
         self._now = now
         self._shared = _shared(store.engine)
+        self._settings_digest = settings_digest(self.settings)
+
+    @classmethod
+    def for_runtime(cls, rt: Runtime) -> ContactStore:
+        """Over the runtime's store, with the current policy's risk settings and the configured
+        retention (the API, the worker and the stream consumer build it this way)."""
+        return cls(
+            rt.store,
+            rt.policy.current().contact.risk,
+            retention_days=rt.settings.contact_retention_days,
+        )
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -282,18 +308,22 @@ class ContactStore:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"contact events: {_reason(exc)}") from exc
 
-    def _lock(self, conn: Connection) -> tuple[int, int]:
+    def _lock(self, conn: Connection) -> tuple[int, int, str]:
         row = conn.execute(
-            select(state_t.c.applied_seq, state_t.c.generation)
+            select(state_t.c.applied_seq, state_t.c.generation, state_t.c.settings_digest)
             .where(state_t.c.id == 1)
             .with_for_update()
         ).one()
-        return int(row.applied_seq), int(row.generation)
+        return int(row.applied_seq), int(row.generation), row.settings_digest
 
     def _catch_up(self, conn: Connection) -> RiskState:
         """The process's state with every committed event applied (caller holds the lock)."""
         shared = self._shared
-        applied, generation = self._lock(conn)
+        applied, generation, digest = self._lock(conn)
+        if digest != self._settings_digest:  # stored risk was computed under other settings
+            self.refresh(conn=conn)
+            assert shared.state is not None
+            return shared.state
         state = shared.state
         if (
             state is None
@@ -462,7 +492,11 @@ class ContactStore:
         generation = conn.execute(
             update(state_t)
             .where(state_t.c.id == 1)
-            .values(applied_seq=last, generation=state_t.c.generation + 1)
+            .values(
+                applied_seq=last,
+                generation=state_t.c.generation + 1,
+                settings_digest=self._settings_digest,
+            )
             .returning(state_t.c.generation)
         ).scalar_one()
         self._shared.state = state

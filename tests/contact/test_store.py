@@ -264,3 +264,48 @@ def test_erasure_spares_held_counterparts_and_held_accounts(db: Database) -> Non
     with pytest.raises(AccountHeld):
         cs.erase("k3", actor="key:ops")
     assert any(e.event_id == to_k3.event_id for e in cs.stored_events())
+
+
+def test_the_worker_housekeeping_purges_expired_events(store: Store) -> None:
+    from bastion.config import Settings
+    from bastion.crypto import MasterKey
+    from bastion.housekeeping import Housekeeping
+
+    clock = Clock(T0 + timedelta(days=200))
+    settings = Settings(contact_retention_days=30, contact_purge_interval_seconds=60)
+    ticks = [0.0]
+    chores = Housekeeping.for_store(
+        store, MasterKey.generate(), settings, worker_id="test", clock=lambda: ticks[0]
+    )
+    chores.contact = lambda: ContactStore(store, retention_days=30, now=clock)
+    chores.contact_every = 60.0
+    cs = ContactStore(store, now=clock)
+    cs.ingest(_raw([message("a", "b", at()), message("a", "c", at(days=190))]))
+    chores.run_once()
+    assert chores.contact_purged == 1
+    assert [e.time for e in cs.stored_events()] == [at(days=190)]
+    cs.ingest(_raw([message("a", "d", at(days=1))]))
+    ticks[0] = 30.0
+    chores.run_once()  # not due yet
+    assert chores.contact_purged == 1
+    ticks[0] = 61.0
+    chores.run_once()
+    assert chores.contact_purged == 2
+    _assert_matches_scratch(cs)
+
+
+def test_other_risk_settings_rebuild_every_stored_row(db: Database) -> None:
+    events = _groomer_events()
+    cs = ContactStore(db.open())
+    cs.ingest(_raw(events))
+    before = cs.all_risk()["g"][0]
+    # another process with a policy that turns fan-out off
+    strict = RiskSettings(fanout={"enabled": False})  # type: ignore[arg-type]
+    other = ContactStore(db.open(), strict)
+    other.ingest(_raw([message("z", "k1", at(days=2))]))
+    _assert_matches_scratch(other)
+    assert other.all_risk()["g"][0] < before
+    # and back: the first process rebuilds too
+    cs.ingest(_raw([message("z", "k2", at(days=2))]))
+    _assert_matches_scratch(cs)
+    assert cs.all_risk()["g"][0] == before

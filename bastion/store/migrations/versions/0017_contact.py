@@ -81,8 +81,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("applied_seq", sa.BigInteger(), nullable=False),
         sa.Column("generation", sa.BigInteger(), nullable=False),
+        sa.Column("settings_digest", sa.String(64), nullable=False),
     )
-    op.bulk_insert(state, [{"id": 1, "applied_seq": 0, "generation": 0}])
+    op.bulk_insert(state, [{"id": 1, "applied_seq": 0, "generation": 0, "settings_digest": ""}])
 
 
 def downgrade() -> None:
