@@ -230,3 +230,20 @@ def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     ] == 0
     client.close()
     assert_risk_matches_a_recomputation(db)
+
+
+def test_an_unreachable_redis_is_a_usage_error(tmp_path: Path) -> None:
+    runner = CliRunner()
+    down = "redis://127.0.0.1:1/0"
+    consume = runner.invoke(
+        app,
+        [
+            *("events", "consume", "--redis", down, "--stream", "s", "--group", "g"),
+            *("--db", f"sqlite:///{tmp_path / 'b.db'}", "--until-idle"),
+        ],
+    )
+    assert consume.exit_code == 2 and "cannot reach Redis" in consume.output
+    file = tmp_path / "ev.jsonl"
+    file.write_text("{}\n")
+    publish = runner.invoke(app, ["events", "publish", "--redis", down, "--stream", "s", str(file)])
+    assert publish.exit_code == 2 and "cannot publish to Redis" in publish.output
