@@ -41,9 +41,10 @@ test: install
 	$(BIN)/pytest -q
 
 # Everything but the tests marked slow (over ~5 s: e2e servers, browsers, the wheel, scale and
-# memory tests), on two xdist workers: each worker migrates its own template databases once.
+# memory tests), on two xdist workers, each file on one worker in file order (some tests read what an
+# earlier one in their file recorded); each worker migrates its own template databases once.
 test-fast: install
-	$(BIN)/pytest -q -m "not slow" -n 2
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check bastion tests benchmarks
