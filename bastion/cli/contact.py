@@ -76,6 +76,14 @@ def events_consume(
             "taken to be dead. Longer than your slowest batch.",
         ),
     ] = 30_000,
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="An entry delivered more often than this without being acknowledged (its "
+            "consumers keep dying on it) is dead-lettered.",
+        ),
+    ] = 10,
     until_idle: Annotated[
         bool,
         typer.Option("--until-idle", help="Exit when nothing is left to read or claim."),
@@ -137,6 +145,7 @@ def events_consume(
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
             claim_every_s=max(1.0, claim_idle_ms / 4000),
+            max_attempts=max_deliveries,
         )
         stopping: list[int] = []
 

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 EVENT_FIELD = "event"
 #: The most bytes of an entry kept in its dead letter.
 _DEAD_PAYLOAD_MAX = 64 * 1024
+#: The most per-entry errors :meth:`StreamConsumer.run` keeps in its totals (a long run would
+#: otherwise grow without bound; the dead-letter stream has them all).
+_KEEP_ERRORS = 1000
 
 
 #: A poison entry and why it was refused.
@@ -77,6 +80,8 @@ class Delivery:
 
     position: str
     payload: bytes | None
+    #: How many times the log has delivered it (claims included), where the log counts them.
+    attempts: int = 1
 
 
 class Transport(Protocol):
@@ -197,6 +202,8 @@ class StreamConsumer:
     claim_idle_ms: int = 30_000
     #: How often to look for stale entries (seconds).
     claim_every_s: float = 5.0
+    #: An entry delivered more often than this (its consumers keep dying on it) is poison.
+    max_attempts: int = 10
     clock: Callable[[], float] = time.monotonic
     _next_claim: float = field(default=0.0, init=False)
 
@@ -226,6 +233,16 @@ class StreamConsumer:
         sources: list[Delivery] = []
         poison: list[tuple[Delivery, str | None, tuple[dict[str, str], ...]]] = []
         for delivery in deliveries:
+            if delivery.attempts > self.max_attempts:
+                errors: tuple[dict[str, str], ...] = (
+                    {
+                        "loc": EVENT_FIELD,
+                        "type": "too_many_deliveries",
+                        "msg": f"delivered {delivery.attempts} times without being acknowledged",
+                    },
+                )
+                poison.append((delivery, _event_id(delivery.payload), errors))
+                continue
             decoded = decode(delivery)
             if isinstance(decoded, tuple):
                 poison.append((delivery, _event_id(delivery.payload), decoded))
@@ -286,7 +303,7 @@ class StreamConsumer:
             total.claimed += outcome.claimed
             total.applied += outcome.applied
             total.poison += outcome.poison
-            total.errors.extend(outcome.errors)
+            total.errors.extend(outcome.errors[: max(0, _KEEP_ERRORS - len(total.errors))])
             if on_batch is not None and outcome.entries:
                 on_batch(outcome)
             if until_idle and not outcome.entries:
@@ -383,7 +400,21 @@ class RedisStream:
         )
         self._claim_cursor = _text(cursor)
         # Entries deleted from the stream while pending come back as None (Redis 6.2).
-        return self._deliveries([e for e in entries if e is not None and e[1] is not None])
+        claimed = self._deliveries([e for e in entries if e is not None and e[1] is not None])
+        if not claimed:
+            return claimed
+        counts = {
+            _text(p["message_id"]): int(p["times_delivered"])
+            for p in self.redis.xpending_range(
+                self.stream,
+                self.group,
+                min=claimed[0].position,
+                max=claimed[-1].position,
+                count=len(claimed) + 1000,  # its own in between too
+                consumername=self.consumer,
+            )
+        }
+        return [Delivery(d.position, d.payload, counts.get(d.position, 1)) for d in claimed]
 
     def ack(self, positions: Sequence[str], dead: Sequence[DeadLetter] = ()) -> None:
         if not positions:

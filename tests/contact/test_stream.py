@@ -278,3 +278,30 @@ def test_one_consumer_applies_each_accounts_events_in_stream_order(stream_name: 
 
     assert per_account(rec.seen) == per_account([e.event_id for e in evs])
     t.close()
+
+
+def test_an_entry_its_consumers_keep_dying_on_is_dead_lettered(stream_name: str) -> None:
+    evs = events(6)
+    first = transport(stream_name, "c0")
+    first.publish([payload(e) for e in evs])
+    assert len(first.read(2, 10)) == 2  # c0 dies holding the first two entries
+    # Each next consumer claims them and dies too, until they exceed the delivery limit.
+    for n in range(1, 4):
+        time.sleep(0.06)
+        dying = transport(stream_name, f"c{n}")
+        taken = dying.claim_stale(50, 10)
+        assert [d.attempts for d in taken] == [n + 1, n + 1]
+        dying.close()
+    time.sleep(0.06)
+    rec = Recorder()
+    live = StreamConsumer(
+        transport(stream_name, "live"), rec, batch=10, block_ms=10, claim_idle_ms=50
+    )
+    live.max_attempts = 4
+    total = live.run(until_idle=True)
+    assert total.poison == 2 and {e[2][0]["type"] for e in total.errors} == {"too_many_deliveries"}
+    assert set(rec.applied) == {e.event_id for e in evs[2:]}
+    assert len(first.redis.xrange(f"{stream_name}:dead")) == 2
+    assert first.pending() == 0
+    first.close()
+    live.transport.close()
