@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bastion.accounts.store import UserExists, UserNotFound
 from bastion.actions.outbox import OutboxConflict, OutboxNotFound
 from bastion.contact.model import BatchTooLarge
-from bastion.contact.store import AccountHeld, HoldConflict
+from bastion.contact.store import AccountHeld, EventNotFound, HoldConflict
 from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
 from bastion.feeds.store import FeedKeyUnavailable, FeedNotFound, RecordNotFound
 from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
@@ -136,6 +136,7 @@ ERRORS: dict[type[BaseException], HttpError] = {
     # contact events
     BatchTooLarge: HttpError(413, "Content Too Large"),
     AccountHeld: HttpError(409, "Under legal hold"),
+    EventNotFound: _NOT_FOUND,
     HoldConflict: HttpError(409, "Conflict"),
     # accounts and the outbox (console only)
     UserNotFound: _NOT_FOUND,

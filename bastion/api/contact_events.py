@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.contact.model import MAX_BATCH
-from bastion.contact.store import AccountHeld, ContactStore, HoldConflict
+from bastion.contact.store import AccountHeld, ContactStore, EventNotFound, HoldConflict
 from bastion.http_auth import Principal, client_address
 from bastion.runtime import RuntimeDep
 from bastion.store import InvalidInput, StoreUnavailable
@@ -90,16 +90,11 @@ class TimelineItem(BaseModel):
     event: dict[str, Any]
 
 
-class TimelineCursor(BaseModel):
-    before_time: datetime
-    before_id: str
-
-
 class TimelineOut(BaseModel):
     account: str
     events: list[TimelineItem] = Field(description="Newest first.")
-    next: TimelineCursor | None = Field(
-        None, description="Query parameters for the next (older) page; null on the last."
+    next: str | None = Field(
+        None, description="The next (older) page's `before`; null on the last page."
     )
 
 
@@ -195,7 +190,7 @@ def get_risk(rt: RuntimeDep, account_id: AccountPath, _: RiskKey) -> RiskOut:
 @router.get(
     "/accounts/{account_id}/timeline",
     response_model=TimelineOut,
-    responses=problem_responses(422, 503),
+    responses=problem_responses(404, 422, 503),
 )
 def get_timeline(
     request: Request,
@@ -203,14 +198,19 @@ def get_timeline(
     account_id: AccountPath,
     principal: RiskKey,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    before_time: AwareDatetime | None = None,
-    before_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=NO_NUL)] = None,
+    before: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=NO_NUL,
+            description="An event id (the previous page's `next`): the page starts after it.",
+        ),
+    ] = None,
 ) -> TimelineOut:
     """The events that name the account, newest first (metadata and flags only). Every read is
-    audited (``contact.timeline``, with the key and address). Page with ``next``."""
-    if (before_time is None) != (before_id is None):
-        raise Problem(422, "Invalid request", detail="give both before_time and before_id")
-    before = (before_time, before_id) if before_time is not None and before_id else None
+    audited (``contact.timeline``, with the key and address). Page with ``next``; 404 when
+    ``before`` names no event of this account."""
     try:
         page = ContactStore.for_runtime(rt).timeline(
             account_id,
@@ -219,14 +219,9 @@ def get_timeline(
             before=before,
             remote_addr=client_address(request, rt.settings),
         )
-    except (StoreUnavailable, InvalidInput) as exc:
+    except (EventNotFound, StoreUnavailable, InvalidInput) as exc:
         raise problem_for(exc) from None
-    cursor = None
-    if len(page) == limit:
-        last = page[-1].event
-        cursor = TimelineCursor(
-            before_time=datetime.fromisoformat(last["time"]), before_id=last["event_id"]
-        )
+    cursor = page[-1].event["event_id"] if len(page) == limit else None
     return TimelineOut(
         account=account_id,
         events=[TimelineItem(seq=e.seq, received_at=e.received_at, event=e.event) for e in page],

@@ -82,6 +82,7 @@ __all__ = [
     "AccountRisk",
     "ContactStore",
     "Erasure",
+    "EventNotFound",
     "Hold",
     "HoldConflict",
     "IngestResult",
@@ -117,6 +118,10 @@ _EVENT_CLASSES = (
 
 class HoldConflict(StoreError):
     """The account is already (or is not) under legal hold."""
+
+
+class EventNotFound(StoreError):
+    """No such event (for the account asked about)."""
 
 
 class AccountHeld(StoreError):
@@ -562,35 +567,37 @@ class ContactStore:
         *,
         actor: str,
         limit: int = 500,
-        before: tuple[datetime, str] | None = None,
+        before: str | None = None,
         remote_addr: str | None = None,
     ) -> list[TimelineEvent]:
-        """The events naming ``account``, newest first (keyset paging: ``before`` is the last
-        page's oldest (time, event_id)). The read is audited (``contact.timeline``) in the same
-        transaction, so there is no read without its record."""
+        """The events naming ``account``, newest first (by time, then event id). ``before`` is an
+        event id, the last page's oldest: the page starts after it. Raises
+        :class:`EventNotFound` when no event with that id names the account. The read is
+        audited (``contact.timeline``) in the same transaction, so there is no read without its
+        record."""
         short_text("actor", actor, 255, empty=False)
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
         c = events_t.c
-        stmt = select(c.seq, c.body, c.received_at, c.time, c.event_id).where(
-            or_(c.account == account, c.target == account)
-        )
-        if before is not None:
-            at, event_id = before
-            stmt = stmt.where(or_(c.time < at, and_(c.time == at, c.event_id < event_id)))
-        stmt = stmt.order_by(c.time.desc(), c.event_id.desc()).limit(limit)
+        names = or_(c.account == account, c.target == account)
+        stmt = select(c.seq, c.body, c.received_at, c.time, c.event_id).where(names)
         try:
             with self.store.begin_write() as conn:
+                if before is not None:
+                    at = conn.execute(
+                        select(c.time).where(names, c.event_id == before)
+                    ).scalar_one_or_none()
+                    if at is None:
+                        raise EventNotFound(f"no event {before!r} names account {account!r}")
+                    stmt = stmt.where(or_(c.time < at, and_(c.time == at, c.event_id < before)))
+                stmt = stmt.order_by(c.time.desc(), c.event_id.desc()).limit(limit)
                 rows = conn.execute(stmt).all()
                 append_audit(
                     conn,
                     actor=actor,
                     action="contact.timeline",
                     target=f"account:{account}",
-                    detail={
-                        "events": len(rows),
-                        "before": None if before is None else [before[0].isoformat(), before[1]],
-                    },
+                    detail={"events": len(rows), "before": before},
                     remote_addr=remote_addr,
                 )
         except SQLAlchemyError as exc:

@@ -83,7 +83,8 @@ def test_bad_batches_get_problem_details(client: TestClient, events_key: dict[st
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "1000" in r.json()["detail"]
-    for body in ({"events": []}, {"events": "nope"}, {}, [], {"events": [], "extra": 1}):
+    bodies: list[Any] = [{"events": []}, {"events": "nope"}, {}, [], {"events": [], "extra": 1}]
+    for body in bodies:
         r = client.post(URL, json=body, headers=events_key)
         assert r.status_code == 422, body
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -166,7 +167,9 @@ def test_timeline_is_audited_and_paged(
     assert r.status_code == 200
     first = r.json()
     assert len(first["events"]) == 5 and first["next"] is not None
-    r = client.get("/v1/accounts/g/timeline", params={"limit": 5, **first["next"]}, headers=reader)
+    r = client.get(
+        "/v1/accounts/g/timeline", params={"limit": 5, "before": first["next"]}, headers=reader
+    )
     second = r.json()
     assert len(second["events"]) == 3 and second["next"] is None  # 8 events name g
     seen = [e["event"]["event_id"] for e in first["events"] + second["events"]]
@@ -174,8 +177,12 @@ def test_timeline_is_audited_and_paged(
     assert all("text" not in e["event"] for e in first["events"])
     reads = [a for a in api_store.iter_audit(since_id=head) if a.action == "contact.timeline"]
     assert [(a.actor, a.target) for a in reads] == [("key:trust-safety", "account:g")] * 2
+    # a cursor that names no event of this account
+    for params in ({"before": "nope"}, {"before": "t-other"}):
+        r = client.get("/v1/accounts/g/timeline", params=params, headers=reader)
+        assert r.status_code == 404, params
     assert (
-        client.get("/v1/accounts/g/timeline", params={"before_id": "x"}, headers=reader).status_code
+        client.get("/v1/accounts/g/timeline", params={"limit": 0}, headers=reader).status_code
         == 422
     )
 

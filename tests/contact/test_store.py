@@ -6,7 +6,7 @@ erasure. Events are metadata and flags only."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from bastion.contact.model import MAX_BATCH, BatchTooLarge, Event, event_to_json
 from bastion.contact.risk import RiskSettings, recompute
 from bastion.contact.simulate import simulate
-from bastion.contact.store import AccountHeld, ContactStore, HoldConflict
+from bastion.contact.store import AccountHeld, ContactStore, EventNotFound, HoldConflict
 from bastion.db import Store
 from tests.contact.helpers import T0, account, at, connect, ev, message
 from tests.fixtures.clock import Clock
@@ -194,9 +194,7 @@ def test_timeline_reads_are_audited(store: Store) -> None:
     times = [p.event["time"] for p in page]
     assert times == sorted(times, reverse=True)
     last = page[-1].event
-    rest = cs.timeline(
-        "g", actor="user:alice", before=(datetime.fromisoformat(last["time"]), last["event_id"])
-    )
+    rest = cs.timeline("g", actor="user:alice", before=last["event_id"])
     assert len(page) + len(rest) == 7  # its account event and six messages
     records = store.iter_audit(since_id=head)
     assert [(r.action, r.actor, r.target) for r in records] == [
@@ -207,6 +205,9 @@ def test_timeline_reads_are_audited(store: Store) -> None:
     assert cs.timeline("nobody", actor="user:alice") == []
     assert store.iter_audit(since_id=head)[-1].target == "account:nobody"
     assert store.verify_audit_chain() is None
+    other = cs.stored_events()[-1]  # x -> y: does not name g
+    with pytest.raises(EventNotFound):
+        cs.timeline("g", actor="user:alice", before=other.event_id)
 
 
 def test_purge_keeps_held_accounts_and_rebuilds_risk(store: Store) -> None:
