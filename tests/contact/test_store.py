@@ -301,7 +301,7 @@ def test_other_risk_settings_rebuild_every_stored_row(db: Database) -> None:
     cs.ingest(_raw(events))
     before = cs.all_risk()["g"][0]
     # another process with a policy that turns fan-out off
-    strict = RiskSettings(fanout={"enabled": False})  # type: ignore[arg-type]
+    strict = RiskSettings(fanout={"enabled": False})
     other = ContactStore(db.open(), strict)
     other.ingest(_raw([message("z", "k1", at(days=2))]))
     _assert_matches_scratch(other)
