@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks import (
+    bench_decide,
     bench_exchange_sync,
     bench_hashing,
     bench_import,
@@ -15,6 +16,7 @@ from benchmarks import (
     bench_match,
     bench_psi,
     bench_server,
+    bench_stream,
 )
 
 
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_import,
         bench_exchange_sync,
         bench_server,
+        bench_decide,
+        bench_stream,
         bench_psi,
     )
     for module in modules:

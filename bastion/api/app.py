@@ -213,6 +213,7 @@ def create_api_app(settings: Settings | None = None, *, store: Store | None = No
             rt.metrics.index_age.set(time.time() - rt.index.refreshed_at)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (v1, hma, vouchers, reports, cases, exchanges, feeds, contact, contact_events):
+    # contact first: it sits on the platforms' send path, and routes are matched in order.
+    for module in (contact, v1, hma, vouchers, reports, cases, exchanges, feeds, contact_events):
         app.include_router(module.router)
     return app

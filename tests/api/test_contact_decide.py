@@ -179,11 +179,10 @@ def _store_band(store: Store, account: str, band: str, seq: int) -> None:
                 updated_at=datetime.now(UTC),
             )
         )
-        updated = conn.execute(
+        updated = conn.execute(  # the migration made the one state row
             sa.update(ContactStateRow).where(ContactStateRow.id == 1).values(applied_seq=seq)
         ).rowcount
-        if not updated:
-            conn.execute(sa.insert(ContactStateRow).values(id=1, applied_seq=seq, generation=0))
+        assert updated == 1
 
 
 def test_the_stored_risk_band_routes_requests_to_spam(
