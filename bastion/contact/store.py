@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -458,8 +458,11 @@ class ContactStore:
         self, conn: Connection, state: RiskState, fresh: list[Event], now: datetime
     ) -> None:
         """Write what ``fresh`` changed: risk, the facts and connections it touched."""
-        changed = state.rescore()
-        _replace_risk(conn, changed.values(), now)
+        before = {a: state._results.get(a) for a in state._dirty}
+        rescored = state.rescore()
+        # only rows whose result changed (a rescored account often comes out the same)
+        changed = [r for a, r in rescored.items() if before.get(a) != r]
+        _replace_risk(conn, changed, now)
         facts = sorted(
             {e.account for e in fresh if isinstance(e, AccountEvent | ProfileChange | BanEvent)}
         )
@@ -784,9 +787,7 @@ def _replace_connections(
 ) -> None:
     c = connections_t.c
     for chunk in _chunks(pairs):
-        conn.execute(
-            delete(connections_t).where(or_(*(and_(c.a == a, c.b == b) for a, b in chunk)))
-        )
+        conn.execute(delete(connections_t).where(tuple_(c.a, c.b).in_(list(chunk))))
         now_connected = [{"a": a, "b": b} for a, b in chunk if state.connected(a, b)]
         if now_connected:
             conn.execute(insert(connections_t), now_connected)
