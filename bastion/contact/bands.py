@@ -53,6 +53,10 @@ class RiskBands:
         """Whether :meth:`refresh` should run before the next answer."""
         return self._checked is None or self._clock() - self._checked >= self.interval
 
+    def expire(self) -> None:
+        """Make the next :meth:`due` true (after the policy's bands changed, and in tests)."""
+        self._checked = None
+
     def band(self, account: str) -> RiskBand:
         return self._bands.get(account, "low")
 

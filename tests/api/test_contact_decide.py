@@ -192,13 +192,13 @@ def test_the_stored_risk_band_routes_requests_to_spam(
     request = body(action="connection_request")
     assert client.post(URL, json=request, headers=key).json()["route_to"] == "requests"
     _store_band(api_store, "a-1", "high", 1)
-    bands._checked = None  # the next call reloads (normally at most once a second)
+    bands.expire()  # the next call reloads (normally at most once a second)
     out = client.post(URL, json=request, headers=key).json()
     assert out["route_to"] == "spam"
     assert out["prompts"] == [{"id": "high_risk_request", "audience": "target"}]
     assert len(bands) == 1
     _store_band(api_store, "a-1", "low", 2)
-    bands._checked = None
+    bands.expire()
     assert client.post(URL, json=request, headers=key).json()["route_to"] == "requests"
     assert len(bands) == 0
 
@@ -265,7 +265,7 @@ def test_risk_from_ingested_events_reaches_the_decision(
     contacts.ingest([event_to_json(e) for e in events])
     stored = contacts.risk("groomer")
     assert stored is not None and stored.band == "high", stored
-    risk_bands(rt(client))._checked = None
+    risk_bands(rt(client)).expire()
     request = {
         "actor": {"account": "groomer", "age_band": "adult"},
         "target": {"account": "kid-new", "age_band": "13-15"},

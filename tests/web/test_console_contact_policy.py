@@ -16,7 +16,9 @@ def test_policy_page_shows_the_contact_settings(console: Console) -> None:
     assert re.search(r"<dt>unknown_age_as_child</dt><dd[^>]*>True</dd>", page)
     assert "<td>fanout" in page and "window_hours=24.0" in page
     text = console.rt.policy.current().text
-    edited = text + "\ncontact:\n  decide: {spam_band: medium}\n  risk: {fanout: {enabled: false}}\n"
+    edited = (
+        text + "\ncontact:\n  decide: {spam_band: medium}\n  risk: {fanout: {enabled: false}}\n"
+    )
     assert ada.post_form("/admin/policy", {"text": edited}).status_code == 303
     page = ada.get("/admin/policy").text
     assert re.search(r"<dt>spam_band</dt><dd[^>]*>medium</dd>", page)
