@@ -9,6 +9,7 @@ import sys
 
 from benchmarks import (
     bench_decide,
+    bench_events,
     bench_exchange_sync,
     bench_hashing,
     bench_import,
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_exchange_sync,
         bench_server,
         bench_decide,
+        bench_events,
         bench_stream,
         bench_psi,
     )
