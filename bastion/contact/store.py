@@ -195,9 +195,10 @@ def _shared(engine: Engine) -> _Shared:
         return found
 
 
-def _digest(event: Event) -> str:
+def _canonical(event: Event) -> tuple[str, str]:
+    """The event's canonical JSON (what is stored) and its SHA-256."""
     doc = json.dumps(event_to_json(event), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(doc.encode()).hexdigest()
+    return doc, hashlib.sha256(doc.encode()).hexdigest()
 
 
 def settings_digest(settings: RiskSettings) -> str:
@@ -376,10 +377,10 @@ class ContactStore:
         if len(events) > MAX_BATCH:
             raise BatchTooLarge(f"a batch holds at most {MAX_BATCH} events, got {len(events)}")
         results: list[IngestResult | None] = [None] * len(events)
-        parsed: list[tuple[int, Event, str]] = []
+        parsed: list[tuple[int, Event, tuple[str, str]]] = []
         for index, raw in enumerate(events):
             if isinstance(raw, _EVENT_CLASSES):
-                parsed.append((index, raw, _digest(raw)))
+                parsed.append((index, raw, _canonical(raw)))
                 continue
             try:
                 event = parse_event(raw)
@@ -389,13 +390,15 @@ class ContactStore:
                     index, _raw_id(raw), "error", _message(errors), errors
                 )
                 continue
-            parsed.append((index, event, _digest(event)))
+            parsed.append((index, event, _canonical(event)))
         if parsed:
             self._apply(parsed, results)
         return [r for r in results if r is not None]
 
     def _apply(
-        self, parsed: list[tuple[int, Event, str]], results: list[IngestResult | None]
+        self,
+        parsed: list[tuple[int, Event, tuple[str, str]]],
+        results: list[IngestResult | None],
     ) -> None:
         now = self._now()
         with self._write() as conn:
@@ -411,7 +414,7 @@ class ContactStore:
                     known[event_id] = digest
             fresh: list[Event] = []
             rows: list[dict[str, Any]] = []
-            for index, event, digest in parsed:
+            for index, event, (body, digest) in parsed:
                 prior = known.get(event.event_id)
                 if prior is not None:
                     results[index] = (
@@ -427,7 +430,6 @@ class ContactStore:
                     continue
                 known[event.event_id] = digest
                 account, target = _parties(event)
-                doc = event_to_json(event)
                 rows.append(
                     {
                         "event_id": event.event_id,
@@ -436,7 +438,7 @@ class ContactStore:
                         "target": target,
                         "time": event.time,
                         "digest": digest,
-                        "body": json.dumps(doc, sort_keys=True, separators=(",", ":")),
+                        "body": body,
                         "received_at": now,
                     }
                 )
