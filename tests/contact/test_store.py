@@ -310,3 +310,33 @@ def test_other_risk_settings_rebuild_every_stored_row(db: Database) -> None:
     cs.ingest(_raw([message("z", "k2", at(days=2))]))
     _assert_matches_scratch(cs)
     assert cs.all_risk()["g"][0] == before
+
+
+def test_concurrent_ingest_from_two_processes_is_serialised(db: Database) -> None:
+    """Two processes (stores) ingesting at the same time: batches commit one at a time, so
+    neither misses the other's events and the stored risk stays exact."""
+    import threading
+
+    events, _ = simulate(100, 2, seed=13)
+    raw = _raw(events)
+    batches = [raw[i : i + 100] for i in range(0, len(raw), 100)]
+    stores = [ContactStore(db.open()), ContactStore(db.open())]
+    failures: list[BaseException] = []
+
+    def run(cs: ContactStore, mine: list[list[dict[str, Any]]]) -> None:
+        try:
+            for batch in mine:
+                assert {r.status for r in cs.ingest(batch)} == {"ok"}
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(cs, batches[n::2])) for n, cs in enumerate(stores)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert len(stores[0].stored_events()) == len(events)
+    _assert_matches_scratch(stores[0])
