@@ -188,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="`bastion serve --workers`")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--quick", action="store_true", help="100k accounts, 5 s of load")
     args, _ = parser.parse_known_args(argv)
@@ -223,7 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         log = (tmp / "server.log").open("w")
         server = subprocess.Popen(
-            [bastion, "serve", "--port", str(port), "--log-level", "warning", "--no-worker"],
+            [
+                bastion,
+                "serve",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-worker",
+                "--workers",
+                str(args.workers),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -262,9 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"# `/v1/contact/decide` under load: {n:,} accounts known ({kind})",
         "",
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s --latency on loopback; one `bastion serve`"
-        f" worker; {n:,} accounts' facts and risk rows written in {setup:.0f} s (1% high, 2%"
-        f" medium); server ready in {ready:.0f} s; server RSS {rss_before:.0f} MB before the"
+        f"wrk -t1 -c{args.connections} -d{args.seconds}s --latency on loopback; `bastion serve`"
+        f" with {args.workers} worker(s); {n:,} accounts' facts and risk rows written in"
+        f" {setup:.0f} s (1% high, 2% medium); server ready in {ready:.0f} s; server RSS {rss_before:.0f} MB before the"
         f" load, {rss_after:.0f} MB after.",
         "",
         "| path | requests/s | p50 ms | p99 ms | failed |",
