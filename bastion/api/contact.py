@@ -23,10 +23,11 @@ from typing import Annotated, Literal
 from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import require
+from bastion.api.openapi import whole_int
 from bastion.api.problems import AUTH_RESPONSES, problem_responses
 from bastion.contact.bands import RiskBands
 from bastion.contact.decide import (
@@ -53,6 +54,13 @@ assert AGE_SOURCES == ("self_declared", "estimated", "verified")
 _bands: WeakKeyDictionary[Runtime, RiskBands] = WeakKeyDictionary()
 
 
+def _no_repeats(value: object) -> object:
+    """The document states ``uniqueItems``: a repeated default is refused, not folded."""
+    if isinstance(value, list) and len(value) != len({repr(v) for v in value}):
+        raise ValueError("each default at most once")
+    return value
+
+
 class AccountIn(BaseModel):
     """One account as the platform knows it at the moment of the decision."""
 
@@ -69,8 +77,8 @@ class AccountIn(BaseModel):
         description="How the age is known. Recorded for the caller; the F1 table does "
         "not depend on it.",
     )
-    age_confidence: float | None = Field(None, ge=0.0, le=1.0)
-    relaxed: frozenset[ChildDefault] = Field(
+    age_confidence: StrictFloat | None = Field(None, ge=0.0, le=1.0)
+    relaxed: Annotated[frozenset[ChildDefault], BeforeValidator(_no_repeats)] = Field(
         frozenset(),
         max_length=4,
         description="F1 defaults this (child) account turned off: suggest, show_in_connections, "
@@ -86,9 +94,9 @@ class AccountIn(BaseModel):
 class RelationshipIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connected: bool = False
-    mutual_connections: int = Field(0, ge=0, le=1_000_000_000)
-    blocked: bool = Field(False, description="Either account has blocked the other.")
+    connected: StrictBool = False
+    mutual_connections: whole_int(0, 1_000_000_000) = 0  # type: ignore[valid-type]
+    blocked: StrictBool = Field(False, description="Either account has blocked the other.")
 
 
 class DecideIn(BaseModel):
@@ -105,7 +113,7 @@ class PromptOut(BaseModel):
     audience: Literal["actor", "target"]
 
 
-class DecisionOut(BaseModel):
+class ContactDecisionOut(BaseModel):
     allow: bool
     requires_confirmation: bool
     route_to: Route
@@ -139,7 +147,7 @@ def higher(a: RiskBand, b: RiskBand | None) -> RiskBand:
 
 @router.post(
     "/decide",
-    response_model=DecisionOut,
+    response_model=ContactDecisionOut,
     responses=problem_responses(400, 422),
     summary="May the actor do this to the target? (ICU F1/F2)",
 )

@@ -242,7 +242,7 @@ def test_prompt_catalogue(client: TestClient, key: dict[str, str]) -> None:
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/contact/decide" in paths and "/v1/contact/prompts" in paths
-    assert "DecisionOut" in str(paths["/v1/contact/decide"]["post"]["responses"]["200"])
+    assert "ContactDecisionOut" in str(paths["/v1/contact/decide"]["post"]["responses"]["200"])
 
 
 def test_risk_from_ingested_events_reaches_the_decision(
