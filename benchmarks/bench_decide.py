@@ -275,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"wrk -t1 -c{args.connections} -d{args.seconds}s --latency on loopback; `bastion serve`"
         f" with {args.workers} worker(s); {n:,} accounts' facts and risk rows written in"
-        f" {setup:.0f} s (1% high, 2% medium); server ready in {ready:.0f} s; server RSS {rss_before:.0f} MB before the"
-        f" load, {rss_after:.0f} MB after.",
+        f" {setup:.0f} s (1% high, 2% medium); server ready in {ready:.0f} s;"
+        f" server RSS {rss_before:.0f} MB before the load, {rss_after:.0f} MB after.",
         "",
         "| path | requests/s | p50 ms | p99 ms | failed |",
         "| --- | --- | --- | --- | --- |",
