@@ -95,7 +95,7 @@ class FakeCyberTipline:
             await asyncio.sleep(1.5)
         return answer
 
-    # -- endpoints -----------------------------------------------------------------------------
+    # -- the endpoints --------------------------------------------------------------------------
 
     async def status(self, request: Request) -> Response:
         early, _ = await self._gate(request, "status")
