@@ -15,6 +15,10 @@ from starlette.routing import Match
 _METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 #: The largest id a database row can carry (a signed 64-bit integer on PostgreSQL and SQLite).
 DB_INT_MAX = 2**63 - 1
+#: The largest id a JSON body may carry: every integer up to 2**53 - 1 is exact as a JSON number
+#: in any parser (RFC 7493, I-JSON); above it ``9223372036854775807`` and ``9.223372036854776e18``
+#: are the same number to some, so a bound of 2**63 - 1 could not be stated exactly.
+JSON_INT_MAX = 2**53 - 1
 
 #: A row id in a path: anything outside 1..2**63-1 is refused (422) before it reaches the database.
 IdPath = Annotated[int, Path(ge=1, le=DB_INT_MAX)]

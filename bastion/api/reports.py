@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import require
-from bastion.api.openapi import NO_NUL, IdPath
+from bastion.api.openapi import JSON_INT_MAX, NO_NUL, IdPath, whole_int
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
 from bastion.http_auth import Principal, client_address
 from bastion.reports.drafting import (
@@ -175,7 +175,7 @@ class DraftIn(BaseModel):
         },
     )
 
-    case_id: int = Field(gt=0, le=2**63 - 1)
+    case_id: whole_int(1, JSON_INT_MAX)  # type: ignore[valid-type]
     jurisdictions: list[Literal["US", "UK"]] = Field(
         default_factory=_us_only,
         min_length=1,
