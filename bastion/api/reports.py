@@ -11,6 +11,7 @@ already been applied by the review flow.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -107,14 +108,20 @@ class NcaIn(BaseModel):
     priority: Literal["P1", "P2", "P3"]
     detection_method: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK)
     summary: str | None = Field(
-        default=None, max_length=5000, description="Bland and factual; default additional_info"
+        default=None,
+        max_length=5000,
+        pattern=NO_NUL,
+        description="Bland and factual; default additional_info",
     )
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=500)
-    profile_url: str | None = Field(default=None, max_length=2000)
-    login_ips: list[str] = Field(default_factory=list, max_length=100)
-    related_accounts: list[str] = Field(
-        default_factory=list, max_length=100, description="Account ids linked to the uploader"
+    # The NCA account's own checks (bastion.reports.nca), stated here so the document says them.
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^\x00]*@[^\x00]*$")
+    phone: str | None = Field(default=None, max_length=500, pattern=NO_NUL)
+    profile_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\x00]*$")
+    login_ips: list[IPv4Address | IPv6Address] = Field(default_factory=list, max_length=100)
+    related_accounts: list[Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]] = (
+        Field(
+            default_factory=list, max_length=100, description="Account ids linked to the uploader"
+        )
     )
 
 
@@ -307,7 +314,7 @@ async def create_report(
             email=n.email,
             phone=n.phone,
             profile_url=n.profile_url,
-            login_ips=tuple(n.login_ips),
+            login_ips=tuple(str(ip) for ip in n.login_ips),
             related_accounts=tuple(n.related_accounts),
         )
     viewer = Viewer(f"key:{key.name}", "admin")
