@@ -82,7 +82,6 @@ from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow
 from bastion.store.audit import append_audit
 from bastion.store.bulk import json_doc, short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.tables import audit_head_t
 from bastion.vocab import ADMIN, PRIORITIES, SENIOR_REVIEWER
 
 if TYPE_CHECKING:
@@ -129,15 +128,8 @@ class CaseIntake:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
-            with self.store.engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # Take the write lock now (see the module docstring). Every review write
-                    # appends to the audit log anyway, so this is the lock it would take.
-                    conn.execute(
-                        update(audit_head_t)
-                        .where(audit_head_t.c.id == 1)
-                        .values(last_id=audit_head_t.c.last_id)
-                    )
+            # The core's write transaction: on SQLite it takes the write lock at BEGIN.
+            with self.store.begin_write() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"review store: {_reason(exc)}") from exc

@@ -37,7 +37,6 @@ from bastion.review.store import media_aad
 from bastion.store.audit import append_audit
 from bastion.store.bulk import short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
-from bastion.store.tables import audit_head_t
 from bastion.vault.model import (
     ACTIVE,
     EXPIRED,
@@ -101,13 +100,8 @@ class EvidenceIntake:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
-            with self.store.engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    conn.execute(
-                        update(audit_head_t)
-                        .where(audit_head_t.c.id == 1)
-                        .values(last_id=audit_head_t.c.last_id)
-                    )
+            # The core's write transaction: on SQLite it takes the write lock at BEGIN.
+            with self.store.begin_write() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"evidence vault: {_reason(exc)}") from exc
