@@ -10,6 +10,7 @@ import bastion.banks.rows
 import bastion.contact.rows
 import bastion.exchanges.rows
 import bastion.feeds.rows
+import bastion.identity.rows
 import bastion.psi.rows
 import bastion.reports.rows
 import bastion.review.rows

@@ -34,6 +34,13 @@ class BankRow(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: ``block`` (a list of what to find) or ``allow`` (known benign items that suppress matches
+    #: of other banks).
+    kind: Mapped[str] = mapped_column(String(8), default="block", server_default="block")
+    #: Signal type -> largest distance that counts as a match in this bank (pdq, vpdq).
+    thresholds: Mapped[dict[str, int]] = mapped_column(JsonType, default=dict, server_default="{}")
+    #: Matches per entry and hour above which an entry is quarantined (None: no limit).
+    expected_rate: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class EntryRow(Base):
@@ -86,3 +93,32 @@ class TombstoneRow(Base):
     value: Mapped[str] = mapped_column(Text)
     revision: Mapped[int] = mapped_column(BigInteger)
     removed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MatchCountRow(Base):
+    """Matches of one entry in one minute (Unix minute): the flood check sums the last hour."""
+
+    __tablename__ = "entry_match_counts"
+    __table_args__ = (Index("ix_entry_match_counts_minute", "minute"),)
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class QuarantineRow(Base):
+    """An entry that matched more than its bank's expected rate: its matches go to review and
+    never act on their own until a person releases it (or disputes it, which disables it)."""
+
+    __tablename__ = "entry_quarantine"
+    __table_args__ = (Index("ix_entry_quarantine_state", "state"),)
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    bank_name: Mapped[str] = mapped_column(String(64))
+    #: quarantined | released | disputed
+    state: Mapped[str] = mapped_column(String(16))
+    matches: Mapped[int] = mapped_column(Integer)
+    expected_rate: Mapped[int] = mapped_column(Integer)
+    quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -1,0 +1,1 @@
+"""Identity signals: account identifiers normalised and shared only as keyed hashes."""
