@@ -40,6 +40,12 @@ INCIDENT_TYPES = (
     "Unsolicited Obscene Material Sent to a Child",
 )
 CLASSIFICATIONS = ("A1", "A2", "B1", "B2")
+#: The CyberTipline incident type of a confirmed account case (grooming or sextortion): the
+#: REPORT Act's "online enticement of children for sexual acts", spelled as NCMEC's schema
+#: enumerates it (singular "Act").
+ACCOUNT_INCIDENT_TYPE = "Online Enticement of Children for Sexual Act"
+#: Account-case classification -> CyberTipline incident type.
+ACCOUNT_INCIDENT_TYPES = {"grooming": ACCOUNT_INCIDENT_TYPE, "sextortion": ACCOUNT_INCIDENT_TYPE}
 #: File annotation element names (empty elements inside ``fileAnnotations``).
 FILE_ANNOTATIONS = (
     "animeDrawingVirtualHentai",

@@ -2,10 +2,14 @@
 storage in :mod:`bastion.review.store` (``ReviewStore``)."""
 
 from bastion.review.model import (
+    ACCOUNT,
+    ACCOUNT_CLASSIFICATIONS,
+    ACCOUNT_KIND,
     ACTIVE_STATES,
     AWAITING_SECOND,
     CLASSIFICATIONS,
     CONFIRMED,
+    CONTENT,
     FINAL_STATES,
     MAX_MEDIA_BYTES,
     NOT_ABUSIVE,
@@ -38,12 +42,16 @@ from bastion.review.model import (
 from bastion.vocab import ADMIN, AUDITOR, PRIORITIES, REVIEWER, ROLES, SENIOR_REVIEWER
 
 __all__ = [
+    "ACCOUNT",
+    "ACCOUNT_CLASSIFICATIONS",
+    "ACCOUNT_KIND",
     "ACTIVE_STATES",
     "ADMIN",
     "AUDITOR",
     "AWAITING_SECOND",
     "CLASSIFICATIONS",
     "CONFIRMED",
+    "CONTENT",
     "FINAL_STATES",
     "MAX_MEDIA_BYTES",
     "NOT_ABUSIVE",

@@ -32,6 +32,38 @@ PRIORITY_RANK: Mapping[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 
 #: Industry classification codes. Only the codes appear in code and data.
 CLASSIFICATIONS = ("A1", "A2", "B1", "B2")
+#: What a confirmed *account* case found (an account, not a piece of content, was reviewed);
+#: both map to the CyberTipline incident type "Online Enticement of Children for Sexual Act"
+#: (:data:`bastion.reports.model.ACCOUNT_INCIDENT_TYPE`).
+ACCOUNT_CLASSIFICATIONS = ("grooming", "sextortion")
+
+#: What a case is about: content (items are pieces of content, the ``uploader_id`` their
+#: uploader) or an account (items are snapshots of the account's behavioural risk, the
+#: ``uploader_id`` the account). A case has one subject; an uploader can have one active case
+#: of each.
+CONTENT, ACCOUNT = "content", "account"
+SUBJECTS = (CONTENT, ACCOUNT)
+#: The kind of an account case's items (``NewItem.kind``): no media, ``signals`` holds one
+#: :data:`RISK_SIGNAL` snapshot.
+ACCOUNT_KIND = "account"
+#: The ``type`` of the risk snapshot in an account item's ``signals``: ``{"type": RISK_SIGNAL,
+#: "score", "band", "case_band", "at", "contributions": [{"detector", "points", "fired",
+#: "explanation", "evidence": {name: count}}]}``.
+RISK_SIGNAL = "contact_risk"
+#: What a confirmed account case asks the platform to do: restrict the account. Never
+#: ``remove_content`` (there is no content); the policy's ``on_confirmed`` is for content cases.
+ACCOUNT_ON_CONFIRMED = ("restrict_account",)
+
+
+def classifications_for(subject: str) -> tuple[str, ...]:
+    """The classifications a confirmed case of this subject may carry."""
+    return ACCOUNT_CLASSIFICATIONS if subject == ACCOUNT else CLASSIFICATIONS
+
+
+def subject_of_kind(kind: str) -> str:
+    """The subject of a case opened by an item of this kind."""
+    return ACCOUNT if kind == ACCOUNT_KIND else CONTENT
+
 
 OPEN, AWAITING_SECOND, CONFIRMED, NOT_ABUSIVE = (
     "open",
@@ -278,6 +310,9 @@ class Decision:
     note: str = ""
     reason: str = ""
     disable_entries: bool = False
+    #: Not abusive, on an account case: the risk detectors the reviewer found wrong (recorded
+    #: per detector, for each detector's precision). Empty means every detector that fired.
+    detectors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in DECISION_KINDS:
@@ -293,11 +328,20 @@ class Decision:
         except (TypeError, ValueError) as exc:
             raise InvalidDecision(str(exc)) from None
         object.__setattr__(self, "labels", labels)
+        if not isinstance(self.detectors, list | tuple) or not all(
+            isinstance(d, str) and 0 < len(d) <= 64 and d.strip() == d and "\x00" not in d
+            for d in self.detectors
+        ):
+            raise InvalidDecision("detectors must be a list of detector names")
+        object.__setattr__(self, "detectors", tuple(dict.fromkeys(self.detectors)))
+        if self.detectors and self.kind != "not_abusive":
+            raise InvalidDecision("only a not-abusive decision names detectors")
         if self.kind == "confirmed":
-            if self.classification not in CLASSIFICATIONS:
+            known = CLASSIFICATIONS + ACCOUNT_CLASSIFICATIONS
+            if self.classification not in known:
                 raise InvalidDecision(
                     f"a confirmed decision needs a classification, one of "
-                    f"{', '.join(CLASSIFICATIONS)}; got {self.classification!r}"
+                    f"{', '.join(known)}; got {self.classification!r}"
                 )
         elif self.classification is not None or self.labels:
             raise InvalidDecision("only a confirmed decision carries a classification or labels")
@@ -311,8 +355,21 @@ class Decision:
         return cls("confirmed", classification=classification, labels=tuple(labels), note=note)
 
     @classmethod
-    def not_abusive(cls, reason: str, *, disable_entries: bool = False, note: str = "") -> Decision:
-        return cls("not_abusive", reason=reason, disable_entries=disable_entries, note=note)
+    def not_abusive(
+        cls,
+        reason: str,
+        *,
+        disable_entries: bool = False,
+        note: str = "",
+        detectors: Iterable[str] = (),
+    ) -> Decision:
+        return cls(
+            "not_abusive",
+            reason=reason,
+            disable_entries=disable_entries,
+            note=note,
+            detectors=tuple(detectors),
+        )
 
     @classmethod
     def escalate(cls, note: str = "") -> Decision:
@@ -335,6 +392,22 @@ class CaseFacts:
     first_reviewer: str | None = None
     classification: str | None = None
     labels: tuple[str, ...] = ()
+    subject: str = CONTENT
+
+
+def check_subject(subject: str, decision: Decision) -> None:
+    """A decision fits the case's subject: content is classified A1/A2/B1/B2 and may dispute
+    bank entries; an account is classified grooming or sextortion, has no bank entries to
+    disable, and its not-abusive finding may name detectors."""
+    if decision.kind == "confirmed" and decision.classification not in classifications_for(subject):
+        raise InvalidDecision(
+            f"a confirmed {subject} case needs a classification, one of "
+            f"{', '.join(classifications_for(subject))}; got {decision.classification!r}"
+        )
+    if subject != ACCOUNT and decision.detectors:
+        raise InvalidDecision("only an account case's not-abusive decision names detectors")
+    if subject == ACCOUNT and decision.disable_entries:
+        raise InvalidDecision("an account case has no bank entries to disable")
 
 
 def pending_finding(state: str, classification: str | None) -> DecisionKind | None:
@@ -389,7 +462,8 @@ def transition(
       case history): the senior decision then runs the same rules again.
     - escalate: the escalation queue, unless already there.
 
-    Disabling the matched entries (``disable_entries``) needs a senior reviewer or an admin
+    The decision must fit the case's subject (:func:`check_subject`). Disabling the matched
+    entries (``disable_entries``) needs a senior reviewer or an admin
     (:class:`Forbidden` otherwise); it takes effect with the final not-abusive decision, as
     that decision asks. These rules are the one place that says so, for every caller.
     """
@@ -397,6 +471,7 @@ def transition(
         raise CaseClosed(f"case is already {case.state}")
     if case.state not in ACTIVE_STATES:
         raise CaseClosed(f"case is in unknown state {case.state!r}")
+    check_subject(case.subject, decision)
     if decision.disable_entries and not can_disable_entries(viewer):
         raise Forbidden(
             "disabling bank entries needs a senior reviewer or an admin: record the finding "
@@ -578,6 +653,7 @@ class CaseSummary:
     first_reviewer: str | None
     classification: str | None = None
     decided_at: datetime | None = None
+    subject: str = CONTENT
 
 
 @dataclass(frozen=True)
@@ -608,6 +684,7 @@ class Case:
     events: tuple[CaseEvent, ...]
     revealed: frozenset[int] = frozenset()
     viewable: frozenset[int] = frozenset()
+    subject: str = CONTENT
 
     @property
     def final(self) -> bool:
@@ -621,6 +698,21 @@ class Case:
     @property
     def view_required(self) -> bool:
         return any(i.view_required and i.has_media for i in self.items)
+
+    @property
+    def risk(self) -> dict[str, Any] | None:
+        """An account case's latest risk snapshot (its newest item's), None for content."""
+        for item in reversed(self.items):
+            snap = risk_snapshot(item.signals)
+            if snap is not None:
+                return snap
+        return None
+
+    @property
+    def detectors_fired(self) -> tuple[str, ...]:
+        """The detectors that fired in any of an account case's snapshots, first seen first:
+        what a not-abusive decision that names none is recorded against."""
+        return fired_detectors(i.signals for i in self.items)
 
     def must_reveal(self) -> tuple[int, ...]:
         """Items this viewer still has to reveal before confirming or clearing the case."""
@@ -679,3 +771,22 @@ def matched_entries(
             if isinstance(bank, str) and isinstance(entry, int) and not isinstance(entry, bool):
                 out[(bank, entry)] = None
     return list(out)
+
+
+def risk_snapshot(signals: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The :data:`RISK_SIGNAL` snapshot among an item's signals, if any."""
+    for sig in signals:
+        if isinstance(sig, Mapping) and sig.get("type") == RISK_SIGNAL:
+            return dict(sig)
+    return None
+
+
+def fired_detectors(signals_per_item: Iterable[Iterable[Mapping[str, Any]]]) -> tuple[str, ...]:
+    """Distinct detectors that fired in the items' risk snapshots, first seen first."""
+    out: dict[str, None] = {}
+    for signals in signals_per_item:
+        snap = risk_snapshot(signals)
+        for c in (snap or {}).get("contributions") or ():
+            if isinstance(c, Mapping) and c.get("fired") and isinstance(c.get("detector"), str):
+                out[c["detector"]] = None
+    return tuple(out)
