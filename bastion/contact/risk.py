@@ -21,7 +21,10 @@ Detectors (parameters in :class:`RiskSettings`):
 - ``fast_escalation``: an ``offplatform_handle``, ``image_request`` or ``payment_request`` flag
   within N messages or M minutes of the first contact with a minor;
 - ``gifts_to_minors``: gifts or payments to minors the actor shares no connections with;
-- ``ban_evasion``: a device or identifier hash shared with a banned account.
+- ``ban_evasion``: a device or identifier hash shared with a banned account;
+- ``stranger_conversation``: an adult (or a much older child) keeping up a two-way conversation
+  it started with a minor who is still neither connected to it nor shares a connection with it
+  (the isolation a slow groomer with few targets shows before any flag arrives).
 
 :class:`RiskState` is incremental: :meth:`RiskState.apply` takes events one at a time, in any
 order, each at most once by ``event_id`` (a re-sent event changes nothing), updates compact
@@ -78,6 +81,7 @@ DETECTORS = (
     "fast_escalation",
     "gifts_to_minors",
     "ban_evasion",
+    "stranger_conversation",
 )
 #: A minor band's position, youngest 0 (``age_gap`` compares them).
 _BAND_INDEX: Mapping[str, int] = {b: i for i, b in enumerate(MINOR_BANDS)}
@@ -158,6 +162,19 @@ class BanEvasionSettings(_Strict):
     points: int = Field(default=45, ge=0)
 
 
+class StrangerConversationSettings(_Strict):
+    enabled: bool = True
+    #: A child actor counts only towards children at least this many bands younger.
+    minor_band_gap: int = Field(default=2, ge=1)
+    #: Messages both ways in the pair, and of them from the child, that make a conversation.
+    min_messages: int = Field(default=6, ge=1)
+    min_replies: int = Field(default=2, ge=1)
+    min_targets: int = Field(default=1, ge=1)
+    points: int = Field(default=50, ge=0)
+    points_per_extra: int = Field(default=10, ge=0)
+    max_points: int = Field(default=60, ge=0)
+
+
 class RiskSettings(_Strict):
     """The risk section of the policy YAML."""
 
@@ -180,6 +197,7 @@ class RiskSettings(_Strict):
     fast_escalation: EscalationSettings = EscalationSettings()
     gifts_to_minors: GiftSettings = GiftSettings()
     ban_evasion: BanEvasionSettings = BanEvasionSettings()
+    stranger_conversation: StrangerConversationSettings = StrangerConversationSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +276,9 @@ class RiskState:
         self._accounts: set[str] = set()
         self._dirty: set[str] = set()
         self._results: dict[str, RiskResult] = {}
+        #: actor -> target -> the pair's :class:`_Target` (None: not a minor contacted), kept
+        #: until an event changes what it is computed from (see :meth:`_forget`).
+        self._targets: dict[str, dict[str, _Target | None]] = {}
         #: The latest event time seen: the only "now" a score depends on (response grace).
         self.watermark: datetime | None = None
         #: (time, account): the account's score changes when the watermark reaches time.
@@ -335,6 +356,9 @@ class RiskState:
 
     def _pair(self, actor: str, target: str) -> _Out:
         self._relate(actor, target)
+        # the pair's first contact, and the other way round its response, may have changed
+        self._targets.get(actor, {}).pop(target, None)
+        self._targets.get(target, {}).pop(actor, None)
         return self._out[actor].setdefault(target, _Out())
 
     def _connection(
@@ -347,8 +371,24 @@ class RiskState:
         if kind == "accept":
             self._neighbours[a].add(b)
             self._neighbours[b].add(a)
+        self._forget(a, b)
+        self._forget(b, a)
         # mutual connections of everyone who dealt with either account may have changed
         self._dirty.update(self._related[a], self._related[b])
+
+    def _forget(self, account: str, other: str) -> None:
+        """Drop the cached targets a connection event between ``account`` and ``other`` may
+        change: their own pair, and every pair of ``account`` with an account ``other`` was
+        ever connected to (``other`` may be, or have been, a mutual connection of the two)."""
+        neighbours = self._neighbours
+        row = self._targets.get(account)
+        if row:
+            for q in [q for q in row if q == other or other in neighbours.get(q, ())]:
+                del row[q]
+        for q in self._related.get(account, ()):  # every account it has a pair with
+            row = self._targets.get(q)
+            if row and account in row and (q == other or other in neighbours.get(q, ())):
+                del row[account]
 
     def _refold(self, account: str) -> None:
         band: AgeBand = "unknown"
@@ -375,6 +415,8 @@ class RiskState:
             self._hash_accounts[h].add(account)
         if new == old:
             return
+        for other in self._related.get(account, ()):  # whether it is a minor may have changed
+            self._targets.get(other, {}).pop(account, None)
         self._dirty.add(account)
         self._dirty.update(self._related[account])
         if new.banned != old.banned or new.hashes != old.hashes:
@@ -490,7 +532,7 @@ class RiskState:
         return RiskResult(account, score, band, contributions)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Target:
     account: str
     first: datetime
@@ -500,20 +542,32 @@ class _Target:
 
 
 def _minor_targets(state: RiskState, actor: str) -> list[_Target]:
+    """The minors ``actor`` contacted, each computed once and cached until an event changes
+    its inputs (the pair's events either way, either side's connections, the target's facts)."""
+    cache = state._targets.setdefault(actor, {})
     out: list[_Target] = []
     for target, pair in state._out.get(actor, {}).items():
-        if pair.first is None or not state.is_minor(target):
-            continue
-        first = pair.first
-        cold = not state._connected_at(actor, target, first)
-        stranger = cold and state.mutual_connections(actor, target, first) <= (
-            state.settings.max_mutuals
-        )
-        back = state._out.get(target, {}).get(actor)
-        replied = back is not None and bool(back.messages) and back.messages[-1] >= first
-        responded = replied or state._accepted_by(actor, target)
-        out.append(_Target(target, first, cold, stranger, responded))
+        if target in cache:
+            found = cache[target]
+        else:
+            found = cache[target] = _minor_target(state, actor, target, pair)
+        if found is not None:
+            out.append(found)
     return out
+
+
+def _minor_target(state: RiskState, actor: str, target: str, pair: _Out) -> _Target | None:
+    if pair.first is None or not state.is_minor(target):
+        return None
+    first = pair.first
+    cold = not state._connected_at(actor, target, first)
+    stranger = cold and state.mutual_connections(actor, target, first) <= (
+        state.settings.max_mutuals
+    )
+    back = state._out.get(target, {}).get(actor)
+    replied = back is not None and bool(back.messages) and back.messages[-1] >= first
+    responded = replied or state._accepted_by(actor, target)
+    return _Target(target, first, cold, stranger, responded)
 
 
 def _contribution(
@@ -702,7 +756,47 @@ def detect(
                 {"shared_hashes": shared_hashes, "banned_accounts": len(banned)},
             )
         )
+
+    if s.stranger_conversation.enabled:
+        found.append(_stranger_conversation(state, actor, facts.age_band, strangers))
     return found
+
+
+def _stranger_conversation(
+    state: RiskState, actor: str, actor_band: str, strangers: list[_Target]
+) -> Contribution:
+    """Conversations ``actor`` started with stranger minors that are still outside any
+    connection: the pair is not connected now and shares at most ``max_mutuals`` connections
+    now (a relative who then connects the parents, a coach whose player accepts, stop counting),
+    the child did not write first, and both sides wrote (``min_messages``, ``min_replies``)."""
+    s = state.settings
+    p = s.stranger_conversation
+    talks = replies_seen = 0
+    for t in strangers:
+        if not _gap(actor_band, state.facts(t.account).age_band, p.minor_band_gap):
+            continue
+        back = state._out.get(t.account, {}).get(actor)
+        if back is None or back.first is None or back.first < t.first:
+            continue  # no reply, or the child made the first contact
+        sent = len(state._out[actor][t.account].messages)
+        replies = len(back.messages)
+        if replies < p.min_replies or sent + replies < p.min_messages:
+            continue
+        if state.connected(actor, t.account):
+            continue
+        if state.mutual_connections(actor, t.account) > s.max_mutuals:
+            continue
+        talks += 1
+        replies_seen += replies
+    pts = _points(talks, p.min_targets, p.points, p.points_per_extra, p.max_points)
+    return _contribution(
+        "stranger_conversation",
+        pts,
+        f"a {actor_band} account keeps up conversations it started with {talks} much younger "
+        f"minors it is not connected to and shares no connections with ({replies_seen} replies)",
+        "no conversation with a much younger minor outside any connection",
+        {"minors": talks, "replies": replies_seen},
+    )
 
 
 def _gap(actor_band: str, target_band: str, minor_gap: int) -> bool:
