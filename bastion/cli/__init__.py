@@ -14,6 +14,7 @@ import typer
 from bastion.cli import scan, serve, worker
 from bastion.cli._context import CliContext, DbOpt
 from bastion.cli.audit import audit_app
+from bastion.cli.backscan import backscan_app
 from bastion.cli.bank import bank_app
 from bastion.cli.contact import events_app, simulate_app
 from bastion.cli.exchange import exchange_app
@@ -57,5 +58,6 @@ app.add_typer(exchange_app, name="exchange")
 app.add_typer(feed_app, name="feed")
 app.add_typer(events_app, name="events")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(backscan_app, name="backscan")
 
 __all__ = ["CliContext", "app"]
