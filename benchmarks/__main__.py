@@ -9,6 +9,7 @@ import sys
 
 from benchmarks import (
     bench_decide,
+    bench_detect,
     bench_events,
     bench_exchange_sync,
     bench_hashing,
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_decide,
         bench_events,
         bench_stream,
+        bench_detect,
         bench_psi,
     )
     for module in modules:

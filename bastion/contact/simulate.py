@@ -591,6 +591,11 @@ class DetectorFigures:
     precision: float
     #: Lookalikes this detector fired for at any point (whatever their band), over all lookalikes.
     lookalike_rate: float
+    #: The counts behind the ratios (so figures can be pooled over seeds).
+    caught: int = 0
+    cases: int = 0
+    cases_planted: int = 0
+    lookalikes_fired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +612,8 @@ class Evaluation:
     recall_by_kind: dict[str, float]
     detectors: tuple[DetectorFigures, ...]
     flagged_at: dict[str, datetime]
+    #: kind -> (caught in time, planted of that kind)
+    caught_by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -659,10 +666,13 @@ def evaluate(
     flagged_planted = [a for a in flagged_at if a in by_account and by_account[a].planted]
     flagged_look = [lab for lab in lookalikes if lab.account in flagged_at]
     by_kind: dict[str, float] = {}
+    counts_by_kind: dict[str, tuple[int, int]] = {}
     for kind in PLANTED_KINDS:
         of_kind = [lab for lab in planted if lab.kind == kind]
         if of_kind:
-            by_kind[kind] = sum(1 for lab in of_kind if in_time(lab)) / len(of_kind)
+            hit = sum(1 for lab in of_kind if in_time(lab))
+            by_kind[kind] = hit / len(of_kind)
+            counts_by_kind[kind] = (hit, len(of_kind))
     figures = []
     for det in DETECTORS:
         fired = {a for a, dets in first_fired.items() if det in dets}
@@ -675,14 +685,17 @@ def evaluate(
         )
         flagged_with = [a for a in flagged_at if a in fired]
         planted_with = [a for a in flagged_with if a in by_account and by_account[a].planted]
+        look_fired = sum(1 for lab in lookalikes if lab.account in fired)
         figures.append(
             DetectorFigures(
                 det,
                 recall=_ratio(in_time_det, len(planted)),
                 precision=_ratio(len(planted_with), len(flagged_with)),
-                lookalike_rate=_ratio(
-                    sum(1 for lab in lookalikes if lab.account in fired), len(lookalikes)
-                ),
+                lookalike_rate=_ratio(look_fired, len(lookalikes)),
+                caught=in_time_det,
+                cases=len(flagged_with),
+                cases_planted=len(planted_with),
+                lookalikes_fired=look_fired,
             )
         )
     return Evaluation(
@@ -698,6 +711,7 @@ def evaluate(
         recall_by_kind=by_kind,
         detectors=tuple(figures),
         flagged_at=flagged_at,
+        caught_by_kind=counts_by_kind,
     )
 
 

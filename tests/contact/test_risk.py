@@ -13,6 +13,7 @@ from bastion.contact.risk import (
     FanOutSettings,
     RiskSettings,
     RiskState,
+    StrangerConversationSettings,
     recompute,
 )
 from tests.contact.helpers import T0, account, at, connect, ev, message
@@ -225,6 +226,46 @@ def test_duplicates_change_nothing_and_conflicts_are_reported() -> None:
     assert "c" not in state.accounts
 
 
+def conversation(a: str, child: str, replies: int = 2) -> list[Event]:
+    """``a`` writes first; an hour later they take turns, the child answering ``replies`` times."""
+    out = [message(a, child, at())]
+    for i in range(2 * replies + 1):
+        sender, receiver = (child, a) if i % 2 else (a, child)
+        out.append(message(sender, receiver, at(hours=3, minutes=i)))
+    return out
+
+
+def test_stranger_conversation_started_by_an_adult_outside_any_connection() -> None:
+    """A slow groomer's first day: one child, no flag yet, a conversation it keeps up."""
+    base = [account("g", "adult"), *kids(1), account("p", "adult")]
+    talk = conversation("g", "k0")  # 4 messages from g, 2 replies
+    state = state_of(base + talk)
+    c = contribution(state, "g", "stranger_conversation")
+    assert c.fired and c.points == 50 and c.evidence == {"minors": 1, "replies": 2}
+    assert state.result("g").band == "high"  # with age_gap's 10: a case for a person
+    # one reply is not yet a conversation
+    one = conversation("g", "k0", replies=1)
+    assert not contribution(state_of(base + one), "g", "stranger_conversation").fired
+    # the child wrote first: not the pattern
+    first = [message("k0", "g", at(minutes=-5))]
+    assert not contribution(state_of(base + first + talk), "g", "stranger_conversation").fired
+    # the child accepted the adult as a connection: no longer outside a connection
+    accepted = [ev("connection_accept", at(hours=1), actor="k0", target="g")]
+    assert not contribution(state_of(base + talk + accepted), "g", "stranger_conversation").fired
+    # a relative who connects the child's parent afterwards shares a connection now
+    family = connect("p", "k0", at(days=-30)) + connect("g", "p", at(hours=5))
+    assert not contribution(state_of(base + talk + family), "g", "stranger_conversation").fired
+    # a teen one band older is a peer; two bands older counts (age_gap's gap)
+    teen = [account("t", "16-17")]
+    peer = state_of([*teen, account("k0", "13-15"), *conversation("t", "k0")])
+    assert not contribution(peer, "t", "stranger_conversation").fired
+    older = state_of([*teen, account("k0", "under13"), *conversation("t", "k0")])
+    assert contribution(older, "t", "stranger_conversation").fired
+    off = RiskSettings(stranger_conversation=StrangerConversationSettings(enabled=False))
+    quiet = state_of(base + talk, off).result("g")
+    assert "stranger_conversation" not in [c.detector for c in quiet.contributions]
+
+
 def test_band_thresholds() -> None:
     s = RiskSettings(medium_at=10, high_at=20)
     events = [account("t", "16-17"), account("y", "under13"), message("t", "y", at())]
@@ -237,6 +278,8 @@ def test_band_thresholds() -> None:
 # -- incremental equals from scratch ------------------------------------------------------------
 
 BANDS = ["under13", "13-15", "16-17", "adult", "unknown"]
+#: A short conversation is enough in the random streams, so they exercise the detector.
+TALK = StrangerConversationSettings(min_messages=2, min_replies=1)
 
 
 def random_events(rng: random.Random, n_accounts: int = 12, n_events: int = 220) -> list[Event]:
@@ -307,6 +350,7 @@ def test_incremental_equals_from_scratch(seed: int) -> None:
         fanout=FanOutSettings(
             min_targets=2, max_response_rate=0.8, response_grace_hours=seed % 3 * 4
         ),
+        stranger_conversation=TALK,
         medium_at=10,
         high_at=25,
         lookback_days=1 if seed % 2 else 30,  # odd seeds: contacts expire within the stream
@@ -333,7 +377,10 @@ def test_incremental_equals_from_scratch(seed: int) -> None:
 def test_the_random_streams_exercise_every_detector() -> None:
     """Guards the property test against comparing only zeros."""
     settings = RiskSettings(
-        fanout=FanOutSettings(min_targets=2, max_response_rate=0.8), medium_at=10, high_at=25
+        fanout=FanOutSettings(min_targets=2, max_response_rate=0.8),
+        stranger_conversation=TALK,
+        medium_at=10,
+        high_at=25,
     )
     fired: set[str] = set()
     bands: set[str] = set()

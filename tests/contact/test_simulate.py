@@ -102,8 +102,8 @@ def test_detectors_find_the_planted_actors_within_a_day(evaluation: Evaluation) 
 
 
 def test_slow_groomers_are_flagged_but_later(population, evaluation: Evaluation) -> None:  # type: ignore[no-untyped-def]
-    """One or two contacts escalating over days are rarely caught within a day of first contact
-    from metadata alone; they are caught once the escalation flags and gifts arrive."""
+    """One or two contacts escalating over days: within a day of first contact only the
+    conversation itself shows (``stranger_conversation``); all are flagged by the end."""
     _, labels = population
     slow = [lab for lab in labels if lab.kind == "slow_groomer"]
     assert slow
