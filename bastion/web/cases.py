@@ -27,6 +27,7 @@ from bastion.review import (
 from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
 from bastion.store import EntryNotFound
+from bastion.web import account_case
 from bastion.web.base import (
     REVIEWERS,
     ConsoleJsonRoute,
@@ -153,6 +154,9 @@ def _case_page(
     holder = case.lease_holder == ctx.name
     must_reveal = case.must_reveal()
     prior = ctx.rt.review.prior_confirmed(case.uploader_id) if case.uploader_id else 0
+    # An account case: its panel (the timeline read is audited), and the account findings.
+    item = account_case.account_item(case)
+    account = account_case.build(ctx, case, item) if item is not None else None
     return render(
         "case.html",
         ctx,
@@ -162,7 +166,8 @@ def _case_page(
         must_reveal=must_reveal,
         entries=_entry_facts(ctx, case),
         prior_confirmed=prior,
-        classifications=CLASSIFICATIONS,
+        classifications=account_case.ACCOUNT_CLASSIFICATIONS if account else CLASSIFICATIONS,
+        account=account,
         error=error,
         can_decide=holder and not case.final,
     )
@@ -214,13 +219,19 @@ def decide(
     note: Annotated[str, Form(max_length=10_000)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
     disable_entries: Annotated[str, Form(max_length=8)] = "",
+    detectors: Annotated[list[str] | None, Form(max_length=64)] = None,
 ) -> Response:
     case_id = _id(case_id)
     try:
         if decision == "confirmed":
             chosen = Decision.confirmed(classification, _labels(labels), note=note)
         elif decision == "not_abusive":
-            chosen = Decision.not_abusive(reason, disable_entries=bool(disable_entries), note=note)
+            chosen = Decision.not_abusive(
+                reason,
+                disable_entries=bool(disable_entries),
+                note=note,
+                detectors=account_case.wrong_detectors(detectors),
+            )
         elif decision == "escalate":
             chosen = Decision.escalate(note)
         else:
