@@ -1,0 +1,1 @@
+"""Keyword signals: text normalised against obfuscation, matched by one Aho-Corasick automaton."""

@@ -1,0 +1,380 @@
+# ruff: noqa: RUF002  (look-alike characters are what this file is about)
+"""Text normalisation for keyword matching: one canonical skeleton of a text, with a map back to
+the characters of the original.
+
+The same function normalises a bank's terms and the scanned text, so a term matches text that
+differs from it only by the obfuscations below. Each step has a name, reported with a match when
+the match needed it (:func:`needed`):
+
+- ``nfkc``: compatibility forms folded (fullwidth letters, ligatures, mathematical alphanumerics);
+- ``case``: Unicode case folding;
+- ``marks``: combining marks removed (accents, strike-through and stacked "zalgo" marks);
+- ``invisible``: zero-width and other format characters removed;
+- ``confusables``: characters that look like a Latin letter or digit (Cyrillic ``а``, Greek
+  ``ο``, ...) folded to it, by Unicode's confusables table as the confusable-homoglyphs package
+  ships it;
+- ``leetspeak``: digits and a few symbols standing for letters (``s3cr3t``, ``$ecret``, ``p@ss``);
+  ``i``, ``l``, ``1``, ``|`` and ``!`` are one letter of the skeleton;
+- ``separators``: a run of three or more single letters joined (``s.e.c.r.e.t``, ``s e c r e t``);
+- ``repeats``: a letter repeated in a row kept once (``seeecret``).
+
+Always: apostrophes are dropped (``don't`` = ``dont``) and every run of characters that are
+neither letters, digits nor marks becomes one space, so terms match whole words and phrases.
+
+The fast path (:func:`normalise`) runs in C (``str.translate``, ``re`` and numpy) because every
+scanned byte goes through it; :func:`normalise_mapped` does the same steps in Python while
+keeping, for each character of the skeleton, the span of the original it came from. It runs only
+for text in which something matched. Tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from confusable_homoglyphs import confusables as _confusables
+
+#: The reportable steps, in the order they are documented.
+STEPS: tuple[str, ...] = (
+    "nfkc",
+    "case",
+    "marks",
+    "invisible",
+    "confusables",
+    "leetspeak",
+    "separators",
+    "repeats",
+)
+ALL_STEPS = frozenset(STEPS)
+
+_APOSTROPHES = frozenset("'\u2019\u02bc\u2018\u0060\u00b4\uff07")
+#: Symbols that stand for a letter inside a word (and ``$`` at a word's start).
+_SYMBOL_LEET = {"@": "a", "$": "s", "!": "i", "|": "i", "+": "t"}
+_DIGIT_LEET = {
+    "0": "o",
+    "1": "i",
+    "2": "z",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "6": "g",
+    "7": "t",
+    "8": "b",
+    "9": "g",
+    "l": "i",
+}
+_SYMBOLS = "".join(_SYMBOL_LEET)
+_SYM_CLASS = re.escape(_SYMBOLS)
+#: A run of symbols between two word characters, or ``$`` signs starting a word before a letter.
+_SYM_RE = re.compile(
+    rf"(?<=[^\W_])[{_SYM_CLASS}]+(?=[^\W_])|(?<![^\W_])\$+(?=[^\W\d_])",
+)
+#: What is left of separators after folding: runs of spaces and symbols.
+_SPACES_RE = re.compile(rf"[ {_SYM_CLASS}]{{2,}}|[{_SYM_CLASS}]")
+_REPEAT_RE = re.compile(r"(.)\1+")
+#: Three or more one-character words in a row (the skeleton has single spaces only).
+_SINGLES_RE = re.compile(r"(?<![^ ])[^ ](?: [^ ](?![^ ])){2,}")
+
+
+@cache
+def confusable_map() -> dict[str, str]:
+    """Non-ASCII character -> the ASCII letter or digit Unicode lists it as confusable with."""
+    out: dict[str, str] = {}
+    for char, glyphs in _confusables.confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        targets = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii()]
+        targets = [t for t in targets if t.isalnum()]
+        if not targets:
+            continue
+        # Prefer a lowercase letter, then any letter, then a digit: the skeleton is lowercase.
+        targets.sort(key=lambda t: (not t.islower(), not t.isalpha(), t))
+        out[char] = targets[0].lower()
+    return out
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or unicodedata.category(ch)[0] == "M"
+
+
+def _fold_once(text: str, steps: frozenset[str]) -> str:
+    text = unicodedata.normalize("NFKD" if "nfkc" in steps else "NFD", text)
+    conf = confusable_map() if "confusables" in steps else None
+    leet = "leetspeak" in steps
+    out: list[str] = []
+    for ch in text:
+        if ch in _APOSTROPHES:
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Mn", "Me") and "marks" in steps:
+            continue
+        if cat == "Cf" and "invisible" in steps:
+            continue
+        folded = ch.casefold() if "case" in steps else ch
+        for x in folded:
+            if conf is not None:
+                x = conf.get(x, x)
+            if leet:
+                x = _DIGIT_LEET.get(x, x)
+            if x in _SYMBOL_LEET:
+                out.append(x)  # kept for the context rule (_SYM_RE), else a separator
+            elif _is_word(x):
+                out.append(x)
+            elif not out or out[-1] != " ":
+                out.append(" ")
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+def fold_char(ch: str, steps: frozenset[str] = ALL_STEPS) -> str:
+    """What one character becomes: the per-character steps, repeated until nothing changes
+    (a compatibility form can case-fold to one that decomposes again)."""
+    out = ch
+    for _ in range(6):
+        nxt = "".join(_fold_once(c, steps) if c != " " else c for c in out)
+        if nxt == out:
+            break
+        out = nxt
+    return out
+
+
+class _FoldTable(dict[int, str]):
+    """``str.translate`` table filled on first sight of each character."""
+
+    def __init__(self, steps: frozenset[str]) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def __missing__(self, code: int) -> str:
+        value = fold_char(chr(code), self.steps)
+        self[code] = value
+        return value
+
+
+_tables: dict[frozenset[str], _FoldTable] = {}
+_tables_lock = threading.Lock()
+
+
+def _table(steps: frozenset[str]) -> _FoldTable:
+    table = _tables.get(steps)
+    if table is None:
+        with _tables_lock:
+            table = _tables.setdefault(steps, _FoldTable(steps))
+    return table
+
+
+#: numpy fast path: code point -> folded code point, for the first two planes (every living
+#: script, emoji and the mathematical alphanumerics); anything past them takes ``translate``.
+_PLANES = 0x20000
+_DELETE = np.uint32(0xFFFFFFFF)
+_COMPLEX = np.uint32(0xFFFFFFFE)
+
+
+@cache
+def _plane_table() -> np.ndarray:
+    table = np.empty(_PLANES, dtype=np.uint32)
+    fold = _table(ALL_STEPS)
+    for code in range(_PLANES):
+        if 0xD800 <= code < 0xE000:
+            table[code] = _COMPLEX  # a lone surrogate: left to the slow path
+            continue
+        value = fold[code]
+        if value == "":
+            table[code] = _DELETE
+        elif len(value) == 1:
+            table[code] = ord(value)
+        else:
+            table[code] = _COMPLEX
+    return table
+
+
+def _fold_fast(text: str) -> str:
+    if text.isascii():
+        return text.translate(_table(ALL_STEPS))
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if int(codes.max()) < _PLANES:
+        mapped = _plane_table()[codes]
+        if not (mapped == _COMPLEX).any():
+            mapped = mapped[mapped != _DELETE]
+            return str(mapped.tobytes().decode("utf-32-le"))
+    return text.translate(_table(ALL_STEPS))
+
+
+def squeeze(text: str) -> str:
+    """Every run of one repeated character kept once (numpy; used for spaces and repeats)."""
+    if len(text) < 2:
+        return text
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    keep = np.empty(len(codes), dtype=bool)
+    keep[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    if keep.all():
+        return text
+    return codes[keep].tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _symbol_sub(m: re.Match[str]) -> str:
+    return "".join(_SYMBOL_LEET[c] for c in m.group())
+
+
+def normalise(text: str) -> str:
+    """The skeleton of ``text`` under every step: what the automaton searches."""
+    return normalise_joined(text)[0]
+
+
+def normalise_joined(text: str) -> tuple[str, list[str]]:
+    """The skeleton, and the words the ``separators`` step made by joining single letters.
+
+    A lone letter beside a spaced-out word (``a s e c r e t``) is joined with it; the matcher
+    also tries each joined word without its first or last letter."""
+    joined: list[str] = []
+
+    def single(m: re.Match[str]) -> str:
+        word = m.group().replace(" ", "")
+        joined.append(word)
+        return word
+
+    s = _fold_fast(text)
+    if any(c in s for c in _SYMBOLS):
+        s = _SYM_RE.sub(_symbol_sub, s)
+        s = _SPACES_RE.sub(" ", s)
+    s = squeeze(s)  # repeats, and the runs of spaces the fold left
+    if " " in s:
+        s = _SINGLES_RE.sub(single, s)
+        if joined:
+            s = squeeze(s)
+    return s.strip(" "), [squeeze(w) for w in joined]
+
+
+# -- the mapped (slow) path and the reference for any set of steps ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """A skeleton with, for each of its characters, the original's span it came from."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original's span of skeleton characters ``start:end`` (end exclusive)."""
+        return self.starts[start], self.ends[end - 1]
+
+
+Repl = Callable[[re.Match[str]], list[tuple[str, int, int]]]
+
+
+def _resub(
+    pattern: re.Pattern[str], repl: Repl, s: str, st: list[int], en: list[int]
+) -> tuple[str, list[int], list[int]]:
+    """``pattern.sub`` that carries spans: ``repl`` gives each output character with the range
+    of matched characters (relative to the match, inclusive) it stands for."""
+    parts: list[str] = []
+    nst: list[int] = []
+    nen: list[int] = []
+    last = 0
+    for m in pattern.finditer(s):
+        a, b = m.span()
+        parts.append(s[last:a])
+        nst.extend(st[last:a])
+        nen.extend(en[last:a])
+        for ch, lo, hi in repl(m):
+            parts.append(ch)
+            nst.append(st[a + lo])
+            nen.append(en[a + hi])
+        last = b
+    if last == 0:
+        return s, st, en
+    parts.append(s[last:])
+    nst.extend(st[last:])
+    nen.extend(en[last:])
+    return "".join(parts), nst, nen
+
+
+def _r_symbols(m: re.Match[str]) -> list[tuple[str, int, int]]:
+    return [(_SYMBOL_LEET[c], i, i) for i, c in enumerate(m.group())]
+
+
+def _r_space(m: re.Match[str]) -> list[tuple[str, int, int]]:
+    return [(" ", 0, len(m.group()) - 1)]
+
+
+def _r_repeat(m: re.Match[str]) -> list[tuple[str, int, int]]:
+    return [(m.group(1), 0, len(m.group()) - 1)]
+
+
+def _r_singles(m: re.Match[str]) -> list[tuple[str, int, int]]:
+    return [(c, i, i) for i, c in enumerate(m.group()) if c != " "]
+
+
+def _mapped(text: str, steps: frozenset[str]) -> tuple[str, list[int], list[int]]:
+    table = _table(steps)
+    parts: list[str] = []
+    st: list[int] = []
+    en: list[int] = []
+    for i, ch in enumerate(text):
+        folded = table[ord(ch)]
+        if folded:
+            parts.append(folded)
+            st.extend([i] * len(folded))
+            en.extend([i + 1] * len(folded))
+    s = "".join(parts)
+    if "leetspeak" in steps:
+        s, st, en = _resub(_SYM_RE, _r_symbols, s, st, en)
+    s, st, en = _resub(_SPACES_RE, _r_space, s, st, en)
+    if "repeats" in steps:
+        s, st, en = _resub(_REPEAT_RE, _r_repeat, s, st, en)
+    if "separators" in steps:
+        s, st, en = _resub(_SINGLES_RE, _r_singles, s, st, en)
+        if "repeats" in steps:
+            s, st, en = _resub(_REPEAT_RE, _r_repeat, s, st, en)
+    # Strip the edges' spaces.
+    lo, hi = 0, len(s)
+    while lo < hi and s[lo] == " ":
+        lo += 1
+    while hi > lo and s[hi - 1] == " ":
+        hi -= 1
+    return s[lo:hi], st[lo:hi], en[lo:hi]
+
+
+def normalise_mapped(text: str) -> Mapped:
+    """:func:`normalise` with the map back to the original (slower: Python per character)."""
+    s, st, en = _mapped(text, ALL_STEPS)
+    return Mapped(s, tuple(st), tuple(en))
+
+
+def normalise_with(text: str, steps: Iterable[str]) -> str:
+    """The skeleton under some of the steps only: the reference :func:`needed` compares with."""
+    return _mapped(text, frozenset(steps))[0]
+
+
+def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]:
+    """The steps a match of ``term`` on ``original`` (the matched span) took: applying the
+    steps in order, each one that changed either side while the two still differed. Where two
+    steps would both do (a mathematical bold letter is both a compatibility form and a
+    confusable), the earlier one is named. ``joined``: the match was the phrase's spaced-out
+    form (its words run together), which is the ``separators`` step."""
+
+    def form(text: str, steps: frozenset[str]) -> str:
+        out = normalise_with(text, steps)
+        return squeeze(out.replace(" ", "")) if joined else out
+
+    out: list[str] = []
+    done: frozenset[str] = frozenset()
+    mine, theirs = form(original, done), form(term, done)
+    for step in STEPS:
+        if mine == theirs:
+            break
+        done = done | {step}
+        mine2, theirs2 = form(original, done), form(term, done)
+        if mine2 != mine or theirs2 != theirs:
+            out.append(step)
+        mine, theirs = mine2, theirs2
+    if joined and "separators" not in out:
+        out.append("separators")
+    return tuple(s for s in STEPS if s in out)
