@@ -18,6 +18,7 @@ import bastion.scans.rows
 import bastion.vault.rows  # noqa: F401
 from bastion.accounts.keys import KeyOps
 from bastion.banks.changes import ChangeFeed
+from bastion.banks.flood import FloodOps
 from bastion.banks.store import BankOps
 from bastion.scans.store import ScanOps
 from bastion.store.engine import Database
@@ -26,7 +27,7 @@ from bastion.store.tables import Base
 __all__ = ["Base", "Store"]
 
 
-class Store(BankOps, ChangeFeed, KeyOps, ScanOps, Database):
+class Store(BankOps, ChangeFeed, FloodOps, KeyOps, ScanOps, Database):
     """Banks and their entries, the change feed, API keys, scans and the audit log, over one
     database. Thread-safe in the way an SQLAlchemy Engine is; open once per process and share
     (:meth:`~bastion.store.engine.Database.open`). The other domains' stores (review, exchanges,

@@ -306,3 +306,25 @@ def review_only(verdict: Verdict) -> Verdict:
     return dataclasses.replace(
         verdict, decision="review", actions=(), view_required=True, reason=reason
     )
+
+
+def held_verdict(rt: Runtime, scanned: Scanned, held: set[int]) -> Verdict:
+    """The verdict when some matched entries are quarantined for flooding (``held``): the
+    other matches decide as usual when they call for anything; otherwise the content goes to
+    review at the policy's priority, with no actions (a quarantined entry never acts alone)."""
+    if not held:
+        return verdict_for(rt, scanned)
+    free = [m for m in scanned.matches if m.get("entry") not in held]
+    if free:
+        verdict = verdict_for(rt, dataclasses.replace(scanned, matches=free))
+        if verdict.decision != "allow":
+            return verdict
+    verdict = verdict_for(rt, scanned)
+    note = f"entries {sorted(held)} quarantined for flooding: review only"
+    return dataclasses.replace(
+        verdict,
+        decision="review",
+        actions=(),
+        view_required=True,
+        reason=f"{verdict.reason} ({note})",
+    )

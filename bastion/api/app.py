@@ -28,6 +28,7 @@ from bastion.api import (
     feeds,
     hma,
     problems,
+    quarantine,
     reports,
     v1,
     vouchers,
@@ -214,6 +215,17 @@ def create_api_app(settings: Settings | None = None, *, store: Store | None = No
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # contact first: it sits on the platforms' send path, and routes are matched in order.
-    for module in (contact, v1, hma, vouchers, reports, cases, exchanges, feeds, contact_events):
+    for module in (
+        contact,
+        v1,
+        quarantine,
+        hma,
+        vouchers,
+        reports,
+        cases,
+        exchanges,
+        feeds,
+        contact_events,
+    ):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ import logging
 import mimetypes
 import os
 import tempfile
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,7 +43,13 @@ from bastion.api.problems import (
 )
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.errors import ImportAborted
-from bastion.banks.model import ImportReport, validate_value
+from bastion.banks.hygiene import BankRules, screen, search_threshold
+from bastion.banks.model import (
+    MAX_BANK_THRESHOLD,
+    MAX_EXPECTED_RATE,
+    ImportReport,
+    validate_value,
+)
 from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
@@ -130,6 +137,14 @@ class MatchOut(BaseModel):
     score: float | None = None
     variant: str | None = None
     url_match: str | None = None
+    bank_version: int | None = Field(
+        None, description="The bank's version when it matched: the list as the decision saw it."
+    )
+    quarantined: bool | None = Field(
+        None,
+        description="The entry matched more than its bank's expected rate an hour: its matches "
+        "go to review and act on nothing by themselves (docs/banks.md).",
+    )
 
 
 class Verdict(BaseModel):
@@ -183,6 +198,19 @@ class LookupResponse(BaseModel):
     )
 
 
+#: ``block`` lists what to find; ``allow`` lists known benign items (docs/banks.md).
+BankKind = Literal["block", "allow"]
+ThresholdType = Literal["pdq", "vpdq"]
+_THRESHOLDS = (
+    "Largest distance that counts as a match of this bank's entries, per signal type; it "
+    "replaces the scan's threshold for this bank."
+)
+_RATE = (
+    "Matches per entry and hour past which an entry is quarantined from automatic actions "
+    "(null: no flood limit)."
+)
+
+
 class BankIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=64, pattern=BANK_NAME)
@@ -191,6 +219,13 @@ class BankIn(BaseModel):
     source: str = Field("", max_length=255, pattern=NO_NUL)
     is_demo: StrictBool = False
     enabled: StrictBool = True
+    kind: BankKind = "block"
+    thresholds: dict[ThresholdType, whole_int(0, MAX_BANK_THRESHOLD)] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description=_THRESHOLDS
+    )
+    expected_rate: whole_int(1, MAX_EXPECTED_RATE) | None = Field(  # type: ignore[valid-type]
+        None, description=_RATE
+    )
 
 
 class BankPatch(BaseModel):
@@ -199,6 +234,13 @@ class BankPatch(BaseModel):
     labels: list[Label] | None = Field(None, max_length=64)
     source: str | None = Field(None, max_length=255, pattern=NO_NUL)
     enabled: StrictBool | None = None
+    kind: BankKind | None = None
+    thresholds: dict[ThresholdType, whole_int(0, MAX_BANK_THRESHOLD)] | None = Field(  # type: ignore[valid-type]
+        None, description=_THRESHOLDS
+    )
+    expected_rate: whole_int(1, MAX_EXPECTED_RATE) | None = Field(  # type: ignore[valid-type]
+        None, description=_RATE
+    )
 
 
 class BankOut(BaseModel):
@@ -212,6 +254,9 @@ class BankOut(BaseModel):
     entries: int | None
     created_at: datetime
     updated_at: datetime
+    kind: BankKind = "block"
+    thresholds: dict[str, int] = {}
+    expected_rate: int | None = None
 
 
 def _iso_text(value: Any) -> Any:
@@ -303,6 +348,9 @@ def _bank_out(b: Bank) -> BankOut:
         entries=b.entry_count,
         created_at=b.created_at,
         updated_at=b.updated_at,
+        kind="allow" if b.kind == "allow" else "block",
+        thresholds=dict(b.thresholds),
+        expected_rate=b.expected_rate,
     )
 
 
@@ -402,16 +450,25 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
     if fs.error and not perceptual and (fs.kind in ("image", "video") or fs.size == 0):
         raise Problem(422, "Content could not be hashed", detail=fs.error)
 
+    # Banks may set their own distance (docs/banks.md): search at the widest, then screen.
+    radius = search_threshold(threshold, rt.store.search_rules().values())
+
+    rules: dict[str, BankRules] = {}
+
     def match() -> list[Match]:
         with rt.index.read() as matcher:
-            return matcher.match(
+            found = matcher.match(
                 fs.signals,
-                threshold=threshold,
+                threshold=radius,
                 min_quality=DEFAULT_MIN_QUALITY,
                 dihedral=fs.pdq_dihedral if dihedral else (),
             )
+        if not found:
+            return found
+        rules.update(rt.store.bank_rules())  # fresh: each match records its bank's version
+        return screen(found, threshold, rules).kept
 
-    heavy = threshold > DEFAULT_PDQ_THRESHOLD or dihedral or fs.kind == "video"
+    heavy = radius > DEFAULT_PDQ_THRESHOLD or dihedral or fs.kind == "video"
     matches = await run_in_threadpool(match) if heavy else match()
     truncated = len(matches) > MAX_MATCHES
     matches = matches[:MAX_MATCHES]
@@ -435,9 +492,15 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
         filename=name,
     )
     actor = f"key:{principal.name}"
+    held: set[int] = set()
 
     def decide_and_record() -> tuple[pipeline.Verdict, int | None, int | None]:
-        verdict = pipeline.verdict_for(rt, scanned)
+        # Flood protection counts each match; quarantined entries' matches go to review only.
+        held.update(rt.store.note_matches({m.entry_id: m.bank for m in matches}, rules))
+        for m in scanned.matches:
+            if m["entry"] in held:
+                m["quarantined"] = True
+        verdict = pipeline.held_verdict(rt, scanned, held)
         if not matches and verdict.decision == "allow":
             return verdict, None, None
         scan_id = rt.store.record_scan(
@@ -459,6 +522,11 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
         raise Problem(
             503, "Store unavailable", detail="the scan could not be recorded or queued for review"
         ) from exc
+    if held:
+        marked = [replace(m, quarantined=True) if m.entry_id in held else m for m in matches]
+        shown = [
+            MatchOut.model_validate(d) for d in shown_matches(rt, principal, marked, threshold)
+        ]
     verdict = Verdict(
         decision=decided.decision,
         reason=shown_reason(rt, principal, decided.reason),
@@ -666,10 +734,21 @@ def create_bank(body: BankIn, request: Request, rt: RuntimeDep, principal: Curat
             source=body.source,
             is_demo=body.is_demo,
             enabled=body.enabled,
+            kind=body.kind,
+            thresholds={str(k): int(v) for k, v in body.thresholds.items()},
+            expected_rate=body.expected_rate,
         )
     except (StoreError, ValueError) as exc:
         raise problem_for(exc) from exc
-    rt.audit(request, principal, "bank.create", bank.name)
+    rt.audit(
+        request,
+        principal,
+        "bank.create",
+        bank.name,
+        kind=bank.kind,
+        thresholds=bank.thresholds,
+        expected_rate=bank.expected_rate,
+    )
     return _bank_out(bank)
 
 
@@ -693,6 +772,8 @@ def update_bank(
     name: str, body: BankPatch, request: Request, rt: RuntimeDep, principal: CurateKey
 ) -> BankOut:
     fields = body.model_dump(exclude_none=True)
+    if "expected_rate" in body.model_fields_set:  # null turns flood protection off
+        fields["expected_rate"] = body.expected_rate
     try:
         bank = rt.store.update_bank(name, **fields) if fields else rt.store.get_bank(name)
     except (StoreError, ValueError) as exc:

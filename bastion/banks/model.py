@@ -299,11 +299,63 @@ class Bank:
     version: int
     #: Number of entries (enabled or not); filled by listings, None where not counted.
     entry_count: int | None = None
+    #: ``block``: a list of what to find; ``allow``: known benign items whose matches suppress
+    #: other banks' matches of the same content (see :mod:`bastion.banks.hygiene`).
+    kind: str = "block"
+    #: Signal type -> the largest distance that counts as a match of this bank's entries.
+    thresholds: dict[str, int] = field(default_factory=dict)
+    #: Matches per entry and hour past which an entry is quarantined from automatic actions.
+    expected_rate: int | None = None
 
     @property
     def display_name(self) -> str:
         """Name for people: demo banks are always marked so no one mistakes them for real lists."""
         return f"{self.name} [DEMO]" if self.is_demo else self.name
+
+
+BANK_KINDS = ("block", "allow")
+#: Signal types a bank threshold applies to: the ones matched by distance.
+THRESHOLD_TYPES = (SignalType.PDQ.value, SignalType.VPDQ.value)
+#: Widest bank threshold: PDQ practice is 31, sometimes up to ~52-63 (the API's own limit).
+MAX_BANK_THRESHOLD = 64
+MAX_EXPECTED_RATE = 100_000_000
+
+
+def validate_bank_kind(kind: object) -> str:
+    if not isinstance(kind, str) or kind.strip().lower() not in BANK_KINDS:
+        raise ValueError(f"bank kind must be one of {', '.join(BANK_KINDS)}, got {_short(kind)}")
+    return kind.strip().lower()
+
+
+def validate_thresholds(thresholds: object) -> dict[str, int]:
+    """A bank's per-signal-type distances: only distance-matched types, whole numbers 0-64."""
+    if not isinstance(thresholds, dict):
+        raise ValueError(f"thresholds must be an object, got {type(thresholds).__name__}")
+    out: dict[str, int] = {}
+    for key, value in thresholds.items():
+        name = str(key).strip().lower()
+        if name not in THRESHOLD_TYPES:
+            raise ValueError(
+                f"thresholds apply to {', '.join(THRESHOLD_TYPES)} only, not {_short(key)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"threshold for {name} must be a whole number, got {_short(value)}")
+        if not 0 <= value <= MAX_BANK_THRESHOLD:
+            raise ValueError(f"threshold for {name} must be 0-{MAX_BANK_THRESHOLD}, got {value}")
+        out[name] = value
+    return out
+
+
+def validate_expected_rate(rate: object) -> int | None:
+    """Matches per entry and hour; None turns flood protection off for the bank."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_EXPECTED_RATE:
+        raise ValueError(
+            f"expected_rate must be a whole number 1-{MAX_EXPECTED_RATE} (or null), "
+            f"got {_short(rate)}"
+        )
+    return rate
 
 
 class IndexEntry(NamedTuple):

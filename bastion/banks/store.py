@@ -34,7 +34,10 @@ from bastion.banks.model import (
     NewEntry,
     normalize_entry,
     utcnow,
+    validate_bank_kind,
     validate_bank_name,
+    validate_expected_rate,
+    validate_thresholds,
     validate_value,
 )
 from bastion.banks.sql import (
@@ -130,7 +133,25 @@ def _to_bank(r: Row[Any], entry_count: int | None = None) -> Bank:
         updated_at=m[banks_t.c.updated_at],
         version=m[banks_t.c.version],
         entry_count=entry_count,
+        kind=m[banks_t.c.kind],
+        thresholds=dict(m[banks_t.c.thresholds] or {}),
+        expected_rate=m[banks_t.c.expected_rate],
     )
+
+
+def hygiene_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The bank-hygiene settings among ``fields`` (kind, thresholds, expected_rate), checked."""
+    out: dict[str, Any] = {}
+    try:
+        if "kind" in fields:
+            out["kind"] = validate_bank_kind(fields["kind"])
+        if "thresholds" in fields:
+            out["thresholds"] = validate_thresholds(fields["thresholds"])
+        if "expected_rate" in fields:
+            out["expected_rate"] = validate_expected_rate(fields["expected_rate"])
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return out
 
 
 class BankOps(Database):
@@ -145,6 +166,9 @@ class BankOps(Database):
         source: str = "",
         is_demo: bool = False,
         enabled: bool = True,
+        kind: str = "block",
+        thresholds: dict[str, int] | None = None,
+        expected_rate: int | None = None,
         actor: str | None = None,
         remote_addr: str | None = None,
     ) -> Bank:
@@ -152,6 +176,11 @@ class BankOps(Database):
         transaction (as for every bank change below that takes an actor)."""
         name = _bank_name(name)
         fields = bank_fields({"description": description, "labels": list(labels), "source": source})
+        fields.update(
+            hygiene_fields(
+                {"kind": kind, "thresholds": thresholds or {}, "expected_rate": expected_rate}
+            )
+        )
         audit = maybe_audit(
             actor,
             "bank.create",
@@ -161,6 +190,9 @@ class BankOps(Database):
                 "source": fields["source"],
                 "enabled": enabled,
                 "is_demo": is_demo,
+                "kind": fields["kind"],
+                "thresholds": fields["thresholds"],
+                "expected_rate": fields["expected_rate"],
             },
             remote_addr,
         )
@@ -183,6 +215,7 @@ class BankOps(Database):
                 append_if(conn, audit)
         except IntegrityError:
             raise BankExists(f"bank {name!r} already exists") from None
+        self.__dict__.pop("_rules_cache", None)  # FloodOps.search_rules: read them again
         return self.get_bank(name)
 
     def get_bank(self, name: str) -> Bank:
@@ -222,15 +255,18 @@ class BankOps(Database):
         remote_addr: str | None = None,
         **fields: Any,
     ) -> Bank:
-        """Change any of name (a rename), description, labels, source, enabled, is_demo. With
-        ``actor``, audited (``bank.update``, the fields as details) in the same transaction."""
+        """Change any of name (a rename), description, labels, source, enabled, is_demo, and
+        the hygiene settings kind, thresholds and expected_rate. With ``actor``, audited
+        (``bank.update``, the fields as details) in the same transaction."""
         allowed = {"name", "description", "labels", "source", "enabled", "is_demo"}
+        allowed |= {"kind", "thresholds", "expected_rate"}
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise InvalidInput(f"cannot update bank field(s): {', '.join(unknown)}")
         values = bank_fields(
             {k: v for k, v in fields.items() if k in ("description", "labels", "source")}
         )
+        values.update(hygiene_fields(fields))
         for flag in ("enabled", "is_demo"):
             if flag in fields:
                 if not isinstance(fields[flag], bool):
@@ -254,6 +290,7 @@ class BankOps(Database):
             final = values.get("name", row.name)
             if audit is not None:
                 append_audit_values(conn, {**audit, "target": row.name})
+        self.__dict__.pop("_rules_cache", None)  # FloodOps.search_rules: read them again
         return self.get_bank(final)
 
     def set_bank_enabled(

@@ -73,6 +73,10 @@ class Match:
     score: float | None = None
     variant: str | None = None
     url_match: str | None = None
+    #: Set after matching by the scan path (the index knows nothing of banks): the bank's
+    #: version when it matched, and whether the entry was quarantined for flooding.
+    bank_version: int | None = None
+    quarantined: bool | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape shared by the CLI and the API; optional fields only when set."""
@@ -84,7 +88,7 @@ class Match:
             "external_id": self.external_id,
             "labels": list(self.labels),
         }
-        for key in ("score", "variant", "url_match"):
+        for key in ("score", "variant", "url_match", "bank_version", "quarantined"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
