@@ -17,6 +17,7 @@ from playwright.sync_api import Page, sync_playwright
 from bastion.actions.outbox import Outbox
 from bastion.db import Store
 from tests.conftest import REPO, TESTDATA
+from tests.web.accounts import open_account_case
 from tests.web.seed import PASSWORD
 from tests.web.server import ConsoleServer, launch_chromium
 
@@ -63,6 +64,8 @@ def main(out: Path) -> None:
         base = server.base
         try:
             dead_letter(f"sqlite:///{Path(tmp) / 'bastion.db'}")
+            with Store.open(f"sqlite:///{Path(tmp) / 'bastion.db'}") as store:
+                account_case = open_account_case(store)
             with sync_playwright() as p:
                 browser = launch_chromium(p)
                 page = browser.new_context(viewport={"width": 1280, "height": 820}).new_page()
@@ -87,6 +90,11 @@ def main(out: Path) -> None:
                 page.wait_for_function("document.querySelector('.item .media').complete")
                 save(page, out, "case-revealed")
                 page.mouse.move(2, 2)
+                # An account case: signals and metadata, no content.
+                page.goto(f"{base}/cases/{account_case}")
+                page.click("#claim")
+                page.wait_for_selector("#release")
+                save(page, out, "account-case")
                 for name, path in [
                     ("admin-users", "/admin/users"),
                     ("admin-policy", "/admin/policy"),
