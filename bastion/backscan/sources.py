@@ -113,6 +113,8 @@ def _mtime(seconds: float) -> str:
 
 
 def _list_s3(source: str, endpoint_url: str | None) -> Iterator[dict[str, Any]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     bucket, prefix = split_s3(source)
     client = s3_client(endpoint_url)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -124,10 +126,8 @@ def _list_s3(source: str, endpoint_url: str | None) -> Iterator[dict[str, Any]]:
                     continue  # a "folder" marker, not an object
                 etag = str(obj.get("ETag", "")).strip('"')
                 yield _row(f"s3://{bucket}/{key}", size=int(obj["Size"]), version=f"etag:{etag}")
-    except Exception as exc:
-        if type(exc).__name__ in ("ClientError", "NoCredentialsError", "EndpointConnectionError"):
-            raise SourceError(f"cannot list {source}: {exc}") from exc
-        raise
+    except (BotoCoreError, ClientError) as exc:
+        raise SourceError(f"cannot list {source}: {exc}") from exc
 
 
 def _list_manifest(path: Path) -> Iterator[dict[str, Any]]:

@@ -24,30 +24,34 @@ BASTION = [sys.executable, "-m", "bastion.cli"]
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (320, 240)) -> Path:
-    """A benign picture: a random smooth gradient with a few rectangles (distinct PDQ per seed)."""
+    """A benign picture: coloured sine waves with a few rectangles (distinct PDQ per seed, PDQ
+    quality 100)."""
     rng = np.random.default_rng(seed)
     w, h = size
-    x = np.linspace(0, 1, w)[None, :, None]
-    y = np.linspace(0, 1, h)[:, None, None]
-    base = rng.random(3) * 255 * x + rng.random(3) * 255 * y
-    img = np.clip(base + rng.random((1, 1, 3)) * 40, 0, 255).astype(np.uint8)
-    for _ in range(6):
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), dtype=np.float32)
+    for c in range(3):
+        fx, fy = rng.uniform(1, 6, 2)
+        phase = rng.uniform(0, 6.3)
+        img[..., c] = 127 + 100 * np.sin(2 * np.pi * (fx * xx / w + fy * yy / h) + phase)
+    for _ in range(12):
         x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        img[y0 : y0 + int(rng.integers(10, h // 2)), x0 : x0 + int(rng.integers(10, w // 2))] = (
-            rng.integers(0, 255, 3)
-        )
-    Image.fromarray(img).save(path, quality=90)
+        dy, dx = int(rng.integers(10, h // 3)), int(rng.integers(10, w // 3))
+        img[y0 : y0 + dy, x0 : x0 + dx] = rng.integers(0, 255, 3)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90, compress_level=1)
     return path
 
 
-def make_archive(root: Path, n: int, *, bad: bool = True) -> list[Path]:
+def make_archive(
+    root: Path, n: int, *, bad: bool = True, size: tuple[int, int] = (320, 240)
+) -> list[Path]:
     """``n`` images in two sub-folders (PNG and JPEG alternately), plus, with ``bad``, a corrupt
     JPEG and an empty file."""
     files = []
     for i in range(n):
         sub = root / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
-        files.append(make_image(sub / f"img{i:04d}.{'png' if i % 2 else 'jpg'}", i))
+        files.append(make_image(sub / f"img{i:04d}.{'png' if i % 2 else 'jpg'}", i, size))
     if bad:
         (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
         (root / "empty.png").write_bytes(b"")
