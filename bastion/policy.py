@@ -74,9 +74,10 @@ Decision = Literal["allow", "review", "block"]
 
 DECISIONS: tuple[Decision, ...] = ("allow", "review", "block")
 #: Highest first: queues are worked in this order.
-SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url")
-#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``.
-KINDS: tuple[str, ...] = ("image", "video", "file", "url")
+SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url", "text")
+#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``; ``text`` is
+#: text scanned for keywords (a post, comment, bio, username or search query).
+KINDS: tuple[str, ...] = ("image", "video", "file", "url", "text")
 _KIND_ALIASES = {"other": "file"}
 BUILTIN_ACTIONS: tuple[str, ...] = ("remove_content", "restrict_account", "preserve")
 DEFAULT_QUEUE = "default"

@@ -721,6 +721,8 @@ def test_packaged_default_is_the_file_in_the_repository() -> None:
         "csam-exact",
         "csam-confident",
         "csam-url",
+        "keyword-urgent",
+        "keyword",
         "repeat-uploader",
         "csam-possible",
         "ncii",

@@ -657,6 +657,7 @@ def _index_sizes(rt: Runtime) -> dict[SignalType, int]:
             SignalType.MD5: len(m.exact[SignalType.MD5]),
             SignalType.SHA256: len(m.exact[SignalType.SHA256]),
             SignalType.URL: len(m.urls),
+            SignalType.TEXT: len(m.text),
         }
         sizes[SignalType.VPDQ] = len(m) - sum(sizes.values())
     return sizes

@@ -104,6 +104,10 @@ def validate_value(
     text = value.strip()
     if not text:
         raise ValueError(f"{st} value is empty")
+    if st is SignalType.TEXT:
+        from bastion.text.query import canonical_keyword
+
+        return canonical_keyword(text)
     if st in _HEX_LENGTHS:
         want = _HEX_LENGTHS[st]
         hexed = text.lower()
@@ -178,6 +182,21 @@ def normalize_labels(labels: Any) -> list[str]:
     if len(out) > MAX_LABELS:
         raise ValueError(f"more than {MAX_LABELS} labels")
     return out
+
+
+#: A keyword entry's ``language``: a BCP 47 tag (``en``, ``pt-BR``, ``zh-Hant``).
+_LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}$")
+
+
+def _keyword_metadata(st: SignalType, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A text entry may say its language in ``metadata.language`` (a BCP 47 tag)."""
+    language = metadata.get("language")
+    bad = not isinstance(language, str) or not _LANGUAGE_RE.match(language)
+    if st is SignalType.TEXT and language is not None and bad:
+        raise ValueError(
+            f"language must be a BCP 47 tag such as en or pt-BR, got {_short(language)}"
+        )
+    return metadata
 
 
 def normalize_metadata(metadata: Any) -> dict[str, Any]:
@@ -277,7 +296,7 @@ def normalize_entry(entry: NewEntry) -> NewEntry:
         added_at=_utc(entry.added_at, "added_at"),
         labels=normalize_labels(entry.labels or []),
         disabled_reason=_check_text("disabled_reason", entry.disabled_reason or "", 2000),
-        metadata=normalize_metadata(entry.metadata),
+        metadata=_keyword_metadata(st, normalize_metadata(entry.metadata)),
     )
     object.__setattr__(out, "canonical", True)
     return out

@@ -59,6 +59,7 @@ class LiveIndex:
         # Fold the load's batches into one segment per index: fewer probes on every lookup.
         matcher.pdq.compact()
         matcher.video_frames.compact()
+        matcher.text.build()  # the keyword automaton, before the first text lookup needs it
         with self._lock:
             self._matcher = matcher
             self.revision = revision

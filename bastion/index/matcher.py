@@ -18,6 +18,7 @@ from bastion.index.url import UrlIndex
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType, VideoFrame
 from bastion.signals.url import url_entry_kind
 from bastion.signals.video import parse_frames, video_match_score
+from bastion.text.automaton import TextHit, TextIndex
 
 #: PDQ distance at or under which two images are the same picture (Meta's recommendation).
 DEFAULT_PDQ_THRESHOLD = 31
@@ -118,6 +119,8 @@ class Matcher:
         default_factory=lambda: {SignalType.MD5: ExactIndex(), SignalType.SHA256: ExactIndex()}
     )
     urls: UrlIndex = field(default_factory=UrlIndex)
+    #: Keyword entries (terms and trend queries), in one automaton.
+    text: TextIndex = field(default_factory=TextIndex)
     # vPDQ: every frame of every bank video sits in one PDQ index under a synthetic frame id.
     video_frames: PDQIndex = field(default_factory=PDQIndex)
     _frames_of: dict[int, tuple[VideoFrame, ...]] = field(default_factory=dict)
@@ -195,6 +198,8 @@ class Matcher:
             self.exact[stype].add([entry.id], [entry.value])
         elif stype is SignalType.URL:
             self.urls.add(entry.id, url_entry_kind(entry.url_match or "url"), entry.value)
+        elif stype is SignalType.TEXT:
+            self.text.add(entry.id, entry.value)
         elif stype is SignalType.VPDQ:
             frames = parse_frames(entry.value)
             ids = np.arange(self._next_frame_id, self._next_frame_id + len(frames), dtype=np.int64)
@@ -220,6 +225,8 @@ class Matcher:
             self.exact[ref.signal_type].remove([entry_id])
         elif ref.signal_type is SignalType.URL:
             self.urls.remove(entry_id)
+        elif ref.signal_type is SignalType.TEXT:
+            self.text.remove(entry_id)
         elif ref.signal_type is SignalType.VPDQ:
             fids = self._frame_ids.pop(entry_id)
             self.video_frames.remove(fids.tolist())
@@ -266,6 +273,9 @@ class Matcher:
             elif stype is SignalType.URL:
                 for eid, kind in self.urls.match(sig.value):
                     keep(self._match(eid, 0, url_match=kind))
+            elif stype is SignalType.TEXT:
+                for hit in self.text.match(sig.value):
+                    keep(self._text_match(hit))
             elif stype is SignalType.VPDQ:
                 frames = sig.frames or parse_frames(sig.value)
                 for m in self._match_video(frames, threshold, min_quality, video_percent):
@@ -316,6 +326,20 @@ class Matcher:
                 out.append(self._match(eid, best, score=query_pct))
         return out
 
+    def _text_match(self, hit: TextHit) -> TextMatch:
+        ref = self.refs[hit.entry_id]
+        return TextMatch(
+            entry_id=hit.entry_id,
+            bank=ref.bank,
+            signal_type=ref.signal_type,
+            distance=0,
+            external_id=ref.external_id,
+            labels=ref.labels,
+            spans=hit.spans,
+            normalisations=hit.normalisations,
+            occurrences=hit.count,
+        )
+
     def _match(self, entry_id: int, distance: int, **extra: object) -> Match:
         ref = self.refs[entry_id]
         return Match(
@@ -327,6 +351,23 @@ class Matcher:
             labels=ref.labels,
             **extra,  # type: ignore[arg-type]
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatch(Match):
+    """A keyword match: where in the scanned text (character offsets into the text as sent,
+    end exclusive; the first ten) and which normalisations it took (:mod:`bastion.text`)."""
+
+    spans: tuple[tuple[int, int], ...] = ()
+    normalisations: tuple[str, ...] = ()
+    occurrences: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        out = Match.as_dict(self)
+        out["spans"] = [list(s) for s in self.spans]
+        out["normalisations"] = list(self.normalisations)
+        out["occurrences"] = self.occurrences
+        return out
 
 
 def _ref(entry: EntryLike, stype: SignalType) -> EntryRef:

@@ -1,7 +1,8 @@
 """Signal types shared by every stage after hashing.
 
 A signal is a fingerprint of content. Perceptual signals (``pdq``, ``vpdq``) carry a quality;
-exact ones (``md5``, ``sha256``, ``url``) do not.
+exact ones (``md5``, ``sha256``, ``url``) do not. ``text`` is a keyword signal: a bank entry holds
+a term or a trend query (:mod:`bastion.text`), and a scanned text is matched against them all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class SignalType(StrEnum):
     MD5 = "md5"
     SHA256 = "sha256"
     URL = "url"
+    TEXT = "text"
 
     @property
     def is_perceptual(self) -> bool:
