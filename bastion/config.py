@@ -173,10 +173,13 @@ class ContactEventSettings:
     """Contact events (:mod:`bastion.contact.store`, docs/contact-events.md)."""
 
     #: Days contact events are kept; older ones are purged by the worker, except those of
-    #: accounts under legal hold.
+    #: accounts under legal hold or review (an account case).
     contact_retention_days: int = 90
     #: Seconds between the worker's purges of expired contact events (0 = never).
     contact_purge_interval_seconds: float = 3600.0
+    #: Seconds between the worker's passes opening and joining account cases from the stored
+    #: risk (:mod:`bastion.contact.cases`; 0 = never).
+    contact_case_interval_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,9 @@ Decision = Literal["allow", "review", "block"]
 
 DECISIONS: tuple[Decision, ...] = ("allow", "review", "block")
 #: Highest first: queues are worked in this order.
-SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url", "text")
-#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``; ``text`` is
-#: text scanned for keywords (a post, comment, bio, username or search query).
-KINDS: tuple[str, ...] = ("image", "video", "file", "url", "text")
+SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url")
+#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``.
+KINDS: tuple[str, ...] = ("image", "video", "file", "url")
 _KIND_ALIASES = {"other": "file"}
 BUILTIN_ACTIONS: tuple[str, ...] = ("remove_content", "restrict_account", "preserve")
 DEFAULT_QUEUE = "default"
@@ -187,12 +186,21 @@ class ContactPolicy:
     risk: RiskSettings = field(default_factory=RiskSettings)
     #: A risk band at or above this opens an account case for review; risk never acts alone.
     case_band: RiskBand = "high"
+    #: The queue and priority of account cases (the worker's account-case loop opens them).
+    case_queue: str = DEFAULT_QUEUE
+    case_priority: Priority = "high"
+    #: After a not-abusive decision an account gets a new case only if a detector fired that
+    #: had not, or its score rose by at least this many points.
+    case_reopen_margin: int = 10
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "decide": _plain(self.decide),
             "risk": _plain(self.risk),
             "case_band": self.case_band,
+            "case_queue": self.case_queue,
+            "case_priority": self.case_priority,
+            "case_reopen_margin": self.case_reopen_margin,
         }
 
 
@@ -805,7 +813,7 @@ class _Builder:
             )
         contact = ContactPolicy()
         if "contact" in top:
-            contact = contact_section(self, top["contact"]) or contact
+            contact = contact_section(self, top["contact"], queues) or contact
         if self.errors or review is None:
             return None
         return Policy(
@@ -1102,10 +1110,19 @@ class _Builder:
 
 # -- the contact section -----------------------------------------------------------------------
 
-_CONTACT_KEYS = ("decide", "risk", "case_band")
+_CONTACT_KEYS = (
+    "decide",
+    "risk",
+    "case_band",
+    "case_queue",
+    "case_priority",
+    "case_reopen_margin",
+)
 
 
-def contact_section(builder: _Builder, node: Node) -> ContactPolicy | None:
+def contact_section(
+    builder: _Builder, node: Node, queues: dict[str, QueueSpec] | None = None
+) -> ContactPolicy | None:
     """The ``contact`` section, validated by the contact settings models; every error names its
     line and the setting's path (``contact.risk.fanout.window_hours``)."""
     spec = builder.mapping(node, "contact", _CONTACT_KEYS)
@@ -1130,6 +1147,18 @@ def contact_section(builder: _Builder, node: Node) -> ContactPolicy | None:
     case_band: RiskBand = "high"
     if "case_band" in spec:
         case_band = builder.choice(spec["case_band"], "contact.case_band", RISK_BANDS) or "high"
+    cases: dict[str, Any] = {}
+    if "case_queue" in spec:
+        known = queues if queues is not None else {DEFAULT_QUEUE: QueueSpec(DEFAULT_QUEUE)}
+        cases["case_queue"] = builder.queue_ref(spec["case_queue"], "contact.case_queue", known)
+    if "case_priority" in spec:
+        cases["case_priority"] = builder.choice(
+            spec["case_priority"], "contact.case_priority", PRIORITIES
+        )
+    if "case_reopen_margin" in spec:
+        cases["case_reopen_margin"] = builder.integer(
+            spec["case_reopen_margin"], "contact.case_reopen_margin", 1, 1000
+        )
     risk = models.get("risk")
     if isinstance(risk, RiskSettings) and not risk.medium_at < risk.high_at <= risk.max_score:
         where = spec["risk"]
@@ -1144,6 +1173,7 @@ def contact_section(builder: _Builder, node: Node) -> ContactPolicy | None:
         decide=models.get("decide", ContactSettings()),
         risk=models.get("risk", RiskSettings()),
         case_band=case_band,
+        **{k: v for k, v in cases.items() if v is not None},
     )
 
 

@@ -29,6 +29,7 @@ from bastion.actions.outbox import Outbox
 from bastion.actions.targets import Targets, load_targets
 from bastion.actions.worker import BuildLoop, OutboxWorker, VoucherLoop, WorkerConfig
 from bastion.config import Settings
+from bastion.contact.cases import AccountCaseLoop
 from bastion.contact.store import ContactStore
 from bastion.db import Store
 from bastion.exchanges.engine import ExchangeLoop
@@ -102,6 +103,7 @@ class Loops:
     exchanges: ExchangeLoop | None = None
     versions: FeedVersioner | None = None
     vouchers: VoucherLoop | None = None
+    account_cases: AccountCaseLoop | None = None
 
     def run_once(self, say: Callable[[str], None]) -> None:
         """One pass of every loop (``bastion worker --once``), each saying what it did."""
@@ -124,6 +126,9 @@ class Loops:
             say(f"feed versions signed: {len(self.versions.run_once())}")
         if self.vouchers is not None:
             say(f"vouchers processed: {self.vouchers.drain()}")
+        if self.account_cases is not None:
+            cases = self.account_cases.run_once()
+            say(f"account cases: {cases.opened} opened, {cases.joined} joined")
 
     def run(self) -> None:
         """Every loop until stopped (SIGTERM or Ctrl-C: deliveries in flight finish first)."""
@@ -139,6 +144,10 @@ class Loops:
             threading.Thread(target=self.versions.run, name="feed-versions", daemon=True).start()
         if self.vouchers is not None:  # each step is one transaction: a hard stop loses nothing
             threading.Thread(target=self.vouchers.run, name="vouchers", daemon=True).start()
+        if self.account_cases is not None:  # each case is one transaction, as above
+            threading.Thread(
+                target=self.account_cases.run, name="account-cases", daemon=True
+            ).start()
         _graceful(self.stop)
         self.deliveries.run()
         if self.builds is not None and thread is not None:
@@ -149,7 +158,8 @@ class Loops:
 
     def stop(self) -> None:
         self.deliveries.stop()
-        for loop in (self.exchanges, self.versions, self.vouchers):  # a sync stops between pages
+        # a sync stops between pages
+        for loop in (self.exchanges, self.versions, self.vouchers, self.account_cases):
             if loop is not None:
                 loop.stop()
         if self.builds is not None:
@@ -200,6 +210,11 @@ def build_loops(
             rt.feeds, every=float(rt.settings.feed_version_seconds), worker_id=f"{wid}:feeds"
         )
         loops.vouchers = voucher_loop(rt, wid)
+        every = float(rt.settings.contact_case_interval_seconds)
+        if every > 0:
+            loops.account_cases = AccountCaseLoop(
+                rt.store, rt.review, rt.policy.current, every=every
+            )
     return loops
 
 

@@ -20,7 +20,9 @@ the database on the next batch), so memory never runs ahead of what committed.
 Purging (:meth:`ContactStore.purge_expired`, run by the worker) and erasure
 (:meth:`ContactStore.erase`) delete events and rebuild the projections from what is left, in
 one transaction with their audit record. An event involving an account under legal hold
-(:meth:`ContactStore.hold`, like the vault's evidence holds) is never purged or erased.
+(:meth:`ContactStore.hold`, like the vault's evidence holds) is never purged or erased, nor is
+one involving an account under review (:func:`protected_accounts`: an active account case, or a
+confirmed one whose evidence the vault still keeps).
 """
 
 from __future__ import annotations
@@ -36,7 +38,20 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -68,9 +83,11 @@ from bastion.contact.rows import (
     ContactRiskRow,
     ContactStateRow,
 )
+from bastion.review.rows import CaseRow
 from bastion.store.audit import append_audit
 from bastion.store.bulk import short_text, utcnow
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
+from bastion.vault.rows import EvidenceRow
 
 if TYPE_CHECKING:
     from bastion.runtime import Runtime
@@ -87,6 +104,7 @@ __all__ = [
     "HoldConflict",
     "IngestResult",
     "TimelineEvent",
+    "protected_accounts",
 ]
 
 events_t = ContactEventRow.__table__
@@ -95,6 +113,8 @@ connections_t = ContactConnectionRow.__table__
 risk_t = ContactRiskRow.__table__
 holds_t = ContactHoldRow.__table__
 state_t = ContactStateRow.__table__
+cases_t = CaseRow.__table__
+evidence_t = EvidenceRow.__table__
 
 #: Events older than this many days are purged (``contact_retention_days``).
 DEFAULT_RETENTION_DAYS = 90
@@ -204,6 +224,24 @@ def _shared(engine: Engine) -> _Shared:
         if found is None:
             found = _SHARED[engine] = _Shared()
         return found
+
+
+def protected_accounts() -> CompoundSelect[tuple[str]]:
+    """The accounts whose events are neither purged nor erased: under legal hold
+    (``contact_holds``), under an active account case (open or awaiting its second review), or
+    with a confirmed account case whose evidence the vault still keeps (its retention or legal
+    hold has not run out: the report may need the events behind it)."""
+    c = cases_t.c
+    return union(
+        select(holds_t.c.account),
+        select(c.active_account).where(c.active_account.is_not(None)),
+        select(c.uploader_id).where(
+            c.subject == "account",
+            c.state == "confirmed",
+            c.uploader_id.is_not(None),
+            exists().where(evidence_t.c.case_id == c.id, evidence_t.c.purged_at.is_(None)),
+        ),
+    )
 
 
 def _canonical(event: Event) -> tuple[str, str]:
@@ -653,10 +691,11 @@ class ContactStore:
 
     def purge_expired(self, *, actor: str = "system") -> int:
         """Delete events older than the retention window, except those naming an account under
-        legal hold, and rebuild the projections from what is left, in one transaction with its
-        audit record (``contact.purge``). Returns how many events were deleted."""
+        legal hold or review (:func:`protected_accounts`), and rebuild the projections from what
+        is left, in one transaction with its audit record (``contact.purge``). Returns how many
+        events were deleted."""
         cutoff = self._now() - self.retention
-        held = select(holds_t.c.account)
+        held = protected_accounts()
         c = events_t.c
         with self._write() as conn:
             self._lock(conn)
@@ -680,16 +719,25 @@ class ContactStore:
 
     def erase(self, account: str, *, actor: str, remote_addr: str | None = None) -> Erasure:
         """Delete every event naming ``account`` except those whose other account is under legal
-        hold, and rebuild the projections, with its audit record (``contact.erase``). Raises
-        :class:`AccountHeld` when the account itself is under hold (nothing is erased)."""
+        hold or review, and rebuild the projections, with its audit record (``contact.erase``).
+        Raises :class:`AccountHeld` when the account itself is under hold or review
+        (:func:`protected_accounts`; nothing is erased)."""
         short_text("account", account, 128, empty=False)
         short_text("actor", actor, 255, empty=False)
         c = events_t.c
-        held = select(holds_t.c.account)
+        held = protected_accounts()
         with self._write() as conn:
             self._lock(conn)
             if conn.execute(select(holds_t.c.account).where(holds_t.c.account == account)).first():
                 raise AccountHeld(f"account {account!r} is under legal hold: nothing erased")
+            under = held.subquery()
+            if conn.execute(
+                select(under.c.account).where(under.c.account == account).limit(1)
+            ).first():
+                raise AccountHeld(
+                    f"account {account!r} is under review (an account case, or a confirmed one "
+                    "whose evidence is kept): nothing erased"
+                )
             names = or_(c.account == account, c.target == account)
             deleted = conn.execute(
                 delete(events_t).where(

@@ -723,6 +723,26 @@ class Case:
         )
 
 
+#: A detector that fired in an account case found not abusive, but which the reviewer did not
+#: name: it counts neither for nor against its precision.
+UNJUDGED = "unjudged"
+
+
+@dataclass(frozen=True)
+class DetectorPrecision:
+    """How the final decisions on account cases a risk detector fired in went."""
+
+    detector: str
+    confirmed: int
+    not_abusive: int
+    unjudged: int
+
+    @property
+    def precision(self) -> float | None:
+        judged = self.confirmed + self.not_abusive
+        return self.confirmed / judged if judged else None
+
+
 @dataclass(frozen=True)
 class QueueCount:
     queue: str

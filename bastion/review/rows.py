@@ -1,5 +1,5 @@
-"""Review's tables: cases, their items, media, events and entry disputes (used by
-:mod:`bastion.review.store`)."""
+"""Review's tables: cases, their items, media, events, entry disputes and account cases'
+per-detector findings (used by :mod:`bastion.review.store`)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ from bastion.store.tables import Base, BigId, JsonType, UTCDateTime
 
 class CaseRow(Base):
     """A unit of human review. ``priority`` is a rank (0 = critical … 3 = low) so queues sort by
-    it; ``active_uploader`` is the uploader id while the case is open or awaiting a second review
-    and NULL once decided: its unique constraint makes "join the uploader's open case" safe when
-    two scans of one uploader arrive at once."""
+    it; ``active_uploader`` is the uploader id while a content case is open or awaiting a second
+    review and NULL once decided: its unique constraint makes "join the uploader's open case" safe
+    when two scans of one uploader arrive at once. ``active_account`` is the same for an account
+    case (``subject`` ``account``), so an account has at most one active account case beside its
+    content case."""
 
     __tablename__ = "cases"
     __table_args__ = (
         UniqueConstraint("active_uploader", name="uq_cases_active_uploader"),
+        Index("uq_cases_active_account", "active_account", unique=True),
         Index("ix_cases_queue_order", "state", "queue", "priority", "due_at", "id"),
         Index("ix_cases_uploader_state", "uploader_id", "state"),
         {"sqlite_autoincrement": True},
@@ -51,9 +54,15 @@ class CaseRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     first_reviewer: Mapped[str | None] = mapped_column(String(255), nullable=True)
     second_reviewer: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    classification: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    #: 16 characters (sextortion); SQLite keeps the VARCHAR(8) it was created with (it does not
+    #: enforce lengths, and widening it there means recreating the table: migration 0019).
+    classification: Mapped[str | None] = mapped_column(
+        String(16).with_variant(String(8), "sqlite"), nullable=True
+    )
     labels: Mapped[list[str]] = mapped_column(JsonType, default=list)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    subject: Mapped[str] = mapped_column(String(16), default="content", server_default="content")
+    active_account: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
 
 class CaseItemRow(Base):
@@ -145,4 +154,29 @@ class EntryDisputeRow(Base):
     reviewer: Mapped[str] = mapped_column(String(255))
     reason: Mapped[str] = mapped_column(Text, default="")
     disable: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DetectorFindingRow(Base):
+    """A final decision on an account case, per risk detector that fired in it: ``confirmed``
+    (the detector pointed at an account review confirmed), ``not_abusive`` (the reviewer found
+    it wrong) or ``unjudged`` (it fired on an account found not abusive, but the reviewer did not
+    name it). A detector's precision is confirmed / (confirmed + not_abusive)."""
+
+    __tablename__ = "case_detector_findings"
+    __table_args__ = (
+        Index("ix_case_detector_findings_detector", "detector", "outcome"),
+        Index("ix_case_detector_findings_case", "case_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("cases.id", ondelete="CASCADE", name="case_detector_findings_case_id_fkey"),
+    )
+    account: Mapped[str] = mapped_column(String(512))
+    detector: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(255))
     at: Mapped[datetime] = mapped_column(UTCDateTime)

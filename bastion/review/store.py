@@ -31,9 +31,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bastion.banks.model import utcnow
 from bastion.crypto import MasterKey, UnsealError, seal, unseal
 from bastion.review.model import (
+    ACCOUNT,
+    ACCOUNT_ON_CONFIRMED,
     ACTIVE_STATES,
     AWAITING_SECOND,
     CONFIRMED,
+    CONTENT,
     EV_CLAIM,
     EV_DECIDE,
     EV_ESCALATE,
@@ -48,6 +51,8 @@ from bastion.review.model import (
     PRIORITY_RANK,
     REVEAL_WINDOW,
     STATES,
+    SUBJECTS,
+    UNJUDGED,
     Case,
     CaseEvent,
     CaseFacts,
@@ -56,7 +61,9 @@ from bastion.review.model import (
     CaseNotFound,
     CaseSummary,
     Decision,
+    DetectorPrecision,
     Forbidden,
+    InvalidDecision,
     Media,
     NewItem,
     NoMedia,
@@ -75,10 +82,18 @@ from bastion.review.model import (
     require_cases,
     require_queue,
     reviewer_queues,
+    subject_of_kind,
     transition,
 )
 from bastion.review.preview import PREVIEW_TYPE, blurred_preview
-from bastion.review.rows import CaseEventRow, CaseItemRow, CaseMediaRow, CaseRow, EntryDisputeRow
+from bastion.review.rows import (
+    CaseEventRow,
+    CaseItemRow,
+    CaseMediaRow,
+    CaseRow,
+    DetectorFindingRow,
+    EntryDisputeRow,
+)
 from bastion.store.audit import append_audit
 from bastion.store.bulk import json_doc, short_text
 from bastion.store.errors import InvalidInput, StoreError, StoreUnavailable
@@ -93,6 +108,7 @@ items_t = CaseItemRow.__table__
 media_t = CaseMediaRow.__table__
 events_t = CaseEventRow.__table__
 disputes_t = EntryDisputeRow.__table__
+findings_t = DetectorFindingRow.__table__
 
 _MAX_JSON = 16 * 2**20
 _MAX_ID = 2**63 - 1
@@ -158,10 +174,18 @@ class CaseIntake:
         second review sends it back to ``open``: the first confirmation did not cover the new
         item. Media over :data:`MAX_MEDIA_BYTES` is not kept (the item notes why).
 
+        An item of kind ``account`` (:data:`~bastion.review.model.ACCOUNT_KIND`) opens or joins
+        the account's *account case* instead (subject ``account``, at most one active per
+        account, beside any content case of the same uploader id): it needs the account as
+        ``uploader_id`` and carries no media.
+
         ``then(conn, submitted)`` runs inside the transaction (e.g. to enqueue block actions).
         """
         v = _verdict(verdict)
         values, media, media_note = _item_values(item)
+        subject = subject_of_kind(values["kind"])
+        if subject == ACCOUNT and (values["uploader_id"] is None or item.media is not None):
+            raise InvalidInput("an account item needs the account as uploader_id and no media")
         short_text("actor", actor, 255, empty=False)
         config = self.config()
         now = self._now()
@@ -171,7 +195,7 @@ class CaseIntake:
         with self._tx() as conn:
             case_row, created = None, False
             for _attempt in range(3):
-                case_row = _active_case(conn, uploader) if uploader is not None else None
+                case_row = _active_case(conn, uploader, subject) if uploader is not None else None
                 if case_row is not None:
                     break
                 try:
@@ -186,7 +210,9 @@ class CaseIntake:
                                     updated_at=now,
                                     due_at=due,
                                     uploader_id=uploader,
-                                    active_uploader=uploader,
+                                    active_uploader=uploader if subject == CONTENT else None,
+                                    active_account=uploader if subject == ACCOUNT else None,
+                                    subject=subject,
                                     rule=v["rule"],
                                     reason=v["reason"],
                                     labels=[],
@@ -260,13 +286,18 @@ class CaseIntake:
     # -- counts --------------------------------------------------------------------------------
 
     def prior_confirmed(self, uploader_id: str | None) -> int:
-        """How many of this uploader's cases were confirmed (policy input)."""
+        """How many of this uploader's content cases were confirmed (policy input; an account
+        case's confirmation is about behaviour, not content the uploader shared)."""
         if not isinstance(uploader_id, str) or not uploader_id:
             return 0
         stmt = (
             select(func.count())
             .select_from(cases_t)
-            .where(cases_t.c.uploader_id == uploader_id, cases_t.c.state == CONFIRMED)
+            .where(
+                cases_t.c.uploader_id == uploader_id,
+                cases_t.c.state == CONFIRMED,
+                cases_t.c.subject == CONTENT,
+            )
         )
         with self._read() as conn:
             return int(conn.execute(stmt).scalar_one())
@@ -304,11 +335,13 @@ class ReviewStore(CaseIntake):
         after: int | None = None,
         priority: str | None = None,
         overdue: bool | None = None,
+        subject: str | None = None,
     ) -> list[CaseSummary]:
         """Cases in the viewer's queues, most urgent first (priority, then due time, then id).
         Page by passing the last id seen as ``after`` (a case this viewer may list; any other id
         is CaseNotFound). ``priority`` keeps one priority;
-        ``overdue`` True keeps active cases past their due time, False the others. Lists
+        ``overdue`` True keeps active cases past their due time, False the others; ``subject``
+        keeps content or account cases. Lists
         metadata only, so it is not audited; opening a case is."""
         require_cases(viewer)
         config = self.config()
@@ -321,6 +354,8 @@ class ReviewStore(CaseIntake):
             raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
         if overdue is not None and not isinstance(overdue, bool):
             raise InvalidInput(f"overdue must be true or false, not {overdue!r}")
+        if subject is not None and subject not in SUBJECTS:
+            raise InvalidInput(f"subject must be one of {', '.join(SUBJECTS)}, not {subject!r}")
         allowed = reviewer_queues(viewer, config)
         if queue is not None:
             require_queue(viewer, queue, config)
@@ -339,6 +374,8 @@ class ReviewStore(CaseIntake):
             stmt = stmt.where(cases_t.c.queue.in_(sorted(allowed)))
         if priority is not None:
             stmt = stmt.where(cases_t.c.priority == PRIORITY_RANK[priority])
+        if subject is not None:
+            stmt = stmt.where(cases_t.c.subject == subject)
         now = self._now()
         if overdue is not None:
             late = and_(cases_t.c.state.in_(ACTIVE_STATES), cases_t.c.due_at <= now)
@@ -602,6 +639,7 @@ class ReviewStore(CaseIntake):
                 first_reviewer=row.first_reviewer,
                 classification=row.classification,
                 labels=tuple(row.labels or ()),
+                subject=row.subject,
             )
             step = transition(
                 facts,
@@ -615,6 +653,8 @@ class ReviewStore(CaseIntake):
             current = _load(conn, row, viewer, now)
             if needs_reveal(decision) and current.must_reveal():
                 raise RevealRequired(current.must_reveal())
+            detectors = _named_detectors(current, decision)
+            active = None if step.final else row.uploader_id
             conn.execute(
                 update(cases_t)
                 .where(cases_t.c.id == row.id)
@@ -626,7 +666,8 @@ class ReviewStore(CaseIntake):
                     classification=step.classification,
                     labels=list(step.labels),
                     decided_at=now if step.final else None,
-                    active_uploader=None if step.final else row.uploader_id,
+                    active_uploader=active if row.subject != ACCOUNT else None,
+                    active_account=active if row.subject == ACCOUNT else None,
                     lease_holder=None,
                     lease_until=None,
                     updated_at=now,
@@ -644,6 +685,8 @@ class ReviewStore(CaseIntake):
                 detail.update(classification=decision.classification, labels=list(decision.labels))
             if decision.kind == "not_abusive":
                 detail.update(reason=decision.reason, disable_entries=decision.disable_entries)
+                if row.subject == ACCOUNT:
+                    detail["detectors"] = list(detectors)
             audit_detail = dict(detail)
             if viewer.via is not None:
                 audit_detail["via"] = viewer.via  # which key, when not the console
@@ -684,7 +727,12 @@ class ReviewStore(CaseIntake):
                             "disable": step.disable,
                         },
                     )
-            actions = tuple(policy_review.on_confirmed) if step.state == CONFIRMED else ()
+            if row.subject == ACCOUNT and step.final:
+                _record_findings(conn, current, step.state, detectors, viewer, now)
+            on_confirmed = (
+                ACCOUNT_ON_CONFIRMED if row.subject == ACCOUNT else policy_review.on_confirmed
+            )
+            actions = tuple(on_confirmed) if step.state == CONFIRMED else ()
             outcome = Outcome(
                 case=_load(conn, _case_row(conn, row.id), viewer, now),
                 final=step.final,
@@ -697,6 +745,28 @@ class ReviewStore(CaseIntake):
         if disputed and step.disable:
             outcome = self._disable(viewer, row.id, disputed, decision.reason, outcome)
         return outcome
+
+    def detector_precision(self) -> list[DetectorPrecision]:
+        """Per risk detector, how final decisions on the account cases it fired in went, and its
+        precision (confirmed / (confirmed + not abusive); None before any). Counts only, no
+        account, so reading them is not audited."""
+        stmt = select(findings_t.c.detector, findings_t.c.outcome, func.count()).group_by(
+            findings_t.c.detector, findings_t.c.outcome
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        counts: dict[str, dict[str, int]] = {}
+        for detector, outcome, n in rows:
+            counts.setdefault(detector, {})[outcome] = int(n)
+        return [
+            DetectorPrecision(
+                detector=d,
+                confirmed=c.get(CONFIRMED, 0),
+                not_abusive=c.get(NOT_ABUSIVE, 0),
+                unjudged=c.get(UNJUDGED, 0),
+            )
+            for d, c in sorted(counts.items())
+        ]
 
     def _disable(
         self,
@@ -783,12 +853,56 @@ def _case_row(conn: Connection, case_id: object, *, lock: bool = False) -> Row[A
     return row
 
 
-def _active_case(conn: Connection, uploader: str) -> Row[Any] | None:
+def _active_case(conn: Connection, uploader: str, subject: str) -> Row[Any] | None:
+    key = cases_t.c.active_account if subject == ACCOUNT else cases_t.c.active_uploader
     return conn.execute(
-        select(cases_t)
-        .where(cases_t.c.active_uploader == uploader, cases_t.c.state.in_(ACTIVE_STATES))
-        .with_for_update()
+        select(cases_t).where(key == uploader, cases_t.c.state.in_(ACTIVE_STATES)).with_for_update()
     ).first()
+
+
+def _named_detectors(case: Case, decision: Decision) -> tuple[str, ...]:
+    """The detectors a not-abusive decision on an account case is recorded against: those it
+    names (each must have fired in the case), else every one that fired."""
+    if case.subject != ACCOUNT or decision.kind != "not_abusive":
+        return ()
+    fired = case.detectors_fired
+    unknown = [d for d in decision.detectors if d not in fired]
+    if unknown:
+        shown = ", ".join(fired) or "none"
+        raise InvalidDecision(
+            f"detector(s) {', '.join(unknown)} did not fire in this case (fired: {shown})"
+        )
+    return decision.detectors or fired
+
+
+def _record_findings(
+    conn: Connection,
+    case: Case,
+    state: str,
+    named: Sequence[str],
+    viewer: Viewer,
+    now: datetime,
+) -> None:
+    """One row per detector that fired in a finally decided account case (see
+    :class:`~bastion.review.rows.DetectorFindingRow`)."""
+    rows = []
+    for detector in case.detectors_fired:
+        if state == CONFIRMED:
+            outcome = CONFIRMED
+        else:
+            outcome = NOT_ABUSIVE if detector in named else UNJUDGED
+        rows.append(
+            {
+                "case_id": case.id,
+                "account": case.uploader_id or "",
+                "detector": detector,
+                "outcome": outcome,
+                "reviewer": viewer.name,
+                "at": now,
+            }
+        )
+    if rows:
+        conn.execute(insert(findings_t), rows)
 
 
 def _item_with_media(
@@ -873,6 +987,7 @@ def _case_fields(r: Row[Any], now: datetime) -> dict[str, Any]:
         "first_reviewer": r.first_reviewer,
         "classification": r.classification,
         "decided_at": r.decided_at,
+        "subject": r.subject,
     }
 
 
