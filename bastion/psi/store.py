@@ -165,6 +165,45 @@ class FrankingReports(VoucherState):
                     )
         return out
 
+    def reports_about(self, sender: str, *, limit: int = 100) -> list[FrankingReport]:
+        """Verified reports of messages ``sender`` sent, newest first, without the messages or
+        the platform's context: what the console shows beside an account case (that a message
+        was reported, when, by whom, its size and digest), never what it says."""
+        c = reports_t.c
+        stmt = (
+            select(
+                c.id,
+                c.at,
+                c.reporter,
+                c.sender,
+                c.recipient,
+                c.sent_at,
+                c.commitment,
+                c.message_size,
+                c.message_sha256,
+            )
+            .where(c.sender == sender)
+            .order_by(c.id.desc())
+            .limit(max(1, min(int(limit), 1000)))
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            FrankingReport(
+                r.id,
+                r.at,
+                r.reporter,
+                r.sender,
+                r.recipient,
+                r.sent_at,
+                r.commitment,
+                int(r.message_size),
+                r.message_sha256,
+                {},
+            )
+            for r in rows
+        ]
+
 
 class VoucherStore(PdataTables, VoucherIntake, FrankingReports):
     """Durable state of the voucher protocol; wraps :class:`Store`. Thread-safe. Its parts:

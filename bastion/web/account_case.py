@@ -17,6 +17,7 @@ from typing import Any
 
 from bastion.contact.model import MINOR_BANDS
 from bastion.contact.store import AccountRisk, ContactStore, TimelineEvent
+from bastion.psi.records import FrankingReport
 from bastion.review import Case, CaseItem, InvalidDecision
 from bastion.review.history import UploaderCase, uploader_cases
 from bastion.review.model import ACCOUNT, ACCOUNT_CLASSIFICATIONS, ACCOUNT_KIND
@@ -115,6 +116,8 @@ class AccountView:
     timeline_truncated: bool
     graph: GraphSummary
     reports: list[ReportRow]
+    #: Verified reports of end-to-end encrypted messages it sent (metadata; the text stays sealed).
+    franked: list[FrankingReport]
     previous: list[UploaderCase]
 
 
@@ -345,5 +348,6 @@ def build(ctx: Ctx, case: Case, item: CaseItem) -> AccountView:
         timeline_truncated=len(events) >= TIMELINE_LIMIT,
         graph=graph,
         reports=reports,
+        franked=ctx.rt.vouchers.reports_about(account, limit=50),
         previous=previous,
     )

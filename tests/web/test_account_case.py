@@ -1,14 +1,17 @@
 """The console's account case page over HTTP: the detectors, facts, contact graph, reports,
-timeline and previous cases of an account (metadata only), the timeline read audited with the
-console user as actor, no timeline for a role that may not open the case, and the account
-decision form (grooming or sextortion, not abusive per detector, escalate)."""
+franked message reports (without their text), timeline and previous cases of an account
+(metadata only); the timeline read audited with the console user as actor; no timeline for a
+role that may not open the case. Deciding one: test_account_decisions.py."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bastion import pipeline
+from bastion.client import frank
 from bastion.policy import Verdict
+from bastion.psi import Report
 from bastion.review import Decision, NewItem, Viewer
 from tests.web.accounts import ACCOUNT, BLOCKED_BY, CHILDREN, REPORTED_BY, open_account_case
 from tests.web.conftest import Console
@@ -133,3 +136,25 @@ def test_content_case_page_reads_no_timeline(console: Console) -> None:
     assert 'id="account"' not in page and 'id="matches"' in page
     assert re.findall(r'<option value="(\w+)">', page) == ["A1", "A2", "B1", "B2"]
     assert len(timeline_reads(console)) == before
+
+
+def report_message(console: Console, message: bytes, sender: str, recipient: str) -> Any:
+    """A recipient's verified report of a franked message (the franking protocol, end to end)."""
+    vouchers = console.rt.vouchers
+    franked = frank(message)
+    tag, ts = vouchers.tag(franked.commitment, sender, recipient)
+    report = Report(message, franked.franking_key, franked.commitment, tag, sender, recipient, ts)
+    return vouchers.report(report, reporter=recipient, actor="key:platform")
+
+
+def test_franked_reports_of_its_messages_are_listed_without_their_text(console: Console) -> None:
+    case_id = open_account_case(console.store)
+    message = b"add me on another app"  # a benign grooming-style fixture, never explicit
+    stored = report_message(console, message, ACCOUNT, REPORTED_BY)
+    report_message(console, b"secret game", "someone-else", REPORTED_BY)  # not this account's
+    page = console.login("rex").get(f"/cases/{case_id}").text
+    rows = re.findall(r'<tr data-report="(\d+)">(.*?)</tr>', page, re.S)
+    assert [int(r[0]) for r in rows] == [stored.id]
+    assert REPORTED_BY in rows[0][1] and f"{len(message)} bytes" in rows[0][1]
+    assert stored.message_sha256[:16] in rows[0][1]
+    assert "another app" not in page and "secret game" not in page
