@@ -29,6 +29,8 @@ from bastion.reports.drafting import (
     send_now,
 )
 from bastion.reports.model import (
+    ACCOUNT_INCIDENT_TYPE,
+    ACCOUNT_INCIDENT_TYPES,
     AUTHORITY_NCMEC,
     ENVIRONMENTS,
     INCIDENT_TYPES,
@@ -37,7 +39,7 @@ from bastion.reports.model import (
     State,
 )
 from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, PRIORITY_MEANING
-from bastion.review.model import CONFIRMED, Case
+from bastion.review.model import ACCOUNT, CONFIRMED, Case
 from bastion.store import InvalidInput
 from bastion.web.base import (
     ADMINS,
@@ -222,6 +224,14 @@ def _form_page(
     note: str = "",
 ) -> Response:
     values = values or {}
+    if case.subject == ACCOUNT and not values.get("incident_type"):
+        # A confirmed account case is online enticement, whether grooming or sextortion.
+        values = {
+            **values,
+            "incident_type": ACCOUNT_INCIDENT_TYPES.get(
+                case.classification or "", ACCOUNT_INCIDENT_TYPE
+            ),
+        }
     return render(
         "report_form.html",
         ctx,
