@@ -5,6 +5,8 @@ Every route needs an API key with the right scope; curate, export and admin call
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import mimetypes
 import os
@@ -44,6 +46,7 @@ from bastion.api.problems import (
 from bastion.banks import Bank, BankEntry, BankFormat, NewEntry, normalize_entry
 from bastion.banks.errors import ImportAborted
 from bastion.banks.hygiene import BankRules, screen, search_threshold
+from bastion.banks.keywords import screen_text
 from bastion.banks.model import (
     MAX_BANK_THRESHOLD,
     MAX_EXPECTED_RATE,
@@ -114,6 +117,25 @@ class ScanUrl(BaseModel):
     dihedral: StrictBool = False
 
 
+#: Where a scanned text was written on the platform (policy sees it as the scan's format).
+TextKind = Literal["post", "comment", "message", "bio", "username", "search_query", "other"]
+#: Longest text one scan takes (characters); JSON bodies for text may be up to 1 MiB.
+MAX_SCAN_TEXT = 200_000
+_TEXT_BODY = 1024 * 1024
+#: Texts up to this long are matched on the event loop (a short post takes microseconds).
+_LIGHT_TEXT = 2_000
+
+
+class ScanText(BaseModel):
+    """Text to match against keyword entries. It is never stored: a scan that matched keeps
+    the matches, their spans (offsets into ``text``) and the SHA-256 of the text's UTF-8."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=MAX_SCAN_TEXT)
+    kind: TextKind = Field("post", description="Where the text was written on the platform.")
+    context: Context = Field(default_factory=Context)
+
+
 class SignalOut(BaseModel):
     type: SignalType
     value: str
@@ -137,6 +159,17 @@ class MatchOut(BaseModel):
     score: float | None = None
     variant: str | None = None
     url_match: str | None = None
+    spans: list[list[int]] | None = Field(
+        None,
+        description="Keyword matches: where in the text (character offsets into the text as "
+        "sent, end exclusive), the first ten.",
+    )
+    normalisations: list[str] | None = Field(
+        None,
+        description="Keyword matches: the normalisation steps the match took (nfkc, case, marks, "
+        "invisible, confusables, leetspeak, separators, repeats).",
+    )
+    occurrences: int | None = Field(None, description="Keyword matches: how many in the text.")
     bank_version: int | None = Field(
         None, description="The bank's version when it matched: the list as the decision saw it."
     )
@@ -405,7 +438,11 @@ _SCAN_BODY = {
                 },
                 "encoding": {"context": {"contentType": "application/json"}},
             },
-            "application/json": {"schema": ScanUrl.model_json_schema()},
+            "application/json": {
+                "schema": {
+                    "oneOf": [ScanUrl.model_json_schema(), ScanText.model_json_schema()],
+                }
+            },
         },
     }
 }
@@ -420,12 +457,22 @@ _SCAN_BODY = {
 )
 async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanResponse:
     """Hash an upload (multipart `file`) or a URL Bastion fetches, and match it against every
-    enabled bank. A scan that matches is stored durably before this answers."""
+    enabled bank; or match text (JSON with `text`: a post, comment, bio, username or search
+    query) against every keyword entry, the text itself never stored (docs/text-signals.md). A
+    scan that matches is stored durably before this answers."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         data, name, ctx, threshold, dihedral = await _read_upload(request, rt.settings)
     elif ctype == "application/json":
-        body = await _read_limited(request, 64 * 1024)
+        body = await _read_limited(request, _TEXT_BODY)
+        if _is_text_body(body):
+            try:
+                text_req = ScanText.model_validate_json(body)
+            except ValidationError as exc:
+                raise _validation_problem(exc) from exc
+            return await _scan_text(request, rt, principal, text_req)
+        if len(body) > 64 * 1024:
+            raise Problem(413, detail="body is over the limit of 65536 bytes")
         try:
             req = ScanUrl.model_validate_json(body)
         except ValidationError as exc:
@@ -438,7 +485,8 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
         threshold, dihedral = req.threshold, req.dihedral
     else:
         raise Problem(
-            415, detail="send multipart/form-data with a 'file' part, or JSON with a 'url'"
+            415,
+            detail="send multipart/form-data with a 'file' part, or JSON with a 'url' or 'text'",
         )
     threshold = pinned_threshold(rt, principal, threshold)  # without `export`: the server's
     fs: FileSignals = await run_in_threadpool(
@@ -492,32 +540,10 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
         filename=name,
     )
     actor = f"key:{principal.name}"
-    held: set[int] = set()
-
-    def decide_and_record() -> tuple[pipeline.Verdict, int | None, int | None]:
-        # Flood protection counts each match; quarantined entries' matches go to review only.
-        held.update(rt.store.note_matches({m.entry_id: m.bank for m in matches}, rules))
-        for m in scanned.matches:
-            if m["entry"] in held:
-                m["quarantined"] = True
-        verdict = pipeline.held_verdict(rt, scanned, held)
-        if not matches and verdict.decision == "allow":
-            return verdict, None, None
-        scan_id = rt.store.record_scan(
-            actor=actor,
-            content_kind=fs.kind,
-            context=dict(scanned.context),
-            signals=scanned.signals,
-            matches=scanned.matches,
-            verdict=verdict.decision,
-        )
-        if verdict.decision == "allow":
-            return verdict, scan_id, None
-        case = pipeline.open_case(rt, scanned, verdict, actor=actor, scan_id=scan_id)
-        return verdict, scan_id, case.case_id
-
     try:
-        decided, scan_id, case_id = await run_in_threadpool(decide_and_record)
+        decided, scan_id, case_id, held = await run_in_threadpool(
+            _decide_and_record, rt, scanned, matches, rules, actor
+        )
     except StoreError as exc:  # a match that cannot be recorded is not answered as one
         raise Problem(
             503, "Store unavailable", detail="the scan could not be recorded or queued for review"
@@ -543,6 +569,112 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
         matches=shown,
         verdict=verdict,
         warnings=warnings,
+        truncated=truncated,
+    )
+
+
+def _decide_and_record(
+    rt: Runtime,
+    scanned: pipeline.Scanned,
+    matches: list[Match],
+    rules: dict[str, BankRules],
+    actor: str,
+) -> tuple[pipeline.Verdict, int | None, int | None, set[int]]:
+    """The policy's verdict on scanned content, the scan recorded when it matched (or the
+    policy acts on it anyway) and the case opened when the verdict is not allow; and the
+    entries held back for flooding."""
+    # Flood protection counts each match; quarantined entries' matches go to review only.
+    held = set(rt.store.note_matches({m.entry_id: m.bank for m in matches}, rules))
+    for m in scanned.matches:
+        if m["entry"] in held:
+            m["quarantined"] = True
+    verdict = pipeline.held_verdict(rt, scanned, held)
+    if not matches and verdict.decision == "allow":
+        return verdict, None, None, held
+    scan_id = rt.store.record_scan(
+        actor=actor,
+        content_kind=scanned.kind,
+        context=dict(scanned.context),
+        signals=scanned.signals,
+        matches=scanned.matches,
+        verdict=verdict.decision,
+    )
+    if verdict.decision == "allow":
+        return verdict, scan_id, None, held
+    case = pipeline.open_case(rt, scanned, verdict, actor=actor, scan_id=scan_id)
+    return verdict, scan_id, case.case_id, held
+
+
+def _is_text_body(body: bytes) -> bool:
+    """Whether a JSON scan body asks for text (it has ``text``) rather than a URL."""
+    if b'"text"' not in body:
+        return False
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the URL model reports it
+    return isinstance(doc, dict) and "text" in doc
+
+
+async def _scan_text(
+    request: Request, rt: Runtime, principal: Principal, req: ScanText
+) -> ScanResponse:
+    """Match text against every keyword entry; the text itself is never stored or logged."""
+    text = req.text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    signal = Signal(SignalType.TEXT, text)
+    threshold = pinned_threshold(rt, principal, DEFAULT_PDQ_THRESHOLD)
+    rules: dict[str, BankRules] = {}
+
+    def match() -> list[Match]:
+        with rt.index.read() as matcher:
+            found = matcher.match([signal])
+        if not found:
+            return found
+        rules.update(rt.store.bank_rules())  # fresh: each match records its bank's version
+        return screen_text(found, rules).kept
+
+    matches = await run_in_threadpool(match) if len(text) > _LIGHT_TEXT else match()
+    truncated = len(matches) > MAX_MATCHES
+    matches = matches[:MAX_MATCHES]
+    _count_matches(request, matches)
+    signals = [SignalOut(type=SignalType.TEXT, value=digest)]
+    match_out = [_match_out(m, rt.settings.match_near_distance) for m in matches]
+    context = req.context.model_dump(exclude_none=True)
+    scanned = pipeline.Scanned(
+        kind="text",
+        format=req.kind,
+        context=context,
+        signals=[{"type": "text", "value": digest, "length": len(text)}],
+        matches=[m.model_dump(mode="json", exclude_none=True, exclude={"band"}) for m in match_out],
+        media=None,
+        media_type=None,
+        filename=None,
+    )
+    try:
+        decided, scan_id, case_id, held = await run_in_threadpool(
+            _decide_and_record, rt, scanned, matches, rules, f"key:{principal.name}"
+        )
+    except StoreError as exc:
+        raise Problem(
+            503, "Store unavailable", detail="the scan could not be recorded or queued for review"
+        ) from exc
+    marked = [replace(m, quarantined=True) if m.entry_id in held else m for m in matches]
+    shown = [MatchOut.model_validate(d) for d in shown_matches(rt, principal, marked, threshold)]
+    return ScanResponse(
+        scan_id=scan_id,
+        kind="text",
+        format=req.kind,
+        size=len(text.encode("utf-8", "surrogatepass")),
+        signals=signals,
+        matches=shown,
+        verdict=Verdict(
+            decision=decided.decision,
+            reason=shown_reason(rt, principal, decided.reason),
+            rule=decided.rule,
+            priority=None if decided.decision == "allow" else decided.priority,
+            case_id=case_id,
+        ),
         truncated=truncated,
     )
 
@@ -640,6 +772,9 @@ async def lookup(
     (`match_threshold`, given back as `threshold`; the request's is ignored). Lookups near one
     bank entry from such a key are counted, and near-identical ones get the earlier answer; past
     the limits the key's lookups get 429 with Retry-After (docs/hma.md, "Probing").
+
+    A `text` signal is text to match against keyword entries (docs/text-signals.md); its
+    result's `value` is the text's SHA-256, never the text.
     """
     results: list[dict[str, Any]] = []
     pdq_rows: list[tuple[int, str]] = []
@@ -652,11 +787,18 @@ async def lookup(
         try:
             if stype is None:
                 raise ValueError(f"unknown signal type {sig.type[:40]!r}")
+            if stype is SignalType.TEXT:
+                # Text to match, not a keyword: answered under its SHA-256, never echoed.
+                if not sig.value or len(sig.value) > MAX_SCAN_TEXT:
+                    raise ValueError(f"text must be 1 to {MAX_SCAN_TEXT} characters")
+                digest = hashlib.sha256(sig.value.encode("utf-8", "surrogatepass")).hexdigest()
+                results.append({"type": "text", "value": digest, "matches": [], "error": None})
+                parsed.append(Signal(stype, sig.value, quality=None))
+                continue
             value = validate_value(stype, sig.value)
         except ValueError as exc:
-            results.append(
-                {"type": sig.type, "value": sig.value[:200], "matches": [], "error": str(exc)}
-            )
+            shown = "" if stype is SignalType.TEXT else sig.value[:200]
+            results.append({"type": sig.type, "value": shown, "matches": [], "error": str(exc)})
             parsed.append(None)
             continue
         results.append({"type": str(stype), "value": value, "matches": [], "error": None})
@@ -687,6 +829,7 @@ async def lookup(
     heavy = threshold > DEFAULT_PDQ_THRESHOLD or len(body.signals) > _LIGHT_SIGNALS
     heavy = heavy or (len(pdq_rows) > 1 and not sees_values(principal))  # a wider watch radius
     heavy = heavy or any(s is not None and s.type is SignalType.VPDQ for s in parsed)
+    heavy = heavy or sum(len(s.value) for s in parsed if s and s.type is SignalType.TEXT) > 2_000
     watched, probing = await run_in_threadpool(match) if heavy else match()
     if watched is not None and watched.refused:
         await run_in_threadpool(refuse_watch, rt, request, principal, watched)
