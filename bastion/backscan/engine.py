@@ -9,6 +9,7 @@ rest. Hashing is :func:`bastion.backscan.sources.hash_object`, the code ``bastio
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -220,6 +221,7 @@ def _ray_shards(
         import ray
     except ImportError as exc:  # pragma: no cover - ray is an optional extra
         raise RuntimeError("--engine ray needs Ray: pip install 'bastion[ray]'") from exc
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
@@ -243,7 +245,8 @@ def _ray_shards(
         return {"shard": out_shard, "rows": out_rows}
 
     data = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
-    hashed = data.map_batches(work, batch_size=1, num_cpus=1, max_retries=-1)
+    # Ray retries a task whose worker or node died (Ray Data's default for tasks).
+    hashed = data.map_batches(work, batch_size=1, num_cpus=1)
     try:
         for row in hashed.iter_rows():
             yield int(row["shard"]), list(json.loads(row["rows"]))

@@ -76,8 +76,10 @@ def rows(out: Path) -> list[dict[str, Any]]:
     return list(pq.read_table(out / "data").to_pylist())
 
 
-def run_cli(*args: str, db: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BASTION_DATABASE_URL": db, "COLUMNS": "200"}
+def run_cli(
+    *args: str, db: str, check: bool = True, env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    env = {**(env or os.environ), "BASTION_DATABASE_URL": db, "COLUMNS": "200"}
     proc = subprocess.run(
         [*BASTION, *args], env=env, capture_output=True, text=True, cwd=REPO, timeout=600, **kw
     )
