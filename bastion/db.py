@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bastion.accounts.rows
 import bastion.actions.rows
+import bastion.backscan.rows
 import bastion.banks.rows
 import bastion.contact.rows
 import bastion.exchanges.rows
