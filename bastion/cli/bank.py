@@ -28,6 +28,40 @@ from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 bank_app = typer.Typer(help="Manage banks: named hash lists with provenance.", no_args_is_help=True)
 
 
+KindOpt = Annotated[
+    str,
+    typer.Option(
+        help="block: a list of what to find; allow: known benign items whose matches suppress "
+        "other banks' matches of the same content."
+    ),
+]
+ThresholdOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--threshold",
+        help="TYPE=DISTANCE, e.g. pdq=16: the largest distance that counts as a match of this "
+        "bank (pdq, vpdq; repeatable).",
+    ),
+]
+RateOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Matches per entry and hour past which an entry is quarantined from automatic "
+        "actions (flood protection)."
+    ),
+]
+
+
+def _thresholds(items: list[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items or ():
+        kind, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise usage_error(f"--threshold takes TYPE=DISTANCE (e.g. pdq=16), not {item!r}")
+        out[kind.strip().lower()] = int(value)
+    return out
+
+
 @bank_app.command("create")
 def bank_create(
     ctx: typer.Context,
@@ -38,6 +72,9 @@ def bank_create(
     source: Annotated[str, typer.Option(help="Organisation the list comes from.")] = "",
     description: Annotated[str, typer.Option(help="What the bank holds.")] = "",
     demo: Annotated[bool, typer.Option(help="Mark as demo data (never real hashes).")] = False,
+    kind: KindOpt = "block",
+    threshold: ThresholdOpt = None,
+    expected_rate: RateOpt = None,
 ) -> None:
     """Create an empty bank."""
     cli = CliContext.of(ctx)
@@ -48,9 +85,106 @@ def bank_create(
             labels=label or [],
             source=source,
             is_demo=demo,
+            kind=kind,
+            thresholds=_thresholds(threshold),
+            expected_rate=expected_rate,
             actor=cli.actor,
         )
     err.print(f"created bank [bold]{escape(bank.name)}[/bold]")
+
+
+@bank_app.command("set")
+def bank_set(
+    ctx: typer.Context,
+    name: str,
+    kind: Annotated[str | None, typer.Option(help="block or allow.")] = None,
+    threshold: ThresholdOpt = None,
+    clear_thresholds: Annotated[
+        bool,
+        typer.Option("--clear-thresholds", help="Use the scan's threshold for every type again."),
+    ] = False,
+    expected_rate: RateOpt = None,
+    no_expected_rate: Annotated[
+        bool, typer.Option("--no-expected-rate", help="Turn flood protection off.")
+    ] = False,
+) -> None:
+    """Change a bank's hygiene settings: kind, thresholds per signal type, expected rate."""
+    fields: dict[str, Any] = {}
+    if kind is not None:
+        fields["kind"] = kind
+    if threshold or clear_thresholds:
+        fields["thresholds"] = _thresholds(threshold)
+    if expected_rate is not None and no_expected_rate:
+        raise usage_error("give --expected-rate or --no-expected-rate, not both")
+    if expected_rate is not None or no_expected_rate:
+        fields["expected_rate"] = expected_rate
+    if not fields:
+        raise usage_error("nothing to change: give --kind, --threshold or --expected-rate")
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        bank = store.update_bank(name, actor=cli.actor, **fields)
+    limits = ", ".join(f"{k}={v}" for k, v in sorted(bank.thresholds.items())) or "the scan's"
+    rate = bank.expected_rate if bank.expected_rate is not None else "no limit"
+    err.print(
+        f"bank [bold]{escape(bank.name)}[/bold]: {bank.kind}, thresholds {escape(limits)}, "
+        f"expected rate {rate} an hour"
+    )
+
+
+@bank_app.command("quarantine")
+def bank_quarantine(
+    ctx: typer.Context,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    every: Annotated[bool, typer.Option("--all", help="Released and disputed too.")] = False,
+) -> None:
+    """Entries quarantined for matching more than their bank's expected rate."""
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        held = store.quarantined(state=None if every else "quarantined")
+    rows = [
+        {
+            "entry": q.entry_id,
+            "bank": q.bank,
+            "state": q.state,
+            "matches": q.matches,
+            "expected_rate": q.expected_rate,
+            "quarantined_at": q.quarantined_at.isoformat(timespec="seconds"),
+        }
+        for q in held
+    ]
+    emit(
+        rows,
+        fmt,
+        ["entry", "bank", "state", "matches", "expected_rate", "quarantined_at"],
+        sys.stdout,
+    )
+
+
+@bank_app.command("dispute")
+def bank_dispute(
+    ctx: typer.Context,
+    entry: Annotated[int, typer.Argument(help="The quarantined entry's id.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+) -> None:
+    """End a quarantine as wrong for the list (a colliding or poisoned hash): the entry is
+    disabled."""
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        store.resolve_quarantine(entry, "disputed", actor=cli.actor, reason=reason)
+    err.print(f"entry {entry} disputed and disabled")
+
+
+@bank_app.command("release")
+def bank_release(
+    ctx: typer.Context,
+    entry: Annotated[int, typer.Argument(help="The quarantined entry's id.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+) -> None:
+    """End a quarantine as a real burst: the entry acts again and its count starts over."""
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        store.resolve_quarantine(entry, "released", actor=cli.actor, reason=reason)
+    err.print(f"entry {entry} released")
 
 
 @bank_app.command("list")
@@ -68,10 +202,14 @@ def bank_list(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
             "enabled": b.enabled,
             "demo": b.is_demo,
             "version": b.version,
+            "kind": b.kind,
+            "thresholds": ",".join(f"{k}={v}" for k, v in sorted(b.thresholds.items())),
+            "expected_rate": b.expected_rate,
         }
         for b in banks
     ]
-    columns = ["name", "labels", "source", "entries", "enabled", "demo", "version"]
+    columns = ["name", "labels", "source", "entries", "enabled", "demo", "version", "kind"]
+    columns += ["thresholds", "expected_rate"]
     emit(rows, fmt, columns, sys.stdout)
 
 
