@@ -1,12 +1,13 @@
 """Contact-event intake through the Redis stream into PostgreSQL, beside a raw executemany baseline.
 
-`python -m benchmarks.bench_stream [--users 2000] [--days 10] [--batch 1000] [--quick]`
+`python -m benchmarks.bench_stream [--users 2000] [--days 10] [--batch 1000,5000] [--quick]`
 
 The events are a simulated contact population (:func:`bastion.contact.simulate.simulate`: flags
 and metadata only), published to a fresh Redis stream (not timed), then:
 
 * **stream path**: one :class:`~bastion.contact.stream.StreamConsumer` (this process, one core)
-  reads the stream through a consumer group and applies each batch through
+  reads the stream through a consumer group, in batches of each ``--batch`` size (one
+  transaction each; the first size is also the baseline's), and applies each batch through
   ``ContactStore.ingest`` (validation, idempotent insert, incremental risk and its projections,
   one transaction), acknowledging after the commit, into a fresh PostgreSQL schema;
 * **stream, no store**: the same consumer with an ``apply`` that does nothing: the stream's
@@ -59,9 +60,13 @@ def _drop(store: Any, schema: str) -> None:
     store.close()
 
 
-def stream_path(events: list[Any], batch: int, *, store_events: bool = True) -> dict[str, Any]:
+def stream_path(
+    events: list[Any], batch: int, *, store_events: bool = True, profile: str | None = None
+) -> dict[str, Any]:
     """Through the stream into the store (``store_events``), or into nothing: the consumer's
     own cost (read, decode and validate, acknowledge) without the database."""
+    import functools
+
     import redis
 
     from bastion.contact.model import event_to_json
@@ -74,11 +79,21 @@ def stream_path(events: list[Any], batch: int, *, store_events: bool = True) -> 
     try:
         transport = RedisStream(REDIS_URL, name, "bench", "c1")
         transport.publish([json.dumps(event_to_json(e)).encode() for e in events])
-        apply = ingest_apply(ContactStore(store).ingest) if store_events else (lambda _: [])
+        ingest = functools.partial(ContactStore(store).ingest, max_batch=batch)
+        apply = ingest_apply(ingest) if store_events else (lambda _: [])
         loop = StreamConsumer(transport, apply, batch=batch, block_ms=10, claim_every_s=3600)
+        profiler: Any = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         cpu0, t0 = _cpu(), time.perf_counter()
         total = loop.run(until_idle=True)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         assert total.applied == len(events) and transport.pending() == 0, total
         with store.engine.connect() as conn:
             stored = conn.exec_driver_sql("SELECT count(*) FROM contact_events").scalar_one()
@@ -89,6 +104,7 @@ def stream_path(events: list[Any], batch: int, *, store_events: bool = True) -> 
         client.close()
         _drop(store, schema)
     path = "Redis stream → ContactStore.ingest" if store_events else "Redis stream, no store"
+    path += f", batches of {batch:,}"
     return {"path": path, "events": len(events), "wall": wall, "cpu": cpu}
 
 
@@ -136,7 +152,12 @@ def raw_executemany(events: list[Any], batch: int) -> dict[str, Any]:
         assert stored == len(events), stored
     finally:
         _drop(store, schema)
-    return {"path": "raw executemany", "events": len(events), "wall": wall, "cpu": cpu}
+    return {
+        "path": f"raw executemany, batches of {batch:,}",
+        "events": len(events),
+        "wall": wall,
+        "cpu": cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--batch",
+        default="1000,5000",
+        help="entries per transaction, comma-separated sizes (each a stream-path row)",
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the first stream-path run into FILE"
+    )
     parser.add_argument("--quick", action="store_true", help="500 users, 3 days")
     args, _ = parser.parse_known_args(argv)
     if args.quick:
@@ -152,15 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     from bastion.contact.simulate import simulate
 
     events, _ = simulate(args.users, args.days, args.seed)
-    results = [
-        raw_executemany(events, args.batch),
-        stream_path(events, args.batch),
-        stream_path(events, args.batch, store_events=False),
-    ]
+    sizes = [int(size) for size in str(args.batch).split(",")]
+    results = [raw_executemany(events, sizes[0])]
+    for i, size in enumerate(sizes):
+        results.append(stream_path(events, size, profile=args.profile if i == 0 else None))
+    results.append(stream_path(events, sizes[0], store_events=False))
     load = "/".join(f"{x:.1f}" for x in os.getloadavg()[:2])
     lines = [
         f"Contact events into PostgreSQL, {len(events):,} simulated events "
-        f"({args.users} users, {args.days} days, seed {args.seed}), batches of {args.batch}; "
+        f"({args.users} users, {args.days} days, seed {args.seed}), baseline batches of "
+        f"{sizes[0]:,}; "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{date.today().isoformat()}, load {load}",
         "",

@@ -417,14 +417,16 @@ class ContactStore:
 
     # -- intake --------------------------------------------------------------------------------
 
-    def ingest(self, events: Sequence[object]) -> list[IngestResult]:
+    def ingest(self, events: Sequence[object], *, max_batch: int = MAX_BATCH) -> list[IngestResult]:
         """Validate and apply a batch of events (raw JSON objects or parsed
         :data:`~bastion.contact.model.Event` instances) in one transaction; one result per event,
-        in order. Raises :class:`~bastion.contact.model.BatchTooLarge` over
-        :data:`~bastion.contact.model.MAX_BATCH` events, :class:`StoreUnavailable` when the
-        database fails (nothing of the batch is applied then)."""
-        if len(events) > MAX_BATCH:
-            raise BatchTooLarge(f"a batch holds at most {MAX_BATCH} events, got {len(events)}")
+        in order. Raises :class:`~bastion.contact.model.BatchTooLarge` over ``max_batch``
+        events (:data:`~bastion.contact.model.MAX_BATCH`, an API request's limit; the stream
+        consumer takes larger batches, since an account touched several times in a batch is
+        rescored and written once), :class:`StoreUnavailable` when the database fails (nothing
+        of the batch is applied then)."""
+        if len(events) > max_batch:
+            raise BatchTooLarge(f"a batch holds at most {max_batch} events, got {len(events)}")
         results: list[IngestResult | None] = [None] * len(events)
         parsed: list[tuple[int, Event, tuple[str, str]]] = []
         for index, raw in enumerate(events):
