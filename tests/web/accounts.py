@@ -2,9 +2,8 @@
 only, never text) for one adult account that cold-contacts many children abroad, is blocked and
 reported by some, and gets one accepted request; then the account case review holds for it.
 
-The case is opened the way the risk engine's contract says (a review item of kind ``account``,
-no media, ``uploader_id`` the account, the risk snapshot in ``signals``), unless opening the
-events already made one.
+The case is opened as the worker opens it: the account-case pass over the stored risk
+(:class:`bastion.contact.cases.AccountCaseLoop`).
 """
 
 from __future__ import annotations
@@ -12,15 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bastion.contact.cases import AccountCaseLoop
 from bastion.contact.model import parse_event
-from bastion.contact.risk import RiskSettings
 from bastion.contact.store import ContactStore
 from bastion.crypto import MasterKey
 from bastion.db import Store
-from bastion.policy import Verdict
-from bastion.review import NewItem, Viewer
+from bastion.policy import parse_policy
+from bastion.review import Viewer
 from bastion.review.history import uploader_cases
 from bastion.review.store import ReviewStore
+from tests.web.seed import POLICY
 
 ACCOUNT = "acct-g1"
 #: The children it contacts: (id, age band, country).
@@ -128,55 +128,22 @@ def account_events(now: datetime | None = None, account: str = ACCOUNT) -> list[
     return out
 
 
-def snapshot(contact: ContactStore, account: str) -> list[dict[str, Any]]:
-    """The risk snapshot an account case's item carries (score, band, contributions)."""
-    risk = contact.risk(account)
-    assert risk is not None
-    return [
-        {
-            "type": "contact_risk",
-            "score": risk.score,
-            "band": risk.band,
-            "contributions": [
-                {
-                    "detector": c.detector,
-                    "points": c.points,
-                    "fired": c.fired,
-                    "explanation": c.explanation,
-                    "evidence": dict(c.evidence),
-                }
-                for c in risk.contributions
-            ],
-        }
-    ]
-
-
 def open_account_case(
     store: Store,
     *,
     account: str = ACCOUNT,
     queue: str = "default",
-    settings: RiskSettings | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Ingest the account's events and return the id of its account case."""
-    contact = ContactStore(store, settings)
+    """Ingest the account's events, run the worker's account-case pass once (the console
+    tests' policy, with account cases in ``queue``), and return the account's case id."""
+    policy = parse_policy(POLICY + f"contact:\n  case_queue: {queue}\n")
+    contact = ContactStore(store, policy.contact.risk)
     results = contact.ingest([parse_event(e) for e in account_events(now, account)])
     assert all(r.status == "ok" for r in results), results
-    review = ReviewStore(store, MasterKey.generate())
+    review = ReviewStore(store, MasterKey.generate(), policy=lambda: policy)
+    AccountCaseLoop(store, review, lambda: policy).run_once()
     for found in uploader_cases(review, ADMIN, account):
         if "account" in found.kinds and found.case.state in ("open", "awaiting_second"):
             return found.case.id
-    verdict = Verdict(
-        "review",
-        "contact-risk",
-        "account risk band high",
-        "high",
-        queue,
-        (),
-        False,
-    )
-    item = NewItem(
-        kind="account", uploader_id=account, source="contact", signals=snapshot(contact, account)
-    )
-    return review.submit(verdict, item, actor="system").case_id
+    raise AssertionError(f"no account case was opened for {account}")
