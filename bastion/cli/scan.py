@@ -17,7 +17,7 @@ from rich.markup import escape
 from bastion.banks.formats import PYTX_TO_BASTION, ParseError, iter_lines
 from bastion.cli._context import CliContext, FormatOpt, err, progress, usage_error
 from bastion.db import Store
-from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher, TextMatch
 from bastion.render import OutputFormat, emit
 from bastion.scan import (
     DEFAULT_FILE_TIMEOUT,
@@ -115,7 +115,9 @@ def _hash_rows(results: Iterator[FileSignals], *, full: bool) -> Iterator[dict[s
 # -- scan -------------------------------------------------------------------------------------
 def scan(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to scan.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders to scan.", show_default=False)
+    ] = None,
     fmt: FormatOpt = OutputFormat.TABLE,
     threshold: ThresholdOpt = DEFAULT_PDQ_THRESHOLD,
     dihedral: Annotated[
@@ -129,11 +131,29 @@ def scan(
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds before one file's hashing is stopped.")
     ] = DEFAULT_FILE_TIMEOUT,
+    text: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--text",
+            help="Match this UTF-8 text file against the keyword entries instead of hashing "
+            "it (repeatable; `-` for stdin).",
+        ),
+    ] = None,
+    per_line: Annotated[
+        bool, typer.Option(help="With --text: each line is a text of its own (usernames, ...).")
+    ] = False,
 ) -> None:
-    """Hash every file on all cores and match it against every enabled bank.
+    """Hash every file on all cores and match it against every enabled bank; or, with --text,
+    match text against every keyword entry (docs/text-signals.md).
 
     Exit code 0 when nothing matched, 1 when something did; per-file errors never stop the scan.
     """
+    if text:
+        if paths:
+            raise usage_error("give files to hash or --text files, not both")
+        _scan_texts(ctx, text, per_line, bank, fmt)
+    if not paths:
+        raise usage_error("give files or folders to scan, or --text FILE")
     with CliContext.of(ctx).open_store() as store:
         matcher = load_matcher(store, bank)
     opts = ScanOptions(
@@ -167,8 +187,63 @@ def scan(
     raise typer.Exit(1 if counts["matched"] else 0)
 
 
+def _scan_texts(
+    ctx: typer.Context, files: list[Path], per_line: bool, bank: list[str] | None, fmt: OutputFormat
+) -> None:
+    """``scan --text``: each file (or line) matched as text; exits 1 when any matched."""
+    with CliContext.of(ctx).open_store() as store:
+        matcher = load_matcher(store, bank, [SignalType.TEXT])
+    counts = {"matched": 0, "texts": 0, "errors": 0}
+
+    def texts() -> Iterator[tuple[str, str | None, str | None]]:
+        for path in files:
+            name = str(path)
+            try:
+                raw = sys.stdin.buffer.read() if name == "-" else path.read_bytes()
+                body = raw.decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                yield name, None, f"cannot read as UTF-8 text: {exc}"
+                continue
+            if not per_line:
+                yield name, body, None
+                continue
+            for i, line in enumerate(body.splitlines(), start=1):
+                if line.strip():
+                    yield f"{name}:{i}", line, None
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for where, body, error in texts():
+            counts["texts"] += 1
+            if body is None:
+                counts["errors"] += 1
+                yield {"path": where, "result": "error", "matches": [], "error": error}
+                continue
+            ms = matcher.match([Signal(SignalType.TEXT, body)], banks=bank)
+            counts["matched"] += bool(ms)
+            yield {
+                "path": where,
+                "result": "match" if ms else "none",
+                "matches": [
+                    _match_text(m) if fmt is OutputFormat.TABLE else m.as_dict() for m in ms
+                ],
+                "error": None,
+            }
+
+    emit(rows(), fmt, ["path", "result", "matches", "error"], sys.stdout)
+    err.print(
+        f"{counts['texts']} texts scanned, {counts['matched']} matched, "
+        f"{counts['errors']} could not be read"
+    )
+    raise typer.Exit(1 if counts["matched"] else 0)
+
+
 def _match_text(m: Match) -> str:
     text = f"{m.bank}#{m.entry_id} {m.signal_type} d={m.distance}"
+    if isinstance(m, TextMatch):
+        spans = ",".join(f"{a}-{b}" for a, b in m.spans)
+        text = f"{m.bank}#{m.entry_id} text at {spans}"
+        if m.normalisations:
+            text += f" ({', '.join(m.normalisations)})"
     if m.score is not None:
         text += f" {m.score:.0f}% of frames"
     if m.variant and m.variant != "original":
@@ -216,11 +291,17 @@ def match(
     fmt: FormatOpt = OutputFormat.TABLE,
     threshold: ThresholdOpt = DEFAULT_PDQ_THRESHOLD,
     bank: BankOpt = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="Text to match against the keyword entries (repeatable)."),
+    ] = None,
 ) -> None:
-    """Look up precomputed signals (python-threatexchange `pdq <hex>` lines) in every bank."""
+    """Look up precomputed signals (python-threatexchange `pdq <hex>` lines) in every bank;
+    `text VALUE` lines and --text match text against the keyword entries."""
     queries = _parse_args(signals or [])
+    queries += [f"text {t}" for t in text or ()]
     if not queries and file is None:
-        raise usage_error("give signals as TYPE VALUE pairs or --file")
+        raise usage_error("give signals as TYPE VALUE pairs, --text or --file")
     if file not in (None, "-") and not Path(file).is_file():
         raise usage_error(f"no such file: {file}")
     with CliContext.of(ctx).open_store() as store:
@@ -306,6 +387,10 @@ def _lookup(
             row["type"], row["value"] = (str(stype) if stype else _clip(tname)), _clip(value)
             if stype is None:
                 row["error"] = f"unknown signal type {tname!r}"
+            elif stype is SignalType.TEXT:
+                # Text to match (not a keyword): echoed short, matched as it is.
+                sig = Signal(type=stype, value=value)
+                row["matches"] = matcher.match([sig], banks=banks)
             else:
                 try:
                     row["value"] = validate_value(stype, value)
