@@ -62,7 +62,31 @@ def banks(ctx: Admin, saved: str = "") -> Response:
     listed = ctx.rt.store.list_banks()
     # Only a real bank's name is echoed, so a crafted link cannot put words on the page.
     saved = saved if saved in {b.name for b in listed} else ""
-    return render("admin/banks.html", ctx, banks=listed, saved=saved)
+    held = ctx.rt.store.quarantined()
+    return render("admin/banks.html", ctx, banks=listed, saved=saved, quarantined=held)
+
+
+@router.post("/admin/quarantine/{entry}/{outcome}")
+def resolve_quarantine(
+    ctx: AdminAction,
+    entry: int,
+    outcome: str,
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """One click ends a flood quarantine: ``dispute`` disables the entry (a colliding or
+    poisoned hash), ``release`` lets it act again. Audited by the store in the same
+    transaction."""
+    if outcome not in ("dispute", "release"):
+        raise PageError(404, "Not found", "no such action")
+    done = ctx.rt.store.resolve_quarantine(
+        entry,
+        "disputed" if outcome == "dispute" else "released",
+        actor=ctx.actor,
+        reason=reason,
+        remote_addr=ctx.remote_addr,
+    )
+    ctx.rt.index.refresh()
+    return redirect(f"/admin/banks?saved={done.bank}")
 
 
 @router.post("/admin/banks/{name}/enabled")
