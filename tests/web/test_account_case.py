@@ -158,3 +158,16 @@ def test_franked_reports_of_its_messages_are_listed_without_their_text(console: 
     assert REPORTED_BY in rows[0][1] and f"{len(message)} bytes" in rows[0][1]
     assert stored.message_sha256[:16] in rows[0][1]
     assert "another app" not in page and "secret game" not in page
+
+
+def test_previous_cases_list_only_the_queues_the_viewer_may_open(console: Console) -> None:
+    review = console.rt.review
+    senior = Verdict("review", "senior-rule", "senior match", "high", "senior", (), False)
+    hidden = review.submit(
+        senior, NewItem(kind="image", uploader_id=ACCOUNT), actor="system"
+    ).case_id
+    case_id = open_account_case(console.store)
+    rex_page = console.login("rex").get(f"/cases/{case_id}").text
+    assert f'data-case="{hidden}"' not in rex_page and "None in the queues you may see" in rex_page
+    sue_page = console.login("sue").get(f"/cases/{case_id}").text
+    assert f'<li data-case="{hidden}"><a href="/cases/{hidden}">' in sue_page

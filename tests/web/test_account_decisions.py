@@ -90,3 +90,14 @@ def test_a_confirmed_account_case_is_reported_as_online_enticement_without_files
     report = console.rt.reports.for_case(case_id)
     assert report is not None and report.state == "drafted"
     assert report.files == ()  # text only: an account case has no content
+
+
+def test_escalating_an_account_case_moves_it_to_the_senior_queue(console: Console) -> None:
+    case_id = open_account_case(console.store)
+    rex = console.login("rex")
+    assert rex.post_form(f"/cases/{case_id}/claim").status_code == 303
+    r = rex.post_form(f"/cases/{case_id}/decide", {"decision": "escalate", "note": "two rings?"})
+    assert r.status_code == 303 and "event=escalated" in r.headers["location"]
+    assert rex.get(f"/cases/{case_id}").status_code == 403  # a reviewer's sight ends there
+    page = console.login("sue").get(f"/cases/{case_id}").text
+    assert re.search(r"queue <strong>senior</strong>", page) and 'id="timeline"' in page
