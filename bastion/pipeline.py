@@ -233,13 +233,16 @@ def reveal(
 ) -> Revealed:
     """A deliberate reveal of one item, for the console and the API alike: it opens the
     reviewer's window on the clear media and counts towards their daily exposure. Past the
-    soft limit it happens only when the reviewer chose to go on, and that choice is audited."""
+    soft limit it happens only when the reviewer chose to go on, and that choice is audited.
+    Only the claim holder reveals an active case; a decided case's reveal needs ``reason``
+    and is audited as such, not counted as an exposure (``ReviewStore.reveal``)."""
     limit = int(rt.settings.exposure_soft_limit)
     count = int(rt.accounts.exposure_today(viewer.name))
     over = limit > 0 and count >= limit
     if over and not go_on:
         return Revealed(item_id, count, limit, paused=True)
 
+    reason: str = "",
     def count_exposure(conn: Connection) -> int:
         # In the reveal's transaction: the count, and a chosen overrun, commit with the reveal.
         if over:
@@ -253,8 +256,8 @@ def reveal(
             )
         return int(rt.accounts.record_exposure_in(conn, viewer.name))
 
-    count = int(rt.review.reveal(viewer, case_id, item_id, then=count_exposure) or 0)
-    return Revealed(item_id, count, limit)
+    counted = rt.review.reveal(viewer, case_id, item_id, reason=reason, then=count_exposure)
+    return Revealed(item_id, count if counted is None else int(counted), limit)
 
 
 #: The ``source`` of content that reached review through E2EE safety vouchers.

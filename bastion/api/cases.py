@@ -794,3 +794,12 @@ def media(
 
 
 __all__ = ["MEDIA_SCOPE", "SCOPE", "router"]
+    reason: Annotated[
+        str,
+        Query(
+            max_length=2000,
+            description="Why you need to see an item of a decided case (required there; "
+            "recorded in the audit log). An active case is revealed by its claim holder only",
+        ),
+    ] = "",
+            reason=reason,

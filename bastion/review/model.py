@@ -296,6 +296,32 @@ def check_claim(viewer: Viewer, state: str, first_reviewer: str | None) -> None:
         raise Forbidden(_SAME_PERSON)
 
 
+class ReasonRequired(InvalidDecision):
+    """Revealing content of a decided case needs a stated reason (it goes to the audit log)."""
+
+
+def check_reveal_reason(reason: object) -> str:
+    """A reveal's stated reason, stripped (empty when none was given)."""
+    _text("reason", reason, 2000)
+    assert isinstance(reason, str)
+    return reason.strip()
+
+
+def check_reveal(viewer: str, state: str, holder: str | None, reason: str) -> None:
+    """Need to know: while a case is active only the holder of its live claim may reveal its
+    content; once decided, anyone who may open it sees the match details, and a reveal needs
+    a stated reason (a decided case needs no further look as part of review work)."""
+    if state in ACTIVE_STATES:
+        if holder != viewer:
+            held = f"it is claimed by {holder}" if holder else "nobody holds it"
+            raise NotLeased(f"claim the case before revealing its content ({held})")
+    elif not reason:
+        raise ReasonRequired(
+            "the case is decided: state why you need to see this item (the reason is recorded "
+            "in the audit log)"
+        )
+
+
 # -- decisions ---------------------------------------------------------------------------------
 
 

@@ -76,6 +76,8 @@ from bastion.review.model import (
     Submitted,
     Viewer,
     check_claim,
+    check_reveal,
+    check_reveal_reason,
     join_queue,
     matched_entries,
     needs_reveal,
@@ -535,26 +537,40 @@ class ReviewStore(CaseIntake):
         case_id: int,
         item_id: int,
         *,
+        reason: str = "",
         then: Callable[[Connection], T] | None = None,
     ) -> T | None:
         """Record that the viewer chose to see this item unblurred: it opens a
         :data:`REVEAL_WINDOW` for ``media(clear=True)`` and counts towards deciding.
         ``then(conn)`` runs in the same transaction (the console counts the reviewer's exposure
-        there, so the count commits with the reveal) and its result is returned."""
+        there, so the count commits with the reveal) and its result is returned.
+
+        Need to know: on an active case only the holder of its live claim reveals
+        (:class:`NotLeased` otherwise). A decided case shows its match details only; revealing
+        there needs a stated ``reason``, kept in the history and the audit log
+        (``content.reveal.closed``), and is not an exposure of review work: ``then`` is not
+        run and None is returned."""
         config = self.config()
         now = self._now()
+        why = check_reveal_reason(reason)
         with self._denials(viewer, "content.reveal", case_id, item_id), self._tx() as conn:
             require_cases(viewer)
             row = _case_row(conn, case_id)
             require_queue(viewer, row.queue, config)
             _item_with_media(conn, row.id, item_id)
-            _event(conn, row.id, now, viewer.actor, EV_REVEAL, item_id, {})
+            closed = not _active(row.state)
+            check_reveal(viewer.name, row.state, row.lease_holder if _live(row, now) else None, why)
+            detail = {"closed": True, "reason": why} if closed else {}
+            _event(conn, row.id, now, viewer.actor, EV_REVEAL, item_id, detail)
             append_audit(
                 conn,
                 actor=viewer.actor,
-                action="content.reveal",
+                action="content.reveal.closed" if closed else "content.reveal",
                 target=_target(row.id, item_id),
+                detail=detail or None,
             )
+            if closed:
+                return None
             return then(conn) if then is not None else None
 
     def media(self, viewer: Viewer, case_id: int, item_id: int, *, clear: bool) -> Media:

@@ -268,9 +268,11 @@ class _ops:
         return _Call("POST", path, _one(DecisionResult), json=body)
 
     @staticmethod
-    def reveal(case_id: int, item_id: int, continue_past_limit: bool) -> _Call[Revealed]:
+    def reveal(
+        case_id: int, item_id: int, continue_past_limit: bool, reason: str = ""
+    ) -> _Call[Revealed]:
         path = f"/v1/cases/{int(case_id)}/items/{int(item_id)}/reveal"
-        params = _params(continue_past_limit=continue_past_limit or None)
+        params = _params(continue_past_limit=continue_past_limit or None, reason=reason or None)
         return _Call("POST", path, _one(Revealed), params=params)
 
     @staticmethod
@@ -575,9 +577,12 @@ class Client:
     def escalate(self, case_id: int, *, note: str = "") -> DecisionResult:
         return self.decide(case_id, "escalate", note=note)
 
-    def reveal(self, case_id: int, item_id: int, *, continue_past_limit: bool = False) -> Revealed:
-        """Reveal one item to the key's user (scope ``media``; counts towards their exposure)."""
-        return self._run(_ops.reveal(case_id, item_id, continue_past_limit))
+    def reveal(
+        self, case_id: int, item_id: int, *, continue_past_limit: bool = False, reason: str = ""
+    ) -> Revealed:
+        """Reveal one item to the key's user (scope ``media``; counts towards their exposure).
+        Needs the user's claim on an active case; a decided case needs ``reason`` (audited)."""
+        return self._run(_ops.reveal(case_id, item_id, continue_past_limit, reason))
 
     def media(self, case_id: int, item_id: int, *, clear: bool = False) -> Media:
         """An item's media (scope ``media``): blurred unless ``clear`` after a reveal."""
@@ -783,9 +788,9 @@ class AsyncClient:
         return await self.decide(case_id, "escalate", note=note)
 
     async def reveal(
-        self, case_id: int, item_id: int, *, continue_past_limit: bool = False
+        self, case_id: int, item_id: int, *, continue_past_limit: bool = False, reason: str = ""
     ) -> Revealed:
-        return await self._run(_ops.reveal(case_id, item_id, continue_past_limit))
+        return await self._run(_ops.reveal(case_id, item_id, continue_past_limit, reason))
 
     async def media(self, case_id: int, item_id: int, *, clear: bool = False) -> Media:
         return await self._run(_ops.media(case_id, item_id, clear))

@@ -254,12 +254,20 @@ def reveal(
     case_id: int,
     item_id: int,
     continue_: Annotated[str, Form(alias="continue", max_length=8)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Record a deliberate reveal (and the exposure) before the clear media may be fetched.
-    Past the daily soft limit the answer is a break prompt unless the reviewer chose to go on."""
+    Past the daily soft limit the answer is a break prompt unless the reviewer chose to go on.
+    Only the claim holder reveals; a decided case needs a ``reason`` (audited, no exposure)."""
     case_id, item_id = _id(case_id), _id(item_id)
     done = pipeline.reveal(
-        ctx.rt, ctx.viewer, case_id, item_id, go_on=continue_ == "1", remote_addr=ctx.remote_addr
+        ctx.rt,
+        ctx.viewer,
+        case_id,
+        item_id,
+        go_on=continue_ == "1",
+        remote_addr=ctx.remote_addr,
+        reason=reason,
     )
     if done.paused:
         return JSONResponse(

@@ -291,6 +291,10 @@ def test_reading_a_case_is_audited_and_carries_no_media_without_the_media_scope(
     assert blurred.content != original
     r = desk.client.get(f"{media}?clear=true", headers=desk.keys["rex"])
     assert r.status_code == 403 and "reveal item" in r.json()["detail"]
+    # Only the claim holder reveals (issue 19).
+    r = desk.post("rex", f"/{bridge}/items/{item['id']}/reveal")
+    assert r.status_code == 409 and r.json()["code"] == "not_leased"
+    desk.claim("rex", "bridge")
     r = desk.post("rex", f"/{bridge}/items/{item['id']}/reveal")
     assert r.status_code == 200, r.text
     assert r.json() == {
@@ -319,6 +323,7 @@ def test_reveals_past_the_soft_limit_need_a_deliberate_choice(desk: Desk) -> Non
     bridge = desk.cases["bridge"]
     item = desk.case("rex", "bridge")["items"][0]["id"]
     reveal = f"/{bridge}/items/{item}/reveal"
+    desk.claim("rex", "bridge")
     for n in range(1, SOFT_LIMIT + 1):
         assert desk.post("rex", reveal).json()["count"] == n
     r = desk.post("rex", reveal)
@@ -563,6 +568,7 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
     assert {
         "/v1/cases",
         "/v1/cases/queues",
+        "/v1/cases/detectors",
         "/v1/cases/{case_id}",
         "/v1/cases/{case_id}/claim",
         "/v1/cases/{case_id}/release",
@@ -572,7 +578,13 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
     } <= set(paths)
     decide = paths["/v1/cases/{case_id}/decide"]["post"]
     body = decide["requestBody"]["content"]["application/json"]
-    assert set(body["examples"]) == {"confirmed", "not_abusive", "escalate"}
+    assert set(body["examples"]) == {
+        "confirmed",
+        "not_abusive",
+        "account_confirmed",
+        "account_not_abusive",
+        "escalate",
+    }
     assert body["schema"]["discriminator"]["propertyName"] == "decision"
     for status in ("401", "403", "404", "409", "422"):
         assert PROBLEM in decide["responses"][status]["content"], status
@@ -583,8 +595,12 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
         "A2",
         "B1",
         "B2",
+        "grooming",
+        "sextortion",
     ]
+    assert schemas["NotAbusiveIn"]["properties"]["detectors"]["maxItems"] == 32
+    assert schemas["CaseOut"]["properties"]["subject"]["enum"] == ["content", "account"]
     assert decide["security"] == [{"apiKey": []}]
     params = {p["name"]: p for p in paths["/v1/cases"]["get"]["parameters"]}
-    assert set(params) == {"queue", "state", "priority", "overdue", "after", "limit"}
+    assert set(params) == {"queue", "state", "priority", "overdue", "after", "limit", "subject"}
     assert params["after"]["schema"]["anyOf"][0]["maximum"] == 2**63 - 1

@@ -68,8 +68,12 @@ def test_view_required_items_must_be_revealed_first(review: ReviewStore) -> None
     assert err.value.item_ids == (first.item_id,)
     with pytest.raises(RevealRequired):
         review.decide(ALICE, case_id, Decision.not_abusive("benign"), policy_review=ONE_REVIEW)
-    # Someone else's reveal does not count for alice.
+    # Someone else's reveal does not count for alice (bob held the claim meanwhile).
+    review.release(ALICE, case_id)
+    review.claim(BOB, case_id)
     review.reveal(BOB, case_id, first.item_id)
+    review.release(BOB, case_id)
+    review.claim(ALICE, case_id)
     assert review.get_case(ALICE, case_id).must_reveal() == (first.item_id,)
     review.reveal(ALICE, case_id, first.item_id)
     case = review.get_case(ALICE, case_id)

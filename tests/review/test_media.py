@@ -89,6 +89,7 @@ def test_clear_view_needs_a_recent_reveal_by_the_viewer(
     s = review.submit(verdict(), item(media=photo, media_type="image/jpeg"), actor="k")
     with pytest.raises(Forbidden, match="reveal item"):
         review.media(ALICE, s.case_id, s.item_id, clear=True)
+    review.claim(ALICE, s.case_id)
     review.reveal(ALICE, s.case_id, s.item_id)
     assert review.media(ALICE, s.case_id, s.item_id, clear=True).data == photo
     assert review.media(ALICE, s.case_id, s.item_id, clear=True).media_type == "image/jpeg"
@@ -113,7 +114,7 @@ def test_clear_view_needs_a_recent_reveal_by_the_viewer(
     ]
     denied = [a for a in audit if a[1] == "access.denied"]
     assert {a[0] for a in denied} == {"user:alice", "user:bob"}
-    assert [e.kind for e in case.events] == ["open", "reveal", "view", "view"]
+    assert [e.kind for e in case.events] == ["open", "claim", "reveal", "view", "view"]
     assert review.store.verify_audit_chain() is None
 
 
@@ -140,6 +141,7 @@ def test_video_preview_is_a_blurred_frame(review: ReviewStore, video: bytes) -> 
     with Image.open(io.BytesIO(media.data)) as img:
         assert img.mode == "L" and max(img.size) == 640
     assert _grey(media.data).std() > 1  # a picture, not a blank frame
+    review.claim(ALICE, s.case_id)
     review.reveal(ALICE, s.case_id, s.item_id)
     assert review.media(ALICE, s.case_id, s.item_id, clear=True).data == video
 
@@ -194,6 +196,7 @@ def test_a_blob_moved_to_another_item_does_not_open(review: ReviewStore, photo: 
             select(media_t.c.sealed).where(media_t.c.item_id == a.item_id)
         ).scalar_one()
         conn.execute(update(media_t).where(media_t.c.item_id == b.item_id).values(sealed=blob))
+    review.claim(ALICE, b.case_id)
     review.reveal(ALICE, b.case_id, b.item_id)
     with pytest.raises(StoreUnavailable, match="cannot be decrypted"):
         review.media(ALICE, b.case_id, b.item_id, clear=True)

@@ -132,6 +132,7 @@ def test_reviewer_claims_reveals_rebluring_and_decides_by_keyboard(
 def test_video_is_muted_paused_and_never_autoplays(page: Page, server: ConsoleServer) -> None:
     login(page, server, "ada")
     page.goto(f"{server.base}/cases/{server.cases['video']}")
+    page.click("#claim")  # only the claim holder reveals
     item = page.locator('.item[data-kind="video"]')
     expect(item.locator("img.media")).to_be_visible()  # a blurred still until revealed
     item.locator('[data-action="reveal"]').click()
@@ -149,6 +150,7 @@ def test_video_is_muted_paused_and_never_autoplays(page: Page, server: ConsoleSe
 def test_break_prompt_before_reveals_past_the_soft_limit(page: Page, server: ConsoleServer) -> None:
     login(page, server, "sue")
     page.goto(f"{server.base}/cases/{server.cases['senior']}")
+    page.click("#claim")
     item = page.locator(".item").first
     for n in range(1, SOFT_LIMIT + 1):
         page.keyboard.press("r")

@@ -314,6 +314,9 @@ def test_media_is_blurred_greyscale_until_this_reviewer_reveals_it(
     assert rex.get(f"{url}/items/{item}/media?clear=1").status_code == 403
     assert "0 of 3 today" in page.replace('<span id="exposure-count">', "").replace("</span>", "")
     r = rex.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": rex.csrf})
+    assert r.status_code == 409 and "claim the case" in r.json()["detail"]  # need to know
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    r = rex.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": rex.csrf})
     assert r.status_code == 200
     assert r.json() == {
         "item": item,
@@ -336,6 +339,7 @@ def test_break_prompt_past_the_soft_limit_and_continuing_is_audited(console: Con
     url = case_url(console, "bridge")
     (item,) = item_ids(rex.get(url).text)
     reveal = f"{url}/items/{item}/reveal"
+    assert rex.post_form(f"{url}/claim").status_code == 303
     for n in range(1, SOFT_LIMIT + 1):
         assert rex.post(reveal, headers={"X-CSRF-Token": rex.csrf}).json()["count"] == n
     r = rex.post(reveal, headers={"X-CSRF-Token": rex.csrf})

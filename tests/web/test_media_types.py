@@ -52,6 +52,7 @@ def test_svg_in_any_spelling_is_never_served_inline(console: Console, spelling: 
     case_id, item_id = _item(console, f"svg-{spelling}", SVG, spelling)
     ada = console.login("ada")
     url = f"/cases/{case_id}/items/{item_id}"
+    assert ada.post_form(f"/cases/{case_id}/claim").status_code == 303
     r = ada.post(f"{url}/reveal", headers={"X-CSRF-Token": ada.csrf}, data={"continue": "1"})
     assert r.status_code == 200, r.text
     r = ada.get(f"{url}/media?clear=1")
@@ -65,6 +66,7 @@ def test_allowlisted_types_are_served_inline_by_their_base_type(console: Console
     case_id, item_id = _item(console, "png-upper", PNG, "IMAGE/PNG;x=1")
     ada = console.login("ada")
     url = f"/cases/{case_id}/items/{item_id}"
+    assert ada.post_form(f"/cases/{case_id}/claim").status_code == 303
     ada.post(f"{url}/reveal", headers={"X-CSRF-Token": ada.csrf}, data={"continue": "1"})
     r = ada.get(f"{url}/media?clear=1")
     assert r.status_code == 200 and r.content == PNG

@@ -82,17 +82,25 @@
     const box = item.querySelector(".media-box");
     const current = mediaElement(item);
     if (current && current.tagName === "VIDEO") current.pause();
-    const img = document.createElement("img");
-    img.className = "media greyscale";
-    img.alt = "Blurred preview";
-    img.src = item.dataset.preview;
-    box.replaceChildren(img);
+    if (item.dataset.closed === "1") {
+      // A decided case shows match details only: no preview comes back after a reveal.
+      const note = document.createElement("p");
+      note.className = "muted closed-note";
+      note.textContent = "Decided case: match details only.";
+      box.replaceChildren(note);
+    } else {
+      const img = document.createElement("img");
+      img.className = "media greyscale";
+      img.alt = "Blurred preview";
+      img.src = item.dataset.preview;
+      box.replaceChildren(img);
+    }
     if (s.url) URL.revokeObjectURL(s.url);
     s.url = null;
     item.dataset.state = "blurred";
     item.querySelector('[data-action="colour"]').hidden = true;
     item.querySelector('[data-action="reblur"]').hidden = true;
-    setStatus(item, "blurred");
+    setStatus(item, item.dataset.closed === "1" ? "not shown" : "blurred");
   }
 
   function reblurAll() {
@@ -129,6 +137,20 @@
   }
 
   async function reveal(item, carryOn) {
+    // Need to know: an active case is revealed by its claim holder only; a decided case
+    // needs a stated reason, which the server records in the audit log.
+    const closed = item.dataset.closed === "1";
+    const reasonField = item.querySelector(".reveal-reason");
+    const reason = closed && reasonField ? reasonField.value.trim() : "";
+    if (closed && !reason) {
+      setStatus(item, "state why you need to see it first");
+      if (reasonField) reasonField.focus();
+      return;
+    }
+    if (!closed && !holder) {
+      setStatus(item, "claim the case to reveal");
+      return;
+    }
     items.forEach((other) => {
       if (other !== item) reblur(other);
     });
@@ -139,6 +161,7 @@
     setStatus(item, "revealing…");
     const body = new URLSearchParams();
     if (carryOn) body.set("continue", "1");
+    if (reason) body.set("reason", reason);
     let response;
     try {
       response = await fetch(`/cases/${caseId}/items/${item.dataset.item}/reveal`, {
@@ -219,6 +242,15 @@
     item.querySelector('[data-action="reveal"]').addEventListener("click", () => reveal(item, false));
     item.querySelector('[data-action="colour"]').addEventListener("click", () => toggleColour(item));
     item.querySelector('[data-action="reblur"]').addEventListener("click", () => reblur(item));
+    const reasonField = item.querySelector(".reveal-reason");
+    if (reasonField) {
+      reasonField.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") {
+          event.preventDefault();
+          reveal(item, false);
+        }
+      });
+    }
   });
 
   document.addEventListener("visibilitychange", () => {
