@@ -12,6 +12,7 @@ from benchmarks import (
     bench_detect,
     bench_events,
     bench_exchange_sync,
+    bench_flood,
     bench_hashing,
     bench_import,
     bench_index,
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_stream,
         bench_detect,
         bench_psi,
+        bench_flood,
     )
     for module in modules:
         print(f"\n## {module.__name__}\n", flush=True)
