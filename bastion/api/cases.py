@@ -26,6 +26,13 @@ Audit. Opening a case (``case.view``), claims, releases, reveals, media reads
 (``user:alice``), as in the console; refusals are written as ``access.denied``. Listing is
 metadata only and, as in the console, not audited. The key's own use is in its ``key.use`` rows.
 
+Account cases. A case's ``subject`` is ``content`` or ``account``: an account case (opened by
+the worker from behavioural risk, bastion.contact.cases) holds snapshots of the account's risk
+as its items (kind ``account``, no media), is confirmed as ``grooming`` or ``sextortion`` (the
+CyberTipline incident type it maps to is in ``incident_type``), and found not abusive per
+detector (``detectors``; none named means every detector that fired). Its confirmation queues
+``restrict_account`` only. ``GET /v1/cases/detectors`` gives each detector's precision.
+
 Media. Case reads never carry media bytes. With the ``media`` scope as well, an item's media can
 be fetched: blurred and greyscale by default, clear only within a few minutes of this user's
 deliberate reveal (``POST .../reveal``, which counts towards the user's daily exposure, as in
@@ -50,6 +57,7 @@ from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_r
 from bastion.http_auth import Principal, client_address
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
 from bastion.index.probing import BANDS, band
+from bastion.reports.model import ACCOUNT_INCIDENT_TYPES
 from bastion.review import (
     Case,
     CaseClosed,
@@ -66,7 +74,12 @@ from bastion.review import (
     RevealRequired,
     Viewer,
 )
-from bastion.review.model import STATE_FILTERS
+from bastion.review.model import (
+    ACCOUNT_CLASSIFICATIONS,
+    CLASSIFICATIONS,
+    STATE_FILTERS,
+    require_cases,
+)
 from bastion.review.preview import inline_media_type
 from bastion.runtime import Runtime, RuntimeDep, runtime
 from bastion.store import InvalidInput, StoreError, StoreUnavailable
@@ -173,6 +186,7 @@ _SUMMARY_EXAMPLE: dict[str, Any] = {
     "first_reviewer": None,
     "classification": None,
     "decided_at": None,
+    "subject": "content",
 }
 
 
@@ -198,6 +212,10 @@ class CaseSummaryOut(BaseModel):
     first_reviewer: str | None = Field(description="Who confirmed first (four-eyes)")
     classification: str | None
     decided_at: datetime | None
+    subject: Literal["content", "account"] = Field(
+        description="content: items are pieces of content; account: items are snapshots of the "
+        "account's behavioural risk (kind account, no media)"
+    )
 
 
 class CasePage(BaseModel):
@@ -304,6 +322,8 @@ _CASE_EXAMPLE: dict[str, Any] = {
     "must_reveal": [7],
     "revealed": [],
     "viewable": [],
+    "incident_type": None,
+    "detectors_fired": [],
 }
 
 
@@ -337,6 +357,15 @@ class CaseOut(BaseModel):
     )
     revealed: list[int] = Field(description="Items this user has revealed")
     viewable: list[int] = Field(description="Items this user may fetch clear right now")
+    subject: Literal["content", "account"]
+    incident_type: str | None = Field(
+        description="A confirmed account case's CyberTipline incident type (what its "
+        "classification maps to), for drafting its report"
+    )
+    detectors_fired: list[str] = Field(
+        description="An account case: the risk detectors that fired in any of its snapshots "
+        "(what a not-abusive decision naming none is recorded against)"
+    )
 
 
 class LeaseOut(BaseModel):
@@ -364,13 +393,20 @@ class LeaseOut(BaseModel):
 
 
 class ConfirmIn(BaseModel):
-    """The content is abuse material: classify it (A1, A2, B1 or B2) and label it."""
+    """Confirmed: content is abuse material (classify it A1, A2, B1 or B2); an account case's
+    account grooms or extorts children (grooming or sextortion). Label it as you need."""
 
     model_config = ConfigDict(extra="forbid")
     decision: Literal["confirmed"]
-    classification: Literal["A1", "A2", "B1", "B2"]
+    classification: Literal["A1", "A2", "B1", "B2", "grooming", "sextortion"] = Field(
+        description=f"A content case: {', '.join(CLASSIFICATIONS)}; an account case: "
+        f"{', '.join(ACCOUNT_CLASSIFICATIONS)}"
+    )
     labels: list[Label] = Field(default_factory=list, max_length=64)
     note: Note = ""
+
+
+DetectorName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 
 
 class NotAbusiveIn(BaseModel):
@@ -385,6 +421,12 @@ class NotAbusiveIn(BaseModel):
         Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$"),
     ]
     disable_entries: StrictBool = False
+    detectors: list[DetectorName] = Field(
+        default_factory=list,
+        max_length=32,
+        description="An account case only: the risk detectors found wrong (each must have "
+        "fired in the case); none named means every detector that fired",
+    )
     note: Note = ""
 
 
@@ -409,6 +451,18 @@ _DECISION_EXAMPLES = {
             "decision": "not_abusive",
             "reason": "a landscape photo; the bank entry is a false positive",
             "disable_entries": True,
+        },
+    },
+    "account_confirmed": {
+        "summary": "An account case: confirm grooming",
+        "value": {"decision": "confirmed", "classification": "grooming"},
+    },
+    "account_not_abusive": {
+        "summary": "An account case: not abusive, the fan-out detector was wrong",
+        "value": {
+            "decision": "not_abusive",
+            "reason": "a youth football coach messaging the team",
+            "detectors": ["fanout"],
         },
     },
     "escalate": {
@@ -459,6 +513,18 @@ class DecisionOut(BaseModel):
     disputed: list[str]
     disabled: list[str]
     disable_errors: list[str]
+
+
+class DetectorOut(BaseModel):
+    """How final decisions on the account cases a risk detector fired in went."""
+
+    detector: str
+    confirmed: int
+    not_abusive: int
+    unjudged: int = Field(
+        description="Fired in a case found not abusive, but not named by the reviewer"
+    )
+    precision: float | None = Field(description="confirmed / (confirmed + not_abusive)")
 
 
 class RevealOut(BaseModel):
@@ -525,11 +591,24 @@ def _case_out(rt: Runtime, key: Principal, case: Case) -> CaseOut:
     fields = {
         k: getattr(case, k)
         for k in CaseOut.model_fields
-        if k not in ("items", "history", "must_reveal", "revealed", "viewable", "labels")
+        if k
+        not in (
+            "items",
+            "history",
+            "must_reveal",
+            "revealed",
+            "viewable",
+            "labels",
+            "incident_type",
+            "detectors_fired",
+        )
     }
     fields["reason"] = shown_reason(rt, key, case.reason)
+    incident = ACCOUNT_INCIDENT_TYPES.get(case.classification or "")
+    fields["incident_type"] = incident if case.subject == "account" else None
     return CaseOut(
         **fields,
+        detectors_fired=list(case.detectors_fired),
         labels=list(case.labels),
         items=items,
         history=[EventOut.model_validate(e, from_attributes=True) for e in case.events],
@@ -585,6 +664,10 @@ def list_cases(
         int | None, Query(ge=1, le=MAX_ID, description="The last case id of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    subject: Annotated[
+        Literal["content", "account"] | None,
+        Query(description="content or account cases only"),
+    ] = None,
 ) -> CasePage:
     """Cases in the queues this user may see, most urgent first (priority, then due time). A
     queue the user may not see is refused (403). Metadata only; open a case to see its
@@ -602,6 +685,7 @@ def list_cases(
             after=after,
             priority=priority,
             overdue=overdue,
+            subject=subject,
         )
     except _ERRORS as exc:
         raise problem_for(exc, codes=True) from None
@@ -621,6 +705,28 @@ def queues(request: Request, rt: RuntimeDep, key: ReviewKey) -> list[QueueOut]:
     except _ERRORS as exc:
         raise problem_for(exc, codes=True) from None
     return [QueueOut.model_validate(c, from_attributes=True) for c in counts.values()]
+
+
+@router.get("/detectors", response_model=list[DetectorOut], responses=problem_responses(503))
+def detectors(request: Request, rt: RuntimeDep, key: ReviewKey) -> list[DetectorOut]:
+    """Each risk detector's record in account-case decisions: confirmed, not abusive (named by
+    the reviewer), unjudged, and its precision. Counts only (no account or case)."""
+    viewer = _acting(request, key)
+    try:
+        require_cases(viewer)
+        found = rt.review.detector_precision()
+    except _ERRORS as exc:
+        raise problem_for(exc, codes=True) from None
+    return [
+        DetectorOut(
+            detector=p.detector,
+            confirmed=p.confirmed,
+            not_abusive=p.not_abusive,
+            unjudged=p.unjudged,
+            precision=p.precision,
+        )
+        for p in found
+    ]
 
 
 @router.get("/{case_id}", response_model=CaseOut, responses=_READ)
@@ -673,10 +779,11 @@ def decide(
     body: Annotated[DecisionIn, Body(openapi_examples=_DECISION_EXAMPLES)],
 ) -> DecisionOut:
     """Decide a case this user has claimed, by the console's rules and code path: confirmed
-    (with a classification), not abusive (with a reason; optionally disabling the matched
-    entries), or escalate. Confirming or clearing needs every ``view_required`` item revealed by
-    this user (409 ``reveal_required``); with four-eyes a confirmation waits for a second,
-    different user, through the API or the console."""
+    (with a classification: A1/A2/B1/B2 for content, grooming/sextortion for an account case),
+    not abusive (with a reason; optionally disabling the matched entries, or, for an account
+    case, naming the detectors found wrong), or escalate. Confirming or clearing needs every
+    ``view_required`` item revealed by this user (409 ``reveal_required``); with four-eyes a
+    confirmation waits for a second, different user, through the API or the console."""
     viewer = _acting(request, key)
     try:
         chosen = Decision(
@@ -686,6 +793,7 @@ def decide(
             note=body.note,
             reason=getattr(body, "reason", ""),
             disable_entries=getattr(body, "disable_entries", False),
+            detectors=tuple(getattr(body, "detectors", ())),
         )
         outcome = pipeline.decide(rt, viewer, case_id, chosen)
     except _ERRORS as exc:
@@ -711,6 +819,14 @@ def reveal(
             "unless this is true; going on is audited"
         ),
     ] = False,
+    reason: Annotated[
+        str,
+        Query(
+            max_length=2000,
+            description="Why you need to see an item of a decided case (required there; "
+            "recorded in the audit log). An active case is revealed by its claim holder only",
+        ),
+    ] = "",
 ) -> RevealOut:
     """Deliberately reveal one item to this user (needs the ``media`` scope too): its clear
     media may then be fetched for a few minutes, and it counts towards deciding and towards
@@ -726,6 +842,7 @@ def reveal(
             item_id,
             go_on=continue_past_limit,
             remote_addr=client_address(request, rt.settings),
+            reason=reason,
         )
     except _ERRORS as exc:
         raise problem_for(exc, codes=True) from None
@@ -794,12 +911,3 @@ def media(
 
 
 __all__ = ["MEDIA_SCOPE", "SCOPE", "router"]
-    reason: Annotated[
-        str,
-        Query(
-            max_length=2000,
-            description="Why you need to see an item of a decided case (required there; "
-            "recorded in the audit log). An active case is revealed by its claim holder only",
-        ),
-    ] = "",
-            reason=reason,

@@ -568,6 +568,7 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
     assert {
         "/v1/cases",
         "/v1/cases/queues",
+        "/v1/cases/detectors",
         "/v1/cases/{case_id}",
         "/v1/cases/{case_id}/claim",
         "/v1/cases/{case_id}/release",
@@ -577,7 +578,13 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
     } <= set(paths)
     decide = paths["/v1/cases/{case_id}/decide"]["post"]
     body = decide["requestBody"]["content"]["application/json"]
-    assert set(body["examples"]) == {"confirmed", "not_abusive", "escalate"}
+    assert set(body["examples"]) == {
+        "confirmed",
+        "not_abusive",
+        "account_confirmed",
+        "account_not_abusive",
+        "escalate",
+    }
     assert body["schema"]["discriminator"]["propertyName"] == "decision"
     for status in ("401", "403", "404", "409", "422"):
         assert PROBLEM in decide["responses"][status]["content"], status
@@ -588,7 +595,11 @@ def test_the_document_describes_the_cases_api(desk: Desk) -> None:
         "A2",
         "B1",
         "B2",
+        "grooming",
+        "sextortion",
     ]
+    assert schemas["NotAbusiveIn"]["properties"]["detectors"]["maxItems"] == 32
+    assert schemas["CaseOut"]["properties"]["subject"]["enum"] == ["content", "account"]
     assert decide["security"] == [{"apiKey": []}]
     params = {p["name"]: p for p in paths["/v1/cases"]["get"]["parameters"]}
     assert set(params) == {"queue", "state", "priority", "overdue", "after", "limit", "subject"}
