@@ -183,6 +183,18 @@ class ContactEventSettings:
 
 
 @dataclass(frozen=True)
+class BackscanSettings:
+    """Back-scans and re-matching (:mod:`bastion.backscan`, docs/backscan.md)."""
+
+    #: Cases the back-scan and re-match backlog may open per queue per hour, highest priority
+    #: first; the rest wait in the backlog (0 = hold everything there).
+    backscan_cases_per_hour: int = 60
+    #: Seconds between the worker's passes over the backlog and, when banks have grown, its
+    #: re-match of the stored signals against the new entries (0 = never).
+    rematch_interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """Mandatory reports (:mod:`bastion.reports`)."""
 
@@ -289,6 +301,7 @@ class Settings(
     ExchangeSettings,
     ReportSettings,
     ContactEventSettings,
+    BackscanSettings,
     VaultSettings,
     VoucherSettings,
     ActionSettings,

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,10 +96,18 @@ def verdict_for(rt: Runtime, scanned: Scanned) -> Verdict:
 
 
 def open_case(
-    rt: Runtime, scanned: Scanned, verdict: Verdict, *, actor: str, scan_id: int | None
+    rt: Runtime,
+    scanned: Scanned,
+    verdict: Verdict,
+    *,
+    actor: str,
+    scan_id: int | None,
+    also: Callable[[Connection, Submitted], None] | None = None,
 ) -> Submitted:
     """Open (or join) a case for content the verdict did not allow, and queue the verdict's
-    actions in the same transaction (with ``vault_on_block``, a block also preserves the item)."""
+    actions in the same transaction (with ``vault_on_block``, a block also preserves the item).
+    ``also(conn, submitted)`` runs in that transaction too (the back-scan backlog marks its row
+    opened there, so a crash can never open a case twice for one finding)."""
     ctx = scanned.context
     item = NewItem(
         kind=scanned.kind,
@@ -137,6 +145,8 @@ def open_case(
                 idempotency_key=f"{action}:case-{sub.case_id}:item-{sub.item_id}",
                 case_id=sub.case_id,
             )
+        if also is not None:
+            also(conn, sub)
 
     return rt.review.submit(verdict, item, actor=actor, then=enqueue)
 

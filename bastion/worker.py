@@ -28,6 +28,7 @@ from typing import Any
 from bastion.actions.outbox import Outbox
 from bastion.actions.targets import Targets, load_targets
 from bastion.actions.worker import BuildLoop, OutboxWorker, VoucherLoop, WorkerConfig
+from bastion.backscan.loop import RematchLoop
 from bastion.config import Settings
 from bastion.contact.cases import AccountCaseLoop
 from bastion.contact.store import ContactStore
@@ -104,6 +105,7 @@ class Loops:
     versions: FeedVersioner | None = None
     vouchers: VoucherLoop | None = None
     account_cases: AccountCaseLoop | None = None
+    rematch: RematchLoop | None = None
 
     def run_once(self, say: Callable[[str], None]) -> None:
         """One pass of every loop (``bastion worker --once``), each saying what it did."""
@@ -129,6 +131,10 @@ class Loops:
         if self.account_cases is not None:
             cases = self.account_cases.run_once()
             say(f"account cases: {cases.opened} opened, {cases.joined} joined")
+        if self.rematch is not None:
+            bpass = self.rematch.run_once()
+            found = bpass.rematched.matched if bpass.rematched else 0
+            say(f"back-scan: {found} retroactive matches, cases opened {bpass.opened}")
 
     def run(self) -> None:
         """Every loop until stopped (SIGTERM or Ctrl-C: deliveries in flight finish first)."""
@@ -148,6 +154,8 @@ class Loops:
             threading.Thread(
                 target=self.account_cases.run, name="account-cases", daemon=True
             ).start()
+        if self.rematch is not None:  # each case is one transaction; a re-match is redone
+            threading.Thread(target=self.rematch.run, name="backscan", daemon=True).start()
         _graceful(self.stop)
         self.deliveries.run()
         if self.builds is not None and thread is not None:
@@ -159,7 +167,13 @@ class Loops:
     def stop(self) -> None:
         self.deliveries.stop()
         # a sync stops between pages
-        for loop in (self.exchanges, self.versions, self.vouchers, self.account_cases):
+        for loop in (
+            self.exchanges,
+            self.versions,
+            self.vouchers,
+            self.account_cases,
+            self.rematch,
+        ):
             if loop is not None:
                 loop.stop()
         if self.builds is not None:
@@ -215,6 +229,9 @@ def build_loops(
             loops.account_cases = AccountCaseLoop(
                 rt.store, rt.review, rt.policy.current, every=every
             )
+        every = float(rt.settings.rematch_interval_seconds)
+        if every > 0:
+            loops.rematch = RematchLoop(rt, every=every)
     return loops
 
 

@@ -196,7 +196,8 @@ class Dataset:
         t = Tally()
         for i in sorted(self.done()):
             table = pq.read_table(
-                self.data_dir / shard_name(i), columns=["size", "error", "matched", "matches"]
+                self.data_dir / shard_name(i),
+                columns=["size", "error", "matched", "matches", "bank_revision"],
             )
             t.add_rows(table.to_pylist())
         return t

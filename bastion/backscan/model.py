@@ -127,6 +127,8 @@ class Tally:
     matched: int = 0
     errors: int = 0
     by_bank: dict[str, int] = field(default_factory=dict)
+    #: The oldest bank revision any row was matched at (a resumed run may span several).
+    lowest_revision: int | None = None
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.shards += 1
@@ -134,6 +136,9 @@ class Tally:
             self.objects += 1
             self.bytes += int(row.get("size") or 0)
             self.errors += row.get("error") is not None
+            rev = row.get("bank_revision")
+            if rev is not None and (self.lowest_revision is None or rev < self.lowest_revision):
+                self.lowest_revision = int(rev)
             if row.get("matched"):
                 self.matched += 1
                 for m in json.loads(row["matches"]):

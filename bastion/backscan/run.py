@@ -103,6 +103,9 @@ def summary_doc(
             "objects_per_second": round(rate, 2),
         },
         "bank_revision": revision,
+        "lowest_bank_revision": total.lowest_revision
+        if total.lowest_revision is not None
+        else revision,
         "engine": opts.engine,
         "options": {k: v for k, v in asdict(opts).items() if k not in ("address",)},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from bastion.cli import scan, serve, worker
+from bastion.cli import backscan, scan, serve, worker
 from bastion.cli._context import CliContext, DbOpt
 from bastion.cli.audit import audit_app
 from bastion.cli.backscan import backscan_app
@@ -45,6 +45,7 @@ app.command("worker")(worker.worker)
 app.command("hash")(scan.hash_cmd)
 app.command("scan")(scan.scan)
 app.command("match")(scan.match)
+app.command("rematch")(backscan.rematch_cmd)
 app.command("serve")(serve.serve)
 app.add_typer(bank_app, name="bank")
 app.add_typer(url_app, name="url")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,6 +106,9 @@ def run_cmd(
     max_object_bytes: Annotated[
         int, typer.Option(min=1, help="Larger objects are not downloaded (a row says so).")
     ] = 4 * 1024**3,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -157,9 +162,9 @@ def run_cmd(
             except (SourceError, DatasetError) as exc:
                 raise usage_error(str(exc)) from exc
         with cli.open_store() as store:
+            rt = _runtime(cli, store, config)
             revision = store.current_revision()
             matcher = load_matcher(store, bank)
-            settings = _settings(cli)
             done_before = ds.tally() if ds.done() else Tally()
             with _progress() as bar:
                 task = bar.add_task("backscan", total=int(run["objects"]), rates="")
@@ -176,7 +181,7 @@ def run_cmd(
                     bar.update(task, completed=done_before.objects + t.objects, rates=rates)
 
                 summary = execute(ds, req, matcher, revision, on_progress=show)
-            summary["review"] = _to_review(store, settings, ds, summary, dry_run=dry_run, cli=cli)
+            summary["review"] = _to_review(rt, ds, summary, dry_run=dry_run)
             ds.write_summary(summary)
             store.record_audit(
                 actor=cli.actor,
@@ -190,14 +195,47 @@ def run_cmd(
     raise typer.Exit(1 if summary["total"]["matched"] else 0)
 
 
-def _settings(cli: CliContext) -> Any:
-    return None
+def _runtime(cli: CliContext, store: Any, config: Path | None) -> Any:
+    """The services a scan request has (policy, review, outbox), over the CLI's store."""
+    from bastion.config import ConfigError, Settings
+    from bastion.runtime import build_runtime
+
+    try:
+        settings = Settings.load(config, database_url=cli.db)
+        return build_runtime(settings, store)
+    except (ConfigError, OSError, ValueError) as exc:
+        raise usage_error(f"cannot load the settings, key or policy: {exc}") from exc
 
 
-def _to_review(
-    store: Any, settings: Any, ds: Any, summary: dict[str, Any], *, dry_run: bool, cli: CliContext
-) -> dict[str, Any]:
-    return {"dry_run": dry_run}
+def matched_rows(ds: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows that matched something (usually few), shard by shard."""
+    for batch in ds.iter_rows():
+        for row in batch.to_pylist():
+            if row["matched"]:
+                yield row
+
+
+def _to_review(rt: Any, ds: Any, summary: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
+    """Findings into the backlog and the first cases the rate allows (none with --dry-run);
+    a complete dataset is registered for re-matching when banks grow."""
+    from bastion.backscan.intake import drain, enqueue
+    from bastion.backscan.store import BackscanStore
+
+    label = f"backscan:{ds.root.resolve()}"
+    review = enqueue(rt, matched_rows(ds), origin="backscan", label=label, dry_run=dry_run)
+    if dry_run:
+        return review
+    if summary["complete"]:
+        BackscanStore(rt.store).register_dataset(
+            str(ds.root.resolve()),
+            summary["source"],
+            summary["total"]["objects"],
+            summary["lowest_bank_revision"],
+        )
+    review["opened_now"] = drain(rt)
+    per_hour = rt.settings.backscan_cases_per_hour
+    review["backlog"] = [asdict(b) for b in BackscanStore(rt.store).backlog(per_hour)]
+    return review
 
 
 def _audit_detail(summary: dict[str, Any]) -> dict[str, Any]:
@@ -260,3 +298,58 @@ def status_cmd(
     }
     json.dump(doc, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+
+
+def rematch_cmd(
+    ctx: typer.Context,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            min=0,
+            help="Re-match against entries changed after this bank revision (default: the "
+            "oldest revision any stored signal set is matched up to).",
+        ),
+    ] = None,
+    db: DbOpt = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
+    ] = None,
+    threshold: ThresholdOpt = DEFAULT_PDQ_THRESHOLD,
+    min_quality: Annotated[
+        int, typer.Option(min=0, max=100, help="Ignore PDQ hashes below this quality.")
+    ] = DEFAULT_MIN_QUALITY,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would match; open no case.")
+    ] = False,
+) -> None:
+    """Re-match the stored signals (back-scan datasets and the scans table) against only the
+    bank entries added since a revision; new matches go to review as retroactive, labelled with
+    the bank revision that produced them. Removed or disputed entries open nothing. The worker
+    does this by itself every rematch_interval_seconds.
+
+    Exit code 0 when nothing new matched, 1 when something did."""
+    from bastion.backscan.intake import drain
+    from bastion.backscan.rematch import RematchOptions, rematch
+
+    cli = CliContext.of(ctx)
+    with cli.open_store() as store:
+        rt = _runtime(cli, store, config)
+        opts = RematchOptions(threshold=threshold, min_quality=min_quality)
+        report = rematch(rt, since, opts=opts, dry_run=dry_run)
+        if not dry_run:
+            report.review["opened_now"] = drain(rt)
+        doc = report.as_dict()
+        store.record_audit(
+            actor=cli.actor,
+            action="backscan.rematch",
+            target=f"revision:{report.since}..{report.upto}",
+            detail={k: doc[k] for k in ("new_entries", "signals", "matched", "seconds", "review")},
+        )
+    err.print(
+        f"{report.signals} stored signals re-matched against {report.new_entries} new entries "
+        f"(revisions {report.since}..{report.upto}): {report.matched} new matches"
+    )
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    raise typer.Exit(1 if report.matched else 0)

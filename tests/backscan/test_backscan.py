@@ -81,7 +81,8 @@ def test_another_source_into_the_same_directory_is_refused(
     out = tmp_path / "out"
     run_cli("backscan", str(root), "--out", str(out), db=db.schema_url)
     other = tmp_path / "other"
-    make_image((other / "x.png") if other.mkdir() is None else other, 99)
+    other.mkdir()
+    make_image(other / "x.png", 99)
     proc = run_cli("backscan", str(other), "--out", str(out), db=db.schema_url, check=False)
     assert proc.returncode == 2 and "use another --out" in proc.stderr
 

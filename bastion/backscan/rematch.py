@@ -1,0 +1,271 @@
+"""Re-match stored signals when banks grow: only against the entries added since a revision.
+
+The new entries (live ones only: an entry disabled, removed or disputed since opens nothing) go
+into a small index of their own; the stored signals (every registered back-scan dataset, and the
+scans table) are streamed through it in batches, PDQ by the batched index kernel, exact hashes by
+dictionary. A match counts only against an entry newer than what that signal was last matched
+against (the row's ``bank_revision``), so nothing already found is found again. Matches become
+findings of origin ``rematch``, labelled with the bank revision of the entry that produced them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from bastion.backscan.dataset import Dataset
+from bastion.backscan.store import BackscanStore
+from bastion.banks.model import IndexEntry
+from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
+from bastion.index.pdq import hex_to_bytes
+from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
+from bastion.signals.video import parse_frames
+
+if TYPE_CHECKING:
+    from bastion.db import Store
+    from bastion.runtime import Runtime
+
+#: Stored rows read and matched per batch.
+BATCH = 65_536
+_COLUMNS = [
+    "uri",
+    "content_id",
+    "uploader_id",
+    "age_band",
+    "kind",
+    "format",
+    "md5",
+    "sha256",
+    "pdq",
+    "pdq_quality",
+    "vpdq",
+    "bank_revision",
+    "matches",
+]
+#: The pseudo-dataset under which the scans table's re-match revision is kept.
+SCANS_PATH = "db:scans"
+
+
+@dataclass
+class NewEntries:
+    """The entries added or re-enabled after ``since`` up to ``upto``, live now, in a small
+    index; ``revision`` is the revision each one was last written at."""
+
+    since: int
+    upto: int
+    matcher: Matcher
+    revision: dict[int, int] = field(default_factory=dict)
+    skipped_disputed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.revision)
+
+
+def new_entries(store: Store, since: int, disputed: set[int] | None = None) -> NewEntries:
+    """The live entries changed after ``since``. The change feed's last word on each entry
+    counts: one added and then disabled (a dispute) or removed is not there."""
+    changes, upto = store.changes_since(since)
+    latest = {}
+    for c in changes:
+        latest[c.entry_id] = c
+    disputed = disputed or set()
+    live: list[IndexEntry] = []
+    revision: dict[int, int] = {}
+    skipped = 0
+    for c in latest.values():
+        if not c.active or c.entry is None:
+            continue
+        if c.entry_id in disputed:
+            skipped += 1
+            continue
+        live.append(c.entry)
+        revision[c.entry_id] = c.revision
+    matcher = Matcher.from_entries(live)
+    for eid, _reason in matcher.rejected:
+        revision.pop(eid, None)
+    return NewEntries(since, upto, matcher, revision, skipped)
+
+
+@dataclass(frozen=True)
+class RematchOptions:
+    threshold: int = DEFAULT_PDQ_THRESHOLD
+    min_quality: int = DEFAULT_MIN_QUALITY
+
+
+def match_batch(
+    rows: list[dict[str, Any]], new: NewEntries, opts: RematchOptions
+) -> Iterator[tuple[dict[str, Any], list[Match]]]:
+    """Each stored row with its new matches (only entries newer than the row's revision)."""
+    m = new.matcher
+    found: list[list[Match]] = [[] for _ in rows]
+    if len(m.pdq):
+        idx = [
+            i
+            for i, r in enumerate(rows)
+            if r.get("pdq") and (r.get("pdq_quality") or 0) >= opts.min_quality
+        ]
+        if idx:
+            hits = m.pdq.search_batch(hex_to_bytes([rows[i]["pdq"] for i in idx]), opts.threshold)
+            for i, row_hits in zip(idx, hits, strict=True):
+                for eid, dist in row_hits:
+                    found[i].append(_match(m, eid, dist))
+    for stype in (SignalType.MD5, SignalType.SHA256):
+        exact = m.exact[stype]
+        if not len(exact):
+            continue
+        for i, r in enumerate(rows):
+            value = r.get(str(stype))
+            if value:
+                for eid in exact.lookup(value):
+                    found[i].append(_match(m, eid, 0))
+    if m.video_frames and len(m.video_frames):
+        for i, r in enumerate(rows):
+            if r.get("vpdq"):
+                sig = Signal(SignalType.VPDQ, r["vpdq"], None, parse_frames(r["vpdq"]))
+                found[i] += m.match([sig], threshold=opts.threshold, min_quality=opts.min_quality)
+    for r, ms in zip(rows, found, strict=True):
+        if not ms:
+            continue
+        seen = r.get("bank_revision")
+        fresh = [x for x in ms if seen is None or new.revision.get(x.entry_id, 0) > seen]
+        if fresh:
+            yield r, sorted({x.entry_id: x for x in fresh}.values(), key=lambda x: x.distance)
+
+
+def _match(m: Matcher, eid: int, dist: int) -> Match:
+    ref = m.refs[eid]
+    return Match(eid, ref.bank, ref.signal_type, dist, ref.external_id, ref.labels)
+
+
+def dataset_rows(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """A dataset's stored signals in batches (only the columns re-matching reads)."""
+    ds = Dataset(path)
+    for i in sorted(ds.done()):
+        pf = pq.ParquetFile(ds.data_dir / f"shard-{i:06d}.parquet")
+        for batch in pf.iter_batches(columns=_COLUMNS, batch_size=BATCH):
+            yield batch.to_pylist()
+
+
+def scan_rows(store: Store) -> Iterator[list[dict[str, Any]]]:
+    """The scans table's signals as rows (a scan has no revision: its matches say what it was
+    already matched against, and those entries are dropped from its new matches)."""
+    before: int | None = None
+    while True:
+        page = store.iter_scans(10_000, before_id=before)
+        if not page:
+            return
+        before = page[-1].id
+        out = []
+        for s in page:
+            row: dict[str, Any] = {
+                "uri": f"scan:{s.id}",
+                "kind": s.content_kind,
+                "format": None,
+                "bank_revision": None,
+                "matches": s.matches,
+                "known": {int(m["entry"]) for m in s.matches if "entry" in m},
+            }
+            for key in ("content_id", "uploader_id", "age_band"):
+                row[key] = s.context.get(key)
+            for sig in s.signals:
+                t = sig.get("type")
+                if t in ("md5", "sha256", "pdq", "vpdq"):
+                    row[t] = sig.get("value")
+                if t == "pdq":
+                    row["pdq_quality"] = sig.get("quality")
+            out.append(row)
+        yield out
+
+
+@dataclass
+class RematchReport:
+    since: int
+    upto: int
+    new_entries: int
+    skipped_disputed: int = 0
+    signals: int = 0
+    matched: int = 0
+    seconds: float = 0.0
+    review: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.signals / self.seconds if self.seconds > 0 else 0.0
+        return {**self.__dict__, "signals_per_second": round(rate, 1)}
+
+
+def _retroactive_rows(
+    new: NewEntries, rows: list[dict[str, Any]], opts: RematchOptions
+) -> Iterator[dict[str, Any]]:
+    for row, ms in match_batch(rows, new, opts):
+        known = row.get("known") or set()
+        ms = [m for m in ms if m.entry_id not in known]
+        if not ms:
+            continue
+        version = max(new.revision[m.entry_id] for m in ms)
+        matches = [{**m.as_dict(), "retroactive": True, "bank_revision": version} for m in ms]
+        yield {**row, "matches": matches, "bank_revision": version}
+
+
+def rematch(
+    rt: Runtime,
+    since: int | None = None,
+    *,
+    opts: RematchOptions | None = None,
+    dry_run: bool = False,
+) -> RematchReport:
+    """Re-match every registered dataset and the scans table against the entries changed
+    after ``since`` (default: the oldest revision any of them is matched up to), hand the new
+    matches to the backlog, and record the revision they are now matched up to."""
+    from bastion.backscan.intake import enqueue
+
+    opts = opts or RematchOptions()
+    store = BackscanStore(rt.store)
+    datasets = store.datasets()
+    if SCANS_PATH not in {d.path for d in datasets}:
+        store.register_dataset(SCANS_PATH, "scans table", 0, 0)
+        datasets = store.datasets()
+    start = min(d.matched_revision for d in datasets) if since is None else since
+    started = time.monotonic()
+    new = new_entries(rt.store, start, disputed=_disputed(rt))
+    report = RematchReport(start, new.upto, len(new), new.skipped_disputed)
+    would: Counter[str] = Counter()
+    review: dict[str, Any] = {"added": 0, "known": 0}
+    if len(new):
+        for d in datasets:
+            if since is None and d.matched_revision >= new.upto:
+                continue
+            batches = scan_rows(rt.store) if d.path == SCANS_PATH else dataset_rows(Path(d.path))
+            for rows in batches:
+                report.signals += len(rows)
+                found = list(_retroactive_rows(new, rows, opts))
+                report.matched += len(found)
+                if found:
+                    label = f"rematch:{start}..{new.upto}:{d.path}"
+                    r = enqueue(rt, found, origin="rematch", label=label, dry_run=dry_run)
+                    review["added"] += r["added"]
+                    review["known"] += r["known"]
+                    would.update(r["would"])
+    if not dry_run:
+        for d in datasets:
+            if d.matched_revision < new.upto:
+                store.set_matched_revision(d.id, new.upto)
+    report.seconds = round(time.monotonic() - started, 3)
+    report.review = {**review, "dry_run": dry_run, "would": dict(sorted(would.items()))}
+    return report
+
+
+def _disputed(rt: Runtime) -> set[int]:
+    """Entries a reviewer found not abusive (their disputes), whatever their enabled flag."""
+    from sqlalchemy import select
+
+    from bastion.review.rows import EntryDisputeRow
+
+    t = EntryDisputeRow.__table__
+    with rt.store.engine.connect() as conn:
+        return {int(r[0]) for r in conn.execute(select(t.c.entry_id).distinct())}
