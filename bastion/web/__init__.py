@@ -7,7 +7,7 @@ keys.
 
 from fastapi import APIRouter
 
-from bastion.web import account, admin, cases, exchanges, login, reports
+from bastion.web import account, admin, cases, exchanges, login, reports, search
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
@@ -17,5 +17,6 @@ router.include_router(admin.router)
 router.include_router(account.router)
 router.include_router(reports.router)
 router.include_router(exchanges.router)
+router.include_router(search.router)
 
 __all__ = ["router"]

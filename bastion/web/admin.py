@@ -354,6 +354,13 @@ def retry(ctx: AdminAction, item_id: int) -> Response:
 AUDIT_SCAN = 5000
 
 
+def whole_target(wanted: str, target: str) -> bool:
+    """Whether an audit record's ``target`` is ``wanted`` or a part of it: ``case:1`` finds
+    ``case:1`` and ``case:1/item:3``, never ``case:15``. Empty finds everything."""
+    wanted = wanted.strip()
+    return not wanted or target == wanted or target.startswith(wanted + "/")
+
+
 @router.get("/audit")
 def audit(
     ctx: Auditor,
@@ -363,8 +370,9 @@ def audit(
     before: Annotated[int, Query(ge=0)] = 0,
     verify: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
-    """Newest first. ``action`` is a prefix (``login`` → login.*); actor and target match
-    substrings of the records read (at most AUDIT_SCAN per page)."""
+    """Newest first. ``action`` is a prefix (``login`` → login.*); actor matches a substring,
+    target a whole target (:func:`whole_target`), of the records read (at most AUDIT_SCAN per
+    page)."""
     limit = 50
     store = ctx.rt.store
     prefix = action_.strip() or None
@@ -382,7 +390,7 @@ def audit(
                 break
             scanned += len(batch)
             cursor = batch[-1].id
-            events += [e for e in batch if actor in e.actor and target in e.target]
+            events += [e for e in batch if actor in e.actor and whole_target(target, e.target)]
             if len(batch) < 500:  # the start of the log
                 cursor = None
                 break

@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bastion.db import Store
 from tests.web.seed import PASSWORD
 from tests.web.server import ConsoleServer, launch_chromium
+
+#: The running server's database, for records a test adds behind its back.
+DB: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[ConsoleServer]:
-    srv = ConsoleServer(tmp_path_factory.mktemp("issue19"), testdata, soft_limit=50)
+    tmp = tmp_path_factory.mktemp("issue19")
+    srv = ConsoleServer(tmp, testdata, soft_limit=50)
+    DB["url"] = f"sqlite:///{tmp / 'bastion.db'}"
     try:
         yield srv
     finally:
@@ -87,3 +93,32 @@ def test_item2_only_the_claim_holder_reveals_and_closed_cases_need_a_reason(
     expect(page.locator("#exposure-count")).to_have_text("0")
     page.keyboard.press("Escape")
     expect(item.locator(".closed-note")).to_be_visible()
+
+
+def test_item8_search_box_and_whole_target_audit_filter(page: Page, server: ConsoleServer) -> None:
+    login(page, server, "rex")
+    box = page.locator("#search-box input[name=q]")
+    box.fill("content-bridge")
+    box.press("Enter")
+    page.wait_for_url(re.compile(r"/search\?q=content-bridge"))
+    rows = page.locator("#search-results tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("content id")
+    rows.first.get_by_role("link").click()
+    expect(page.locator("h1")).to_have_text(f"Case #{server.cases['bridge']}")
+    # The senior queue's case is not found by a reviewer.
+    page.goto(f"{server.base}/search?q=uploader-2")
+    expect(page.locator("#no-results")).to_be_visible()
+
+    # A case whose id starts with the same digits must not come up under this case's target.
+    wanted = f"case:{server.cases['bridge']}"
+    with Store.open(DB["url"]) as store:
+        store.record_audit(actor="system", action="test.other", target=f"{wanted}5")
+    page.click("header button.link")  # log out
+    login(page, server, "aud")
+    page.fill("input[name=target]", wanted)
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(re.compile(r"target=case"))
+    expect(page.locator("#audit tbody tr").first).to_be_visible()
+    targets = page.locator("#audit tbody tr td:nth-child(5)").all_inner_texts()
+    assert targets and all(t == wanted or t.startswith(wanted + "/") for t in targets), targets
