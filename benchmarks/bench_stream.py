@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.users, args.days = 500, 3
     from bastion.contact.simulate import simulate
+    from bastion.contact.stream import tune_gc
 
+    tune_gc()  # as `bastion events consume` does (every path here runs with it)
     events, _ = simulate(args.users, args.days, args.seed)
     sizes = [int(size) for size in str(args.batch).split(",")]
     results = [raw_executemany(events, sizes[0])]

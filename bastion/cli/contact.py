@@ -110,7 +110,7 @@ def events_consume(
 
     from bastion.config import ConfigError, Settings
     from bastion.contact.store import ContactStore
-    from bastion.contact.stream import RedisStream, StreamConsumer, ingest_apply
+    from bastion.contact.stream import RedisStream, StreamConsumer, ingest_apply, tune_gc
     from bastion.db import Store
     from bastion.policy import PolicyError, default_policy, load_policy
     from bastion.store import StoreError
@@ -154,6 +154,7 @@ def events_consume(
             claim_every_s=max(1.0, claim_idle_ms / 4000),
             max_attempts=max_deliveries,
         )
+        tune_gc()
         stopping: list[int] = []
 
         def handler(signum: int, frame: FrameType | None) -> None:
