@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from bastion.backscan.dataset import Dataset
 from bastion.backscan.store import BackscanStore
 from bastion.banks.model import IndexEntry
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match, Matcher
-from bastion.index.pdq import hex_to_bytes
+from bastion.index.pdq import PDQIndex, hex_to_bytes
 from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType
 from bastion.signals.video import parse_frames
 
@@ -62,6 +63,10 @@ class NewEntries:
     matcher: Matcher
     revision: dict[int, int] = field(default_factory=dict)
     skipped_disputed: int = 0
+    entries: list[IndexEntry] = field(default_factory=list)
+
+    def of_type(self, stype: SignalType) -> list[IndexEntry]:
+        return [e for e in self.entries if e.signal_type == stype and e.id in self.revision]
 
     def __len__(self) -> int:
         return len(self.revision)
@@ -89,7 +94,7 @@ def new_entries(store: Store, since: int, disputed: set[int] | None = None) -> N
     matcher = Matcher.from_entries(live)
     for eid, _reason in matcher.rejected:
         revision.pop(eid, None)
-    return NewEntries(since, upto, matcher, revision, skipped)
+    return NewEntries(since, upto, matcher, revision, skipped, live)
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,136 @@ def match_batch(
 def _match(m: Matcher, eid: int, dist: int) -> Match:
     ref = m.refs[eid]
     return Match(eid, ref.bank, ref.signal_type, dist, ref.external_id, ref.labels)
+
+
+#: Stored PDQ hashes indexed at once when the stored side is the larger (see dataset_matches).
+CHUNK = 4_000_000
+
+
+def dataset_matches(
+    path: Path, new: NewEntries, opts: RematchOptions, *, chunk: int = CHUNK
+) -> Iterator[tuple[dict[str, Any], list[Match]]]:
+    """A dataset's rows with their new matches, read column by column.
+
+    PDQ is a join of the stored hashes with the new entries' at ``threshold``. Whichever side is
+    larger is indexed (:class:`bastion.index.pdq.PDQIndex`, exact) and the other side queries it:
+    a lookup costs far less than proportionally more in a larger index, so indexing up to
+    ``chunk`` stored hashes and querying with 100,000 new entries is much cheaper than 10M
+    lookups in an index of the new ones. Exact hashes are a set membership test per column.
+    Only rows that matched are read in full.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ds = Dataset(path)
+    new_pdq = new.of_type(SignalType.PDQ)
+    new_exact = {
+        t: {e.value: e.id for e in new.of_type(t)} for t in (SignalType.MD5, SignalType.SHA256)
+    }
+    has_video = bool(new.of_type(SignalType.VPDQ))
+    cols = ["pdq", "pdq_quality", "md5", "sha256", "bank_revision", "vpdq_frames"]
+    parts: list[tuple[int, pa.Table]] = []
+    held = 0
+
+    def process() -> Iterator[tuple[dict[str, Any], list[Match]]]:
+        tables = [t for _, t in parts]
+        owners = np.concatenate(
+            [np.full(t.num_rows, s, dtype=np.int64) for s, t in parts] or [np.zeros(0, np.int64)]
+        )
+        local = np.concatenate(
+            [np.arange(t.num_rows, dtype=np.int64) for _, t in parts] or [np.zeros(0, np.int64)]
+        )
+        table = pa.concat_tables(tables)
+        found: dict[int, list[Match]] = {}
+        if new_pdq:
+            _pdq_join(table, new, new_pdq, opts, found)
+        for stype, values in new_exact.items():
+            if not values:
+                continue
+            col = table.column(str(stype))
+            hit = pc.is_in(col, value_set=pa.array(list(values)))
+            for pos in np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist():
+                eid = values[col[pos].as_py()]
+                found.setdefault(pos, []).append(_match(new.matcher, eid, 0))
+        revs = table.column("bank_revision").to_pylist()
+        keep: dict[int, list[Match]] = {}
+        for pos, ms in found.items():
+            seen = revs[pos]
+            fresh = [m for m in ms if seen is None or new.revision.get(m.entry_id, 0) > seen]
+            if fresh:
+                keep[pos] = fresh
+        if has_video:
+            frames = table.column("vpdq_frames").to_numpy(zero_copy_only=False)
+            for pos in np.flatnonzero(np.nan_to_num(frames.astype(float)) > 0).tolist():
+                keep.setdefault(pos, [])
+        by_shard: dict[int, list[int]] = {}
+        for pos in sorted(keep):
+            by_shard.setdefault(int(owners[pos]), []).append(pos)
+        for shard, positions in by_shard.items():
+            full = pq.read_table(ds.data_dir / f"shard-{shard:06d}.parquet", columns=_COLUMNS)
+            rows = full.take(pa.array(local[positions])).to_pylist()
+            for pos, row in zip(positions, rows, strict=True):
+                ms = keep[pos]
+                if has_video and row.get("vpdq"):
+                    ms += [
+                        m
+                        for m in _video_matches(row, new, opts)
+                        if row.get("bank_revision") is None
+                        or new.revision.get(m.entry_id, 0) > row["bank_revision"]
+                    ]
+                if ms:
+                    best = {m.entry_id: m for m in sorted(ms, key=lambda m: -m.distance)}
+                    yield row, sorted(best.values(), key=lambda m: (m.distance, m.entry_id))
+
+    for shard in sorted(ds.done()):
+        t = pq.read_table(ds.data_dir / f"shard-{shard:06d}.parquet", columns=cols)
+        parts.append((shard, t))
+        held += t.num_rows
+        if held >= chunk:
+            yield from process()
+            parts, held = [], 0
+    if parts:
+        yield from process()
+
+
+def _pdq_join(
+    table: Any,
+    new: NewEntries,
+    new_pdq: list[IndexEntry],
+    opts: RematchOptions,
+    found: dict[int, list[Match]],
+) -> None:
+    pdq = table.column("pdq")
+    quality = table.column("pdq_quality").to_numpy(zero_copy_only=False)
+    present = ~np.asarray(pdq.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    good = present & (np.nan_to_num(quality.astype(float), nan=-1) >= opts.min_quality)
+    positions = np.flatnonzero(good)
+    if not len(positions):
+        return
+    hexes = pdq.take(positions).to_pylist()
+    stored = np.frombuffer(bytes.fromhex("".join(hexes)), dtype=np.uint8).reshape(-1, 32)
+    ids = np.array([e.id for e in new_pdq], dtype=np.int64)
+    if len(positions) > 4 * len(new_pdq):  # index the stored side, query with the new entries
+        index = PDQIndex()
+        index.add(positions.astype(np.int64), stored)
+        hits = index.search_batch(hex_to_bytes([e.value for e in new_pdq]), opts.threshold)
+        for eid, row_hits in zip(ids.tolist(), hits, strict=True):
+            for pos, dist in row_hits:
+                found.setdefault(int(pos), []).append(_match(new.matcher, eid, dist))
+    else:
+        hits = new.matcher.pdq.search_batch(stored, opts.threshold)
+        for pos, row_hits in zip(positions.tolist(), hits, strict=True):
+            for eid, dist in row_hits:
+                found.setdefault(pos, []).append(_match(new.matcher, eid, dist))
+
+
+def _video_matches(row: dict[str, Any], new: NewEntries, opts: RematchOptions) -> list[Match]:
+    sig = Signal(SignalType.VPDQ, row["vpdq"], None, parse_frames(row["vpdq"]))
+    return [
+        m
+        for m in new.matcher.match([sig], threshold=opts.threshold, min_quality=opts.min_quality)
+        if m.signal_type is SignalType.VPDQ
+    ]
 
 
 def dataset_rows(path: Path) -> Iterator[list[dict[str, Any]]]:
@@ -200,9 +335,9 @@ class RematchReport:
 
 
 def _retroactive_rows(
-    new: NewEntries, rows: list[dict[str, Any]], opts: RematchOptions
+    new: NewEntries, matched: Iterable[tuple[dict[str, Any], list[Match]]]
 ) -> Iterator[dict[str, Any]]:
-    for row, ms in match_batch(rows, new, opts):
+    for row, ms in matched:
         known = row.get("known") or set()
         ms = [m for m in ms if m.entry_id not in known]
         if not ms:
@@ -240,10 +375,13 @@ def rematch(
         for d in datasets:
             if since is None and d.matched_revision >= new.upto:
                 continue
-            batches = scan_rows(rt.store) if d.path == SCANS_PATH else dataset_rows(Path(d.path))
-            for rows in batches:
-                report.signals += len(rows)
-                found = list(_retroactive_rows(new, rows, opts))
+            if d.path == SCANS_PATH:
+                batches = _scan_batches(rt.store, new, opts, report)
+            else:
+                report.signals += _rows_in(Path(d.path))
+                batches = _batched(dataset_matches(Path(d.path), new, opts), 1000)
+            for pairs in batches:
+                found = list(_retroactive_rows(new, pairs))
                 report.matched += len(found)
                 if found:
                     label = f"rematch:{start}..{new.upto}:{d.path}"
@@ -258,6 +396,32 @@ def rematch(
     report.seconds = round(time.monotonic() - started, 3)
     report.review = {**review, "dry_run": dry_run, "would": dict(sorted(would.items()))}
     return report
+
+
+def _scan_batches(
+    store: Store, new: NewEntries, opts: RematchOptions, report: RematchReport
+) -> Iterator[list[tuple[dict[str, Any], list[Match]]]]:
+    for rows in scan_rows(store):
+        report.signals += len(rows)
+        yield list(match_batch(rows, new, opts))
+
+
+def _rows_in(path: Path) -> int:
+    ds = Dataset(path)
+    return sum(
+        pq.ParquetFile(ds.data_dir / f"shard-{i:06d}.parquet").metadata.num_rows for i in ds.done()
+    )
+
+
+def _batched(items: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _disputed(rt: Runtime) -> set[int]:
