@@ -21,6 +21,7 @@ from bastion.contact.model import BatchTooLarge
 from bastion.contact.store import AccountHeld, EventNotFound, HoldConflict
 from bastion.exchanges.registry import ExchangeBusy, ExchangeExists, ExchangeNotFound
 from bastion.feeds.store import FeedKeyUnavailable, FeedNotFound, RecordNotFound
+from bastion.identity.store import GroupExists, GroupNotFound
 from bastion.reports.errors import ReportConflict, ReportDataMissing, ReportExists, ReportNotFound
 from bastion.reports.model import ReportInputError
 from bastion.review import (
@@ -133,6 +134,9 @@ ERRORS: dict[type[BaseException], HttpError] = {
     FeedNotFound: _NOT_FOUND,
     RecordNotFound: _NOT_FOUND,
     FeedKeyUnavailable: HttpError(503, "Feed signing unavailable"),
+    # identity sharing groups
+    GroupNotFound: _NOT_FOUND,
+    GroupExists: _CONFLICT,
     # contact events
     BatchTooLarge: HttpError(413, "Content Too Large"),
     AccountHeld: HttpError(409, "Under legal hold"),

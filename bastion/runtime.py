@@ -23,6 +23,7 @@ from bastion.crypto import MasterKey
 from bastion.exchanges.store import ExchangeStore
 from bastion.feeds.store import FeedStore
 from bastion.http_auth import KeyCache, Principal, RateLimiter, client_address
+from bastion.identity.store import IdentityGroups
 from bastion.index.live import LiveIndex
 from bastion.index.pdq import HASH_BITS
 from bastion.index.probing import EntryWatch, ProbeDetector
@@ -96,6 +97,8 @@ class Runtime:
     exchanges: ExchangeStore
     #: One per process: it caches the unsealed feed signing key.
     feeds: FeedStore
+    #: Identity sharing groups; caches their unsealed HMAC keys briefly.
+    identity: IdentityGroups
     started_at: float = field(default_factory=time.time)
 
     def verify_key(self, token: str) -> Principal | None:
@@ -175,6 +178,7 @@ def build_runtime(settings: Settings, store: Store) -> Runtime:
         vouchers=VoucherStore(store, master_key, settings),
         exchanges=ExchangeStore(store, master_key, settings),
         feeds=FeedStore(store, master_key, settings),
+        identity=IdentityGroups(store, master_key),
     )
 
     def open_cases(opened: OpenedAccount) -> None:

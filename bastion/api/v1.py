@@ -55,6 +55,9 @@ from bastion.banks.model import (
 )
 from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
+from bastion.identity.model import MAX_IDENTIFIER, Identifier, IdentifierError
+from bastion.identity.model import digest as identity_digest
+from bastion.identity.model import normalize as normalize_identifier
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD, Match
 from bastion.index.probing import ProbeVerdict, WatchVerdict, band
 from bastion.runtime import Runtime, RuntimeDep, runtime
@@ -67,6 +70,8 @@ router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES)
 log = logging.getLogger("bastion.api")
 
 MAX_LOOKUP = 1000
+#: Identifiers one account scan takes.
+MAX_IDENTIFIERS = 100
 #: Highest Hamming threshold a caller may ask for: PDQ practice is 31, sometimes up to ~52-63;
 #: beyond that a hash matches a large share of any bank.
 MAX_THRESHOLD = 64
@@ -133,6 +138,32 @@ class ScanText(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(..., min_length=1, max_length=MAX_SCAN_TEXT)
     kind: TextKind = Field("post", description="Where the text was written on the platform.")
+    context: Context = Field(default_factory=Context)
+
+
+class IdentifierIn(BaseModel):
+    """One account identifier. It is hashed under every identity group's key as it arrives and
+    never stored: the scan record keeps the keyed hashes (docs/identity-signals.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["email", "username", "phone", "ip"]
+    value: str = Field(..., min_length=1, max_length=MAX_IDENTIFIER)
+    platform: str | None = Field(
+        None, max_length=64, description="Required for a username: where it is used."
+    )
+    region: str | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="For a national phone number: the country it was written in (GB).",
+    )
+
+
+class ScanIdentifiers(BaseModel):
+    """An account's identifiers, matched against the identity banks (leads, not proof)."""
+
+    model_config = ConfigDict(extra="forbid")
+    identifiers: list[IdentifierIn] = Field(..., min_length=1, max_length=MAX_IDENTIFIERS)
     context: Context = Field(default_factory=Context)
 
 
@@ -440,7 +471,11 @@ _SCAN_BODY = {
             },
             "application/json": {
                 "schema": {
-                    "oneOf": [ScanUrl.model_json_schema(), ScanText.model_json_schema()],
+                    "oneOf": [
+                        ScanUrl.model_json_schema(),
+                        ScanText.model_json_schema(),
+                        ScanIdentifiers.model_json_schema(),
+                    ],
                 }
             },
         },
@@ -471,6 +506,12 @@ async def scan(request: Request, rt: RuntimeDep, principal: MatchKey) -> ScanRes
             except ValidationError as exc:
                 raise _validation_problem(exc) from exc
             return await _scan_text(request, rt, principal, text_req)
+        if _json_has(body, "identifiers"):
+            try:
+                id_req = ScanIdentifiers.model_validate_json(body)
+            except ValidationError as exc:
+                raise _validation_problem(exc) from exc
+            return await run_in_threadpool(_scan_identifiers, rt, principal, id_req)
         if len(body) > 64 * 1024:
             raise Problem(413, detail="body is over the limit of 65536 bytes")
         try:
@@ -603,6 +644,91 @@ def _decide_and_record(
         return verdict, scan_id, None, held
     case = pipeline.open_case(rt, scanned, verdict, actor=actor, scan_id=scan_id)
     return verdict, scan_id, case.case_id, held
+
+
+def _json_has(body: bytes, key: str) -> bool:
+    """Whether a JSON scan body is an object with ``key``."""
+    if f'"{key}"'.encode() not in body:
+        return False
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the URL model reports it
+    return isinstance(doc, dict) and key in doc
+
+
+def _scan_identifiers(rt: Runtime, principal: Principal, req: ScanIdentifiers) -> ScanResponse:
+    """Match an account's identifiers: each normalised, then hashed under every sharing group's
+    key and looked up; only the keyed hashes reach the index, the record and the answer. A bad
+    identifier is a warning and the others are still matched; when none is usable, 422."""
+    warnings: list[str] = []
+    canonical: list[tuple[SignalType, str]] = []
+    for i, item in enumerate(req.identifiers):
+        ident = Identifier(SignalType(item.type), item.value, item.platform, item.region)
+        try:
+            canonical.append((ident.type, normalize_identifier(ident)))
+        except IdentifierError as exc:
+            warnings.append(f"identifiers[{i}]: {exc}")
+    if not canonical:
+        raise Problem(422, "Invalid request", detail="; ".join(warnings))
+    keys = rt.identity.keys()
+    if not keys:
+        warnings.append("no identity group is set up: nothing to match against")
+    signals: list[Signal] = []
+    recorded: list[dict[str, Any]] = []
+    for group, key in sorted(keys.items()):
+        for st, form in canonical:
+            value = identity_digest(key, st, form)
+            signals.append(Signal(st, value))
+            recorded.append({"type": st.value, "value": value, "group": group})
+    rules: dict[str, BankRules] = {}
+    with rt.index.read() as matcher:
+        found = matcher.match(signals) if signals else []
+    if found:
+        rules = rt.store.bank_rules()
+        found = screen(found, DEFAULT_PDQ_THRESHOLD, rules).kept
+    truncated = len(found) > MAX_MATCHES
+    matches = found[:MAX_MATCHES]
+    for m in matches:
+        rt.metrics.matches.labels(str(m.signal_type)).inc()
+    match_out = [_match_out(m, rt.settings.match_near_distance) for m in matches]
+    scanned = pipeline.Scanned(
+        kind="account",
+        format=None,
+        context=req.context.model_dump(exclude_none=True),
+        signals=recorded,
+        matches=[m.model_dump(mode="json", exclude_none=True, exclude={"band"}) for m in match_out],
+        media=None,
+        media_type=None,
+        filename=None,
+    )
+    try:
+        decided, scan_id, case_id, held = _decide_and_record(
+            rt, scanned, matches, rules, f"key:{principal.name}"
+        )
+    except StoreError as exc:
+        raise Problem(
+            503, "Store unavailable", detail="the scan could not be recorded or queued for review"
+        ) from exc
+    marked = [replace(m, quarantined=True) if m.entry_id in held else m for m in matches]
+    threshold = pinned_threshold(rt, principal, DEFAULT_PDQ_THRESHOLD)
+    shown = [MatchOut.model_validate(d) for d in shown_matches(rt, principal, marked, threshold)]
+    return ScanResponse(
+        scan_id=scan_id,
+        kind="account",
+        size=len(req.identifiers),
+        signals=[SignalOut(type=SignalType(r["type"]), value=r["value"]) for r in recorded],
+        matches=shown,
+        verdict=Verdict(
+            decision=decided.decision,
+            reason=shown_reason(rt, principal, decided.reason),
+            rule=decided.rule,
+            priority=None if decided.decision == "allow" else decided.priority,
+            case_id=case_id,
+        ),
+        warnings=warnings,
+        truncated=truncated,
+    )
 
 
 def _is_text_body(body: bytes) -> bool:

@@ -19,6 +19,9 @@ from bastion.signals.base import SignalType
 BANK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$", re.IGNORECASE)
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _HEX_LENGTHS = {SignalType.PDQ: 64, SignalType.MD5: 32, SignalType.SHA256: 64}
+# Identity entries are HMAC-SHA256 digests (bastion.identity): never the identifier itself.
+_HEX_LENGTHS.update({t: 64 for t in (SignalType.EMAIL, SignalType.USERNAME)})
+_HEX_LENGTHS.update({t: 64 for t in (SignalType.PHONE, SignalType.IP)})
 
 #: Column widths shared with the store schema; checked here so a long field is a per-entry error
 #: rather than a database error that would abort a whole batch.
@@ -112,9 +115,11 @@ def validate_value(
         want = _HEX_LENGTHS[st]
         hexed = text.lower()
         if len(hexed) != want or not _HEX_RE.match(hexed):
+            # An identity value is never echoed: it may be an identifier sent by mistake.
+            hint = " (an HMAC-SHA256 digest)" if st.is_identity else f": {_short(text)}"
             raise ValueError(
                 f"{st} value must be {want} hexadecimal characters, got {len(hexed)} "
-                f"characters: {_short(text)}"
+                f"characters{hint}"
             )
         return hexed
     if st is SignalType.URL:

@@ -13,9 +13,10 @@ from typing import Protocol
 import numpy as np
 
 from bastion.index.exact import ExactIndex
+from bastion.index.hashed import HashedIndex
 from bastion.index.pdq import PDQIndex, hex_to_bytes
 from bastion.index.url import UrlIndex
-from bastion.signals.base import DEFAULT_MIN_QUALITY, Signal, SignalType, VideoFrame
+from bastion.signals.base import DEFAULT_MIN_QUALITY, IDENTITY_TYPES, Signal, SignalType, VideoFrame
 from bastion.signals.url import url_entry_kind
 from bastion.signals.video import parse_frames, video_match_score
 from bastion.text.automaton import TextHit, TextIndex
@@ -115,8 +116,13 @@ class Matcher:
 
     refs: dict[int, EntryRef] = field(default_factory=dict)
     pdq: PDQIndex = field(default_factory=PDQIndex)
-    exact: dict[SignalType, ExactIndex] = field(
-        default_factory=lambda: {SignalType.MD5: ExactIndex(), SignalType.SHA256: ExactIndex()}
+    #: md5 and sha256; and the identity types' keyed digests, compactly (millions are shared).
+    exact: dict[SignalType, ExactIndex | HashedIndex] = field(
+        default_factory=lambda: {
+            SignalType.MD5: ExactIndex(),
+            SignalType.SHA256: ExactIndex(),
+            **{t: HashedIndex() for t in IDENTITY_TYPES},
+        }
     )
     urls: UrlIndex = field(default_factory=UrlIndex)
     #: Keyword entries (terms and trend queries), in one automaton.

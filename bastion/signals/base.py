@@ -3,6 +3,7 @@
 A signal is a fingerprint of content. Perceptual signals (``pdq``, ``vpdq``) carry a quality;
 exact ones (``md5``, ``sha256``, ``url``) do not. ``text`` is a keyword signal: a bank entry holds
 a term or a trend query (:mod:`bastion.text`), and a scanned text is matched against them all.
+``email``, ``username``, ``phone`` and ``ip`` are account identifiers, kept as keyed hashes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,24 @@ class SignalType(StrEnum):
     SHA256 = "sha256"
     URL = "url"
     TEXT = "text"
+    #: Account identifiers, held only as keyed hashes (HMAC-SHA256 under a sharing group's key,
+    #: :mod:`bastion.identity`): the value is the digest's hex, never the identifier.
+    EMAIL = "email"
+    USERNAME = "username"
+    PHONE = "phone"
+    IP = "ip"
 
     @property
     def is_perceptual(self) -> bool:
         return self in (SignalType.PDQ, SignalType.VPDQ)
+
+    @property
+    def is_identity(self) -> bool:
+        return self in IDENTITY_TYPES
+
+
+#: The identity signal types: leads about an account, not proof about content.
+IDENTITY_TYPES = frozenset({SignalType.EMAIL, SignalType.USERNAME, SignalType.PHONE, SignalType.IP})
 
 
 class SignalError(ValueError):
