@@ -31,6 +31,7 @@ from bastion.sdk.models import (
     CasePage,
     CaseSummary,
     DecisionResult,
+    DetectorPrecision,
     Draft,
     EntriesAdded,
     Entry,
@@ -55,6 +56,7 @@ SignalLike = Signal | tuple[str, str] | Mapping[str, Any]
 DecisionKind = Literal["confirmed", "not_abusive", "escalate"]
 StateFilter = Literal["active", "open", "awaiting_second", "confirmed", "not_abusive", "closed"]
 Priority = Literal["critical", "high", "normal", "low"]
+Subject = Literal["content", "account"]
 USER_AGENT = f"bastion-sdk/{__version__}"
 DEFAULT_TIMEOUT = 60.0
 
@@ -225,11 +227,22 @@ class _ops:
         overdue: bool | None,
         after: int | None,
         limit: int,
+        subject: Subject | None = None,
     ) -> _Call[CasePage]:
         params = _params(
-            queue=queue, state=state, priority=priority, overdue=overdue, after=after, limit=limit
+            queue=queue,
+            state=state,
+            priority=priority,
+            overdue=overdue,
+            after=after,
+            limit=limit,
+            subject=subject,
         )
         return _Call("GET", "/v1/cases", _one(CasePage), params=params)
+
+    @staticmethod
+    def detector_precision() -> _Call[list[DetectorPrecision]]:
+        return _Call("GET", "/v1/cases/detectors", _many(DetectorPrecision))
 
     @staticmethod
     def queues() -> _Call[list[QueueCount]]:
@@ -256,6 +269,7 @@ class _ops:
         note: str,
         reason: str,
         disable_entries: bool,
+        detectors: Iterable[str] = (),
     ) -> _Call[DecisionResult]:
         body: dict[str, Any] = {"decision": decision}
         if note:
@@ -264,6 +278,8 @@ class _ops:
             body.update(classification=classification, labels=list(labels))
         elif decision == "not_abusive":
             body.update(reason=reason, disable_entries=disable_entries)
+            if detectors:
+                body["detectors"] = list(detectors)
         path = f"/v1/cases/{int(case_id)}/decide"
         return _Call("POST", path, _one(DecisionResult), json=body)
 
@@ -501,9 +517,11 @@ class Client:
         overdue: bool | None = None,
         after: int | None = None,
         limit: int = 50,
+        subject: Subject | None = None,
     ) -> CasePage:
-        """One page of the queue, most urgent first; pass ``next_after`` as ``after``."""
-        return self._run(_ops.list_cases(queue, state, priority, overdue, after, limit))
+        """One page of the queue, most urgent first; pass ``next_after`` as ``after``;
+        ``subject`` keeps content or account cases."""
+        return self._run(_ops.list_cases(queue, state, priority, overdue, after, limit, subject))
 
     def iter_cases(
         self,
@@ -513,6 +531,7 @@ class Client:
         priority: Priority | None = None,
         overdue: bool | None = None,
         page_size: int = 100,
+        subject: Subject | None = None,
     ) -> Iterator[CaseSummary]:
         """Every matching case, page by page."""
         after = None
@@ -524,6 +543,7 @@ class Client:
                 overdue=overdue,
                 after=after,
                 limit=page_size,
+                subject=subject,
             )
             yield from page.cases
             if page.next_after is None:
@@ -532,6 +552,10 @@ class Client:
 
     def queues(self) -> list[QueueCount]:
         return self._run(_ops.queues())
+
+    def detector_precision(self) -> list[DetectorPrecision]:
+        """Each risk detector's record in account-case decisions, and its precision."""
+        return self._run(_ops.detector_precision())
 
     def get_case(self, case_id: int) -> Case:
         """The case with items, matches and history (audited as the key's user viewing it)."""
@@ -554,10 +578,14 @@ class Client:
         note: str = "",
         reason: str = "",
         disable_entries: bool = False,
+        detectors: Iterable[str] = (),
     ) -> DecisionResult:
         """Decide a claimed case; :meth:`confirm`, :meth:`not_abusive` and :meth:`escalate`
-        are the same with only the fields each takes."""
-        call = _ops.decide(case_id, decision, classification, labels, note, reason, disable_entries)
+        are the same with only the fields each takes. An account case is confirmed as
+        ``grooming`` or ``sextortion``; its not-abusive finding may name ``detectors``."""
+        call = _ops.decide(
+            case_id, decision, classification, labels, note, reason, disable_entries, detectors
+        )
         return self._run(call)
 
     def confirm(
@@ -568,10 +596,21 @@ class Client:
         )
 
     def not_abusive(
-        self, case_id: int, reason: str, *, disable_entries: bool = False, note: str = ""
+        self,
+        case_id: int,
+        reason: str,
+        *,
+        disable_entries: bool = False,
+        note: str = "",
+        detectors: Iterable[str] = (),
     ) -> DecisionResult:
         return self.decide(
-            case_id, "not_abusive", reason=reason, disable_entries=disable_entries, note=note
+            case_id,
+            "not_abusive",
+            reason=reason,
+            disable_entries=disable_entries,
+            note=note,
+            detectors=detectors,
         )
 
     def escalate(self, case_id: int, *, note: str = "") -> DecisionResult:
@@ -716,8 +755,11 @@ class AsyncClient:
         overdue: bool | None = None,
         after: int | None = None,
         limit: int = 50,
+        subject: Subject | None = None,
     ) -> CasePage:
-        return await self._run(_ops.list_cases(queue, state, priority, overdue, after, limit))
+        return await self._run(
+            _ops.list_cases(queue, state, priority, overdue, after, limit, subject)
+        )
 
     async def iter_cases(
         self,
@@ -727,6 +769,7 @@ class AsyncClient:
         priority: Priority | None = None,
         overdue: bool | None = None,
         page_size: int = 100,
+        subject: Subject | None = None,
     ) -> AsyncIterator[CaseSummary]:
         after = None
         while True:
@@ -737,6 +780,7 @@ class AsyncClient:
                 overdue=overdue,
                 after=after,
                 limit=page_size,
+                subject=subject,
             )
             for case in page.cases:
                 yield case
@@ -746,6 +790,9 @@ class AsyncClient:
 
     async def queues(self) -> list[QueueCount]:
         return await self._run(_ops.queues())
+
+    async def detector_precision(self) -> list[DetectorPrecision]:
+        return await self._run(_ops.detector_precision())
 
     async def get_case(self, case_id: int) -> Case:
         return await self._run(_ops.get_case(case_id))
@@ -766,8 +813,11 @@ class AsyncClient:
         note: str = "",
         reason: str = "",
         disable_entries: bool = False,
+        detectors: Iterable[str] = (),
     ) -> DecisionResult:
-        call = _ops.decide(case_id, decision, classification, labels, note, reason, disable_entries)
+        call = _ops.decide(
+            case_id, decision, classification, labels, note, reason, disable_entries, detectors
+        )
         return await self._run(call)
 
     async def confirm(
@@ -778,10 +828,21 @@ class AsyncClient:
         )
 
     async def not_abusive(
-        self, case_id: int, reason: str, *, disable_entries: bool = False, note: str = ""
+        self,
+        case_id: int,
+        reason: str,
+        *,
+        disable_entries: bool = False,
+        note: str = "",
+        detectors: Iterable[str] = (),
     ) -> DecisionResult:
         return await self.decide(
-            case_id, "not_abusive", reason=reason, disable_entries=disable_entries, note=note
+            case_id,
+            "not_abusive",
+            reason=reason,
+            disable_entries=disable_entries,
+            note=note,
+            detectors=detectors,
         )
 
     async def escalate(self, case_id: int, *, note: str = "") -> DecisionResult:

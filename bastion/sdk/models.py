@@ -145,6 +145,8 @@ class CaseSummary(_Model):
     first_reviewer: str | None = None
     classification: str | None = None
     decided_at: datetime | None = None
+    #: ``content``, or ``account`` for an account case (items are risk snapshots, no media).
+    subject: str = "content"
 
 
 class CasePage(_Model):
@@ -224,6 +226,21 @@ class Case(_Model):
     must_reveal: list[int] = []
     revealed: list[int] = []
     viewable: list[int] = []
+    subject: str = "content"
+    #: A confirmed account case: the CyberTipline incident type to report it under.
+    incident_type: str | None = None
+    #: An account case: the risk detectors that fired in any of its snapshots.
+    detectors_fired: list[str] = []
+
+
+class DetectorPrecision(_Model):
+    """How final decisions on the account cases a risk detector fired in went."""
+
+    detector: str
+    confirmed: int
+    not_abusive: int
+    unjudged: int
+    precision: float | None = None
 
 
 class Lease(_Model):
@@ -316,6 +333,7 @@ __all__ = [
     "CasePage",
     "CaseSummary",
     "DecisionResult",
+    "DetectorPrecision",
     "Draft",
     "EntriesAdded",
     "Entry",

@@ -298,6 +298,7 @@ MIRRORS = {
     models.Report: "ReportOut",
     models.ReportFile: "FileOut",
     models.Draft: "DraftOut",
+    models.DetectorPrecision: "DetectorOut",
 }
 
 
