@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks import (
+    bench_backscan,
     bench_decide,
     bench_detect,
     bench_events,
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_detect,
         bench_psi,
         bench_flood,
+        bench_backscan,
     )
     for module in modules:
         print(f"\n## {module.__name__}\n", flush=True)

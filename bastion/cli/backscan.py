@@ -1,8 +1,8 @@
 """``bastion backscan``: hash and match an archive into a resumable Parquet dataset, and
 ``bastion backscan status`` to see how far one has got (docs/backscan.md).
 
-Exit codes: 0 done (nothing matched), 1 done with matches, 2 usage error, 3 stopped part-way
-(run it again with the same --out to finish).
+Exit codes: 0 done (nothing matched), 1 done with matches, 2 usage error. A run stopped
+part-way (Ctrl-C, a crash, SIGKILL) is finished by running it again with the same --out.
 """
 
 from __future__ import annotations
