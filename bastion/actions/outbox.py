@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,8 +80,8 @@ class OutboxItem:
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
-    """Row counts per state (every state present), and how long the oldest undelivered row has
-    waited: the number to alert on."""
+    """Row counts per state (every state present), and how long the oldest undelivered row
+    (pending, delivering or dead) has waited: the number to alert on."""
 
     counts: dict[str, int]
     oldest_pending_at: datetime | None
@@ -438,6 +438,38 @@ class Outbox:
             )
         return _to_item(row)
 
+    def retry_dead(
+        self,
+        ids: Iterable[int] | None = None,
+        *,
+        actor: str,
+        remote_addr: str | None = None,
+        limit: int = 1000,
+    ) -> builtins.list[OutboxItem]:
+        """Send several dead rows again (:meth:`retry` each, so each is audited as
+        ``outbox.retry``): those in ``ids``, or with None every dead row (at most ``limit``,
+        oldest first). A row that is no longer dead is skipped, not an error: another admin may
+        have retried it meanwhile."""
+        if ids is None:
+            with self._db(), self.store.engine.connect() as conn:
+                wanted = list(
+                    conn.execute(
+                        select(outbox_t.c.id)
+                        .where(outbox_t.c.state == State.DEAD)
+                        .order_by(outbox_t.c.id)
+                        .limit(limit)
+                    ).scalars()
+                )
+        else:
+            wanted = [_item_id(i) for i in ids][:limit]
+        done: builtins.list[OutboxItem] = []
+        for item_id in dict.fromkeys(wanted):
+            try:
+                done.append(self.retry(item_id, actor=actor, remote_addr=remote_addr))
+            except OutboxConflict:
+                continue
+        return done
+
     def stats(self) -> OutboxStats:
         with self._db(), self.store.engine.connect() as conn:
             counts = {s.value: 0 for s in State}
@@ -447,7 +479,9 @@ class Outbox:
                 counts[state] = int(n)
             oldest = conn.execute(
                 select(func.min(outbox_t.c.created_at)).where(
-                    outbox_t.c.state.in_([State.PENDING, State.DELIVERING])
+                    # Dead rows are undelivered too: an action that failed for good is the
+                    # oldest thing the platform has not done.
+                    outbox_t.c.state.in_([State.PENDING, State.DELIVERING, State.DEAD])
                 )
             ).scalar()
             last = conn.execute(select(func.max(outbox_t.c.delivered_at))).scalar()

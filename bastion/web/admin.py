@@ -21,6 +21,7 @@ from bastion.vocab import ROLES
 from bastion.web.base import (
     ADMINS,
     AUDITORS,
+    REVIEWERS,
     ConsoleRoute,
     Ctx,
     PageError,
@@ -321,6 +322,7 @@ def outbox(
     ctx: Auditor,
     state: Annotated[str, Query(max_length=16)] = "",
     before: Annotated[int, Query(ge=0)] = 0,
+    retried: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
     if state and state not in OUTBOX_STATES:
         raise PageError(400, "Invalid filter", f"unknown outbox state {state!r}")
@@ -337,7 +339,26 @@ def outbox(
         states=OUTBOX_STATES,
         next_before=rows[-1].id if more and rows else None,
         can_retry=ctx.can(*ADMINS),
+        can_open_cases=ctx.can(*REVIEWERS),
+        retried=retried,
     )
+
+
+@router.post("/admin/outbox/retry")
+def retry_many(
+    ctx: AdminAction,
+    ids: Annotated[list[int] | None, Form(max_length=1000)] = None,
+    all_dead: Annotated[str, Form(alias="all", max_length=8)] = "",
+) -> Response:
+    """Retry the ticked dead deliveries, or every dead one (``all=1``); each is audited."""
+    if not all_dead and not ids:
+        raise PageError(400, "Nothing chosen", "Tick the dead deliveries to retry.")
+    if ids and any(not 0 < i < 2**63 for i in ids):
+        raise PageError(404, "Not found")
+    done = ctx.rt.outbox.retry_dead(
+        None if all_dead else ids, actor=ctx.actor, remote_addr=ctx.remote_addr
+    )
+    return redirect(f"/admin/outbox?state=pending&retried={len(done)}")
 
 
 @router.post("/admin/outbox/{item_id}/retry")

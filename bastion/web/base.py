@@ -417,6 +417,17 @@ def exposure(ctx: Ctx) -> dict[str, int] | None:
     }
 
 
+def dead_deliveries(ctx: Ctx) -> int:
+    """Dead outbox rows, for the header alert of those who see the outbox: an action the
+    platform never received (a removal, a restriction) must not wait unnoticed."""
+    if not ctx.can(*AUDITORS):
+        return 0
+    try:
+        return int(ctx.rt.outbox.stats().counts.get("dead", 0))
+    except (StoreError, SQLAlchemyError):
+        return 0
+
+
 def render(
     template: str,
     ctx: Ctx | None,
@@ -435,6 +446,7 @@ def render(
         nav=nav_for(ctx),
         path=request.url.path if request else "",
         exposure=exposure(ctx) if ctx else None,
+        dead_deliveries=dead_deliveries(ctx) if ctx else 0,
         **values,
     )
     return HTMLResponse(html, status_code=status)

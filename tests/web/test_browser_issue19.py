@@ -122,3 +122,38 @@ def test_item8_search_box_and_whole_target_audit_filter(page: Page, server: Cons
     expect(page.locator("#audit tbody tr").first).to_be_visible()
     targets = page.locator("#audit tbody tr td:nth-child(5)").all_inner_texts()
     assert targets and all(t == wanted or t.startswith(wanted + "/") for t in targets), targets
+
+
+def test_item12_outbox_alert_retry_selected_and_all_and_case_links(
+    page: Page, server: ConsoleServer
+) -> None:
+    from bastion.actions.outbox import Outbox
+
+    case_id = server.cases["video"]
+    with Store.open(DB["url"]) as store:
+        outbox = Outbox(store, max_attempts=1)
+        for n in range(3):
+            outbox.enqueue(
+                action="remove_content",
+                payload={"case_id": case_id},
+                idempotency_key=f"browser-{n}",
+                case_id=case_id,
+            )
+        for item in outbox.claim_due("test", 3):
+            outbox.mark_failed(item, "test", error="HTTP 503 from the platform", status=503)
+    login(page, server, "ada")
+    alert = page.locator("#dead-alert")
+    expect(alert).to_contain_text("3 webhook deliveries failed for good")
+    alert.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/admin/outbox\?state=dead"))
+    rows = page.locator("#outbox tbody tr")
+    expect(rows).to_have_count(3)
+    rows.first.locator("input[type=checkbox]").check()
+    page.click("#retry-selected")
+    expect(page.locator("#retried")).to_contain_text("1 dead delivery sent back to pending")
+    expect(alert).to_contain_text("2 webhook deliveries failed for good")
+    page.click("#retry-all")
+    expect(page.locator("#retried")).to_contain_text("2 dead deliveries")
+    expect(alert).to_have_count(0)
+    page.locator("#outbox a.case-link").first.click()
+    expect(page.locator("h1")).to_have_text(f"Case #{case_id}")

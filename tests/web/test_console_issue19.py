@@ -106,3 +106,50 @@ def test_audit_target_filter_matches_whole_targets(console: Console) -> None:
     page = aud.get("/audit", params={"action": "test.target", "target": "case:1"}).text
     targets = re.findall(r"<td>((?:x?case):[^<]*)</td>", page)
     assert sorted(targets) == ["case:1", "case:1/item:2"]
+
+
+# -- item 12: outbox operations -----------------------------------------------------------------
+
+
+def _dead(console: Console, n: int) -> list[int]:
+    from bastion.actions.outbox import Outbox
+
+    outbox = Outbox(console.store, max_attempts=1)
+    for i in range(n):
+        outbox.enqueue(
+            action="remove_content",
+            payload={"case_id": console.cases["bridge"]},
+            idempotency_key=f"k-{i}",
+            case_id=console.cases["bridge"],
+        )
+    dead = []
+    for item in outbox.claim_due("test-worker", n):
+        outbox.mark_failed(item, "test-worker", error="HTTP 503", status=503)
+        dead.append(item.id)
+    return dead
+
+
+def test_outbox_retry_selected_and_all_header_alert_and_case_links(console: Console) -> None:
+    ada, aud, rex = console.login("ada"), console.login("aud"), console.login("rex")
+    assert 'id="dead-alert"' not in ada.get("/cases").text
+    dead = _dead(console, 3)
+    for user, home in ((ada, "/cases"), (aud, "/audit")):
+        alert = re.search(r'role="alert" id="dead-alert">(.*?)</p>', user.get(home).text, re.S)
+        assert alert and "3 webhook deliveries failed for good" in alert.group(1)
+    assert 'id="dead-alert"' not in rex.get("/cases").text  # reviewers do not see the outbox
+    page = ada.get("/admin/outbox?state=dead").text
+    case = console.cases["bridge"]
+    assert f'<a href="/cases/{case}" class="case-link">#{case}</a>' in page
+    assert f'href="/cases/{case}"' not in aud.get("/admin/outbox?state=dead").text
+    assert 'id="retry-all"' in page and 'id="retry-all"' not in aud.get("/admin/outbox").text
+    assert ada.post_form("/admin/outbox/retry").status_code == 400  # nothing ticked
+    assert aud.post_form("/admin/outbox/retry", {"all": "1"}).status_code == 403
+    r = ada.post_form("/admin/outbox/retry", {"ids": [str(dead[0])]})  # type: ignore[dict-item]
+    assert r.status_code == 303 and r.headers["location"].endswith("retried=1")
+    assert "1 dead delivery sent back to pending" in ada.get(r.headers["location"]).text
+    assert "2 webhook deliveries failed for good" in ada.get("/admin/outbox").text
+    r = ada.post_form("/admin/outbox/retry", {"all": "1"})
+    assert r.headers["location"].endswith("retried=2")
+    assert console.rt.outbox.stats().counts["dead"] == 0
+    assert 'id="dead-alert"' not in ada.get("/admin/outbox").text
+    assert console.audit_actions("outbox.retry").count("outbox.retry") == 3
