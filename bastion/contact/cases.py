@@ -17,9 +17,13 @@ restricts the account (:mod:`bastion.pipeline`).
   least ``contact.case_reopen_margin`` points;
 - so running it again over unchanged risk changes nothing.
 
-It reads only risk rows updated since its last complete pass (all of them on its first pass
-and whenever the policy changes). Two workers running it at once never open two cases for an
-account (the unique index); at worst both add the same snapshot once each.
+It reads only risk rows updated since its last complete pass, less :data:`OVERLAP` (all of
+them on its first pass and whenever the policy changes): a row's ``updated_at`` is its writer's
+clock when its transaction began, so a transaction that commits after a pass can carry times
+older than rows that pass saw; the overlap (far longer than any batch's transaction, and any
+clock difference between processes) makes sure it is read by a later pass. Two workers running
+it at once never open two cases for an account (the unique index); at worst both add the same
+snapshot once each.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -55,6 +59,8 @@ accounts_t = ContactAccountRow.__table__
 cases_t = CaseRow.__table__
 items_t = CaseItemRow.__table__
 
+#: How far back of the newest ``updated_at`` it saw a pass reads again (see the module docstring).
+OVERLAP = timedelta(minutes=10)
 #: The ``source`` of an account case's items.
 RISK_SOURCE = "contact-risk"
 #: The ``rule`` an account case's verdict names (the policy setting that opened it).
@@ -183,7 +189,7 @@ class AccountCaseLoop:
                     risk_t.c.updated_at,
                 ).where(risk_t.c.band.in_(bands))
                 if self._since is not None:
-                    stmt = stmt.where(risk_t.c.updated_at >= self._since)
+                    stmt = stmt.where(risk_t.c.updated_at >= self._since - OVERLAP)
                 rows = conn.execute(stmt.order_by(risk_t.c.account)).all()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"account cases: {exc}") from exc

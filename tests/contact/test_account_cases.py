@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
-from bastion.contact.cases import AccountCaseLoop, grew, snapshot
+from bastion.contact.cases import AccountCaseLoop, grew, risk_t, snapshot
 from bastion.contact.model import Event
 from bastion.contact.store import AccountHeld, ContactStore
 from bastion.crypto import MasterKey
@@ -138,6 +138,25 @@ def test_an_account_at_the_case_band_gets_one_account_case(
     assert (fresh.run_once().opened, fresh.run_once().joined) == (0, 0)
     assert _account_cases(review, "g") == [case_id]
     assert len(review.get_case(ALICE, case_id).items) == 1
+
+
+def test_a_row_committed_late_with_an_older_time_is_still_seen(
+    store: Store, contact: ContactStore, review: ReviewStore, loop: AccountCaseLoop
+) -> None:
+    """A row's updated_at is its writer's clock at the start of its transaction, which may
+    commit after a pass saw newer rows: the next pass still reads it."""
+    _ingest(contact, groomer("g"))
+    assert loop.run_once().opened == 1
+    seen = (contact.risk("g") or contact.risk("x")).updated_at  # type: ignore[union-attr]
+    _ingest(contact, groomer("h"))
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(risk_t)
+            .where(risk_t.c.account == "h")
+            .values(updated_at=seen - timedelta(minutes=5))
+        )
+    assert loop.run_once().opened == 1
+    assert _account_cases(review, "h")
 
 
 def test_an_account_case_sits_beside_the_uploaders_content_case(
