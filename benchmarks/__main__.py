@@ -21,6 +21,7 @@ from benchmarks import (
     bench_psi,
     bench_server,
     bench_stream,
+    bench_text,
 )
 
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_psi,
         bench_flood,
         bench_backscan,
+        bench_text,
     )
     for module in modules:
         print(f"\n## {module.__name__}\n", flush=True)

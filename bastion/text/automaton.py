@@ -14,6 +14,7 @@ one or the dead patterns grow past a share of the whole.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class TextIndex:
         self._recent_keys: set[str] = set()
         self._recent: ahocorasick.Automaton | None = None
         self._dropped = 0
+        #: The longest pattern ever added: how much context a split joined word needs.
+        self._longest = 0
 
     def __len__(self) -> int:
         return len(self._keywords)
@@ -128,6 +131,7 @@ class TextIndex:
                             self._recent_keys.add(key)
                             self._recent = None
                     uses.append(_Use(entry_id, group, term, joined))
+                    self._longest = max(self._longest, len(key))
 
     def remove(self, entry_id: int) -> bool:
         keyword = self._keywords.pop(entry_id, None)
@@ -168,7 +172,8 @@ class TextIndex:
         padded: str,
         offset: int,
         inserted: tuple[int, ...],
-        found: defaultdict[int, defaultdict[int, list[tuple[int, int, _Use]]]],
+        piece: int,
+        found: Found,
     ) -> None:
         """Record every hit in ``padded``: ``offset`` turns its positions into the skeleton's,
         less the spaces ``inserted`` (positions in ``padded`` minus its first space)."""
@@ -185,34 +190,60 @@ class TextIndex:
                     b -= sum(1 for i in inserted if i < b)
                 a, b = a + offset + 1, b + offset + 1
                 for use in uses:
-                    found[use.entry_id][use.group].append((a, b, use))
+                    found[use.entry_id][use.group].append((piece, a, b, use))
 
     def match(self, text: str) -> list[TextHit]:
-        """Every keyword entry that ``text`` matches, by entry id."""
+        """Every keyword entry that ``text`` matches, by entry id.
+
+        A text longer than :data:`CHUNK` characters is normalised and searched in pieces cut at
+        blank lines (so only the pieces with a hit are mapped back to the original); a phrase
+        or spaced-out word does not run across a blank line there. Trend queries are decided
+        on the whole text."""
         if not self._keywords:
             return []
-        skeleton, joined = normalise_joined(text)
-        if not skeleton:
-            return []
-        found: defaultdict[int, defaultdict[int, list[tuple[int, int, _Use]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
         automata = self._ready()
-        self._search(automata, f" {skeleton} ", -1, (), found)
-        for window, start, inserted in _split_windows(skeleton, joined):
-            self._search(automata, f" {window} ", start - 1, inserted, found)
+        found: Found = defaultdict(lambda: defaultdict(list))
+        pieces = list(_pieces(text))
+        for n, (_, piece) in enumerate(pieces):
+            skeleton, joined = normalise_joined(piece)
+            if not skeleton:
+                continue
+            self._search(automata, f" {skeleton} ", -1, (), n, found)
+            window = max(self._longest, MIN_SKELETON)
+            for part, start, inserted in _split_windows(skeleton, joined, window):
+                self._search(automata, f" {part} ", start - 1, inserted, n, found)
         hits = []
-        mapped: Mapped | None = None
+        maps: dict[int, Mapped] = {}
         for entry_id, groups in sorted(found.items()):
             keyword = self._keywords.get(entry_id)
             if keyword is None or groups.get(NOT):
                 continue  # a negative term suppresses the whole query
             if any(not groups.get(i) for i in range(len(keyword.groups))):
                 continue
-            if mapped is None:
-                mapped = normalise_mapped(text)
-            hits.append(_hit(entry_id, groups, text, skeleton, mapped))
+            hits.append(_hit(entry_id, groups, pieces, maps))
         return hits
+
+
+#: Texts longer than this (characters) are searched in pieces cut at blank lines.
+CHUNK = 8_192
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+#: Hits by entry, then by group: (piece, start, end in that piece's skeleton, the term).
+Found = defaultdict[int, defaultdict[int, list[tuple[int, int, int, _Use]]]]
+
+
+def _pieces(text: str) -> list[tuple[int, str]]:
+    """``text`` as (offset, piece) pairs: whole when short, else cut at blank lines into pieces
+    of at least :data:`CHUNK` characters."""
+    if len(text) <= CHUNK:
+        return [(0, text)]
+    out: list[tuple[int, str]] = []
+    start = 0
+    for m in _BLANK_LINE.finditer(text):
+        if m.end() - start >= CHUNK:
+            out.append((start, text[start : m.end()]))
+            start = m.end()
+    out.append((start, text[start:]))
+    return out
 
 
 def _build(keys: Iterable[str]) -> ahocorasick.Automaton | None:
@@ -225,61 +256,62 @@ def _build(keys: Iterable[str]) -> ahocorasick.Automaton | None:
     return None
 
 
-#: Context kept each side of a joined word when it is searched split (longer than any phrase).
-_WINDOW = 2 * 500
-
-
-def _split_windows(skeleton: str, joined: list[str]) -> list[tuple[str, int, tuple[int, ...]]]:
-    """For each joined word, the skeleton around it with the word's first letter, its last, or
-    both split off (a lone word beside a spaced-out one was joined with it): the window, where
-    it starts in the skeleton, and where (in the window) the spaces were put in."""
+def _split_windows(
+    skeleton: str, joined: list[str], window: int
+) -> list[tuple[str, int, tuple[int, ...]]]:
+    """For each joined word, the skeleton around it (``window`` characters each side, to whole
+    words) with the word's first letter, its last, or both split off (a lone word beside a
+    spaced-out one was joined with it): the text to search, where it starts in the skeleton,
+    and where (in it) the spaces were put in."""
+    words = sorted({w for w in joined if len(w) > MIN_SKELETON}, key=len, reverse=True)
+    if not words:
+        return []
     out: list[tuple[str, int, tuple[int, ...]]] = []
     padded = f" {skeleton} "
-    for word in set(joined):
-        if len(word) < MIN_SKELETON + 1:
-            continue
+    where = re.compile("(?<= )(?:" + "|".join(re.escape(w) for w in words) + ")(?= )")
+    for m in where.finditer(padded):
+        word, at = m.group(), m.start() - 1  # at: the space before the word
         splits: list[tuple[str, tuple[int, ...]]] = [
             (f"{word[0]} {word[1:]}", (1,)),
             (f"{word[:-1]} {word[-1]}", (len(word) - 1,)),
         ]
         if len(word) >= MIN_SKELETON + 2:
             splits.append((f"{word[0]} {word[1:-1]} {word[-1]}", (1, len(word))))
-        at = padded.find(f" {word} ")
-        while at != -1:
-            lo = padded.rfind(" ", 0, max(at - _WINDOW, 0) + 1)
-            hi = padded.find(" ", at + len(word) + 1 + _WINDOW)
-            hi = len(padded) - 1 if hi == -1 else hi
-            left = padded[lo + 1 : at + 1]  # ends with the space before the word
-            right = padded[at + 1 + len(word) : hi]
-            for split, inserted in splits:
-                window = f"{left}{split}{right}"
-                out.append((window, lo, tuple(len(left) + i for i in inserted)))
-            at = padded.find(f" {word} ", at + 1)
+        lo = padded.rfind(" ", 0, max(at - window, 0) + 1)
+        hi = padded.find(" ", at + len(word) + 1 + window)
+        hi = len(padded) - 1 if hi == -1 else hi
+        left = padded[lo + 1 : at + 1]  # ends with the space before the word
+        right = padded[at + 1 + len(word) : hi]
+        for split, inserted in splits:
+            out.append((f"{left}{split}{right}", lo, tuple(len(left) + i for i in inserted)))
     return out
 
 
 def _hit(
     entry_id: int,
-    groups: dict[int, list[tuple[int, int, _Use]]],
-    text: str,
-    skeleton: str,
-    mapped: Mapped,
+    groups: dict[int, list[tuple[int, int, int, _Use]]],
+    pieces: list[tuple[int, str]],
+    maps: dict[int, Mapped],
 ) -> TextHit:
-    occurrences = sorted(o for g, occ in groups.items() if g != NOT for o in occ)
-    seen: set[tuple[int, int]] = set()
+    occurrences = sorted(
+        (o for g, occ in groups.items() if g != NOT for o in occ), key=lambda o: o[:3]
+    )
+    seen: set[tuple[int, int, int]] = set()
     spans: list[tuple[int, int]] = []
     steps: set[str] = set()
-    same = mapped.text == skeleton
-    for a, b, use in occurrences:
-        if (a, b) in seen:
+    for n, a, b, use in occurrences:
+        if (n, a, b) in seen:
             continue
-        seen.add((a, b))
+        seen.add((n, a, b))
         if len(spans) >= MAX_SPANS:
             continue
-        if same:
-            lo, hi = mapped.span(a, b)
-            spans.append((lo, hi))
-            steps.update(needed(text[lo:hi], use.term, joined=use.joined))
+        offset, piece = pieces[n]
+        mapped = maps.get(n)
+        if mapped is None:
+            mapped = maps[n] = normalise_mapped(piece)
+        lo, hi = mapped.span(a, b)
+        spans.append((offset + lo, offset + hi))
+        steps.update(needed(piece[lo:hi], use.term, joined=use.joined))
     return TextHit(
         entry_id=entry_id,
         spans=tuple(spans),

@@ -34,7 +34,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from confusable_homoglyphs import confusables as _confusables
@@ -70,13 +70,17 @@ _DIGIT_LEET = {
 }
 _SYMBOLS = "".join(_SYMBOL_LEET)
 _SYM_CLASS = re.escape(_SYMBOLS)
-#: A run of symbols between two word characters, or ``$`` signs starting a word before a letter.
-_SYM_RE = re.compile(
-    rf"(?<=[^\W_])[{_SYM_CLASS}]+(?=[^\W_])|(?<![^\W_])\$+(?=[^\W\d_])",
-)
+#: A run of symbols before a word character; :func:`_is_leet` then asks for a word character
+#: before it too, or for ``$`` signs starting a word before a letter. (The pattern starts with
+#: the symbols so that ``re`` can skip to them: a look-behind first would try every position.)
+_SYM_RE = re.compile(rf"[{_SYM_CLASS}]+(?=[^\W_])")
+#: Symbols that stand for no letter: separators.
+_LONE_SYMBOLS_RE = re.compile(rf"[{_SYM_CLASS}]+")
 #: What is left of separators after folding: runs of spaces and symbols.
 _SPACES_RE = re.compile(rf"[ {_SYM_CLASS}]{{2,}}|[{_SYM_CLASS}]")
-_REPEAT_RE = re.compile(r"(.)\1+")
+_REPEAT_RE = re.compile(r"(.)\1+", re.DOTALL)
+#: Below this many characters, fixed costs make numpy slower than ``re``.
+_SHORT = 512
 #: Three or more one-character words in a row (the skeleton has single spaces only).
 _SINGLES_RE = re.compile(r"(?<![^ ])[^ ](?: [^ ](?![^ ])){2,}")
 
@@ -192,22 +196,41 @@ def _plane_table() -> np.ndarray:
     return table
 
 
+#: Past this many characters that fold to several, the numpy path gives way to ``translate``.
+_MAX_COMPLEX = 256
+
+
+def _decode(codes: np.ndarray) -> str:
+    return str(codes[codes != _DELETE].tobytes().decode("utf-32-le"))
+
+
 def _fold_fast(text: str) -> str:
+    table = _table(ALL_STEPS)
     if text.isascii():
-        return text.translate(_table(ALL_STEPS))
+        return text.translate(table)
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     if int(codes.max()) < _PLANES:
         mapped = _plane_table()[codes]
-        if not (mapped == _COMPLEX).any():
-            mapped = mapped[mapped != _DELETE]
-            return str(mapped.tobytes().decode("utf-32-le"))
-    return text.translate(_table(ALL_STEPS))
+        complex_at = np.flatnonzero(mapped == _COMPLEX)
+        if not len(complex_at):
+            return _decode(mapped)
+        if len(complex_at) <= _MAX_COMPLEX:  # a few ß or ligatures: fold those one by one
+            parts: list[str] = []
+            prev = 0
+            for i in complex_at.tolist():
+                parts.append(_decode(mapped[prev:i]))
+                parts.append(table[int(codes[i])])
+                prev = i + 1
+            parts.append(_decode(mapped[prev:]))
+            return "".join(parts)
+    return text.translate(table)
 
 
 def squeeze(text: str) -> str:
-    """Every run of one repeated character kept once (numpy; used for spaces and repeats)."""
-    if len(text) < 2:
-        return text
+    """Every run of one repeated character kept once (used for spaces and repeats): ``re`` for
+    short text, numpy past :data:`_SHORT` characters, where it is several times faster."""
+    if len(text) < _SHORT:
+        return _REPEAT_RE.sub(r"\1", text)
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     keep = np.empty(len(codes), dtype=bool)
     keep[0] = True
@@ -217,7 +240,18 @@ def squeeze(text: str) -> str:
     return codes[keep].tobytes().decode("utf-32-le", "surrogatepass")
 
 
+def _is_leet(m: re.Match[str]) -> bool:
+    """A symbol run (before a word character) stands for letters when a word character comes
+    before it too (``p@ss``), or when it is ``$`` signs starting a word before a letter."""
+    start = m.start()
+    if start and m.string[start - 1].isalnum():
+        return True
+    return set(m.group()) == {"$"} and m.string[m.end()].isalpha()
+
+
 def _symbol_sub(m: re.Match[str]) -> str:
+    if not _is_leet(m):
+        return m.group()
     return "".join(_SYMBOL_LEET[c] for c in m.group())
 
 
@@ -241,7 +275,7 @@ def normalise_joined(text: str) -> tuple[str, list[str]]:
     s = _fold_fast(text)
     if any(c in s for c in _SYMBOLS):
         s = _SYM_RE.sub(_symbol_sub, s)
-        s = _SPACES_RE.sub(" ", s)
+        s = _LONE_SYMBOLS_RE.sub(" ", s)
     s = squeeze(s)  # repeats, and the runs of spaces the fold left
     if " " in s:
         s = _SINGLES_RE.sub(single, s)
@@ -297,6 +331,8 @@ def _resub(
 
 
 def _r_symbols(m: re.Match[str]) -> list[tuple[str, int, int]]:
+    if not _is_leet(m):
+        return [(c, i, i) for i, c in enumerate(m.group())]
     return [(_SYMBOL_LEET[c], i, i) for i, c in enumerate(m.group())]
 
 
@@ -342,15 +378,89 @@ def _mapped(text: str, steps: frozenset[str]) -> tuple[str, list[int], list[int]
     return s[lo:hi], st[lo:hi], en[lo:hi]
 
 
+def _squeeze_mapped(s: str, st: list[int], en: list[int]) -> tuple[str, list[int], list[int]]:
+    """:func:`squeeze` carrying spans: a run's one character spans the whole run."""
+    if len(s) < 2:
+        return s, st, en
+    codes = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    keep = np.empty(len(codes), dtype=bool)
+    keep[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    if keep.all():
+        return s, st, en
+    kept = np.flatnonzero(keep)
+    last = np.empty(len(kept), dtype=np.int64)
+    last[:-1] = kept[1:] - 1
+    last[-1] = len(codes) - 1
+    starts = np.asarray(st, dtype=np.int64)[kept]
+    ends = np.asarray(en, dtype=np.int64)[last]
+    text = codes[kept].tobytes().decode("utf-32-le", "surrogatepass")
+    return text, starts.tolist(), ends.tolist()
+
+
+def _fold_mapped(text: str) -> tuple[str, list[int], list[int]]:
+    """The fold with spans, in numpy where every character folds to at most one."""
+    table = _table(ALL_STEPS)
+    if text:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        if int(codes.max()) < _PLANES:
+            mapped = _plane_table()[codes]
+            complex_at = np.flatnonzero(mapped == _COMPLEX)
+            if len(complex_at) <= _MAX_COMPLEX:
+                parts: list[str] = []
+                starts: list[int] = []
+                prev = 0
+                for i in [*complex_at.tolist(), len(codes)]:
+                    kept = np.flatnonzero(mapped[prev:i] != _DELETE) + prev
+                    parts.append(mapped[kept].tobytes().decode("utf-32-le"))
+                    starts.extend(kept.tolist())
+                    if i < len(codes):
+                        folded = table[int(codes[i])]
+                        parts.append(folded)
+                        starts.extend([i] * len(folded))
+                    prev = i + 1
+                return "".join(parts), starts, [i + 1 for i in starts]
+    out: list[str] = []
+    st: list[int] = []
+    en: list[int] = []
+    for i, ch in enumerate(text):
+        folded = table[ord(ch)]
+        if folded:
+            out.append(folded)
+            st.extend([i] * len(folded))
+            en.extend([i + 1] * len(folded))
+    return "".join(out), st, en
+
+
 def normalise_mapped(text: str) -> Mapped:
-    """:func:`normalise` with the map back to the original (slower: Python per character)."""
-    s, st, en = _mapped(text, ALL_STEPS)
-    return Mapped(s, tuple(st), tuple(en))
+    """:func:`normalise` with the map back to the original: the same steps as the fast path,
+    carrying each character's span (numpy where it can; Python per regex match)."""
+    s, st, en = _fold_mapped(text)
+    if any(c in s for c in _SYMBOLS):
+        s, st, en = _resub(_SYM_RE, _r_symbols, s, st, en)
+        s, st, en = _resub(_LONE_SYMBOLS_RE, _r_space, s, st, en)
+    s, st, en = _squeeze_mapped(s, st, en)
+    if " " in s:
+        before = s
+        s, st, en = _resub(_SINGLES_RE, _r_singles, s, st, en)
+        if s is not before:
+            s, st, en = _squeeze_mapped(s, st, en)
+    lo, hi = 0, len(s)
+    while lo < hi and s[lo] == " ":
+        lo += 1
+    while hi > lo and s[hi - 1] == " ":
+        hi -= 1
+    return Mapped(s[lo:hi], tuple(st[lo:hi]), tuple(en[lo:hi]))
 
 
 def normalise_with(text: str, steps: Iterable[str]) -> str:
     """The skeleton under some of the steps only: the reference :func:`needed` compares with."""
-    return _mapped(text, frozenset(steps))[0]
+    return _skeleton_with(text, frozenset(steps))
+
+
+@lru_cache(maxsize=65_536)
+def _skeleton_with(text: str, steps: frozenset[str]) -> str:
+    return _mapped(text, steps)[0]
 
 
 def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]:
@@ -359,6 +469,9 @@ def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]
     steps would both do (a mathematical bold letter is both a compatibility form and a
     confusable), the earlier one is named. ``joined``: the match was the phrase's spaced-out
     form (its words run together), which is the ``separators`` step."""
+
+    if original == term and not joined:
+        return ()
 
     def form(text: str, steps: frozenset[str]) -> str:
         out = normalise_with(text, steps)

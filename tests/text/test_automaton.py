@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.text.automaton import REBUILD_AT, TextIndex
+from bastion.text.automaton import CHUNK, REBUILD_AT, TextIndex
 from bastion.text.obfuscate import KINDS, obfuscate
 from bastion.text.query import canonical_keyword, parse_keyword, query_json
 
@@ -174,3 +174,23 @@ def test_a_term_matches_itself_in_every_obfuscation(
     # The span lies within the disguised term (give or take a separator at its edges).
     start = len("hey there ")
     assert start <= lo < hi <= start + len(disguised)
+
+
+def test_a_long_text_is_searched_in_pieces_with_spans_into_the_whole() -> None:
+    index = _index(
+        "secret game",
+        json.dumps({"and": [{"or": ["delete this chat"]}, {"or": ["our little secret"]}]}),
+        json.dumps({"and": [{"or": ["are you home alone"]}], "not": ["surprise party"]}),
+    )
+    filler = "\n\n".join("an ordinary paragraph about the weather today" for _ in range(400))
+    text = (
+        f"{filler}\n\nplay a S.E.C.R.E.T game\n\n{filler}\n\ndelete this chat"
+        f"\n\n{filler}\n\nour l1ttle secret\n\nare you home alone\n\n{filler}\n\nsurprise party"
+    )
+    assert len(text) > 4 * CHUNK
+    hits = {h.entry_id: h for h in index.match(text)}
+    assert set(hits) == {1, 2}  # the negative term far away still suppresses entry 3
+    (span,) = hits[1].spans
+    assert text[span[0] : span[1]] == "S.E.C.R.E.T game"
+    assert [text[a:b] for a, b in hits[2].spans] == ["delete this chat", "our l1ttle secret"]
+    assert hits[2].normalisations == ("leetspeak",)
