@@ -15,6 +15,7 @@ from benchmarks import (
     bench_exchange_sync,
     bench_flood,
     bench_hashing,
+    bench_identity,
     bench_import,
     bench_index,
     bench_match,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from bastion.index import hashed
@@ -67,3 +68,19 @@ def test_bad_digests_are_refused_before_anything_is_added() -> None:
     assert len(index) == 0 and index.lookup("00" * 32) == []
     index.remove([12345])  # unknown ids are ignored
     assert len(index) == 0
+
+
+def test_a_bulk_load_answers_like_single_adds() -> None:
+    rng = random.Random(3)
+    values = [_digest(rng) for _ in range(500)]
+    bulk, single = HashedIndex(), HashedIndex()
+    bulk.add([1000], [values[0]])  # pending before the bulk load is folded in
+    raw = np.frombuffer(b"".join(bytes.fromhex(v) for v in values), dtype=np.uint8)
+    bulk.add_arrays(np.arange(1, 501), raw.reshape(-1, 32))
+    single.add(list(range(1, 501)), values)
+    single.add([1000], [values[0]])
+    assert len(bulk) == len(single) == 501
+    assert bulk.lookup_many(values) == single.lookup_many(values)
+    assert bulk.lookup(values[0]) == [1, 1000]
+    with pytest.raises(ValueError):
+        bulk.add_arrays(np.arange(3), raw.reshape(-1, 32)[:2])
