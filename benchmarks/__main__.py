@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_detect,
         bench_psi,
         bench_flood,
+        bench_identity,
         bench_backscan,
         bench_text,
     )
