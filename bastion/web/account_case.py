@@ -59,6 +59,8 @@ class DetectorRow:
     #: Points when the case opened (from the item's risk snapshot), if it recorded them.
     points_at_open: int | None = None
     fired_at_open: bool | None = None
+    #: How final decisions went on the account cases this detector fired in (confirmed, judged).
+    record: tuple[int, int] | None = None
 
 
 @dataclass
@@ -323,6 +325,12 @@ def build(ctx: Ctx, case: Case, item: CaseItem) -> AccountView:
                 snap.get("fired") if isinstance(snap.get("fired"), bool) else None,
             )
         )
+    # Each detector's track record in review: a reviewer weighs a signal by how often it held.
+    records = {p.detector: p for p in ctx.rt.review.detector_precision()}
+    for d in detectors:
+        p = records.get(d.detector)
+        if p is not None and p.confirmed + p.not_abusive:
+            d.record = (p.confirmed, p.confirmed + p.not_abusive)
     fired = list(
         dict.fromkeys([*case.detectors_fired, *(d.detector for d in detectors if d.fired)])
     )

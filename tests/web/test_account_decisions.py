@@ -101,3 +101,23 @@ def test_escalating_an_account_case_moves_it_to_the_senior_queue(console: Consol
     assert rex.get(f"/cases/{case_id}").status_code == 403  # a reviewer's sight ends there
     page = console.login("sue").get(f"/cases/{case_id}").text
     assert re.search(r"queue <strong>senior</strong>", page) and 'id="timeline"' in page
+
+
+def test_each_detector_shows_how_it_held_up_in_decided_cases(console: Console) -> None:
+    first = open_account_case(console.store)
+    sue = console.login("sue")
+    assert sue.post_form(f"/cases/{first}/claim").status_code == 303
+    form = {"decision": "not_abusive", "reason": "checked", "detectors": ["", "fanout"]}
+    assert sue.post_form(f"/cases/{first}/decide", form).status_code == 303  # type: ignore[arg-type]
+    second = open_account_case(console.store, account="acct-g2")
+    page = sue.get(f"/cases/{second}").text
+
+    def record(detector: str) -> str:
+        row = re.search(
+            rf'<tr data-detector="{detector}".*?<td class="record">(.*?)</td>', page, re.S
+        )
+        assert row, detector
+        return re.sub(r"<[^>]+>", "", row.group(1))
+
+    assert record("fanout") == "0 of 1"  # found wrong in the first case
+    assert record("age_gap") == "none decided"  # fired there, but not named as wrong
