@@ -19,6 +19,7 @@ from bastion.cli.bank import bank_app
 from bastion.cli.contact import events_app, simulate_app
 from bastion.cli.exchange import exchange_app
 from bastion.cli.feed import feed_app
+from bastion.cli.identity import identity_app
 from bastion.cli.keys import key_app
 from bastion.cli.pdata import pdata_app
 from bastion.cli.policy import policy_app
@@ -57,6 +58,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(pdata_app, name="pdata")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(feed_app, name="feed")
+app.add_typer(identity_app, name="identity")
 app.add_typer(events_app, name="events")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(backscan_app, name="backscan")
