@@ -74,9 +74,14 @@ Decision = Literal["allow", "review", "block"]
 
 DECISIONS: tuple[Decision, ...] = ("allow", "review", "block")
 #: Highest first: queues are worked in this order.
-SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url")
-#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``.
-KINDS: tuple[str, ...] = ("image", "video", "file", "url")
+SIGNAL_TYPES: tuple[str, ...] = ("pdq", "vpdq", "md5", "sha256", "url", "text")
+#: Account identifiers, matched as keyed hashes (docs/identity-signals.md): leads, not proof.
+IDENTITY_SIGNAL_TYPES: tuple[str, ...] = ("email", "username", "phone", "ip")
+SIGNAL_TYPES += IDENTITY_SIGNAL_TYPES
+#: Content kinds a rule can name. A scan's sniffed kind ``other`` counts as ``file``; ``text`` is
+#: text scanned for keywords (a post, comment, bio, username or search query); ``account`` is
+#: an account's identifiers scanned against identity banks.
+KINDS: tuple[str, ...] = ("image", "video", "file", "url", "text", "account")
 _KIND_ALIASES = {"other": "file"}
 BUILTIN_ACTIONS: tuple[str, ...] = ("remove_content", "restrict_account", "preserve")
 DEFAULT_QUEUE = "default"

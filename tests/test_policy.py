@@ -723,6 +723,7 @@ def test_packaged_default_is_the_file_in_the_repository() -> None:
         "csam-url",
         "keyword-urgent",
         "keyword",
+        "identity-lead",
         "repeat-uploader",
         "csam-possible",
         "ncii",
