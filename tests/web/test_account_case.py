@@ -10,6 +10,7 @@ from typing import Any
 
 from bastion import pipeline
 from bastion.client import frank
+from bastion.contact.store import ContactStore
 from bastion.policy import Verdict
 from bastion.psi import Report
 from bastion.review import Decision, NewItem, Viewer
@@ -171,3 +172,20 @@ def test_previous_cases_list_only_the_queues_the_viewer_may_open(console: Consol
     assert f'data-case="{hidden}"' not in rex_page and "None in the queues you may see" in rex_page
     sue_page = console.login("sue").get(f"/cases/{case_id}").text
     assert f'<li data-case="{hidden}"><a href="/cases/{hidden}">' in sue_page
+
+
+def test_a_decided_case_whose_events_were_erased_still_opens(console: Console) -> None:
+    case_id = open_account_case(console.store)
+    sue = console.login("sue")
+    assert sue.post_form(f"/cases/{case_id}/claim").status_code == 303
+    form = {"decision": "not_abusive", "reason": "checked", "detectors": ["", "fanout"]}
+    assert sue.post_form(f"/cases/{case_id}/decide", form).status_code == 303  # type: ignore[arg-type]
+    erased = ContactStore.for_runtime(console.rt).erase(ACCOUNT, actor="user:ada")
+    assert erased.deleted > 0
+    r = sue.get(f"/cases/{case_id}")
+    assert r.status_code == 200
+    page = r.text
+    assert "No events are held for this account" in page
+    assert 'id="risk-now">no events name this account now' in page
+    assert re.search(r'id="risk-open">high, score \d+', page)  # the snapshot stays with the case
+    assert 'id="fact-age">unknown' in page and 'id="graph-contacted">0 account(s)' in page
