@@ -371,24 +371,28 @@ class RiskState:
         if kind == "accept":
             self._neighbours[a].add(b)
             self._neighbours[b].add(a)
+        # both are marked (by _relate), and whoever has a pair with either whose mutual
+        # connections may have changed
         self._forget(a, b)
         self._forget(b, a)
-        # mutual connections of everyone who dealt with either account may have changed
-        self._dirty.update(self._related[a], self._related[b])
 
     def _forget(self, account: str, other: str) -> None:
-        """Drop the cached targets a connection event between ``account`` and ``other`` may
-        change: their own pair, and every pair of ``account`` with an account ``other`` was
-        ever connected to (``other`` may be, or have been, a mutual connection of the two)."""
+        """After a connection event between ``account`` and ``other``: drop the cached targets
+        it may change, their own pair and every pair of ``account`` with an account ``other``
+        was ever connected to (``other`` may be, or have been, a mutual connection of the two),
+        and mark those accounts for rescoring. Other pairs' connections and mutual connections
+        are unchanged, so no other account's score can change."""
         neighbours = self._neighbours
         row = self._targets.get(account)
         if row:
             for q in [q for q in row if q == other or other in neighbours.get(q, ())]:
                 del row[q]
         for q in self._related.get(account, ()):  # every account it has a pair with
-            row = self._targets.get(q)
-            if row and account in row and (q == other or other in neighbours.get(q, ())):
-                del row[account]
+            if q == other or other in neighbours.get(q, ()):
+                self._dirty.add(q)
+                row = self._targets.get(q)
+                if row:
+                    row.pop(account, None)
 
     def _refold(self, account: str) -> None:
         band: AgeBand = "unknown"
