@@ -6,6 +6,7 @@ role that may not open the case. Deciding one: test_account_decisions.py."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion import pipeline
@@ -189,3 +190,39 @@ def test_a_decided_case_whose_events_were_erased_still_opens(console: Console) -
     assert 'id="risk-now">no events name this account now' in page
     assert re.search(r'id="risk-open">high, score \d+', page)  # the snapshot stays with the case
     assert 'id="fact-age">unknown' in page and 'id="graph-contacted">0 account(s)' in page
+
+
+def test_a_wide_fan_out_looks_up_the_most_recent_counterparts_only(console: Console) -> None:
+    now = datetime.now(UTC)
+    extra = 300
+    events: list[dict[str, object]] = []
+    for n in range(extra):
+        kid, at = f"wide-{n}", now - timedelta(days=3, minutes=n)
+        events.append(
+            {
+                "event_id": f"wide-a{n}",
+                "time": (at - timedelta(days=300)).isoformat(),
+                "type": "account",
+                "account": kid,
+                "age_band": "13-15",
+                "country": "GB",
+            }
+        )
+        events.append(
+            {
+                "event_id": f"wide-m{n}",
+                "time": at.isoformat(),
+                "type": "message",
+                "actor": ACCOUNT,
+                "target": kid,
+                "conversation": f"c-{kid}",
+            }
+        )
+    ContactStore.for_runtime(console.rt).ingest(events)
+    case_id = open_account_case(console.store, now=now)
+    page = console.login("rex").get(f"/cases/{case_id}").text
+    total = extra + len(CHILDREN) + 1  # and the friend
+    assert f"Facts looked up for the 300 most recent of {total} counterparts" in page
+    bands = counts(page, "graph-bands")
+    assert bands["unknown"] == total - 300  # the oldest, not looked up
+    assert sum(bands.values()) == total
