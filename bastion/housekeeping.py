@@ -84,6 +84,8 @@ class Housekeeping:
             self.purged += purged
             if purged:
                 log.info("vault: purged %d expired item(s)", purged)
+            # Flood protection's per-minute match counts older than the hour it looks back.
+            self.vault.store.purge_match_counts()
         if self.contact is not None and self.contact_every > 0 and now >= self._next_contact_purge:
             self._next_contact_purge = now + self.contact_every
             purged = self.contact().purge_expired()
