@@ -285,6 +285,8 @@ def _policy_page(
         text=policy.text if text is None else text,
         errors=errors or [],
         saved=saved,
+        # How each risk detector held up in review, beside its parameters (counts only).
+        records={p.detector: p for p in ctx.rt.review.detector_precision()},
     )
 
 

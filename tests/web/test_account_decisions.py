@@ -121,3 +121,9 @@ def test_each_detector_shows_how_it_held_up_in_decided_cases(console: Console) -
 
     assert record("fanout") == "0 of 1"  # found wrong in the first case
     assert record("age_gap") == "none decided"  # fired there, but not named as wrong
+    # The policy page shows the same record beside each detector's parameters.
+    policy = console.login("ada").get("/admin/policy").text
+    row = re.search(r'<tr data-detector="fanout">.*?<td class="record">(.*?)</td>', policy, re.S)
+    assert row and row.group(1) == "0 of 1 (0%)"
+    row = re.search(r'<tr data-detector="age_gap">.*?<td class="record">(.*?)</td>', policy, re.S)
+    assert row and "none decided" in row.group(1)
