@@ -238,7 +238,8 @@ def erase_account(
     request: Request, rt: RuntimeDep, account_id: AccountPath, principal: AdminKey
 ) -> ErasureOut:
     """Erase every event naming the account (admin), except events whose other account is under
-    legal hold; 409 when the account itself is under hold. Audited (``contact.erase``)."""
+    legal hold or review (an account case); 409 when the account itself is. Audited
+    (``contact.erase``)."""
     try:
         done = ContactStore.for_runtime(rt).erase(
             account_id,

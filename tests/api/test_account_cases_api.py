@@ -49,6 +49,11 @@ def test_account_cases_are_listed_read_and_decided_by_their_own_rules(desk: Desk
     assert content and {c["subject"] for c in content} == {"content"}
     assert not set(cases.values()) & {c["id"] for c in content}
 
+    # Under review, the account's events cannot be erased (a legal hold's rule).
+    admin = test_cases_api.key_for(desk.console.store, "dpo", "admin")
+    r = desk.client.delete("/v1/accounts/acct-1/events", headers=admin)
+    assert r.status_code == 409 and "under review" in r.json()["detail"], r.text
+
     one = desk.get("rex", f"/{cases['acct-1']}").json()
     assert (one["subject"], one["incident_type"], one["must_reveal"]) == ("account", None, [])
     [item] = one["items"]
@@ -106,6 +111,11 @@ def test_account_cases_are_listed_read_and_decided_by_their_own_rules(desk: Desk
     history = desk.get("rex", f"/{cases['acct-2']}").json()["history"]
     assert history[-1]["detail"]["detectors"] == ["fanout"]
     assert rt.outbox.list(case_id=cases["acct-2"]) == []
+    # Found not abusive, acct-2 is no longer under review: its events can be erased now.
+    r = desk.client.delete("/v1/accounts/acct-2/events", headers=admin)
+    assert r.status_code == 200 and r.json()["deleted"] == 9, r.text
+    # A confirmed account is not counted as a confirmed uploader of content (policy input).
+    assert rt.review.prior_confirmed("acct-1") == 0
 
     precision = {d["detector"]: d for d in desk.get("rex", "/detectors").json()}
     assert precision["fanout"] == {
