@@ -25,6 +25,7 @@ from bastion.review.model import matched_entries
 from bastion.store import append_audit
 
 if TYPE_CHECKING:
+    from bastion.banks.flood import Quarantined
     from bastion.db import Store
     from bastion.psi.records import OpenedAccount
     from bastion.runtime import Runtime
@@ -341,3 +342,33 @@ def held_verdict(rt: Runtime, scanned: Scanned, held: set[int]) -> Verdict:
         view_required=True,
         reason=f"{verdict.reason} ({note})",
     )
+
+
+def resolve_quarantine(
+    rt: Runtime,
+    entry_id: int,
+    outcome: str,
+    *,
+    actor: str,
+    reason: str = "",
+    remote_addr: str | None = None,
+) -> Quarantined:
+    """End a flood quarantine for the API and the console alike. A dispute (the entry is a
+    colliding or poisoned hash) disables the entry and, for an entry an exchange keeps, queues
+    a negative finding for its upstream list in the same transaction; the index drops it now."""
+
+    def feedback(conn: Connection, held: Quarantined) -> None:
+        if outcome == "disputed":
+            rt.exchanges.queue_feedback_in(
+                conn,
+                [(held.bank, held.entry_id)],
+                ExchangeVerdict.NEGATIVE,
+                case_id=None,
+                reason="disputed:flood",
+            )
+
+    done = rt.store.resolve_quarantine(
+        entry_id, outcome, actor=actor, reason=reason, remote_addr=remote_addr, then=feedback
+    )
+    rt.index.refresh()
+    return done

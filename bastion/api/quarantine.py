@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion import pipeline
 from bastion.api.auth import require
 from bastion.api.problems import AUTH_RESPONSES, problem_for, problem_responses
 from bastion.banks.flood import Quarantined
@@ -68,7 +69,8 @@ def _resolve(
     outcome: str, entry: int, body: ResolveIn, request: Request, rt: RuntimeDep, who: Principal
 ) -> QuarantinedOut:
     try:
-        done = rt.store.resolve_quarantine(
+        done = pipeline.resolve_quarantine(
+            rt,
             entry,
             outcome,
             actor=f"key:{who.name}",
@@ -77,7 +79,6 @@ def _resolve(
         )
     except (StoreError, ValueError) as exc:
         raise problem_for(exc) from exc
-    rt.index.refresh()
     return _out(done)
 
 
@@ -90,7 +91,8 @@ def dispute(
     entry: EntryId, body: ResolveIn, request: Request, rt: RuntimeDep, principal: CurateKey
 ) -> QuarantinedOut:
     """The entry is wrong for its list (a colliding or poisoned hash): it is disabled and
-    leaves every index; audited (``bank.entry.dispute``)."""
+    leaves every index, and an exchange's entry gets a negative finding for its upstream list;
+    audited (``bank.entry.dispute``)."""
     return _resolve("disputed", entry, body, request, rt, principal)
 
 

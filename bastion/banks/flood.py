@@ -12,7 +12,7 @@ one running total and at most ``expected_rate`` matches an hour act before the q
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,11 +168,13 @@ class FloodOps(Database):
         actor: str,
         reason: str = "",
         remote_addr: str | None = None,
+        then: Callable[[Connection, Quarantined], None] | None = None,
     ) -> Quarantined:
         """End a quarantine. ``released``: the entry acts again and its count starts over.
         ``disputed``: the entry is wrong for this list (a colliding or poisoned hash), so it is
         also disabled, leaving every index at the next refresh. Audited in the same transaction
-        (``bank.entry.release`` or ``bank.entry.dispute``)."""
+        (``bank.entry.release`` or ``bank.entry.dispute``); ``then(conn, quarantined)`` runs in
+        that transaction too (the pipeline queues a dispute's feedback to the entry's exchange)."""
         if outcome not in ("released", "disputed"):
             raise InvalidInput("a quarantine ends released or disputed")
         if not isinstance(reason, str) or len(reason) > 2000 or "\x00" in reason:
@@ -211,6 +213,8 @@ class FloodOps(Database):
                 detail={"reason": reason, "matches": current.matches},
                 remote_addr=remote_addr,
             )
+            if then is not None:
+                then(conn, current)
         return self.get_quarantine(entry_id)
 
     def purge_match_counts(self, *, now: datetime | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
 
+from bastion import pipeline
 from bastion.accounts.store import UserExists
 from bastion.feeds.store import FEED_SCOPE
 from bastion.keys import SCOPES, parse_scopes
@@ -79,14 +80,14 @@ def resolve_quarantine(
     transaction."""
     if outcome not in ("dispute", "release"):
         raise PageError(404, "Not found", "no such action")
-    done = ctx.rt.store.resolve_quarantine(
+    done = pipeline.resolve_quarantine(
+        ctx.rt,
         entry,
         "disputed" if outcome == "dispute" else "released",
         actor=ctx.actor,
         reason=reason,
         remote_addr=ctx.remote_addr,
     )
-    ctx.rt.index.refresh()
     return redirect(f"/admin/banks?saved={done.bank}")
 
 
