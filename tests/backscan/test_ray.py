@@ -4,6 +4,7 @@ Kept to one small run (Ray's start-up is most of its cost); large runs are in ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -55,7 +56,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
                 if time.monotonic() > deadline or head.poll() is not None:
                     raise RuntimeError("the Ray head did not start") from None
                 time.sleep(0.2)
-        yield {**env, "RAY_ADDRESS_FOR_TEST": f"127.0.0.1:{port}"}
+        yield {**env, "RAY_ADDRESS_FOR_TEST": f"127.0.0.1:{port}", "RAY_HEAD_PGID": str(head.pid)}
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -63,6 +64,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        for pid in _session(head.pid):  # workers left behind by the head (their own groups)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_ray_engine_on_a_started_cluster_gives_the_local_engines_rows(
@@ -98,3 +102,65 @@ def test_ray_engine_on_a_started_cluster_gives_the_local_engines_rows(
     hit = next(r for r in rows(out_ray) if r["uri"] == str(files[4].resolve()))
     assert hit["matched"] == 1
     assert hit["pdq"] == hash_file(files[4]).get(SignalType.PDQ).value  # type: ignore[union-attr]
+
+
+def _session(sid: int) -> list[int]:
+    """Every process of the head's session: its daemons, and the workers (own groups)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.getsid(int(proc.name)) == sid:
+                    found.append(int(proc.name))
+            except (OSError, ProcessLookupError):
+                continue
+    return found
+
+
+def _ray_task_workers(pgid: int) -> list[int]:
+    """Pids of the head's worker processes (same session, a process group of their own)
+    running a hashing task: their title is ``ray::MapBatches(work)``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if "MapBatches" in title and os.getsid(int(proc.name)) == pgid:
+                found.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+def test_a_ray_worker_killed_mid_task_is_retried_and_no_object_is_lost(
+    ray_head: dict[str, str], tmp_path: Path
+) -> None:
+    files = make_archive(tmp_path / "archive", 24, size=(1600, 1200))
+    out = tmp_path / "out"
+    with migrated_database("sqlite", tmp_path) as db:
+        env = {**ray_head, "BASTION_DATABASE_URL": db.url}
+        args = ["backscan", str(tmp_path / "archive"), "--out", str(out), "--shard-size", "2"]
+        args += ["--engine", "ray", "--address", ray_head["RAY_ADDRESS_FOR_TEST"]]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 180
+        killed = None
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            busy = _ray_task_workers(int(ray_head["RAY_HEAD_PGID"]))
+            if busy:
+                os.kill(busy[0], signal.SIGKILL)
+                killed = busy[0]
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=300)
+        assert killed is not None, "no Ray worker was seen running a task"
+        assert proc.returncode == 0, stderr
+    got = [r["uri"] for r in rows(out)]
+    assert len(got) == len(set(got)) == len(files)
+    errors = {r["uri"] for r in rows(out) if r["error"]}
+    assert errors == {str(files[-2].resolve()), str(files[-1].resolve())}  # the two bad files
