@@ -241,6 +241,7 @@ def reveal(
     *,
     go_on: bool,
     remote_addr: str | None = None,
+    reason: str = "",
 ) -> Revealed:
     """A deliberate reveal of one item, for the console and the API alike: it opens the
     reviewer's window on the clear media and counts towards their daily exposure. Past the
@@ -253,7 +254,6 @@ def reveal(
     if over and not go_on:
         return Revealed(item_id, count, limit, paused=True)
 
-    reason: str = "",
     def count_exposure(conn: Connection) -> int:
         # In the reveal's transaction: the count, and a chosen overrun, commit with the reveal.
         if over:
