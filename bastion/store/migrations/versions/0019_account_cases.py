@@ -65,6 +65,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.alter_column("cases", "classification", type_=sa.String(8))
     op.drop_index("uq_cases_active_account", table_name="cases")
-    with op.batch_alter_table("cases") as batch:
-        batch.drop_column("active_account")
-        batch.drop_column("subject")
+    # Not a batch (table copy) on SQLite: dropping ``cases`` there would cascade to its items.
+    # SQLite 3.35+ drops a column in place.
+    for column in ("active_account", "subject"):
+        op.execute(f"ALTER TABLE cases DROP COLUMN {column}")
