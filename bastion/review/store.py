@@ -338,12 +338,15 @@ class ReviewStore(CaseIntake):
         priority: str | None = None,
         overdue: bool | None = None,
         subject: str | None = None,
+        hide_own_pending: bool = False,
     ) -> list[CaseSummary]:
         """Cases in the viewer's queues, most urgent first (priority, then due time, then id).
         Page by passing the last id seen as ``after`` (a case this viewer may list; any other id
         is CaseNotFound). ``priority`` keeps one priority;
         ``overdue`` True keeps active cases past their due time, False the others; ``subject``
-        keeps content or account cases. Lists
+        keeps content or account cases. ``hide_own_pending`` leaves out cases awaiting a
+        second review whose first review was the viewer's (they may not take it: the work
+        queue should not offer it). Lists
         metadata only, so it is not audited; opening a case is."""
         require_cases(viewer)
         config = self.config()
@@ -378,6 +381,15 @@ class ReviewStore(CaseIntake):
             stmt = stmt.where(cases_t.c.priority == PRIORITY_RANK[priority])
         if subject is not None:
             stmt = stmt.where(cases_t.c.subject == subject)
+        if hide_own_pending:
+            mine = [n for n in (viewer.name, viewer.key_creator) if n]
+            stmt = stmt.where(
+                or_(
+                    cases_t.c.state != AWAITING_SECOND,
+                    cases_t.c.first_reviewer.is_(None),
+                    cases_t.c.first_reviewer.not_in(mine),
+                )
+            )
         now = self._now()
         if overdue is not None:
             late = and_(cases_t.c.state.in_(ACTIVE_STATES), cases_t.c.due_at <= now)

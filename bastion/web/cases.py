@@ -8,6 +8,7 @@ stands between the reviewer and the next reveal (continuing is a deliberate, aud
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Response
@@ -15,11 +16,13 @@ from fastapi.responses import JSONResponse
 
 from bastion import pipeline
 from bastion.review import (
+    AWAITING_SECOND,
     CLASSIFICATIONS,
     Case,
     CaseClosed,
     CaseLeased,
     Decision,
+    Forbidden,
     InvalidDecision,
     NotLeased,
     RevealRequired,
@@ -77,6 +80,7 @@ def queue(
     event: Annotated[str, Query(max_length=32)] = "",
     disabled: Annotated[int, Query(ge=0, le=10_000)] = 0,
     failed: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    released: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     states = STATE_FILTERS.get(state)
     if states is None:
@@ -84,7 +88,12 @@ def queue(
     counts = ctx.rt.review.queue_counts(ctx.viewer)
     limit = 50  # list_cases refuses (Forbidden) a queue the viewer may not see
     cases = ctx.rt.review.list_cases(
-        ctx.viewer, queue=queue or None, states=states, limit=limit + 1, after=after or None
+        ctx.viewer,
+        queue=queue or None,
+        states=states,
+        limit=limit + 1,
+        after=after or None,
+        hide_own_pending=True,  # four-eyes: never offer a reviewer the second review of their own
     )
     more = len(cases) > limit
     cases = cases[:limit]
@@ -95,6 +104,10 @@ def queue(
             notice += f" {disabled} matched bank entr{'y' if disabled == 1 else 'ies'} disabled."
         if failed:
             notice += f" {failed} could not be disabled (see the audit log)."
+    elif released:
+        notice = (
+            f"Your claim on case {released} is released; it is back in the queue. Take your time."
+        )
     return render(
         "cases.html",
         ctx,
@@ -148,9 +161,21 @@ def _entry_facts(ctx: Ctx, case: Case) -> dict[int, dict[str, Any]]:
 
 
 def _case_page(
-    ctx: Ctx, case_id: int, *, error: PageError | None = None, status: int = 200
+    ctx: Ctx,
+    case_id: int,
+    *,
+    error: PageError | None = None,
+    status: int = 200,
+    typed: dict[str, str] | None = None,
 ) -> Response:
     case = ctx.rt.review.get_case(ctx.viewer, case_id)
+    if error is not None and case.lease_holder and case.lease_holder != ctx.name:
+        # Say who holds it now (an expired claim another reviewer took, say).
+        error = PageError(
+            error.status,
+            error.title,
+            f"{error.message} The case is now claimed by {case.lease_holder}.",
+        )
     holder = case.lease_holder == ctx.name
     must_reveal = case.must_reveal()
     prior = ctx.rt.review.prior_confirmed(case.uploader_id) if case.uploader_id else 0
@@ -170,7 +195,19 @@ def _case_page(
         account=account,
         error=error,
         can_decide=holder and not case.final,
+        own_pending=case.state == AWAITING_SECOND and ctx.viewer.is_party(case.first_reviewer),
+        typed=typed or {},
+        lease_left=_seconds_left(case.lease_until),
+        lease_seconds=int(ctx.rt.review.config().lease.total_seconds()),
     )
+
+
+def _seconds_left(until: datetime | None) -> int | None:
+    """Seconds until a live claim lapses, for the live countdown (the page counts from here, so
+    the reviewer's clock being off does not matter)."""
+    if until is None:
+        return None
+    return max(0, int((until - datetime.now(UTC)).total_seconds()))
 
 
 @router.get("/cases/{case_id}")
@@ -178,14 +215,17 @@ def case_view(ctx: Reviewer, case_id: int) -> Response:
     return _case_page(ctx, _id(case_id))
 
 
-def _on_case_error(ctx: Ctx, case_id: int, exc: Exception) -> Response:
-    """A refused claim or decision: the case page again, with the reason on top."""
+def _on_case_error(
+    ctx: Ctx, case_id: int, exc: Exception, typed: dict[str, str] | None = None
+) -> Response:
+    """A refused claim or decision: the case page again, with the reason on top and what the
+    reviewer typed still in the form (``typed``), so an expired claim loses no work."""
     from bastion.web.base import page_error
 
     error = page_error(exc)
     if error is None or error.status in (403, 404):
         raise exc
-    return _case_page(ctx, case_id, error=error)
+    return _case_page(ctx, case_id, error=error, typed=typed)
 
 
 @router.post("/cases/{case_id}/claim")
@@ -195,14 +235,47 @@ def claim(ctx: ReviewerAction, case_id: int) -> Response:
         ctx.rt.review.claim(ctx.viewer, case_id)
     except (CaseLeased, CaseClosed) as exc:
         return _on_case_error(ctx, case_id, exc)
+    except Forbidden as exc:
+        # The first reviewer trying to take the second review: say why on the case itself.
+        case = ctx.rt.review.get_case(ctx.viewer, case_id)
+        if case.state != AWAITING_SECOND or not ctx.viewer.is_party(case.first_reviewer):
+            raise
+        why = PageError(403, "Not your second review", str(exc))
+        return _case_page(ctx, case_id, error=why)
     return redirect(f"/cases/{case_id}")
 
 
 @router.post("/cases/{case_id}/release")
-def release(ctx: ReviewerAction, case_id: int) -> Response:
+def release(
+    ctx: ReviewerAction,
+    case_id: int,
+    pause: Annotated[str, Form(alias="break", max_length=8)] = "",
+) -> Response:
+    """Give the claim back. ``break=1`` (the break prompt's "Take a break") says so on the
+    queue: a reviewer stepping away must not keep a case from the others."""
     case_id = _id(case_id)
     ctx.rt.review.release(ctx.viewer, case_id)
-    return redirect("/cases")
+    return redirect(f"/cases?released={case_id}" if pause else "/cases")
+
+
+@media_router.post("/cases/{case_id}/renew")
+def renew(ctx: ReviewerAction, case_id: int) -> Response:
+    """Renew this reviewer's claim while they are active on the page (the page calls it as the
+    claim runs down): 409 with the holder when someone else has it now."""
+    try:
+        case = ctx.rt.review.claim(ctx.viewer, _id(case_id))
+    except CaseLeased as exc:
+        return JSONResponse(
+            {"title": "Claimed by someone else", "status": 409, "holder": exc.holder},
+            status_code=409,
+            media_type="application/problem+json",
+        )
+    return JSONResponse(
+        {
+            "holder": case.lease_holder,
+            "remaining": _seconds_left(case.lease_until),
+        }
+    )
 
 
 def _labels(text: str) -> tuple[str, ...]:
@@ -238,7 +311,14 @@ def decide(
             raise InvalidDecision(f"unknown decision {decision!r}")
         outcome = pipeline.decide(ctx.rt, ctx.viewer, case_id, chosen)
     except (InvalidDecision, NotLeased, CaseLeased, CaseClosed, RevealRequired) as exc:
-        return _on_case_error(ctx, case_id, exc)
+        typed = {
+            "decision": decision,
+            "classification": classification,
+            "labels": labels,
+            "note": note,
+            "reason": reason,
+        }
+        return _on_case_error(ctx, case_id, exc, typed)
     url = f"/cases?done={case_id}&event={outcome.event or decision}"
     if outcome.disabled or outcome.disable_errors:
         url += f"&disabled={len(outcome.disabled)}&failed={len(outcome.disable_errors)}"

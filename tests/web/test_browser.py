@@ -133,6 +133,7 @@ def test_video_is_muted_paused_and_never_autoplays(page: Page, server: ConsoleSe
     login(page, server, "ada")
     page.goto(f"{server.base}/cases/{server.cases['video']}")
     page.click("#claim")  # only the claim holder reveals
+    expect(page.locator("#lease")).to_contain_text("claimed by ada")
     item = page.locator('.item[data-kind="video"]')
     expect(item.locator("img.media")).to_be_visible()  # a blurred still until revealed
     item.locator('[data-action="reveal"]').click()
@@ -151,6 +152,7 @@ def test_break_prompt_before_reveals_past_the_soft_limit(page: Page, server: Con
     login(page, server, "sue")
     page.goto(f"{server.base}/cases/{server.cases['senior']}")
     page.click("#claim")
+    expect(page.locator("#lease")).to_contain_text("claimed by sue")
     item = page.locator(".item").first
     for n in range(1, SOFT_LIMIT + 1):
         page.keyboard.press("r")

@@ -23,6 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator
     tmp = tmp_path_factory.mktemp("issue19")
     srv = ConsoleServer(tmp, testdata, soft_limit=50)
     DB["url"] = f"sqlite:///{tmp / 'bastion.db'}"
+    DB["policy"] = str(tmp / "policy.yaml")
     try:
         yield srv
     finally:
@@ -157,3 +158,96 @@ def test_item12_outbox_alert_retry_selected_and_all_and_case_links(
     expect(alert).to_have_count(0)
     page.locator("#outbox a.case-link").first.click()
     expect(page.locator("h1")).to_have_text(f"Case #{case_id}")
+
+
+def _expire_claim(case_id: int) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bastion.banks.model import utcnow
+    from bastion.review.store import cases_t
+
+    with Store.open(DB["url"]) as store, store.engine.begin() as conn:
+        conn.execute(
+            update(cases_t)
+            .where(cases_t.c.id == case_id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+def test_item4_claim_counts_down_renews_while_active_and_a_failed_decision_keeps_the_note(
+    browser: Browser, page: Page, server: ConsoleServer
+) -> None:
+    case_id = server.cases["senior"]
+    page.clock.install()
+    login(page, server, "sue")
+    page.goto(f"{server.base}/cases/{case_id}")
+    page.click("#claim")
+    left = page.locator("#lease-left")
+    expect(left).to_have_text(re.compile(r"^1[45]:\d\d left$"))
+    page.clock.run_for("00:05")
+    expect(left).to_have_text(re.compile(r"^14:[45]\d left$"))
+    # Eight idle minutes: no renewal (nobody is there); then activity renews the claim.
+    page.clock.run_for("08:00")
+    expect(left).to_have_text(re.compile(r"^[67]:\d\d left$"))
+    expect(page.locator("#lease")).not_to_have_attribute("data-renewed", "1")
+    page.mouse.move(300, 300)
+    page.clock.run_for("00:02")
+    expect(page.locator("#lease")).to_have_attribute("data-renewed", "1")
+    expect(left).to_have_text(re.compile(r"^1[45]:\d\d left$"))
+
+    # The claim lapses and an admin takes the case; sue's typed note survives the refusal.
+    _expire_claim(case_id)
+    other = browser.new_context().new_page()
+    login(other, server, "ada")
+    other.goto(f"{server.base}/cases/{case_id}")
+    other.click("#claim")
+    expect(other.locator("#lease")).to_contain_text("claimed by ada")
+    other.context.close()
+    note = "needs a second look at the source list"
+    page.fill("#decide-escalate input[name=note]", note)
+    page.click("#decide-escalate button[type=submit]")
+    expect(page.locator("#case-error")).to_contain_text("now claimed by ada")
+    expect(page.locator("#decide-escalate input[name=note]")).to_have_value(note)
+    assert page.url == f"{server.base}/cases/{case_id}"
+
+
+def test_item5_take_a_break_releases_the_claim(page: Page, server: ConsoleServer) -> None:
+    case_id = server.cases["bridge"]
+    login(page, server, "rex")
+    page.goto(f"{server.base}/cases/{case_id}")
+    page.click("#claim")
+    expect(page.locator("#lease")).to_contain_text("claimed by rex")
+    page.evaluate("document.getElementById('break-dialog').showModal()")
+    page.click("#break-stop")
+    page.wait_for_url(re.compile(rf"/cases\?released={case_id}"))
+    expect(page.locator(".notice.ok")).to_contain_text("is released")
+    row = page.locator(f'tr[data-case="{case_id}"]')
+    expect(row.locator("td").last).to_have_text("-")
+
+
+def test_item7_first_reviewer_is_not_offered_the_second_review(
+    page: Page, server: ConsoleServer
+) -> None:
+    from tests.web.seed import POLICY
+
+    policy = Path(DB["policy"])
+    policy.write_text(POLICY.replace("four_eyes: false", "four_eyes: true") + "# four-eyes\n")
+    try:
+        case_id = server.cases["video"]
+        login(page, server, "rex")
+        page.goto(f"{server.base}/cases/{case_id}")
+        page.click("#claim")
+        expect(page.locator("#lease")).to_contain_text("claimed by rex")
+        page.select_option("#decide-confirmed select[name=classification]", "B2")
+        page.locator('.item[data-has-media="1"] [data-action="reveal"]').first.click()
+        expect(page.locator("#decide-confirmed button[type=submit]")).to_be_enabled()
+        page.click("#decide-confirmed button[type=submit]")
+        page.wait_for_url(re.compile(r"event=first_confirm"))
+        expect(page.locator(f'tr[data-case="{case_id}"]')).to_have_count(0)
+        page.goto(f"{server.base}/cases/{case_id}")
+        expect(page.locator("#own-pending")).to_contain_text("not offered to you")
+        expect(page.locator("#claim")).to_have_count(0)
+    finally:
+        policy.write_text(POLICY)

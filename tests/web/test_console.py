@@ -377,7 +377,7 @@ def test_deciding_needs_a_claim_and_every_required_reveal(console: Console) -> N
     assert r.status_code == 409 and "Claim the case first" in r.text
     assert rex.post_form(f"{url}/claim").status_code == 303
     page = rex.get(url).text
-    assert "claimed by <strong>rex</strong>" in page
+    assert 'claimed by <strong id="lease-holder">rex</strong>' in page
     assert re.search(r"data-needs-reveal disabled>Not abusive", page)  # until revealed
     r = rex.post_form(f"{url}/decide", decide)
     assert r.status_code == 409 and "Reveal first" in r.text

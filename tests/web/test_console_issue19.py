@@ -153,3 +153,96 @@ def test_outbox_retry_selected_and_all_header_alert_and_case_links(console: Cons
     assert console.rt.outbox.stats().counts["dead"] == 0
     assert 'id="dead-alert"' not in ada.get("/admin/outbox").text
     assert console.audit_actions("outbox.retry").count("outbox.retry") == 3
+
+
+# -- items 4 and 5: claims that run out, breaks -------------------------------------------------
+
+
+def _expire_claim(console: Console, case_id: int) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bastion.banks.model import utcnow
+    from bastion.review.store import cases_t
+
+    with console.store.engine.begin() as conn:
+        conn.execute(
+            update(cases_t)
+            .where(cases_t.c.id == case_id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+def test_a_failed_decision_keeps_what_was_typed_and_says_who_holds_the_case(
+    console: Console,
+) -> None:
+    case_id = console.cases["exact"]
+    url = f"/cases/{case_id}"
+    rex, sue = console.login("rex"), console.login("sue")
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    _expire_claim(console, case_id)
+    assert sue.post_form(f"{url}/claim").status_code == 303
+    note = "the second photo looks like the listed one, check the source"
+    r = rex.post_form(f"{url}/decide", {"decision": "escalate", "note": note})
+    assert r.status_code == 409
+    assert "The case is now claimed by sue." in r.text
+    escalate = re.search(r'<form [^>]*id="decide-escalate">(.*?)</form>', r.text, re.S)
+    assert escalate and f'value="{note}"' in escalate.group(1)
+    confirm = re.search(r'<form [^>]*id="decide-confirmed">(.*?)</form>', r.text, re.S)
+    assert confirm and note not in confirm.group(1)  # only in the form it was typed in
+    r = rex.post_form(
+        f"{url}/decide", {"decision": "confirmed", "classification": "B1", "labels": "x, y"}
+    )
+    assert '<option value="B1" selected>' in r.text and 'value="x, y"' in r.text
+
+
+def test_renewing_a_claim_and_the_break_releasing_it(console: Console) -> None:
+    case_id = console.cases["bridge"]
+    url = f"/cases/{case_id}"
+    rex, sue = console.login("rex"), console.login("sue")
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    page = rex.get(url).text
+    assert re.search(r'id="lease" data-holder="rex" data-left="(8\d\d|900)" data-lease="900"', page)
+    r = rex.post(f"{url}/renew", headers={"X-CSRF-Token": rex.csrf})
+    assert r.status_code == 200 and r.json()["holder"] == "rex"
+    assert 890 <= r.json()["remaining"] <= 900
+    r = sue.post(f"{url}/renew", headers={"X-CSRF-Token": sue.csrf})
+    assert r.status_code == 409 and r.json()["holder"] == "rex"
+    claims = console.store.recent_audit(20, action="case.claim")
+    assert any(e.detail.get("renewed") for e in claims)
+    # "Take a break" releases the claim and says so.
+    assert 'name="break" value="1"' in page
+    r = rex.post_form(f"{url}/release", {"break": "1"})
+    assert r.status_code == 303 and r.headers["location"] == f"/cases?released={case_id}"
+    assert "is released; it is back in the queue" in rex.get(r.headers["location"]).text
+    assert console.rt.review.get_case(_viewer("ada"), case_id).lease_holder is None
+
+
+# -- item 7: four-eyes, the first reviewer is not offered the second review ---------------------
+
+
+def test_a_case_awaiting_its_second_review_is_not_offered_to_its_first_reviewer(
+    console: Console,
+) -> None:
+    from pathlib import Path
+
+    from tests.web.seed import POLICY
+
+    Path(console.settings.policy_file).write_text(
+        POLICY.replace("four_eyes: false", "four_eyes: true") + "\n# four-eyes on\n"
+    )
+    case_id = console.cases["exact"]
+    url = f"/cases/{case_id}"
+    rex, sue = console.login("rex"), console.login("sue")
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    r = rex.post_form(f"{url}/decide", {"decision": "confirmed", "classification": "B2"})
+    assert r.status_code == 303 and "event=first_confirm" in r.headers["location"]
+    assert f'data-case="{case_id}"' not in rex.get("/cases").text
+    assert f'data-case="{case_id}"' in sue.get("/cases").text
+    page = rex.get(url).text
+    assert 'id="own-pending"' in page and 'id="claim"' not in page
+    r = rex.post_form(f"{url}/claim")
+    assert r.status_code == 403
+    assert f"Case #{case_id}" in r.text and "Not your second review" in r.text
+    assert "someone other than the first reviewer" in r.text

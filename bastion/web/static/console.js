@@ -313,5 +313,79 @@
     }
   });
 
+  // A refused decision re-renders the case page at the POST URL: put the case's own address
+  // back, so reloading does not post again and the address can be shared.
+  if (/\/(decide|claim)$/.test(window.location.pathname)) {
+    window.history.replaceState(null, "", `/cases/${caseId}`);
+  }
+
+  // The claim: a live countdown, renewed while the reviewer is active on the page (typing,
+  // pointing, scrolling), so a long look at a hard case does not lose the claim under them.
+  const lease = document.getElementById("lease");
+  if (lease && lease.dataset.left !== "") {
+    const leaseMs = Number(lease.dataset.lease || "0") * 1000;
+    let deadline = performance.now() + Number(lease.dataset.left) * 1000;
+    let lastActive = performance.now();
+    let lastRenew = performance.now();
+    let renewing = false;
+    let lost = false;
+    const mark = () => {
+      lastActive = performance.now();
+    };
+    ["keydown", "pointermove", "pointerdown", "wheel", "input"].forEach((type) =>
+      document.addEventListener(type, mark, { passive: true, capture: true })
+    );
+    const left = document.getElementById("lease-left");
+    const show = () => {
+      const ms = deadline - performance.now();
+      if (!left) return ms;
+      if (ms <= 0) {
+        left.textContent = "claim expired";
+        lease.classList.add("expired");
+      } else {
+        const total = Math.ceil(ms / 1000);
+        const minutes = Math.floor(total / 60);
+        const seconds = String(total % 60).padStart(2, "0");
+        left.textContent = `${minutes}:${seconds} left`;
+        lease.classList.remove("expired");
+      }
+      return ms;
+    };
+    async function renew() {
+      renewing = true;
+      try {
+        const response = await fetch(`/cases/${caseId}/renew`, {
+          method: "POST",
+          headers: { "X-CSRF-Token": csrf() },
+          credentials: "same-origin",
+        });
+        const data = await response.json().catch(() => ({}));
+        if (response.ok) {
+          deadline = performance.now() + Number(data.remaining) * 1000;
+          lastRenew = performance.now();
+          lease.dataset.renewed = String(Number(lease.dataset.renewed || "0") + 1);
+        } else if (data.holder) {
+          lost = true;
+          const who = document.getElementById("lease-holder");
+          if (who) who.textContent = data.holder;
+          if (left) left.textContent = "your claim lapsed and they took it";
+        }
+      } catch (err) {
+        // Offline for a moment: the next tick tries again.
+      } finally {
+        renewing = false;
+      }
+    }
+    const tick = () => {
+      if (lost) return;
+      const ms = show();
+      if (holder && !renewing && leaseMs > 0 && ms < leaseMs / 2 && lastActive > lastRenew) {
+        renew();
+      }
+    };
+    tick();
+    window.setInterval(tick, 1000);
+  }
+
   updateDecisionButtons();
 })();
