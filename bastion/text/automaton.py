@@ -1,4 +1,4 @@
-"""Every keyword entry in one Aho-Corasick automaton (pyahocorasick), matched in one pass.
+"""Every keyword entry in one Aho-Corasick automaton (ahocorasick-rs), matched in one pass.
 
 Each term's skeleton goes in padded with a space on each side, and the scanned text's skeleton
 is searched with a space at each end, so a hit is a whole word or phrase (the skeleton has one
@@ -19,15 +19,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import ahocorasick
+import ahocorasick_rs
+import numpy as np
 
 from bastion.text.normalise import (
     STEPS,
-    Mapped,
     needed,
     normalise,
     normalise_joined,
-    normalise_mapped,
+    span_map,
     squeeze,
 )
 from bastion.text.query import MIN_SKELETON, Keyword, parse_keyword
@@ -102,9 +102,9 @@ class TextIndex:
     def __init__(self) -> None:
         self._keywords: dict[int, Keyword] = {}
         self._uses: dict[str, list[_Use]] = {}
-        self._main: ahocorasick.Automaton | None = None
+        self._main: _Automaton | None = None
         self._recent_keys: set[str] = set()
-        self._recent: ahocorasick.Automaton | None = None
+        self._recent: _Automaton | None = None
         self._dropped = 0
         #: The longest pattern ever added: how much context a split joined word needs.
         self._longest = 0
@@ -127,7 +127,7 @@ class TextIndex:
                     uses = self._uses.get(key)
                     if uses is None:
                         uses = self._uses[key] = []
-                        if self._main is None or key not in self._main:
+                        if self._main is None or key not in self._main.members:
                             self._recent_keys.add(key)
                             self._recent = None
                     uses.append(_Use(entry_id, group, term, joined))
@@ -149,7 +149,7 @@ class TextIndex:
         return True
 
     # -- automata -------------------------------------------------------------------------
-    def _ready(self) -> list[ahocorasick.Automaton]:
+    def _ready(self) -> list[_Automaton]:
         """The automata to search, built first where a change made them stale."""
         limit = max(REBUILD_AT, len(self._uses) // 20)
         if self._main is None or len(self._recent_keys) > limit or self._dropped > limit:
@@ -168,7 +168,7 @@ class TextIndex:
     # -- lookups --------------------------------------------------------------------------
     def _search(
         self,
-        automata: list[ahocorasick.Automaton],
+        automata: list[_Automaton],
         padded: str,
         offset: int,
         inserted: tuple[int, ...],
@@ -177,14 +177,25 @@ class TextIndex:
     ) -> None:
         """Record every hit in ``padded``: ``offset`` turns its positions into the skeleton's,
         less the spaces ``inserted`` (positions in ``padded`` minus its first space)."""
+        data = padded.encode("utf-8", "surrogatepass")
+        chars: np.ndarray | None = None  # byte offset -> character offset, when not ASCII
         for automaton in automata:
-            for end, key in automaton.iter(padded):
+            for index, start_b, end_b in automaton.search.find_matches_as_indexes(
+                data, overlapping=True
+            ):
+                key = automaton.keys[index]
                 uses = self._uses.get(key)
                 if not uses:
                     continue  # every entry that had it was removed since the build
-                start = end - len(key) + 1
+                if len(data) == len(padded):
+                    start, stop = start_b, end_b
+                else:
+                    if chars is None:
+                        lead = (np.frombuffer(data, dtype=np.uint8) & 0xC0) != 0x80
+                        chars = np.concatenate(([0], np.cumsum(lead)))
+                    start, stop = int(chars[start_b]), int(chars[end_b])
                 a = start + (key[0] == " ") - 1
-                b = end + 1 - (key[-1] == " ") - 1
+                b = stop - (key[-1] == " ") - 1
                 if inserted:
                     a -= sum(1 for i in inserted if i < a)
                     b -= sum(1 for i in inserted if i < b)
@@ -213,7 +224,7 @@ class TextIndex:
             for part, start, inserted in _split_windows(skeleton, joined, window):
                 self._search(automata, f" {part} ", start - 1, inserted, n, found)
         hits = []
-        maps: dict[int, Mapped] = {}
+        maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for entry_id, groups in sorted(found.items()):
             keyword = self._keywords.get(entry_id)
             if keyword is None or groups.get(NOT):
@@ -246,14 +257,24 @@ def _pieces(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _build(keys: Iterable[str]) -> ahocorasick.Automaton | None:
-    automaton = ahocorasick.Automaton()
-    for key in keys:
-        automaton.add_word(key, key)
-    if len(automaton):
-        automaton.make_automaton()
-        return automaton
-    return None
+@dataclass(frozen=True, slots=True)
+class _Automaton:
+    """An immutable automaton over the UTF-8 of some patterns, and the patterns by index."""
+
+    search: ahocorasick_rs.BytesAhoCorasick
+    keys: list[str]
+    members: frozenset[str]
+
+
+def _build(keys: Iterable[str]) -> _Automaton | None:
+    listed = list(keys)
+    if not listed:
+        return None
+    search = ahocorasick_rs.BytesAhoCorasick(
+        [k.encode("utf-8") for k in listed],
+        implementation=ahocorasick_rs.Implementation.ContiguousNFA,
+    )
+    return _Automaton(search, listed, frozenset(listed))
 
 
 def _split_windows(
@@ -291,7 +312,7 @@ def _hit(
     entry_id: int,
     groups: dict[int, list[tuple[int, int, int, _Use]]],
     pieces: list[tuple[int, str]],
-    maps: dict[int, Mapped],
+    maps: dict[int, tuple[np.ndarray, np.ndarray]],
 ) -> TextHit:
     occurrences = sorted(
         (o for g, occ in groups.items() if g != NOT for o in occ), key=lambda o: o[:3]
@@ -308,8 +329,8 @@ def _hit(
         offset, piece = pieces[n]
         mapped = maps.get(n)
         if mapped is None:
-            mapped = maps[n] = normalise_mapped(piece)
-        lo, hi = mapped.span(a, b)
+            mapped = maps[n] = span_map(piece)
+        lo, hi = int(mapped[0][a]), int(mapped[1][b - 1])
         spans.append((offset + lo, offset + hi))
         steps.update(needed(piece[lo:hi], use.term, joined=use.joined))
     return TextHit(

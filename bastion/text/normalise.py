@@ -265,6 +265,15 @@ def normalise_joined(text: str) -> tuple[str, list[str]]:
 
     A lone letter beside a spaced-out word (``a s e c r e t``) is joined with it; the matcher
     also tries each joined word without its first or last letter."""
+    done = _compiled(text)
+    if done is None:
+        return normalise_joined_re(text)
+    return done.text, done.joined
+
+
+def normalise_joined_re(text: str) -> tuple[str, list[str]]:
+    """:func:`normalise_joined` with ``re`` and numpy only: the reference the compiled path is
+    tested against, and the path for text beyond the first two planes."""
     joined: list[str] = []
 
     def single(m: re.Match[str]) -> str:
@@ -433,8 +442,26 @@ def _fold_mapped(text: str) -> tuple[str, list[int], list[int]]:
 
 
 def normalise_mapped(text: str) -> Mapped:
-    """:func:`normalise` with the map back to the original: the same steps as the fast path,
-    carrying each character's span (numpy where it can; Python per regex match)."""
+    """:func:`normalise` with the map back to the original."""
+    done = _compiled(text)
+    if done is None:
+        return normalise_mapped_re(text)
+    return Mapped(done.text, tuple(done.starts.tolist()), tuple(done.ends.tolist()))
+
+
+def span_map(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """For each character of the skeleton, its start and end in ``text`` (arrays: cheaper
+    than :func:`normalise_mapped`'s tuples when only a few spans are looked up)."""
+    done = _compiled(text)
+    if done is not None:
+        return done.starts, done.ends
+    mapped = normalise_mapped_re(text)
+    return np.asarray(mapped.starts, dtype=np.int64), np.asarray(mapped.ends, dtype=np.int64)
+
+
+def normalise_mapped_re(text: str) -> Mapped:
+    """:func:`normalise_mapped` with ``re`` and numpy only: the same steps as the fast path,
+    carrying each character's span (Python per regex match)."""
     s, st, en = _fold_mapped(text)
     if any(c in s for c in _SYMBOLS):
         s, st, en = _resub(_SYM_RE, _r_symbols, s, st, en)
@@ -491,3 +518,87 @@ def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]
     if joined and "separators" not in out:
         out.append("separators")
     return tuple(s for s in STEPS if s in out)
+
+
+# -- the compiled path -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A skeleton from the compiled path: its text, spans and the words joined from letters."""
+
+    text: str
+    starts: np.ndarray
+    ends: np.ndarray
+    joined: list[str]
+
+
+@cache
+def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per code point of the first two planes: ``isalnum``, ``isalpha`` and the letter a
+    symbol stands for (0 for none)."""
+    alnum = np.zeros(_PLANES, dtype=np.bool_)
+    alpha = np.zeros(_PLANES, dtype=np.bool_)
+    for code in range(_PLANES):
+        ch = chr(code)
+        alnum[code] = ch.isalnum()
+        alpha[code] = ch.isalpha()
+    leet = np.zeros(_PLANES, dtype=np.uint32)
+    for sym, letter in _SYMBOL_LEET.items():
+        leet[ord(sym)] = ord(letter)
+    return alnum, alpha, leet
+
+
+def _fold_arrays(text: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fold as code points with each one's start in the original (its end is start + 1),
+    or None beyond the first two planes or with many multi-character folds."""
+    if not text:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if int(codes.max()) >= _PLANES:
+        return None
+    mapped = _plane_table()[codes]
+    complex_at = np.flatnonzero(mapped == _COMPLEX)
+    if not len(complex_at):
+        kept = np.flatnonzero(mapped != _DELETE)
+        return mapped[kept], kept
+    if len(complex_at) > _MAX_COMPLEX:
+        return None
+    table = _table(ALL_STEPS)
+    out_codes: list[np.ndarray] = []
+    out_starts: list[np.ndarray] = []
+    prev = 0
+    for i in [*complex_at.tolist(), len(codes)]:
+        kept = np.flatnonzero(mapped[prev:i] != _DELETE) + prev
+        out_codes.append(mapped[kept])
+        out_starts.append(kept)
+        if i < len(codes):
+            folded = table[int(codes[i])]
+            out_codes.append(np.array([ord(c) for c in folded], dtype=np.uint32))
+            out_starts.append(np.full(len(folded), i, dtype=np.int64))
+        prev = i + 1
+    return np.concatenate(out_codes), np.concatenate(out_starts)
+
+
+def _compiled(text: str) -> Compiled | None:
+    """The skeleton through the compiled kernel, or None where only the ``re`` path goes."""
+    from bastion.text import kernel
+
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    folded, starts, ok = kernel.fold(codes, _plane_table())
+    if not ok:
+        arrays = _fold_arrays(text)
+        if arrays is None:
+            return None
+        folded, starts = arrays
+        if len(folded) and int(folded.max()) >= _PLANES:
+            return None
+    alnum, alpha, leet = _char_tables()
+    c, st, en, mark = kernel.skeleton(folded, starts, starts + 1, alnum, alpha, leet)
+    out = c.tobytes().decode("utf-32-le")
+    joined: list[str] = []
+    if mark.any():
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], mark, [False])).astype(np.int8)))
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            joined.append(out[a:b])
+    return Compiled(out, st, en, joined)

@@ -14,7 +14,9 @@ from bastion.text.normalise import (
     needed,
     normalise,
     normalise_joined,
+    normalise_joined_re,
     normalise_mapped,
+    normalise_mapped_re,
     normalise_with,
 )
 
@@ -103,3 +105,19 @@ def test_fast_and_mapped_paths_agree(text: str) -> None:
     assert normalise_with(text, ALL_STEPS) == mapped.text
     for start, end in zip(mapped.starts, mapped.ends, strict=True):
         assert 0 <= start < end <= len(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(texts)
+def test_compiled_and_re_paths_agree(text: str) -> None:
+    assert normalise_joined(text) == normalise_joined_re(text)
+    assert normalise_mapped(text) == normalise_mapped_re(text)
+
+
+def test_text_past_the_first_two_planes_takes_the_re_path() -> None:
+    text = "s e c r e t \U000e0041 game \U00020001"  # a tag character, a CJK extension B one
+    assert (
+        normalise_joined(text)
+        == normalise_joined_re(text)
+        == ("secret game \U00020001", ["secret"])
+    )
