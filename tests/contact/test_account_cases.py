@@ -7,6 +7,7 @@ only, never text."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select, update
 
-from bastion.contact.cases import AccountCaseLoop, grew, risk_t, snapshot
+from bastion.contact.cases import AccountCaseLoop, Pass, grew, risk_t, snapshot
 from bastion.contact.model import Event
 from bastion.contact.store import AccountHeld, ContactStore
 from bastion.crypto import MasterKey
@@ -25,6 +26,7 @@ from bastion.review.store import ReviewStore, findings_t
 from bastion.vault.store import Vault
 from tests.contact.helpers import account, at, ev, message
 from tests.fixtures.clock import Clock
+from tests.fixtures.stores import Database
 
 ALICE = Viewer("alice", "reviewer", ("default", "contact"))
 BOB = Viewer("bob", "reviewer", ("default", "contact"))
@@ -157,6 +159,38 @@ def test_a_row_committed_late_with_an_older_time_is_still_seen(
         )
     assert loop.run_once().opened == 1
     assert _account_cases(review, "h")
+
+
+def test_workers_racing_never_open_two_cases_for_an_account(
+    db: Database, store: Store, contact: ContactStore, review: ReviewStore
+) -> None:
+    """Four workers, each with its own connections, pass over the same risk at once: one case
+    per account (the unique index), whoever wins."""
+    _ingest(contact, [*groomer("g"), *groomer("h")])
+    key = review.master_key
+    loops = [
+        AccountCaseLoop(other, ReviewStore(other, key, policy=lambda: POLICY), lambda: POLICY)
+        for other in (db.open() for _ in range(4))
+    ]
+    barrier = threading.Barrier(len(loops))
+    passes: list[Pass] = []
+
+    def run(loop: AccountCaseLoop) -> None:
+        barrier.wait()
+        passes.append(loop.run_once())
+
+    threads = [threading.Thread(target=run, args=(loop,)) for loop in loops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(passes) == 4 and not any(p.failed for p in passes)
+    assert sum(p.opened for p in passes) == 2
+    for name in ("g", "h"):
+        [case_id] = _account_cases(review, name)
+        assert 1 <= len(review.get_case(ALICE, case_id).items) <= 4
+    # and afterwards nothing more, from any of them
+    assert all(loop.run_once().opened == loop.run_once().joined == 0 for loop in loops)
 
 
 def test_an_account_case_sits_beside_the_uploaders_content_case(
