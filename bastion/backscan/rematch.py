@@ -252,8 +252,7 @@ def _pdq_join(
     positions = np.flatnonzero(good)
     if not len(positions):
         return
-    hexes = pdq.take(positions).to_pylist()
-    stored = np.frombuffer(bytes.fromhex("".join(hexes)), dtype=np.uint8).reshape(-1, 32)
+    stored = hex_column(pdq.take(positions))
     ids = np.array([e.id for e in new_pdq], dtype=np.int64)
     if len(positions) > 4 * len(new_pdq):  # index the stored side, query with the new entries
         index = PDQIndex()
@@ -267,6 +266,31 @@ def _pdq_join(
         for pos, row_hits in zip(positions.tolist(), hits, strict=True):
             for eid, dist in row_hits:
                 found.setdefault(pos, []).append(_match(new.matcher, eid, dist))
+
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def hex_column(column: Any) -> np.ndarray:
+    """``(N, 32)`` uint8 from an Arrow column of 64-digit hex strings, decoded in numpy from
+    the column's character buffer (no Python string per row)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    chars = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    if n == 0:
+        return np.zeros((0, 32), np.uint8)
+    if not (np.diff(offsets) == 64).all():
+        raise ValueError("a stored PDQ hash is not 64 hex digits")
+    digits = _NIBBLE[chars[offsets[0] : offsets[0] + 64 * n]].reshape(n, 32, 2)
+    if (digits == 255).any():
+        raise ValueError("a stored PDQ hash is not hexadecimal")
+    return (digits[:, :, 0] << 4) | digits[:, :, 1]
 
 
 def _video_matches(row: dict[str, Any], new: NewEntries, opts: RematchOptions) -> list[Match]:
