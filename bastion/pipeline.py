@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from bastion.exchanges.base import Verdict as ExchangeVerdict
-from bastion.policy import Verdict, policy_input
+from bastion.policy import ReviewSettings, Verdict, policy_input
 from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
 from bastion.review.model import matched_entries
 from bastion.store import append_audit
@@ -214,12 +214,54 @@ def decide(rt: Runtime, viewer: Viewer, case_id: int, decision: Decision) -> Out
                 ),
             )
 
+    review_settings = rt.policy.current().review
+
+    def enqueue_and_undo(conn: Connection, outcome: Outcome) -> None:
+        enqueue(conn, outcome)
+        if outcome.final and outcome.case.state == "not_abusive":
+            queue_reversals(rt, conn, outcome.case.id, review_settings)
+
     outcome: Outcome = rt.review.decide(
-        viewer, case_id, decision, policy_review=rt.policy.current().review, then=enqueue
+        viewer, case_id, decision, policy_review=review_settings, then=enqueue_and_undo
     )
     if outcome.disabled:
         rt.index.refresh()
     return outcome
+
+
+def queue_reversals(rt: Runtime, conn: Connection, case_id: int, review: ReviewSettings) -> int:
+    """A false positive is undone on the platform: for each action queued for the case that
+    the policy's ``review.reversals`` can undo (a removal at scan time, a restriction), queue
+    its reversal in the same outbox, in the decision's transaction. The key is the original's
+    with the reversal's name in front, so each is sent exactly once however often this runs
+    (appeals reuse it). The body names the original key and its delivery state, so the
+    platform can match them even when the original has not arrived yet. Returns how many."""
+    queued = 0
+    for done in rt.outbox.for_case_in(conn, case_id):
+        undo = review.reversal_of(done.action)
+        if undo is None:
+            continue
+        key = f"{undo}:{done.idempotency_key}"
+        if len(key) > 200:
+            key = f"{undo}:{hashlib.sha256(done.idempotency_key.encode()).hexdigest()}"
+        context = {k: done.payload.get(k) for k in ("content_id", "uploader_id", "conversation_id")}
+        new = rt.outbox.enqueue_in(
+            conn,
+            action=undo,
+            payload=action_payload(
+                undo,
+                case_id=case_id,
+                context=context,
+                reason="found not abusive by review",
+                reverses=done.action,
+                reverses_key=done.idempotency_key,
+                original_state=done.state,
+            ),
+            idempotency_key=key,
+            case_id=case_id,
+        )
+        queued += new is not None
+    return queued
 
 
 @dataclass(frozen=True, slots=True)

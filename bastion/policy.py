@@ -100,6 +100,10 @@ _MAX_DISTANCE = 256
 
 _DEFAULT_ON_CONFIRMED = ("remove_content", "restrict_account", "preserve")
 _DEFAULT_ON_BLOCK = ("remove_content", "preserve")
+_DEFAULT_REVERSALS = (
+    ("remove_content", "restore_content"),
+    ("restrict_account", "unrestrict_account"),
+)
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -179,6 +183,12 @@ class ReviewSettings:
     on_confirmed: tuple[str, ...] = _DEFAULT_ON_CONFIRMED
     #: Actions of a block rule that names none.
     on_block: tuple[str, ...] = _DEFAULT_ON_BLOCK
+    #: What undoes an action (action -> its reversal): sent for every such action already
+    #: queued for a case when the case is finally found not abusive.
+    reversals: tuple[tuple[str, str], ...] = _DEFAULT_REVERSALS
+
+    def reversal_of(self, action: str) -> str | None:
+        return dict(self.reversals).get(action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +401,7 @@ class Policy:
                 "escalation_queue": self.review.escalation_queue,
                 "on_confirmed": list(self.review.on_confirmed),
                 "on_block": list(self.review.on_block),
+                "reversals": dict(self.review.reversals),
             },
             "rules": [
                 {
@@ -893,7 +904,7 @@ class _Builder:
     def review(self, node: Node | None, queues: dict[str, QueueSpec]) -> ReviewSettings | None:
         if node is None:
             return ReviewSettings()
-        keys = ("four_eyes", "lease", "escalation_queue", "on_confirmed", "on_block")
+        keys = ("four_eyes", "lease", "escalation_queue", "on_confirmed", "on_block", "reversals")
         spec = self.mapping(node, "review", keys)
         if spec is None:
             return None
@@ -915,8 +926,30 @@ class _Builder:
         for key in ("on_confirmed", "on_block"):
             if key in spec:
                 values[key] = self.actions(spec[key], f"review {key}")
+        if "reversals" in spec:
+            values["reversals"] = self.reversals(spec["reversals"])
         # A bad value is already an error; its default stands in so checking can go on.
         return ReviewSettings(**{k: v for k, v in values.items() if v is not None})
+
+    def reversals(self, node: Node) -> tuple[tuple[str, str], ...] | None:
+        """``{action: its reversal}``; ``{}`` sends no reversals."""
+        what = "review reversals"
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{what} must be a mapping of an action to the action undoing it")
+            return None
+        out: dict[str, str] = {}
+        for key, value in node.value:
+            action = self.text(key, f"{what} key", pattern=_ACTION_RE, rule=_ACTION_RULE)
+            undo = self.text(value, f"{what} {action}", pattern=_ACTION_RE, rule=_ACTION_RULE)
+            if action is None or undo is None:
+                continue
+            if action in out:
+                self.error(key, f"{what}: {action!r} is given twice")
+            elif undo == action:
+                self.error(value, f"{what}: {action!r} cannot undo itself")
+            else:
+                out[action] = undo
+        return tuple(out.items())
 
     def queue_ref(self, node: Node, what: str, queues: dict[str, QueueSpec]) -> str | None:
         q = self.text(node, what)

@@ -470,6 +470,14 @@ class Outbox:
                 continue
         return done
 
+    def for_case_in(self, conn: Connection, case_id: int) -> builtins.list[OutboxItem]:
+        """A case's actions, oldest first, read in the caller's transaction (a decision that
+        undoes what went out reads them where it queues the reversals)."""
+        rows = conn.execute(
+            select(outbox_t).where(outbox_t.c.case_id == _item_id(case_id)).order_by(outbox_t.c.id)
+        )
+        return [_to_item(r) for r in rows]
+
     def stats(self) -> OutboxStats:
         with self._db(), self.store.engine.connect() as conn:
             counts = {s.value: 0 for s in State}

@@ -197,9 +197,26 @@ def _case_page(
         can_decide=holder and not case.final,
         own_pending=case.state == AWAITING_SECOND and ctx.viewer.is_party(case.first_reviewer),
         typed=typed or {},
+        sent=_sent_actions(ctx, case.id),
         lease_left=_seconds_left(case.lease_until),
         lease_seconds=int(ctx.rt.review.config().lease.total_seconds()),
     )
+
+
+def _sent_actions(ctx: Ctx, case_id: int) -> list[dict[str, Any]]:
+    """Every action queued for the case, oldest first, with its delivery state and when it was
+    queued: at scan (a block verdict), on confirmation, or undoing another (a false positive).
+    Names and states only, no payload: what the platform was asked to do about this case."""
+    out = []
+    for o in reversed(ctx.rt.outbox.list(case_id=case_id, limit=200)):
+        if "reverses" in o.payload:
+            when = f"undoes {o.payload['reverses']}"
+        elif o.idempotency_key.endswith(":confirmed"):
+            when = "on confirmation"
+        else:
+            when = "at scan"
+        out.append({"item": o, "when": when})
+    return out
 
 
 def _seconds_left(until: datetime | None) -> int | None:

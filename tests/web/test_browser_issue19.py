@@ -251,3 +251,62 @@ def test_item7_first_reviewer_is_not_offered_the_second_review(
         expect(page.locator("#claim")).to_have_count(0)
     finally:
         policy.write_text(POLICY)
+
+
+def test_item1_a_false_positive_blocked_at_scan_is_restored_once(
+    page: Page, server: ConsoleServer, testdata: Path
+) -> None:
+    import json
+
+    import httpx
+
+    from bastion.actions.outbox import Outbox
+    from tests.web.seed import POLICY, VIDEO
+
+    block = (
+        "rules:\n  - name: exact-block\n    when:\n      banks: [exact]\n      kinds: [video]\n"
+        "    verdict: block\n    actions: [remove_content]\n    priority: high\n"
+    )
+    policy = Path(DB["policy"])
+    policy.write_text(POLICY.replace("rules:\n", block, 1))
+    try:
+        with Store.open(DB["url"]) as store:
+            _, token = store.create_api_key("browser-scanner", {"match"})
+        r = httpx.post(
+            f"{server.base}/v1/scan",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"file": ("door.mp4", (testdata / VIDEO).read_bytes())},
+            data={"context": json.dumps({"content_id": "door-1", "uploader_id": "uploader-9"})},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["verdict"]["decision"] == "block"
+        case_id = r.json()["verdict"]["case_id"]
+    finally:
+        policy.write_text(POLICY)
+    with Store.open(DB["url"]) as store:
+        outbox = Outbox(store)
+        for item in outbox.claim_due("test", 10):
+            outbox.mark_delivered(item, status=204, target="default")
+
+    login(page, server, "sue")
+    page.goto(f"{server.base}/cases/{case_id}")
+    expect(page.locator("#removed-at-scan")).to_have_text("removed at scan")
+    sent = page.locator("#sent-actions tbody tr")
+    expect(sent).to_have_count(1)
+    expect(sent.first).to_have_attribute("data-state", "delivered")
+    page.click("#claim")
+    expect(page.locator("#lease")).to_contain_text("claimed by sue")
+    page.keyboard.press("r")
+    expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
+    page.keyboard.press("Escape")
+    page.keyboard.press("n")
+    page.keyboard.type("a doorknob, not abuse")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/cases\?done="))
+    page.goto(f"{server.base}/cases/{case_id}")
+    expect(sent).to_have_count(2)
+    restore = page.locator('#sent-actions tr[data-action="restore_content"]')
+    expect(restore).to_have_attribute("data-state", "pending")
+    expect(restore).to_contain_text("undoes remove_content")
+    expect(page.locator("#removed-at-scan")).to_be_visible()

@@ -246,3 +246,91 @@ def test_a_case_awaiting_its_second_review_is_not_offered_to_its_first_reviewer(
     assert r.status_code == 403
     assert f"Case #{case_id}" in r.text and "Not your second review" in r.text
     assert "someone other than the first reviewer" in r.text
+
+
+# -- item 1: a false positive is undone on the platform -----------------------------------------
+
+BLOCKING = """
+  - name: exact-block
+    description: A byte-identical copy of a listed video is removed at once
+    when:
+      banks: [exact]
+      signal_types: [md5]
+      kinds: [video]
+    verdict: block
+    actions: [remove_content]
+    priority: high
+"""
+
+
+def _scan_blocked(console: Console, testdata) -> int:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from tests.web.seed import POLICY, scan_cases
+
+    policy = POLICY.replace("rules:\n", "rules:" + BLOCKING, 1)
+    Path(console.settings.policy_file).write_text(policy)
+    _, token = console.store.create_api_key("scanner-2", {"match"})
+    return scan_cases(console.main.post, testdata, token, ("video",))["video"]
+
+
+def test_a_not_abusive_decision_undoes_what_was_sent_once_and_the_case_page_shows_it(
+    console: Console, testdata
+) -> None:  # type: ignore[no-untyped-def]
+    from bastion import pipeline
+
+    case_id = _scan_blocked(console, testdata)
+    outbox = console.rt.outbox
+    (removal,) = outbox.list(case_id=case_id)
+    assert removal.action == "remove_content"
+    (claimed,) = outbox.claim_due("test-worker", 10)
+    outbox.mark_delivered(claimed, status=204, target="default")  # it went out
+
+    url = f"/cases/{case_id}"
+    sue = console.login("sue")
+    page = sue.get(url).text
+    assert 'id="removed-at-scan"' in page
+    sent = re.search(r'<section class="panel" id="sent-actions".*?</section>', page, re.S)
+    assert sent and 'data-action="remove_content" data-state="delivered"' in sent.group(0)
+    assert "at scan" in sent.group(0)
+
+    assert sue.post_form(f"{url}/claim").status_code == 303
+    for item in re.findall(r'<article class="item" id="item-(\d+)"', page):
+        sue.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": sue.csrf})
+    r = sue.post_form(f"{url}/decide", {"decision": "not_abusive", "reason": "a doorknob"})
+    assert r.status_code == 303, r.text
+    rows = sorted(outbox.list(case_id=case_id), key=lambda o: o.id)
+    assert [o.action for o in rows] == ["remove_content", "restore_content"]
+    restore = rows[1]
+    assert restore.state == "pending"
+    assert restore.idempotency_key == f"restore_content:{removal.idempotency_key}"
+    assert restore.payload["reverses"] == "remove_content"
+    assert restore.payload["original_state"] == "delivered"
+    assert restore.payload["content_id"] == "content-video"
+    # Exactly once: running the reversal again (an appeal, a retry) queues nothing new.
+    review = console.rt.policy.current().review
+    with console.store.engine.begin() as conn:
+        assert pipeline.queue_reversals(console.rt, conn, case_id, review) == 0
+    assert len(outbox.list(case_id=case_id)) == 2
+    page = sue.get(url).text
+    assert 'data-action="restore_content" data-state="pending"' in page
+    assert "undoes remove_content" in page
+
+
+def test_reversals_are_configured_per_action_in_the_policy() -> None:
+    import pytest
+
+    from bastion.policy import PolicyError, parse_policy
+    from tests.web.seed import POLICY
+
+    def with_reversals(text: str) -> str:
+        old = "  on_block: [remove_content]\n"
+        return POLICY.replace(old, old + text)
+
+    policy = parse_policy(with_reversals("  reversals:\n    remove_content: put_back\n"))
+    assert policy.review.reversals == (("remove_content", "put_back"),)
+    assert policy.review.reversal_of("restrict_account") is None
+    assert parse_policy(POLICY).review.reversal_of("restrict_account") == "unrestrict_account"
+    assert parse_policy(with_reversals("  reversals: {}\n")).review.reversals == ()
+    with pytest.raises(PolicyError, match="cannot undo itself"):
+        parse_policy(with_reversals("  reversals: {remove_content: remove_content}\n"))
