@@ -31,7 +31,7 @@ CurateKey = Annotated[Principal, Depends(require("curate"))]
 GROUP = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
-class GroupOut(BaseModel):
+class IdentityGroupOut(BaseModel):
     name: str
     key_id: str = Field(
         description="Public fingerprint of the group's key: members compare it to know they "
@@ -41,7 +41,7 @@ class GroupOut(BaseModel):
     created_by: str
 
 
-class GroupIn(BaseModel):
+class IdentityGroupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=64, pattern=GROUP)
     key: str | None = Field(
@@ -52,7 +52,7 @@ class GroupIn(BaseModel):
     )
 
 
-class KeyOut(BaseModel):
+class IdentityKeyOut(BaseModel):
     name: str
     key_id: str
     key: str = Field(description="Base64 of the group's 32-byte HMAC key. Keep it secret.")
@@ -74,22 +74,28 @@ class IdentifiersOut(BaseModel):
     errors: list[str] = Field(description="Per identifier, by position; never the identifier.")
 
 
-def _out(g: IdentityGroup) -> GroupOut:
-    return GroupOut(name=g.name, key_id=g.key_id, created_at=g.created_at, created_by=g.created_by)
+def _out(g: IdentityGroup) -> IdentityGroupOut:
+    return IdentityGroupOut(
+        name=g.name, key_id=g.key_id, created_at=g.created_at, created_by=g.created_by
+    )
 
 
-@router.get("/identity/groups", response_model=list[GroupOut], responses=problem_responses(503))
-def list_groups(rt: RuntimeDep, _: CurateKey) -> list[GroupOut]:
+@router.get(
+    "/identity/groups", response_model=list[IdentityGroupOut], responses=problem_responses(503)
+)
+def list_groups(rt: RuntimeDep, _: CurateKey) -> list[IdentityGroupOut]:
     return [_out(g) for g in rt.identity.list()]
 
 
 @router.post(
     "/identity/groups",
-    response_model=GroupOut,
+    response_model=IdentityGroupOut,
     status_code=201,
     responses=problem_responses(400, 409, 422, 503),
 )
-def create_group(body: GroupIn, request: Request, rt: RuntimeDep, principal: AdminKey) -> GroupOut:
+def create_group(
+    body: IdentityGroupIn, request: Request, rt: RuntimeDep, principal: AdminKey
+) -> IdentityGroupOut:
     """Make a sharing group, or join one with the key a member shared. Audited
     (``identity.group.create``, the key's public id only)."""
     try:
@@ -107,10 +113,10 @@ def create_group(body: GroupIn, request: Request, rt: RuntimeDep, principal: Adm
 
 @router.post(
     "/identity/groups/{name}/export-key",
-    response_model=KeyOut,
+    response_model=IdentityKeyOut,
     responses=problem_responses(404, 422, 503),
 )
-def export_key(name: str, request: Request, rt: RuntimeDep, principal: AdminKey) -> KeyOut:
+def export_key(name: str, request: Request, rt: RuntimeDep, principal: AdminKey) -> IdentityKeyOut:
     """The group's key, to hand to a partner joining the group over a safe channel. Audited
     (``identity.group.key.export``) before it is read."""
     try:
@@ -122,7 +128,7 @@ def export_key(name: str, request: Request, rt: RuntimeDep, principal: AdminKey)
         )
     except (StoreError, ValueError) as exc:
         raise problem_for(exc) from exc
-    return KeyOut(name=group.name, key_id=group.key_id, key=key)
+    return IdentityKeyOut(name=group.name, key_id=group.key_id, key=key)
 
 
 @router.delete(

@@ -33,7 +33,7 @@ class QuarantinedOut(BaseModel):
     resolved_by: str | None = None
 
 
-class ResolveIn(BaseModel):
+class QuarantineResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=2000, pattern=r"^[^\x00]*$")
 
@@ -66,7 +66,12 @@ def list_quarantine(
 
 
 def _resolve(
-    outcome: str, entry: int, body: ResolveIn, request: Request, rt: RuntimeDep, who: Principal
+    outcome: str,
+    entry: int,
+    body: QuarantineResolveIn,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal,
 ) -> QuarantinedOut:
     try:
         done = pipeline.resolve_quarantine(
@@ -88,7 +93,11 @@ def _resolve(
     responses=problem_responses(400, 404, 422, 503),
 )
 def dispute(
-    entry: EntryId, body: ResolveIn, request: Request, rt: RuntimeDep, principal: CurateKey
+    entry: EntryId,
+    body: QuarantineResolveIn,
+    request: Request,
+    rt: RuntimeDep,
+    principal: CurateKey,
 ) -> QuarantinedOut:
     """The entry is wrong for its list (a colliding or poisoned hash): it is disabled and
     leaves every index, and an exchange's entry gets a negative finding for its upstream list;
@@ -102,7 +111,11 @@ def dispute(
     responses=problem_responses(400, 404, 422, 503),
 )
 def release(
-    entry: EntryId, body: ResolveIn, request: Request, rt: RuntimeDep, principal: CurateKey
+    entry: EntryId,
+    body: QuarantineResolveIn,
+    request: Request,
+    rt: RuntimeDep,
+    principal: CurateKey,
 ) -> QuarantinedOut:
     """The entry is right and the burst was real: it acts again and its count starts over;
     audited (``bank.entry.release``)."""
