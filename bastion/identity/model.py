@@ -79,6 +79,13 @@ def normalize(ident: Identifier) -> str:
         raise IdentifierError(f"{st} is empty")
     if len(value) > MAX_IDENTIFIER or "\x00" in value:
         raise IdentifierError(f"{st} is longer than {MAX_IDENTIFIER} characters or has a NUL")
+    for text in (value, ident.platform or "", ident.region or ""):
+        if not isinstance(text, str):
+            raise IdentifierError(f"{st} parts must be text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" decodes
+            raise IdentifierError(f"{st} is not valid Unicode text") from None
     if st is not SignalType.USERNAME and ident.platform is not None:
         raise IdentifierError(f"platform applies to usernames only, not {st}")
     if st is not SignalType.PHONE and ident.region is not None:

@@ -140,6 +140,10 @@ def test_bad_requests_are_problems_and_need_the_right_scopes(
         assert r.status_code == 422, (body, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert "no-at-sign" not in r.text
+    # A lone surrogate (JSON's "\ud800"): refused as malformed JSON, never a 500.
+    raw = '{"identifiers": [{"type": "email", "value": "a\\ud800@b.example"}]}'
+    r = client.post("/v1/scan", headers={**admin, "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 400 and r.json()["title"] == "Malformed JSON", r.text
     partial = _scan(
         client, admin, [{"type": "email", "value": "nope"}, LISTED[3]]
     )  # one bad, one good: a warning and a match

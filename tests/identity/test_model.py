@@ -59,6 +59,8 @@ def test_identifiers_normalise_to_one_canonical_form_and_stay_there(
         (Identifier(S.IP, "999.1.1.1"), "not an IPv4 or IPv6"),
         (Identifier(S.EMAIL, "x@example.com", platform="discord"), "usernames only"),
         (Identifier(S.MD5, "x"), "identifier type must be"),  # type: ignore[arg-type]
+        (Identifier(S.EMAIL, "a\ud800@example.com"), "not valid Unicode"),
+        (Identifier(S.USERNAME, "handle42", platform="x\ud800"), "not valid Unicode"),
     ],
 )
 def test_a_bad_identifier_is_refused_without_repeating_it(ident: Identifier, message: str) -> None:
