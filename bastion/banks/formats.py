@@ -24,6 +24,7 @@ from typing import IO, Any, Protocol
 
 from bastion.banks.model import NewEntry, normalize_entry, parse_signal_type
 from bastion.signals.base import SignalType
+from bastion.text.query import parse_keyword, query_json
 
 #: Longest line read, in bytes. Above the longest line :func:`write` can produce (about 1.3 MB:
 #: a vPDQ value of ``MAX_VALUE`` characters with its quotes escaped, plus the largest metadata,
@@ -67,6 +68,13 @@ PYTX_TO_BASTION: dict[str, SignalType] = {
     "video_sha256": SignalType.SHA256,
     "sha256": SignalType.SHA256,
     "url": SignalType.URL,
+}
+#: python-threatexchange's text types, read and written by the pytx line format only (the HMA
+#: surface, which shares the names above, matches no text): a trend query is written as its JSON,
+#: a term as a query of one group of one term.
+PYTX_TEXT_TYPES: dict[str, SignalType] = {
+    "trend_query": SignalType.TEXT,
+    "raw_text": SignalType.TEXT,
 }
 BASTION_TO_PYTX: dict[SignalType, str] = {
     SignalType.PDQ: "pdq",
@@ -214,7 +222,7 @@ def _detect_line(line: str) -> BankFormat:
     if text.startswith("{"):
         return BankFormat.JSONL
     first_word = text.split(None, 1)[0].lower() if text else ""
-    if first_word in PYTX_TO_BASTION:
+    if first_word in PYTX_TO_BASTION or first_word in PYTX_TEXT_TYPES:
         return BankFormat.PYTX
     cells = [c.strip().strip('"').lower() for c in text.split(",")]
     if "signal_type" in cells:
@@ -462,10 +470,12 @@ def _pytx_line(number: int, text: str) -> NewEntry | ParseError | None:
     if len(parts) != 2:
         return ParseError(number, "expected '<signal_type> <value>'")
     name, value = parts[0].lower(), parts[1]
-    st = PYTX_TO_BASTION.get(name)
+    st = PYTX_TO_BASTION.get(name) or PYTX_TEXT_TYPES.get(name)
     if st is None:
-        known = ", ".join(PYTX_TO_BASTION)
+        known = ", ".join([*PYTX_TO_BASTION, *PYTX_TEXT_TYPES])
         return ParseError(number, f"unsupported signal type {name!r} (supported: {known})")
+    if name == "trend_query" and not value.lstrip().startswith("{"):
+        return ParseError(number, "a trend_query value must be a JSON object")
     fast = canonical_hex_entry(st, value)
     if fast is not None:
         return normalize_entry(fast)  # already canonical: returns it as is, at once
@@ -524,7 +534,10 @@ IWF_HASHES: dict[str, SignalType] = {
     "pdq": SignalType.PDQ,
 }
 IWF_SKIPPED = ("sha1", "photodna")
-IWF_COLUMNS = ("id", "category", *IWF_HASHES, *IWF_SKIPPED, "added")
+#: The keyword variant: a record with ``keyword`` (a term, optionally its ``language``) and no
+#: hashes is a ``text`` entry labelled ``csam_trade`` and ``iwf:keyword`` (docs/text-signals.md).
+IWF_COLUMNS = ("id", "category", *IWF_HASHES, *IWF_SKIPPED, "added", "keyword", "language")
+IWF_KEYWORD_LABELS = ["csam_trade", "iwf:keyword"]
 #: UK legal categories of indecent images of children → Bastion labels (with ``csam``).
 IWF_CATEGORIES = {"a": "iwf:category-a", "b": "iwf:category-b", "c": "iwf:category-c"}
 
@@ -625,6 +638,26 @@ def _parse_iwf(
             return
 
 
+def _iwf_keyword(number: int, obj: dict[str, Any], key: str | None) -> NewEntry | ParseError:
+    """The keyword variant's record: one ``text`` entry."""
+    if any(obj.get(name) not in (None, "") for name in (*IWF_HASHES, *IWF_SKIPPED)):
+        return ParseError(number, "a record carries a keyword or hashes, not both", key)
+    language = obj.get("language")
+    try:
+        return normalize_entry(
+            NewEntry(
+                SignalType.TEXT,
+                obj["keyword"],
+                external_id=key,
+                added_at=obj.get("added"),
+                labels=list(IWF_KEYWORD_LABELS),
+                metadata={"language": language} if language not in (None, "") else {},
+            )
+        )
+    except (ValueError, TypeError) as exc:
+        return ParseError(number, str(exc), key)
+
+
 def _check_iwf_header(header: list[str]) -> str | None:
     unknown = [c for c in header if c not in IWF_COLUMNS]
     if unknown:
@@ -635,9 +668,9 @@ def _check_iwf_header(header: list[str]) -> str | None:
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         return f"duplicate column(s): {', '.join(dupes)}"
-    if "category" not in header:
-        return "an IWF-style list needs a 'category' column"
-    if not any(c in header for c in (*IWF_HASHES, *IWF_SKIPPED)):
+    if "category" not in header and "keyword" not in header:
+        return "an IWF-style list needs a 'category' column (or, for keywords, 'keyword')"
+    if not any(c in header for c in (*IWF_HASHES, *IWF_SKIPPED, "keyword")):
         return f"an IWF-style list needs at least one hash column ({', '.join(IWF_COLUMNS[2:7])})"
     return None
 
@@ -655,6 +688,9 @@ def _iwf_record(
         yield ParseError(
             number, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {allowed}", key
         )
+        return
+    if obj.get("keyword") not in (None, ""):
+        yield _iwf_keyword(number, obj, key)
         return
     try:
         category = iwf_category(obj.get("category"))
@@ -741,6 +777,10 @@ def write(entries: Iterable[EntryLike], fmt: BankFormat | str, out: IO[str]) -> 
                     f"the pytx format has no url_match: the {e.url_match} entry {value!r} would "
                     "re-import as an exact URL; export url prefix/domain entries as csv or jsonl"
                 )
+            if SignalType(e.signal_type) is SignalType.TEXT:
+                out.write(f"trend_query {_json(query_json(parse_keyword(value)))}\n")
+                count += 1
+                continue
             if "\n" in value or "\r" in value:
                 raise ValueError(f"{e.signal_type} value contains a newline; cannot write it")
             out.write(f"{BASTION_TO_PYTX[SignalType(e.signal_type)]} {value}\n")

@@ -77,6 +77,10 @@ SIGNAL_TYPES: dict[str, SignalType] = {
     "HASH_MD5": SignalType.MD5,
     "HASH_SHA256": SignalType.SHA256,
     "URI": SignalType.URL,
+    # Keywords (docs/text-signals.md): a trend query's JSON, or one raw term. Ask for them with
+    # types=TREND_QUERY,RAW_TEXT.
+    "TREND_QUERY": SignalType.TEXT,
+    "RAW_TEXT": SignalType.TEXT,
 }
 #: Reaction types ThreatExchange documents (reference/reacting, Jan 2023).
 REACTIONS = frozenset(
