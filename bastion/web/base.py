@@ -24,6 +24,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +34,7 @@ from bastion.http_auth import client_address, trusted
 from bastion.runtime import Runtime, runtime
 from bastion.store import StoreError
 from bastion.vocab import ADMIN, AUDITOR, REVIEWER, SENIOR_REVIEWER
+from bastion.web.events import describe as describe_event
 
 log = logging.getLogger("bastion.web")
 
@@ -107,8 +109,22 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _ts(value: datetime | None) -> Markup:
+    """A time the page shows in the reader's own time zone (console.js), UTC on hover."""
+    if value is None:
+        return Markup("-")
+    utc = value.astimezone(UTC)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        utc.isoformat(timespec="seconds"), _when(utc), _when(utc)
+    )
+
+
 templates.filters["when"] = _when
 templates.filters["ago"] = _ago
+templates.filters["ts"] = _ts
+templates.filters["describe"] = describe_event
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from bastion.review import (
 from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
 from bastion.store import EntryNotFound
-from bastion.web import account_case
+from bastion.web import account_case, events
 from bastion.web.base import (
     REVIEWERS,
     ConsoleJsonRoute,
@@ -198,6 +198,7 @@ def _case_page(
         own_pending=case.state == AWAITING_SECOND and ctx.viewer.is_party(case.first_reviewer),
         typed=typed or {},
         sent=_sent_actions(ctx, case.id),
+        findings=events.summary(case) if case.final else [],
         lease_left=_seconds_left(case.lease_until),
         lease_seconds=int(ctx.rt.review.config().lease.total_seconds()),
     )

@@ -310,3 +310,49 @@ def test_item1_a_false_positive_blocked_at_scan_is_restored_once(
     expect(restore).to_have_attribute("data-state", "pending")
     expect(restore).to_contain_text("undoes remove_content")
     expect(page.locator("#removed-at-scan")).to_be_visible()
+
+
+def test_item10_decided_case_summary_readable_history_local_times(
+    browser: Browser, server: ConsoleServer
+) -> None:
+    context = browser.new_context(timezone_id="Asia/Tokyo", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        case_id = server.cases["bridge"]
+        login(page, server, "rex")
+        page.goto(f"{server.base}/cases/{case_id}")
+        expect(page.locator("#due")).to_be_visible()
+        page.click("#claim")
+        expect(page.locator("#lease")).to_contain_text("claimed by rex")
+        page.keyboard.press("r")
+        expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
+        page.keyboard.press("Escape")
+        page.keyboard.press("e")
+        page.keyboard.type("unsure about the source")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/cases\?done="))
+        page.click("header button.link")
+        login(page, server, "ada")
+        page.goto(f"{server.base}/cases/{case_id}")
+        page.click("#claim")
+        expect(page.locator("#lease")).to_contain_text("claimed by ada")
+        page.keyboard.press("r")
+        expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
+        page.keyboard.press("Escape")
+        page.keyboard.press("n")
+        page.keyboard.type("a bridge")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/cases\?done="))
+        page.goto(f"{server.base}/cases/{case_id}")
+        expect(page.locator("#due")).to_have_count(0)
+        card = page.locator("#decision-summary")
+        expect(card).to_contain_text("rex escalated it")
+        expect(card).to_contain_text("Note: unsure about the source")
+        expect(card).to_contain_text("ada closed it as not abusive")
+        expect(card).to_contain_text("Reason: a bridge")
+        first = page.locator("#history li time").first
+        expect(first).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d Asia/Tokyo$"))
+        expect(first).to_have_attribute("title", re.compile(r" UTC$"))
+        expect(page.locator("#history")).to_contain_text("escalated it; from queue default")
+    finally:
+        context.close()

@@ -334,3 +334,39 @@ def test_reversals_are_configured_per_action_in_the_policy() -> None:
     assert parse_policy(with_reversals("  reversals: {}\n")).review.reversals == ()
     with pytest.raises(PolicyError, match="cannot undo itself"):
         parse_policy(with_reversals("  reversals: {remove_content: remove_content}\n"))
+
+
+# -- item 10: readable decided cases ------------------------------------------------------------
+
+
+def test_a_decided_case_reads_as_a_summary_with_readable_history_and_no_due_time(
+    console: Console,
+) -> None:
+    case_id = console.cases["exact"]
+    url = f"/cases/{case_id}"
+    rex = console.login("rex")
+    assert 'id="due"' in rex.get(url).text  # an open case has a due time
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    r = rex.post_form(
+        f"{url}/decide",
+        {"decision": "confirmed", "classification": "B2", "labels": "x", "note": "same file"},
+    )
+    assert r.status_code == 303, r.text
+    page = rex.get(url).text
+    assert 'id="due"' not in page
+    card = re.search(r'<div class="summary-card" id="decision-summary">(.*?)</div>\n', page, re.S)
+    assert card
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", card.group(1)))
+    assert "confirmed, B2" in text and "Labels x" in text
+    assert "rex confirmed it" in text and "Note: same file" in text
+    assert "Actions sent: remove_content pending , preserve pending" in text
+    history = re.search(r'<ol class="history" id="history">(.*?)</ol>', page, re.S)
+    assert history
+    lines = [
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", li)).strip()
+        for li in re.findall(r"<li[^>]*>(.*?)</li>", history.group(1), re.S)
+    ]
+    assert any(line.endswith("rex claimed the case") for line in lines), lines
+    assert any("rex confirmed it as B2 (labels x); note: same file" in line for line in lines)
+    assert "note=" not in history.group(1) and "=" not in " ".join(lines)
+    assert re.search(r'<time datetime="[0-9T:+-]+" title="[^"]+UTC">', history.group(1))

@@ -23,6 +23,17 @@
     }
   });
 
+  // Times in the reader's own time zone; the UTC time stays in the title (on hover).
+  const pad = (n) => String(n).padStart(2, "0");
+  document.querySelectorAll("time[datetime]").forEach((el) => {
+    const at = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(at.getTime())) return;
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+    el.textContent =
+      `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ` +
+      `${pad(at.getHours())}:${pad(at.getMinutes())} ${zone}`;
+  });
+
   const root = document.getElementById("case");
   if (!root) return;
 
