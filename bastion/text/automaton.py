@@ -220,9 +220,10 @@ class TextIndex:
             if not skeleton:
                 continue
             self._search(automata, f" {skeleton} ", -1, (), n, found)
-            window = max(self._longest, MIN_SKELETON)
-            for part, start, inserted in _split_windows(skeleton, joined, window):
-                self._search(automata, f" {part} ", start - 1, inserted, n, found)
+            if joined:
+                window = max(self._longest, MIN_SKELETON)
+                for part, start, inserted in _split_windows(skeleton, joined, window):
+                    self._search(automata, f" {part} ", start - 1, inserted, n, found)
         hits = []
         maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for entry_id, groups in sorted(found.items()):

@@ -94,6 +94,24 @@ def fold(codes: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
+def fold_and_skeleton(
+    codes: np.ndarray,
+    table: np.ndarray,
+    alnum: np.ndarray,
+    alpha: np.ndarray,
+    leet: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """:func:`fold` then :func:`skeleton` in one call (one dispatch: most texts are short);
+    False (and empty arrays) when the fold must be done in Python."""
+    folded, starts, ok = fold(codes, table)
+    if not ok:
+        empty = np.zeros(0, dtype=np.bool_)
+        return folded, starts, starts, empty, False
+    c, s, e, mark = skeleton(folded, starts, starts + 1, alnum, alpha, leet)
+    return c, s, e, mark, True
+
+
+@njit(cache=True, nogil=True)
 def skeleton(
     codes: np.ndarray,
     st: np.ndarray,
@@ -102,13 +120,13 @@ def skeleton(
     alpha: np.ndarray,
     leet: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The sequence steps on folded code points (copies; the inputs are left alone).
-    ``alnum``/``alpha``: per code point, ``str.isalnum``/``str.isalpha``; ``leet``: per code
-    point, the letter a symbol stands for (0 for none)."""
+    """The sequence steps on folded code points (the arrays are worked on in place and
+    returned cut). ``alnum``/``alpha``: per code point, ``str.isalnum``/``str.isalpha``;
+    ``leet``: per code point, the letter a symbol stands for (0 for none)."""
     n = len(codes)
-    c = codes.copy()
-    s = st.copy()
-    e = en.copy()
+    c = codes
+    s = st
+    e = en
     mark = np.zeros(n, dtype=np.bool_)
     # 1. symbols
     i = 0

@@ -39,6 +39,8 @@ from functools import cache, lru_cache
 import numpy as np
 from confusable_homoglyphs import confusables as _confusables
 
+from bastion.text import kernel
+
 #: The reportable steps, in the order they are documented.
 STEPS: tuple[str, ...] = (
     "nfkc",
@@ -497,8 +499,11 @@ def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]
     confusable), the earlier one is named. ``joined``: the match was the phrase's spaced-out
     form (its words run together), which is the ``separators`` step."""
 
-    if original == term and not joined:
-        return ()
+    if not joined:
+        if original == term:
+            return ()
+        if original.casefold() == term.casefold() and original.isascii() and term.isascii():
+            return ("case",)  # the common case, without running the steps
 
     def form(text: str, steps: frozenset[str]) -> str:
         out = normalise_with(text, steps)
@@ -582,10 +587,11 @@ def _fold_arrays(text: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _compiled(text: str) -> Compiled | None:
     """The skeleton through the compiled kernel, or None where only the ``re`` path goes."""
-    from bastion.text import kernel
-
+    global _kernel_args
+    if _kernel_args is None:
+        _kernel_args = (_plane_table(), *_char_tables())
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    folded, starts, ok = kernel.fold(codes, _plane_table())
+    c, st, en, mark, ok = kernel.fold_and_skeleton(codes, *_kernel_args)
     if not ok:
         arrays = _fold_arrays(text)
         if arrays is None:
@@ -593,8 +599,7 @@ def _compiled(text: str) -> Compiled | None:
         folded, starts = arrays
         if len(folded) and int(folded.max()) >= _PLANES:
             return None
-    alnum, alpha, leet = _char_tables()
-    c, st, en, mark = kernel.skeleton(folded, starts, starts + 1, alnum, alpha, leet)
+        c, st, en, mark = kernel.skeleton(folded, starts, starts + 1, *_kernel_args[1:])
     out = c.tobytes().decode("utf-32-le")
     joined: list[str] = []
     if mark.any():
@@ -602,3 +607,7 @@ def _compiled(text: str) -> Compiled | None:
         for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
             joined.append(out[a:b])
     return Compiled(out, st, en, joined)
+
+
+#: The kernel's tables (the fold, isalnum, isalpha, the symbols' letters), built on first use.
+_kernel_args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
