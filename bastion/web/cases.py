@@ -27,6 +27,7 @@ from bastion.review import (
     NotLeased,
     RevealRequired,
 )
+from bastion.review.escalations import escalated_view, escalations
 from bastion.review.model import STATE_FILTERS
 from bastion.review.preview import inline_media_type
 from bastion.store import EntryNotFound
@@ -112,6 +113,7 @@ def queue(
         "cases.html",
         ctx,
         cases=cases,
+        escalated=escalations(ctx.rt.review, [c.id for c in cases]),
         counts=list(counts.values()),
         queue=queue,
         state=state,
@@ -198,6 +200,7 @@ def _case_page(
         own_pending=case.state == AWAITING_SECOND and ctx.viewer.is_party(case.first_reviewer),
         typed=typed or {},
         sent=_sent_actions(ctx, case.id),
+        escalation=escalations(ctx.rt.review, [case.id]).get(case.id),
         findings=events.summary(case) if case.final else [],
         lease_left=_seconds_left(case.lease_until),
         lease_seconds=int(ctx.rt.review.config().lease.total_seconds()),
@@ -230,7 +233,32 @@ def _seconds_left(until: datetime | None) -> int | None:
 
 @router.get("/cases/{case_id}")
 def case_view(ctx: Reviewer, case_id: int) -> Response:
-    return _case_page(ctx, _id(case_id))
+    try:
+        return _case_page(ctx, _id(case_id))
+    except Forbidden:
+        # The reviewer who escalated it follows the outcome, read-only and without media.
+        case = escalated_view(ctx.rt.review, ctx.viewer, case_id)
+        return render(
+            "case.html",
+            ctx,
+            case=case,
+            holder=False,
+            must_reveal=(),
+            entries=_entry_facts(ctx, case),
+            prior_confirmed=0,
+            classifications=CLASSIFICATIONS,
+            account=None,
+            error=None,
+            can_decide=False,
+            own_pending=False,
+            read_only=True,
+            escalation=escalations(ctx.rt.review, [case.id]).get(case.id),
+            typed={},
+            sent=[],
+            findings=events.summary(case) if case.final else [],
+            lease_left=None,
+            lease_seconds=0,
+        )
 
 
 def _on_case_error(

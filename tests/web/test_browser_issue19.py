@@ -224,7 +224,7 @@ def test_item5_take_a_break_releases_the_claim(page: Page, server: ConsoleServer
     page.wait_for_url(re.compile(rf"/cases\?released={case_id}"))
     expect(page.locator(".notice.ok")).to_contain_text("is released")
     row = page.locator(f'tr[data-case="{case_id}"]')
-    expect(row.locator("td").last).to_have_text("-")
+    expect(row.locator("td.claimed")).to_have_text("-")
 
 
 def test_item7_first_reviewer_is_not_offered_the_second_review(
@@ -356,3 +356,48 @@ def test_item10_decided_case_summary_readable_history_local_times(
         expect(page.locator("#history")).to_contain_text("escalated it; from queue default")
     finally:
         context.close()
+
+
+def _scan(server: ConsoleServer, testdata: Path, photo: str, uploader: str) -> int:
+    import json
+
+    import httpx
+
+    with Store.open(DB["url"]) as store:
+        _, token = store.create_api_key(f"scanner-{uploader}", {"match"})
+    r = httpx.post(
+        f"{server.base}/v1/scan",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": (Path(photo).name, (testdata / photo).read_bytes())},
+        data={"context": json.dumps({"content_id": f"c-{uploader}", "uploader_id": uploader})},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return int(r.json()["verdict"]["case_id"])
+
+
+def test_item6_escalation_banner_queue_column_and_read_only_outcome(
+    page: Page, server: ConsoleServer, testdata: Path
+) -> None:
+    from tests.web.seed import BRIDGE_SCANNED
+
+    case_id = _scan(server, testdata, BRIDGE_SCANNED, "uploader-6")
+    login(page, server, "rex")
+    page.goto(f"{server.base}/cases/{case_id}")
+    page.click("#claim")
+    expect(page.locator("#lease")).to_contain_text("claimed by rex")
+    page.keyboard.press("e")
+    page.keyboard.type("is this the listed bridge?")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/cases\?done="))
+    page.goto(f"{server.base}/cases/{case_id}")
+    expect(page.locator("#read-only")).to_be_visible()
+    expect(page.locator("#escalation-banner")).to_contain_text("is this the listed bridge?")
+    expect(page.locator(".item img.media")).to_have_count(0)
+    expect(page.locator("#claim")).to_have_count(0)
+    page.click("header button.link")
+    login(page, server, "sue")
+    page.goto(f"{server.base}/cases?queue=senior")
+    row = page.locator(f'tr[data-case="{case_id}"]')
+    expect(row.locator("td.escalated")).to_contain_text("rex")
+    expect(row.locator("td.escalated")).to_contain_text("is this the listed bridge?")

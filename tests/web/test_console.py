@@ -433,7 +433,12 @@ def test_escalation_moves_the_case_out_of_a_reviewers_sight(console: Console) ->
     rex.post_form(f"{url}/claim")
     r = rex.post_form(f"{url}/decide", {"decision": "escalate", "note": "not sure"})
     assert r.status_code == 303 and "event=escalated" in r.headers["location"]
-    assert rex.get(url).status_code == 403
+    assert f'data-case="{console.cases["bridge"]}"' not in rex.get("/cases").text
+    # The escalating reviewer follows the outcome read-only, without media (issue 19).
+    page = rex.get(url)
+    assert page.status_code == 200 and 'id="read-only"' in page.text
+    assert 'id="claim"' not in page.text and 'id="decide-confirmed"' not in page.text
+    assert rex.get(f"{url}/items/1/media").status_code == 403
     assert console.login("sue").get(url).status_code == 200
 
 

@@ -370,3 +370,40 @@ def test_a_decided_case_reads_as_a_summary_with_readable_history_and_no_due_time
     assert any("rex confirmed it as B2 (labels x); note: same file" in line for line in lines)
     assert "note=" not in history.group(1) and "=" not in " ".join(lines)
     assert re.search(r'<time datetime="[0-9T:+-]+" title="[^"]+UTC">', history.group(1))
+
+
+# -- item 6: escalations stay visible ------------------------------------------------------------
+
+
+def test_escalation_banner_queue_column_and_read_only_outcome_for_the_escalator(
+    console: Console,
+) -> None:
+    case_id = console.cases["bridge"]
+    url = f"/cases/{case_id}"
+    rex, sue, ada = console.login("rex"), console.login("sue"), console.login("ada")
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    r = rex.post_form(f"{url}/decide", {"decision": "escalate", "note": "source unclear"})
+    assert r.status_code == 303
+    queue = sue.get("/cases?queue=senior").text
+    row = re.search(rf'<tr data-case="{case_id}".*?</tr>', queue, re.S)
+    assert row and 'class="escalated">rex<div class="muted small">source unclear' in row.group(0)
+    page = sue.get(url).text
+    assert re.search(r'id="escalation-banner">Escalated by <strong>rex</strong>', page)
+    assert "from queue default: “source unclear”" in page
+    # The reviewer who escalated follows it: read-only, no media, no claim, audited.
+    mine = rex.get(url)
+    assert mine.status_code == 200 and 'id="read-only"' in mine.text
+    assert 'id="awaiting-outcome"' in mine.text and f'src="{url}/items' not in mine.text
+    assert rex.post_form(f"{url}/claim").status_code == 403
+    items = re.findall(r'<article class="item" id="item-(\d+)"', mine.text)
+    assert items and rex.get(f"{url}/items/{items[0]}/media").status_code == 403
+    views = console.store.recent_audit(50, action="case.view")
+    assert any(e.actor == "user:rex" and e.detail.get("read_only") for e in views)
+    # The senior decides; the escalating reviewer sees the outcome.
+    assert ada.post_form(f"{url}/claim").status_code == 303
+    for item in items:
+        ada.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": ada.csrf})
+    r = ada.post_form(f"{url}/decide", {"decision": "not_abusive", "reason": "a bridge"})
+    assert r.status_code == 303, r.text
+    outcome = rex.get(url).text
+    assert "Outcome: not abusive." in outcome and 'id="decision-summary"' in outcome
