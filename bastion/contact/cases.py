@@ -252,14 +252,15 @@ class AccountCaseLoop:
         return self.review.submit(verdict, item, actor=self.actor).created
 
     def _latest_snapshots(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Each account's newest snapshot in any of its account cases (active or decided)."""
+        """Each account's newest snapshot in any of its account cases (active or decided).
+        Found through the cases' uploader index, then each case's items (both indexed)."""
         stmt = (
-            select(items_t.c.id, items_t.c.uploader_id, items_t.c.signals)
-            .join(cases_t, cases_t.c.id == items_t.c.case_id)
+            select(items_t.c.id, cases_t.c.uploader_id, items_t.c.signals)
+            .join(items_t, items_t.c.case_id == cases_t.c.id)
             .where(
+                cases_t.c.uploader_id.in_(list(accounts)),
                 cases_t.c.subject == ACCOUNT,
                 items_t.c.kind == ACCOUNT_KIND,
-                items_t.c.uploader_id.in_(list(accounts)),
             )
             .order_by(items_t.c.id)
         )
