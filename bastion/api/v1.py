@@ -947,6 +947,19 @@ async def lookup(
             for i, sig in enumerate(parsed):
                 if sig is not None and sig.type is not SignalType.PDQ:
                     found[i] = matcher.match([sig], threshold=threshold, banks=banks)
+        if any(found.values()):
+            # Each signal on its own: a bank's tighter threshold and an allow entry of the same
+            # signal apply as in a scan, and each match says its bank's version (a lookup
+            # searches at its own threshold: a bank's wider one does not widen it).
+            rules = rt.store.bank_rules()
+            for i, ms in found.items():
+                parsed_sig = parsed[i]
+                if not ms or parsed_sig is None:
+                    continue
+                if parsed_sig.type is SignalType.TEXT:
+                    found[i] = screen_text(ms, rules).kept
+                else:
+                    found[i] = screen(ms, threshold, rules).kept
         looked = [(sig, bool(found.get(i))) for i, sig in enumerate(parsed) if sig is not None]
         return watched, observe_probes(rt, principal, looked)
 

@@ -201,3 +201,28 @@ def test_every_match_records_its_banks_version(
     _add(client, admin, "versioned", {"signal_type": "md5", "value": md5})
     second = _scan(client, admin, photo, content_id="c-2")
     assert second["matches"][0]["bank_version"] == version + 1
+
+
+def test_lookup_applies_a_banks_tighter_threshold_and_allow_entries_per_signal(
+    client: TestClient, admin: dict[str, str], photo: bytes
+) -> None:
+    pdq = _pdq(photo)
+    near = _flip(pdq, 20)
+    _bank(client, admin, name="ncii-shared", thresholds={"pdq": 16})
+    _bank(client, admin, name="csam-list")
+    _add(client, admin, "ncii-shared", {"signal_type": "pdq", "value": near})
+    _add(client, admin, "csam-list", {"signal_type": "pdq", "value": near})
+    other = _flip(pdq, 100)
+    _add(client, admin, "csam-list", {"signal_type": "pdq", "value": other})
+
+    def lookup(*values: str) -> list[list[str]]:
+        body = {"signals": [{"type": "pdq", "value": v} for v in values]}
+        r = client.post("/v1/lookup", headers=admin, json=body)
+        assert r.status_code == 200, r.text
+        return [[m["bank"] for m in res["matches"]] for res in r.json()["results"]]
+
+    assert lookup(pdq, other) == [["csam-list"], ["csam-list"]]
+    # An allow entry for the first hash clears that signal's matches, not the other signal's.
+    _bank(client, admin, name="benign", kind="allow")
+    _add(client, admin, "benign", {"signal_type": "pdq", "value": pdq})
+    assert lookup(pdq, other) == [[], ["csam-list"]]
