@@ -21,9 +21,12 @@ It reads only risk rows updated since its last complete pass, less :data:`OVERLA
 them on its first pass and whenever the policy changes): a row's ``updated_at`` is its writer's
 clock when its transaction began, so a transaction that commits after a pass can carry times
 older than rows that pass saw; the overlap (far longer than any batch's transaction, and any
-clock difference between processes) makes sure it is read by a later pass. Two workers running
-it at once never open two cases for an account (the unique index); at worst both add the same
-snapshot once each.
+clock difference between processes) makes sure it is read by a later pass.
+
+Several workers may run it at once. They never open two cases for an account (the unique
+index), nor add the same evidence twice: the growth check is made again inside the intake's
+transaction, which holds the account's case (locked), and a snapshot that is no longer new
+evidence by then is rolled back.
 """
 
 from __future__ import annotations
@@ -35,13 +38,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.contact.model import RISK_BANDS
 from bastion.contact.rows import ContactAccountRow, ContactRiskRow
 from bastion.policy import ContactPolicy, Policy, Verdict
-from bastion.review.model import ACCOUNT, ACCOUNT_KIND, RISK_SIGNAL, NewItem, risk_snapshot
+from bastion.review.model import (
+    ACCOUNT,
+    ACCOUNT_KIND,
+    RISK_SIGNAL,
+    NewItem,
+    Submitted,
+    risk_snapshot,
+)
 from bastion.review.rows import CaseItemRow, CaseRow
 from bastion.store.bulk import utcnow
 from bastion.store.errors import StoreError, StoreUnavailable
@@ -207,13 +217,16 @@ class AccountCaseLoop:
                 else:
                     try:
                         created = self._submit(cp, r.account, snap, ages.get(r.account))
+                    except _NotNew:  # another worker added this evidence meanwhile
+                        done.unchanged += 1
+                        created = None
                     except StoreError as exc:
                         done.failed += 1
                         log.warning("account cases: %s: %s", r.account, exc)
                         continue
                     if created:
                         done.opened += 1
-                    else:
+                    elif created is not None:
                         done.joined += 1
                 if newest is None or r.updated_at > newest:
                     newest = r.updated_at
@@ -249,7 +262,15 @@ class AccountCaseLoop:
             age_band=age_band,
             signals=[snap],
         )
-        return self.review.submit(verdict, item, actor=self.actor).created
+        margin = cp.case_reopen_margin
+
+        def still_new(conn: Connection, sub: Submitted) -> None:
+            """In the intake's transaction (the account's case locked): is this snapshot still
+            new evidence against the one before it? Another worker may have added it."""
+            if not grew(_previous_snapshot(conn, account, sub.item_id), snap, margin):
+                raise _NotNew(account)
+
+        return self.review.submit(verdict, item, actor=self.actor, then=still_new).created
 
     def _latest_snapshots(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Each account's newest snapshot in any of its account cases (active or decided).
@@ -284,6 +305,30 @@ class AccountCaseLoop:
                 return {r.account: r.age_band for r in conn.execute(stmt)}
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"account cases: {exc}") from exc
+
+
+class _NotNew(Exception):
+    """The snapshot is no longer new evidence: its intake transaction is rolled back."""
+
+
+def _previous_snapshot(conn: Connection, account: str, before: int) -> dict[str, Any] | None:
+    """The account's newest snapshot in its account cases older than item ``before``."""
+    rows = conn.execute(
+        select(items_t.c.signals)
+        .join(cases_t, cases_t.c.id == items_t.c.case_id)
+        .where(
+            cases_t.c.uploader_id == account,
+            cases_t.c.subject == ACCOUNT,
+            items_t.c.kind == ACCOUNT_KIND,
+            items_t.c.id < before,
+        )
+        .order_by(items_t.c.id.desc())
+    )
+    for (signals,) in rows:
+        snap = risk_snapshot(signals or ())
+        if snap is not None:
+            return snap
+    return None
 
 
 def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
