@@ -16,9 +16,10 @@ and metadata only), published to a fresh Redis stream (not timed), then:
   time, digest, JSON body) through psycopg's ``executemany`` in batches of the same size, into
   another fresh schema: no stream, no validation, no risk; the ceiling of the insert alone.
 
-Per core: events over this process's CPU seconds (user + system) during the run; the database
-server's CPU is not in it (it runs beside, on the same two cores). Prints markdown; writes
-benchmarks/results/stream.md.
+Per core: events over CPU-seconds (user + system) during the run, of this process alone and of
+this process plus the PostgreSQL backends serving its connections (found by application_name,
+CPU from /proc; the server runs beside, on the same two cores); Redis's CPU is in neither. Prints
+markdown; writes benchmarks/results/stream.md.
 """
 
 from __future__ import annotations

@@ -320,8 +320,8 @@ def tune_gc() -> None:
     """Collect the young generation after 50,000 allocations instead of 700, for a process that
     consumes a stream (``bastion events consume``). The risk state it keeps grows with the
     events (hundreds of thousands of containers), and at the default thresholds Python walks
-    all of it in a full collection every few batches: over a third of the consumer's CPU in
-    ``benchmarks/bench_stream.py``. Cycles are still collected, later; only the process that
+    all of it in a full collection every few batches: a quarter to a third of the consumer's
+    CPU in ``benchmarks/bench_stream.py``. Cycles are still collected, later; only the process that
     runs the consumer loop calls this (it changes the whole interpreter)."""
     gc.set_threshold(*CONSUMER_GC_THRESHOLDS)
 
