@@ -359,7 +359,11 @@ class RiskState:
         # the pair's first contact, and the other way round its response, may have changed
         self._targets.get(actor, {}).pop(target, None)
         self._targets.get(target, {}).pop(actor, None)
-        return self._out[actor].setdefault(target, _Out())
+        pairs = self._out[actor]
+        found = pairs.get(target)
+        if found is None:  # (setdefault would build an _Out for every event)
+            found = pairs[target] = _Out()
+        return found
 
     def _connection(
         self, event: ConnectionRequest | ConnectionAccept | ConnectionRemove, key: _Key, kind: str
@@ -384,6 +388,12 @@ class RiskState:
         are unchanged, so no other account's score can change."""
         neighbours = self._neighbours
         row = self._targets.get(account)
+        if other not in neighbours.get(account, ()):
+            # never connected (a request): ``other`` is no mutual connection of any pair of
+            # ``account``'s, only their own pair changed
+            if row:
+                row.pop(other, None)
+            return
         if row:
             for q in [q for q in row if q == other or other in neighbours.get(q, ())]:
                 del row[q]
