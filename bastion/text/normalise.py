@@ -482,6 +482,12 @@ def normalise_mapped_re(text: str) -> Mapped:
     return Mapped(s[lo:hi], tuple(st[lo:hi]), tuple(en[lo:hi]))
 
 
+def normalise_with_spans(text: str, steps: Iterable[str]) -> Mapped:
+    """:func:`normalise_with` carrying spans, in Python (the reference the others agree with)."""
+    out, st, en = _mapped(text, frozenset(steps))
+    return Mapped(out, tuple(st), tuple(en))
+
+
 def normalise_with(text: str, steps: Iterable[str]) -> str:
     """The skeleton under some of the steps only: the reference :func:`needed` compares with."""
     return _skeleton_with(text, frozenset(steps))
@@ -489,7 +495,22 @@ def normalise_with(text: str, steps: Iterable[str]) -> str:
 
 @lru_cache(maxsize=65_536)
 def _skeleton_with(text: str, steps: frozenset[str]) -> str:
-    return _mapped(text, steps)[0]
+    """The string :func:`_mapped` gives, without carrying spans (``translate`` and ``re``)."""
+    s = text.translate(_table(steps))
+    if "leetspeak" in steps:
+        s = _SYM_RE.sub(_symbol_sub, s)
+    s = _SPACES_RE.sub(" ", s)
+    if "repeats" in steps:
+        s = _REPEAT_RE.sub(r"\1", s)
+    if "separators" in steps:
+        s = _SINGLES_RE.sub(_join_singles, s)
+        if "repeats" in steps:
+            s = _REPEAT_RE.sub(r"\1", s)
+    return s.strip(" ")
+
+
+def _join_singles(m: re.Match[str]) -> str:
+    return m.group().replace(" ", "")
 
 
 def needed(original: str, term: str, *, joined: bool = False) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from bastion.text.normalise import (
     normalise_mapped,
     normalise_mapped_re,
     normalise_with,
+    normalise_with_spans,
 )
 
 #: Text of any kind, with the characters the steps care about made likely.
@@ -121,3 +122,9 @@ def test_text_past_the_first_two_planes_takes_the_re_path() -> None:
         == normalise_joined_re(text)
         == ("secret game \U00020001", ["secret"])
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.sets(st.sampled_from(STEPS)))
+def test_the_string_only_reference_equals_the_mapped_one(text: str, steps: set[str]) -> None:
+    assert normalise_with(text, steps) == normalise_with_spans(text, steps).text
