@@ -299,6 +299,35 @@ def _contributions_json(result: RiskResult) -> list[dict[str, Any]]:
     ]
 
 
+#: Each contribution's JSON text by its content (:func:`_contributions_text`), cleared when full.
+_FRAGMENTS: dict[tuple[Any, ...], str] = {}
+_FRAGMENTS_MAX = 50_000
+
+
+def _contributions_text(result: RiskResult) -> str:
+    """``json.dumps(_contributions_json(result))``, the same text, from a memo of each
+    contribution's JSON: most of a rescored account's detectors come out as they did before, or
+    as another account's, and serialising them again was most of a risk row's cost."""
+    parts = []
+    for c in result.contributions:
+        key = (c.detector, c.points, c.fired, c.explanation, tuple(c.evidence.items()))
+        text = _FRAGMENTS.get(key)
+        if text is None:
+            if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+                _FRAGMENTS.clear()
+            text = _FRAGMENTS[key] = json.dumps(
+                {
+                    "detector": c.detector,
+                    "points": c.points,
+                    "fired": c.fired,
+                    "explanation": c.explanation,
+                    "evidence": dict(c.evidence),
+                }
+            )
+        parts.append(text)
+    return "[" + ", ".join(parts) + "]"
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
@@ -865,7 +894,7 @@ def _replace_risk(
             r.score,
             r.band,
             # COPY takes JSON as its text; SQLAlchemy's JSON type serialises it itself
-            json.dumps(_contributions_json(r)) if postgres else _contributions_json(r),
+            _contributions_text(r) if postgres else _contributions_json(r),
             now,
         )
         for r in results

@@ -97,6 +97,43 @@ def test_a_batch_over_the_limit_is_refused_whole(store: Store) -> None:
     assert cs.ingest([]) == []
 
 
+def test_the_stream_consumer_may_take_larger_batches(store: Store) -> None:
+    """``max_batch`` (the consumer's --batch) lifts the API's limit for one transaction."""
+    cs = ContactStore(store)
+    batch = [message("a", f"b{i}", at(minutes=i)) for i in range(MAX_BATCH + 200)]
+    with pytest.raises(BatchTooLarge):
+        cs.ingest(batch, max_batch=MAX_BATCH + 199)
+    results = cs.ingest(batch, max_batch=MAX_BATCH + 200)
+    assert [r.status for r in results] == ["ok"] * len(batch)
+    assert len(cs.stored_events()) == len(batch)
+    _assert_matches_scratch(cs)
+
+
+def test_stored_contributions_are_the_results_in_full(store: Store) -> None:
+    """Every field of every stored contribution (the explanation and whether it fired too) is
+    the from-scratch result's, however the row was written (COPY of memoised JSON text on
+    PostgreSQL), batch after batch."""
+    events, _ = simulate(150, 2, seed=4)
+    cs = ContactStore(store)
+    for start in range(0, len(events), 700):
+        cs.ingest(events[start : start + 700])
+    scratch = recompute(cs.stored_events(), cs.settings)
+    stored = cs.all_risk()
+    assert set(stored) == set(scratch)
+    for name, result in scratch.items():
+        assert stored[name][2] == [
+            {
+                "detector": c.detector,
+                "points": c.points,
+                "fired": c.fired,
+                "explanation": c.explanation,
+                "evidence": dict(c.evidence),
+            }
+            for c in result.contributions
+        ], name
+    assert any(c["fired"] for _, _, contributions in stored.values() for c in contributions)
+
+
 def test_out_of_order_batches_equal_in_order_and_from_scratch(db: Database) -> None:
     events = _groomer_events()
     ordered = db.open()
