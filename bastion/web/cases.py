@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from bastion import pipeline
 from bastion.review import (
+    ACTIVE_STATES,
     AWAITING_SECOND,
     CLASSIFICATIONS,
     Case,
@@ -43,6 +44,7 @@ from bastion.web.base import (
     page,
     redirect,
     render,
+    safe_next,
 )
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -82,6 +84,7 @@ def queue(
     disabled: Annotated[int, Query(ge=0, le=10_000)] = 0,
     failed: Annotated[int, Query(ge=0, le=10_000)] = 0,
     released: Annotated[int, Query(ge=0)] = 0,
+    empty: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     states = STATE_FILTERS.get(state)
     if states is None:
@@ -105,6 +108,8 @@ def queue(
             notice += f" {disabled} matched bank entr{'y' if disabled == 1 else 'ies'} disabled."
         if failed:
             notice += f" {failed} could not be disabled (see the audit log)."
+    elif empty:
+        notice = "No case is waiting in your queues. Thank you."
     elif released:
         notice = (
             f"Your claim on case {released} is released; it is back in the queue. Take your time."
@@ -169,6 +174,7 @@ def _case_page(
     error: PageError | None = None,
     status: int = 200,
     typed: dict[str, str] | None = None,
+    notice: str = "",
 ) -> Response:
     case = ctx.rt.review.get_case(ctx.viewer, case_id)
     if error is not None and case.lease_holder and case.lease_holder != ctx.name:
@@ -199,6 +205,8 @@ def _case_page(
         can_decide=holder and not case.final,
         own_pending=case.state == AWAITING_SECOND and ctx.viewer.is_party(case.first_reviewer),
         typed=typed or {},
+        notice=notice,
+        presets=NOT_ABUSIVE_PRESETS,
         sent=_sent_actions(ctx, case.id),
         escalation=escalations(ctx.rt.review, [case.id]).get(case.id),
         findings=events.summary(case) if case.final else [],
@@ -232,9 +240,19 @@ def _seconds_left(until: datetime | None) -> int | None:
 
 
 @router.get("/cases/{case_id}")
-def case_view(ctx: Reviewer, case_id: int) -> Response:
+def case_view(
+    ctx: Reviewer,
+    case_id: int,
+    done: Annotated[int, Query(ge=0)] = 0,
+    event: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    notice = (
+        f"Case {done} {EVENT_MESSAGES[event]}. This is the next case."
+        if done and (event in EVENT_MESSAGES)
+        else ""
+    )
     try:
-        return _case_page(ctx, _id(case_id))
+        return _case_page(ctx, _id(case_id), notice=notice)
     except Forbidden:
         # The reviewer who escalated it follows the outcome, read-only and without media.
         case = escalated_view(ctx.rt.review, ctx.viewer, case_id)
@@ -339,14 +357,21 @@ def decide(
     reason: Annotated[str, Form(max_length=2000)] = "",
     disable_entries: Annotated[str, Form(max_length=8)] = "",
     detectors: Annotated[list[str] | None, Form(max_length=64)] = None,
+    preset: Annotated[str, Form(max_length=200)] = "",
+    then: Annotated[str, Form(max_length=8)] = "",
+    back: Annotated[str, Form(max_length=512)] = "",
 ) -> Response:
     case_id = _id(case_id)
+    full_reason = reason
+    if decision == "not_abusive" and preset in NOT_ABUSIVE_PRESETS:
+        # A preset reason, with the reviewer's own words after it when they gave any.
+        full_reason = f"{preset}: {reason.strip()}" if reason.strip() else preset
     try:
         if decision == "confirmed":
             chosen = Decision.confirmed(classification, _labels(labels), note=note)
         elif decision == "not_abusive":
             chosen = Decision.not_abusive(
-                reason,
+                full_reason,
                 disable_entries=bool(disable_entries),
                 note=note,
                 detectors=account_case.wrong_detectors(detectors),
@@ -363,12 +388,60 @@ def decide(
             "labels": labels,
             "note": note,
             "reason": reason,
+            "preset": preset,
         }
         return _on_case_error(ctx, case_id, exc, typed)
-    url = f"/cases?done={case_id}&event={outcome.event or decision}"
+    done = f"done={case_id}&event={outcome.event or decision}"
     if outcome.disabled or outcome.disable_errors:
-        url += f"&disabled={len(outcome.disabled)}&failed={len(outcome.disable_errors)}"
-    return redirect(url)
+        done += f"&disabled={len(outcome.disabled)}&failed={len(outcome.disable_errors)}"
+    if then == "next":
+        following = take_next(ctx)
+        if following is not None:
+            return redirect(f"/cases/{following}?{done}")
+    queue_url = back if _queue_url(back) else "/cases"
+    return redirect(f"{queue_url}{'&' if '?' in queue_url else '?'}{done}")
+
+
+#: Preset reasons for "not abusive" (the console's list; free text may follow).
+NOT_ABUSIVE_PRESETS = (
+    "benign image (no person)",
+    "adult, consenting (not a minor)",
+    "non-sexual image of a child (family, sport, medical)",
+    "false match: a different image",
+    "test or demo content",
+)
+
+
+def _queue_url(url: str) -> bool:
+    """A queue page address to go back to after deciding: ``/cases`` with its filters only."""
+    if url != "/cases" and not url.startswith("/cases?"):
+        return False
+    return safe_next(url) is not None and "done=" not in url
+
+
+def take_next(ctx: Ctx, queue: str | None = None) -> int | None:
+    """Claim the most urgent case of the viewer's queues (or ``queue``) that nobody else holds:
+    the one-key "take next". None when there is none."""
+    cases = ctx.rt.review.list_cases(
+        ctx.viewer, queue=queue, states=ACTIVE_STATES, limit=100, hide_own_pending=True
+    )
+    for c in cases:
+        if c.lease_holder and c.lease_holder != ctx.name:
+            continue
+        try:
+            ctx.rt.review.claim(ctx.viewer, c.id)
+        except (CaseLeased, CaseClosed, Forbidden):
+            continue  # taken or decided meanwhile: the next one
+        return c.id
+    return None
+
+
+@router.post("/cases/next")
+def claim_next(ctx: ReviewerAction, queue: Annotated[str, Form(max_length=64)] = "") -> Response:
+    case_id = take_next(ctx, queue or None)
+    if case_id is None:
+        return redirect("/cases?empty=1")
+    return redirect(f"/cases/{case_id}")
 
 
 # -- reveal and media (fetch() and <img>: JSON errors, 401 without a session) -------------------

@@ -401,3 +401,55 @@ def test_item6_escalation_banner_queue_column_and_read_only_outcome(
     row = page.locator(f'tr[data-case="{case_id}"]')
     expect(row.locator("td.escalated")).to_contain_text("rex")
     expect(row.locator("td.escalated")).to_contain_text("is this the listed bridge?")
+
+
+def test_item9_take_next_keyboard_queue_and_straight_to_the_next_case(
+    browser: Browser, server: ConsoleServer, testdata: Path
+) -> None:
+    from tests.web.seed import BRIDGE_SCANNED
+
+    first = _scan(server, testdata, BRIDGE_SCANNED, "uploader-7")
+    second = _scan(server, testdata, BRIDGE_SCANNED, "uploader-8")
+    third = _scan(server, testdata, BRIDGE_SCANNED, "uploader-10")
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    try:
+        login(page, server, "rex")
+        page.goto(f"{server.base}/cases")
+        # j/k move through the queue, Enter opens (no claim yet).
+        page.keyboard.press("j")
+        expect(page.locator("#queue tbody tr.selected")).to_have_count(1)
+        loads: list[str] = []
+        page.on("framenavigated", lambda f: loads.append(f.url) if f == page.main_frame else None)
+        keys = 0
+        page.keyboard.press("t")  # take the next case: claimed and open
+        keys += 1
+        page.wait_for_url(re.compile(r"/cases/\d+$"))
+        taken = [int(page.url.rsplit("/", 1)[1])]
+        expect(page.locator("#lease")).to_contain_text("claimed by rex")
+        page.check("#then-next")  # remembered from now on
+        page.locator("#then-next").blur()  # shortcuts are ignored while a field has focus
+        for _ in range(2):
+            # The decision panel stays in view at 1280x720 wherever the page is scrolled.
+            page.mouse.move(1200, 300)  # over the side column, away from the items
+            page.mouse.wheel(0, 2000)
+            expect(page.locator("#decide-not_abusive button[type=submit]")).to_be_in_viewport()
+            page.keyboard.press("r")
+            expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
+            for key in ("Escape", "n"):
+                page.keyboard.press(key)
+            keys += 3
+            page.keyboard.type("a bridge")
+            page.keyboard.press("Enter")
+            keys += 1
+            page.wait_for_url(re.compile(r"/cases/\d+\?done=\d+"))
+            expect(page.locator("#case-notice")).to_contain_text("This is the next case")
+            expect(page.locator("#lease")).to_contain_text("claimed by rex")
+            taken.append(int(page.url.split("?")[0].rsplit("/", 1)[1]))
+        assert len(set(taken)) == 3  # three different cases, each taken by rex in turn
+        del first, second, third  # opened so the queue has work whatever ran before
+        # Per decision: 4 keys (r, Esc, n, Enter) plus the reason, and one page load.
+        assert keys == 1 + 2 * 4
+        assert len(loads) == 1 + 2, loads
+    finally:
+        context.close()

@@ -407,3 +407,54 @@ def test_escalation_banner_queue_column_and_read_only_outcome_for_the_escalator(
     assert r.status_code == 303, r.text
     outcome = rex.get(url).text
     assert "Outcome: not abusive." in outcome and 'id="decision-summary"' in outcome
+
+
+# -- item 9: a faster decision loop -------------------------------------------------------------
+
+
+def test_take_next_presets_and_where_a_decision_leads(console: Console) -> None:
+    rex, ada = console.login("rex"), console.login("ada")
+    bridge, exact = console.cases["bridge"], console.cases["exact"]
+    # exact (high) comes before bridge (normal); a case someone else holds is skipped.
+    assert ada.post_form(f"/cases/{exact}/claim").status_code == 303
+    r = rex.post_form("/cases/next")
+    assert r.status_code == 303 and r.headers["location"] == f"/cases/{bridge}"
+    assert console.rt.review.get_case(_viewer("ada"), bridge).lease_holder == "rex"
+    r = rex.post_form("/cases/next")  # rex's own claim is the next one for rex
+    assert r.headers["location"] == f"/cases/{bridge}"
+    # A preset reason, with free text after it; back to the filtered queue the reviewer used.
+    page = rex.get(f"/cases/{bridge}").text
+    (item,) = re.findall(r'<article class="item" id="item-(\d+)"', page)
+    rex.post(f"/cases/{bridge}/items/{item}/reveal", headers={"X-CSRF-Token": rex.csrf})
+    r = rex.post_form(
+        f"/cases/{bridge}/decide",
+        {
+            "decision": "not_abusive",
+            "preset": "false match: a different image",
+            "reason": "another bridge",
+            "back": "/cases?queue=default&state=open",
+        },
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == (
+        f"/cases?queue=default&state=open&done={bridge}&event=not_abusive"
+    )
+    (dispute,) = [e for e in console.store.recent_audit(20, action="entry.dispute")]
+    assert dispute.detail["reason"] == "false match: a different image: another bridge"
+    # Nothing left for rex (exact is ada's): the queue says so.
+    r = rex.post_form("/cases/next")
+    assert r.headers["location"] == "/cases?empty=1"
+    assert "No case is waiting in your queues" in rex.get("/cases?empty=1").text
+    # then=next goes straight to the next case, with the last decision's notice on it.
+    assert ada.post_form(f"/cases/{exact}/release").status_code == 303
+    senior = console.cases["senior"]
+    sue = console.login("sue")
+    assert sue.post_form(f"/cases/{exact}/claim").status_code == 303
+    r = sue.post_form(
+        f"/cases/{exact}/decide",
+        {"decision": "escalate", "note": "n", "then": "next", "back": "https://evil.example/"},
+    )
+    assert r.headers["location"] == f"/cases/{senior}?done={exact}&event=escalated"
+    assert "This is the next case." in sue.get(r.headers["location"]).text
+    r = ada.post_form(f"/cases/{bridge}/claim")  # decided: back to the case, not elsewhere
+    assert r.status_code == 409

@@ -34,8 +34,79 @@
       `${pad(at.getHours())}:${pad(at.getMinutes())} ${zone}`;
   });
 
+  // The queue: t takes the next case, j/k move through the list, Enter opens the selected one.
+  // The queue's address (its filters) is remembered, so deciding comes back to the same view.
+  const queueTable = document.getElementById("queue");
+  const takeNext = document.getElementById("take-next-form");
+  if (takeNext) {
+    try {
+      window.sessionStorage.setItem("bastion.queue", window.location.pathname + window.location.search);
+    } catch (err) {
+      // storage off: deciding goes back to the plain queue
+    }
+    const rows = queueTable ? Array.from(queueTable.querySelectorAll("tbody tr")) : [];
+    let selected = -1;
+    const select = (i) => {
+      if (!rows.length) return;
+      selected = Math.max(0, Math.min(rows.length - 1, i));
+      rows.forEach((r, n) => r.classList.toggle("selected", n === selected));
+      rows[selected].scrollIntoView({ block: "nearest" });
+    };
+    document.addEventListener("keydown", (event) => {
+      const t = event.target;
+      if (t instanceof HTMLInputElement || t instanceof HTMLSelectElement || t instanceof HTMLTextAreaElement) return;
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      if (event.key === "t") {
+        event.preventDefault();
+        takeNext.requestSubmit();
+      } else if (event.key === "j") {
+        select(selected + 1);
+      } else if (event.key === "k") {
+        select(selected - 1);
+      } else if (event.key === "Enter" && selected >= 0) {
+        const link = rows[selected].querySelector("a");
+        if (link) window.location.assign(link.href);
+      }
+    });
+  }
+
   const root = document.getElementById("case");
   if (!root) return;
+
+  // After deciding: the next case (the reviewer's choice, remembered) or the queue they came from.
+  const thenNext = document.getElementById("then-next");
+  let remembered = "";
+  try {
+    remembered = window.sessionStorage.getItem("bastion.queue") || "";
+    if (thenNext) thenNext.checked = window.localStorage.getItem("bastion.thenNext") === "1";
+  } catch (err) {
+    remembered = "";
+  }
+  if (thenNext) {
+    thenNext.addEventListener("change", () => {
+      try {
+        window.localStorage.setItem("bastion.thenNext", thenNext.checked ? "1" : "0");
+      } catch (err) {
+        // not remembered
+      }
+    });
+  }
+  document.querySelectorAll("#decide form").forEach((form) => {
+    form.addEventListener("submit", () => {
+      const add = (name, value) => {
+        let field = form.querySelector(`input[type=hidden][name="${name}"]`);
+        if (!field) {
+          field = document.createElement("input");
+          field.type = "hidden";
+          field.name = name;
+          form.appendChild(field);
+        }
+        field.value = value;
+      };
+      if (remembered) add("back", remembered);
+      if (thenNext && thenNext.checked) add("then", "next");
+    });
+  });
 
   const caseId = root.dataset.case;
   const holder = root.dataset.holder === "1";
@@ -244,7 +315,10 @@
     document.querySelectorAll("#decide fieldset").forEach((f) => f.classList.remove("chosen"));
     form.querySelector("fieldset").classList.add("chosen");
     chosenForm = form;
-    const field = form.querySelector("select, input:not([type=hidden]):not([type=checkbox])");
+    // The free-text reason first (a preset is one Shift+Tab away), else the first field.
+    const field =
+      form.querySelector("input[name=reason]") ||
+      form.querySelector("select, input:not([type=hidden]):not([type=checkbox])");
     if (field) field.focus();
   }
 
