@@ -53,7 +53,6 @@ from bastion.review.model import (
     risk_snapshot,
 )
 from bastion.review.rows import CaseItemRow, CaseRow
-from bastion.store.bulk import utcnow
 from bastion.store.errors import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -154,14 +153,12 @@ class AccountCaseLoop:
         *,
         every: float = 30.0,
         actor: str = "system:account-cases",
-        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         self.review = review
         self.policy = policy
         self.every = float(every)
         self.actor = actor
-        self._now = now
         self._since: datetime | None = None
         self._digest: str | None = None
         self.stop_event = threading.Event()
