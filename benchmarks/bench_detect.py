@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bastion.contact.model import event_to_json, parse_event
+from bastion.contact.model import Event, event_to_json, parse_event
 from bastion.contact.risk import DETECTORS, RiskSettings, RiskState
 from bastion.contact.simulate import PLANTED_KINDS, Evaluation, evaluate, simulate
 from bastion.policy import default_policy
@@ -127,9 +127,9 @@ def _fmt(num: int, den: int) -> str:
     return f"{_r(num, den):.3f} ({num}/{den})"
 
 
-def memory(events: list[object], accounts_hint: int) -> dict[str, float]:
+def memory(events: Sequence[Event]) -> dict[str, float]:
     """RSS growth per known account of a RiskState built from the events' JSON lines."""
-    lines = [json.dumps(event_to_json(e), separators=(",", ":")) for e in events]  # type: ignore[arg-type]
+    lines = [json.dumps(event_to_json(e), separators=(",", ":")) for e in events]
     raw = sum(len(line) + 1 for line in lines)
     settings = default_policy().contact.risk
     gc.collect()
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim_s = time.perf_counter() - t0
         print(f"seed {seed}: {len(events):,} events, {len(labels):,} accounts ({sim_s:.0f} s)")
         if mem is None:
-            mem = memory(list(events), len(labels))
+            mem = memory(events)
         for name, cfg in configs.items():
             t0 = time.perf_counter()
             e = evaluate(events, labels, cfg, case_band=case_band)
