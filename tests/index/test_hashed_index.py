@@ -84,3 +84,21 @@ def test_a_bulk_load_answers_like_single_adds() -> None:
     assert bulk.lookup(values[0]) == [1, 1000]
     with pytest.raises(ValueError):
         bulk.add_arrays(np.arange(3), raw.reshape(-1, 32)[:2])
+
+
+def test_a_large_index_finds_every_entry_through_its_buckets() -> None:
+    rng = np.random.default_rng(5)
+    digests = rng.integers(0, 256, size=(5000, 32), dtype=np.uint8)
+    digests[1, :8] = digests[0, :8]  # two entries share a key (and so a bucket)
+    index = HashedIndex()
+    index.add_arrays(np.arange(1, 5001), digests)
+    hexes = [d.tobytes().hex() for d in digests]
+    assert all(index.lookup(h) == [i] for i, h in enumerate(hexes, 1))
+    assert index.lookup_many(hexes) == [[i] for i in range(1, 5001)]
+    missing = rng.integers(0, 256, size=(200, 32), dtype=np.uint8)
+    assert all(index.lookup(d.tobytes().hex()) == [] for d in missing)
+    # The extremes of the key space land in the first and the last bucket.
+    edge = np.zeros((2, 32), dtype=np.uint8)
+    edge[1, :] = 255
+    index.add_arrays(np.array([9001, 9002]), edge)
+    assert index.lookup("00" * 32) == [9001] and index.lookup("ff" * 32) == [9002]
