@@ -123,3 +123,18 @@ def test_incremental_equals_from_scratch_on_simulated_events() -> None:
             state.rescore()
     assert state.results() == expected
     assert any(r.band == "high" for r in expected.values())
+
+
+def test_the_counts_behind_the_ratios_pool_over_seeds(evaluation: Evaluation) -> None:
+    """The benchmark pools counts over seeds: they must give back each ratio."""
+    e = evaluation
+    assert sum(total for _, total in e.caught_by_kind.values()) == e.planted
+    assert sum(hit for hit, _ in e.caught_by_kind.values()) == e.caught_in_time
+    for kind, (hit, total) in e.caught_by_kind.items():
+        assert e.recall_by_kind[kind] == hit / total
+    for d in e.detectors:
+        assert d.recall == d.caught / e.planted
+        assert d.precision == (d.cases_planted / d.cases if d.cases else 0.0)
+        assert d.lookalike_rate == d.lookalikes_fired / e.lookalikes
+        assert d.cases_planted <= d.cases <= e.flagged
+    assert any(d.caught for d in e.detectors)
