@@ -30,6 +30,7 @@ from bastion.review import (
 )
 from bastion.review.escalations import escalated_view, escalations
 from bastion.review.model import STATE_FILTERS
+from bastion.review.notes import add_note
 from bastion.review.preview import inline_media_type
 from bastion.store import EntryNotFound
 from bastion.web import account_case, events
@@ -434,6 +435,19 @@ def take_next(ctx: Ctx, queue: str | None = None) -> int | None:
             continue  # taken or decided meanwhile: the next one
         return c.id
     return None
+
+
+@router.post("/cases/{case_id}/note")
+def note(
+    ctx: ReviewerAction, case_id: int, text: Annotated[str, Form(max_length=10_000)] = ""
+) -> Response:
+    """A note in the case's history, without deciding (what was checked, what to look at)."""
+    case_id = _id(case_id)
+    try:
+        add_note(ctx.rt.review, ctx.viewer, case_id, text)
+    except InvalidDecision as exc:
+        return _on_case_error(ctx, case_id, exc)
+    return redirect(f"/cases/{case_id}#history")
 
 
 @router.post("/cases/next")

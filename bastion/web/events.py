@@ -59,6 +59,8 @@ def describe(ev: CaseEvent) -> str:
         if d.get("note"):
             text += f"; note: {d['note']}"
         return text
+    if ev.kind == "note":
+        return f"noted: {d.get('note', '')}"
     rest = ", ".join(f"{k} {v}" for k, v in d.items())
     return f"{ev.kind.replace('_', ' ')}{': ' + rest if rest else ''}"
 

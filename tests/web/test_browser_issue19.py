@@ -453,3 +453,15 @@ def test_item9_take_next_keyboard_queue_and_straight_to_the_next_case(
         assert len(loads) == 1 + 2, loads
     finally:
         context.close()
+
+
+def test_item14_a_note_without_deciding(page: Page, server: ConsoleServer) -> None:
+    case_id = server.cases["senior"]
+    login(page, server, "sue")
+    page.goto(f"{server.base}/cases/{case_id}")
+    page.fill("#note-form input[name=text]", "asked the bank owner about this entry")
+    page.click("#note-form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/cases/{case_id}#history$"))
+    expect(page.locator("#history li").last).to_contain_text(
+        "sue noted: asked the bank owner about this entry"
+    )

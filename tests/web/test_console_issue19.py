@@ -458,3 +458,22 @@ def test_take_next_presets_and_where_a_decision_leads(console: Console) -> None:
     assert "This is the next case." in sue.get(r.headers["location"]).text
     r = ada.post_form(f"/cases/{bridge}/claim")  # decided: back to the case, not elsewhere
     assert r.status_code == 409
+
+
+# -- item 14 (part): notes without deciding -----------------------------------------------------
+
+
+def test_reviewers_add_notes_without_deciding(console: Console) -> None:
+    url = f"/cases/{console.cases['bridge']}"
+    rex = console.login("rex")
+    r = rex.post_form(f"{url}/note", {"text": "checked the uploader's other posts"})
+    assert r.status_code == 303 and r.headers["location"] == f"{url}#history"
+    page = rex.get(url).text
+    assert "noted: checked the uploader&#39;s other posts" in page
+    assert 'data-state="open"' in page or 'id="case-state" data-state="open"' in page
+    (event,) = console.store.recent_audit(10, action="case.note")
+    assert event.actor == "user:rex" and event.detail == {"length": 34}  # no text in the log
+    assert rex.post_form(f"{url}/note", {"text": "   "}).status_code == 400
+    senior = f"/cases/{console.cases['senior']}"
+    assert rex.post_form(f"{senior}/note", {"text": "x"}).status_code == 403
+    assert console.login("aud").post_form(f"{url}/note", {"text": "x"}).status_code == 403
