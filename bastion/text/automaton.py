@@ -26,7 +26,7 @@ from bastion.text.normalise import (
     STEPS,
     needed,
     normalise,
-    normalise_joined,
+    skeleton_of,
     span_map,
     squeeze,
 )
@@ -215,17 +215,19 @@ class TextIndex:
         automata = self._ready()
         found: Found = defaultdict(lambda: defaultdict(list))
         pieces = list(_pieces(text))
+        maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for n, (_, piece) in enumerate(pieces):
-            skeleton, joined = normalise_joined(piece)
+            done = skeleton_of(piece)
+            skeleton, joined = done.text, done.joined
             if not skeleton:
                 continue
+            maps[n] = (done.starts, done.ends)
             self._search(automata, f" {skeleton} ", -1, (), n, found)
             if joined:
                 window = max(self._longest, MIN_SKELETON)
                 for part, start, inserted in _split_windows(skeleton, joined, window):
                     self._search(automata, f" {part} ", start - 1, inserted, n, found)
         hits = []
-        maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for entry_id, groups in sorted(found.items()):
             keyword = self._keywords.get(entry_id)
             if keyword is None or groups.get(NOT):

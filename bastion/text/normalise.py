@@ -451,6 +451,21 @@ def normalise_mapped(text: str) -> Mapped:
     return Mapped(done.text, tuple(done.starts.tolist()), tuple(done.ends.tolist()))
 
 
+def skeleton_of(text: str) -> Compiled:
+    """The skeleton, its spans in ``text`` and the words joined from letters, in one pass (the
+    compiled path, or the ``re`` one past the first two planes)."""
+    done = _compiled(text)
+    if done is not None:
+        return done
+    mapped = normalise_mapped_re(text)
+    return Compiled(
+        mapped.text,
+        np.asarray(mapped.starts, dtype=np.int64),
+        np.asarray(mapped.ends, dtype=np.int64),
+        normalise_joined_re(text)[1],
+    )
+
+
 def span_map(text: str) -> tuple[np.ndarray, np.ndarray]:
     """For each character of the skeleton, its start and end in ``text`` (arrays: cheaper
     than :func:`normalise_mapped`'s tuples when only a few spans are looked up)."""
