@@ -100,6 +100,18 @@ COMMANDS = {
         needs="bank",
     ),
     "bank rm": cmd("bank", "rm", "b1", "--yes", action="bank.delete", target="b1", needs="bank"),
+    "bank set": cmd(
+        "bank",
+        "set",
+        "b1",
+        "--threshold",
+        "pdq=16",
+        "--expected-rate",
+        "50",
+        action="bank.update",
+        target="b1",
+        needs="bank",
+    ),
     "bank export": cmd(
         "bank", "export", "b1", "-o", "{out}", action="bank.export", target="b1", needs="bank"
     ),
