@@ -7,7 +7,7 @@ keys.
 
 from fastapi import APIRouter
 
-from bastion.web import account, admin, cases, exchanges, login, reports, search
+from bastion.web import account, admin, cases, exchanges, login, reports, search, team
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
@@ -18,5 +18,6 @@ router.include_router(account.router)
 router.include_router(reports.router)
 router.include_router(exchanges.router)
 router.include_router(search.router)
+router.include_router(team.router)
 
 __all__ = ["router"]

@@ -410,6 +410,7 @@ def nav_for(ctx: Ctx | None) -> list[tuple[str, str]]:
         links.append(("/account/keys", "My API keys"))
     if ctx.can("admin", "senior_reviewer"):
         links.append(("/reports", "Reports"))
+        links.append(("/team", "Team"))
     if ctx.can(*ADMINS):
         links += [
             ("/admin/banks", "Banks"),

@@ -320,7 +320,16 @@ def release(
     queue: a reviewer stepping away must not keep a case from the others."""
     case_id = _id(case_id)
     ctx.rt.review.release(ctx.viewer, case_id)
-    return redirect(f"/cases?released={case_id}" if pause else "/cases")
+    if not pause:
+        return redirect("/cases")
+    # Counted on the team view (breaks taken), never more than who and when.
+    ctx.rt.store.record_audit(
+        actor=ctx.actor,
+        action="wellbeing.break",
+        target=f"case:{case_id}",
+        remote_addr=ctx.remote_addr,
+    )
+    return redirect(f"/cases?released={case_id}")
 
 
 @media_router.post("/cases/{case_id}/renew")

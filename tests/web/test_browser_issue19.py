@@ -324,6 +324,7 @@ def test_item10_decided_case_summary_readable_history_local_times(
         expect(page.locator("#due")).to_be_visible()
         page.click("#claim")
         expect(page.locator("#lease")).to_contain_text("claimed by rex")
+        page.mouse.move(1200, 300)  # over the side column: leaving an item re-blurs it
         page.keyboard.press("r")
         expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
         page.keyboard.press("Escape")
@@ -336,6 +337,7 @@ def test_item10_decided_case_summary_readable_history_local_times(
         page.goto(f"{server.base}/cases/{case_id}")
         page.click("#claim")
         expect(page.locator("#lease")).to_contain_text("claimed by ada")
+        page.mouse.move(1200, 300)  # over the side column: leaving an item re-blurs it
         page.keyboard.press("r")
         expect(page.locator(".item").first).to_have_attribute("data-state", "revealed")
         page.keyboard.press("Escape")
@@ -465,3 +467,12 @@ def test_item14_a_note_without_deciding(page: Page, server: ConsoleServer) -> No
     expect(page.locator("#history li").last).to_contain_text(
         "sue noted: asked the bank owner about this entry"
     )
+
+
+def test_item13_team_view_for_leads(page: Page, server: ConsoleServer) -> None:
+    login(page, server, "sue")
+    page.get_by_role("link", name="Team").click()
+    page.wait_for_url(re.compile(r"/team$"))
+    rex = page.locator('#team tr[data-user="rex"]')
+    expect(rex.locator(".exposure-count")).to_have_text(re.compile(r"^[1-9]\d* of 50$"))
+    expect(rex.locator(".breaks")).to_have_text("1")  # the break taken in the item 5 test

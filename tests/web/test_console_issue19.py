@@ -477,3 +477,25 @@ def test_reviewers_add_notes_without_deciding(console: Console) -> None:
     senior = f"/cases/{console.cases['senior']}"
     assert rex.post_form(f"{senior}/note", {"text": "x"}).status_code == 403
     assert console.login("aud").post_form(f"{url}/note", {"text": "x"}).status_code == 403
+
+
+# -- item 13 (part): the team view for leads ----------------------------------------------------
+
+
+def test_team_view_shows_exposure_and_breaks_to_leads_only(console: Console) -> None:
+    url = f"/cases/{console.cases['bridge']}"
+    rex, sue = console.login("rex"), console.login("sue")
+    assert rex.post_form(f"{url}/claim").status_code == 303
+    item = _item(rex.get(url).text)
+    assert rex.post(f"{url}/items/{item}/reveal", headers={"X-CSRF-Token": rex.csrf}).is_success
+    assert rex.post_form(f"{url}/release", {"break": "1"}).status_code == 303
+    page = sue.get("/team")
+    assert page.status_code == 200 and 'href="/team"' in page.text
+    row = re.search(r'<tr data-user="rex"[^>]*>(.*?)</tr>', page.text, re.S)
+    assert row
+    assert '<td class="exposure-count">1 of 3</td>' in row.group(1)
+    assert '<td class="breaks">1</td>' in row.group(1)
+    assert 'data-user="aud"' not in page.text  # auditors review nothing
+    assert "team.view" in console.audit_actions("team")
+    assert rex.get("/team").status_code == 403 and 'href="/team"' not in rex.get("/cases").text
+    assert console.login("aud").get("/team").status_code == 403
