@@ -44,6 +44,7 @@ from bastion.api.disclosure import (
 from bastion.api.openapi import IdPath
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_responses
 from bastion.banks.formats import BASTION_TO_PYTX, PYTX_TO_BASTION
+from bastion.banks.hygiene import screen
 from bastion.banks.model import Bank, BankEntry, NewEntry, normalize_entry, validate_bank_name
 from bastion.fetch import FetchError, fetch
 from bastion.http_auth import Principal
@@ -332,8 +333,13 @@ def _query_signal(st: SignalType, value: str) -> Signal:
 
 
 def _match(rt: Runtime, signal: Signal, banks: set[str] | None) -> list[Match]:
+    """The signal's matches, screened as /v1/lookup screens them: a bank's tighter threshold
+    and an allow entry of the same signal apply (docs/banks.md)."""
     with rt.index.read() as matcher:
-        return list(matcher.match([signal], banks=banks))[:MAX_MATCHES]
+        found = list(matcher.match([signal], banks=banks))
+    if found:
+        found = screen(found, DEFAULT_PDQ_THRESHOLD, rt.store.bank_rules()).kept
+    return found[:MAX_MATCHES]
 
 
 def _distance(rt: Runtime, match: Match, signal: Signal, principal: Principal | None) -> str:
@@ -394,6 +400,8 @@ def _lookup_query(
             [found], watched = watched_pdq(
                 rt, principal, matcher, [query.value], threshold=DEFAULT_PDQ_THRESHOLD, banks=banks
             )
+        if found:
+            found = screen(found, DEFAULT_PDQ_THRESHOLD, rt.store.bank_rules()).kept
         matches = found[:MAX_MATCHES]
     else:
         watched = None if sees_values(principal) else rt.watch.observe(principal.name, [])

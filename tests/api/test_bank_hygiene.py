@@ -226,3 +226,24 @@ def test_lookup_applies_a_banks_tighter_threshold_and_allow_entries_per_signal(
     _bank(client, admin, name="benign", kind="allow")
     _add(client, admin, "benign", {"signal_type": "pdq", "value": pdq})
     assert lookup(pdq, other) == [[], ["csam-list"]]
+
+
+def test_the_hma_surface_applies_bank_thresholds_and_allow_banks(
+    client: TestClient, admin: dict[str, str], photo: bytes
+) -> None:
+    pdq = _pdq(photo)
+    _bank(client, admin, name="ncii-shared", thresholds={"pdq": 16})
+    _bank(client, admin, name="csam-list")
+    _add(client, admin, "ncii-shared", {"signal_type": "pdq", "value": _flip(pdq, 20)})
+    _add(client, admin, "csam-list", {"signal_type": "pdq", "value": _flip(pdq, 21)})
+
+    def raw_lookup() -> Any:
+        params = {"signal_type": "pdq", "signal": pdq, "include_distance": "true"}
+        r = client.get("/m/raw_lookup", headers=admin, params=params)
+        assert r.status_code == 200, r.text
+        return [m["distance"] for m in r.json()["matches"]]
+
+    assert raw_lookup() == ["21"]  # the NCII bank's entry at 20 is past its own 16
+    _bank(client, admin, name="benign", kind="allow")
+    _add(client, admin, "benign", {"signal_type": "pdq", "value": pdq})
+    assert raw_lookup() == []
