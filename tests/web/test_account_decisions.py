@@ -98,7 +98,11 @@ def test_escalating_an_account_case_moves_it_to_the_senior_queue(console: Consol
     assert rex.post_form(f"/cases/{case_id}/claim").status_code == 303
     r = rex.post_form(f"/cases/{case_id}/decide", {"decision": "escalate", "note": "two rings?"})
     assert r.status_code == 303 and "event=escalated" in r.headers["location"]
-    assert rex.get(f"/cases/{case_id}").status_code == 403  # a reviewer's sight ends there
+    # A reviewer's sight ends there, but for a read-only view of the outcome (issue 19):
+    # no claim, no decision, and no timeline read.
+    mine = rex.get(f"/cases/{case_id}")
+    assert mine.status_code == 200 and 'id="read-only"' in mine.text
+    assert 'id="timeline"' not in mine.text and 'id="claim"' not in mine.text
     page = console.login("sue").get(f"/cases/{case_id}").text
     assert re.search(r"queue <strong>senior</strong>", page) and 'id="timeline"' in page
 
