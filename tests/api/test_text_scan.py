@@ -162,3 +162,27 @@ def test_bad_text_bodies_and_entries_are_clear_4xx(
     body = r.json()
     assert (body["added"], body["rejected"]) == (1, 3)
     assert "regular-expression" in " ".join(body["errors"])
+
+
+def test_a_flooding_keyword_entry_is_quarantined_and_keys_without_export_see_bands(
+    client: TestClient, admin: dict[str, str], api_store: Store
+) -> None:
+    r = client.post("/v1/banks", headers=admin, json={"name": "busy", "expected_rate": 2})
+    assert r.status_code == 201, r.text
+    entry = {"signal_type": "text", "value": "see you after school"}
+    r = client.post("/v1/banks/busy/entries", headers=admin, json={"entries": [entry]})
+    assert r.status_code == 200, r.text
+    platform = bearer(api_store, "platform-text", "match")
+    outs = [
+        _scan(client, platform, "ok s33 you after sch00l", context={"content_id": f"c-{i}"})
+        for i in range(4)
+    ]
+    flags = [o["matches"][0]["quarantined"] for o in outs]
+    assert flags == [None, None, True, True]
+    assert all(o["verdict"]["decision"] == "review" for o in outs)
+    assert "quarantined for flooding" in outs[-1]["verdict"]["reason"]
+    first = outs[0]["matches"][0]
+    assert (first["band"], first["distance"], first["bank_version"]) == ("exact", 0, 2)
+    assert first["normalisations"] == ["leetspeak"]
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    assert all(rt.outbox.list(case_id=o["verdict"]["case_id"]) == [] for o in outs)
