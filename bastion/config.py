@@ -221,6 +221,14 @@ class ReportSettings:
     nca_p3_minutes: int = 7 * 24 * 60
     #: The platform name written into NCA reports when the caller gives none.
     nca_platform: str = "Bastion"
+    #: The service's reporting contact (the CyberTipline's reporting person). When first name,
+    #: last name and email are all set, confirming an account case drafts its text-only
+    #: CyberTipline report and its NCA report (drafts: a person still sends them); unset, a
+    #: person drafts them (docs/reports.md). Set all three or none.
+    report_first_name: str | None = None
+    report_last_name: str | None = None
+    report_email: str | None = None
+    report_phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,13 @@ class Settings(
                     ipaddress.ip_network(str(value).strip(), strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"setting {name}: {value!r} is not an IP network") from exc
+        contact = ("report_first_name", "report_last_name", "report_email")
+        given = [n for n in contact if (getattr(self, n) or "").strip()]
+        if given and len(given) != len(contact):
+            missing = ", ".join(n for n in contact if n not in given)
+            raise ConfigError(f"the reporting contact needs {missing} too (set all or none)")
+        if given and "@" not in str(self.report_email):
+            raise ConfigError(f"setting report_email: {self.report_email!r} is not an email")
 
     def in_data_dir(self, data_dir: str | Path) -> Settings:
         """These settings with the files left unset placed in ``data_dir`` (the embedded SQLite

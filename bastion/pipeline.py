@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from bastion.exchanges.base import Verdict as ExchangeVerdict
 from bastion.policy import ReviewSettings, Verdict, policy_input
+from bastion.reports.drafting import draft_account_case_in
 from bastion.review import Decision, NewItem, Outcome, Submitted, Viewer
 from bastion.review.model import matched_entries
 from bastion.store import append_audit
@@ -167,6 +168,9 @@ def decide(rt: Runtime, viewer: Viewer, case_id: int, decision: Decision) -> Out
         if outcome.final and case.state == "confirmed":
             # The evidence commits with the decision: a confirmed case is never left unpreserved.
             rt.vault.preserve_in(conn, case.id, actor=viewer.actor, reason="confirmed")
+            if case.subject == "account":
+                # Its report drafts too, when the reporting contact is set (see there why here).
+                draft_account_case_in(rt, conn, case)
         for action in outcome.actions:
             seen: set[str] = set()
             for item in case.items:

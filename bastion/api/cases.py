@@ -57,6 +57,7 @@ from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_r
 from bastion.http_auth import Principal, client_address
 from bastion.index.matcher import DEFAULT_PDQ_THRESHOLD
 from bastion.index.probing import BANDS, band
+from bastion.reports.drafting import JURISDICTIONS
 from bastion.reports.model import ACCOUNT_INCIDENT_TYPES
 from bastion.review import (
     Case,
@@ -513,6 +514,17 @@ class DecisionOut(BaseModel):
     disputed: list[str]
     disabled: list[str]
     disable_errors: list[str]
+    reports: list[int] = Field(
+        default_factory=list,
+        description="A finally confirmed case's report drafts (ids, US first): an account "
+        "case's are drafted by the confirmation itself when the reporting contact "
+        "(report_* settings) is configured; a person still sends them",
+    )
+    report_needed: bool = Field(
+        default=False,
+        description="The case is finally confirmed and has no CyberTipline draft: a person "
+        "drafts its report(s) (POST /v1/reports or the console)",
+    )
 
 
 class DetectorOut(BaseModel):
@@ -796,9 +808,14 @@ def decide(
             detectors=tuple(getattr(body, "detectors", ())),
         )
         outcome = pipeline.decide(rt, viewer, case_id, chosen)
+        out = _decision_out(outcome)
+        if outcome.final and outcome.case.state == "confirmed":
+            found = [rt.reports.for_case(case_id, a) for a in JURISDICTIONS.values()]
+            out.reports = [r.id for r in found if r is not None]
+            out.report_needed = found[0] is None  # the CyberTipline (US) draft
     except _ERRORS as exc:
         raise problem_for(exc, codes=True) from None
-    return _decision_out(outcome)
+    return out
 
 
 @router.post(

@@ -4,12 +4,17 @@ the editable inputs, the document preview, drafting, sending now, and the audite
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
 
 from bastion.reports.errors import ReportConflict
 from bastion.reports.model import (
+    ACCOUNT_INCIDENT_TYPE,
+    ACCOUNT_INCIDENT_TYPES,
     AUTHORITY_NCMEC,
     INCIDENT_TYPES,
     Report,
@@ -22,11 +27,13 @@ from bastion.reports.model import (
 from bastion.reports.nca import AUTHORITY_NCA, PRIORITIES, LoginIp, NcaAccount
 from bastion.reports.ncmec_xml import XmlValidationError, build_report, validate
 from bastion.reports.store import ncmec_from_shared
-from bastion.review.model import CONFIRMED, Case
-from bastion.store import InvalidInput
+from bastion.review.model import ACCOUNT, CONFIRMED, Case, risk_snapshot
+from bastion.store import InvalidInput, append_audit
 
 if TYPE_CHECKING:
     from bastion.runtime import Runtime
+
+log = logging.getLogger("bastion.reports")
 
 STATES = tuple(s.value for s in State)
 AUTHORITIES = (AUTHORITY_NCMEC, AUTHORITY_NCA)
@@ -158,12 +165,15 @@ def draft_jurisdictions(
     nca: NcaInput,
     *,
     actor: str,
+    conn: Connection | None = None,
 ) -> list[Report]:
-    """Draft the reports ``codes`` ask for in one transaction (existing ones are kept)."""
+    """Draft the reports ``codes`` ask for in one transaction (existing ones are kept): its
+    own, or the caller's ``conn``."""
     return rt.reports.draft_for_jurisdictions(
         case,
         set(codes),
         actor=actor,
+        conn=conn,
         detection_method=nca.detection_method,
         priority=nca.priority,
         summary=nca.summary,
@@ -175,6 +185,109 @@ def draft_jurisdictions(
         web_urls=data.web_urls if data else (),
         service_info=data.service_info if data else None,
     )
+
+
+#: Who drafts a confirmed account case's reports: the service, from the configured reporting
+#: contact (``report_*`` settings), not the reviewer, who decided the case but wrote no report.
+#: The reviewer's ``case.decide`` audit row is in the same transaction as ``report.draft``.
+AUTO_DRAFT_ACTOR = "system:account-report"
+#: How an account case was detected, as its NCA report and CyberTipline additionalInfo say.
+ACCOUNT_DETECTION_METHOD = "behavioural risk detectors (metadata)"
+#: The NCA priority of an account case's draft (the policy has no setting for it): P2, "a risk
+#: of harm", not P1 (threat to life), which a person chooses when editing the draft.
+ACCOUNT_NCA_PRIORITY = "P2"
+
+
+def reporting_contact(settings: Any) -> DraftInput | None:
+    """The configured reporting contact as the editable parts of an account case's report,
+    or None when the ``report_*`` settings are not all set (a person drafts it then)."""
+    names = ("report_first_name", "report_last_name", "report_email")
+    first, last, email = ((getattr(settings, n, None) or "").strip() for n in names)
+    if not (first and last and email):
+        return None
+    return DraftInput(
+        incident_type=ACCOUNT_INCIDENT_TYPE,
+        first_name=first,
+        last_name=last,
+        email=email,
+        phone=blank_to_none(getattr(settings, "report_phone", None)),
+    )
+
+
+def account_summary(case: Case) -> str:
+    """What an account case's reports say about it: the classification, and the newest risk
+    snapshot's score, band and each fired detector with its evidence counts. Detector names
+    and numbers only: no event, no explanation text, never message content (none is stored)."""
+    snap: dict[str, Any] | None = None
+    for item in case.items:  # oldest first: the newest snapshot wins
+        snap = risk_snapshot(item.signals or ()) or snap
+    lines = [
+        f"Account {case.uploader_id}: confirmed by human review as "
+        f"{case.classification or 'online enticement'} (account case {case.id})."
+    ]
+    if snap is not None:
+        lines.append(f"Risk score {snap.get('score')} (band {snap.get('band')}).")
+        for c in snap.get("contributions") or ():
+            if not (isinstance(c, dict) and c.get("fired")):
+                continue
+            evidence = ", ".join(
+                f"{k}={v}" for k, v in sorted(dict(c.get("evidence") or {}).items())
+            )
+            lines.append(
+                f"Detector {c.get('detector')}: {c.get('points')} points"
+                + (f"; evidence counts: {evidence}" if evidence else "")
+            )
+    lines.append("No message content is held by the service (metadata and flags only).")
+    return "\n".join(lines)[:4000]
+
+
+def draft_account_case_in(rt: Runtime, conn: Connection, case: Case) -> list[Report]:
+    """In a confirmed account case's decision transaction (``pipeline.decide``'s hook): draft
+    its text-only CyberTipline report and its UK NCA report through
+    :func:`draft_jurisdictions`, when the reporting contact is configured; else nothing (the
+    decision answer says a draft is needed).
+
+    Why inside the decision's transaction: the drafts commit with the confirmation or not at
+    all, so a crash never leaves a confirmed case without its drafts, and a retried decision
+    never drafts twice (a final decision happens once per case: the case row is locked and
+    the transition refuses a second one; the (case, authority) unique constraint stands
+    behind it). Inputs the drafting refuses (a rejected contact, say) must not undo the
+    reviewers' decision: the drafting runs in a savepoint, rolled back alone, and the failure
+    is audited (``report.auto_draft_failed``) and logged, so a person drafts it."""
+    if case.subject != ACCOUNT or case.state != CONFIRMED:
+        return []
+    contact = reporting_contact(rt.settings)
+    if contact is None:
+        return []
+    data = DraftInput(
+        incident_type=ACCOUNT_INCIDENT_TYPES.get(case.classification or "", ACCOUNT_INCIDENT_TYPE),
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+        email=contact.email,
+        phone=contact.phone,
+    )
+    nca = NcaInput(
+        priority=ACCOUNT_NCA_PRIORITY,
+        detection_method=ACCOUNT_DETECTION_METHOD,
+        summary=account_summary(case),
+    )
+    try:
+        with conn.begin_nested():
+            data.check()
+            nca.check(case)
+            return draft_jurisdictions(
+                rt, case, set(JURISDICTIONS), data, nca, actor=AUTO_DRAFT_ACTOR, conn=conn
+            )
+    except (InvalidInput, ReportInputError, ReportConflict) as exc:
+        log.warning("account case %s: reports not drafted: %s", case.id, exc)
+        append_audit(
+            conn,
+            actor=AUTO_DRAFT_ACTOR,
+            action="report.auto_draft_failed",
+            target=f"case:{case.id}",
+            detail={"error": str(exc)[:500]},
+        )
+        return []
 
 
 def send_now(rt: Runtime, report_id: int) -> Report:

@@ -243,12 +243,16 @@ class ReportStore(NcaReports):
         escalation_reason: str | None = None,
         web_urls: tuple[str, ...] = (),
         service_info: str | None = None,
+        conn: Connection | None = None,
     ) -> builtins.list[Report]:
         """Draft the reports a case needs (``"US"``: NCMEC, ``"UK"``: NCA) from one set of
         facts, in one transaction, so the reviewer enters them once. Idempotent: a report that
         already exists is returned as it is, never drafted twice. Returned US first.
         ``escalation_reason``, ``web_urls`` and ``service_info`` are NCMEC-only extras (the
-        console form's): a given reason replaces the P1 default, the URLs follow ``urls``."""
+        console form's): a given reason replaces the P1 default, the URLs follow ``urls``.
+        With ``conn`` the drafts are made in that (caller's) transaction and commit or roll
+        back with it (a confirmed account case's decision, :mod:`bastion.reports.drafting`);
+        a concurrent draft's unique-constraint error is then the caller's to handle."""
         codes = {str(j).upper() for j in jurisdictions}
         if not codes or not codes <= {"US", "UK"}:
             raise InvalidInput("jurisdictions must be a non-empty subset of {'US', 'UK'}")
@@ -287,32 +291,42 @@ class ReportStore(NcaReports):
                 ncmec_kw["service_info"] = service_info
         except ReportInputError as exc:
             raise InvalidInput(f"report: {exc}") from None
+
+        def in_tx(conn: Connection) -> list[int]:
+            ids: list[int] = []
+            if "US" in codes:
+                found = existing_id(conn, case.id, AUTHORITY_NCMEC)
+                ids.append(
+                    found
+                    if found is not None
+                    else self._draft_ncmec_in(
+                        conn,
+                        case,
+                        incident_type=incident_type,  # type: ignore[arg-type]
+                        reporter_info=reporter_info,  # type: ignore[arg-type]
+                        actor=actor,
+                        environment=environment,
+                        **ncmec_kw,
+                    )
+                )
+            if "UK" in codes:
+                found = existing_id(conn, case.id, AUTHORITY_NCA)
+                ids.append(
+                    found
+                    if found is not None
+                    else self._draft_nca_in(conn, case, actor=actor, **nca_kw)
+                )
+            return ids
+
+        if conn is not None:
+            try:
+                return [load_report(conn, i) for i in in_tx(conn)]
+            except (ReportInputError, XmlValidationError) as exc:
+                raise InvalidInput(f"report: {exc}") from None
         for attempt in range(2):
             try:
-                ids: list[int] = []
-                with self._tx() as conn:
-                    if "US" in codes:
-                        found = existing_id(conn, case.id, AUTHORITY_NCMEC)
-                        ids.append(
-                            found
-                            if found is not None
-                            else self._draft_ncmec_in(
-                                conn,
-                                case,
-                                incident_type=incident_type,  # type: ignore[arg-type]
-                                reporter_info=reporter_info,  # type: ignore[arg-type]
-                                actor=actor,
-                                environment=environment,
-                                **ncmec_kw,
-                            )
-                        )
-                    if "UK" in codes:
-                        found = existing_id(conn, case.id, AUTHORITY_NCA)
-                        ids.append(
-                            found
-                            if found is not None
-                            else self._draft_nca_in(conn, case, actor=actor, **nca_kw)
-                        )
+                with self._tx() as tx:
+                    ids = in_tx(tx)
                 break
             except (ReportInputError, XmlValidationError) as exc:
                 raise InvalidInput(f"report: {exc}") from None
