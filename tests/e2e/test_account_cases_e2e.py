@@ -4,8 +4,9 @@ text) posted to ``POST /v1/events``; the worker's account-case loop opens one ac
 risky account (and no duplicate however often it runs); two reviewers confirm a planted
 groomer's case through ``/v1/cases`` (four-eyes); the worker delivers exactly one signed
 ``restrict_account`` webhook to a real receiver (no ``remove_content``: there is no content);
-and a text-only CyberTipline report (no files, incident type "Online Enticement of Children
-for Sexual Act") and a UK NCA report are drafted from it. Another planted account's case is
+and the final confirmation itself drafts a text-only CyberTipline report (no files, incident
+type "Online Enticement of Children for Sexual Act") and a UK NCA report, as the service (the
+reporting contact is configured), exactly once. Another planted account's case is
 found not abusive per detector, and the detectors' precision shows both."""
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
         f'webhook_secret = "{SECRET}"\n'
         "outbox_poll_seconds = 0.1\noutbox_backoff_seconds = 0.5\n"
         "contact_case_interval_seconds = 0.5\n"
+        # The service's reporting contact: the confirmation drafts the reports itself.
+        'report_first_name = "Test"\nreport_last_name = "Reporter"\n'
+        'report_email = "reports@example.org"\n'
     )
     # The population: 200 accounts over 3 days, with planted groomers, a sextortion ring and a
     # ban evader, written as an operator would (flags and metadata only).
@@ -190,9 +194,10 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                     json={"decision": "confirmed", "classification": "grooming"},
                     headers=rex,
                 ).json()
-                assert (first["event"], first["final"], first["actions"]) == (
+                assert (first["event"], first["final"], first["actions"], first["reports"]) == (
                     "first_confirm",
                     False,
+                    [],
                     [],
                 )
                 assert http.post(f"/v1/cases/{case_id}/claim", headers=sue).status_code == 200
@@ -206,6 +211,8 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                     "confirmed",
                     ["restrict_account"],
                 )
+                # The final confirmation itself drafted both reports (US first).
+                assert len(done["reports"]) == 2 and done["report_needed"] is False
 
                 # The worker delivers restrict_account, signed, once; nothing else for the case.
                 hooks = until(
@@ -221,9 +228,19 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                     assert all(r.signature_ok for r in receiver.requests)
                     assert not receiver.duplicates
 
-                # A text-only CyberTipline report and an NCA report, from the shared drafting.
+                # A text-only CyberTipline report and an NCA report, drafted by the
+                # confirmation through the shared drafting, by the service; drafts, unsent.
                 confirmed = http.get(f"/v1/cases/{case_id}", headers=rex).json()
                 assert confirmed["incident_type"] == ACCOUNT_INCIDENT_TYPE
+                us, uk = (
+                    http.get(f"/v1/reports/{i}", headers=platform).json() for i in done["reports"]
+                )
+                assert (us["authority"], us["state"], us["files"]) == ("ncmec", "drafted", [])
+                assert us["case_id"] == uk["case_id"] == case_id
+                assert us["incident_type"] == ACCOUNT_INCIDENT_TYPE
+                assert (uk["authority"], uk["state"], uk["files"]) == ("nca", "drafted", [])
+                assert us["created_by"] == uk["created_by"] == "system:account-report"
+                # Drafting again by hand returns the same two reports, nothing new.
                 r = http.post(
                     "/v1/reports",
                     json={
@@ -242,14 +259,17 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                     headers=platform,
                 )
                 assert r.status_code == 201, r.text
-                us, uk = r.json()["reports"]
-                assert (us["authority"], us["state"], us["files"]) == ("ncmec", "drafted", [])
-                assert us["incident_type"] == ACCOUNT_INCIDENT_TYPE
-                assert (uk["authority"], uk["files"]) == ("nca", [])
+                assert [x["id"] for x in r.json()["reports"]] == done["reports"]
+                listed = http.get("/v1/reports", headers=platform).json()
+                assert sorted(x["id"] for x in listed if x["case_id"] == case_id) == sorted(
+                    done["reports"]
+                )
                 xml = http.get(f"/v1/reports/{us['id']}/xml", headers=platform)
                 assert xml.status_code == 200, xml.text
                 assert f"<incidentType>{ACCOUNT_INCIDENT_TYPE}</incidentType>" in xml.text
                 assert "<fileDetails" not in xml.text and groomer in xml.text
+                assert "Detection method: behavioural risk detectors (metadata)" in xml.text
+                assert all(f"Detector {d}:" in xml.text for d in fired)
 
                 # Another planted account's case, found not abusive per detector (four-eyes).
                 other = next(c for c in account_cases() if c["uploader_id"] != groomer)
