@@ -68,7 +68,7 @@ rules:
 def test_check_accepts_a_valid_policy(default_file: Path) -> None:
     result = bastion("policy", "check", str(default_file))
     assert result.exit_code == 0
-    assert result.stdout == f"{default_file}: valid policy, 8 rules\n"
+    assert result.stdout == f"{default_file}: valid policy, 9 rules\n"
 
 
 def test_check_lists_every_error_with_its_line(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_check_lists_every_error_with_its_line(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"{path}: invalid policy (2 errors)",
         f"{path}:5: rule 'exact' when.signal_types value 'phash' is not one of: pdq, vpdq, "
-        "md5, sha256, url, text",
+        "md5, sha256, url, text, email, username, phone, ip",
         f"{path}:7: rule 'exact' priority 'urgent' is not one of: critical, high, normal, low",
     ]
 
@@ -202,6 +202,7 @@ def test_policy_test_counts_what_each_rule_would_catch(db: str, default_file: Pa
         "csam-url": ("block", 0, 0),
         "keyword-urgent": ("review", 0, 0),
         "keyword": ("review", 0, 0),
+        "identity-lead": ("review", 0, 0),
         "repeat-uploader": ("block", 0, 0),
         "csam-possible": ("review", 1, 0),
         "ncii": ("review", 2, 0),
