@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.auth import require
@@ -29,6 +30,7 @@ router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["identity"])
 AdminKey = Annotated[Principal, Depends(require("admin"))]
 CurateKey = Annotated[Principal, Depends(require("curate"))]
 GROUP = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+GroupName = Annotated[str, PathParam(min_length=1, max_length=64, pattern=GROUP)]
 
 
 class IdentityGroupOut(BaseModel):
@@ -46,7 +48,7 @@ class IdentityGroupIn(BaseModel):
     name: str = Field(..., min_length=1, max_length=64, pattern=GROUP)
     key: str | None = Field(
         None,
-        max_length=100,
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
         description="Base64 of the 32-byte key another member shared (joining a group); "
         "omit to make a new group with a fresh random key.",
     )
@@ -116,7 +118,9 @@ def create_group(
     response_model=IdentityKeyOut,
     responses=problem_responses(404, 422, 503),
 )
-def export_key(name: str, request: Request, rt: RuntimeDep, principal: AdminKey) -> IdentityKeyOut:
+def export_key(
+    name: GroupName, request: Request, rt: RuntimeDep, principal: AdminKey
+) -> IdentityKeyOut:
     """The group's key, to hand to a partner joining the group over a safe channel. Audited
     (``identity.group.key.export``) before it is read."""
     try:
@@ -134,7 +138,7 @@ def export_key(name: str, request: Request, rt: RuntimeDep, principal: AdminKey)
 @router.delete(
     "/identity/groups/{name}", status_code=204, responses=problem_responses(404, 422, 503)
 )
-def delete_group(name: str, request: Request, rt: RuntimeDep, principal: AdminKey) -> None:
+def delete_group(name: GroupName, request: Request, rt: RuntimeDep, principal: AdminKey) -> None:
     """Forget a group's key: its digests in banks then match nothing. Audited."""
     try:
         rt.identity.remove(
