@@ -389,7 +389,9 @@ def rematch(
     store = BackscanStore(rt.store)
     datasets = store.datasets()
     if SCANS_PATH not in {d.path for d in datasets}:
-        store.register_dataset(SCANS_PATH, "scans table", 0, 0)
+        # Stored scans were matched against the banks of their day: the scans table is followed
+        # from now on (a first pass over every entry of every bank would be a full re-scan).
+        store.register_dataset(SCANS_PATH, "scans table", 0, rt.store.current_revision())
         datasets = store.datasets()
     start = min(d.matched_revision for d in datasets) if since is None else since
     started = time.monotonic()

@@ -84,7 +84,7 @@ def test_another_source_into_the_same_directory_is_refused(
     other.mkdir()
     make_image(other / "x.png", 99)
     proc = run_cli("backscan", str(other), "--out", str(out), db=db.schema_url, check=False)
-    assert proc.returncode == 2 and "use another --out" in proc.stderr
+    assert proc.returncode == 2 and "use another --out" in " ".join(proc.stderr.split())
 
 
 def test_manifests_carry_the_platform_ids_and_report_bad_lines(
@@ -131,4 +131,25 @@ def test_a_missing_source_is_a_usage_error(db: Database, tmp_path: Path) -> None
         db=db.schema_url,
         check=False,
     )
-    assert proc.returncode == 2 and "no such folder or manifest" in proc.stderr
+    assert proc.returncode == 2 and "no such folder or manifest" in " ".join(proc.stderr.split())
+
+
+def test_dry_run_writes_the_dataset_and_says_what_policy_would_do(
+    db: Database, archive: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    from bastion.backscan.store import BackscanStore
+
+    root, files = archive
+    store = db.open()
+    bank_with(store, files[5])
+    out = tmp_path / "out"
+    proc = run_cli("backscan", str(root), "--out", str(out), "--dry-run", db=db.schema_url)
+    review = summary(proc)["review"]
+    assert review["dry_run"] is True and sum(review["would"].values()) == 1
+    assert len(rows(out)) == 14
+    assert BackscanStore(store).findings() == [] and BackscanStore(store).datasets() == []
+    # Run again for real: nothing is re-hashed, the finding goes to review.
+    real = summary(run_cli("backscan", str(root), "--out", str(out), db=db.schema_url))
+    assert real["this_run"]["objects"] == 0 and real["review"]["added"] == 1
+    assert sum(real["review"]["opened_now"].values()) == 1
+    assert [d.objects for d in BackscanStore(store).datasets()] == [14]
