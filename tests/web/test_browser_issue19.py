@@ -476,3 +476,34 @@ def test_item13_team_view_for_leads(page: Page, server: ConsoleServer) -> None:
     rex = page.locator('#team tr[data-user="rex"]')
     expect(rex.locator(".exposure-count")).to_have_text(re.compile(r"^[1-9]\d* of 50$"))
     expect(rex.locator(".breaks")).to_have_text("1")  # the break taken in the item 5 test
+
+
+def test_item13_adjustable_blur_and_reduced_size_reveal(
+    page: Page, server: ConsoleServer, testdata: Path
+) -> None:
+    from tests.web.seed import BRIDGE_SCANNED
+
+    case_id = _scan(server, testdata, BRIDGE_SCANNED, "uploader-11")
+    login(page, server, "rex")
+    page.goto(f"{server.base}/cases/{case_id}")
+    page.click("#claim")
+    expect(page.locator("#lease")).to_contain_text("claimed by rex")
+    page.locator("#reveal-blur").fill("8")
+    page.select_option("#reveal-size", "50")
+    expect(page.locator("#reveal-blur-value")).to_have_text("8 px")
+    page.keyboard.press("Escape")  # leaves the field, so shortcuts work again
+    page.mouse.move(1200, 300)
+    page.keyboard.press("r")
+    item = page.locator(".item").first
+    expect(item).to_have_attribute("data-state", "revealed")
+    media = ".item .media-box .media"
+    assert page.eval_on_selector(media, "el => getComputedStyle(el).filter") == (
+        "grayscale(1) blur(8px)"
+    )
+    assert page.eval_on_selector(media, "el => el.style.maxWidth") == "50%"
+    page.keyboard.press("g")
+    assert page.eval_on_selector(media, "el => getComputedStyle(el).filter") == "blur(8px)"
+    # Kept in this browser: the next page starts with the same settings.
+    page.reload()
+    expect(page.locator("#reveal-size")).to_have_value("50")
+    expect(page.locator("#reveal-blur")).to_have_value("8")

@@ -189,6 +189,43 @@
     items.forEach(reblur);
   }
 
+  // Reviewer's own viewing settings (kept in this browser): a blur that stays on the revealed
+  // media (0: none) and a reduced display size; greyscale stays as it is.
+  const blurInput = document.getElementById("reveal-blur");
+  const sizeInput = document.getElementById("reveal-size");
+  const blurLabel = document.getElementById("reveal-blur-value");
+  const stored = (key, fallback) => {
+    try {
+      return window.localStorage.getItem(key) || fallback;
+    } catch (err) {
+      return fallback;
+    }
+  };
+  if (blurInput) blurInput.value = stored("bastion.revealBlur", "0");
+  if (sizeInput) sizeInput.value = stored("bastion.revealSize", "100");
+  function applyView(el) {
+    if (!el) return;
+    const blur = blurInput ? Number(blurInput.value) : 0;
+    const size = sizeInput ? Number(sizeInput.value) : 100;
+    const grey = el.classList.contains("greyscale");
+    el.style.filter = blur > 0 ? `${grey ? "grayscale(1) " : ""}blur(${blur}px)` : "";
+    el.style.maxWidth = size < 100 ? `${size}%` : "";
+    el.style.maxHeight = size < 100 ? `${size}%` : "";
+  }
+  function viewChanged() {
+    if (blurLabel && blurInput) blurLabel.textContent = blurInput.value === "0" ? "none" : `${blurInput.value} px`;
+    try {
+      if (blurInput) window.localStorage.setItem("bastion.revealBlur", blurInput.value);
+      if (sizeInput) window.localStorage.setItem("bastion.revealSize", sizeInput.value);
+    } catch (err) {
+      // not kept
+    }
+    document.querySelectorAll('.item[data-state="revealed"] .media-box .media').forEach(applyView);
+  }
+  if (blurInput) blurInput.addEventListener("input", viewChanged);
+  if (sizeInput) sizeInput.addEventListener("change", viewChanged);
+  if (blurLabel && blurInput) blurLabel.textContent = blurInput.value === "0" ? "none" : `${blurInput.value} px`;
+
   function showClear(item, url) {
     const box = item.querySelector(".media-box");
     const kind = item.dataset.kind;
@@ -208,6 +245,7 @@
     }
     el.className = "media greyscale";
     el.src = url;
+    applyView(el);
     box.replaceChildren(el);
     if (el.tagName === "VIDEO") el.pause();
     item.dataset.state = "revealed";
@@ -296,6 +334,7 @@
     if (!item || item.dataset.state !== "revealed") return;
     const el = mediaElement(item);
     const grey = el.classList.toggle("greyscale");
+    applyView(el);
     item.querySelector('[data-action="colour"]').textContent = grey ? "Show colour" : "Greyscale";
     setStatus(item, grey ? "revealed (greyscale)" : "revealed (colour)");
   }
