@@ -3,6 +3,7 @@ expiry, scopes; and migration 0002 upgrading a populated 0001 database."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import threading
@@ -12,11 +13,10 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import MetaData, Table, insert, inspect, select, text, update
 
 from bastion import keys as keys_mod
 from bastion.accounts.keys import keys_t
-from bastion.banks.model import NewEntry
 from bastion.db import Store
 from bastion.keys import (
     ApiKey,
@@ -28,7 +28,6 @@ from bastion.keys import (
     parse_scopes,
     parse_token,
 )
-from bastion.signals.base import SignalType
 from bastion.store import InvalidInput
 from bastion.store.engine import MIGRATIONS_DIR
 from bastion.store.errors import KeyExists, KeyNotFound
@@ -279,8 +278,46 @@ def test_0002_upgrades_a_populated_0001_database_and_downgrades(empty_db: Databa
     run("upgrade")
     with store.engine.connect() as conn:
         assert "api_keys" not in inspect(conn).get_table_names()
-    store.create_bank("old")
-    store.add_entries("old", [NewEntry(SignalType.MD5, "a" * 32)])
+    # The bank and its entry are written as 0001 had them: today's Store knows columns that
+    # later revisions added, so it cannot write (or read) a 0001 database.
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        banks = Table("banks", MetaData(), autoload_with=conn)
+        entries = Table("bank_entries", MetaData(), autoload_with=conn)
+        bank_id = conn.execute(
+            insert(banks).values(
+                name="old",
+                description="",
+                labels=[],
+                source="local",
+                enabled=True,
+                is_demo=False,
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(entries).values(
+                bank_id=bank_id,
+                signal_type="md5",
+                value="a" * 32,
+                value_hash=hashlib.sha256(b"a" * 32).hexdigest(),
+                quality=None,
+                url_match="",
+                source="local",
+                list_name="",
+                external_id=None,
+                added_at=now,
+                labels=[],
+                enabled=True,
+                disabled_reason="",
+                metadata={},
+                created_at=now,
+                updated_at=now,
+                revision=1,
+            )
+        )
     store.migrate()
     with store.engine.connect() as conn:
         # migrate() goes to the newest revision, which is at least 0002
@@ -298,4 +335,6 @@ def test_0002_upgrades_a_populated_0001_database_and_downgrades(empty_db: Databa
     with store.engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
     assert "api_keys" not in tables and "audit_log" not in tables and "scans" not in tables
-    assert [b.name for b in store.list_banks()] == ["old"]
+    with store.engine.connect() as conn:
+        banks = Table("banks", MetaData(), autoload_with=conn)
+        assert conn.execute(select(banks.c.name)).scalars().all() == ["old"]
