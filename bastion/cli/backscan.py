@@ -274,10 +274,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @backscan_app.command("status")
 def status_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="The back-scan's dataset directory.")],
+    backlog: Annotated[
+        bool,
+        typer.Option(
+            "--backlog", help="Also show the review backlog per queue (reads the database)."
+        ),
+    ] = False,
+    db: DbOpt = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (also BASTION_CONFIG).")
+    ] = None,
 ) -> None:
     """Shards done, objects, matches, errors and throughput of a back-scan directory (running
-    or not)."""
+    or not), and with --backlog the findings waiting for review per queue, with their ETA."""
     from bastion.backscan.dataset import Dataset
 
     ds = Dataset(out)
@@ -296,6 +307,17 @@ def status_cmd(
         "last_run": last.get("this_run"),
         "review": last.get("review"),
     }
+    if backlog:
+        from bastion.backscan.store import BackscanStore
+        from bastion.config import ConfigError, Settings
+
+        cli = CliContext.of(ctx)
+        try:
+            per_hour = Settings.load(config, database_url=cli.db).backscan_cases_per_hour
+        except ConfigError as exc:
+            raise usage_error(str(exc)) from exc
+        with cli.open_store() as store:
+            doc["backlog"] = [asdict(b) for b in BackscanStore(store).backlog(per_hour)]
     json.dump(doc, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
 

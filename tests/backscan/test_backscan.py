@@ -153,3 +153,8 @@ def test_dry_run_writes_the_dataset_and_says_what_policy_would_do(
     assert real["this_run"]["objects"] == 0 and real["review"]["added"] == 1
     assert sum(real["review"]["opened_now"].values()) == 1
     assert [d.objects for d in BackscanStore(store).datasets()] == [14]
+    status = json.loads(
+        run_cli("backscan", "status", str(out), "--backlog", db=db.schema_url).stdout
+    )
+    (queue,) = status["backlog"]
+    assert queue["opened_last_hour"] == 1 and queue["pending"] == 0
