@@ -91,6 +91,10 @@ class ReportOut(BaseModel):
         description="From confirmation until reported (until now while unreported)"
     )
     files: list[FileOut]
+    held: bool = Field(
+        description="A draft the service made itself (a confirmed account case's): the worker "
+        "leaves it until a person sends it (the console's Send now)"
+    )
 
 
 class DraftOut(ReportOut):

@@ -166,14 +166,16 @@ def draft_jurisdictions(
     *,
     actor: str,
     conn: Connection | None = None,
+    hold: bool = False,
 ) -> list[Report]:
     """Draft the reports ``codes`` ask for in one transaction (existing ones are kept): its
-    own, or the caller's ``conn``."""
+    own, or the caller's ``conn``. ``hold``: the NCMEC draft waits for a person to send it."""
     return rt.reports.draft_for_jurisdictions(
         case,
         set(codes),
         actor=actor,
         conn=conn,
+        hold=hold,
         detection_method=nca.detection_method,
         priority=nca.priority,
         summary=nca.summary,
@@ -245,7 +247,8 @@ def draft_account_case_in(rt: Runtime, conn: Connection, case: Case) -> list[Rep
     """In a confirmed account case's decision transaction (``pipeline.decide``'s hook): draft
     its text-only CyberTipline report and its UK NCA report through
     :func:`draft_jurisdictions`, when the reporting contact is configured; else nothing (the
-    decision answer says a draft is needed).
+    decision answer says a draft is needed). The NCMEC draft is held: the worker does not send
+    it; a person does (the console's *Send now*), as the NCA one is exported by a person.
 
     Why inside the decision's transaction: the drafts commit with the confirmation or not at
     all, so a crash never leaves a confirmed case without its drafts, and a retried decision
@@ -276,7 +279,14 @@ def draft_account_case_in(rt: Runtime, conn: Connection, case: Case) -> list[Rep
             data.check()
             nca.check(case)
             return draft_jurisdictions(
-                rt, case, set(JURISDICTIONS), data, nca, actor=AUTO_DRAFT_ACTOR, conn=conn
+                rt,
+                case,
+                set(JURISDICTIONS),
+                data,
+                nca,
+                actor=AUTO_DRAFT_ACTOR,
+                conn=conn,
+                hold=True,  # no person has read it: it goes when one sends it
             )
     except (InvalidInput, ReportInputError, ReportConflict) as exc:
         log.warning("account case %s: reports not drafted: %s", case.id, exc)
@@ -290,8 +300,10 @@ def draft_account_case_in(rt: Runtime, conn: Connection, case: Case) -> list[Rep
         return []
 
 
-def send_now(rt: Runtime, report_id: int) -> Report:
-    """Run the report's remaining steps in this request with the configured login."""
+def send_now(rt: Runtime, report_id: int, *, actor: str | None = None) -> Report:
+    """Run the report's remaining steps in this request with the configured login. With
+    ``actor``, who sent it is audited (``report.send_now``): for a held draft (the service's)
+    this is the person's decision to send what the service drafted."""
     from bastion.reports.ncmec import CyberTiplineClient
     from bastion.reports.reporter import Reporter as NcmecReporter
 
@@ -299,6 +311,14 @@ def send_now(rt: Runtime, report_id: int) -> Report:
     creds = rs.credentials()
     if creds is None:
         raise ReportConflict("no CyberTipline login is configured (admin: /admin/ncmec)")
+    if actor is not None:
+        before = rs.get(report_id)
+        rt.store.record_audit(
+            actor=actor,
+            action="report.send_now",
+            target=f"report:{report_id}",
+            detail={"case_id": before.case_id, "state": before.state, "held": before.held},
+        )
     try:
         client = CyberTiplineClient(
             creds.url,

@@ -73,6 +73,10 @@ class State(StrEnum):
 
 
 ACTIVE_STATES = (State.DRAFTED, State.SUBMITTED, State.FILES_UPLOADED, State.RETRACTING)
+#: The next attempt of a draft held for a person: the worker never reaches it, so the report goes
+#: only when a person sends it (the console's *Send now*); after that, retries are the worker's.
+#: A draft the service made itself (a confirmed account case's) is held.
+HELD_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 FINAL_STATES = (State.FINISHED, State.RETRACTED, State.FAILED)
 
 
@@ -300,6 +304,12 @@ class Report:
     def age(self, now: datetime) -> timedelta | None:
         """Time from confirmation until reported (or until now while unreported)."""
         return age_until_reported(self.confirmed_at, self.finished_at, now)
+
+    @property
+    def held(self) -> bool:
+        """A draft waiting for a person to send it (see :data:`HELD_UNTIL`)."""
+        at = self.next_attempt_at
+        return self.state == State.DRAFTED and at.replace(tzinfo=at.tzinfo or UTC) >= HELD_UNTIL
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from bastion.reports.model import (
     AUTHORITY_NCMEC,
     BASE_URLS,
     ENVIRONMENTS,
+    HELD_UNTIL,
     Credentials,
     FileState,
     IpCaptureEvent,
@@ -135,8 +136,10 @@ class ReportStore(NcaReports):
         publicly_available: bool,
         annotations: dict[int, tuple[str, ...]] | None,
         environment: str | None,
+        hold: bool = False,
     ) -> int:
-        """Build, validate and insert the CyberTipline draft inside ``conn``; its id."""
+        """Build, validate and insert the CyberTipline draft inside ``conn``; its id. ``hold``:
+        the worker leaves it until a person sends it (:data:`HELD_UNTIL`)."""
         if case.state != CONFIRMED:
             raise ReportConflict("only a confirmed case is reported")
         env = environment or getattr(self.settings, "ncmec_environment", "test")
@@ -187,7 +190,7 @@ class ReportStore(NcaReports):
                 incident_type=incident_type,
                 report_sealed=seal(self.master_key, xml, report_aad(case.id)),
                 attempts=0,
-                next_attempt_at=now,
+                next_attempt_at=HELD_UNTIL if hold else now,
                 created_by=actor,
                 confirmed_at=case.decided_at,
                 created_at=now,
@@ -216,6 +219,7 @@ class ReportStore(NcaReports):
                 "authority": AUTHORITY_NCMEC,
                 "environment": env,
                 "files": len(files),
+                "held": hold,
             },
         )
         return int(report_id)
@@ -244,6 +248,7 @@ class ReportStore(NcaReports):
         web_urls: tuple[str, ...] = (),
         service_info: str | None = None,
         conn: Connection | None = None,
+        hold: bool = False,
     ) -> builtins.list[Report]:
         """Draft the reports a case needs (``"US"``: NCMEC, ``"UK"``: NCA) from one set of
         facts, in one transaction, so the reviewer enters them once. Idempotent: a report that
@@ -252,7 +257,8 @@ class ReportStore(NcaReports):
         console form's): a given reason replaces the P1 default, the URLs follow ``urls``.
         With ``conn`` the drafts are made in that (caller's) transaction and commit or roll
         back with it (a confirmed account case's decision, :mod:`bastion.reports.drafting`);
-        a concurrent draft's unique-constraint error is then the caller's to handle."""
+        a concurrent draft's unique-constraint error is then the caller's to handle. ``hold``:
+        a new NCMEC draft waits for a person to send it (:data:`HELD_UNTIL`)."""
         codes = {str(j).upper() for j in jurisdictions}
         if not codes or not codes <= {"US", "UK"}:
             raise InvalidInput("jurisdictions must be a non-empty subset of {'US', 'UK'}")
@@ -306,6 +312,7 @@ class ReportStore(NcaReports):
                         reporter_info=reporter_info,  # type: ignore[arg-type]
                         actor=actor,
                         environment=environment,
+                        hold=hold,
                         **ncmec_kw,
                     )
                 )

@@ -197,7 +197,7 @@ def report_reference(
 
 @router.post("/reports/{report_id}/send")
 def report_send(ctx: ReporterAction, report_id: int) -> Response:
-    send_now(ctx.rt, _id(report_id))
+    send_now(ctx.rt, _id(report_id), actor=ctx.actor)
     return redirect(f"/reports/{report_id}?done=sent")
 
 

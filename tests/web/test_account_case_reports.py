@@ -25,8 +25,11 @@ from bastion.reports.drafting import (
     draft_account_case_in,
 )
 from bastion.reports.model import ACCOUNT_INCIDENT_TYPE
+from bastion.reports.ncmec import CyberTiplineClient
+from bastion.reports.reporter import Reporter
 from bastion.review import Viewer
 from bastion.server import create_app
+from tests.reports.fake_cybertipline import PASSWORD, USER, FakeCyberTipline, LoopbackServer
 from tests.web.accounts import ACCOUNT, open_account_case
 from tests.web.conftest import Console, console_settings
 from tests.web.seed import POLICY, scan_cases, seed_store
@@ -63,6 +66,17 @@ def filing(web_store: Store, tmp_path: Path, testdata: Path) -> Iterator[Console
 def filing4(web_store: Store, tmp_path: Path, testdata: Path) -> Iterator[Console]:
     """The same, with four-eyes review."""
     yield from make_console(web_store, tmp_path, testdata, four_eyes=True, **CONTACT)
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeCyberTipline, LoopbackServer]]:
+    """The CyberTipline test double on loopback."""
+    tipline = FakeCyberTipline()
+    server = LoopbackServer(tipline.app).start()
+    try:
+        yield tipline, server
+    finally:
+        server.stop()
 
 
 def review_key(console: Console, user: str) -> dict[str, str]:
@@ -206,3 +220,44 @@ def test_the_contact_is_all_or_nothing() -> None:
     with pytest.raises(ConfigError, match="not an email"):
         Settings(**{**CONTACT, "report_email": "nobody"})
     assert Settings(**CONTACT).report_phone == CONTACT["report_phone"]
+
+
+def test_the_service_s_draft_is_held_until_a_person_sends_it(
+    web_store: Store, tmp_path: Path, testdata: Path, fake: tuple[FakeCyberTipline, LoopbackServer]
+) -> None:
+    tipline, server = fake
+    login = {"ncmec_url": server.url, "ncmec_username": USER, "ncmec_password": PASSWORD}
+    for filing in make_console(web_store, tmp_path, testdata, **CONTACT, **login):
+        held_until_sent(filing, tipline, server)
+
+
+def held_until_sent(filing: Console, tipline: FakeCyberTipline, server: LoopbackServer) -> None:
+    case_id = open_account_case(filing.store)
+    rex = filing.login("rex")
+    assert rex.post_form(f"/cases/{case_id}/claim").status_code == 303
+    rex.post_form(
+        f"/cases/{case_id}/decide", {"decision": "confirmed", "classification": "grooming"}
+    )
+    us = filing.rt.reports.for_case(case_id)
+    assert us is not None and us.held and us.state == "drafted"
+    key = {"Authorization": f"Bearer {filing.store.create_api_key('filer', {'report'})[1]}"}
+    assert filing.main.get(f"/v1/reports/{us.id}", headers=key).json()["held"] is True
+    # The worker's reporter, with a login configured, leaves it alone.
+    client = CyberTiplineClient(server.url, USER, PASSWORD, timeout=5)
+    try:
+        assert Reporter(filing.rt.reports, client).run_due() == []
+    finally:
+        client.close()
+    assert tipline.finished() == [] and filing.rt.reports.get(us.id).state == "drafted"
+    # A person reads it and sends it: it reaches the CyberTipline, text only.
+    sue = filing.login("sue")
+    page = sue.get(f"/reports/{us.id}").text
+    assert 'id="held"' in page and "held for a person" in page
+    r = sue.post_form(f"/reports/{us.id}/send")
+    assert r.status_code == 303, r.text
+    sent = filing.rt.reports.get(us.id)
+    assert sent.state == "finished" and not sent.held
+    (done,) = tipline.finished()
+    assert done.id == sent.external_id and done.files == []
+    [audit] = filing.store.recent_audit(100, action="report.send_now")
+    assert (audit.actor, audit.detail["held"]) == ("user:sue", True)
