@@ -83,6 +83,8 @@ DETECTORS = (
     "ban_evasion",
     "stranger_conversation",
 )
+#: Report categories ``blocked_reported`` counts as serious.
+_SERIOUS = frozenset({"grooming", "sextortion", "csam"})
 #: A minor band's position, youngest 0 (``age_gap`` compares them).
 _BAND_INDEX: Mapping[str, int] = {b: i for i, b in enumerate(MINOR_BANDS)}
 
@@ -200,13 +202,71 @@ class RiskSettings(_Strict):
     stranger_conversation: StrangerConversationSettings = StrangerConversationSettings()
 
 
-@dataclass(frozen=True, slots=True)
 class Contribution:
-    detector: str
-    points: int
-    fired: bool
-    explanation: str
-    evidence: Mapping[str, int]
+    """One detector's part of a score. The explanation is formatted only when read: a rescoring
+    keeps its template and arguments (most rescored rows are never shown, and formatting every
+    detector's text was a large part of a rescoring's cost). Two contributions are equal when
+    their fields are, the explanation compared as text (as its template and arguments when both
+    have them: equal arguments give equal text)."""
+
+    __slots__ = ("_args", "_text", "detector", "evidence", "fired", "points")
+
+    def __init__(
+        self,
+        detector: str,
+        points: int,
+        fired: bool,
+        explanation: str,
+        evidence: Mapping[str, int],
+        args: tuple[object, ...] | None = None,
+    ) -> None:
+        """``explanation`` is the text, or with ``args`` a :meth:`str.format` template."""
+        self.detector = detector
+        self.points = points
+        self.fired = fired
+        self.evidence = evidence
+        self._text = explanation
+        self._args = args
+
+    @property
+    def explanation(self) -> str:
+        if self._args is not None:
+            self._text = self._text.format(*self._args)
+            self._args = None
+        return self._text
+
+    def text_key(self) -> tuple[str, tuple[object, ...] | None]:
+        """What the explanation is made of, without formatting it (a memo's key)."""
+        return self._text, self._args
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Contribution):
+            return NotImplemented
+        if (
+            self.detector != other.detector
+            or self.points != other.points
+            or self.fired != other.fired
+            or self.evidence != other.evidence
+        ):
+            return False
+        if (
+            self._args is not None
+            and other._args is not None
+            and self._text == other._text
+            and self._args == other._args
+        ):
+            return True
+        return self.explanation == other.explanation
+
+    def __hash__(self) -> int:
+        return hash((self.detector, self.points, self.fired, self.explanation))
+
+    def __repr__(self) -> str:
+        return (
+            f"Contribution(detector={self.detector!r}, points={self.points!r}, "
+            f"fired={self.fired!r}, explanation={self.explanation!r}, "
+            f"evidence={self.evidence!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +291,9 @@ class Facts:
     banned: bool = False
     hashes: frozenset[str] = frozenset()
 
+
+#: The facts of an account no account, profile or ban event named (shared: it is frozen).
+_NO_FACTS = Facts()
 
 _Key = tuple[datetime, str]  # (time, event_id): the order events are folded in
 
@@ -258,6 +321,13 @@ class RiskState:
 
     def __init__(self, settings: RiskSettings | None = None) -> None:
         self.settings = settings or RiskSettings()
+        s = self.settings
+        # the settings' spans, built once (a rescoring would otherwise build them every time)
+        self._lookback = timedelta(days=s.lookback_days)
+        self._grace = timedelta(hours=s.fanout.response_grace_hours)
+        self._fanout_window = timedelta(hours=s.fanout.window_hours)
+        self._new_account_age = timedelta(days=s.new_account.max_age_days)
+        self._escalation_window = timedelta(minutes=s.fast_escalation.within_minutes)
         self._seen: dict[str, int] = {}  # event id -> hash of the event first applied under it
         self._profile: defaultdict[str, list[tuple[_Key, AccountEvent | ProfileChange]]] = (
             defaultdict(list)
@@ -440,7 +510,7 @@ class RiskState:
     # -- queries --------------------------------------------------------------------------
 
     def facts(self, account: str) -> Facts:
-        return self._facts.get(account, Facts())
+        return self._facts.get(account, _NO_FACTS)
 
     def _connected_at(self, a: str, b: str, before: datetime | None) -> bool:
         """Whether ``a`` and ``b`` were connected just before ``before`` (now, when None)."""
@@ -513,33 +583,31 @@ class RiskState:
 
     def _settled(self, first: datetime) -> bool:
         """Whether a contact made at ``first`` is past the response grace period."""
-        grace = timedelta(hours=self.settings.fanout.response_grace_hours)
-        return self.watermark is not None and first + grace <= self.watermark
+        return self.watermark is not None and first + self._grace <= self.watermark
 
     def _score(self, account: str) -> RiskResult:
         s = self.settings
-        lookback = timedelta(days=s.lookback_days)
-        targets = [
-            t
-            for t in _minor_targets(self, account)
-            if self.watermark is None or t.first + lookback > self.watermark
-        ]
-        grace = timedelta(hours=s.fanout.response_grace_hours)
-        # the score changes again when a contact leaves the grace period or the lookback
-        changes = [t.first + lookback for t in targets]
-        changes += [
-            t.first + grace
-            for t in targets
-            if t.stranger and not t.responded and not self._settled(t.first)
-        ]
-        if changes:
-            when = min(changes)
+        lookback, grace, watermark = self._lookback, self._grace, self.watermark
+        targets = _minor_targets(self, account)
+        if watermark is not None:
+            targets = [t for t in targets if t.first + lookback > watermark]
+        if targets:
+            # the score changes again when a contact leaves the grace period or the lookback
+            when = min(t.first for t in targets) + lookback
+            for t in targets:
+                if t.stranger and not t.responded:
+                    due = t.first + grace
+                    if (watermark is None or due > watermark) and due < when:
+                        when = due
             scheduled = self._scheduled.get(account)
             if scheduled is None or when < scheduled:  # else a wake-up at or before is due
                 self._scheduled[account] = when
                 heapq.heappush(self._wakeups, (when, account))
         contributions = tuple(detect(self, account, targets))
-        score = min(s.max_score, sum(c.points for c in contributions))
+        total = 0
+        for c in contributions:
+            total += c.points
+        score = min(s.max_score, total)
         band: RiskBand = (
             "high" if score >= s.high_at else "medium" if score >= s.medium_at else "low"
         )
@@ -585,9 +653,17 @@ def _minor_target(state: RiskState, actor: str, target: str, pair: _Out) -> _Tar
 
 
 def _contribution(
-    name: str, points: int, fired_text: str, quiet_text: str, evidence: dict[str, int]
+    name: str,
+    points: int,
+    fired_text: str,
+    quiet_text: str,
+    evidence: dict[str, int],
+    args: tuple[object, ...] = (),
 ) -> Contribution:
-    return Contribution(name, points, points > 0, fired_text if points else quiet_text, evidence)
+    """``fired_text`` and ``quiet_text`` are :meth:`str.format` templates over ``args``,
+    formatted only when the explanation is read."""
+    text = fired_text if points else quiet_text
+    return Contribution(name, points, points > 0, text, evidence, args if args else None)
 
 
 def detect(
@@ -603,14 +679,19 @@ def detect(
 
     if s.fanout.enabled:
         p = s.fanout
-        window = timedelta(hours=p.window_hours)
-        best = lo = 0
+        window = state._fanout_window
+        best = lo = responded = settled = 0
+        watermark, grace = state.watermark, state._grace
         for hi, t in enumerate(strangers):
             while t.first - strangers[lo].first > window:
                 lo += 1
-            best = max(best, hi - lo + 1)
-        responded = sum(1 for t in strangers if t.responded)
-        settled = sum(1 for t in strangers if t.responded or state._settled(t.first))
+            if hi - lo + 1 > best:
+                best = hi - lo + 1
+            if t.responded:
+                responded += 1
+                settled += 1
+            elif watermark is not None and t.first + grace <= watermark:  # state._settled
+                settled += 1
         pts = 0
         if settled and responded / settled <= p.max_response_rate:
             pts = _points(best, p.min_targets, p.points, p.points_per_extra, p.max_points)
@@ -618,15 +699,16 @@ def detect(
             _contribution(
                 "fanout",
                 pts,
-                f"first contacted {best} stranger minors within {p.window_hours:g} h; "
-                f"{responded} of {settled} past the grace period responded",
-                f"at most {best} stranger minors within {p.window_hours:g} h",
+                "first contacted {0} stranger minors within {1:g} h; "
+                "{2} of {3} past the grace period responded",
+                "at most {0} stranger minors within {1:g} h",
                 {
                     "max_in_window": best,
                     "stranger_minors": len(strangers),
                     "settled": settled,
                     "responded": responded,
                 },
+                (best, p.window_hours, responded, settled),
             )
         )
 
@@ -644,9 +726,10 @@ def detect(
             _contribution(
                 "age_gap",
                 pts,
-                f"a {facts.age_band} account contacted {len(younger)} much younger stranger minors",
+                "a {0} account contacted {1} much younger stranger minors",
                 "no much younger stranger minors contacted",
                 {"younger_stranger_minors": len(younger)},
+                (facts.age_band, len(younger)),
             )
         )
 
@@ -658,17 +741,17 @@ def detect(
             age = strangers[0].first - facts.created_at
             age_hours = max(0, int(age.total_seconds() // 3600))
             # a contact before the stated creation time is inconsistent data: not counted
-            new = timedelta(0) <= age <= timedelta(days=p3.max_age_days)
+            new = timedelta(0) <= age <= state._new_account_age
             if new and len(strangers) >= p3.min_targets:
                 pts = p3.points
         found.append(
             _contribution(
                 "new_account",
                 pts,
-                f"an account {age_hours} h old at its first contact with {len(strangers)} "
-                "stranger minors",
+                "an account {0} h old at its first contact with {1} stranger minors",
                 "not a new account contacting stranger minors",
                 {"account_age_hours": age_hours, "stranger_minors": len(strangers)},
+                (age_hours, len(strangers)),
             )
         )
 
@@ -676,20 +759,19 @@ def detect(
         p4 = s.blocked_reported
         blockers = {b for b in state._blockers.get(actor, ()) if state.is_minor(b)}
         reports = {r: c for r, c in state._reporters.get(actor, {}).items() if state.is_minor(r)}
-        minors = blockers | set(reports)
+        minors = blockers | reports.keys() if reports else blockers
         contacted = max(len(targets), len(minors))
         rate = len(minors) / contacted if contacted else 0.0
         pts = 0
         if rate >= p4.min_rate:
             pts = _points(len(minors), p4.min_count, p4.points, p4.points_per_extra, p4.max_points)
-        serious = sum(1 for c in reports.values() if c & {"grooming", "sextortion", "csam"})
+        serious = sum(1 for c in reports.values() if c & _SERIOUS) if reports else 0
         found.append(
             _contribution(
                 "blocked_reported",
                 pts,
-                f"{len(minors)} minors blocked or reported the account "
-                f"({len(minors)} of {contacted} minors it dealt with)",
-                f"{len(minors)} minors blocked or reported the account",
+                "{0} minors blocked or reported the account ({0} of {1} minors it dealt with)",
+                "{0} minors blocked or reported the account",
                 {
                     "minors": len(minors),
                     "blocked": len(blockers),
@@ -697,6 +779,7 @@ def detect(
                     "reported_grooming_or_sextortion": serious,
                     "minors_contacted": len(targets),
                 },
+                (len(minors), contacted),
             )
         )
 
@@ -714,9 +797,10 @@ def detect(
             _contribution(
                 "cross_country",
                 pts,
-                f"contacted {len(abroad)} stranger minors in other countries",
-                f"{len(abroad)} stranger minors in other countries",
+                "contacted {0} stranger minors in other countries",
+                "{0} stranger minors in other countries",
                 {"stranger_minors_abroad": len(abroad)},
+                (len(abroad),),
             )
         )
 
@@ -743,9 +827,10 @@ def detect(
             _contribution(
                 "gifts_to_minors",
                 pts,
-                f"{gifts} gifts or payments to {gifted} minors it shares no connections with",
+                "{0} gifts or payments to {1} minors it shares no connections with",
                 "no gifts to unconnected minors",
                 {"minors": gifted, "gifts": gifts},
+                (gifts, gifted),
             )
         )
 
@@ -754,8 +839,11 @@ def detect(
         banned: set[str] = set()
         if not facts.banned:
             for h in facts.hashes:
-                others = {a for a in state._hash_accounts.get(h, ()) if a != actor}
-                hit = {a for a in others if state.facts(a).banned}
+                hit = {
+                    a
+                    for a in state._hash_accounts.get(h, ())
+                    if a != actor and state.facts(a).banned
+                }
                 if hit:
                     shared_hashes += 1
                     banned |= hit
@@ -764,10 +852,10 @@ def detect(
             _contribution(
                 "ban_evasion",
                 pts,
-                f"shares {shared_hashes} device or identifier hashes with {len(banned)} banned "
-                "accounts",
+                "shares {0} device or identifier hashes with {1} banned accounts",
                 "shares no hash with a banned account",
                 {"shared_hashes": shared_hashes, "banned_accounts": len(banned)},
+                (shared_hashes, len(banned)),
             )
         )
 
@@ -806,10 +894,11 @@ def _stranger_conversation(
     return _contribution(
         "stranger_conversation",
         pts,
-        f"a {actor_band} account keeps up conversations it started with {talks} much younger "
-        f"minors it is not connected to and shares no connections with ({replies_seen} replies)",
+        "a {0} account keeps up conversations it started with {1} much younger "
+        "minors it is not connected to and shares no connections with ({2} replies)",
         "no conversation with a much younger minor outside any connection",
         {"minors": talks, "replies": replies_seen},
+        (actor_band, talks, replies_seen),
     )
 
 
@@ -825,11 +914,14 @@ def _gap(actor_band: str, target_band: str, minor_gap: int) -> bool:
 
 def _escalation(state: RiskState, actor: str, targets: list[_Target]) -> Contribution:
     p = state.settings.fast_escalation
-    window = timedelta(minutes=p.within_minutes)
+    window = state._escalation_window
     fast = 0
     kinds: dict[str, int] = {}
+    pairs = state._out[actor] if targets else {}
     for t in targets:
-        pair = state._out[actor][t.account]
+        pair = pairs[t.account]
+        if not pair.flags:
+            continue
         hit = False
         for time, kind in pair.flags:
             if kind not in p.kinds:
@@ -845,10 +937,12 @@ def _escalation(state: RiskState, actor: str, targets: list[_Target]) -> Contrib
     return _contribution(
         "fast_escalation",
         pts,
-        f"{', '.join(sorted(kinds))} within {p.within_messages} messages or "
-        f"{p.within_minutes:g} min of first contact with {fast} minors",
+        "{0} within {1} messages or {2:g} min of first contact with {3} minors",
         "no fast escalation to minors",
-        {"minors": fast, **{f"flags_{k}": n for k, n in sorted(kinds.items())}},
+        {"minors": fast, **{f"flags_{k}": n for k, n in sorted(kinds.items())}}
+        if kinds
+        else {"minors": fast},
+        (", ".join(sorted(kinds)), p.within_messages, p.within_minutes, fast) if fast else (),
     )
 
 

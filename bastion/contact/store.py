@@ -310,7 +310,7 @@ def _contributions_text(result: RiskResult) -> str:
     as another account's, and serialising them again was most of a risk row's cost."""
     parts = []
     for c in result.contributions:
-        key = (c.detector, c.points, c.fired, c.explanation, tuple(c.evidence.items()))
+        key = (c.detector, c.points, c.fired, c.text_key(), tuple(c.evidence.items()))
         text = _FRAGMENTS.get(key)
         if text is None:
             if len(_FRAGMENTS) >= _FRAGMENTS_MAX:

@@ -10,6 +10,7 @@ import pytest
 from bastion.contact.model import Event
 from bastion.contact.risk import (
     DETECTORS,
+    Contribution,
     FanOutSettings,
     RiskSettings,
     RiskState,
@@ -65,6 +66,30 @@ def test_fanout_to_stranger_minors_with_low_response() -> None:
     gap = contribution(state, "g", "age_gap")
     assert gap.points == 30 and gap.evidence["younger_stranger_minors"] == 8
     assert state.result("g").band == "high"
+
+
+def test_explanations_are_formatted_when_read_and_compare_as_text() -> None:
+    """A rescoring keeps each explanation's template and arguments; the text read is the full
+    sentence, and a contribution equals one rebuilt from its stored text (the API's read)."""
+    events = [account("g", "adult", country="GB"), *kids(8)]
+    events += [
+        ev("connection_request", at(minutes=10 * i), actor="g", target=f"k{i}") for i in range(8)
+    ]
+    events.append(ev("connection_accept", at(hours=2), actor="k0", target="g"))
+    state = state_of([*events, tick()])
+    texts = {c.detector: c.explanation for c in state.result("g").contributions}
+    assert texts["fanout"] == (
+        "first contacted 8 stranger minors within 24 h; 1 of 8 past the grace period responded"
+    )
+    assert texts["age_gap"] == "a adult account contacted 8 much younger stranger minors"
+    assert texts["new_account"] == "not a new account contacting stranger minors"
+    assert texts["blocked_reported"] == "0 minors blocked or reported the account"
+    assert "{" not in "".join(texts.values())
+    for c in state.result("g").contributions:
+        stored = Contribution(c.detector, c.points, c.fired, c.explanation, dict(c.evidence))
+        assert stored == c and c == stored and hash(stored) == hash(c)
+        other = Contribution(c.detector, c.points, c.fired, c.explanation + ".", c.evidence)
+        assert other != c
 
 
 def test_fanout_respects_the_window_and_responses() -> None:
