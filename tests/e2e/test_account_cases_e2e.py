@@ -240,6 +240,7 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                 assert us["incident_type"] == ACCOUNT_INCIDENT_TYPE
                 assert (uk["authority"], uk["state"], uk["files"]) == ("nca", "drafted", [])
                 assert us["created_by"] == uk["created_by"] == "system:account-report"
+                assert us["held"] is True  # the worker leaves it until a person sends it
                 # Drafting again by hand returns the same two reports, nothing new.
                 r = http.post(
                     "/v1/reports",
