@@ -64,8 +64,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from bastion.contact.decide import ContactSettings
-from bastion.contact.model import RISK_BANDS, RiskBand
+from bastion.contact.model import FLAG_KINDS, RISK_BANDS, FlagKind, RiskBand
 from bastion.contact.risk import RiskSettings
+from bastion.contact.textflags import DEFAULT_TEXT_FLAGS
 from bastion.vocab import AGE_BANDS, DEFAULT_SLA, PRIORITIES, Priority
 
 log = logging.getLogger("bastion.policy")
@@ -207,6 +208,9 @@ class ContactPolicy:
     #: After a not-abusive decision an account gets a new case only if a detector fired that
     #: had not, or its score rose by at least this many points.
     case_reopen_margin: int = 10
+    #: Keyword labels whose matches in a ``text`` event become flags, and the flag kind each
+    #: becomes (:mod:`bastion.contact.textflags`); as pairs, sorted, so the policy stays hashable.
+    text_flags: tuple[tuple[str, FlagKind], ...] = tuple(sorted(DEFAULT_TEXT_FLAGS.items()))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -216,6 +220,7 @@ class ContactPolicy:
             "case_queue": self.case_queue,
             "case_priority": self.case_priority,
             "case_reopen_margin": self.case_reopen_margin,
+            "text_flags": dict(self.text_flags),
         }
 
 
@@ -1155,6 +1160,7 @@ _CONTACT_KEYS = (
     "case_queue",
     "case_priority",
     "case_reopen_margin",
+    "text_flags",
 )
 
 
@@ -1197,6 +1203,10 @@ def contact_section(
         cases["case_reopen_margin"] = builder.integer(
             spec["case_reopen_margin"], "contact.case_reopen_margin", 1, 1000
         )
+    if "text_flags" in spec:
+        flags = _text_flags(builder, spec["text_flags"])
+        if flags is not None:
+            cases["text_flags"] = flags
     risk = models.get("risk")
     if isinstance(risk, RiskSettings) and not risk.medium_at < risk.high_at <= risk.max_score:
         where = spec["risk"]
@@ -1213,6 +1223,32 @@ def contact_section(
         case_band=case_band,
         **{k: v for k, v in cases.items() if v is not None},
     )
+
+
+def _text_flags(builder: _Builder, node: Node) -> tuple[tuple[str, FlagKind], ...] | None:
+    """``contact.text_flags``: keyword label -> flag kind (replaces the default map whole)."""
+    value = _plain_node(builder, node, "contact.text_flags")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        builder.error(node, "contact.text_flags must be a mapping of keyword label: flag kind")
+        return None
+    out: dict[str, FlagKind] = {}
+    ok = True
+    for label, kind in value.items():
+        if not isinstance(label, str) or not 1 <= len(label.strip()) <= 64:
+            builder.error(node, f"contact.text_flags: {label!r} is not a label (1-64 characters)")
+            ok = False
+        elif kind not in FLAG_KINDS:
+            builder.error(
+                node,
+                f"contact.text_flags.{label}: {kind!r} is not a flag kind "
+                f"(one of {', '.join(FLAG_KINDS)})",
+            )
+            ok = False
+        else:
+            out[label.strip()] = kind
+    return tuple(sorted(out.items())) if ok else None
 
 
 def _plain_node(builder: _Builder, node: Node, what: str) -> Any:

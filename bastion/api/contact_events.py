@@ -3,7 +3,10 @@
 The platform's backend sends events with a key holding the ``events`` scope: ``POST /v1/events``
 takes a batch of up to 1,000 (metadata and flags only: an unknown field, such as message text,
 refuses that event). Each event gets its own result (``ok``, ``duplicate`` for a re-sent event,
-``error`` with the reason); the valid ones are applied in one transaction. A key with
+``error`` with the reason); the valid ones are applied in one transaction. A ``text`` event
+carries text the platform may lawfully see: Bastion matches it against the keyword banks and
+stores only the ``flag`` events it derives (docs/contact-events.md#flags-from-text); the text is
+never stored, logged or echoed. A key with
 ``risk`` reads an account's risk (score, band, each detector's points and evidence) and its
 event timeline; every timeline read is audited. Erasing an account's events, and legal holds
 that keep them, need ``admin``.
@@ -11,6 +14,7 @@ that keep them, need ``admin``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,10 +24,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.api.auth import require
 from bastion.api.openapi import NO_NUL
 from bastion.api.problems import AUTH_RESPONSES, Problem, problem_for, problem_responses
+from bastion.banks.hygiene import BankRules
+from bastion.banks.keywords import screen_text
 from bastion.contact.model import MAX_BATCH
-from bastion.contact.store import AccountHeld, ContactStore, EventNotFound, HoldConflict
+from bastion.contact.store import (
+    AccountHeld,
+    ContactStore,
+    EventNotFound,
+    HoldConflict,
+    IngestResult,
+)
+from bastion.contact.textflags import TextPlan, expand
 from bastion.http_auth import Principal, client_address
-from bastion.runtime import RuntimeDep
+from bastion.runtime import Runtime, RuntimeDep
+from bastion.signals.base import Signal, SignalType
 from bastion.store import InvalidInput, StoreUnavailable
 
 router = APIRouter(prefix="/v1", responses=AUTH_RESPONSES, tags=["contact"])
@@ -49,8 +63,16 @@ class EventsIn(BaseModel):
         min_length=1,
         description=f"Up to {MAX_BATCH} events (docs/contact-events.md), each an object with "
         "event_id, time, type and the type's fields. No message text: unknown fields are "
-        "refused.",
+        "refused. The one exception is a `text` event (account, target, conversation, text): "
+        "text the platform may lawfully see, matched against the keyword banks and never "
+        "stored; only the `flag` events it derives are.",
     )
+
+
+class DerivedFlag(BaseModel):
+    kind: str
+    event_id: str = Field(description="The derived flag's id: the text event's id and the kind.")
+    status: Literal["ok", "duplicate", "error"]
 
 
 class EventResult(BaseModel):
@@ -59,6 +81,11 @@ class EventResult(BaseModel):
     status: Literal["ok", "duplicate", "error"]
     error: str | None = None
     errors: list[dict[str, str]] = Field(default_factory=list)
+    flags: list[DerivedFlag] | None = Field(
+        None,
+        description="A `text` event only: the flags its text derived (empty when nothing "
+        "matched); the text itself is not stored.",
+    )
 
 
 class EventsOut(BaseModel):
@@ -132,25 +159,74 @@ def post_events(rt: RuntimeDep, body: EventsIn, _: EventsKey) -> EventsOut:
             "Content Too Large",
             detail=f"a batch holds at most {MAX_BATCH} events, got {len(body.events)}",
         )
+    text_flags = dict(rt.policy.current().contact.text_flags)
+    batch, plan = expand(body.events, _labels_of(rt), text_flags)
     try:
-        results = ContactStore.for_runtime(rt).ingest(body.events)
+        results = ContactStore.for_runtime(rt).ingest(batch, max_batch=max(len(batch), MAX_BATCH))
     except (StoreUnavailable, InvalidInput) as exc:
         raise problem_for(exc) from None
-    out = [
-        EventResult(
-            index=r.index,
-            event_id=r.event_id,
-            status=r.status,
-            error=r.error,
-            errors=[dict(e) for e in r.errors],
-        )
-        for r in results
-    ]
+    out = [_result(index, step, results) for index, step in enumerate(plan)]
     return EventsOut(
-        accepted=sum(1 for r in results if r.status == "ok"),
-        duplicates=sum(1 for r in results if r.status == "duplicate"),
-        refused=sum(1 for r in results if r.status == "error"),
+        accepted=sum(1 for r in out if r.status == "ok"),
+        duplicates=sum(1 for r in out if r.status == "duplicate"),
+        refused=sum(1 for r in out if r.status == "error"),
         results=out,
+    )
+
+
+def _labels_of(rt: Runtime) -> Callable[[str], list[str]]:
+    """The labels of the keyword entries a text matches, after the allow banks (as a text scan
+    screens them); the banks' rules are read once per request, at the first match."""
+    rules: dict[str, BankRules] = {}
+
+    def labels_of(text: str) -> list[str]:
+        with rt.index.read() as matcher:
+            found = matcher.match([Signal(SignalType.TEXT, text)])
+        if not found:
+            return []
+        if not rules:
+            rules.update(rt.store.bank_rules())
+        return [label for m in screen_text(found, rules).kept for label in m.labels]
+
+    return labels_of
+
+
+def _result(index: int, step: int | TextPlan, results: list[IngestResult]) -> EventResult:
+    """The answer for the batch's event at ``index``, from what ingest said of its expansion."""
+    if isinstance(step, int):
+        r = results[step]
+        errors = [dict(e) for e in r.errors]
+        return EventResult(
+            index=index, event_id=r.event_id, status=r.status, error=r.error, errors=errors
+        )
+    if step.errors:
+        message = "; ".join(
+            f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in step.errors
+        )
+        return EventResult(
+            index=index,
+            event_id=step.event_id,
+            status="error",
+            error=message,
+            errors=[dict(e) for e in step.errors],
+        )
+    derived = [results[p] for p in step.positions]
+    flags = [
+        DerivedFlag(kind=kind, event_id=r.event_id or "", status=r.status)
+        for kind, r in zip(step.kinds, derived, strict=True)
+    ]
+    failed = next((r for r in derived if r.status == "error"), None)
+    status: Literal["ok", "duplicate", "error"] = "ok"
+    if failed is not None:
+        status = "error"
+    elif derived and all(r.status == "duplicate" for r in derived):
+        status = "duplicate"
+    return EventResult(
+        index=index,
+        event_id=step.event_id,
+        status=status,
+        error=None if failed is None else f"derived flag {failed.event_id}: {failed.error}",
+        flags=flags,
     )
 
 

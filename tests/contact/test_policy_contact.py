@@ -124,3 +124,23 @@ def test_an_error_elsewhere_still_reports_the_contact_errors() -> None:
         parse_policy("version: 1\nrules: []\ncontact: {decide: {spam_band: x}}\n")
     text = str(exc.value)
     assert "rules is empty" in text and "contact.decide.spam_band" in text
+
+
+def test_text_flags_map_defaults_overrides_and_errors() -> None:
+    """``contact.text_flags`` (keyword label -> flag kind, for ``text`` events): every flag kind
+    maps to itself by default; a given map replaces it whole; ``{}`` turns it off; an unknown
+    kind is an error on its line."""
+    assert dict(parse_policy(BASE).contact.text_flags)["secrecy_request"] == "secrecy_request"
+    assert default_policy().as_dict()["contact"]["text_flags"]["offplatform_handle"] == (
+        "offplatform_handle"
+    )
+    custom = parse_policy(BASE + "contact:\n  text_flags: {grooming: secrecy_request}\n")
+    assert custom.contact.text_flags == (("grooming", "secrecy_request"),)
+    assert parse_policy(BASE + "contact:\n  text_flags: {}\n").contact.text_flags == ()
+    (err,) = errors("contact:\n  text_flags:\n    grooming: secrets\n")
+    assert (
+        err[0] is not None
+        and "contact.text_flags.grooming: 'secrets' is not a flag kind" in (err[1])
+    )
+    (err,) = errors("contact:\n  text_flags: [grooming]\n")
+    assert "contact.text_flags must be a mapping" in err[1]

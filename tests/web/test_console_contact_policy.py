@@ -19,6 +19,7 @@ def test_policy_page_shows_the_contact_settings(console: Console) -> None:
     assert re.search(r"<dt>case_queue</dt><dd[^>]*>default</dd>", page)
     assert re.search(r"<dt>case_priority</dt><dd[^>]*>high</dd>", page)
     assert re.search(r"<dt>case_reopen_margin</dt><dd[^>]*>10</dd>", page)
+    assert "secrecy_request → secrecy_request" in page  # contact.text_flags, label → flag kind
     assert re.search(r"<dt>lookback_days</dt><dd[^>]*>30.0</dd>", page)
     assert re.search(r"<dt>max_mutuals</dt><dd[^>]*>0</dd>", page)
     text = console.rt.policy.current().text
