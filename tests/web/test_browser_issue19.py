@@ -366,7 +366,7 @@ def _scan(server: ConsoleServer, testdata: Path, photo: str, uploader: str) -> i
     import httpx
 
     with Store.open(DB["url"]) as store:
-        _, token = store.create_api_key(f"scanner-{uploader}", {"match"})
+        _, token = store.create_api_key(f"scanner-{uploader}-{Path(photo).stem}", {"match"})
     r = httpx.post(
         f"{server.base}/v1/scan",
         headers={"Authorization": f"Bearer {token}"},
@@ -507,3 +507,19 @@ def test_item13_adjustable_blur_and_reduced_size_reveal(
     page.reload()
     expect(page.locator("#reveal-size")).to_have_value("50")
     expect(page.locator("#reveal-blur")).to_have_value("8")
+
+
+def test_item11_several_items_show_as_a_thumbnail_grid(
+    page: Page, server: ConsoleServer, testdata: Path
+) -> None:
+    from tests.web.seed import BRIDGE_SCANNED, EXACT_PHOTO
+
+    case_id = _scan(server, testdata, BRIDGE_SCANNED, "uploader-12")
+    assert _scan(server, testdata, EXACT_PHOTO, "uploader-12") == case_id  # joins the case
+    login(page, server, "ada")
+    page.goto(f"{server.base}/cases/{case_id}")
+    expect(page.locator("#items.items-grid .item")).to_have_count(2)
+    first, second = (page.locator(".item .media-box").nth(i).bounding_box() for i in (0, 1))
+    assert first and second
+    assert first["y"] == second["y"] and second["x"] > first["x"]  # side by side
+    assert first["height"] <= 230  # thumbnails, not full-size previews
