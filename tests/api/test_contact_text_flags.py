@@ -222,3 +222,26 @@ def test_long_event_ids_derive_ids_that_fit() -> None:
         out == derived_id(eid, "offplatform_handle") != derived_id("f" * 128, "offplatform_handle")
     )
     assert derived_id("t-1", "threat") == "t-1:threat"
+
+
+def test_an_allow_bank_entry_covering_the_term_yields_no_flag(
+    client: TestClient, admin: dict[str, str], events_key: dict[str, str], api_store: Store
+) -> None:
+    """As for a text scan: a known benign phrase (a game's title) containing a listed term
+    suppresses the flag where it covers the term, not elsewhere in the text."""
+    _bank(client, admin)
+    r = client.post("/v1/banks", headers=admin, json={"name": "benign", "kind": "allow"})
+    assert r.status_code == 201, r.text
+    entry = {"signal_type": "text", "value": "secret game show"}
+    r = client.post("/v1/banks/benign/entries", headers=admin, json={"entries": [entry]})
+    assert r.status_code == 200, r.text
+    batch = [
+        _text("t-1", "did you watch the secret game show"),
+        _text("t-2", "the secret game show, and our secret game"),
+    ]
+    results = client.post(URL, json={"events": batch}, headers=events_key).json()["results"]
+    assert [x["flags"] for x in results] == [
+        [],
+        [{"kind": "secrecy_request", "event_id": "t-2:secrecy_request", "status": "ok"}],
+    ]
+    assert [e.event_id for e in ContactStore(api_store).stored_events()] == ["t-2:secrecy_request"]
