@@ -28,6 +28,7 @@ from bastion.review import (
     CaseClosed,
     CaseLeased,
     CaseNotFound,
+    DecisionMismatch,
     Forbidden,
     InvalidDecision,
     NoMedia,
@@ -116,6 +117,12 @@ ERRORS: dict[type[BaseException], HttpError] = {
     NotLeased: HttpError(409, "Claim the case first", code="not_leased"),
     CaseClosed: HttpError(409, "Case already decided", code="case_closed"),
     RevealRequired: HttpError(409, "Reveal first", code="reveal_required", extra=_reveal),
+    DecisionMismatch: HttpError(
+        409,
+        "Decision does not fit the case",
+        code="decision_mismatch",
+        console_title="Invalid decision",
+    ),
     InvalidDecision: HttpError(
         422, "Invalid request", code="invalid", console_status=400, console_title="Invalid decision"
     ),

@@ -146,6 +146,12 @@ class InvalidDecision(ReviewError, ValueError):
     """A decision with missing or malformed fields."""
 
 
+class DecisionMismatch(InvalidDecision):
+    """A well-formed decision that does not fit this case (a content classification on an
+    account case, detectors on a content case, a detector that did not fire): a conflict with
+    the case's state, not a malformed request."""
+
+
 class NoMedia(ReviewError, LookupError):
     """The item has no stored media (none was sent, or it was over the size limit)."""
 
@@ -426,14 +432,14 @@ def check_subject(subject: str, decision: Decision) -> None:
     bank entries; an account is classified grooming or sextortion, has no bank entries to
     disable, and its not-abusive finding may name detectors."""
     if decision.kind == "confirmed" and decision.classification not in classifications_for(subject):
-        raise InvalidDecision(
+        raise DecisionMismatch(
             f"a confirmed {subject} case needs a classification, one of "
             f"{', '.join(classifications_for(subject))}; got {decision.classification!r}"
         )
     if subject != ACCOUNT and decision.detectors:
-        raise InvalidDecision("only an account case's not-abusive decision names detectors")
+        raise DecisionMismatch("only an account case's not-abusive decision names detectors")
     if subject == ACCOUNT and decision.disable_entries:
-        raise InvalidDecision("an account case has no bank entries to disable")
+        raise DecisionMismatch("an account case has no bank entries to disable")
 
 
 def pending_finding(state: str, classification: str | None) -> DecisionKind | None:

@@ -61,9 +61,9 @@ from bastion.review.model import (
     CaseNotFound,
     CaseSummary,
     Decision,
+    DecisionMismatch,
     DetectorPrecision,
     Forbidden,
-    InvalidDecision,
     Media,
     NewItem,
     NoMedia,
@@ -897,7 +897,7 @@ def _named_detectors(case: Case, decision: Decision) -> tuple[str, ...]:
     unknown = [d for d in decision.detectors if d not in fired]
     if unknown:
         shown = ", ".join(fired) or "none"
-        raise InvalidDecision(
+        raise DecisionMismatch(
             f"detector(s) {', '.join(unknown)} did not fire in this case (fired: {shown})"
         )
     return decision.detectors or fired

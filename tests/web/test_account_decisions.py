@@ -19,13 +19,14 @@ def test_account_decisions_through_the_console_form(console: Console) -> None:
     assert r.status_code == 409 and "Claim" in r.text
     assert rex.post_form(f"{url}/claim").status_code == 303
     # A content classification does not fit an account case, nor disabling bank entries.
+    # (a well-formed decision that does not fit the case: a conflict with it, 409)
     r = rex.post_form(f"{url}/decide", {"decision": "confirmed", "classification": "A1"})
-    assert r.status_code == 400 and "grooming, sextortion" in r.text
+    assert r.status_code == 409 and "grooming, sextortion" in r.text
     none_ticked = {"decision": "not_abusive", "reason": "checked", "detectors": ""}
     r = rex.post_form(f"{url}/decide", none_ticked)
     assert r.status_code == 400 and "tick the detectors" in r.text
     r = rex.post_form(f"{url}/decide", {**none_ticked, "detectors": "no_such_detector"})
-    assert r.status_code == 400
+    assert r.status_code == 409 and "did not fire" in r.text
     assert rex.get(url).text.count('id="final"') == 0  # still open
     r = rex.post_form(f"{url}/decide", {"decision": "confirmed", "classification": "sextortion"})
     assert r.status_code == 303, r.text
