@@ -180,14 +180,15 @@ def test_simulated_events_to_an_account_case_a_webhook_and_a_text_only_report(
                 fired = [c["detector"] for c in risk["contributions"] if c["fired"]]
                 assert case["detectors_fired"] == fired and fired
 
-                # A content classification is refused for an account case (422, nothing done).
+                # A content classification is refused for an account case (409: a well-formed
+                # decision that does not fit the case; nothing done).
                 assert http.post(f"/v1/cases/{case_id}/claim", headers=rex).status_code == 200
                 bad = http.post(
                     f"/v1/cases/{case_id}/decide",
                     json={"decision": "confirmed", "classification": "A1"},
                     headers=rex,
                 )
-                assert bad.status_code == 422, bad.text
+                assert bad.status_code == 409, bad.text
                 # Four-eyes: rex confirms grooming first, sue agrees.
                 first = http.post(
                     f"/v1/cases/{case_id}/decide",
