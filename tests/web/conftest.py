@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -19,6 +20,21 @@ from bastion.server import create_app
 from tests.web.seed import PASSWORD, POLICY, scan_cases, seed_store
 
 SOFT_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright, one per browser-test module."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.server import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.web.seed import PASSWORD
-from tests.web.server import ConsoleServer, launch_chromium
+from tests.web.server import ConsoleServer, login, watched_page
 
 SOFT_LIMIT = 4
 
@@ -26,39 +26,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    # A CSP violation or a script error would silently disable the wellbeing features.
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield pg
-    finally:
-        context.close()
     # Refusals the tests provoke on purpose are logged as failed loads; nothing else may be.
-    unexpected = [e for e in errors if not re.search(r"status of (401|403|404|409)\b", e)]
-    assert not unexpected, unexpected
-
-
-def login(page: Page, server: ConsoleServer, name: str) -> None:
-    page.goto(f"{server.base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("header .user")).to_contain_text(name)
+    with watched_page(browser, allowed="401|403|404|409") as pg:
+        yield pg
 
 
 def computed_filter(page: Page, selector: str) -> str:

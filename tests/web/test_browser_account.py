@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bastion.db import Store
 from tests.web.accounts import ACCOUNT, CHILDREN, open_account_case
-from tests.web.seed import PASSWORD
-from tests.web.server import ConsoleServer, launch_chromium
+from tests.web.server import ConsoleServer, login, watched_page
 
 OTHER = "acct-g2"
 
@@ -34,39 +33,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield pg
-    finally:
-        context.close()
     # The refused decision the test provokes on purpose, and the favicon the console does not
     # have, are logged as failed loads; nothing else may be.
-    unexpected = [e for e in errors if not re.search(r"status of (400|404)\b", e)]
-    assert not unexpected, unexpected
-
-
-def login(page: Page, server: ConsoleServer, name: str) -> None:
-    page.goto(f"{server.base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("header .user")).to_contain_text(name)
+    with watched_page(browser, allowed="400|404") as pg:
+        yield pg
 
 
 def audit(server: ConsoleServer, action: str) -> list[tuple[str, str, dict[str, object]]]:

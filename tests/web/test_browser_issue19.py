@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bastion.db import Store
-from tests.web.seed import PASSWORD
-from tests.web.server import ConsoleServer, launch_chromium
+from tests.web.server import ConsoleServer, login, watched_page
 
 #: The running server's database, for records a test adds behind its back.
 DB: dict[str, str] = {}
@@ -30,35 +29,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
+    with watched_page(browser, allowed=None, viewport=(1280, 900)) as pg:
         yield pg
-    finally:
-        context.close()
-    assert not errors, errors
-
-
-def login(page: Page, server: ConsoleServer, name: str) -> None:
-    page.goto(f"{server.base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("header .user")).to_contain_text(name)
 
 
 def test_item2_only_the_claim_holder_reveals_and_closed_cases_need_a_reason(
