@@ -4,6 +4,7 @@ reproduces one item of the issue. No timed waits: Playwright waits for states.""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from tests.web.server import ConsoleServer, login, watched_page
 
 #: The running server's database, for records a test adds behind its back.
 DB: dict[str, str] = {}
+
+
+def set_policy(path: Path, text: str) -> None:
+    """Write the running server's policy file. The server re-reads it at most once a second
+    (PolicyHolder.check_interval), so past that its next request is decided under ``text``."""
+    path.write_text(text)
+    time.sleep(1.2)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +215,7 @@ def test_item7_first_reviewer_is_not_offered_the_second_review(
     from tests.web.seed import POLICY
 
     policy = Path(DB["policy"])
-    policy.write_text(POLICY.replace("four_eyes: false", "four_eyes: true") + "# four-eyes\n")
+    set_policy(policy, POLICY.replace("four_eyes: false", "four_eyes: true") + "# four-eyes\n")
     try:
         case_id = server.cases["video"]
         login(page, server, "rex")
@@ -224,7 +232,7 @@ def test_item7_first_reviewer_is_not_offered_the_second_review(
         expect(page.locator("#own-pending")).to_contain_text("not offered to you")
         expect(page.locator("#claim")).to_have_count(0)
     finally:
-        policy.write_text(POLICY)
+        set_policy(policy, POLICY)
 
 
 def test_item1_a_false_positive_blocked_at_scan_is_restored_once(
@@ -242,7 +250,7 @@ def test_item1_a_false_positive_blocked_at_scan_is_restored_once(
         "    verdict: block\n    actions: [remove_content]\n    priority: high\n"
     )
     policy = Path(DB["policy"])
-    policy.write_text(POLICY.replace("rules:\n", block, 1))
+    set_policy(policy, POLICY.replace("rules:\n", block, 1))
     try:
         with Store.open(DB["url"]) as store:
             _, token = store.create_api_key("browser-scanner", {"match"})
@@ -257,7 +265,7 @@ def test_item1_a_false_positive_blocked_at_scan_is_restored_once(
         assert r.json()["verdict"]["decision"] == "block"
         case_id = r.json()["verdict"]["case_id"]
     finally:
-        policy.write_text(POLICY)
+        set_policy(policy, POLICY)
     with Store.open(DB["url"]) as store:
         outbox = Outbox(store)
         for item in outbox.claim_due("test", 10):

@@ -232,6 +232,7 @@ def test_a_case_awaiting_its_second_review_is_not_offered_to_its_first_reviewer(
     Path(console.settings.policy_file).write_text(
         POLICY.replace("four_eyes: false", "four_eyes: true") + "\n# four-eyes on\n"
     )
+    console.rt.policy.refresh()  # now, not at the holder's next once-a-second check
     case_id = console.cases["exact"]
     url = f"/cases/{case_id}"
     rex, sue = console.login("rex"), console.login("sue")
@@ -270,6 +271,7 @@ def _scan_blocked(console: Console, testdata) -> int:  # type: ignore[no-untyped
 
     policy = POLICY.replace("rules:\n", "rules:" + BLOCKING, 1)
     Path(console.settings.policy_file).write_text(policy)
+    console.rt.policy.refresh()  # now, not at the holder's next once-a-second check
     _, token = console.store.create_api_key("scanner-2", {"match"})
     return scan_cases(console.main.post, testdata, token, ("video",))["video"]
 
